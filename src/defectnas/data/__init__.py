@@ -1,0 +1,34 @@
+"""Data layer: read any supported table of query–product pairs, label defects, split, describe.
+
+Why one package: every command starts from the same table (``query``, ``title``, ``label``,
+``product_id`` [, ``split``]) built by :func:`load_pairs`; the rest of the library never reads
+files or interprets dataset-specific labels itself.
+"""
+
+from .download import DATASETS, download
+from .formats import FORMATS, SPECS, FormatSpec
+from .load import load_pairs, title_id
+from .readers import read_table
+from .splits import split_by_query
+from .stats import describe, format_description
+from .text import normalize_series, normalize_text
+from .triplets import build_triplets
+
+# (tokenizer re-exports go here)
+
+__all__ = [
+    "DATASETS",
+    "FORMATS",
+    "SPECS",
+    "FormatSpec",
+    "build_triplets",
+    "describe",
+    "download",
+    "format_description",
+    "load_pairs",
+    "normalize_series",
+    "normalize_text",
+    "read_table",
+    "split_by_query",
+    "title_id",
+]

@@ -1,0 +1,93 @@
+"""Small helpers shared by the data modules: one-line errors that name the source, row labels.
+
+Why a module of its own: every loader must report problems the same way, as one line that
+names the file (or ``<DataFrame>``) and the row or column at fault, and rows must be numbered
+the same way everywhere (1-based data rows for files, the caller's index for DataFrames).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+FRAME_NAME = "<DataFrame>"  # how an in-memory table is named in messages
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short ``repr`` of a cell value for a message (numpy scalars shown as plain Python)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name`` (difflib), or None when nothing is close."""
+    options = [str(c) for c in candidates]
+    lowered = {c.lower(): c for c in options}
+    if name.lower() in lowered:  # a case-only typo is the likeliest of all
+        return lowered[name.lower()]
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table came from, so messages can name it and its rows."""
+
+    name: str  # the file path, or FRAME_NAME for a DataFrame passed in by the caller
+    index: pd.Index | None = None  # the caller's DataFrame index; None for files (rows are 1-based)
+
+    def row(self, position: int) -> str:
+        """Name the row at 0-based ``position``: "row 3" for files, "row index 'a'" for frames."""
+        if self.index is None:
+            return f"row {position + 1}"
+        return f"row index {show(self.index[position])}"
+
+    def error(self, message: str) -> DataError:
+        """A :class:`DataError` reading ``<name>: <message>`` on one line."""
+        return DataError(one_line(f"{self.name}: {message}"))
+
+
+def as_strings(values: pd.Series) -> pd.Series:
+    """Cell values as stripped strings (missing stays missing); whole floats lose their ``.0``.
+
+    Ids and categorical labels may arrive as text (CSV), ints (Parquet) or floats (an int column
+    with gaps); all three spellings of product 100001 must compare equal.
+    """
+
+    def text(value: Any) -> Any:
+        if is_missing(value):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value).strip()
+
+    return pd.Series([text(v) for v in values.tolist()], index=values.index, dtype=object)
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN or pd.NA (a cell-level test that, unlike ``pd.isna``, never sees a list as many)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def first_bad(mask: pd.Series) -> tuple[int, int]:
+    """(0-based position of the first True in ``mask``, number of Trues)."""
+    flags = mask.to_numpy(dtype=bool)
+    return int(flags.argmax()), int(flags.sum())
+
+
+def more(count: int) -> str:
+    """" (and N more rows)" when one bad row stands for several."""
+    return f" (and {count - 1} more rows)" if count > 1 else ""

@@ -1,0 +1,195 @@
+"""Read one table file (CSV, TSV, JSON lines, Parquet; plain, ``.gz`` or ``.zip``) into pandas.
+
+Why a module of its own: users bring whatever their search logs were exported as, and the
+public datasets come in three of these shapes (ESCI Parquet, WANDS tab-separated ``.csv``,
+Kaggle zipped CSV). Every failure, from a missing file to a ragged CSV line, becomes one
+:class:`~defectnas.errors.DataError` line naming the file, never a pandas traceback.
+
+Choices:
+
+- The extension picks the reader; under ``.gz`` or ``.zip`` the inner name does
+  (``train.csv.zip``, ``x.tsv.gz``; a zip must hold exactly one file, whose own name decides).
+- CSV and TSV are read as text (``dtype=str``) with only empty cells as missing, so ids keep
+  leading zeros and a query such as "NA" or "null" stays a query.
+- A ``.csv`` whose header has tabs and no commas is read as tab-separated: WANDS ships its
+  tab-separated tables as ``.csv``.
+- Text is decoded as UTF-8 (a byte-order mark is dropped). CSV and TSV fall back to Latin-1
+  (ISO-8859-1) when that fails, because Home Depot's original ``train.csv`` is ISO-8859-1 and
+  Latin-1 can decode any byte. JSON must be UTF-8, as its standard says.
+- ``.json`` may hold JSON lines or one array of records; ``.jsonl``/``.ndjson`` hold JSON lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import IO, Sequence
+
+import pandas as pd
+
+from ._common import Source
+
+TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+FORMATS_BY_EXTENSION = {**TEXT_FORMATS, ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = (".gz", ".zip")
+ACCEPTED = ", ".join(FORMATS_BY_EXTENSION) + " (optionally compressed: " + ", ".join(COMPRESSIONS) + ")"
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The table in ``path`` with a fresh 0..n-1 index; ``columns`` keeps only those (in order).
+
+    Raises DataError (one line, naming the file) when the file is missing, has an unknown
+    extension, cannot be decompressed or decoded, has a malformed row, is empty, or lacks one
+    of ``columns``.
+    """
+    path = Path(path)
+    src = Source(str(path))
+    if not path.exists():
+        raise src.error("file not found")
+    if path.is_dir():
+        raise src.error("is a directory, not a table file")
+    kind, compression = _kind(path, src)
+    if compression is None:
+        frame = _read(kind, path, src, columns)
+    else:
+        frame = _read(kind, io.BytesIO(_decompress(path, compression, src)), src, columns)
+    if frame.shape[1] == 0:
+        raise src.error("file is empty (no columns)")
+    if len(frame) == 0:
+        raise src.error("table has no rows")
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise src.error(f"missing column(s) {', '.join(missing)}; columns present: {', '.join(map(str, frame.columns))}")
+        frame = frame[list(columns)]
+    return frame.reset_index(drop=True)
+
+
+def _kind(path: Path, src: Source) -> tuple[str, str | None]:
+    """(reader kind, compression suffix or None) from the file name."""
+    suffix = path.suffix.lower()
+    compression = suffix if suffix in COMPRESSIONS else None
+    inner = Path(path.stem) if compression else path
+    if compression == ".zip":
+        member = Path(_zip_member(path, src))
+        if member.suffix.lower() in FORMATS_BY_EXTENSION or inner.suffix.lower() not in FORMATS_BY_EXTENSION:
+            inner = member  # the member's own name decides; the archive's name only as a fallback
+    kind = FORMATS_BY_EXTENSION.get(inner.suffix.lower())
+    if kind is None:
+        shown = inner.suffix or "(none)"
+        raise src.error(f"unknown file type '{shown}' (of '{inner.name}'); accepted: {ACCEPTED}")
+    return kind, compression
+
+
+def _zip_member(path: Path, src: Source) -> str:
+    """The one file inside a zip archive (folders and macOS metadata ignored)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise src.error(f"not a readable zip archive ({exc})") from None
+    if len(names) != 1:
+        listed = ", ".join(names[:5]) or "nothing"
+        raise src.error(f"a zip must hold exactly one table file, this one holds {len(names)}: {listed}")
+    return names[0]
+
+
+def _decompress(path: Path, compression: str, src: Source) -> bytes:
+    try:
+        if compression == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(_zip_member(path, src))
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise src.error(f"cannot decompress {compression} file ({exc})") from None
+
+
+def _read(kind: str, source: Path | IO[bytes], src: Source, columns: Sequence[str] | None) -> pd.DataFrame:
+    if kind == "parquet":
+        return _read_parquet(source, src, columns)
+    raw = source.read_bytes() if isinstance(source, Path) else source.read()
+    if not raw or raw.isspace():
+        raise src.error("file is empty")
+    if kind in ("csv", "tsv"):
+        return _read_delimited(raw, "\t" if kind == "tsv" else None, src)
+    return _read_json(raw, kind, src)
+
+
+def _read_parquet(source: Path | IO[bytes], src: Source, columns: Sequence[str] | None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(source).names
+        if not isinstance(source, Path):
+            source.seek(0)
+        wanted = None if columns is None else [c for c in columns if c in names]  # missing: reported later
+        return pd.read_parquet(source, columns=wanted)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise src.error(f"not a readable Parquet file ({first})") from None
+
+
+def _decode(raw: bytes, src: Source, allow_latin1: bool) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if allow_latin1:
+            return raw.decode("latin-1")
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise src.error(f"cannot decode bytes as UTF-8 (byte 0x{bad} at offset {exc.start}); save the file as UTF-8") from None
+
+
+def _read_delimited(raw: bytes, sep: str | None, src: Source) -> pd.DataFrame:
+    text = _decode(raw, src, allow_latin1=True)
+    if sep is None:  # .csv: comma, unless the header is plainly tab-separated (WANDS)
+        end = text.find("\n")
+        header = text if end < 0 else text[:end]
+        sep = "\t" if "\t" in header and "," not in header else ","
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise src.error("file is empty") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise src.error(_parser_message(str(exc))) from None
+
+
+def _parser_message(message: str) -> str:
+    """pandas' CSV error as "malformed row at line N (...)" when it names the line."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if found:
+        expected, line, saw = found.groups()
+        return f"malformed row at line {line}: expected {expected} fields, saw {saw}"
+    found = re.search(r"EOF inside string starting at row (\d+)", message)
+    if found:
+        return f"unterminated quote in the row starting at line {int(found.group(1)) + 1}"
+    return "malformed CSV (" + " ".join(message.split())[:200] + ")"
+
+
+def _read_json(raw: bytes, kind: str, src: Source) -> pd.DataFrame:
+    text = _decode(raw, src, allow_latin1=False)
+    if kind == "json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise src.error(f"malformed JSON at line {exc.lineno}: {exc.msg}") from None
+        if not all(isinstance(r, dict) for r in records):
+            raise src.error("a JSON array must hold one object per row")
+        return pd.DataFrame.from_records(records)
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise src.error(f"malformed JSON at line {number}: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise src.error(f"line {number} is not a JSON object")
+        records.append(record)
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,84 @@
+"""Train/valid/test splits grouped by query.
+
+Why by query: pairs of the same query share words and often products, so a random row split
+lets a model score well by remembering queries it has already seen. Every query (after
+:func:`~defectnas.data.text.normalize_text`) lands in exactly one split, the assignment is a
+seeded permutation of the sorted queries (same seed, same split, on any machine), and a split
+shipped with the data (ESCI's ``split``) is kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ._common import one_line
+from .text import normalize_series
+
+SPLITS = ("train", "valid", "test")
+
+
+def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """``{"train": ..., "valid": ..., "test": ...}``, each with a fresh index and a ``split`` column.
+
+    - Without a ``split`` column: ``test_frac`` and ``valid_frac`` of the distinct queries go
+      to test and valid, the rest to train.
+    - With one holding train/valid/test, it is used as it is. If it has train and test only
+      (ESCI), ``valid_frac`` of the *train* queries are moved to valid.
+
+    A fraction above 0 always gets at least one query; a split that would still be empty
+    (too few queries, or a fraction of 0) raises DataError.
+    """
+    for name, frac in (("valid_frac", valid_frac), ("test_frac", test_frac)):
+        if not 0.0 <= frac < 1.0:
+            raise DataError(f"{name} must be in [0, 1), got {frac}")
+    if valid_frac + test_frac >= 1.0:
+        raise DataError(f"valid_frac + test_frac must be below 1, got {valid_frac + test_frac}")
+    if "query" not in df.columns:
+        raise DataError(f"split_by_query needs a 'query' column; columns present: {', '.join(map(str, df.columns))}")
+    keys = normalize_series(df["query"]).fillna("")
+    rng = np.random.default_rng(seed)
+
+    if "split" in df.columns and df["split"].notna().all():
+        assigned = df["split"].astype(str).to_numpy(dtype=object)
+        unknown = sorted(set(assigned) - set(SPLITS))
+        if unknown:
+            raise DataError(f"split column has values {unknown}; expected train, valid or test")
+        if "valid" not in set(assigned):
+            train_queries = sorted(set(keys[assigned == "train"]))
+            chosen = _take(train_queries, valid_frac, rng, "valid", "train")
+            assigned = np.where((assigned == "train") & keys.isin(chosen).to_numpy(), "valid", assigned)
+    else:
+        queries = sorted(set(keys))
+        order = [queries[i] for i in rng.permutation(len(queries))]
+        n_test = _count(len(order), test_frac)
+        n_valid = _count(len(order), valid_frac)
+        test, valid = set(order[:n_test]), set(order[n_test : n_test + n_valid])
+        assigned = np.where(keys.isin(test), "test", np.where(keys.isin(valid), "valid", "train"))
+
+    parts = {}
+    for name in SPLITS:
+        mask = assigned == name
+        if not mask.any():
+            raise DataError(one_line(
+                f"the {name} split would be empty ({keys.nunique()} distinct queries, "
+                f"valid_frac={valid_frac}, test_frac={test_frac}); use more data or other fractions"
+            ))
+        part = df.loc[mask].copy()
+        part["split"] = name
+        parts[name] = part.reset_index(drop=True)
+    return parts
+
+
+def _count(n: int, frac: float) -> int:
+    """How many of ``n`` queries a fraction gets: rounded, at least 1 when ``frac`` > 0."""
+    return 0 if frac <= 0 else max(1, int(round(n * frac)))
+
+
+def _take(queries: list[str], frac: float, rng: np.random.Generator, to: str, source: str) -> set[str]:
+    """A seeded ``frac`` of ``queries``, leaving at least one behind."""
+    n = _count(len(queries), frac)
+    if n >= len(queries):
+        raise DataError(f"cannot move {n} of {len(queries)} {source} queries to {to}; use more data or a smaller valid_frac")
+    return {queries[i] for i in rng.permutation(len(queries))[:n]}

@@ -1,0 +1,31 @@
+"""Text normalisation applied to every query and title before anything else sees them.
+
+Why one function: queries are grouped into splits, titles are hashed into product ids and both
+are fed to the tokenizer, so "Drill  Bit", "drill bit" and "ｄｒｉｌｌ bit" must become the same
+string everywhere. NFKC folds compatibility characters (full-width letters, ligatures,
+non-breaking spaces), then the text is lower-cased and its whitespace collapsed.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pandas as pd
+
+from ._common import is_missing
+
+
+def normalize_text(s: str) -> str:
+    """NFKC, lower-case, every whitespace run to one space, stripped."""
+    return " ".join(unicodedata.normalize("NFKC", str(s)).lower().split())
+
+
+def normalize_series(values: pd.Series) -> pd.Series:
+    """:func:`normalize_text` over a Series; missing values (None/NaN) stay missing.
+
+    Applies the scalar function to each cell (rather than pandas' ``.str`` methods, whose regex
+    engine may treat Unicode whitespace differently), so both are identical by construction.
+    """
+    out = [None if is_missing(v) else normalize_text(v) for v in values.tolist()]
+    return pd.Series(out, index=values.index, dtype=object, name=values.name)
+

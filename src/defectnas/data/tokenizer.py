@@ -1,0 +1,78 @@
+"""Word-piece tokenization with Hugging Face ``tokenizers``, saved in the model directory.
+
+Why WordPiece: product titles are full of model numbers, sizes and brand names that a word
+vocabulary would map to "unknown"; word pieces keep them. Either a vocabulary is trained on the
+training split (small data, small table), or all-MiniLM-L6-v2's vocabulary is reused so its
+pre-trained embeddings can initialise ours. The tokenizer's own ``tokenizer.json`` travels with
+the model, so loading never needs the training data or the pre-trained package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] must be id 0
+FILENAME = "tokenizer.json"
+
+
+class TextTokenizer:
+    """Turns texts into fixed-length id arrays (0 = padding)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        tokenizer.post_processor = None  # no [CLS]/[SEP]: the encoders pool tokens themselves
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        if tokenizer.token_to_id("[PAD]") != 0:
+            raise ValueError("the tokenizer's [PAD] token must have id 0")
+        self._tok = tokenizer
+        self.unk_id = tokenizer.token_to_id("[UNK]") or 0
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "TextTokenizer":
+        """Learn a WordPiece vocabulary from (training) texts."""
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+
+        tok.decoder = decoders.WordPiece()
+        return cls(tok)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TextTokenizer":
+        return cls(Tokenizer.from_file(str(path)))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TextTokenizer":
+        return cls.from_file(Path(directory) / FILENAME)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / FILENAME
+        tmp = path.with_name(path.name + ".tmp")
+        self._tok.save(str(tmp))
+        tmp.replace(path)
+        return path
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def tokens(self, text: str) -> list[str]:
+        return self._tok.encode(text).tokens
+
+    def encode(self, texts: Sequence[str], max_len: int) -> np.ndarray:
+        """(N, max_len) int64 ids, truncated and right-padded with 0; never an all-padding row."""
+        out = np.zeros((len(texts), max_len), dtype=np.int64)
+        for i, enc in enumerate(self._tok.encode_batch(list(texts), add_special_tokens=False)):
+            ids = enc.ids[:max_len]
+            if not ids:
+                ids = [self.unk_id]  # an empty row would give attention nothing to attend to
+            out[i, : len(ids)] = ids
+        return out

@@ -1,0 +1,23 @@
+"""User-facing errors.
+
+Why a module of its own: every mistake a user can make with their data or flags must end as
+one readable line (naming the file, row or column) and exit code 2, never as a traceback from
+deep inside pandas or torch. Code raises a :class:`DefectnasError` subclass; the CLI prints
+``error: <message>`` and exits 2.
+"""
+
+
+class DefectnasError(Exception):
+    """Base class of errors whose message is meant for the user, on one line."""
+
+
+class DataError(DefectnasError, ValueError):
+    """The input table is missing, unreadable or does not fit the expected layout."""
+
+
+class ConfigError(DefectnasError, ValueError):
+    """A configuration value or command-line flag is invalid."""
+
+
+class NotFittedError(DefectnasError, AttributeError):
+    """A model was used before ``fit`` (scikit-learn's convention)."""

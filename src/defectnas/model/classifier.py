@@ -1,0 +1,81 @@
+"""The two-tower defect classifier network.
+
+query ids ─ query encoder (2 cells) ─ pooled q ┐
+                                               ├ interaction [q, t, q⊙t, |q−t|] (+ matching) ─ dense ─ logit
+title ids ─ title encoder (5 cells) ─ pooled t ┘
+
+Why two towers: the title side depends only on the product, so its encoding can be computed
+once per catalogue and cached; a request then costs one short query encoding plus a small
+head per product. ``encode_query`` / ``encode_title`` / ``score`` expose exactly that split.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .encoder import Encoder
+from .matching import MultiPerspectiveMatching
+
+
+class Encoded(NamedTuple):
+    """One side's encoding: token states (B, T, C), pooled vector (B, C), mask (B, T)."""
+
+    tokens: torch.Tensor
+    vector: torch.Tensor
+    mask: torch.Tensor
+
+
+class DefectNet(nn.Module):
+    """Logit of "this product is a defect for this query"."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building the model")
+        self.cfg = cfg
+        d, emb = cfg.d_model, cfg.embedding_dim or cfg.d_model
+        self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout)
+        self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout)
+        self.matching = MultiPerspectiveMatching(d, cfg.perspectives) if cfg.matching else None
+        features = 4 * d + (self.matching.out_features if self.matching else 0)
+        h = cfg.dense_hidden
+        self.head = nn.Sequential(
+            nn.Linear(features, h), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(h, h), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(h, 1),
+        )
+
+        if cfg.embedding_init != "trained" and cfg.freeze_embeddings:
+            # one frozen pre-trained table serves both towers (each keeps its own projection):
+            # the towers stay separate where they learn, and the model file stays half the size
+            self.title_encoder.embed.tokens = self.query_encoder.embed.tokens
+            self.query_encoder.embed.tokens.weight.requires_grad_(False)
+
+    def set_word_embeddings(self, weight: torch.Tensor) -> None:
+        """Initialise the token tables from a pre-trained (vocab, dim) matrix."""
+        with torch.no_grad():
+            for enc in (self.query_encoder, self.title_encoder):
+                enc.embed.tokens.weight.copy_(weight)
+
+    def encode_query(self, ids: torch.Tensor) -> Encoded:
+        return Encoded(*self.query_encoder(ids))
+
+    def encode_title(self, ids: torch.Tensor) -> Encoded:
+        return Encoded(*self.title_encoder(ids))
+
+    def score(self, q: Encoded, t: Encoded) -> torch.Tensor:
+        """Logits (B,) for row-aligned query and title encodings."""
+        parts = [q.vector, t.vector, q.vector * t.vector, (q.vector - t.vector).abs()]  # 4 × (B, C)
+        if self.matching is not None:
+            parts.append(self.matching(q.tokens, q.mask, q.vector, t.tokens, t.mask, t.vector))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
+
+    def forward(self, query_ids: torch.Tensor, title_ids: torch.Tensor) -> torch.Tensor:
+        return self.score(self.encode_query(query_ids), self.encode_title(title_ids))
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,71 @@
+"""A text encoder: token embeddings, positions, a stack of cells, self-attention pooling.
+
+Why separate encoders for query and title: a query is short and encoded online for every
+request, so its encoder stays small and fixed; a title is longer and encoded once per catalogue,
+so its encoder can afford more layers (and is what the architecture search varies).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import LayerSpec
+from .cell import Cell
+
+
+class SelfAttentionPooling(nn.Module):
+    """Weighted mean of the token states, weights from a small scoring MLP (padding gets 0)."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(d_model, d_model), nn.Tanh(), nn.Linear(d_model, 1))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.score(h).squeeze(-1)  # (B, T)
+        logits = logits.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)  # (B, T)
+        return torch.einsum("bt,btc->bc", weights, h)  # (B, C)
+
+
+class TokenEmbedding(nn.Module):
+    """Token table (trained, or pre-trained and optionally frozen) projected to d_model, plus positions."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, d_model: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.project = nn.Linear(embedding_dim, d_model) if embedding_dim != d_model else nn.Identity()
+        self.positions = nn.Embedding(max_len, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        T = ids.shape[1]
+        pos = torch.arange(T, device=ids.device)
+        return self.drop(self.project(self.tokens(ids)) + self.positions(pos))  # (B, T, C)
+
+
+class Encoder(nn.Module):
+    """ids (B, T) → token states (B, T, C) and a pooled vector (B, C)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        d_model: int,
+        max_len: int,
+        layers: list[LayerSpec],
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embed = TokenEmbedding(vocab_size, embedding_dim, d_model, max_len, dropout)
+        self.cells = nn.ModuleList(Cell(d_model, spec, dropout) for spec in layers)
+        self.norm = nn.LayerNorm(d_model)
+        self.pool = SelfAttentionPooling(d_model)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mask = ids != 0  # (B, T), True on real tokens
+        h = self.embed(ids) * mask.unsqueeze(-1)
+        for cell in self.cells:
+            h = cell(h, mask)
+        h = self.norm(h) * mask.unsqueeze(-1)  # (B, T, C)
+        return h, self.pool(h, mask), mask

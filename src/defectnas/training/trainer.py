@@ -1,0 +1,199 @@
+"""The training loop: one loop, read top to bottom.
+
+Variants (``TrainConfig.variant``):
+- ``dl-gs``: class-weighted cross-entropy only.
+- ``dl-jl``: joint loss ``alpha·CE + beta·triplet`` at every step.
+- ``transfer``: ``pretrain_epochs`` of triplet-only training of the encoders, then cross-entropy.
+
+After every epoch the model is scored on the validation split, the F1-best threshold is found,
+the best weights so far are kept (early stopping on validation F1), and a checkpoint is written
+atomically, so ``resume=True`` continues a killed run from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, to_dict
+from ..model import DefectNet
+from ..storage import load_tensors, save_tensors
+from .losses import triplet_loss, weighted_bce
+from .metrics import best_threshold
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class Pairs:
+    """Token ids of query–title pairs with 0/1 labels."""
+
+    query: np.ndarray  # (N, Lq) int64
+    title: np.ndarray  # (N, Lt) int64
+    label: np.ndarray  # (N,) int64
+
+
+@dataclass
+class Triplets:
+    """Token ids of (query, relevant title, defect title) triplets."""
+
+    query: np.ndarray  # (M, Lq)
+    positive: np.ndarray  # (M, Lt)
+    negative: np.ndarray  # (M, Lt)
+
+
+@dataclass
+class TrainResult:
+    threshold: float = 0.5  # F1-best threshold on validation, of the best epoch
+    best_f1: float = -1.0  # validation F1 of the best epoch
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch
+
+
+@torch.no_grad()
+def predict_logits(model: DefectNet, query: np.ndarray, title: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
+    """Logits for row-aligned id arrays, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(query), batch_size):
+        q = torch.from_numpy(query[i : i + batch_size]).to(device)
+        t = torch.from_numpy(title[i : i + batch_size]).to(device)
+        out.append(model(q, t).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def train(
+    model: DefectNet,
+    cfg: TrainConfig,
+    train_pairs: Pairs,
+    valid_pairs: Pairs,
+    triplets: Triplets | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place (ending with its best weights) and return the result."""
+    device = torch.device(cfg.device)
+    model.to(device)
+    needs_triplets = cfg.variant in ("dl-jl", "transfer")
+    if needs_triplets and (triplets is None or len(triplets.query) == 0):
+        raise ValueError(f"variant {cfg.variant} needs triplets: queries with both a relevant and a defect product")
+    pretrain_epochs = cfg.pretrain_epochs if cfg.variant == "transfer" else 0
+    total_epochs = pretrain_epochs + cfg.epochs
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    result, best_state, start_epoch, bad_epochs = TrainResult(), None, 0, 0
+    rng = np.random.default_rng(cfg.seed)
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        start_epoch, bad_epochs, best_state, result, rng, finished = _load_checkpoint(ckpt_path, model, optimizer)
+        if finished:  # stopped early or ran all epochs: nothing left to do
+            start_epoch = total_epochs
+        if log:
+            log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+
+    def batches(n: int, size: int):
+        order = rng.permutation(n)
+        for i in range(0, n, size):
+            yield order[i : i + size]
+
+    as_tensor = lambda a, idx: torch.from_numpy(a[idx]).to(device)  # noqa: E731
+    triplet_batch = max(1, cfg.batch_size // 4)
+    for epoch in range(start_epoch, total_epochs):
+        pretraining = epoch < pretrain_epochs
+        started, losses = time.time(), []
+        model.train()
+        if pretraining:  # triplet-only: the encoders learn the query–relevant–defect geometry
+            steps = [(None, idx) for idx in batches(len(triplets.query), cfg.batch_size)]
+        else:
+            pair_batches = list(batches(len(train_pairs.label), cfg.batch_size))
+            trip = list(batches(len(triplets.query), triplet_batch)) if cfg.variant == "dl-jl" else []
+            steps = [(idx, trip[i % len(trip)] if trip else None) for i, idx in enumerate(pair_batches)]
+        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{total_epochs}" + (" (triplet pre-training)" if pretraining else ""), disable=quiet, leave=False)
+        for pair_idx, trip_idx in bar:
+            loss = torch.zeros((), device=device)
+            if pair_idx is not None:
+                logits = model(as_tensor(train_pairs.query, pair_idx), as_tensor(train_pairs.title, pair_idx))
+                ce = weighted_bce(logits, as_tensor(train_pairs.label, pair_idx), cfg.defect_weight)
+                loss = loss + (cfg.alpha * ce if cfg.variant == "dl-jl" else ce)
+            if trip_idx is not None:
+                q = model.encode_query(as_tensor(triplets.query, trip_idx)).vector
+                pos = model.encode_title(as_tensor(triplets.positive, trip_idx)).vector
+                neg = model.encode_title(as_tensor(triplets.negative, trip_idx)).vector
+                tl = triplet_loss(q, pos, neg, cfg.margin)
+                loss = loss + (tl if pretraining else cfg.beta * tl)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+
+        record = {"epoch": epoch + 1, "phase": "pretrain" if pretraining else "classify", "loss": float(np.mean(losses)), "seconds": round(time.time() - started, 2)}
+        if not pretraining:
+            probs = 1 / (1 + np.exp(-predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)))
+            threshold, f1 = best_threshold(valid_pairs.label, probs)
+            record.update(valid_f1=f1, threshold=threshold)
+            if f1 > result.best_f1:
+                result.best_f1, result.best_epoch, result.threshold, bad_epochs = f1, epoch + 1, threshold, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+        result.history.append(record)
+        if log:
+            log(json.dumps(record))
+        stop = not pretraining and bad_epochs >= cfg.patience
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, finished=stop or epoch + 1 == total_epochs)
+        if stop:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
+
+
+def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, finished) -> None:
+    """Model, optimizer, best weights, history and RNG in one safetensors file (atomic)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "epoch": epoch, "bad_epochs": bad_epochs, "finished": finished, "train_config": to_dict(cfg),
+        "param_groups": opt["param_groups"], "numpy_rng": rng.bit_generator.state,
+        "result": {"threshold": result.threshold, "best_f1": result.best_f1, "best_epoch": result.best_epoch, "history": result.history},
+    }
+    save_tensors(path, tensors, meta)
+
+
+def _load_checkpoint(path, model, optimizer):
+    tensors, meta = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["numpy_rng"]
+    r = meta["result"]
+    result = TrainResult(threshold=r["threshold"], best_f1=r["best_f1"], best_epoch=r["best_epoch"], history=r["history"])
+    return meta["epoch"], meta["bad_epochs"], best, result, rng, meta["finished"]

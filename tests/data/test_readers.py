@@ -1,0 +1,115 @@
+import gzip
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from defectnas.data import read_table
+
+TABLE = pd.DataFrame({"query": ["drill bits", "NA", "café"], "title": ["bit set", "null", "x, y"], "label": ["E", "I", "S"]})
+
+
+def _text(kind: str) -> bytes:
+    if kind == "csv":
+        return TABLE.to_csv(index=False).encode()
+    if kind == "tsv":
+        return TABLE.to_csv(index=False, sep="\t").encode()
+    if kind in ("jsonl", "json"):
+        return TABLE.to_json(orient="records", lines=True, force_ascii=False).encode()
+    buf = io.BytesIO()
+    TABLE.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["t.csv", "t.tsv", "t.jsonl", "t.json", "t.parquet", "t.csv.gz", "t.tsv.gz", "t.jsonl.gz", "t.parquet.gz",
+     "train.csv.zip", "t.tsv.zip", "t.parquet.zip"],
+)
+def test_reads_every_type_plain_gz_and_zip(tmp_path: Path, name: str):
+    parts = name.split(".")
+    raw = _text(parts[1])
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(raw))
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(name[: -len(".zip")], raw)
+    else:
+        path.write_bytes(raw)
+    frame = read_table(path)
+    assert list(frame.columns) == ["query", "title", "label"]
+    assert frame.astype(str).values.tolist() == TABLE.values.tolist()  # "NA"/"null" stay text
+
+
+def test_zip_member_name_decides_then_archive_name(tmp_path: Path):
+    path = tmp_path / "data.csv.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("inner.tsv", _text("tsv"))
+    assert read_table(path)["title"].tolist() == TABLE["title"].tolist()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("export", _text("csv"))
+    assert read_table(path)["title"].tolist() == TABLE["title"].tolist()
+
+
+def test_json_array_of_records(tmp_path: Path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(TABLE.to_dict("records")), encoding="utf-8")
+    assert read_table(path)["query"].tolist() == TABLE["query"].tolist()
+
+
+def test_csv_falls_back_to_latin1(tmp_path: Path):
+    path = tmp_path / "t.csv"
+    path.write_bytes("query,title\ncafé,90° elbow\n".encode("latin-1"))
+    assert read_table(path).iloc[0].tolist() == ["café", "90° elbow"]
+
+
+def test_tab_separated_csv_is_detected_and_ids_keep_zeros(tmp_path: Path):
+    path = tmp_path / "label.csv"
+    path.write_text("id\tproduct_id\n0\t007\n", encoding="utf-8")
+    assert read_table(path).iloc[0].tolist() == ["0", "007"]
+
+
+def test_columns_selects_and_reports_missing(tmp_path: Path, raises_data_error):
+    path = tmp_path / "t.parquet"
+    TABLE.to_parquet(path, index=False)
+    assert list(read_table(path, columns=["label", "query"]).columns) == ["label", "query"]
+    raises_data_error(read_table, path, columns=["query", "nope"], contains=(str(path), "nope", "columns present"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, data, fragments",
+    [
+        ("t.csv", b"a,b\n1,2\n3,4,5\n", ("malformed row at line 3", "expected 2 fields, saw 3")),
+        ("t.csv", b"", ("file is empty",)),
+        ("t.tsv", b"a\tb\n", ("no rows",)),
+        ("t.jsonl", b'{"a": 1}\n{"a": \n', ("malformed JSON at line 2",)),
+        ("t.jsonl", b'{"a": "caf\xe9"}\n', ("cannot decode", "UTF-8", "0xe9")),
+        ("t.jsonl", b'{"a": 1}\n[1, 2]\n', ("line 2 is not a JSON object",)),
+        ("t.parquet", b"not parquet at all", ("not a readable Parquet file",)),
+        ("t.csv.gz", b"not gzip", ("cannot decompress .gz",)),
+        ("t.zip", b"not a zip", ("not a readable zip",)),
+        ("t.xlsx", b"x", ("unknown file type '.xlsx'", ".csv", ".tsv", ".jsonl", ".parquet", ".gz", ".zip")),
+    ],
+)
+def test_bad_files_raise_one_line_errors(tmp_path: Path, raises_data_error, name, data, fragments):
+    path = _write(tmp_path / name, data)
+    raises_data_error(read_table, path, contains=(str(path), *fragments))
+
+
+def test_missing_file_directory_and_multi_member_zip(tmp_path: Path, raises_data_error):
+    raises_data_error(read_table, tmp_path / "nope.csv", contains=("nope.csv", "not found"))
+    raises_data_error(read_table, tmp_path, contains=("directory",))
+    path = tmp_path / "two.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", "x\n1\n")
+        archive.writestr("b.csv", "x\n2\n")
+    raises_data_error(read_table, path, contains=("two.zip", "exactly one", "a.csv"))
