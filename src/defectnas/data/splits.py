@@ -28,7 +28,8 @@ def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float =
       (ESCI), ``valid_frac`` of the *train* queries are moved to valid.
 
     A fraction above 0 always gets at least one query; a split that would still be empty
-    (too few queries, or a fraction of 0) raises DataError.
+    (too few queries, or a fraction of 0) raises DataError, except that ``test_frac=0`` asks
+    for no test split (``fit`` holds out only a validation split) and gives an empty one.
     """
     for name, frac in (("valid_frac", valid_frac), ("test_frac", test_frac)):
         if not 0.0 <= frac < 1.0:
@@ -60,7 +61,7 @@ def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float =
     parts = {}
     for name in SPLITS:
         mask = assigned == name
-        if not mask.any():
+        if not mask.any() and not (name == "test" and test_frac == 0):
             raise DataError(one_line(
                 f"the {name} split would be empty ({keys.nunique()} distinct queries, "
                 f"valid_frac={valid_frac}, test_frac={test_frac}); use more data or other fractions"

@@ -24,7 +24,7 @@ class Cell(nn.Module):
         self.mixer = MIXERS.create(spec.mixer, d_model, heads=spec.heads, ratio=spec.ratio, dropout=dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = FFNS.create(spec.ffn, d_model, heads=spec.heads, ratio=spec.ratio, dropout=dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         keep = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)

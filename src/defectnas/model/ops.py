@@ -2,7 +2,9 @@
 
 Every op has the same contract, so the search can swap them freely:
 ``Op(d_model, *, heads, ratio, dropout)`` and ``forward(x, mask) -> y`` with x and y of shape
-(B, T, C) and ``mask`` (B, T), True on real tokens. Ops never let padding leak into real
+(B, T, C) and ``mask`` (B, T), True on real tokens. Dropout is applied by the cell around
+each op, not inside it: on a CPU, dropout masks over the wide inner activations cost more time
+than the matrix products. Ops never let padding leak into real
 tokens: attention masks padded keys, convolutions see zeros at padded positions.
 To add an op, write a class here and decorate it with ``@MIXERS.register(name)`` or
 ``@FFNS.register(name)``; the search space picks it up from the registry.
@@ -31,16 +33,13 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        self.dropout = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, C/H)
         attn_mask = mask[:, None, None, :]  # (B, 1, 1, T): attend to real keys only
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, C/H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, C/H)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -65,10 +64,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.up = nn.Linear(d_model, ratio * d_model)
         self.down = nn.Linear(ratio * d_model, d_model)
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.down(self.drop(F.gelu(self.up(x))))
+        return self.down(F.gelu(self.up(x)))
 
 
 class _ConvFFN(nn.Module):
@@ -83,13 +81,12 @@ class _ConvFFN(nn.Module):
         self.depthwise = nn.Conv1d(d_model, d_model, k, padding=k // 2, groups=d_model) if k > 1 else None
         self.up = nn.Conv1d(d_model, ratio * d_model, 1)
         self.down = nn.Conv1d(ratio * d_model, d_model, 1)
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = (x * mask.unsqueeze(-1)).transpose(1, 2)  # (B, C, T), padding zeroed
         if self.depthwise is not None:
             h = self.depthwise(h)
-        h = self.down(self.drop(F.gelu(self.up(h))))  # (B, C, T)
+        h = self.down(F.gelu(self.up(h)))  # (B, C, T)
         return h.transpose(1, 2)  # (B, T, C)
 
 
