@@ -108,7 +108,10 @@ class DefectClassifier:
         """Defect probability per (query, title) pair; pass two sequences or one table."""
         self._check_fitted()
         if isinstance(queries, pd.DataFrame):
-            pairs = queries
+            missing = {"query", "title"} - set(queries.columns)
+            if missing:
+                raise DataError(f"predict_proba needs columns query and title; missing: {', '.join(sorted(missing))}")
+            pairs = pd.DataFrame({"query": queries["query"].astype(str).map(normalize_text), "title": queries["title"].astype(str).map(normalize_text)})
         else:
             if titles is None or len(queries) != len(titles):
                 raise DataError("predict_proba needs as many titles as queries")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 
 def _umask() -> int:
@@ -78,14 +78,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
             seen[key] = name
         unique[name] = t.detach().cpu().contiguous().clone()
     meta = {"aliases": json.dumps(aliases), "metadata": json.dumps(metadata or {})}
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    try:
-        save_file(unique, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(unique, metadata=meta))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

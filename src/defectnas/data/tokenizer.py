@@ -9,14 +9,16 @@ the model, so loading never needs the training data or the pre-trained package.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] must be id 0
 FILENAME = "tokenizer.json"
+MAX_PIECE = 12  # longest word start / ending considered as a vocabulary piece
 
 
 class TextTokenizer:
@@ -33,15 +35,41 @@ class TextTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "TextTokenizer":
-        """Learn a WordPiece vocabulary from (training) texts."""
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
-        )
-        tok.train_from_iterator(texts, trainer=trainer)
+        """Learn a WordPiece vocabulary from (training) texts, deterministically.
 
+        Hugging Face's WordPiece trainer breaks ties in hash-map order, so the same texts give
+        a different vocabulary on every run (huggingface/tokenizers#1794), and with it a
+        different model for the same seed and a checkpoint that no longer matches its ids. The
+        vocabulary is therefore chosen here — the alphabet, then whole words and word pieces
+        ranked by how many characters they cover (count × (length − 1)), ties by spelling —
+        and handed to the library's own WordPiece model, normaliser and pre-tokeniser.
+        """
+        normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        words: Counter[str] = Counter()
+        for text in texts:
+            words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+        alphabet = sorted({c for w in words for c in w})
+        vocab = SPECIAL_TOKENS + alphabet + ["##" + c for c in alphabet]
+        scores: Counter[str] = Counter()
+        for word, count in words.items():
+            if count < min_frequency or len(word) < 2:
+                continue
+            scores[word] += count * (len(word) - 1)
+            for i in range(2, min(len(word), MAX_PIECE)):  # word starts: "dri", "dril"
+                scores[word[:i]] += count * (i - 1)
+            for i in range(max(1, len(word) - MAX_PIECE), len(word) - 1):  # word endings: "##ing"
+                scores["##" + word[i:]] += count * (len(word) - i - 1)
+        seen = set(vocab)
+        for piece, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])):
+            if len(vocab) >= vocab_size:
+                break
+            if piece not in seen:
+                vocab.append(piece)
+                seen.add(piece)
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre_tokenizer
         tok.decoder = decoders.WordPiece()
         return cls(tok)
 

@@ -29,19 +29,25 @@ class SelfAttentionPooling(nn.Module):
 
 
 class TokenEmbedding(nn.Module):
-    """Token table (trained, or pre-trained and optionally frozen) projected to d_model, plus positions."""
+    """Token table (trained, or pre-trained and optionally frozen) projected to d_model, plus positions.
+
+    Positions start small and the sum is layer-normalised (as in BERT): a pre-trained table's
+    vectors are short, and unit-variance position vectors would drown them.
+    """
 
     def __init__(self, vocab_size: int, embedding_dim: int, d_model: int, max_len: int, dropout: float) -> None:
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.project = nn.Linear(embedding_dim, d_model) if embedding_dim != d_model else nn.Identity()
         self.positions = nn.Embedding(max_len, d_model)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         T = ids.shape[1]
         pos = torch.arange(T, device=ids.device)
-        return self.drop(self.project(self.tokens(ids)) + self.positions(pos))  # (B, T, C)
+        return self.drop(self.norm(self.project(self.tokens(ids)) + self.positions(pos)))  # (B, T, C)
 
 
 class Encoder(nn.Module):

@@ -57,18 +57,32 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
 
 
+def _trim(ids: np.ndarray) -> np.ndarray:
+    """Drop padding columns that every row of the batch has (ids are right-padded with 0).
+
+    Exact: positions are absolute and padding is masked everywhere, so a shorter batch gives
+    the same outputs, faster.
+    """
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        return ids
+    used = np.flatnonzero((ids != 0).any(axis=0))
+    return ids[:, : (used[-1] + 1 if len(used) else 1)]
+
+
 @torch.no_grad()
 def predict_logits(model: DefectNet, query: np.ndarray, title: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
-    """Logits for row-aligned id arrays, in eval mode."""
+    """Logits for row-aligned id arrays, in eval mode (batched by title length, returned in order)."""
     was_training = model.training
     model.eval()
-    out = []
+    order = np.argsort((title != 0).sum(1), kind="stable")
+    out = np.zeros(len(query), dtype=np.float32)
     for i in range(0, len(query), batch_size):
-        q = torch.from_numpy(query[i : i + batch_size]).to(device)
-        t = torch.from_numpy(title[i : i + batch_size]).to(device)
-        out.append(model(q, t).float().cpu())
+        idx = order[i : i + batch_size]
+        q = torch.from_numpy(_trim(query[idx])).to(device)
+        t = torch.from_numpy(_trim(title[idx])).to(device)
+        out[idx] = model(q, t).float().cpu().numpy()
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    return out
 
 
 def train(
@@ -96,18 +110,27 @@ def train(
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        start_epoch, bad_epochs, best_state, result, rng, finished = _load_checkpoint(ckpt_path, model, optimizer)
-        if finished:  # stopped early or ran all epochs: nothing left to do
+        start_epoch, bad_epochs, best_state, result, rng, stopped_early = _load_checkpoint(ckpt_path, model, optimizer)
+        if stopped_early:  # early stopping ended it: nothing left to do (more epochs continue otherwise)
             start_epoch = total_epochs
         if log:
             log(f"resumed from {ckpt_path} after epoch {start_epoch}")
 
-    def batches(n: int, size: int):
+    def batches(n: int, size: int, lengths: np.ndarray | None = None):
+        """Shuffled batches; with ``lengths``, pairs of similar title length share a batch (less padding)."""
         order = rng.permutation(n)
-        for i in range(0, n, size):
-            yield order[i : i + size]
+        if lengths is None:
+            return [order[i : i + size] for i in range(0, n, size)]
+        chunk = size * 32  # sort within chunks of 32 batches, then shuffle the batches
+        out = []
+        for c in range(0, n, chunk):
+            part = order[c : c + chunk]
+            part = part[np.argsort(lengths[part], kind="stable")]
+            out += [part[i : i + size] for i in range(0, len(part), size)]
+        return [out[i] for i in rng.permutation(len(out))]
 
-    as_tensor = lambda a, idx: torch.from_numpy(a[idx]).to(device)  # noqa: E731
+    as_tensor = lambda a, idx: torch.from_numpy(_trim(a[idx])).to(device)  # noqa: E731
+    title_lengths = (train_pairs.title != 0).sum(1)
     triplet_batch = max(1, cfg.batch_size // 4)
     for epoch in range(start_epoch, total_epochs):
         pretraining = epoch < pretrain_epochs
@@ -116,15 +139,15 @@ def train(
         if pretraining:  # triplet-only: the encoders learn the query–relevant–defect geometry
             steps = [(None, idx) for idx in batches(len(triplets.query), cfg.batch_size)]
         else:
-            pair_batches = list(batches(len(train_pairs.label), cfg.batch_size))
-            trip = list(batches(len(triplets.query), triplet_batch)) if cfg.variant == "dl-jl" else []
+            pair_batches = batches(len(train_pairs.label), cfg.batch_size, title_lengths)
+            trip = batches(len(triplets.query), triplet_batch) if cfg.variant == "dl-jl" else []
             steps = [(idx, trip[i % len(trip)] if trip else None) for i, idx in enumerate(pair_batches)]
         bar = tqdm(steps, desc=f"epoch {epoch + 1}/{total_epochs}" + (" (triplet pre-training)" if pretraining else ""), disable=quiet, leave=False)
         for pair_idx, trip_idx in bar:
             loss = torch.zeros((), device=device)
             if pair_idx is not None:
                 logits = model(as_tensor(train_pairs.query, pair_idx), as_tensor(train_pairs.title, pair_idx))
-                ce = weighted_bce(logits, as_tensor(train_pairs.label, pair_idx), cfg.defect_weight)
+                ce = weighted_bce(logits, torch.from_numpy(train_pairs.label[pair_idx]).to(device), cfg.defect_weight)
                 loss = loss + (cfg.alpha * ce if cfg.variant == "dl-jl" else ce)
             if trip_idx is not None:
                 q = model.encode_query(as_tensor(triplets.query, trip_idx)).vector
@@ -154,7 +177,7 @@ def train(
             log(json.dumps(record))
         stop = not pretraining and bad_epochs >= cfg.patience
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, finished=stop or epoch + 1 == total_epochs)
+            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, stopped_early=stop)
         if stop:
             break
 
@@ -163,7 +186,7 @@ def train(
     return result
 
 
-def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, finished) -> None:
+def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early) -> None:
     """Model, optimizer, best weights, history and RNG in one safetensors file (atomic)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if best_state is not None:
@@ -174,7 +197,7 @@ def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state,
             tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {
-        "epoch": epoch, "bad_epochs": bad_epochs, "finished": finished, "train_config": to_dict(cfg),
+        "epoch": epoch, "bad_epochs": bad_epochs, "stopped_early": stopped_early, "train_config": to_dict(cfg),
         "param_groups": opt["param_groups"], "numpy_rng": rng.bit_generator.state,
         "result": {"threshold": result.threshold, "best_f1": result.best_f1, "best_epoch": result.best_epoch, "history": result.history},
     }
@@ -196,4 +219,4 @@ def _load_checkpoint(path, model, optimizer):
     rng.bit_generator.state = meta["numpy_rng"]
     r = meta["result"]
     result = TrainResult(threshold=r["threshold"], best_f1=r["best_f1"], best_epoch=r["best_epoch"], history=r["history"])
-    return meta["epoch"], meta["bad_epochs"], best, result, rng, meta["finished"]
+    return meta["epoch"], meta["bad_epochs"], best, result, rng, meta["stopped_early"]

@@ -1,0 +1,216 @@
+"""The command line, called in-process (plus one real subprocess): outputs, files and one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from defectnas import DefectClassifier
+from defectnas.cli import main
+
+CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate"}
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory, synthetic_pairs):
+    path = tmp_path_factory.mktemp("data") / "pairs.csv"
+    synthetic_pairs.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def config_json(tiny_config_path):
+    return tiny_config_path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, data_csv, config_json):
+    """A model trained once by `defectnas train` for the evaluate/predict tests."""
+    out = tmp_path_factory.mktemp("model")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["train", "--data", str(data_csv), "--out", str(out), "--config", str(config_json), "--variant", "dl-gs",
+                     "--epochs", "3", "--quiet"]) == 0
+    return out
+
+
+def test_train_prints_the_contract_json_and_writes_a_model(tmp_path, data_csv, tiny_config_file, capsys):
+    out = tmp_path / "model"
+    code, stdout, stderr = run(["train", "--data", str(data_csv), "--out", str(out), "--config", str(tiny_config_file),
+                                "--embedding-init", "trained", "--epochs", "1", "--quiet"], capsys)
+    assert code == 0, stderr
+    assert stderr == ""  # --quiet
+    metrics = json.loads(stdout)
+    assert set(metrics) == CONTRACT_KEYS
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert all(0.0 <= metrics[k] <= 1.0 for k in CONTRACT_KEYS - {"n"})
+    assert metrics["n"] == 160  # 20% of the 100 queries × 8 titles are held out as test
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "checkpoint.safetensors").exists()  # removed without --keep-checkpoint
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["d_model"] == 16 and len(config["model"]["title_layers"]) == 2  # from --config
+    assert config["train"]["epochs"] == 1 and config["train"]["variant"] == "dl-jl"  # flag beats file; default variant
+    assert len(config["history"]) == 1
+    assert DefectClassifier.load(out).predict_proba(["white drill"], ["acme drill"]).shape == (1,)
+
+
+def test_train_reports_progress_unless_quiet(tmp_path, data_csv, config_json, capsys):
+    code, stdout, stderr = run(["train", "--data", str(data_csv), "--out", str(tmp_path), "--config", str(config_json),
+                                "--variant", "dl-gs", "--epochs", "1"], capsys)
+    assert code == 0
+    assert "model saved to" in stderr and '"valid_f1"' in stderr
+    assert set(json.loads(stdout)) == CONTRACT_KEYS
+
+
+def test_evaluate_writes_the_contract_json(tmp_path, model_dir, data_csv, capsys):
+    target = tmp_path / "eval.json"
+    code, stdout, stderr = run(["evaluate", "--model", str(model_dir), "--data", str(data_csv), "--json", str(target), "--quiet"], capsys)
+    assert code == 0, stderr
+    printed, written = json.loads(stdout), json.loads(target.read_text())
+    assert printed == written and set(written) == CONTRACT_KEYS
+    assert written["n"] == 800 and written["defect_rate"] == pytest.approx(0.25)
+    expected = DefectClassifier.load(model_dir).evaluate(pd.read_csv(data_csv))
+    assert written == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_predict_adds_probability_and_flag(tmp_path, model_dir, synthetic_pairs, suffix, capsys):
+    data = tmp_path / "in.csv"
+    synthetic_pairs.head(30)[["query", "title"]].to_csv(data, index=False)  # no labels needed
+    target = tmp_path / f"scored{suffix}"
+    code, _, stderr = run(["predict", "--model", str(model_dir), "--data", str(data), "--out", str(target), "--quiet"], capsys)
+    assert code == 0, stderr
+    scored = pd.read_csv(target) if suffix == ".csv" else pd.read_parquet(target)
+    assert len(scored) == 30 and {"query", "title", "defect_probability", "is_defect"} <= set(scored.columns)
+    clf = DefectClassifier.load(model_dir)
+    expected = clf.predict_proba(synthetic_pairs.head(30)["query"].tolist(), synthetic_pairs.head(30)["title"].tolist())
+    assert np.allclose(scored["defect_probability"], expected, atol=1e-6)
+    assert scored["is_defect"].astype(bool).tolist() == (expected >= clf.threshold_).tolist()
+    if suffix == ".parquet":
+        assert scored["is_defect"].dtype == bool
+
+
+def test_data_prints_rows_and_defect_rate(data_csv, capsys):
+    code, stdout, _ = run(["data", str(data_csv)], capsys)
+    assert code == 0
+    lines = {line.split("  ")[0].strip(): line.split()[-1] for line in stdout.splitlines() if line.strip()}
+    assert lines["rows"] == "800" and lines["queries"] == "100" and lines["defects"] == "200"
+    assert lines["defect rate"] == "25.0%"
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    (tmp_path / "wrong_cols.csv").write_text("search,product,label\na,b,1\nc,d,0\n")
+    (tmp_path / "bad.json").write_text('{"epochs": 2,}')
+    (tmp_path / "unknown.json").write_text('{"d_model": 16, "n_layers": 3}')
+    return tmp_path
+
+
+@pytest.mark.parametrize("case,fragments", [
+    ("missing file", ("nope.csv",)),
+    ("unknown format", ("bogus", "auto")),
+    ("missing columns", ("wrong_cols.csv", "query")),
+    ("unknown config option", ("n_layers", "d_model")),
+    ("bad config json", ("bad.json", "JSON")),
+    ("bad option value", ("epochs",)),
+])
+def test_errors_exit_2_with_one_line(bad_inputs, data_csv, case, fragments, capsys):
+    d = bad_inputs
+    argv = {
+        "missing file": ["train", "--data", str(d / "nope.csv"), "--out", str(d / "o")],
+        "unknown format": ["data", str(data_csv), "--format", "bogus"],
+        "missing columns": ["train", "--data", str(d / "wrong_cols.csv"), "--out", str(d / "o")],
+        "unknown config option": ["train", "--data", str(data_csv), "--out", str(d / "o"), "--config", str(d / "unknown.json")],
+        "bad config json": ["train", "--data", str(data_csv), "--out", str(d / "o"), "--config", str(d / "bad.json")],
+        "bad option value": ["train", "--data", str(data_csv), "--out", str(d / "o"), "--epochs", "0"],
+    }[case]
+    code, stdout, stderr = run(argv + ["--quiet"], capsys)
+    assert_one_line_error(code, stderr, *fragments)
+    assert stdout == ""
+
+
+def test_predict_to_an_unknown_extension_is_one_line(tmp_path, model_dir, data_csv, capsys):
+    code, _, stderr = run(["predict", "--model", str(model_dir), "--data", str(data_csv), "--out", str(tmp_path / "x.xlsx"), "--quiet"], capsys)
+    assert_one_line_error(code, stderr, ".xlsx")
+    assert not (tmp_path / "x.xlsx").exists()
+
+
+def test_evaluate_of_a_missing_model_is_one_line(tmp_path, data_csv, capsys):
+    code, _, stderr = run(["evaluate", "--model", str(tmp_path), "--data", str(data_csv)], capsys)
+    assert_one_line_error(code, stderr, "not a model directory")
+
+
+def test_a_real_process_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "defectnas.cli", "data", str(tmp_path / "missing.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.csv" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_quickstart_without_data_hints_at_data_and_env(monkeypatch, capsys):
+    monkeypatch.delenv("DEFECTNAS_DATA", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal: never prompt (or download)
+    code, _, stderr = run(["quickstart", "--quiet"], capsys)
+    assert_one_line_error(code, stderr, "--data", "DEFECTNAS_DATA")
+
+
+def _resume_argv(data_csv, config_json, out):
+    return ["train", "--data", str(data_csv), "--out", str(out), "--config", str(config_json), "--variant", "dl-gs",
+            "--epochs", "2", "--keep-checkpoint", "--quiet"]
+
+
+def test_resume_of_a_finished_run_does_not_retrain(tmp_path, data_csv, config_json, monkeypatch, capsys):
+    from defectnas.training import trainer
+
+    argv = _resume_argv(data_csv, config_json, tmp_path)
+    code, first, _ = run(argv, capsys)
+    assert code == 0 and (tmp_path / "checkpoint.safetensors").exists()
+    monkeypatch.setattr(trainer, "weighted_bce", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    code, again, stderr = run(argv + ["--resume"], capsys)
+    assert code == 0, stderr
+    assert set(json.loads(again)) == CONTRACT_KEYS
+    assert len(json.loads((tmp_path / "config.json").read_text())["history"]) == 2
+
+
+def test_resume_of_a_finished_run_gives_the_same_metrics(tmp_path, data_csv, config_json, capsys):
+    argv = _resume_argv(data_csv, config_json, tmp_path)
+    code, first, _ = run(argv, capsys)
+    probe = pd.read_csv(data_csv).head(200)
+    before = DefectClassifier.load(tmp_path).predict_proba(probe)
+    code, again, _ = run(argv + ["--resume"], capsys)
+    assert code == 0
+    assert np.array_equal(DefectClassifier.load(tmp_path).predict_proba(probe), before)
+    assert json.loads(again) == json.loads(first)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "quickstart", "data", "download"])
+def test_every_command_has_help_quiet_and_seed(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--quiet" in text and "--seed" in text
