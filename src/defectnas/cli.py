@@ -130,6 +130,28 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
                    echo=lambda m: _echo(args, m))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import run_compare, run_sweep
+
+    if args.repeats < 1:
+        raise ConfigError("--repeats must be at least 1")
+    options = _options(args)
+    options.pop("seed")  # the runner seeds each repeat itself
+    threads = options.pop("num_threads", None) or 2
+    common = dict(fast=args.fast, repeats=args.repeats, seed=args.seed, options=options, load_kwargs=_load_kwargs(args),
+                  threads=threads, quiet=args.quiet, echo=lambda m: _echo(args, m))
+    if args.sweep:
+        values = None
+        if args.sweep_values:
+            try:
+                values = [float(v) for v in args.sweep_values.split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(f"--sweep-values must be comma-separated numbers, got {args.sweep_values!r}") from None
+        run_sweep(args.data, args.out, args.sweep, values, **common)
+    else:
+        run_compare(args.data, args.out, args.models, save_models=args.save_models, **common)
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from .data import describe, format_description, load_pairs
 
@@ -143,6 +165,92 @@ def cmd_download(args: argparse.Namespace) -> None:
     paths = download(args.name, args.out, base_url=args.base_url, quiet=args.quiet)
     for p in paths:
         print(p)
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from .serving.cache import build_cache
+    from .serving.catalog import read_catalog
+
+    catalog, notes = read_catalog(args.catalog, id_col=args.id_col, title_col=args.title_col)
+    skipped = [f"{notes['empty_titles']} rows without a title skipped"] if notes["empty_titles"] else []
+    if notes["duplicate_ids"]:
+        skipped.append(f"{notes['duplicate_ids']} repeated ids with another title (first title kept)")
+    _echo(args, f"{args.catalog}: {len(catalog)} products from {notes['rows']} rows" + "".join(f"; {s}" for s in skipped))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet)
+    if report.encoded == 0 and report.removed == 0:
+        _echo(args, f"{args.out}: up to date ({report.count} products)")
+    else:
+        _echo(args, f"{args.out}: {report.count} products ({report.added} added, {report.changed} changed, {report.removed} removed, "
+                    f"{report.kept} kept); encoded {report.encoded} in {report.seconds:.1f} s ({report.products_per_second:.0f}/s), "
+                    f"{report.bytes / 2**20:.1f} MiB")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import ipaddress
+    import os
+
+    import uvicorn
+
+    from .serving.app import API_KEY_ENV, ServeSettings, create_app, run_workers
+
+    for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
+                             max_title_chars=args.max_title_chars, threads=args.threads,
+                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
+    app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and not settings.api_key:
+        _echo(args, f"warning: serving on {args.host} without an API key (set --api-key or {API_KEY_ENV})")
+    scorer = app.state.scorer
+    products = f"{len(scorer.cache)} cached products" if scorer.cache else "no cache (raw titles only)"
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    _echo(args, f"serving {scorer.name} with {products} on http://{args.host}:{args.port}{workers} (API docs at /docs)")
+    options = {"host": args.host, "port": args.port, "log_level": "warning" if args.quiet else "info", "access_log": args.access_log}
+    if args.workers == 1:
+        uvicorn.run(app, **options)
+        return
+    del app, scorer
+    run_workers(args.model, args.cache, settings, args.workers, **options)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .config import load_options_file
+    from .search.config import SearchConfig, load_saved, merge_for_resume
+    from .search.runner import run_search
+
+    given = {k: getattr(args, k) for k in _SEARCH_FLAGS if getattr(args, k, None) is not None}
+    given["data"] = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
+    given["load_kwargs"] = {k: v for k, v in _load_kwargs(args).items() if v is not None}
+    given["seed"] = args.seed
+    if args.matching:
+        given["matching"] = True
+    if args.config:
+        given["options"] = load_options_file(args.config)
+    saved = load_saved(args.out) if args.resume else None
+    if saved is not None:
+        if args.seed == 0:  # --seed left at its default: continue with the search's own seed
+            given.pop("seed")
+        cfg = merge_for_resume(saved, given)
+    else:
+        cfg = SearchConfig.from_dict(given)
+    result = run_search(cfg, args.out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m))
+    best = next((e for e in result.top_k if e.get("best")), None)
+    summary = {"out": str(result.out), "trials": len(result.trials), "best_dir": str(result.best_dir) if result.best_dir else None,
+               "best": best, "seconds": round(result.seconds, 1)}
+    print(json.dumps(summary, indent=2))
+
+
+_SEARCH_FLAGS = ("trials", "top_k", "latency_weight", "latency_target_ms", "child_epochs", "child_rows", "child_valid_rows",
+                 "final_epochs", "final_rows", "workers", "ray_address", "strategy", "variant", "threads")
 
 
 # --------------------------------------------------------------------- parser
@@ -182,6 +290,76 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_common(p)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("cache", help="encode a product catalogue once with a saved model (for serve)")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--catalog", required=True, help="table with product id and title (or any pairs dataset, or an ESCI/WANDS folder)")
+    p.add_argument("--out", required=True, help="cache directory to create, or to update incrementally")
+    p.add_argument("--id-col", help="column of product ids (default: product_id, product_uid or id; none: hash of the title)")
+    p.add_argument("--title-col", help="column of product titles (default: title, product_title or product_name)")
+    p.add_argument("--batch-size", type=int, default=512, help="titles encoded per batch")
+    p.add_argument("--rebuild", action="store_true", help="re-encode everything, even a cache of another model")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    _add_common(p)
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("serve", help="HTTP scoring service: POST /score, GET /healthz, docs at /docs")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--cache", help="product cache built by `defectnas cache` with this model (without it: raw titles only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for scoring (per worker)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (e.g. one per CPU core); each loads the model")
+    p.add_argument("--max-products", type=int, default=1000, help="products per request (more: 413)")
+    p.add_argument("--max-query-chars", type=int, default=200, help="characters per query (more: 422)")
+    p.add_argument("--max-title-chars", type=int, default=500, help="characters per raw title (more: 422)")
+    p.add_argument("--api-key", help="require this key in header X-API-Key (default: env DEFECTNAS_API_KEY, else none)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    _add_common(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("search", help="RL architecture search of the product encoder (dl-rl; --matching: dl-rl-ml)",
+                       description="Search the product (title) encoder's layers with an LSTM controller trained by "
+                                   "REINFORCE; the query encoder stays fixed (it runs online for every request). Each "
+                                   "child is trained on a small budget; the top-k are retrained and the best is saved "
+                                   "as DIR/best (a model directory for evaluate, predict and serve). Resumable: "
+                                   "rerun with --resume after any interruption.")
+    _add_data_options(p)
+    p.add_argument("--out", required=True, help="search folder: trials.jsonl, controller checkpoint, plots, top_k.json, best/")
+    p.add_argument("--trials", type=int, help="children to sample and evaluate (default 200)")
+    p.add_argument("--top-k", type=int, help="best architectures retrained with the full budget (default 10; 0: none)")
+    p.add_argument("--latency-weight", type=float, help="W > 0: reward F1·(latency/target)^(-W) with measured CPU latency (default 0: F1)")
+    p.add_argument("--latency-target", type=float, dest="latency_target_ms", help="target ms per 100 pairs (default: the default architecture's, measured)")
+    p.add_argument("--child-epochs", type=int, help="epochs per search child (default 1)")
+    p.add_argument("--child-rows", type=int, help="training pairs per search child (default 2000; 0: all)")
+    p.add_argument("--child-valid-rows", type=int, help="validation pairs scoring a search child (default 2000; 0: all)")
+    p.add_argument("--final-epochs", type=int, help="epochs of the top-k retrains (default: the model's, 8)")
+    p.add_argument("--final-rows", type=int, help="training pairs of the top-k retrains (default 0: all)")
+    p.add_argument("--workers", type=int, help="children trained at once in local processes; also the controller's batch (default 1)")
+    p.add_argument("--ray-address", help="run children as Ray tasks: auto, local, or ray://host:port (needs pip install ray)")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out (nothing finished is lost or rerun)")
+    p.add_argument("--matching", action="store_true", help="search with the multi-perspective matching layer (dl-rl-ml)")
+    p.add_argument("--strategy", choices=["rl", "random"], help="rl: LSTM controller + REINFORCE (default); random: uniform baseline")
+    p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss of children and final models (default dl-gs)")
+    p.add_argument("--config", help="JSON file of base model/training options for children and final models (e.g. d_model)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per child (default 1)")
+    _add_common(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("compare", help="the results table: train and score the chosen models on one split (+ PR and F1-latency plots)")
+    _add_data_options(p)
+    p.add_argument("--out", required=True, help="output folder (results.csv/json/md, pr_curves.png, f1_latency.png, predictions.parquet)")
+    p.add_argument("--models", help="comma-separated: dl-gs, transfer, dl-jl, dl-rl, dl-rl-ml, lstm, coattention, gbdt, bert, tfidf "
+                                    "(default: all; dl-rl/dl-rl-ml only where the search module is available)")
+    p.add_argument("--fast", action="store_true", help="small budgets for a first look in minutes: train/valid/test capped at 3000/2000/5000 pairs, "
+                                                      "2 epochs, a 2-point grid, 4 search trials, BERT on 1000 pairs")
+    p.add_argument("--repeats", type=int, default=1, help="train each model N times (seeds seed..seed+N-1, same split); report mean ± std")
+    p.add_argument("--sweep", choices=["alpha", "beta"], help="instead of the table: F1 of dl-jl over a sweep of the loss weight alpha or beta")
+    p.add_argument("--sweep-values", help="comma-separated values for --sweep (default alpha 0.25,0.5,1,2,4; beta 0,0.1,0.25,0.5,1,2)")
+    p.add_argument("--save-models", action="store_true", help="also save every trained model under OUT/models/NAME")
+    _add_model_options(p)  # apply to the two-tower models; --threads (default 2) is also the latency measurement's
+    _add_common(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("data", help="rows, queries, defect rate and length percentiles of a table")
     p.add_argument("path", help="table of query–product pairs")

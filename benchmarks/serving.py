@@ -1,0 +1,455 @@
+"""Serving benchmark: cache build throughput and size, and HTTP load on loopback.
+
+What it measures, in one run:
+
+1. cache build: products/second encoding a catalogue, and the cache's bytes per million products;
+2. in-process: one query × N cached products through ``Scorer`` (no HTTP), for the floor;
+3. HTTP load (a real ``defectnas serve`` process, keep-alive clients in threads on loopback),
+   1 query × N products per request at each client count, three ways:
+   - ``cached``: the model scoring cached product ids;
+   - ``titles``: the same model, same pairs, scoring raw titles (no cache);
+   - ``cross-encoder``: the ``bert`` baseline (a MiniLM cross-encoder) scoring the same pairs in
+     the same kind of server; unless one is given (``--cross-encoder DIR``) it is fine-tuned
+     here for a few steps from the local all-MiniLM-L6-v2 package: its cost per pair does not
+     depend on how long it trained. Nothing is downloaded.
+   Each level is bounded by ``--seconds`` and ``--max-requests``; p50/p95/p99 latency and
+   requests/second are reported.
+
+The load generator shares the machine's cores with the server, so on a 2-core machine the
+numbers include its cost. Prints a table and writes JSON (``--json``, default
+benchmarks/results/serving.json).
+
+    python benchmarks/serving.py                      # trains a small model on the shared sample
+    python benchmarks/serving.py --model DIR --seconds 5 --clients 1,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+DEFAULT_DATA = os.environ.get("DEFECTNAS_DATA", "/work/shared/data/homedepot_sample.parquet")
+HERE = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------- load generation
+def run_load(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int, warmup: int = 3,
+             server_pid: int | None = None) -> dict:
+    """``clients`` keep-alive connections sending ``bodies`` until time or count runs out.
+
+    One thread, asyncio, raw HTTP/1.1 over pre-encoded requests: the generator must cost as
+    little CPU as possible, because it shares the machine's cores with the server. CPU time per
+    request (server process, and this generator) is reported too: unlike latency, it does not
+    depend on what else the machine is running.
+    """
+    requests = [_request(b) for b in bodies]
+    cpu = [_cpu_seconds(server_pid), time.process_time()]
+    result = asyncio.run(_load(port, requests, clients, seconds, max_requests, warmup))
+    n = max(result["requests"] + clients * warmup, 1)
+    if server_pid is not None:
+        result["server_cpu_ms_per_request"] = round((_cpu_seconds(server_pid) - cpu[0]) * 1000 / n, 2)
+    result["client_cpu_ms_per_request"] = round((time.process_time() - cpu[1]) * 1000 / n, 2)
+    return result
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children, e.g. uvicorn workers (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children")).split()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return own + sum(_cpu_seconds(int(c)) for c in children)
+
+
+def _request(body: bytes) -> bytes:
+    head = f"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.strip().lower() == b"content-length")
+    return status, await reader.readexactly(length)
+
+
+async def _load(port: int, requests: list[bytes], clients: int, seconds: float, max_requests: int, warmup: int) -> dict:
+    latencies: list[float] = []
+    failures: list[str] = []
+    issued = 0
+    conns: list = [None] * clients
+
+    async def send(k: int, request: bytes) -> tuple[int, bytes]:
+        # the server drops connections idle for 5 s (uvicorn's keep-alive), which a client that
+        # finished its warm-up early can be: reconnect then (the reconnect is not timed)
+        for attempt in range(2):
+            if conns[k] is None:
+                conns[k] = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+            try:
+                return await _roundtrip(*conns[k], request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                conns[k][1].close()
+                conns[k] = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def client(k: int, deadline: float) -> None:
+        nonlocal issued
+        rng = random.Random(k)
+        while time.perf_counter() < deadline and issued < max_requests:
+            issued += 1
+            request = rng.choice(requests)
+            if conns[k] is None or conns[k][0].at_eof():
+                await send(k, request)  # reconnect (and warm) outside the timed request
+            t0 = time.perf_counter()
+            status, body = await send(k, request)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                failures.append(f"{status} {body[:200].decode(errors='replace')}")
+
+    async def warm(k: int) -> None:  # connection set-up and first-request costs stay out of the numbers
+        for _ in range(warmup):
+            status, body = await send(k, requests[k % len(requests)])
+            if status != 200:
+                raise RuntimeError(f"warm-up request failed: {status} {body[:300].decode(errors='replace')}")
+
+    await asyncio.gather(*(warm(k) for k in range(clients)))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(k, t0 + seconds) for k in range(clients)))
+    wall = time.perf_counter() - t0
+    for conn in conns:
+        if conn is not None:
+            conn[1].close()
+    ms = np.array(latencies) * 1000
+    return {
+        "clients": clients, "requests": len(ms), "errors": len(failures), "seconds": round(wall, 2),
+        "rps": round(len(ms) / wall, 1) if wall else 0.0,
+        **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) if len(ms) else None for q in (50, 95, 99)},
+        **({"first_error": failures[0]} if failures else {}),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(argv: list[str], port: int, timeout: float = 180) -> subprocess.Popen:
+    log = tempfile.TemporaryFile()  # never a pipe nobody reads: a full pipe would stall the server
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                proc.log = log
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise RuntimeError("server did not answer /healthz in time")
+
+
+def server_log(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)
+    return proc.log.read().decode(errors="replace")[-3000:]
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        print(f"server exited early (code {proc.returncode}):\n{server_log(proc)}", file=sys.stderr)
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ------------------------------------------------------------------- cross-encoder server
+class PairsBody(BaseModel):
+    """The cross-encoder server's request: the /score titles form."""
+
+    query: str
+    titles: list[str]
+
+
+def cross_encoder_app(model_dir: str, threads: int):
+    """A FastAPI app with the same /score (titles) contract, scoring with the ``bert`` baseline."""
+    import torch
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from defectnas.baselines.bert import CrossEncoderClassifier
+
+    torch.set_num_threads(threads)
+    clf = CrossEncoderClassifier.load(model_dir)
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/score")
+    def score(body: PairsBody) -> JSONResponse:
+        with torch.inference_mode():
+            probs = clf.predict_proba([body.query] * len(body.titles), body.titles).tolist()
+        return JSONResponse({"results": [{"title": t, "defect_probability": p} for t, p in zip(body.titles, probs)]})
+
+    return app
+
+
+def serve_cross_encoder(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run(cross_encoder_app(args.cross_encoder, args.threads), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def train_cross_encoder(data: str, rows: int, steps: int, out: Path, seed: int) -> Path:
+    """The ``bert`` baseline (MiniLM cross-encoder), fine-tuned for ``steps`` steps: its cost per
+    pair does not depend on how long it trained, so a short fine-tune is enough for timing."""
+    from defectnas.baselines.bert import CrossEncoderClassifier
+    from defectnas.data import load_pairs, split_by_query
+
+    parts = split_by_query(load_pairs(data).head(rows), valid_frac=0.1, test_frac=0.0, seed=seed)
+    clf = CrossEncoderClassifier(max_steps=steps, batch_size=16, num_threads=2, seed=seed)
+    clf.fit(parts["train"], parts["valid"].head(200))
+    clf.save(out)
+    return out
+
+
+# ------------------------------------------------------------------- the benchmark
+def train_model(data: str, rows: int, out: Path, matching: bool, seed: int) -> Path:
+    from defectnas import DefectClassifier
+    from defectnas.data import load_pairs
+
+    df = load_pairs(data)
+    queries = df["query"].drop_duplicates().sample(frac=1.0, random_state=seed)
+    df = df[df["query"].isin(set(queries))].head(rows)
+    clf = DefectClassifier(epochs=1, variant="dl-gs", matching=matching, num_threads=2, seed=seed).fit(df)
+    clf.save(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=DEFAULT_DATA, help="pairs table: the catalogue and the queries (and training data)")
+    p.add_argument("--model", help="a saved model directory (default: train a small one on --train-rows of --data)")
+    p.add_argument("--matching", action="store_true", help="the trained model gets the matching layer")
+    p.add_argument("--train-rows", type=int, default=3000, help="rows to train the small model on")
+    p.add_argument("--catalog-rows", type=int, default=0, help="products to cache (0: every product of --data)")
+    p.add_argument("--products", type=int, default=100, help="products per request")
+    p.add_argument("--clients", default="1,8,32", help="concurrent clients, comma-separated")
+    p.add_argument("--seconds", type=float, default=8.0, help="time bound per level")
+    p.add_argument("--max-requests", type=int, default=3000, help="request bound per level")
+    p.add_argument("--cross-seconds", type=float, default=8.0, help="time bound per cross-encoder level")
+    p.add_argument("--cross-encoder", help="a saved `bert` baseline (CrossEncoderClassifier) directory (default: fine-tune one for --cross-steps)")
+    p.add_argument("--cross-steps", type=int, default=30, help="fine-tuning steps of the default cross-encoder (16 pairs each)")
+    p.add_argument("--modes", default="cached,titles,cross-encoder", help="which of cached, titles, cross-encoder to load-test")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each server (process)")
+    p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=str(HERE / "results" / "serving.json"), help="where to write the results")
+    p.add_argument("--serve-cross-encoder", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_cross_encoder:
+        serve_cross_encoder(args)
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="defectnas-bench-"))
+    try:
+        result = run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the trained models and the cache
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nresults written to {args.json}")
+    return 0
+
+
+def run(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+
+    from defectnas import DefectClassifier
+    from defectnas.serving.cache import ProductCache, build_cache
+    from defectnas.serving.catalog import read_catalog
+    from defectnas.serving.scorer import Scorer
+
+    levels = [int(c) for c in args.clients.split(",")]
+    modes = set(args.modes.split(","))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                                "torch": torch.__version__, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("serve_cross_encoder", "port")}}
+
+    model_dir = Path(args.model) if args.model else None
+    if model_dir is None:
+        log(f"training a small model on {args.train_rows} rows of {args.data} ...")
+        t0 = time.perf_counter()
+        model_dir = train_model(args.data, args.train_rows, work / "model", args.matching, args.seed)
+        log(f"  trained in {time.perf_counter() - t0:.0f} s")
+    clf = DefectClassifier.load(model_dir)
+    result["model"] = {"dir": str(model_dir), "params": clf.num_parameters(), "matching": clf.model_config_.matching,
+                       "d_model": clf.model_config_.d_model, "title_layers": len(clf.model_config_.title_layers),
+                       "query_layers": len(clf.model_config_.query_layers)}
+
+    # 1. cache build
+    catalog, _ = read_catalog(args.data)
+    if args.catalog_rows:
+        catalog = catalog.head(args.catalog_rows)
+    torch.set_num_threads(2)
+    log(f"building the cache of {len(catalog)} products ...")
+    report = build_cache(model_dir, catalog, work / "cache", clf=clf)
+    cache = ProductCache(work / "cache")
+    cfg = clf.model_config_
+    per_product = report.bytes / report.count
+    with_tokens = 4 * cfg.d_model + 4 * cfg.title_max_len * cfg.d_model + cfg.title_max_len
+    result["cache_build"] = {"products": report.count, "seconds": round(report.seconds, 2), "torch_threads": 2,
+                             "products_per_second": round(report.products_per_second, 1), "bytes": report.bytes,
+                             "mb_per_million_products": round(per_product * 1e6 / 1e6, 1),
+                             "array_bytes_per_product_matching_model": with_tokens,
+                             "array_bytes_per_product_plain_model": 4 * cfg.d_model}
+
+    # the requests: queries of the data file, each with N random cached products
+    from defectnas.data import load_pairs
+
+    queries = load_pairs(args.data)["query"].drop_duplicates().tolist()
+    rng = random.Random(args.seed)
+    titles_of = dict(zip(catalog["product_id"], catalog["title"]))
+    picks = [(rng.choice(queries), rng.sample(cache.ids, args.products)) for _ in range(200)]
+    by_ids = [json.dumps({"query": q, "product_ids": ids}).encode() for q, ids in picks]
+    by_titles = [json.dumps({"query": q, "titles": [titles_of[i] for i in ids]}).encode() for q, ids in picks]
+
+    # 2. in process
+    torch.set_num_threads(args.threads)
+    scorer = Scorer(clf, cache)
+    for q, ids in picks[:5]:
+        scorer.score_ids(q, ids)
+    inproc = {}
+    for name, fn in (("cached", lambda q, ids: scorer.score_ids(q, ids)),
+                     ("titles", lambda q, ids: scorer.score_titles(q, [titles_of[i] for i in ids]))):
+        times = []
+        for q, ids in picks[:100]:
+            t0 = time.perf_counter()
+            fn(q, ids)
+            times.append((time.perf_counter() - t0) * 1000)
+        inproc[name] = {f"p{q}_ms": round(float(np.percentile(times, q)), 2) for q in (50, 99)}
+    result["in_process"] = inproc
+    log(f"in process, 1 query x {args.products} products: {inproc}")
+
+    # 3. HTTP load
+    rows = []
+    for workers in [int(w) for w in args.workers.split(",")]:
+        port = _free_port()
+        server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model_dir), "--cache", str(work / "cache"),
+                               "--port", str(port), "--threads", str(args.threads), "--workers", str(workers), "--quiet"], port)
+        try:
+            for mode, bodies in (("cached", by_ids), ("titles", by_titles)):
+                for c in levels if mode in modes else []:
+                    r = {"mode": mode, "workers": workers, **run_load(port, bodies, c, args.seconds, args.max_requests, server_pid=server.pid)}
+                    log(f"  {r}")
+                    rows.append(r)
+        finally:
+            stop_server(server)
+    if "cross-encoder" in modes:
+        cross_dir = args.cross_encoder
+        if cross_dir is None:
+            log(f"fine-tuning the bert baseline (MiniLM cross-encoder) for {args.cross_steps} steps ...")
+            cross_dir = str(train_cross_encoder(args.data, args.train_rows, args.cross_steps, work / "cross-encoder", args.seed))
+        port = _free_port()
+        server = start_server([sys.executable, __file__, "--serve-cross-encoder", "--port", str(port), "--threads", str(args.threads),
+                               "--cross-encoder", cross_dir], port)
+        try:
+            for c in levels:
+                # a request takes seconds: one warm-up request at the first level is enough
+                r = {"mode": "cross-encoder", "workers": 1, **run_load(port, by_titles, c, args.cross_seconds, args.max_requests,
+                                                         warmup=1 if c == levels[0] else 0, server_pid=server.pid)}
+                log(f"  {r}")
+                rows.append(r)
+        finally:
+            stop_server(server)
+        result["cross_encoder"] = {"model": args.cross_encoder or f"bert baseline: all-MiniLM-L6-v2 (local package) fine-tuned for {args.cross_steps} "
+                                   f"steps of 16 pairs (enough for timing, not for accuracy); max_length 64"}
+    result["load"] = rows
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["goals"] = goals(rows)
+    return result
+
+
+def goals(rows: list[dict]) -> dict:
+    """The issue's goals, per worker count: p99 < 20 ms at 8 clients (cached); >= 50x the cross-encoder."""
+    cross = {r["clients"]: r for r in rows if r["mode"] == "cross-encoder" and r["requests"]}
+    out: dict = {}
+    for r in rows:
+        if r["mode"] != "cached" or not r["requests"]:
+            continue
+        key = f"{r['workers']}_workers"
+        if r["clients"] == 8:
+            out.setdefault(key, {})["p99_ms_at_8_clients"] = r["p99_ms"]
+            out[key]["p99_under_20ms_at_8_clients"] = r["p99_ms"] < 20
+        x = cross.get(r["clients"])
+        if x:
+            out.setdefault(key, {}).setdefault("speedup_vs_cross_encoder", {})[r["clients"]] = {
+                "p50_latency": round(x["p50_ms"] / r["p50_ms"], 1), "throughput": round(r["rps"] / x["rps"], 1)}
+    for v in out.values():
+        if "speedup_vs_cross_encoder" in v:
+            v["at_least_50x"] = all(s["throughput"] >= 50 and s["p50_latency"] >= 50 for s in v["speedup_vs_cross_encoder"].values())
+    return out
+
+
+def table(result: dict) -> str:
+    b = result["cache_build"]
+    m = result["model"]
+    lines = [
+        f"model: {m['params']:,} parameters, d_model {m['d_model']}, {m['query_layers']}+{m['title_layers']} layers, matching {m['matching']}",
+        f"machine: {result['machine']['cpus']} CPUs, load average at start {result['machine']['load_average_at_start'][0]}, "
+        f"at end {result['machine']['load_average_at_end'][0]}; torch {result['machine']['torch']}; server torch threads {result['settings']['threads']} per process",
+        f"cache build: {b['products']} products in {b['seconds']} s = {b['products_per_second']:.0f} products/s ({b['torch_threads']} threads); "
+        f"{b['mb_per_million_products']} MB per million products on disk "
+        f"(arrays: {b['array_bytes_per_product_plain_model']} B/product plain, {b['array_bytes_per_product_matching_model']} B/product with matching)",
+        f"in process, 1 query x {result['settings']['products']} products: "
+        + ", ".join(f"{k} p50 {v['p50_ms']} ms / p99 {v['p99_ms']} ms" for k, v in result["in_process"].items()),
+        "",
+        "| mode | workers | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["load"]:
+        lines.append(f"| {r['mode']} | {r['workers']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
+                     f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")
+    if "cross_encoder" in result:
+        lines.append(f"\ncross-encoder: {result['cross_encoder']['model']}")
+    lines.append(f"goals: {json.dumps(result['goals'])}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Serving: a cache of product encodings and an HTTP scoring service with bounded latency.
+
+Why a package: the catalogue changes slowly, so product titles are encoded once
+(:mod:`.cache`, ``defectnas cache``) and a request only encodes its short query
+(:mod:`.scorer`, served by :mod:`.app`, ``defectnas serve``). Modules:
+
+- :mod:`.catalog`  — any product table or pairs dataset → one row per product (id, title)
+- :mod:`.encoding` — the title and query halves of a two-tower score, as predict_proba computes them
+- :mod:`.cache`    — the on-disk cache: build, incremental update, open (memory-mapped)
+- :mod:`.scorer`   — one query against cached products or raw titles
+- :mod:`.app`      — the FastAPI app (``POST /score``, ``GET /healthz``)
+"""
+
+__all__ = ["BuildReport", "CacheError", "ProductCache", "Scorer", "ServeSettings", "build_cache", "create_app", "model_hash", "read_catalog"]
+
+_HOMES = {
+    "BuildReport": "cache", "CacheError": "cache", "ProductCache": "cache", "build_cache": "cache", "model_hash": "cache",
+    "read_catalog": "catalog", "Scorer": "scorer", "ServeSettings": "app", "create_app": "app",
+}
+
+
+def __getattr__(name: str):
+    # imported on first use: `defectnas cache` needs neither FastAPI nor uvicorn
+    if name in _HOMES:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,275 @@
+"""The HTTP scoring service (FastAPI): ``POST /score``, ``GET /healthz``, OpenAPI at ``/docs``.
+
+Why these limits: a request's cost grows with its products and text lengths, so each is
+bounded (:class:`ServeSettings`) and checked before any model work, and the raw body is capped
+before it is parsed; the model runs in eval + inference mode with a fixed torch thread count,
+so latency does not depend on what else the process does. Errors are one line,
+``{"detail": "..."}``: 413 too many products or too large a body, 422 an invalid body (empty or
+too long text, neither or both of ``product_ids``/``titles``), 404 unknown product ids (named),
+401 a missing or wrong ``X-API-Key`` when a key is set. No endpoint touches files the caller
+names: the model and cache are fixed when the app is created.
+
+Concurrency: a request for cached products costs about a millisecond of CPU and is computed on
+the event loop itself (a hand-off to a thread costs as much on a busy machine); raw titles run
+the title tower and go to at most ``title_workers`` threads, so they cannot starve cached
+requests. To use more cores, run several processes (:func:`run_workers`, ``--workers``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from .. import __version__
+from ..data._common import one_line
+from .scorer import Scorer, UnknownProducts
+
+API_KEY_HEADER = "X-API-Key"
+API_KEY_ENV = "DEFECTNAS_API_KEY"
+
+
+@dataclass
+class ServeSettings:
+    """Bounds and runtime of the service."""
+
+    max_products: int = 1000  # products per request (more: 413)
+    max_query_chars: int = 200  # characters of the query (more: 422)
+    max_title_chars: int = 500  # characters of each raw title (more: 422)
+    max_id_chars: int = 200  # characters of each product id (more: 422)
+    max_body_bytes: int = 0  # request body cap (more: 413); 0: derived from the bounds above
+    threads: int = 1  # torch intra-op threads (fixed, so latency does not depend on load)
+    title_workers: int = 2  # raw-title requests encoded at once (more wait), so they cannot starve cached ones
+    api_key: str | None = None  # when set, /score needs header X-API-Key with this value
+
+    def body_limit(self) -> int:
+        if self.max_body_bytes > 0:
+            return self.max_body_bytes
+        per_item = 4 * max(self.max_title_chars, self.max_id_chars) + 16  # UTF-8 worst case + JSON quoting
+        return self.max_products * per_item + 4 * self.max_query_chars + 4096
+
+
+# ---------------------------------------------------------------- schema
+class ScoreRequest(BaseModel):
+    """One query and either cached product ids or raw product titles."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "cordless drill", "product_ids": ["100001", "100002"]},
+        {"query": "cordless drill", "titles": ["DeWalt 20V cordless drill", "Garden hose 50 ft"]},
+    ]})
+    query: StrictStr = Field(description="the search query")
+    product_ids: list[StrictStr | StrictInt] | None = Field(None, description="ids of cached products")
+    titles: list[StrictStr] | None = Field(None, description="raw product titles, encoded on the fly")
+
+
+class ScoreResult(BaseModel):
+    product_id: str | None = Field(None, description="set when scoring by product_ids")
+    title: str | None = Field(None, description="set when scoring by titles")
+    defect_probability: float
+    is_defect: bool = Field(description="defect_probability reaches the model's threshold")
+
+
+class ScoreResponse(BaseModel):
+    model: str = Field(description="model directory name @ first 12 hex digits of its sha256")
+    results: list[ScoreResult]
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    model_hash: str
+    products: int = Field(description="products in the loaded cache (0 without a cache)")
+    matching: bool
+    threshold: float
+    version: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+# ------------------------------------------------------------------- app
+def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, settings: ServeSettings | None = None,
+               scorer: Scorer | None = None) -> FastAPI:
+    """Load the model (and cache) and build the app; raises CacheError/DataError on bad inputs."""
+    settings = settings or ServeSettings()
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    scorer = scorer or Scorer.load(model_dir, cache_dir)
+    scorer.score_titles("warm up", ["warm up"])  # first-call allocations happen now, not in a request
+    if scorer.cache is not None and len(scorer.cache):
+        scorer.score_ids("warm up", scorer.cache.ids[:1])
+
+    app = FastAPI(title="defectnas", version=__version__,
+                  description="Defect probability of (query, product) pairs: is this product irrelevant to this query?")
+    app.state.scorer, app.state.settings = scorer, settings
+    title_limiter = anyio.CapacityLimiter(max(1, settings.title_workers))
+    app.add_middleware(BodyLimit, limit=settings.body_limit())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_line(exc)}, status_code=422)
+
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the key given to defectnas serve")
+
+    def check_key(key: str | None = Depends(key_header)) -> None:
+        if not key or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
+
+    errors = {c: {"model": Problem} for c in (401, 404, 413, 422)}
+
+    @app.get("/healthz", response_model=Health, summary="200 when the model (and cache) are loaded")
+    def healthz() -> Health:
+        cache = scorer.cache
+        return Health(status="ok", model=scorer.name, model_hash=scorer.model_hash, products=len(cache) if cache else 0,
+                      matching=bool(scorer.clf.model_config_.matching), threshold=scorer.threshold, version=__version__)
+
+    @app.post("/score", response_model=ScoreResponse, responses=errors, summary="defect probability of each product for the query",
+              dependencies=[Depends(check_key)] if settings.api_key else [])
+    async def score(request: ScoreRequest) -> JSONResponse:
+        field, items = _check(request, settings)
+        query = request.query
+        try:
+            if field == "product_id":
+                # cached products cost about a millisecond: computed right here, because handing
+                # them to a worker thread costs more than that on a busy machine
+                probs = scorer.score_ids(query, items)
+            else:
+                # raw titles run the title tower (~1 ms per title): a worker thread, so the event
+                # loop keeps answering cached requests meanwhile (torch releases the GIL)
+                probs = await anyio.to_thread.run_sync(scorer.score_titles, query, items, limiter=title_limiter)
+        except UnknownProducts as e:
+            shown = ", ".join(json.dumps(i) for i in e.ids[:10])
+            more = f" (and {len(e.ids) - 10} more)" if len(e.ids) > 10 else ""
+            raise HTTPException(404, one_line(f"unknown product id(s): {shown}{more}")) from None
+        threshold = scorer.threshold
+        results = [{field: item, "defect_probability": p, "is_defect": p >= threshold} for item, p in zip(items, probs.tolist())]
+        return JSONResponse({"model": scorer.name, "results": results})  # already valid: skip re-validation
+
+    return app
+
+
+# --------------------------------------------------------------- running
+SERVE_ENV = "DEFECTNAS_SERVE"  # JSON {"model": ..., "cache": ..., "settings": {...}} for app_from_env
+
+
+def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: ServeSettings, workers: int, **uvicorn_options) -> None:
+    """Serve with ``workers`` processes sharing one listening socket (uvicorn's supervisor).
+
+    Each worker loads the model and memory-maps the cache itself (the operating system shares
+    the cache's pages). The socket is bound here rather than by ``uvicorn.run``: uvicorn binds it
+    with protocol 0, so asyncio never sets TCP_NODELAY on accepted connections and every
+    keep-alive response waits ~40 ms for a delayed ACK (uvicorn issue #3149).
+    """
+    import socket
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[SERVE_ENV] = json.dumps({"model": str(model_dir), "cache": cache_dir and str(cache_dir), "settings": vars(settings)})
+    config = uvicorn.Config("defectnas.serving.app:app_from_env", factory=True, workers=workers, **uvicorn_options)
+    bound = config.bind_socket()
+    sock = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of :func:`run_workers`."""
+    spec = json.loads(os.environ[SERVE_ENV])
+    return create_app(spec["model"], spec.get("cache"), ServeSettings(**spec.get("settings", {})))
+
+
+def _check(request: ScoreRequest, s: ServeSettings) -> tuple[str, list[str]]:
+    """("product_id" | "title", the items as strings), or an HTTPException with the reason."""
+    if (request.product_ids is None) == (request.titles is None):
+        raise HTTPException(422, "give exactly one of product_ids (cached products) or titles (raw titles)")
+    field, items = ("product_id", request.product_ids) if request.titles is None else ("title", request.titles)
+    if len(items) > s.max_products:
+        raise HTTPException(413, f"too many products: {len(items)} > {s.max_products} per request")
+    if not items:
+        raise HTTPException(422, f"{field}s is empty")
+    query = request.query
+    if not query.strip():
+        raise HTTPException(422, "query is empty")
+    if len(query) > s.max_query_chars:
+        raise HTTPException(422, f"query too long: {len(query)} > {s.max_query_chars} characters")
+    items = [str(i) for i in items]
+    limit = s.max_id_chars if field == "product_id" else s.max_title_chars
+    for i, item in enumerate(items):
+        if not item.strip():
+            raise HTTPException(422, f"{field}s[{i}] is empty")
+        if len(item) > limit:
+            raise HTTPException(422, f"{field}s[{i}] too long: {len(item)} > {limit} characters")
+    return field, items
+
+
+def _validation_line(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request body"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return one_line(f"invalid request: body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})")
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return one_line(f"invalid request: {where}: {first.get('msg', 'invalid')}{more}")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, checked before parsing."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                return await _reject(send, self.limit)
+            return await self.app(scope, receive, send)
+        # no length given (chunked): read the body up to the limit, then replay it
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await _reject(send, self.limit)
+            chunks.append(message)
+            if not message.get("more_body", False):
+                break
+        return await self.app(scope, _replay(chunks, receive), send)
+
+
+async def _reject(send, limit: int) -> None:
+    body = json.dumps({"detail": f"request body too large: over {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list, then=None):
+    queue = list(messages)
+
+    async def receive():
+        if queue:
+            return queue.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive

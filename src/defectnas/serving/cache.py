@@ -1,0 +1,352 @@
+"""The product-encoding cache: a catalogue's title encodings, computed once per model.
+
+Why: the title tower is the expensive half of a score and depends only on the product, and the
+catalogue changes slowly, so titles are encoded once (here) and a request only encodes its
+short query. On disk, a cache directory holds:
+
+    manifest.json          which model built it (sha256 of config.json + model.safetensors),
+                           format version, product count, dims, and the current generation
+    gen-000007/ids.json    {"product_id": [...], "title_sha1": [...]} in row order
+    gen-000007/vectors.npy float32 (N, C)     pooled title vectors
+    gen-000007/tokens.npy  float32 (N, T, C)  title token states   } only for models with
+    gen-000007/mask.npy    bool    (N, T)     their padding mask   } the matching layer
+
+Arrays are plain ``.npy`` files, memory-mapped for reading and loaded with
+``allow_pickle=False``. Every build writes a new generation directory under a temporary name,
+renames it into place and only then replaces ``manifest.json`` (atomically), so a reader, or a
+server that reopens the cache, sees either the old cache or the new one, never a mix, and a
+killed build leaves the old cache intact. An update re-encodes only products that are new or
+whose normalised title changed, copies the rest, and drops removed ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..errors import DataError
+from ..storage import atomic_write_json
+from .catalog import CATALOG_ATTR, read_catalog, title_hash
+from .encoding import TitleArrays, encode_titles, needs_tokens
+
+FORMAT = "defectnas-product-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = ".lock"  # held while a build writes
+IDS, VECTORS, TOKENS, MASK = "ids.json", "vectors.npy", "tokens.npy", "mask.npy"
+_COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds memory)
+
+
+class CacheError(DataError):
+    """A cache directory is missing, unreadable, of another format, or built by another model."""
+
+
+def model_hash(model_dir: str | Path) -> str:
+    """``sha256:<hex>`` of a model directory's config.json and model.safetensors (their bytes)."""
+    d = Path(model_dir)
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        path = d / name
+        if not path.is_file():
+            raise CacheError(f"{d}: not a model directory (no {name})")
+        h.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class BuildReport:
+    """What a build or update did."""
+
+    count: int  # products in the cache now
+    encoded: int  # products encoded by this build (new + changed)
+    added: int  # ids not in the previous cache
+    changed: int  # ids whose normalised title changed
+    removed: int  # ids of the previous cache no longer in the catalogue
+    kept: int  # products copied unchanged from the previous cache
+    seconds: float  # wall time of the build
+    bytes: int  # size of the new generation on disk
+    directory: str  # the cache directory
+
+    @property
+    def products_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+
+class ProductCache:
+    """An opened cache: product ids, their row index, and memory-mapped encodings."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.manifest = read_manifest(self.directory)
+        gen = self.directory / self.manifest["generation_dir"]
+        try:
+            ids = json.loads((gen / IDS).read_text(encoding="utf-8"))
+            self.ids: list[str] = ids["product_id"]
+            self.title_hashes: list[str] = ids["title_sha1"]
+            vector = np.load(gen / VECTORS, mmap_mode="r", allow_pickle=False)
+            tokens = mask = None
+            if self.manifest["matching"]:
+                tokens = np.load(gen / TOKENS, mmap_mode="r", allow_pickle=False)
+                mask = np.load(gen / MASK, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, KeyError) as e:
+            raise CacheError(f"{self.directory}: cache files unreadable ({type(e).__name__}: {e}); rebuild it with defectnas cache --rebuild") from None
+        self.arrays = TitleArrays(vector, tokens, mask)
+        n = self.manifest["count"]
+        if len(self.ids) != n or vector.shape[0] != n or (tokens is not None and tokens.shape[0] != n):
+            raise CacheError(f"{self.directory}: cache files disagree with the manifest ({n} products); rebuild it with defectnas cache --rebuild")
+        self.index = {pid: row for row, pid in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def model_hash(self) -> str:
+        return self.manifest["model_hash"]
+
+    def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
+        """Refuse (CacheError) a cache that another model built."""
+        if self.model_hash != expected_hash:
+            raise CacheError(
+                f"{self.directory}: cache was built by another model ({_short(self.model_hash)}, not {_short(expected_hash)} of {model_dir}); "
+                f"rebuild it with: defectnas cache --model {model_dir} --catalog ... --out {self.directory} --rebuild"
+            )
+
+    def missing(self, ids: list[str]) -> list[str]:
+        """The ids not in the cache, each once, in request order."""
+        return list(dict.fromkeys(i for i in ids if i not in self.index))
+
+    def take(self, ids: list[str]) -> TitleArrays:
+        """Encodings of ``ids`` (all known: check :meth:`missing` first), in request order."""
+        rows = np.fromiter((self.index[i] for i in ids), dtype=np.int64, count=len(ids))
+        return _take(self.arrays, rows)
+
+
+def read_manifest(directory: str | Path) -> dict:
+    d = Path(directory)
+    path = d / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CacheError(f"{d}: not a product cache (no {MANIFEST}); build one with defectnas cache") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"{path}: unreadable ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CacheError(f"{path}: not a defectnas product cache manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise CacheError(f"{d}: cache written by a newer defectnas (format {manifest['format_version']}); upgrade defectnas or rebuild it")
+    return manifest
+
+
+def build_cache(
+    model_dir: str | Path,
+    catalog: pd.DataFrame | str | Path,
+    out: str | Path,
+    *,
+    batch_size: int = 512,
+    rebuild: bool = False,
+    quiet: bool = True,
+    clf=None,
+) -> BuildReport:
+    """Encode ``catalog`` (a product table, pairs dataset or path: see :func:`read_catalog`) into ``out``.
+
+    An existing cache in ``out`` is updated incrementally (only new and changed products are
+    encoded) when the same model built it; a cache of another model is refused (CacheError)
+    unless ``rebuild``. ``clf``: the already loaded ``DefectClassifier`` of ``model_dir``.
+    """
+    from ..estimator import DefectClassifier
+
+    start = time.perf_counter()
+    out = Path(out)
+    if batch_size < 1:
+        raise DataError("batch_size must be at least 1")
+    if not (isinstance(catalog, pd.DataFrame) and catalog.attrs.get(CATALOG_ATTR)):
+        catalog, _ = read_catalog(catalog)  # normalised titles, one row per product
+    digest = model_hash(model_dir)
+    clf = clf if clf is not None else DefectClassifier.load(model_dir)
+    clf.model_.eval()
+    _refuse_foreign(out)
+    with _build_lock(out):
+        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start)
+
+
+def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float) -> BuildReport:
+    previous = _previous(out, digest, model_dir, rebuild)
+    ids = catalog["product_id"].astype(str).tolist()
+    titles = catalog["title"].astype(str).tolist()
+    hashes = [title_hash(t) for t in titles]
+    old_rows = np.full(len(ids), -1, dtype=np.int64)  # row in the previous cache to copy, or -1: encode
+    added = changed = 0
+    for i, (pid, h) in enumerate(zip(ids, hashes)):
+        row = previous.index.get(pid) if previous is not None else None
+        if row is None:
+            added += 1
+        elif previous.title_hashes[row] != h:
+            changed += 1
+        else:
+            old_rows[i] = row
+    removed = len(previous) - (len(ids) - added) if previous is not None else 0
+    kept = int((old_rows >= 0).sum())
+    if previous is not None and added == changed == removed == 0 and previous.ids == ids:
+        return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out))
+
+    generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
+    name = f"gen-{generation:06d}"
+    tmp = out / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        arrays = _allocate(tmp, clf, len(ids))
+        if previous is not None and kept:
+            _copy_kept(previous.arrays, arrays, old_rows)
+        _encode_missing(clf, titles, old_rows, arrays, batch_size, quiet)
+        for a in arrays:
+            if a is not None:
+                a.flush()
+        del arrays
+        atomic_write_json(tmp / IDS, {"product_id": ids, "title_sha1": hashes})
+        _fsync_dir_files(tmp)
+        final = out / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cfg = clf.model_config_
+    atomic_write_json(out / MANIFEST, {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_hash": digest,
+        "model_dir": str(Path(model_dir).resolve()),
+        "generation": generation,
+        "generation_dir": name,
+        "count": len(ids),
+        "d_model": cfg.d_model,
+        "title_max_len": cfg.title_max_len,
+        "matching": needs_tokens(clf),
+        "dtype": "float32",
+        "files": [IDS, VECTORS] + ([TOKENS, MASK] if needs_tokens(clf) else []),
+        "library_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    _remove_other_generations(out, keep=name)
+    return BuildReport(len(ids), len(ids) - kept, added, changed, removed, kept, time.perf_counter() - start, _size(out / name), str(out))
+
+
+# ------------------------------------------------------------------ helpers
+@contextmanager
+def _build_lock(out: Path):
+    """One build at a time per cache directory (an advisory lock on ``out/.lock``)."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheError(f"{out}: another defectnas cache build is writing to it") from None
+        yield
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Only ever write into a new or empty directory, or a cache."""
+    if not out.exists() or (out / MANIFEST).exists():
+        return
+    if not out.is_dir():
+        raise CacheError(f"{out}: exists and is not a directory")
+    if any(not p.name.startswith(".gen-") and p.name != LOCK for p in out.iterdir()):
+        raise CacheError(f"{out}: is not empty and not a product cache; choose a new or empty --out directory")
+
+
+def _previous(out: Path, digest: str, model_dir: str | Path, rebuild: bool) -> ProductCache | None:
+    """The cache already in ``out`` to update, or None to build from scratch."""
+    if not (out / MANIFEST).exists():
+        return None
+    if rebuild:
+        read_manifest(out)  # only ever overwrite something that is a cache
+        return None
+    cache = ProductCache(out)
+    cache.check_model(digest, model_dir)
+    return cache
+
+
+def _next_generation(out: Path) -> int:
+    try:
+        return read_manifest(out)["generation"] + 1
+    except CacheError:
+        return 1
+
+
+def _allocate(directory: Path, clf, n: int) -> TitleArrays:
+    cfg = clf.model_config_
+    C, T = cfg.d_model, cfg.title_max_len
+    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=np.float32, shape=(n, C))
+    if not needs_tokens(clf):
+        return TitleArrays(vector, None, None)
+    tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=np.float32, shape=(n, T, C))
+    mask = np.lib.format.open_memmap(directory / MASK, mode="w+", dtype=np.bool_, shape=(n, T))
+    return TitleArrays(vector, tokens, mask)
+
+
+def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
+    return TitleArrays(*(None if a is None else np.take(a, rows, axis=0) for a in arrays))
+
+
+def _copy_kept(old: TitleArrays, new: TitleArrays, old_rows: np.ndarray) -> None:
+    """Copy unchanged products' encodings from the previous generation, a block at a time."""
+    if old.vector.shape[1:] != new.vector.shape[1:] or (old.tokens is None) != (new.tokens is None):
+        raise CacheError("previous cache has other dimensions than the model; rebuild it with --rebuild")
+    dest = np.flatnonzero(old_rows >= 0)
+    for i in range(0, len(dest), _COPY_ROWS):
+        d = dest[i : i + _COPY_ROWS]
+        for src, dst in zip(_take(old, old_rows[d]), new):
+            if dst is not None:
+                dst[d] = src
+
+
+def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, arrays: TitleArrays, batch_size: int, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    todo = np.flatnonzero(old_rows < 0)
+    with torch.inference_mode(), tqdm(total=len(todo), unit="products", desc="encoding", disable=quiet or not len(todo)) as bar:
+        for i in range(0, len(todo), batch_size):
+            rows = todo[i : i + batch_size]
+            enc = encode_titles(clf, [titles[r] for r in rows], normalized=True)
+            for src, dst in zip(enc, arrays):
+                if dst is not None:
+                    dst[rows] = src
+            bar.update(len(rows))
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for p in directory.iterdir():
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _remove_other_generations(out: Path, keep: str) -> None:
+    """Delete earlier generations and leftovers of killed builds (open memory maps stay valid)."""
+    for p in out.iterdir():
+        if p.is_dir() and p.name != keep and (p.name.startswith("gen-") or p.name.startswith(".gen-")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) if directory.is_dir() else 0
+
+
+def _short(digest: str) -> str:
+    return digest.split(":")[-1][:12]

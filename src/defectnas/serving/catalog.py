@@ -1,0 +1,114 @@
+"""Read a product catalogue: one row per product, with its id and normalised title.
+
+Why a module of its own: the cache is built from whatever users have, which is either a plain
+product table (``product_id``/``title``) or one of the public datasets, whose product columns
+have their own names (ESCI ``product_id``/``product_title``, WANDS ``product_id``/
+``product_name``, Home Depot ``product_uid``/``product_title``), or the pairs table a search log
+gives, where each product appears once per query. All of them become the same two columns.
+
+Titles are normalised exactly as :func:`~defectnas.data.normalize_text` does for training, so a
+product encoded here gets the score ``predict_proba`` gives its title. A product without an id
+gets :func:`~defectnas.data.title_id` of its title, as in ``load_pairs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..data import normalize_series, read_table, title_id
+from ..data._common import Source, as_strings, closest, is_missing
+from ..data.multifile import ESCI_PRODUCTS, WANDS_PRODUCTS, complete
+
+ID_COLUMNS = ("product_id", "product_uid", "id")  # first present wins; "id" only in product tables
+QUERY_COLUMNS = ("query", "search_term")  # their presence marks a pairs table, whose "id" names the pair
+TITLE_COLUMNS = ("title", "product_title", "product_name")
+CATALOG_ATTR = "defectnas_catalog"  # DataFrame.attrs flag: already read (normalised, one row per product)
+
+
+def read_catalog(
+    data: str | os.PathLike | pd.DataFrame,
+    id_col: str | None = None,
+    title_col: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(catalogue, notes): columns ``product_id``, ``title`` (normalised), one row per product.
+
+    ``data`` is a table file, an ESCI or WANDS folder (its products file is read) or a
+    DataFrame. Without ``id_col``/``title_col`` the first of :data:`ID_COLUMNS` /
+    :data:`TITLE_COLUMNS` present is used, except that in a table of pairs (one with a query
+    column) ``id`` is a pair id, so products get title ids, as ``load_pairs`` gives them. Rows with an empty title are skipped; a product id
+    seen again keeps its first title. ``notes`` counts ``rows``, ``empty_titles`` and
+    ``duplicate_ids`` (repeats with a different title) for the caller to report.
+    """
+    frame, src = _read(data)
+    columns = [str(c) for c in frame.columns]
+    title_col = _pick(title_col, TITLE_COLUMNS, columns, src, "title", "--title-col")
+    if id_col is not None and id_col not in columns:
+        _missing(id_col, columns, src, "--id-col")
+    if id_col is None:
+        pairs = any(c in columns for c in QUERY_COLUMNS)  # Home Depot's and CrowdFlower's "id" is the pair's
+        id_col = next((c for c in ID_COLUMNS if c in columns and c != title_col and not (pairs and c == "id")), None)
+
+    titles = normalize_series(frame[title_col])
+    keep = titles.notna() & (titles != "")
+    ids = as_strings(frame[id_col]) if id_col else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    no_id = keep & ids.map(lambda v: is_missing(v) or v == "")
+    if no_id.any():
+        ids[no_id] = [title_id(t) for t in titles[no_id]]
+    out = pd.DataFrame({"product_id": ids[keep].astype(str), "title": titles[keep].astype(str)})
+    first = ~out["product_id"].duplicated()
+    repeats = out[~first].merge(out[first], on="product_id", suffixes=("", "_first"))
+    notes = {
+        "rows": len(frame),
+        "empty_titles": int((~keep).sum()),
+        "duplicate_ids": int((repeats["title"] != repeats["title_first"]).sum()),
+    }
+    out = out[first].reset_index(drop=True)
+    if out.empty:
+        raise src.error(f"no product with a title in column {title_col!r}")
+    out.attrs[CATALOG_ATTR] = True  # build_cache need not read it again
+    return out, notes
+
+
+def title_hash(title: str) -> str:
+    """SHA-1 of a normalised title: what decides whether a cached product must be re-encoded."""
+    return hashlib.sha1(title.encode("utf-8")).hexdigest()
+
+
+def _read(data: str | os.PathLike | pd.DataFrame) -> tuple[pd.DataFrame, Source]:
+    if isinstance(data, pd.DataFrame):
+        if len(data) == 0:
+            raise Source("<DataFrame>").error("table has no rows")
+        frame = data.reset_index(drop=True)
+        frame.columns = [str(c) for c in frame.columns]
+        return frame, Source("<DataFrame>")
+    path = Path(data)
+    if path.is_dir():
+        for name in (ESCI_PRODUCTS, WANDS_PRODUCTS):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise Source(str(path)).error(f"is a directory without {ESCI_PRODUCTS} (ESCI) or {WANDS_PRODUCTS} (WANDS); point --catalog at a table file")
+    # an ESCI examples file or WANDS label.csv gets its titles joined from the files beside it
+    return complete(read_table(path), path, "auto"), Source(str(path))
+
+
+def _pick(given: str | None, candidates: tuple[str, ...], columns: list[str], src: Source, what: str, flag: str) -> str:
+    if given is not None:
+        if given not in columns:
+            _missing(given, columns, src, flag)
+        return given
+    for c in candidates:
+        if c in columns:
+            return c
+    raise src.error(f"no {what} column ({', '.join(candidates)}); name it with {flag}; columns present: {', '.join(columns)}")
+
+
+def _missing(name: str, columns: list[str], src: Source, flag: str) -> None:
+    guess = closest(name, columns)
+    hint = f" (did you mean {guess!r}?)" if guess else ""
+    raise src.error(f"no column {name!r} ({flag}){hint}; columns present: {', '.join(columns)}")

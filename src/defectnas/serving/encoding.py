@@ -1,0 +1,73 @@
+"""The two halves of a two-tower score, as the cache and the service need them.
+
+Why a module of its own: the cache stores title encodings and the service combines them with a
+query encoding later, so both must encode exactly as ``DefectClassifier.predict_proba`` does
+(normalised text, the model's own tokenizer and padding lengths, eval mode) or the service's
+scores drift from the model's. What the title side keeps is what ``DefectNet.score`` reads:
+the pooled vector always, the token states and mask only when the model has matching.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from ..data import normalize_text
+from ..model.classifier import Encoded
+
+
+class TitleArrays(NamedTuple):
+    """Title-side encodings of N products: vector (N, C); tokens (N, T, C) and mask (N, T) or None."""
+
+    vector: np.ndarray
+    tokens: np.ndarray | None
+    mask: np.ndarray | None
+
+
+def needs_tokens(clf) -> bool:
+    """Whether the model's score reads title token states (the matching layer does)."""
+    return bool(clf.model_config_.matching)
+
+
+@torch.inference_mode()
+def encode_titles(clf, titles: Sequence[str], normalized: bool = False) -> TitleArrays:
+    """Title encodings of one batch of titles, as float32 / bool numpy arrays."""
+    texts = list(titles) if normalized else [normalize_text(t) for t in titles]
+    ids = torch.from_numpy(clf.tokenizer_.encode(texts, clf.model_config_.title_max_len))
+    enc = clf.model_.encode_title(ids.to(_device(clf)))
+    vector = enc.vector.float().cpu().numpy()  # (N, C)
+    if not needs_tokens(clf):
+        return TitleArrays(vector, None, None)
+    return TitleArrays(vector, enc.tokens.float().cpu().numpy(), enc.mask.cpu().numpy())  # (N, T, C), (N, T)
+
+
+@torch.inference_mode()
+def encode_query(clf, query: str) -> Encoded:
+    """The encoding of one (normalised) query: tokens (1, Tq, C), vector (1, C), mask (1, Tq)."""
+    ids = torch.from_numpy(clf.tokenizer_.encode([query], clf.model_config_.query_max_len))
+    return clf.model_.encode_query(ids.to(_device(clf)))
+
+
+@torch.inference_mode()
+def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> np.ndarray:
+    """Defect probabilities (N,) of one query against N title encodings, batched."""
+    device = _device(clf)
+    out = []
+    for i in range(0, len(titles.vector), batch_size):
+        vector = torch.from_numpy(titles.vector[i : i + batch_size]).to(device)  # (B, C)
+        n = vector.shape[0]
+        if needs_tokens(clf):
+            t = Encoded(torch.from_numpy(titles.tokens[i : i + batch_size]).to(device), vector,
+                        torch.from_numpy(titles.mask[i : i + batch_size]).to(device))
+        else:
+            t = Encoded(None, vector, None)  # score() reads title tokens only for matching
+        q = Encoded(query.tokens.expand(n, -1, -1), query.vector.expand(n, -1), query.mask.expand(n, -1))
+        out.append(clf.model_.score(q, t).double().cpu())
+    logits = torch.cat(out).numpy() if out else np.zeros(0)
+    return 1.0 / (1.0 + np.exp(-logits))  # as predict_proba: float64 sigmoid
+
+
+def _device(clf) -> torch.device:
+    return torch.device(clf.train_config_.device)  # where DefectClassifier.load(device=...) put the model

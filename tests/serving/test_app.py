@@ -1,0 +1,131 @@
+"""The FastAPI app through its test client: scores, bounds, errors, API key, schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from defectnas import DefectClassifier
+from defectnas.serving.app import ServeSettings, create_app
+from defectnas.serving.cache import build_cache, model_hash
+from defectnas.serving.catalog import read_catalog
+
+from .conftest import catalog_frame
+
+
+@pytest.fixture(scope="module", params=["model_dir", "matching_model_dir"])
+def served(request, tmp_path_factory):
+    model_dir = request.getfixturevalue(request.param)
+    catalog = read_catalog(catalog_frame())[0]
+    cache_dir = tmp_path_factory.mktemp("cache")
+    build_cache(model_dir, catalog, cache_dir)
+    app = create_app(model_dir, cache_dir, ServeSettings(max_products=50, max_query_chars=40, max_title_chars=60))
+    client = TestClient(app)
+    client.model_name = f"{model_dir.name}@{model_hash(model_dir).split(':')[1][:12]}"
+    return client, DefectClassifier.load(model_dir), catalog.set_index("product_id")["title"]
+
+
+def test_scores_by_ids_and_by_titles_equal_predict_proba(served):
+    client, clf, titles = served
+    ids = ["p1", "p2", "p30", "p1"]
+    expected = clf.predict_proba(["Garden Hose"] * len(ids), titles[ids].tolist())
+    r = client.post("/score", json={"query": "Garden Hose", "product_ids": ids})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == client.model_name
+    assert [x["product_id"] for x in body["results"]] == ids
+    np.testing.assert_allclose([x["defect_probability"] for x in body["results"]], expected, atol=1e-5, rtol=0)
+    assert [x["is_defect"] for x in body["results"]] == [bool(p >= clf.threshold_) for p in expected]
+
+    raw = ["Cordless DRILL with bits", "rug"]
+    r = client.post("/score", json={"query": "Garden Hose", "titles": raw})
+    assert r.status_code == 200
+    assert [x["title"] for x in r.json()["results"]] == raw
+    np.testing.assert_allclose([x["defect_probability"] for x in r.json()["results"]], clf.predict_proba(["garden hose"] * 2, raw), atol=1e-5, rtol=0)
+
+
+def test_integer_ids_are_accepted_as_text(served):
+    client = served[0]
+    assert client.post("/score", json={"query": "q", "product_ids": [12345]}).json() == {"detail": 'unknown product id(s): "12345"'}
+
+
+def test_unknown_ids_are_404_naming_them(served):
+    r = served[0].post("/score", json={"query": "hose", "product_ids": ["p1", "nope", "gone", "nope"]})
+    assert r.status_code == 404
+    assert r.json() == {"detail": 'unknown product id(s): "nope", "gone"'}
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ({"query": "q", "product_ids": [f"p{i}" for i in range(51)]}, 413, "too many products: 51 > 50"),
+    ({"query": "q", "titles": ["t"] * 51}, 413, "too many products"),
+    ({"query": "q"}, 422, "exactly one of product_ids"),
+    ({"query": "q", "product_ids": ["p1"], "titles": ["t"]}, 422, "exactly one of product_ids"),
+    ({"query": "q", "product_ids": []}, 422, "product_ids is empty"),
+    ({"query": "   ", "product_ids": ["p1"]}, 422, "query is empty"),
+    ({"query": "q" * 41, "product_ids": ["p1"]}, 422, "query too long: 41 > 40"),
+    ({"query": "q", "titles": ["ok", "t" * 61]}, 422, "titles[1] too long: 61 > 60"),
+    ({"query": "q", "titles": ["ok", ""]}, 422, "titles[1] is empty"),
+    ({"query": 3, "titles": ["ok"]}, 422, "invalid request: query"),
+    ({"query": "q", "titles": "ok"}, 422, "invalid request: titles"),
+    ({"query": "q", "titles": ["ok"], "path": "/etc/passwd"}, 422, "invalid request: path"),
+    ({"titles": ["ok"]}, 422, "invalid request: query: Field required"),
+])
+def test_bad_requests_get_a_one_line_reason(served, body, status, reason):
+    r = served[0].post("/score", json=body)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and reason in detail
+
+
+def test_invalid_json_and_oversized_bodies(served):
+    client = served[0]
+    r = client.post("/score", content=b'{"query": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    r = client.post("/score", content=b"x" * 10_000_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "body too large" in r.json()["detail"]
+
+    def chunks():
+        for _ in range(200):
+            yield b"x" * 65536
+
+    r = client.post("/score", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_healthz_and_openapi(served):
+    client, clf, titles = served
+    h = client.get("/healthz")
+    assert h.status_code == 200
+    assert h.json()["status"] == "ok" and h.json()["products"] == len(titles)
+    assert h.json()["matching"] == clf.model_config_.matching
+    schema = client.get("/openapi.json").json()
+    assert set(schema["paths"]) == {"/score", "/healthz"}
+    assert {"query", "product_ids", "titles"} <= set(schema["components"]["schemas"]["ScoreRequest"]["properties"])
+
+
+def test_api_key(model_dir, tmp_path):
+    client = TestClient(create_app(model_dir, None, ServeSettings(api_key="s3cret")))
+    body = {"query": "hose", "titles": ["garden hose"]}
+    assert client.post("/score", json=body).status_code == 401
+    r = client.post("/score", json=body, headers={"X-API-Key": "wrong"})
+    assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+    assert client.post("/score", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.get("/healthz").status_code == 200
+
+
+def test_without_a_cache_ids_are_unknown_and_titles_work(model_dir):
+    client = TestClient(create_app(model_dir))
+    assert client.get("/healthz").json()["products"] == 0
+    assert client.post("/score", json={"query": "hose", "product_ids": ["p1"]}).status_code == 404
+    assert client.post("/score", json={"query": "hose", "titles": ["garden hose"]}).status_code == 200
+
+
+def test_worker_factory_reads_its_spec_from_the_environment(model_dir, monkeypatch):
+    from defectnas.serving.app import SERVE_ENV, app_from_env
+
+    monkeypatch.setenv(SERVE_ENV, json.dumps({"model": str(model_dir), "cache": None, "settings": {"max_products": 2, "threads": 1}}))
+    client = TestClient(app_from_env())
+    assert client.post("/score", json={"query": "q", "titles": ["a", "b", "c"]}).status_code == 413

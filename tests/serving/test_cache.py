@@ -1,0 +1,146 @@
+"""The product-encoding cache: build, scores, incremental update, refusal of another model's cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from defectnas import DefectClassifier
+from defectnas.serving import cache as cache_mod
+from defectnas.serving.cache import CacheError, ProductCache, build_cache, model_hash
+from defectnas.serving.catalog import read_catalog
+from defectnas.serving.scorer import Scorer, UnknownProducts
+
+from .conftest import catalog_frame
+
+
+def _catalog(df: pd.DataFrame) -> pd.DataFrame:
+    return read_catalog(df)[0]
+
+
+@pytest.mark.parametrize("fixture", ["model_dir", "matching_model_dir"])
+def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fixture, request, tmp_path):
+    model_dir = request.getfixturevalue(fixture)
+    cat = _catalog(catalog_frame())
+    report = build_cache(model_dir, cat, tmp_path / "c", batch_size=16)
+    assert (report.count, report.encoded, report.added, report.kept) == (60, 60, 60, 0)
+
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["model_hash"] == model_hash(model_dir) and manifest["count"] == 60
+    cache = ProductCache(tmp_path / "c")
+    assert isinstance(cache.arrays.vector, np.memmap) and cache.arrays.vector.shape == (60, 16)
+    clf = DefectClassifier.load(model_dir)
+    if clf.model_config_.matching:
+        assert cache.arrays.tokens.shape == (60, clf.model_config_.title_max_len, 16) and cache.arrays.mask.dtype == bool
+    else:
+        assert cache.arrays.tokens is None and not (tmp_path / "c" / manifest["generation_dir"] / "tokens.npy").exists()
+
+    scorer = Scorer(clf, cache)
+    ids = ["p5", "p0", "p59", "p5"]
+    titles = cat.set_index("product_id").loc[ids, "title"].tolist()
+    expected = clf.predict_proba(["drill bit"] * 4, titles)
+    np.testing.assert_allclose(scorer.score_ids("Drill  Bit", ids), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scorer.score_titles("drill bit", titles), expected, atol=1e-5, rtol=0)
+    with pytest.raises(UnknownProducts) as e:
+        scorer.score_ids("x", ["p1", "nope", "nope"])
+    assert e.value.ids == ["nope"]
+
+
+def test_incremental_update_encodes_only_new_and_changed(model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    full = catalog_frame()
+    build_cache(model_dir, _catalog(full), out)
+    before = ProductCache(out)
+    old_vectors = {pid: np.array(before.arrays.vector[row]) for pid, row in before.index.items()}
+    first_gen = before.manifest["generation_dir"]
+
+    updated = full[full["product_id"] != "p3"].copy()  # p3 removed
+    updated.loc[updated["product_id"] == "p7", "title"] = "Garden Hose Reel"  # p7 changed
+    updated = pd.concat([updated, pd.DataFrame({"product_id": ["new1"], "title": ["Paint Brush Set"]})])
+    encoded: list[str] = []
+    real = cache_mod.encode_titles
+    monkeypatch.setattr(cache_mod, "encode_titles", lambda clf, titles, normalized=False: encoded.extend(titles) or real(clf, titles, normalized))
+    report = build_cache(model_dir, _catalog(updated), out)
+    assert (report.added, report.changed, report.removed, report.kept, report.encoded) == (1, 1, 1, 58, 2)
+    assert sorted(encoded) == ["garden hose reel", "paint brush set"]
+
+    after = ProductCache(out)
+    assert len(after) == 60 and "p3" not in after.index and after.manifest["generation"] == 2
+    assert not (out / first_gen).exists()  # the previous generation is gone
+    for pid in ("p0", "p10", "p59"):
+        np.testing.assert_array_equal(after.arrays.vector[after.index[pid]], old_vectors[pid])
+    clf = DefectClassifier.load(model_dir)
+    expected = clf.predict_proba(["hose"] * 2, ["Garden Hose Reel", "Paint Brush Set"])
+    np.testing.assert_allclose(Scorer(clf, after).score_ids("hose", ["p7", "new1"]), expected, atol=1e-5, rtol=0)
+
+    encoded.clear()
+    report = build_cache(model_dir, _catalog(updated), out)  # nothing changed: nothing written
+    assert report.encoded == 0 and encoded == [] and ProductCache(out).manifest["generation"] == 2
+
+
+def test_cache_of_another_model_is_refused_unless_rebuilt(model_dir, other_model_dir, tmp_path):
+    out = tmp_path / "c"
+    build_cache(model_dir, _catalog(catalog_frame(10)), out)
+    with pytest.raises(CacheError, match="built by another model"):
+        build_cache(other_model_dir, _catalog(catalog_frame(10)), out)
+    with pytest.raises(CacheError, match="built by another model"):
+        Scorer.load(other_model_dir, out)
+    report = build_cache(other_model_dir, _catalog(catalog_frame(10)), out, rebuild=True)
+    assert report.encoded == 10 and ProductCache(out).model_hash == model_hash(other_model_dir)
+
+
+def test_a_failed_build_leaves_the_previous_cache_intact(model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    build_cache(model_dir, _catalog(catalog_frame(10)), out)
+    manifest = (out / "manifest.json").read_text()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod, "encode_titles", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(model_dir, _catalog(catalog_frame(20)), out)
+    assert (out / "manifest.json").read_text() == manifest
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["gen-000001", "manifest.json"]
+    assert len(ProductCache(out)) == 10
+
+
+def test_refuses_foreign_directories_and_broken_caches(model_dir, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(CacheError, match="not empty and not a product cache"):
+        build_cache(model_dir, _catalog(catalog_frame(5)), tmp_path / "x")
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["notes.txt"]  # left as it was
+    with pytest.raises(CacheError, match="not a product cache"):
+        ProductCache(tmp_path / "x")
+    build_cache(model_dir, _catalog(catalog_frame(5)), tmp_path / "c")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    (tmp_path / "c" / manifest["generation_dir"] / "vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(CacheError, match="unreadable"):
+        ProductCache(tmp_path / "c")
+
+
+def test_build_reads_a_catalogue_file_or_any_frame(model_dir, catalog_csv, tmp_path):
+    report = build_cache(model_dir, catalog_csv, tmp_path / "a")
+    assert report.count == 60
+    raw = pd.DataFrame({"product_uid": [1, 2, 2], "product_title": ["Garden  HOSE", "Rug", "Rug"], "search_term": ["a", "b", "c"]})
+    build_cache(model_dir, raw, tmp_path / "b")
+    cache = ProductCache(tmp_path / "b")
+    assert cache.ids == ["1", "2"]
+    clf = DefectClassifier.load(model_dir)
+    np.testing.assert_allclose(Scorer(clf, cache).score_ids("hose", ["1"]), clf.predict_proba(["hose"], ["garden hose"]), atol=1e-5, rtol=0)
+
+
+def test_one_build_at_a_time(model_dir, tmp_path):
+    import fcntl
+
+    out = tmp_path / "c"
+    build_cache(model_dir, _catalog(catalog_frame(5)), out)
+    with open(out / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running build holds it
+        with pytest.raises(CacheError, match="another defectnas cache build"):
+            build_cache(model_dir, _catalog(catalog_frame(6)), out)
+    assert build_cache(model_dir, _catalog(catalog_frame(6)), out).added == 1

@@ -1,0 +1,63 @@
+"""read_catalog: product tables and the public datasets' layouts become (product_id, title)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from defectnas.data import title_id
+from defectnas.errors import DataError
+from defectnas.serving.catalog import read_catalog
+
+
+def test_plain_product_table_normalises_titles(tmp_path):
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"product_id": ["007", "8"], "title": ["  Drill   BIT ", "Ｈｏｓｅ"]}).to_csv(path, index=False)
+    cat, notes = read_catalog(path)
+    assert cat.to_dict("list") == {"product_id": ["007", "8"], "title": ["drill bit", "hose"]}
+    assert notes == {"rows": 2, "empty_titles": 0, "duplicate_ids": 0}
+
+
+def test_homedepot_pairs_use_product_uid_not_the_pair_id_and_dedupe():
+    df = pd.DataFrame({"id": [2, 3, 9], "product_uid": [100001, 100001, 100002],
+                       "product_title": ["Angle", "Angle", "Deck Over"], "search_term": ["a", "b", "c"], "relevance": [3, 2, 1]})
+    cat, notes = read_catalog(df)
+    assert cat.to_dict("list") == {"product_id": ["100001", "100002"], "title": ["angle", "deck over"]}
+    assert notes["duplicate_ids"] == 0
+
+
+def test_crowdflower_pairs_get_the_same_title_ids_as_load_pairs():
+    from defectnas.data import load_pairs
+
+    df = pd.DataFrame({"id": [1, 2, 3], "query": ["a", "b", "c"], "product_title": ["Hose", "Rug", "Hose"], "median_relevance": [1, 4, 2]})
+    cat, _ = read_catalog(df)
+    assert cat["product_id"].tolist() == [title_id("Hose"), title_id("Rug")]
+    assert set(cat["product_id"]) == set(load_pairs(df)["product_id"])
+    assert read_catalog(pd.DataFrame({"id": [7], "title": ["Hose"]}))[0]["product_id"].tolist() == ["7"]  # a product table's id
+
+
+def test_wands_products_and_an_esci_folder(tmp_path):
+    wands = pd.DataFrame({"product_id": [10, 11], "product_name": ["salon chair", "floral rug"], "product_class": ["x", "y"]})
+    cat, _ = read_catalog(wands)
+    assert cat["title"].tolist() == ["salon chair", "floral rug"]
+    pd.DataFrame({"product_id": ["B1", "B2", "B1"], "product_title": ["Bits", None, "Brocas"],
+                  "product_locale": ["us", "us", "es"]}).to_parquet(tmp_path / "shopping_queries_dataset_products.parquet")
+    cat, notes = read_catalog(tmp_path)
+    assert cat.to_dict("list") == {"product_id": ["B1"], "title": ["bits"]}
+    assert notes == {"rows": 3, "empty_titles": 1, "duplicate_ids": 1}
+
+
+def test_no_id_column_gives_title_ids_and_columns_can_be_named():
+    cat, _ = read_catalog(pd.DataFrame({"name": ["Garden Hose"]}), title_col="name")
+    assert cat["product_id"].tolist() == [title_id("Garden Hose")]
+    cat, _ = read_catalog(pd.DataFrame({"sku": ["s1"], "name": ["Hose"]}), id_col="sku", title_col="name")
+    assert cat["product_id"].tolist() == ["s1"]
+
+
+def test_missing_columns_are_one_line_errors():
+    with pytest.raises(DataError, match="no title column .*--title-col"):
+        read_catalog(pd.DataFrame({"product_id": [1], "name": ["x"]}))
+    with pytest.raises(DataError, match="did you mean 'name'"):
+        read_catalog(pd.DataFrame({"product_id": [1], "name": ["x"]}), title_col="Name")
+    with pytest.raises(DataError, match="no product with a title"):
+        read_catalog(pd.DataFrame({"title": ["", None]}))

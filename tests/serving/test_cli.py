@@ -1,0 +1,88 @@
+"""`defectnas cache` and `defectnas serve` end to end; serve as a real uvicorn process on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from defectnas import DefectClassifier
+from defectnas.cli import main
+from defectnas.serving.cache import ProductCache
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cache_command_builds_updates_and_refuses_another_model(model_dir, other_model_dir, catalog_csv, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(out), "--quiet"]) == 0
+    assert len(ProductCache(out)) == 60
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(out)]) == 0
+    assert "up to date (60 products)" in capsys.readouterr().err
+    assert main(["cache", "--model", str(other_model_dir), "--catalog", str(catalog_csv), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "built by another model" in err and "\n" not in err
+    assert main(["serve", "--model", str(other_model_dir), "--cache", str(out), "--quiet"]) == 2
+    assert "built by another model" in capsys.readouterr().err
+
+
+def test_serve_runs_a_real_uvicorn_process(model_dir, catalog_csv, tmp_path):
+    _serve_and_check(model_dir, catalog_csv, tmp_path, [])
+
+
+@pytest.mark.slow
+def test_serve_with_worker_processes(model_dir, catalog_csv, tmp_path):
+    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2"])
+
+
+def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str]) -> None:
+    cache = tmp_path / "cache"
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
+    port = _free_port()
+    env = {**os.environ, "DEFECTNAS_API_KEY": "k1"}
+    log = open(tmp_path / "server.log", "w+b")  # a file, not a pipe nobody reads while the server runs
+    proc = subprocess.Popen([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model_dir), "--cache", str(cache),
+                             "--port", str(port), "--quiet", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10)  # no proxy for loopback
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.get("/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"server did not come up: {log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        body = {"query": "garden hose", "product_ids": ["p0", "p1", "p2"]}
+        assert http.post("/score", json=body).status_code == 401
+        r = http.post("/score", json=body, headers={"X-API-Key": "k1"})
+        assert r.status_code == 200, r.text
+        clf = DefectClassifier.load(model_dir)
+        cat = pd.read_csv(catalog_csv).set_index("product_id")
+        expected = clf.predict_proba(["garden hose"] * 3, cat.loc[body["product_ids"], "title"].tolist())
+        np.testing.assert_allclose([x["defect_probability"] for x in r.json()["results"]], expected, atol=1e-5, rtol=0)
+        r = http.post("/score", json={"query": "q", "product_ids": ["missing"]}, headers={"X-API-Key": "k1"})
+        assert r.status_code == 404 and r.json() == {"detail": 'unknown product id(s): "missing"'}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        http.close()
+        log.close()
