@@ -1,0 +1,114 @@
+"""Where children run: in this process, in local worker processes, or as Ray tasks.
+
+Why one interface: the search loop hands over a batch of children and consumes results as they
+finish, and should not care where they ran. Every backend has
+``map_unordered(jobs) -> iterator of (index, result)`` (in finishing order) and ``shutdown()``:
+
+- ``SerialExecutor``: runs the children one by one in this process, each when the loop asks
+  for the next result, so each is logged before the next starts (``--workers 1``, the tests).
+- ``ProcessExecutor``: ``ProcessPoolExecutor`` with the *spawn* start method (no forked torch
+  thread pools); each worker loads the data tables once from Parquet files in a temp folder.
+- ``RayExecutor``: ``--ray-address ADDR`` (``auto``, ``local``, or ``ray://host:port``); the tables
+  go into Ray's object store once and each child is a ``num_cpus=1`` task. Ray is imported only
+  here, only when asked for. Final (top-k) models are written by the task to a folder under
+  ``--out``, so a multi-node cluster needs ``--out`` on a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from ..errors import ConfigError
+from .child import evaluate_child, init_worker
+
+
+class SerialExecutor:
+    """Children run one after another in this process."""
+
+    parallelism = 1
+
+    def __init__(self, tables: dict[str, pd.DataFrame], threads: int = 1) -> None:
+        self.tables = tables
+        self.threads = threads
+
+    def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for i, job in enumerate(jobs):
+            names = job["tables"]
+            yield i, evaluate_child({**job, "threads": self.threads}, self.tables[names["train"]],
+                                    self.tables[names["valid"]], self.tables.get(names.get("test") or ""))
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _as_completed(futures: list[Future]) -> Iterator[tuple[int, dict[str, Any]]]:
+    index = {f: i for i, f in enumerate(futures)}
+    for f in as_completed(futures):
+        yield index[f], f.result()
+
+
+class ProcessExecutor:
+    """A spawn-based process pool; the tables travel once, as Parquet files."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], workers: int, threads: int = 1) -> None:
+        self.parallelism = workers
+        self._tmp = tempfile.TemporaryDirectory(prefix="defectnas-search-")
+        paths = {}
+        for name, df in tables.items():
+            paths[name] = str(Path(self._tmp.name) / f"{name}.parquet")
+            df.to_parquet(paths[name], index=False)
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=init_worker, initargs=(paths, threads))
+
+    def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        return _as_completed([self._pool.submit(evaluate_child, job) for job in jobs])
+
+    def shutdown(self) -> None:
+        # wait=False: on an error or Ctrl-C do not sit out children still training; they exit after
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._tmp.cleanup()
+
+
+class RayExecutor:
+    """Children as Ray tasks (one CPU each) on a running cluster or a local one."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], address: str, threads: int = 1) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--ray-address needs Ray: pip install 'defectnas[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():  # reuse a Ray the caller started (ray.init(num_cpus=2) in tests)
+            ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                     log_to_driver=False, include_dashboard=False)
+        self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.threads = threads
+        self._refs = {name: ray.put(df) for name, df in tables.items()}
+        self._task = ray.remote(num_cpus=1, max_retries=1)(evaluate_child)
+
+    def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        futures = []
+        for job in jobs:
+            names = job["tables"]
+            test = self._refs[names["test"]] if names.get("test") else None
+            ref = self._task.remote({**job, "threads": self.threads}, self._refs[names["train"]], self._refs[names["valid"]], test)
+            futures.append(ref.future())
+        return _as_completed(futures)
+
+    def shutdown(self) -> None:
+        self._refs.clear()  # the cluster itself belongs to whoever started it
+
+
+def make_executor(tables: dict[str, pd.DataFrame], workers: int, ray_address: str = "", threads: int = 1):
+    """The backend for ``--workers N`` / ``--ray-address ADDR``; ``threads``: torch threads per child."""
+    if ray_address:
+        return RayExecutor(tables, ray_address, threads=threads)
+    if workers > 1:
+        return ProcessExecutor(tables, workers, threads=threads)
+    return SerialExecutor(tables, threads=threads)

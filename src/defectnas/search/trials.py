@@ -1,0 +1,104 @@
+"""``trials.jsonl``: the search's durable record, one line per finished child.
+
+Why a log and not just the checkpoint: a child takes seconds to minutes, a controller update
+milliseconds. Each finished child is appended (and fsynced) the moment it finishes, before the
+controller learns from it, so a kill loses at most the children still running. On ``--resume``
+the log is the source of truth: a trial that has a line is never run again, and the trials of
+a batch that finished without its controller update being checkpointed are replayed from their
+lines into that update. The log also serves as the architecture cache: a key seen before is
+not retrained (the repeat is still a trial, written with ``"cached": true``).
+
+Line fields: ``trial`` (0, 1, 2, … in the order sampled), ``step`` (controller step the trial
+belongs to), ``architecture``, ``reward``, ``f1``, ``latency_ms`` (per 100 pairs), ``params``,
+``seconds`` (0 for a cached repeat), ``cached``, ``cached_from`` (the trial that was trained) and
+``finished_at`` (Unix time the line was written).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..storage import append_line, atomic_write_text
+from .space import arch_key
+
+FIELDS = ("trial", "step", "architecture", "reward", "f1", "latency_ms", "params", "seconds", "cached", "cached_from",
+          "finished_at")
+
+
+class TrialLog:
+    """Finished trials by number, with a cache of trained architectures by key."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.by_trial: dict[int, dict[str, Any]] = {}
+        self.cache: dict[str, dict[str, Any]] = {}  # arch key → the trained (non-cached) record
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        for record in read_jsonl(self.path, require="trial"):
+            self._add(record)
+
+    def _add(self, record: dict[str, Any]) -> None:
+        t = int(record["trial"])
+        if t in self.by_trial:  # cannot happen through append(); keep the first if a file was edited
+            return
+        self.by_trial[t] = record
+        if not record.get("cached"):
+            self.cache.setdefault(arch_key(record["architecture"]), record)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one finished trial to disk (fsync) and index it."""
+        if int(record["trial"]) in self.by_trial:
+            raise ValueError(f"trial {record['trial']} is already logged")
+        append_line(self.path, json.dumps({k: record[k] for k in FIELDS if k in record}))
+        self._add(record)
+
+    def cached_copy(self, trial: int, step: int, architecture: list, source: dict[str, Any]) -> dict[str, Any]:
+        """The record of a repeat: the trained trial's results, marked cached."""
+        return {"trial": trial, "step": step, "architecture": architecture, "reward": source["reward"], "f1": source["f1"],
+                "latency_ms": source["latency_ms"], "params": source.get("params"), "seconds": 0.0, "cached": True,
+                "cached_from": source["trial"], "finished_at": round(time.time(), 3)}
+
+    def records(self) -> list[dict[str, Any]]:
+        """All finished trials in trial order."""
+        return [self.by_trial[t] for t in sorted(self.by_trial)]
+
+    def top_k(self, k: int) -> list[dict[str, Any]]:
+        """The k best distinct architectures by reward (ties: the earlier trial)."""
+        trained = sorted(self.cache.values(), key=lambda r: (-r["reward"], r["trial"]))
+        return trained[:k]
+
+    def __len__(self) -> int:
+        return len(self.by_trial)
+
+
+def read_jsonl(path: str | Path, require: str = "") -> list[dict[str, Any]]:
+    """The records of a JSON-lines log; a torn line (a kill mid-write) is dropped from the file too.
+
+    Rewriting the file without it matters: the next append would otherwise be glued onto the
+    torn line and be lost as well.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    good, records, torn = [], [], False
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if require:
+                int(record[require])
+        except (ValueError, KeyError, TypeError):
+            torn = True
+            continue
+        good.append(line)
+        records.append(record)
+    if torn or (text and not text.endswith("\n")):
+        atomic_write_text(path, "".join(line + "\n" for line in good))
+    return records
