@@ -102,6 +102,7 @@ def main() -> None:
         for name, options in models:
             print(f"[{dataset}] {name} …", file=sys.stderr, flush=True)
             rows.append(run_model(path, name, options, args.seed))
+            print(f"[{dataset}] {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
         floor = rows[0]["f1"]
         for r in rows:
             r["beats_floor"] = r["f1"] > floor if r["model"] != "tfidf-logreg" else None
