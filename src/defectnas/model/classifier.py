@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .coattention import CoAttention
 from .encoder import Encoder
+from .lstm import LSTMEncoder
 from .matching import MultiPerspectiveMatching
 
 
@@ -38,10 +40,16 @@ class DefectNet(nn.Module):
             raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building the model")
         self.cfg = cfg
         d, emb = cfg.d_model, cfg.embedding_dim or cfg.d_model
-        self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout)
-        self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout)
+        if cfg.encoder == "lstm":  # the recurrent baseline: same towers, BiLSTMs instead of cells
+            self.query_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.lstm_layers, cfg.dropout)
+            self.title_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.lstm_layers, cfg.dropout)
+        else:
+            self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout)
+            self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout)
         self.matching = MultiPerspectiveMatching(d, cfg.perspectives) if cfg.matching else None
-        features = 4 * d + (self.matching.out_features if self.matching else 0)
+        # the co-attention baseline replaces the pooled interaction [q, t, q⊙t, |q−t|]
+        self.coattention = CoAttention(d) if cfg.interaction == "coattention" else None
+        features = (self.coattention.out_features if self.coattention else 4 * d) + (self.matching.out_features if self.matching else 0)
         h = cfg.dense_hidden
         self.head = nn.Sequential(
             nn.Linear(features, h), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -69,13 +77,21 @@ class DefectNet(nn.Module):
 
     def score(self, q: Encoded, t: Encoded) -> torch.Tensor:
         """Logits (B,) for row-aligned query and title encodings."""
-        parts = [q.vector, t.vector, q.vector * t.vector, (q.vector - t.vector).abs()]  # 4 × (B, C)
+        if self.coattention is not None:
+            parts = [self.coattention(q.tokens, q.mask, t.tokens, t.mask)]  # (B, 4C)
+        else:
+            parts = [q.vector, t.vector, q.vector * t.vector, (q.vector - t.vector).abs()]  # 4 × (B, C)
         if self.matching is not None:
             parts.append(self.matching(q.tokens, q.mask, q.vector, t.tokens, t.mask, t.vector))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
 
     def forward(self, query_ids: torch.Tensor, title_ids: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode_query(query_ids), self.encode_title(title_ids))
+
+    @property
+    def needs_title_tokens(self) -> bool:
+        """Whether ``score`` reads the title's token states (matching, co-attention), not just its vector."""
+        return self.matching is not None or self.coattention is not None
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

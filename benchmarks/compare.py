@@ -1,0 +1,100 @@
+"""Benchmark: the full comparison table on the shared Home Depot and CrowdFlower samples.
+
+Runs ``defectnas compare`` (in this process, through :func:`defectnas.compare.run_compare`) on
+each shared sample with 2 CPU cores — the process is pinned to two cores where the machine has
+more, and torch/LightGBM use 2 threads — so every model's training wall time and its latency
+per 100 pairs are measured under the same conditions, in the same run. Prints each table and
+which model wins F1 and which wins F1 per millisecond, and writes everything (rows, split,
+budget, machine) to ``benchmarks/results/compare.json``; each dataset's tables and plots (PR
+curves, F1 against latency, GBDT importance) are copied to ``benchmarks/results/compare/<dataset>/``.
+Nothing that holds the data's text (``predictions.parquet``, the searches' split files) is
+copied: the samples' terms keep them out of the repository.
+
+    python benchmarks/compare.py                    # full budgets (long on 2 cores: see README)
+    python benchmarks/compare.py --fast             # the --fast budgets, minutes per dataset
+    python benchmarks/compare.py --datasets crowdflower --models gbdt,dl-jl --repeats 3
+    python benchmarks/compare.py --sweep alpha      # + the dl-jl loss-calibration table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(os.environ.get("DEFECTNAS_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATASETS = {"homedepot": SHARED / "homedepot_sample.parquet", "crowdflower": SHARED / "crowdflower_sample.parquet"}
+RESULTS = Path(__file__).resolve().parent / "results"
+CORES = 2
+
+
+def pin_cores(n: int = CORES) -> list[int]:
+    """Restrict this process (and its children) to ``n`` CPU cores where the OS allows it."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) > n:
+            os.sched_setaffinity(0, set(cores[:n]))
+        return sorted(os.sched_getaffinity(0))
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="homedepot,crowdflower", help="comma-separated: homedepot, crowdflower")
+    parser.add_argument("--models", help="comma-separated model names (default: all that are available)")
+    parser.add_argument("--fast", action="store_true", help="the --fast budgets")
+    parser.add_argument("--repeats", type=int, default=1, help="seeds per model (mean ± std)")
+    parser.add_argument("--sweep", choices=["alpha", "beta"], help="also run the dl-jl sweep of this loss weight")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS / "compare.json"), help="JSON file to write")
+    args = parser.parse_args(argv)
+
+    cores = pin_cores()
+    import torch
+
+    from defectnas.compare import run_compare, run_sweep
+
+    torch.set_num_threads(CORES)
+    report = {"machine": {"cores_used": cores, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version(), "torch": torch.__version__},
+              "fast": args.fast, "repeats": args.repeats, "seed": args.seed, "datasets": {}}
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        if name not in DATASETS:
+            parser.error(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+        path = DATASETS[name]
+        if not path.exists():
+            print(f"skipping {name}: {path} not found (set DEFECTNAS_SHARED)", file=sys.stderr)
+            continue
+        out = Path(tempfile.mkdtemp(prefix=f"defectnas-compare-{name}-"))
+        print(f"\n=== {name} ({path.name}) ===", flush=True)
+        started = time.perf_counter()
+        rows = run_compare(path, out, args.models, fast=args.fast, repeats=args.repeats, seed=args.seed, threads=CORES, quiet=True,
+                           echo=lambda m: print(m, file=sys.stderr, flush=True))
+        entry = {"data": str(path), "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1),
+                 "best_f1": max(rows, key=lambda r: r["f1"])["model"],
+                 "best_f1_per_ms": max(rows, key=lambda r: r["f1_per_ms"])["model"],
+                 "run": json.loads((out / "run.json").read_text(encoding="utf-8"))}
+        if args.sweep:
+            entry[f"sweep_{args.sweep}"] = run_sweep(path, out, args.sweep, fast=args.fast, repeats=args.repeats, seed=args.seed,
+                                                     threads=CORES, quiet=True, echo=lambda m: print(m, file=sys.stderr, flush=True))
+        report["datasets"][name] = entry
+        keep = RESULTS / "compare" / name
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in [*out.glob("results.*"), *out.glob("sweep_*.*"), *out.glob("*.png"), out / "run.json"]:
+            shutil.copy2(f, keep / f.name)
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"{name}: best F1 {entry['best_f1']}, best F1 per ms {entry['best_f1_per_ms']}, {entry['wall_seconds']:.0f} s in all")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # after each dataset: partial results survive
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

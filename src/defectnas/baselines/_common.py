@@ -1,0 +1,62 @@
+"""What every baseline shares: the (query, title) input forms and the model-directory stamp.
+
+Why: the comparison calls every model the same way — ``predict_proba(table)`` or
+``predict_proba(queries, titles)`` — on the same normalised text, and every saved baseline
+says in ``config.json`` what it is and which library versions wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .. import __version__
+from ..data.text import normalize_text
+from ..errors import DataError, NotFittedError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+LABELS = {"0": "relevant", "1": "defect"}
+
+
+def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """Normalised query and title lists from a table (``query``, ``title``) or two sequences."""
+    if isinstance(queries, pd.DataFrame):
+        missing = {"query", "title"} - set(queries.columns)
+        if missing:
+            raise DataError(f"the table needs columns query and title; missing: {', '.join(sorted(missing))}")
+        titles, queries = queries["title"].tolist(), queries["query"].tolist()
+    if titles is None or len(queries) != len(titles):
+        raise DataError("predict_proba needs as many titles as queries")
+    return [normalize_text(str(q)) for q in queries], [normalize_text(str(t)) for t in titles]
+
+
+def stamp(model_type: str, **extra: Any) -> dict[str, Any]:
+    """The common head of a baseline's config.json."""
+    return {"format_version": FORMAT_VERSION, "library": "defectnas", "library_version": __version__,
+            "model_type": model_type, "labels": LABELS, **extra}
+
+
+def read_config(directory: str | Path, model_type: str | None = None) -> dict[str, Any]:
+    """A model directory's config.json, checked for format version and (optionally) type."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{directory}: not a model directory (no {CONFIG_FILE})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg})") from None
+    meta = config.get("defectnas", config)  # a Hugging Face config keeps ours under "defectnas"
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise DataError(f"{directory}: saved by a newer defectnas (format {meta['format_version']}); upgrade defectnas")
+    if model_type is not None and meta.get("model_type") != model_type:
+        raise DataError(f"{directory}: a {meta.get('model_type', 'unknown')!r} model, not {model_type!r}")
+    return meta
+
+
+def check_fitted(model: Any, attribute: str) -> None:
+    if not hasattr(model, attribute):
+        raise NotFittedError(f"this {type(model).__name__} is not fitted yet: call fit() or {type(model).__name__}.load(dir)")

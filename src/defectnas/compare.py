@@ -1,0 +1,342 @@
+"""``defectnas compare``: train every chosen model on one split and write the results table.
+
+Why one runner: users pick a model from this table, so it must be fair and reproducible. Every
+model here gets the same query-grouped split (``--seed``), the same training rows, the same
+threshold rule (F1-best on validation, applied to test), the same test rows, and is timed in
+the same process on the same 100 test pairs with the same number of torch threads. Written to
+``--out``: ``results.csv/json/md`` (precision, recall, F1, parameters, CPU latency per 100
+pairs, F1 per millisecond, training seconds), ``pr_curves.png``, ``f1_latency.png``,
+``gbdt_importance.png`` (when gbdt ran), ``predictions.parquet`` (every model's test
+probabilities, one column per model, on the same rows) and ``run.json`` (split, budget,
+versions). ``--repeats N`` retrains with seeds seed…seed+N−1 on the same split and reports
+mean ± std; ``--sweep alpha|beta`` writes the loss-calibration tables of ``dl-jl`` instead.
+
+Models: ``dl-gs`` (grid search), ``transfer``, ``dl-jl``, ``dl-rl`` and ``dl-rl-ml`` (the RL
+search, from :mod:`defectnas.search`), ``lstm``, ``coattention``, ``gbdt``, ``bert``, and the
+``tfidf`` floor; how each is trained, and the :data:`FULL` and :data:`FAST` (``--fast``)
+budgets, live in :mod:`defectnas.baselines.models`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS, Budget, Context, parse_models  # noqa: F401
+from .errors import ConfigError
+
+COLUMNS = ["model", "precision", "recall", "f1", "params", "trainable_params", "latency_ms_per_100", "f1_per_ms", "train_seconds", "threshold"]
+LATENCY_PAIRS = 100
+SWEEPS = {"alpha": (0.25, 0.5, 1.0, 2.0, 4.0), "beta": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)}
+
+
+# ------------------------------------------------------------------ the runner
+def subsample_queries(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """Whole queries, in a seeded order, until ``max_rows`` rows (0: everything)."""
+    if not max_rows or len(df) <= max_rows:
+        return df
+    queries = df["query"].drop_duplicates().to_numpy()
+    order = queries[np.random.default_rng(seed).permutation(len(queries))]
+    sizes = df.groupby("query").size().reindex(order).to_numpy()
+    keep = set(order[: int(np.searchsorted(np.cumsum(sizes), max_rows)) + 1])
+    return df[df["query"].isin(keep)].reset_index(drop=True)
+
+
+def prepare_split(data, seed: int, budget: Budget, load_kwargs: dict | None = None) -> dict[str, pd.DataFrame]:
+    """Load, split by query (valid 10%, test 20% of queries), cap each split's rows (whole queries) per the budget."""
+    from .data import load_pairs, split_by_query
+
+    df = data if isinstance(data, pd.DataFrame) else load_pairs(data, **(load_kwargs or {}))
+    parts = split_by_query(df, valid_frac=0.1, test_frac=0.2, seed=seed)
+    for name, cap in (("train", budget.max_train_rows), ("valid", budget.max_valid_rows), ("test", budget.max_test_rows)):
+        parts[name] = subsample_queries(parts[name], cap, seed)
+    return parts
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """SHA-1 of the (query, title, label) rows in order: proof that two scorings saw the same rows."""
+    h = hashlib.sha1()
+    for q, t, y in zip(df["query"], df["title"], df["label"]):
+        h.update(f"{q}\t{t}\t{y}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def measure_latency(model, queries: list[str], titles: list[str], threads: int = 2, repeats: int = 9) -> float:
+    """Median milliseconds of ``predict_proba`` (raw text in, probabilities out) on these pairs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(2):  # warm-up: allocator, lazy init
+            model.predict_proba(queries, titles)
+        times = []
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            model.predict_proba(queries, titles)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 1000.0 * statistics.median(times)
+
+
+def num_parameters(model, trainable_only: bool = False) -> int:
+    """All parameters (what is stored and loaded), or only those training changed (a frozen embedding table is not)."""
+    import torch
+
+    net = getattr(getattr(model, "best_", model), "model_", None)  # the torch module (dl-gs: the grid winner's)
+    if trainable_only and isinstance(net, torch.nn.Module):
+        return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
+    if hasattr(model, "num_parameters"):
+        return int(model.num_parameters())
+    return int(model.model_.coef_.size)  # the TF-IDF floor: one weight per feature
+
+
+def _quiet_libraries() -> None:
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def run_once(names: list[str], parts: dict[str, pd.DataFrame], ctx: Context) -> tuple[list[dict], dict[str, np.ndarray], dict[str, Any]]:
+    """Fit each model, score the test split, then time them all: (rows, test probabilities, models)."""
+    import torch
+
+    from .training import defect_metrics
+
+    train, valid, test = parts["train"], parts["valid"], parts["test"]
+    labels = test["label"].to_numpy()
+    rows, probs, models = [], {}, {}
+    for name in names:
+        ctx.log(f"[seed {ctx.seed}] training {name} on {len(train)} pairs …")
+        torch.set_num_threads(ctx.threads)
+        started = time.perf_counter()
+        model = BUILDERS[name](train, valid, ctx)
+        seconds = time.perf_counter() - started
+        p = np.asarray(model.predict_proba(test["query"].tolist(), test["title"].tolist()), dtype=np.float64)
+        if p.shape != (len(test),):
+            raise RuntimeError(f"{name} returned {p.shape} probabilities for {len(test)} test rows")
+        m = defect_metrics(labels, p, model.threshold_)
+        rows.append({"model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "params": num_parameters(model),
+                     "trainable_params": num_parameters(model, trainable_only=True),
+                     "train_seconds": round(seconds, 1), "threshold": m["threshold"], "n_test": m["n"]})
+        probs[name], models[name] = p, model
+        ctx.log(f"[seed {ctx.seed}] {name}: F1 {m['f1']:.3f} (P {m['precision']:.3f}, R {m['recall']:.3f}) in {seconds:.0f} s")
+    sample = test.head(LATENCY_PAIRS)
+    sample = pd.concat([sample] * -(-LATENCY_PAIRS // len(sample)), ignore_index=True).head(LATENCY_PAIRS)
+    q, t = sample["query"].tolist(), sample["title"].tolist()
+    for row in rows:  # all timed here, one after another, on the same pairs and threads
+        row["latency_ms_per_100"] = measure_latency(models[row["model"]], q, t, ctx.threads, ctx.budget.latency_repeats)
+        row["f1_per_ms"] = row["f1"] / max(row["latency_ms_per_100"], 1e-9)
+    return rows, probs, models
+
+
+def aggregate(runs: list[list[dict]]) -> list[dict]:
+    """Mean over repeats per model, with ``<metric>_std`` columns when there is more than one."""
+    out = []
+    for i, first in enumerate(runs[0]):
+        row = {"model": first["model"], "params": first["params"], "trainable_params": first["trainable_params"],
+               "n_test": first["n_test"], "repeats": len(runs)}
+        for key in ("precision", "recall", "f1", "latency_ms_per_100", "f1_per_ms", "train_seconds", "threshold"):
+            values = [run[i][key] for run in runs]
+            row[key] = float(np.mean(values))
+            if len(runs) > 1:
+                row[f"{key}_std"] = float(np.std(values, ddof=1))
+        out.append(row)
+    return out
+
+
+def display_rows(rows: list[dict], columns: list[str]) -> list[dict]:
+    """Rows for the Markdown/terminal table: ``mean ± std`` where there are repeats."""
+    shown = []
+    for r in rows:
+        d = {}
+        for c in columns:
+            v = r.get(c, "")
+            if f"{c}_std" in r:
+                d[c] = f"{v:.{1 if c.endswith('seconds') else 3}f} ± {r[f'{c}_std']:.{1 if c.endswith('seconds') else 3}f}"
+            elif c in ("latency_ms_per_100", "train_seconds") and isinstance(v, float):
+                d[c] = f"{v:.1f}"
+            elif c == "f1_per_ms" and isinstance(v, float):
+                d[c] = f"{v:.4f}"
+            else:
+                d[c] = v
+        shown.append(d)
+    return shown
+
+
+def run_compare(data, out: str | Path, models: str | list[str] | None = None, *, fast: bool = False, repeats: int = 1, seed: int = 0,
+                options: dict[str, Any] | None = None, load_kwargs: dict | None = None, threads: int = 2, save_models: bool = False,
+                budget: Budget | None = None, quiet: bool = False, echo: Callable[[str], None] = print) -> list[dict]:
+    """Train and score ``models`` on one split; write the table, plots and predictions; return the rows."""
+    from .reporting import markdown_table, plot_pr_curves, text_table, write_results
+    from .storage import atomic_write_json, atomic_write_text
+
+    if repeats < 1 or threads < 1:
+        raise ConfigError("--repeats and --threads must be at least 1")
+    names = parse_models(models if isinstance(models, str) or models is None else ",".join(models), echo)
+    budget = budget or (FAST if fast else FULL)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _quiet_libraries()
+    parts = prepare_split(data, seed, budget, load_kwargs)
+    test = parts["test"]
+    echo(f"split by query (seed {seed}): train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(test)} pairs; "
+         f"{'fast' if fast else 'full'} budget; models: {', '.join(names)}")
+    runs, first_probs, first_models = [], None, None
+    for r in range(repeats):
+        ctx = Context(budget, dict(options or {}), seed + r, threads, quiet, out, echo)
+        rows, probs, fitted = run_once(names, parts, ctx)
+        runs.append(rows)
+        if r == 0:
+            first_probs, first_models = probs, fitted
+    rows = aggregate(runs)
+    columns = COLUMNS if repeats == 1 else [*COLUMNS, "repeats"]
+    write_results(out, rows, [c for c in [*columns, "n_test"] if c in rows[0]] + [c for c in rows[0] if c.endswith("_std")])
+    atomic_write_text(out / "results.md", markdown_table(display_rows(rows, columns), columns) + "\n")
+
+    labels = test["label"].to_numpy()
+    preds = test[["query", "title", "label"]].copy()
+    for name, p in first_probs.items():
+        preds[f"p_{name}"] = p
+    preds.to_parquet(out / ".predictions.parquet.tmp", index=False)
+    (out / ".predictions.parquet.tmp").replace(out / "predictions.parquet")
+    plot_pr_curves({n: (labels, p) for n, p in first_probs.items()}, out / "pr_curves.png",
+                   title=f"Defect precision–recall, {len(test)} held-out pairs")
+    plot_f1_latency(rows, out / "f1_latency.png")
+    if "gbdt" in first_models:
+        first_models["gbdt"].plot_importance(out / "gbdt_importance.png")
+    if save_models:
+        for name, model in first_models.items():
+            if hasattr(model, "save"):
+                model.save(out / "models" / name)
+    atomic_write_json(out / "run.json", run_info(data, parts, names, budget, fast, seed, repeats, threads))
+
+    print("\n" + text_table(display_rows(rows, columns), columns))
+    best_f1 = max(rows, key=lambda r: r["f1"])
+    best_eff = max(rows, key=lambda r: r["f1_per_ms"])
+    print(f"\nbest F1: {best_f1['model']} ({best_f1['f1']:.3f}); best F1 per ms: {best_eff['model']} "
+          f"({best_eff['f1_per_ms']:.4f} F1/ms at {best_eff['latency_ms_per_100']:.1f} ms per 100 pairs); table: {out / 'results.md'}")
+    return rows
+
+
+def run_sweep(data, out: str | Path, param: str, values: list[float] | None = None, *, fast: bool = False, repeats: int = 1,
+              seed: int = 0, options: dict[str, Any] | None = None, load_kwargs: dict | None = None, threads: int = 2,
+              budget: Budget | None = None, quiet: bool = False, echo: Callable[[str], None] = print) -> list[dict]:
+    """Loss calibration: test F1 of ``dl-jl`` for each value of ``alpha`` or ``beta`` (the seed's Tables 1 and 2)."""
+    import torch
+
+    from .config import TrainConfig
+    from .estimator import DefectClassifier
+    from .reporting import markdown_table, text_table, write_results
+    from .storage import atomic_write_text
+    from .training import defect_metrics
+
+    if param not in SWEEPS:
+        raise ConfigError(f"--sweep must be one of {', '.join(SWEEPS)}, got {param!r}")
+    values = list(values or SWEEPS[param])
+    if any(v < 0 for v in values) or repeats < 1:
+        raise ConfigError("sweep values must be at least 0 and --repeats at least 1")
+    other = "beta" if param == "alpha" else "alpha"  # held at its option value (TrainConfig's default unless set)
+    budget = budget or (FAST if fast else FULL)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = prepare_split(data, seed, budget, load_kwargs)
+    labels = parts["test"]["label"].to_numpy()
+    echo(f"sweep of {param} over {values} for dl-jl: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs")
+    rows = []
+    for v in values:
+        scores = []
+        for r in range(repeats):
+            ctx = Context(budget, dict(options or {}), seed + r, threads, quiet, out, echo)
+            torch.set_num_threads(threads)
+            started = time.perf_counter()
+            clf = DefectClassifier(**ctx.neural(variant="dl-jl", **{param: float(v)})).fit(parts["train"], parts["valid"], quiet=quiet)
+            m = defect_metrics(labels, clf.predict_proba(parts["test"]), clf.threshold_)
+            scores.append({"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "valid_f1": float(clf.valid_f1_),
+                           "train_seconds": time.perf_counter() - started})
+            echo(f"{param}={v} seed {seed + r}: test F1 {m['f1']:.3f}")
+        row = {param: float(v), other: float(ctx.neural().get(other, getattr(TrainConfig(), other)))}
+        for key in scores[0]:
+            row[key] = float(np.mean([s[key] for s in scores]))
+            if repeats > 1:
+                row[f"{key}_std"] = float(np.std([s[key] for s in scores], ddof=1))
+        rows.append(row)
+    columns = [param, other, "precision", "recall", "f1", "valid_f1", "train_seconds"]
+    write_results(out, rows, columns + [c for c in rows[0] if c.endswith("_std")], stem=f"sweep_{param}")
+    atomic_write_text(out / f"sweep_{param}.md", markdown_table(display_rows(rows, columns), columns) + "\n")
+    plot_sweep(rows, param, out / f"sweep_{param}.png")
+    print("\n" + text_table(display_rows(rows, columns), columns))
+    return rows
+
+
+def run_info(data, parts, names, budget: Budget, fast: bool, seed: int, repeats: int, threads: int) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    from . import __version__
+
+    return {"data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>", "models": names, "seed": seed, "repeats": repeats,
+            "fast": fast, "budget": asdict(budget), "threads": threads, "cpu_count": os.cpu_count(),
+            "split": {k: {"rows": len(v), "queries": int(v["query"].nunique()), "defect_rate": float(v["label"].mean())} for k, v in parts.items()},
+            "test_fingerprint": fingerprint(parts["test"]), "defectnas": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+# ------------------------------------------------------------------ the plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_f1_latency(rows: list[dict], path: str | Path) -> None:
+    """Test F1 against CPU latency per 100 pairs (log scale), one labelled point per model."""
+    from .reporting import _save_figure
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for r in rows:
+        ax.errorbar(r["latency_ms_per_100"], r["f1"], xerr=r.get("latency_ms_per_100_std"), yerr=r.get("f1_std"), fmt="o", capsize=3)
+        ax.annotate(r["model"], (r["latency_ms_per_100"], r["f1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU latency, ms per 100 pairs (log scale)")
+    ax.set_ylabel("test F1 (defect class)")
+    ax.set_title("F1 against latency")
+    ax.grid(alpha=0.3, which="both")
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_sweep(rows: list[dict], param: str, path: str | Path) -> None:
+    """Test and validation F1 of dl-jl against the swept loss weight."""
+    from .reporting import _save_figure
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    x = [r[param] for r in rows]
+    ax.errorbar(x, [r["f1"] for r in rows], yerr=[r.get("f1_std", 0.0) for r in rows], marker="o", capsize=3, label="test F1")
+    ax.plot(x, [r["valid_f1"] for r in rows], marker="s", linestyle="--", label="validation F1")
+    ax.set_xlabel(param)
+    ax.set_ylabel("F1 (defect class)")
+    ax.set_title(f"dl-jl: F1 against {param}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)
+    plt.close(fig)

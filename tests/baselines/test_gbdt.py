@@ -1,0 +1,50 @@
+"""The LightGBM baseline: learns the synthetic task, saves without pickle, loads identically."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from defectnas.baselines import GBDTClassifier, load_model
+from defectnas.baselines.text_features import FEATURES
+from defectnas.errors import NotFittedError
+
+
+@pytest.fixture(scope="module")
+def gbdt(synthetic_split):
+    return GBDTClassifier(num_rounds=30, num_leaves=7, min_data_in_leaf=5, num_threads=1).fit(synthetic_split["train"], synthetic_split["valid"])
+
+
+def test_fit_predict_learns(gbdt, synthetic_split):
+    test = synthetic_split["test"]
+    p = gbdt.predict_proba(test)
+    assert p.shape == (len(test),) and ((p >= 0) & (p <= 1)).all()
+    np.testing.assert_allclose(gbdt.predict_proba(test["query"].tolist(), test["title"].tolist()), p)
+    from defectnas.training import defect_metrics
+
+    assert defect_metrics(test["label"].to_numpy(), p, gbdt.threshold_)["f1"] > 0.6
+    assert gbdt.num_parameters() > 0
+    assert set(gbdt.feature_importance()) == set(FEATURES)
+
+
+def test_save_load_roundtrip(gbdt, synthetic_split, tmp_path):
+    gbdt.save(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert files == {"config.json", "booster.txt", "features.json", "features.safetensors"}
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_type"] == "gbdt" and config["threshold"] == gbdt.threshold_
+    for again in (GBDTClassifier.load(tmp_path / "m"), load_model(tmp_path / "m")):
+        np.testing.assert_array_equal(again.predict_proba(synthetic_split["test"]), gbdt.predict_proba(synthetic_split["test"]))
+        assert again.threshold_ == gbdt.threshold_
+
+
+def test_importance_plot(gbdt, tmp_path):
+    gbdt.plot_importance(tmp_path / "imp.png")
+    assert (tmp_path / "imp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        GBDTClassifier().predict_proba(["a"], ["b"])
