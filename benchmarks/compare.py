@@ -11,7 +11,7 @@ Nothing that holds the data's text (``predictions.parquet``, the searches' split
 copied: the samples' terms keep them out of the repository.
 
     python benchmarks/compare.py                    # full budgets (long on 2 cores: see README)
-    python benchmarks/compare.py --fast             # the --fast budgets, minutes per dataset
+    python benchmarks/compare.py --fast             # the --fast budgets (→ results/compare_fast.json)
     python benchmarks/compare.py --datasets crowdflower --models gbdt,dl-jl --repeats 3
     python benchmarks/compare.py --sweep alpha      # + the dl-jl loss-calibration table
 """
@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="seeds per model (mean ± std)")
     parser.add_argument("--sweep", choices=["alpha", "beta"], help="also run the dl-jl sweep of this loss weight")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(RESULTS / "compare.json"), help="JSON file to write")
+    parser.add_argument("--out", help="JSON file to write (default results/compare.json; with --fast results/compare_fast.json)")
     args = parser.parse_args(argv)
+    args.out = args.out or str(RESULTS / ("compare_fast.json" if args.fast else "compare.json"))
 
     cores = pin_cores()
     import torch
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": {"cores_used": cores, "cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "torch": torch.__version__},
               "fast": args.fast, "repeats": args.repeats, "seed": args.seed, "datasets": {}}
+    previous = Path(args.out)
+    if previous.exists():  # keep the other datasets of an earlier run with the same settings
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        if all(old.get(k) == report[k] for k in ("fast", "repeats", "seed")):
+            report["datasets"].update(old.get("datasets", {}))
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if name not in DATASETS:
             parser.error(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             entry[f"sweep_{args.sweep}"] = run_sweep(path, out, args.sweep, fast=args.fast, repeats=args.repeats, seed=args.seed,
                                                      threads=CORES, quiet=True, echo=lambda m: print(m, file=sys.stderr, flush=True))
         report["datasets"][name] = entry
-        keep = RESULTS / "compare" / name
+        keep = RESULTS / ("compare_fast" if args.fast else "compare") / name
         keep.mkdir(parents=True, exist_ok=True)
         for f in [*out.glob("results.*"), *out.glob("sweep_*.*"), *out.glob("*.png"), out / "run.json"]:
             shutil.copy2(f, keep / f.name)

@@ -22,9 +22,8 @@ def test_fit_predict_learns(gbdt, synthetic_split):
     p = gbdt.predict_proba(test)
     assert p.shape == (len(test),) and ((p >= 0) & (p <= 1)).all()
     np.testing.assert_allclose(gbdt.predict_proba(test["query"].tolist(), test["title"].tolist()), p)
-    from defectnas.training import defect_metrics
-
-    assert defect_metrics(test["label"].to_numpy(), p, gbdt.threshold_)["f1"] > 0.6
+    metrics = gbdt.evaluate(test)
+    assert metrics["f1"] > 0.6 and metrics["n"] == len(test) and metrics["threshold"] == gbdt.threshold_
     assert gbdt.num_parameters() > 0
     assert set(gbdt.feature_importance()) == set(FEATURES)
 

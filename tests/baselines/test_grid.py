@@ -29,6 +29,7 @@ def test_fit_picks_best_and_roundtrips(synthetic_split, tiny_options, tmp_path):
     assert len(clf.best_.model_config_.title_layers) == clf.best_point_["title_depth"]
     test = synthetic_split["test"]
     p = clf.predict_proba(test)
+    assert clf.evaluate(test)["n"] == len(test)
     clf.save(tmp_path)
     assert len(json.loads((tmp_path / "grid.json").read_text())["trials"]) == 2
     again = load_model(tmp_path)

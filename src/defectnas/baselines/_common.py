@@ -57,6 +57,15 @@ def read_config(directory: str | Path, model_type: str | None = None) -> dict[st
     return meta
 
 
+def evaluate(model: Any, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
+    """The contract's metrics dict of a fitted baseline on labelled data, at its saved threshold."""
+    from ..estimator import _as_pairs
+    from ..training.metrics import defect_metrics
+
+    df = _as_pairs(data)
+    return defect_metrics(df["label"].to_numpy(), model.predict_proba(df["query"].tolist(), df["title"].tolist()), model.threshold_)
+
+
 def check_fitted(model: Any, attribute: str) -> None:
     if not hasattr(model, attribute):
         raise NotFittedError(f"this {type(model).__name__} is not fitted yet: call fit() or {type(model).__name__}.load(dir)")

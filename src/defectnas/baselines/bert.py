@@ -27,7 +27,7 @@ from ..errors import DataError
 from ..model.pretrained import resolve_model_path
 from ..training.losses import weighted_bce
 from ..training.metrics import best_threshold
-from ._common import FORMAT_VERSION, LABELS, check_fitted, read_config, text_pairs
+from ._common import FORMAT_VERSION, LABELS, check_fitted, evaluate, read_config, text_pairs
 
 
 class CrossEncoderClassifier:
@@ -120,6 +120,10 @@ class CrossEncoderClassifier:
 
     def predict(self, queries, titles=None) -> np.ndarray:
         return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
+
+    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
+        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
+        return evaluate(self, data)
 
     def num_parameters(self) -> int:
         check_fitted(self, "model_")

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import DataError
 from ..storage import atomic_write_json
 from ..training.metrics import best_threshold
-from ._common import CONFIG_FILE, check_fitted, read_config, stamp, text_pairs
+from ._common import CONFIG_FILE, check_fitted, evaluate, read_config, stamp, text_pairs
 from .text_features import FEATURES, PairFeatures
 
 BOOSTER_FILE = "booster.txt"
@@ -82,6 +82,10 @@ class GBDTClassifier:
 
     def predict(self, queries, titles=None) -> np.ndarray:
         return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
+
+    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
+        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
+        return evaluate(self, data)
 
     # -------------------------------------------------------------- inspection
     def num_parameters(self) -> int:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..storage import atomic_write_json
-from ._common import check_fitted
+from ._common import check_fitted, evaluate
 
 GRID_FILE = "grid.json"
 DEFAULT_GRID = {  # 8 points; the query encoder is kept at the default depth (it runs online)
@@ -85,6 +85,10 @@ class GridSearchClassifier:
 
     def predict(self, queries, titles=None) -> np.ndarray:
         return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
+
+    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
+        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
+        return evaluate(self, data)
 
     def num_parameters(self) -> int:
         check_fitted(self, "best_")

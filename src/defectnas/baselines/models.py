@@ -30,8 +30,8 @@ class Budget:
     max_train_rows: int = 0  # 0: every training row; else a seeded sample of training *queries* up to this many rows
     max_valid_rows: int = 0  # the same for the validation split (early stopping and the threshold)
     max_test_rows: int = 0  # the same for the test split (every model is still scored on the same rows)
-    epochs: int = 8  # two-tower models (dl-*, lstm, coattention): maximum classification epochs
-    pretrain_epochs: int = 3  # transfer: triplet pre-training epochs
+    epochs: int = 0  # two-tower models (dl-*, lstm, coattention): maximum classification epochs (0: TrainConfig's default)
+    pretrain_epochs: int = 0  # transfer: triplet pre-training epochs (0: TrainConfig's default)
     grid: dict = field(default_factory=lambda: {"title_depth": [2, 5], "d_model": [32, 64], "heads": [1, 4]})  # dl-gs grid
     grid_epochs: int = 4  # dl-gs: epochs per grid point
     gbdt_rounds: int = 1000  # gbdt: maximum boosting rounds (early stopping on validation)
@@ -66,7 +66,8 @@ class Context:
 
     def neural(self, **extra: Any) -> dict[str, Any]:
         """DefectClassifier options: the budget's epochs, then the user's options, then ``extra``; the seed last."""
-        base = {"epochs": self.budget.epochs, "pretrain_epochs": self.budget.pretrain_epochs, "num_threads": self.threads}
+        base = {"num_threads": self.threads}
+        base.update({k: v for k, v in (("epochs", self.budget.epochs), ("pretrain_epochs", self.budget.pretrain_epochs)) if v > 0})
         return {**base, **self.options, **extra, "seed": self.seed}
 
 
@@ -149,7 +150,7 @@ def search_model_hook(name: str):
         options = {k: v for k, v in ctx.neural().items() if k not in ("seed", "variant", "matching", "title_layers")}
         cfg = SearchConfig(data=str(folder / "split.parquet"), trials=b.search_trials, top_k=1, child_epochs=1,
                            child_rows=b.search_child_rows, child_valid_rows=b.search_child_valid_rows,
-                           final_epochs=options.pop("epochs", b.epochs), matching=name == "dl-rl-ml", test_frac=0.0,
+                           final_epochs=options.pop("epochs", 0), matching=name == "dl-rl-ml", test_frac=0.0,
                            seed=ctx.seed, threads=ctx.threads, options=options)
         result = run_search(cfg, folder / "search", quiet=True, log=ctx.log if not ctx.quiet else None)
         if result.best_dir is None:
