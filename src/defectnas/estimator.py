@@ -23,6 +23,7 @@ from .data import build_triplets, load_pairs, normalize_text, split_by_query
 from .data.tokenizer import TextTokenizer
 from .errors import DataError, NotFittedError
 from .model import DefectNet
+from .model.bert import read_bert_config
 from .model.pretrained import load_word_embeddings, resolve_model_path
 from .storage import atomic_write_json, load_tensors, save_tensors
 from .training import Pairs, Triplets, defect_metrics, predict_logits, train
@@ -53,11 +54,14 @@ class DefectClassifier:
         resume: bool = False,
         quiet: bool = True,
         log: Callable[[str], None] | None = None,
+        teacher: Any = None,
     ) -> "DefectClassifier":
         """Train on ``data`` (a table with query/title/label, any recognised dataset, or a path).
 
         Without ``valid``, ``valid_frac`` of the training queries are held out (grouped by
-        query) for early stopping and the F1-best threshold.
+        query) for early stopping and the F1-best threshold. ``teacher`` (any fitted model with
+        ``predict_proba(queries, titles)``, or the ``teacher`` option naming a saved model
+        directory) turns on knowledge distillation from its probabilities.
         """
         model_opts, train_opts = split_options(self.options)
         tcfg = TrainConfig(**train_opts)
@@ -80,10 +84,14 @@ class DefectClassifier:
             tokenizer = TextTokenizer.from_file(source / "tokenizer.json")
             embeddings = load_word_embeddings(source)
             mcfg.embedding_dim = embeddings.shape[1]
+            if mcfg.backbone_layers or mcfg.query_backbone_layers:
+                mcfg.backbone = {**read_bert_config(source), "cls_token_id": tokenizer.token_id("[CLS]"), "sep_token_id": tokenizer.token_id("[SEP]")}
         mcfg.vocab_size = tokenizer.vocab_size
         model = DefectNet(mcfg)
         if embeddings is not None:
             model.set_word_embeddings(embeddings)
+        if model.backbone is not None:
+            model.load_backbone(load_tensors(source / "model.safetensors")[0])
 
         triplets = None
         if tcfg.variant != "dl-gs":
@@ -96,7 +104,18 @@ class DefectClassifier:
                 tokenizer.encode(trip_df["negative"].tolist(), mcfg.title_max_len),
             )
         self.tokenizer_, self.model_config_, self.train_config_ = tokenizer, mcfg, tcfg
-        result = train(model, tcfg, self._encode(df), self._encode(valid), triplets, checkpoint_dir, resume, quiet, log)
+        train_pairs = self._encode(df)
+        if teacher is None and tcfg.teacher:
+            from .baselines import load_model
+
+            teacher = load_model(tcfg.teacher)
+        if teacher is not None:
+            if log:
+                log(f"scoring {len(df)} training pairs with the teacher")
+            train_pairs.soft = np.asarray(teacher.predict_proba(df["query"].tolist(), df["title"].tolist()), dtype=np.float32)
+        result = train(model, tcfg, train_pairs, self._encode(valid), triplets, checkpoint_dir, resume, quiet, log)
+        if model.backbone is not None:
+            model.backbone.memo.clear()  # the training texts' states are not needed any more
         self.model_ = model.eval()
         self.threshold_ = result.threshold
         self.history_ = result.history

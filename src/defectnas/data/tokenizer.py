@@ -92,6 +92,13 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    def token_id(self, token: str) -> int:
+        """Id of a vocabulary entry such as "[CLS]"."""
+        i = self._tok.token_to_id(token)
+        if i is None:
+            raise KeyError(f"{token!r} is not in the vocabulary")
+        return i
+
     def tokens(self, text: str) -> list[str]:
         return self._tok.encode(text).tokens
 

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .bert import PretrainedBackbone
 from .coattention import CoAttention
-from .encoder import Encoder
+from .encoder import ContextualEmbedding, Encoder
 from .lstm import LSTMEncoder
 from .matching import MultiPerspectiveMatching
 
@@ -40,12 +41,16 @@ class DefectNet(nn.Module):
             raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building the model")
         self.cfg = cfg
         d, emb = cfg.d_model, cfg.embedding_dim or cfg.d_model
+        # pre-trained contextual layers under the towers (one shared copy; see model/bert.py)
+        depth = max(cfg.backbone_layers, cfg.query_backbone_layers)
+        backbone = PretrainedBackbone(cfg.backbone, depth, cfg.backbone_trainable, cfg.backbone["cls_token_id"], cfg.backbone["sep_token_id"]) if depth else None
+        contextual = lambda layers: ContextualEmbedding(backbone, layers, d, cfg.dropout) if layers else None  # noqa: E731
         if cfg.encoder == "lstm":  # the recurrent baseline: same towers, BiLSTMs instead of cells
             self.query_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.lstm_layers, cfg.dropout)
             self.title_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.lstm_layers, cfg.dropout)
         else:
-            self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout)
-            self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout)
+            self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout, contextual(cfg.query_backbone_layers))
+            self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout, contextual(cfg.backbone_layers))
         self.matching = MultiPerspectiveMatching(d, cfg.perspectives) if cfg.matching else None
         # the co-attention baseline replaces the pooled interaction [q, t, q⊙t, |q−t|]
         self.coattention = CoAttention(d) if cfg.interaction == "coattention" else None
@@ -57,7 +62,14 @@ class DefectNet(nn.Module):
             nn.Linear(h, 1),
         )
 
-        if cfg.embedding_init != "trained" and cfg.freeze_embeddings:
+        self.backbone = backbone
+        tables = [enc.embed.tokens for enc in (self.query_encoder, self.title_encoder) if hasattr(enc.embed, "tokens")]
+        if backbone is not None:
+            # a tower without contextual layers reads the backbone's (frozen) word table
+            for enc in (self.query_encoder, self.title_encoder):
+                if hasattr(enc.embed, "tokens"):
+                    enc.embed.tokens = backbone.embeddings.word_embeddings
+        elif cfg.embedding_init != "trained" and cfg.freeze_embeddings and len(tables) == 2:
             # one frozen pre-trained table serves both towers (each keeps its own projection):
             # the towers stay separate where they learn, and the model file stays half the size
             self.title_encoder.embed.tokens = self.query_encoder.embed.tokens
@@ -67,7 +79,18 @@ class DefectNet(nn.Module):
         """Initialise the token tables from a pre-trained (vocab, dim) matrix."""
         with torch.no_grad():
             for enc in (self.query_encoder, self.title_encoder):
-                enc.embed.tokens.weight.copy_(weight)
+                if hasattr(enc.embed, "tokens"):
+                    enc.embed.tokens.weight.copy_(weight)
+
+    def load_backbone(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy a BERT-style checkpoint's weights into the pre-trained layers (extra layers ignored)."""
+        own = self.backbone.state_dict()
+        strip = lambda k: k[5:] if k.startswith("bert.") else k  # noqa: E731
+        found = {strip(k): v for k, v in tensors.items() if strip(k) in own}
+        missing = sorted(set(own) - set(found))
+        if missing:
+            raise ValueError(f"the pre-trained checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}")
+        self.backbone.load_state_dict(found)
 
     def encode_query(self, ids: torch.Tensor) -> Encoded:
         return Encoded(*self.query_encoder(ids))

@@ -50,6 +50,24 @@ class TokenEmbedding(nn.Module):
         return self.drop(self.norm(self.project(self.tokens(ids)) + self.positions(pos)))  # (B, T, C)
 
 
+class ContextualEmbedding(nn.Module):
+    """The first ``depth`` layers of a shared pre-trained encoder, projected to d_model.
+
+    Replaces :class:`TokenEmbedding` when a tower starts from pre-trained contextual layers
+    (the pre-trained model brings its own positions).
+    """
+
+    def __init__(self, backbone: nn.Module, depth: int, d_model: int, dropout: float) -> None:
+        super().__init__()
+        self.backbone, self.depth = backbone, depth
+        self.project = nn.Linear(backbone.hidden_size, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.norm(self.project(self.backbone(ids, self.depth))))  # (B, T, C)
+
+
 class Encoder(nn.Module):
     """ids (B, T) → token states (B, T, C) and a pooled vector (B, C)."""
 
@@ -61,9 +79,10 @@ class Encoder(nn.Module):
         max_len: int,
         layers: list[LayerSpec],
         dropout: float = 0.1,
+        embed: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.embed = TokenEmbedding(vocab_size, embedding_dim, d_model, max_len, dropout)
+        self.embed = embed if embed is not None else TokenEmbedding(vocab_size, embedding_dim, d_model, max_len, dropout)
         self.cells = nn.ModuleList(Cell(d_model, spec, dropout) for spec in layers)
         self.norm = nn.LayerNorm(d_model)
         self.pool = SelfAttentionPooling(d_model)

@@ -17,6 +17,16 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, defect_weight: floa
     return F.binary_cross_entropy_with_logits(logits, labels.float(), weight=weights)
 
 
+def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the student's logits against a teacher's defect probabilities (soft targets).
+
+    Why: a fine-tuned cross-encoder has seen each query word next to each title word; its graded
+    probabilities carry more than the 0/1 labels (how wrong a product is), which a small
+    two-tower student can learn from. Smallest when the student's probability equals the teacher's.
+    """
+    return F.binary_cross_entropy_with_logits(logits, teacher_probs.float())
+
+
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(a, b, dim=-1, eps=1e-6)
 

@@ -5,6 +5,9 @@ Variants (``TrainConfig.variant``):
 - ``dl-jl``: joint loss ``alpha·CE + beta·triplet`` at every step.
 - ``transfer``: ``pretrain_epochs`` of triplet-only training of the encoders, then cross-entropy.
 
+With a teacher's probabilities on the training pairs (``Pairs.soft``), every classification step
+adds ``distill_weight · distillation_loss`` (knowledge distillation from, e.g., the cross-encoder).
+
 After every epoch the model is scored on the validation split, the F1-best threshold is found,
 the best weights so far are kept (early stopping on validation F1), and a checkpoint is written
 atomically, so ``resume=True`` continues a killed run from the last finished epoch.
@@ -25,7 +28,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, to_dict
 from ..model import DefectNet
 from ..storage import load_tensors, save_tensors
-from .losses import triplet_loss, weighted_bce
+from .losses import distillation_loss, triplet_loss, weighted_bce
 from .metrics import best_threshold
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -38,6 +41,7 @@ class Pairs:
     query: np.ndarray  # (N, Lq) int64
     title: np.ndarray  # (N, Lt) int64
     label: np.ndarray  # (N,) int64
+    soft: np.ndarray | None = None  # (N,) float32 teacher probabilities (distillation), or None
 
 
 @dataclass
@@ -149,6 +153,8 @@ def train(
                 logits = model(as_tensor(train_pairs.query, pair_idx), as_tensor(train_pairs.title, pair_idx))
                 ce = weighted_bce(logits, torch.from_numpy(train_pairs.label[pair_idx]).to(device), cfg.defect_weight)
                 loss = loss + (cfg.alpha * ce if cfg.variant == "dl-jl" else ce)
+                if train_pairs.soft is not None and cfg.distill_weight > 0:
+                    loss = loss + cfg.distill_weight * distillation_loss(logits, torch.from_numpy(train_pairs.soft[pair_idx]).to(device))
             if trip_idx is not None:
                 q = model.encode_query(as_tensor(triplets.query, trip_idx)).vector
                 pos = model.encode_title(as_tensor(triplets.positive, trip_idx)).vector

