@@ -274,6 +274,7 @@ def test_minilm_model_round_trips(synthetic_split, tmp_path):
     train = synthetic_split["train"].head(48)
     valid = synthetic_split["valid"].head(16)
     clf = DefectClassifier(d_model=16, query_layers=[{}], title_layers=[{}], embedding_init="minilm", freeze_embeddings=True,
+                           backbone_layers=0, query_backbone_layers=0,
                            dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, variant="dl-gs", seed=0)
     clf.fit(train, valid)
     assert clf.model_config_.embedding_dim == 384 and clf.tokenizer_.vocab_size == 30522

@@ -114,8 +114,6 @@ class DefectClassifier:
                 log(f"scoring {len(df)} training pairs with the teacher")
             train_pairs.soft = np.asarray(teacher.predict_proba(df["query"].tolist(), df["title"].tolist()), dtype=np.float32)
         result = train(model, tcfg, train_pairs, self._encode(valid), triplets, checkpoint_dir, resume, quiet, log)
-        if model.backbone is not None:
-            model.backbone.memo.clear()  # the training texts' states are not needed any more
         self.model_ = model.eval()
         self.threshold_ = result.threshold
         self.history_ = result.history

@@ -18,7 +18,7 @@ from defectnas.model.lstm import LSTMEncoder
 
 
 def test_defaults_unchanged():
-    cfg = ModelConfig(vocab_size=50, embedding_init="trained", d_model=16, query_layers=[{}], title_layers=[{}])
+    cfg = ModelConfig(vocab_size=50, embedding_init="trained", d_model=16, query_layers=[{}], title_layers=[{}], matching=False)
     assert cfg.encoder == "transformer" and cfg.interaction == "pooled"
     net = DefectNet(cfg)
     assert not any(k.startswith("coattention") or ".lstm." in k for k in net.state_dict())

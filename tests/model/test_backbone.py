@@ -50,6 +50,9 @@ def test_frozen_states_are_memoised_exactly(minilm):
     _, tok, _ = minilm
     bb = _backbone(minilm, 2)
     ids = torch.from_numpy(tok.encode(TEXTS, 16))
+    bb(ids, 2)
+    assert bb.memo.store == {}  # off unless the training loop turns it on
+    bb.memo.enabled = True
     first = bb(ids, 2)
     assert len(bb.memo.store) == len(TEXTS)
     calls = []
@@ -73,10 +76,9 @@ def test_only_the_top_layers_learn(minilm):
 def test_bad_depths_are_config_errors():
     from defectnas.config import ModelConfig
 
-    with pytest.raises(ConfigError, match="embedding_init"):
-        ModelConfig(backbone_layers=2, embedding_init="trained")
+    assert ModelConfig(backbone_layers=2, embedding_init="trained").backbone_layers == 0  # own vocabulary: no pre-trained layers
     with pytest.raises(ConfigError, match="backbone_trainable"):
-        ModelConfig(backbone_layers=2, backbone_trainable=3)
+        ModelConfig(backbone_layers=2, query_backbone_layers=0, backbone_trainable=3)
     with pytest.raises(ConfigError, match="cannot use 7"):
         PretrainedBackbone(read_bert_config(resolve_model_path("")), 7)
 
@@ -87,7 +89,7 @@ def test_model_with_a_pretrained_product_encoder_round_trips(synthetic_split, tm
                            dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, variant="dl-jl", seed=0)
     clf.fit(train, valid)
     assert clf.model_config_.backbone["hidden_size"] == 384
-    assert clf.model_.backbone.memo.store == {}  # emptied after fit
+    assert clf.model_.backbone.memo.store == {} and not clf.model_.backbone.memo.enabled  # emptied and off after fit
     out = clf.save(tmp_path / "contextual")
     loaded = DefectClassifier.load(out)
     assert np.allclose(loaded.predict_proba(test), clf.predict_proba(test), atol=1e-6)

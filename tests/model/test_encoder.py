@@ -56,7 +56,7 @@ def test_different_tokens_give_different_vectors():
 
 def _cfg(**kw) -> ModelConfig:
     base = dict(d_model=D, query_layers=[{}], title_layers=[{}, {}], vocab_size=V, embedding_init="trained",
-                dense_hidden=16, perspectives=2, query_max_len=6, title_max_len=8, dropout=0.1)
+                backbone_layers=0, query_backbone_layers=0, matching=False, dense_hidden=16, perspectives=2, query_max_len=6, title_max_len=8, dropout=0.1)
     return ModelConfig(**{**base, **kw})
 
 

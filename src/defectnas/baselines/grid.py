@@ -62,19 +62,21 @@ class GridSearchClassifier:
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, quiet: bool = True, log: Callable[[str], None] | None = None) -> "GridSearchClassifier":
         from ..estimator import DefectClassifier
+        from ..model.bert import shared_memos
 
         points = grid_points(self.grid)
         self.trials_, best = [], None
-        for i, point in enumerate(points):
-            started = time.perf_counter()
-            clf = DefectClassifier(**{**self.options, **point_options(point)}).fit(train, valid, quiet=quiet)
-            trial = {"trial": i, **point, "valid_f1": float(clf.valid_f1_), "params": clf.num_parameters(),
-                     "epochs": len(clf.history_), "seconds": round(time.perf_counter() - started, 1)}
-            self.trials_.append(trial)
-            if log:
-                log(f"grid {i + 1}/{len(points)}: {json.dumps(trial)}")
-            if best is None or (trial["valid_f1"], -trial["params"]) > (best[0]["valid_f1"], -best[0]["params"]):
-                best = (trial, clf)
+        with shared_memos():  # every point reads the same frozen pre-trained states: compute them once
+            for i, point in enumerate(points):
+                started = time.perf_counter()
+                clf = DefectClassifier(**{**self.options, **point_options(point)}).fit(train, valid, quiet=quiet)
+                trial = {"trial": i, **point, "valid_f1": float(clf.valid_f1_), "params": clf.num_parameters(),
+                         "epochs": len(clf.history_), "seconds": round(time.perf_counter() - started, 1)}
+                self.trials_.append(trial)
+                if log:
+                    log(f"grid {i + 1}/{len(points)}: {json.dumps(trial)}")
+                if best is None or (trial["valid_f1"], -trial["params"]) > (best[0]["valid_f1"], -best[0]["params"]):
+                    best = (trial, clf)
         self.best_point_, self.best_ = best
         self.threshold_, self.valid_f1_ = self.best_.threshold_, self.best_.valid_f1_
         return self

@@ -18,7 +18,9 @@ import pandas as pd
 
 from ..errors import ConfigError
 
-MODELS = ("dl-gs", "transfer", "dl-jl", "dl-rl", "dl-rl-ml", "lstm", "coattention", "gbdt", "bert")
+MODELS = ("dl-gs", "transfer", "dl-jl", "dl-rl", "dl-rl-ml", "seed-two-tower", "lstm", "coattention", "gbdt", "bert")
+# the seed paper's encoders: pre-trained word embeddings only, no contextual layers, no matching
+SEED_STYLE = {"backbone_layers": 0, "query_backbone_layers": 0, "matching": False}
 FLOOR = "tfidf"
 SEARCH_MODELS = ("dl-rl", "dl-rl-ml")
 
@@ -166,8 +168,9 @@ BUILDERS: dict[str, Callable] = {
     "dl-jl": _two_tower("dl-jl"),
     "dl-rl": search_model_hook("dl-rl"),
     "dl-rl-ml": search_model_hook("dl-rl-ml"),
-    "lstm": _two_tower("dl-jl", encoder="lstm"),
-    "coattention": _two_tower("dl-jl", interaction="coattention"),
+    "seed-two-tower": _two_tower("dl-jl", **SEED_STYLE, query_layers=[{}, {}], title_layers=[{}] * 5),
+    "lstm": _two_tower("dl-jl", encoder="lstm", **SEED_STYLE),
+    "coattention": _two_tower("dl-jl", interaction="coattention", **SEED_STYLE),
     "gbdt": _fit_gbdt,
     "bert": _fit_bert,
 }

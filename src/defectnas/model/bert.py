@@ -15,6 +15,7 @@ A test checks the outputs against ``transformers`` on the bundled MiniLM.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +111,49 @@ class _Encoder(nn.Module):
 class FrozenStatesMemo:
     """Outputs of the frozen bottom layers, remembered per (text ids, depth).
 
-    Exact: frozen layers in eval mode are a pure function of the ids. Bounded by ``limit``
-    entries (then it stops remembering), and emptied by :meth:`clear`.
+    Exact: frozen layers in eval mode are a pure function of the ids. Off unless enabled (the
+    training loop enables it for its epochs, then clears it), so timings and serving measure
+    the real cost; bounded by ``limit`` entries (then it stops remembering).
     """
 
-    def __init__(self, limit: int = 200_000) -> None:
-        self.limit, self.store = limit, {}
+    def __init__(self, limit: int = 200_000, shared: bool = False) -> None:
+        self.limit, self.store, self.enabled, self.shared = limit, {}, False, shared
 
     def clear(self) -> None:
         self.store = {}
+
+
+_SHARED_MEMOS: dict[str, FrozenStatesMemo] | None = None
+
+
+def share_memos_between_models(on: bool = True) -> None:
+    """Let every model built from now on in this process share one memo per pre-trained encoder.
+
+    Why: an architecture search trains hundreds of children over the same texts with the same
+    frozen layers; sharing makes each text pass those layers once per process, not once per child.
+    """
+    global _SHARED_MEMOS
+    _SHARED_MEMOS = (_SHARED_MEMOS if _SHARED_MEMOS is not None else {}) if on else None
+
+
+@contextmanager
+def shared_memos():
+    """Models built inside the block share memos (see above); leaving it empties them."""
+    global _SHARED_MEMOS
+    before = _SHARED_MEMOS
+    share_memos_between_models(True)
+    try:
+        yield
+    finally:
+        for memo in (_SHARED_MEMOS or {}).values():
+            memo.clear()
+        _SHARED_MEMOS = before
+
+
+def _memo_for(key: str) -> FrozenStatesMemo:
+    if _SHARED_MEMOS is None:
+        return FrozenStatesMemo()
+    return _SHARED_MEMOS.setdefault(key, FrozenStatesMemo(shared=True))
 
 
 class PretrainedBackbone(nn.Module):
@@ -129,7 +164,7 @@ class PretrainedBackbone(nn.Module):
     the original positions, (B, T, hidden).
     """
 
-    def __init__(self, config: dict[str, Any], layers: int, trainable: int = 0, cls_id: int = 101, sep_id: int = 102) -> None:
+    def __init__(self, config: dict[str, Any], layers: int, trainable: int = 0, cls_id: int = 101, sep_id: int = 102, source: str = "") -> None:
         super().__init__()
         if not 0 < layers <= config["num_hidden_layers"]:
             raise ConfigError(f"the pre-trained encoder has {config['num_hidden_layers']} layers; cannot use {layers}")
@@ -144,7 +179,7 @@ class PretrainedBackbone(nn.Module):
         for layer in self.encoder.layer[: self.frozen_layers]:
             for p in layer.parameters():
                 p.requires_grad_(False)
-        self.memo = FrozenStatesMemo()
+        self.memo = _memo_for(json.dumps([source, config, cls_id, sep_id], sort_keys=True))
 
     def train(self, mode: bool = True) -> "PretrainedBackbone":
         """Frozen parts stay in eval mode (no dropout), so their outputs can be memoised."""
@@ -182,6 +217,8 @@ class PretrainedBackbone(nn.Module):
 
     def _frozen_states(self, ids: torch.Tensor, lengths: torch.Tensor, depth: int) -> torch.Tensor:
         """Frozen-layer states for a batch, computing only the rows not memoised yet."""
+        if not self.memo.enabled:
+            return self._run_frozen(ids, lengths, depth)
         memo = self.memo.store
         keys = [(depth, row[: n].tobytes()) for row, n in zip(ids.cpu().numpy(), lengths.tolist())]
         missing = [i for i, k in enumerate(keys) if k not in memo]

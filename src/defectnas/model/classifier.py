@@ -43,7 +43,7 @@ class DefectNet(nn.Module):
         d, emb = cfg.d_model, cfg.embedding_dim or cfg.d_model
         # pre-trained contextual layers under the towers (one shared copy; see model/bert.py)
         depth = max(cfg.backbone_layers, cfg.query_backbone_layers)
-        backbone = PretrainedBackbone(cfg.backbone, depth, cfg.backbone_trainable, cfg.backbone["cls_token_id"], cfg.backbone["sep_token_id"]) if depth else None
+        backbone = PretrainedBackbone(cfg.backbone, depth, cfg.backbone_trainable, cfg.backbone["cls_token_id"], cfg.backbone["sep_token_id"], cfg.pretrained_model) if depth else None
         contextual = lambda layers: ContextualEmbedding(backbone, layers, d, cfg.dropout) if layers else None  # noqa: E731
         if cfg.encoder == "lstm":  # the recurrent baseline: same towers, BiLSTMs instead of cells
             self.query_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.lstm_layers, cfg.dropout)

@@ -77,6 +77,9 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
     ``latency_repeats``, and optionally ``save_dir`` (write the fitted model there; final models).
     """
     from ..estimator import DefectClassifier  # torch-heavy: imported in the worker, on first use
+    from ..model.bert import share_memos_between_models
+
+    share_memos_between_models()  # children share the frozen pre-trained layers' outputs per text
 
     started = time.perf_counter()
     names = job.get("tables", {})

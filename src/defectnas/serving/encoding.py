@@ -27,8 +27,8 @@ class TitleArrays(NamedTuple):
 
 
 def needs_tokens(clf) -> bool:
-    """Whether the model's score reads title token states (the matching layer does)."""
-    return bool(clf.model_config_.matching)
+    """Whether the model's score reads title token states (matching and co-attention do)."""
+    return bool(clf.model_.needs_title_tokens)
 
 
 @torch.inference_mode()

@@ -101,6 +101,19 @@ def train(
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place (ending with its best weights) and return the result."""
+    memo = model.backbone.memo if getattr(model, "backbone", None) is not None else None
+    if memo is not None:  # each text passes the frozen pre-trained layers once, not once per epoch (model/bert.py)
+        memo.enabled = True
+    try:
+        return _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resume, quiet, log)
+    finally:
+        if memo is not None:
+            memo.enabled = False
+            if not memo.shared:
+                memo.clear()
+
+
+def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resume, quiet, log) -> TrainResult:
     device = torch.device(cfg.device)
     model.to(device)
     needs_triplets = cfg.variant in ("dl-jl", "transfer")
