@@ -104,6 +104,7 @@ class TrainConfig:
     epochs: int = 4  # maximum epochs of classification training (defaults keep `train` under 5 min on 2 cores)
     batch_size: int = 256  # pairs per step (the seed used 1024 on a far larger set)
     lr: float = 2e-3  # Adam learning rate
+    backbone_lr: float = 5e-5  # learning rate of fine-tuned pre-trained layers (backbone_trainable > 0)
     weight_decay: float = 0.0  # Adam weight decay
     defect_weight: float = 10.0  # cross-entropy weight of the defect class (relevant = 1)
     alpha: float = 1.0  # weight of cross-entropy in the joint loss
@@ -141,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": {"backbone_layers": 0, "query_backbone_layers": 0, "matching": False,
              "query_layers": [{} for _ in range(2)], "title_layers": [{} for _ in range(5)]},
     # fine-tunes the top pre-trained layers of the product encoder: slower training, same serving cost
-    "accurate": {"backbone_trainable": 2, "epochs": 6, "patience": 2},
+    "accurate": {"backbone_trainable": 2, "epochs": 4, "patience": 2},
 }
 
 

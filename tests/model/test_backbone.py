@@ -96,3 +96,31 @@ def test_model_with_a_pretrained_product_encoder_round_trips(synthetic_split, tm
     # the shared word table is stored once, not once per tower
     tensors = load_tensors(out / "model.safetensors")[0]
     assert tensors["backbone.embeddings.word_embeddings.weight"] is tensors["title_encoder.embed.backbone.embeddings.word_embeddings.weight"]
+
+
+def test_models_share_memos_inside_the_block_and_not_after(minilm):
+    from defectnas.model.bert import shared_memos
+
+    path = minilm[0]
+    ids = torch.from_numpy(minilm[1].encode(TEXTS, 16))
+    with shared_memos():
+        a, b = PretrainedBackbone(read_bert_config(path), 1), PretrainedBackbone(read_bert_config(path), 1)
+        assert a.memo is b.memo and a.memo.enabled  # on for training and prediction alike
+        a.eval()(ids, 1)
+        assert len(b.memo.store) == len(TEXTS)
+    assert a.memo.store == {} and not a.memo.enabled  # emptied and off: timings outside measure the real cost
+    assert PretrainedBackbone(read_bert_config(path), 1).memo is not a.memo
+
+
+def test_fine_tuned_layers_get_their_own_learning_rate(minilm):
+    from defectnas.config import ModelConfig, TrainConfig
+    from defectnas.model import DefectNet
+    from defectnas.model.bert import read_bert_config
+    from defectnas.training.trainer import _param_groups
+
+    backbone = {**read_bert_config(minilm[0]), "cls_token_id": 101, "sep_token_id": 102}
+    net = DefectNet(ModelConfig(d_model=16, vocab_size=30522, embedding_dim=384, backbone_layers=2, query_backbone_layers=1,
+                                backbone_trainable=1, backbone=backbone, title_layers=[], query_layers=[]))
+    new, tuned = _param_groups(net, TrainConfig(lr=1e-3, backbone_lr=1e-5))
+    assert tuned["lr"] == 1e-5 and {id(p) for p in tuned["params"]} == {id(p) for p in net.backbone.encoder.layer[1].parameters()}
+    assert "lr" not in new and not {id(p) for p in new["params"]} & {id(p) for p in net.backbone.parameters()}

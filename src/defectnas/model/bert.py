@@ -131,6 +131,7 @@ def share_memos_between_models(on: bool = True) -> None:
 
     Why: an architecture search trains hundreds of children over the same texts with the same
     frozen layers; sharing makes each text pass those layers once per process, not once per child.
+    The memo is still used only while a model trains, so measured latencies stay honest.
     """
     global _SHARED_MEMOS
     _SHARED_MEMOS = (_SHARED_MEMOS if _SHARED_MEMOS is not None else {}) if on else None
@@ -138,22 +139,30 @@ def share_memos_between_models(on: bool = True) -> None:
 
 @contextmanager
 def shared_memos():
-    """Models built inside the block share memos (see above); leaving it empties them."""
-    global _SHARED_MEMOS
-    before = _SHARED_MEMOS
-    share_memos_between_models(True)
+    """Models built inside the block share memos, used for training *and* prediction (several
+    models trained and scored on one split); leaving the block empties and switches them off."""
+    global _SHARED_MEMOS, _MEMO_AT_INFERENCE
+    before = _SHARED_MEMOS, _MEMO_AT_INFERENCE
+    _SHARED_MEMOS, _MEMO_AT_INFERENCE = {}, True
     try:
         yield
     finally:
-        for memo in (_SHARED_MEMOS or {}).values():
+        for memo in _SHARED_MEMOS.values():
             memo.clear()
-        _SHARED_MEMOS = before
+            memo.enabled = memo.shared = False
+        _SHARED_MEMOS, _MEMO_AT_INFERENCE = before
+
+
+_MEMO_AT_INFERENCE = False
 
 
 def _memo_for(key: str) -> FrozenStatesMemo:
     if _SHARED_MEMOS is None:
         return FrozenStatesMemo()
-    return _SHARED_MEMOS.setdefault(key, FrozenStatesMemo(shared=True))
+    if key not in _SHARED_MEMOS:
+        memo = _SHARED_MEMOS[key] = FrozenStatesMemo(shared=True)
+        memo.enabled = _MEMO_AT_INFERENCE
+    return _SHARED_MEMOS[key]
 
 
 class PretrainedBackbone(nn.Module):

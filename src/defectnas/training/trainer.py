@@ -102,13 +102,14 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place (ending with its best weights) and return the result."""
     memo = model.backbone.memo if getattr(model, "backbone", None) is not None else None
+    was_enabled = memo is not None and memo.enabled
     if memo is not None:  # each text passes the frozen pre-trained layers once, not once per epoch (model/bert.py)
         memo.enabled = True
     try:
         return _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resume, quiet, log)
     finally:
         if memo is not None:
-            memo.enabled = False
+            memo.enabled = was_enabled
             if not memo.shared:
                 memo.clear()
 
@@ -121,7 +122,7 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
         raise ValueError(f"variant {cfg.variant} needs triplets: queries with both a relevant and a defect product")
     pretrain_epochs = cfg.pretrain_epochs if cfg.variant == "transfer" else 0
     total_epochs = pretrain_epochs + cfg.epochs
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     result, best_state, start_epoch, bad_epochs = TrainResult(), None, 0, 0
     rng = np.random.default_rng(cfg.seed)
 
@@ -203,6 +204,18 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _param_groups(model: DefectNet, cfg: TrainConfig) -> list[dict]:
+    """Trainable parameters; fine-tuned pre-trained layers get their own, much smaller learning rate
+    (at the new layers' rate they would forget what pre-training taught them)."""
+    backbone = getattr(model, "backbone", None)
+    tuned = {id(p) for p in backbone.parameters() if p.requires_grad} if backbone is not None else set()
+    new = [p for p in model.parameters() if p.requires_grad and id(p) not in tuned]
+    groups = [{"params": new}]
+    if tuned:
+        groups.append({"params": [p for p in backbone.parameters() if id(p) in tuned], "lr": cfg.backbone_lr})
+    return groups
 
 
 def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early) -> None:
