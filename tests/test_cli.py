@@ -70,7 +70,7 @@ def test_train_prints_the_contract_json_and_writes_a_model(tmp_path, data_csv, t
     assert not (out / "checkpoint.safetensors").exists()  # removed without --keep-checkpoint
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["d_model"] == 16 and len(config["model"]["title_layers"]) == 2  # from --config
-    assert config["train"]["epochs"] == 1 and config["train"]["variant"] == "dl-jl"  # flag beats file; default variant
+    assert config["train"]["epochs"] == 1 and config["train"]["variant"] == "dl-gs"  # flag beats file; default variant
     assert len(config["history"]) == 1
     assert DefectClassifier.load(out).predict_proba(["white drill"], ["acme drill"]).shape == (1,)
 

@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a defect classifier and save it as a model directory")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss: dl-gs (CE), dl-jl (CE + triplet, default), transfer (triplet pre-training, then CE)")
+    p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss: dl-gs (CE, default), dl-jl (CE + triplet), transfer (triplet pre-training, then CE)")
     p.add_argument("--test-frac", type=float, default=0.2, help="share of queries held out for metrics.json (0: none, report validation)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors after training")

