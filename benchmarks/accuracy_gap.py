@@ -11,6 +11,7 @@ repeats at 2 threads: "cached" encodes the query and scores 100 pre-encoded titl
 
     python benchmarks/accuracy_gap.py                           # both samples, seeds 0 1 2
     python benchmarks/accuracy_gap.py --datasets crowdflower --seeds 0
+    python benchmarks/accuracy_gap.py --work /tmp/gap --reuse OLD.json   # keep unchanged rows and teachers
 
 Prints each row as it finishes, then a mean ± std table; writes JSON (rows appended as they come).
 """
@@ -91,6 +92,10 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=7, help="timed calls per latency (median)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--work", default="", help="folder keeping each split's fine-tuned cross-encoder (reused as teacher and row by later runs)")
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in --out and run only the missing ones")
+    ap.add_argument("--reuse", default="", help="JSON of an earlier run: rows of --reuse-models are taken from it instead of retrained")
+    ap.add_argument("--reuse-models", default="tfidf,two-tower-seed,cross-encoder")
     args = ap.parse_args()
 
     import torch
@@ -102,20 +107,42 @@ def main() -> None:
     torch.set_num_threads(2)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = json.loads(out.read_text())["rows"] if out.exists() and os.environ.get("BENCH_APPEND") else []
+    rows: list[dict] = json.loads(out.read_text())["rows"] if out.exists() and args.resume else []
+    done = {(r["dataset"], r["seed"], r["model"]) for r in rows}
+    earlier = {(r["dataset"], r["seed"], r["model"]): r for r in (json.loads(Path(args.reuse).read_text())["rows"] if args.reuse else [])}
+    reusable = set(args.reuse_models.split(",")) if args.reuse else set()
     names = args.models.split(",")
     for ds in args.datasets.split(","):
         for seed in map(int, args.seeds.split(",")):
             train, valid, test = _split(DATASETS[ds], seed)
+            teacher_dir = Path(args.work) / f"cross-encoder-{ds}-seed{seed}" if args.work else None
             teacher = None
+            if teacher_dir is not None and (teacher_dir / "config.json").exists():
+                from defectnas.baselines import load_model
+
+                teacher = load_model(teacher_dir)
             for name in names:
+                if (ds, seed, name) in done and name != "cross-encoder":
+                    continue
+                if (ds, seed, name) in done:  # still needed as the teacher of contextual+distill
+                    if teacher is None and "contextual+distill" in names and (ds, seed, "contextual+distill") not in done:
+                        teacher = fit("cross-encoder", train, valid, seed)
+                    continue
+                if (ds, seed, name) in earlier and name in reusable and (name != "cross-encoder" or teacher is not None):
+                    rows.append(earlier[(ds, seed, name)])
+                    print(json.dumps(rows[-1]), "(reused)", flush=True)
+                    continue
                 if name == "contextual+distill" and teacher is None:
                     teacher = fit("cross-encoder", train, valid, seed)
+                    if teacher_dir is not None:
+                        teacher.save(teacher_dir)
                 started = time.perf_counter()
                 model = fit(name, train, valid, seed, teacher)
                 seconds = time.perf_counter() - started
                 if name == "cross-encoder":
                     teacher = model
+                    if teacher_dir is not None:
+                        model.save(teacher_dir)
                 m = defect_metrics(test["label"].to_numpy(), model.predict_proba(test["query"].tolist(), test["title"].tolist()), model.threshold_)
                 uncached, cached = latency(model, name, test, args.repeats)
                 row = {"dataset": ds, "seed": seed, "model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],

@@ -31,8 +31,9 @@ def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fix
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["model_hash"] == model_hash(model_dir) and manifest["count"] == 60
     cache = ProductCache(tmp_path / "c")
-    assert isinstance(cache.arrays.vector, np.memmap) and cache.arrays.vector.shape == (60, 16)
     clf = DefectClassifier.load(model_dir)
+    assert isinstance(cache.arrays.vector, np.memmap) and cache.arrays.vector.shape == (60, clf.model_.vector_dim)
+    assert clf.model_.vector_dim == (16 + 384 if clf.model_.backbone is not None else 16)  # + MiniLM's sentence vector
     if clf.model_config_.matching:
         assert cache.arrays.tokens.shape == (60, clf.model_config_.title_max_len, 16) and cache.arrays.mask.dtype == bool
     else:

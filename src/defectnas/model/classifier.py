@@ -42,9 +42,12 @@ class DefectNet(nn.Module):
         self.cfg = cfg
         d, emb = cfg.d_model, cfg.embedding_dim or cfg.d_model
         # pre-trained contextual layers under the towers (one shared copy; see model/bert.py)
-        depth = max(cfg.backbone_layers, cfg.query_backbone_layers)
+        depth = max(cfg.backbone_layers, cfg.query_backbone_layers) if cfg.encoder != "lstm" else 0
         backbone = PretrainedBackbone(cfg.backbone, depth, cfg.backbone_trainable, cfg.backbone["cls_token_id"], cfg.backbone["sep_token_id"], cfg.pretrained_model) if depth else None
-        contextual = lambda layers: ContextualEmbedding(backbone, layers, d, cfg.dropout) if layers else None  # noqa: E731
+        # with pre-trained layers under both towers, each pooled vector carries the pre-trained sentence vector too
+        both = bool(cfg.backbone_layers and cfg.query_backbone_layers and cfg.encoder != "lstm")
+        self.vector_dim = d + cfg.backbone["hidden_size"] if both else d
+        contextual = lambda layers: ContextualEmbedding(backbone, layers, d, cfg.dropout, sentence=both) if layers else None  # noqa: E731
         if cfg.encoder == "lstm":  # the recurrent baseline: same towers, BiLSTMs instead of cells
             self.query_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.lstm_layers, cfg.dropout)
             self.title_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.lstm_layers, cfg.dropout)
@@ -54,7 +57,7 @@ class DefectNet(nn.Module):
         self.matching = MultiPerspectiveMatching(d, cfg.perspectives) if cfg.matching else None
         # the co-attention baseline replaces the pooled interaction [q, t, q⊙t, |q−t|]
         self.coattention = CoAttention(d) if cfg.interaction == "coattention" else None
-        features = (self.coattention.out_features if self.coattention else 4 * d) + (self.matching.out_features if self.matching else 0)
+        features = (self.coattention.out_features if self.coattention else 4 * self.vector_dim) + (self.matching.out_features if self.matching else 0)
         h = cfg.dense_hidden
         self.head = nn.Sequential(
             nn.Linear(features, h), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -104,8 +107,9 @@ class DefectNet(nn.Module):
             parts = [self.coattention(q.tokens, q.mask, t.tokens, t.mask)]  # (B, 4C)
         else:
             parts = [q.vector, t.vector, q.vector * t.vector, (q.vector - t.vector).abs()]  # 4 × (B, C)
-        if self.matching is not None:
-            parts.append(self.matching(q.tokens, q.mask, q.vector, t.tokens, t.mask, t.vector))
+        if self.matching is not None:  # matches tokens against the other side's learned pooled vector (first C dims)
+            d = self.cfg.d_model
+            parts.append(self.matching(q.tokens, q.mask, q.vector[:, :d], t.tokens, t.mask, t.vector[:, :d]))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
 
     def forward(self, query_ids: torch.Tensor, title_ids: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ so its encoder can afford more layers (and is what the architecture search varie
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import LayerSpec
@@ -54,18 +55,26 @@ class ContextualEmbedding(nn.Module):
     """The first ``depth`` layers of a shared pre-trained encoder, projected to d_model.
 
     Replaces :class:`TokenEmbedding` when a tower starts from pre-trained contextual layers
-    (the pre-trained model brings its own positions).
+    (the pre-trained model brings its own positions). Also returns the pre-trained model's own
+    sentence vector (mean of its states, L2-normalised, as sentence-transformers pools
+    all-MiniLM-L6-v2), scaled to unit variance per dimension: on small data a head that reads
+    it directly generalises better than anything learned on top (see the README).
     """
 
-    def __init__(self, backbone: nn.Module, depth: int, d_model: int, dropout: float) -> None:
+    def __init__(self, backbone: nn.Module, depth: int, d_model: int, dropout: float, sentence: bool = True) -> None:
         super().__init__()
-        self.backbone, self.depth = backbone, depth
+        self.backbone, self.depth, self.sentence = backbone, depth, sentence
         self.project = nn.Linear(backbone.hidden_size, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.norm(self.project(self.backbone(ids, self.depth))))  # (B, T, C)
+    def forward(self, ids: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        states = self.backbone(ids, self.depth)  # (B, T, H)
+        if not self.sentence:
+            return self.drop(self.norm(self.project(states)))
+        m = (ids != 0).unsqueeze(-1).to(states.dtype)
+        sentence = F.normalize((states * m).sum(1) / m.sum(1).clamp(min=1), dim=-1) * states.shape[-1] ** 0.5  # (B, H)
+        return self.drop(self.norm(self.project(states))), sentence  # (B, T, C), (B, H)
 
 
 class Encoder(nn.Module):
@@ -88,9 +97,15 @@ class Encoder(nn.Module):
         self.pool = SelfAttentionPooling(d_model)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token states (B, T, C), the pooled vector (B, C) — or (B, C + H) with the pre-trained
+        sentence vector appended when the tower starts from pre-trained layers — and the mask."""
         mask = ids != 0  # (B, T), True on real tokens
-        h = self.embed(ids) * mask.unsqueeze(-1)
+        h, sentence = self.embed(ids), None
+        if isinstance(h, tuple):
+            h, sentence = h
+        h = h * mask.unsqueeze(-1)
         for cell in self.cells:
             h = cell(h, mask)
         h = self.norm(h) * mask.unsqueeze(-1)  # (B, T, C)
-        return h, self.pool(h, mask), mask
+        vector = self.pool(h, mask)
+        return h, vector if sentence is None else torch.cat([vector, sentence], dim=-1), mask

@@ -235,6 +235,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "generation_dir": name,
         "count": len(ids),
         "d_model": cfg.d_model,
+        "vector_dim": int(getattr(clf.model_, "vector_dim", cfg.d_model)),
         "title_max_len": cfg.title_max_len,
         "matching": needs_tokens(clf),
         "dtype": "float32",
@@ -293,7 +294,8 @@ def _next_generation(out: Path) -> int:
 def _allocate(directory: Path, clf, n: int) -> TitleArrays:
     cfg = clf.model_config_
     C, T = cfg.d_model, cfg.title_max_len
-    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=np.float32, shape=(n, C))
+    V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
+    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=np.float32, shape=(n, V))
     if not needs_tokens(clf):
         return TitleArrays(vector, None, None)
     tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=np.float32, shape=(n, T, C))
