@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="homedepot,crowdflower")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cli-timings", action="store_true", help="also time `defectnas train` and `quickstart` on Home Depot")
+    parser.add_argument("--models", default="", help="comma-separated subset of the rows (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -94,6 +95,8 @@ def main() -> None:
     other_init = "trained" if default_init == "minilm" else "minilm"
     models = [("tfidf-logreg", {}), ("dl-gs", {"variant": "dl-gs"}), ("dl-jl", {"variant": "dl-jl"}), ("transfer", {"variant": "transfer"}),
               (f"dl-gs ({other_init} embeddings)", {"variant": "dl-gs", "embedding_init": other_init})]
+    if args.models:
+        models = [m for m in models if m[0] in args.models.split(",") or m[0] == "tfidf-logreg"]  # the floor always runs
     report = {"embedding_init_default": default_init, "seed": args.seed, "cpu_threads": 2, "datasets": {}}
     columns = ["model", "precision", "recall", "f1", "params", "train_seconds", "pairs_per_second", "peak_rss_mb"]
     for dataset in args.datasets.split(","):

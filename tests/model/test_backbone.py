@@ -124,3 +124,20 @@ def test_fine_tuned_layers_get_their_own_learning_rate(minilm):
     new, tuned = _param_groups(net, TrainConfig(lr=1e-3, backbone_lr=1e-5))
     assert tuned["lr"] == 1e-5 and {id(p) for p in tuned["params"]} == {id(p) for p in net.backbone.encoder.layer[1].parameters()}
     assert "lr" not in new and not {id(p) for p in new["params"]} & {id(p) for p in net.backbone.parameters()}
+
+
+def test_sentence_vector_is_minilms_own_sentence_embedding(minilm):
+    """Mean of the states over real tokens, L2-normalised (sentence-transformers' pooling), × √384."""
+    from transformers import AutoModel
+
+    from defectnas.model.encoder import ContextualEmbedding
+
+    path, tok, _ = minilm
+    ids = torch.from_numpy(tok.encode(TEXTS, 16))
+    _, sentence = ContextualEmbedding(_backbone(minilm, 6), 6, 16, 0.0).eval()(ids)
+    reference = AutoModel.from_pretrained(str(path)).eval()
+    for i, n in enumerate((ids != 0).sum(1).tolist()):
+        with torch.no_grad():
+            states = reference(input_ids=torch.tensor([[101, *ids[i, :n].tolist(), 102]])).last_hidden_state[0, 1:-1]
+        expected = torch.nn.functional.normalize(states.mean(0), dim=-1) * 384**0.5
+        assert torch.allclose(sentence[i], expected, atol=1e-3)

@@ -22,6 +22,8 @@ TINY_CHILD = {
     "d_model": 16,
     "query_layers": [{}],
     "embedding_init": "minilm",
+    "backbone_layers": 0,  # the word-embedding model keeps search tests fast; pre-trained layers are tested in tests/model
+    "query_backbone_layers": 0,
     "dense_hidden": 16,
     "perspectives": 2,
     "query_max_len": 8,

@@ -229,23 +229,18 @@ class PretrainedBackbone(nn.Module):
         if not self.memo.enabled:
             return self._run_frozen(ids, lengths, depth)
         memo = self.memo.store
-        keys = [(depth, row[: n].tobytes()) for row, n in zip(ids.cpu().numpy(), lengths.tolist())]
+        keys = [(depth, row[:n].tobytes()) for row, n in zip(ids.cpu().numpy(), lengths.tolist())]
+        fresh: dict[int, torch.Tensor] = {}
         missing = [i for i, k in enumerate(keys) if k not in memo]
-        if missing:
+        if missing:  # run the frozen layers on the new texts only
             idx = torch.tensor(missing, device=ids.device)
             sub_len = lengths[idx]
-            sub = ids[idx][:, : int(sub_len.max()) if len(missing) else 0]
-            states = self._run_frozen(sub, sub_len, depth)
+            states = self._run_frozen(ids[idx][:, : int(sub_len.max())], sub_len, depth)
             fresh = {i: states[j, : int(sub_len[j]) + 2] for j, i in enumerate(missing)}
             if len(memo) < self.memo.limit:
-                for i, s in fresh.items():
-                    memo[keys[i]] = s.clone()
-        else:
-            fresh = {}
+                memo.update((keys[i], s.clone()) for i, s in fresh.items())
         out = torch.zeros(ids.shape[0], ids.shape[1] + 2, self.hidden_size, device=ids.device)
         for i, k in enumerate(keys):
-            s = fresh.get(i)
-            if s is None:
-                s = memo[k]
+            s = fresh[i] if i in fresh else memo[k]
             out[i, : s.shape[0]] = s
         return out
