@@ -111,3 +111,15 @@ class TextTokenizer:
                 ids = [self.unk_id]  # an empty row would give attention nothing to attend to
             out[i, : len(ids)] = ids
         return out
+
+
+def trim_padding(ids: np.ndarray) -> np.ndarray:
+    """Drop padding columns that every row of the batch has (ids are right-padded with 0).
+
+    Exact: positions are absolute and padding is masked everywhere, so a shorter batch gives
+    the same outputs, faster.
+    """
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        return ids
+    used = np.flatnonzero((ids != 0).any(axis=0))
+    return ids[:, : (used[-1] + 1 if len(used) else 1)]

@@ -16,6 +16,7 @@ import torch
 
 from ..data import normalize_text
 from ..model.classifier import Encoded
+from ..data.tokenizer import trim_padding
 
 
 class TitleArrays(NamedTuple):
@@ -46,8 +47,8 @@ def encode_titles(clf, titles: Sequence[str], normalized: bool = False) -> Title
 @torch.inference_mode()
 def encode_query(clf, query: str) -> Encoded:
     """The encoding of one (normalised) query: tokens (1, Tq, C), vector (1, C), mask (1, Tq)."""
-    ids = torch.from_numpy(clf.tokenizer_.encode([query], clf.model_config_.query_max_len))
-    return clf.model_.encode_query(ids.to(_device(clf)))
+    ids = trim_padding(clf.tokenizer_.encode([query], clf.model_config_.query_max_len))  # no padding: it is masked anyway
+    return clf.model_.encode_query(torch.from_numpy(ids).to(_device(clf)))
 
 
 @torch.inference_mode()
@@ -59,8 +60,10 @@ def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> n
         vector = torch.from_numpy(titles.vector[i : i + batch_size]).to(device)  # (B, C)
         n = vector.shape[0]
         if needs_tokens(clf):
-            t = Encoded(torch.from_numpy(titles.tokens[i : i + batch_size]).to(device), vector,
-                        torch.from_numpy(titles.mask[i : i + batch_size]).to(device))
+            mask = titles.mask[i : i + batch_size]
+            T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # drop padding columns no title in the batch uses (exact)
+            t = Encoded(torch.from_numpy(np.ascontiguousarray(titles.tokens[i : i + batch_size, :T])).to(device), vector,
+                        torch.from_numpy(np.ascontiguousarray(mask[:, :T])).to(device))
         else:
             t = Encoded(None, vector, None)  # score() reads title tokens only for matching
         q = Encoded(query.tokens.expand(n, -1, -1), query.vector.expand(n, -1), query.mask.expand(n, -1))

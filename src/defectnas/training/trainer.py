@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, to_dict
 from ..model import DefectNet
+from ..data.tokenizer import trim_padding
 from ..storage import load_tensors, save_tensors
 from .losses import distillation_loss, triplet_loss, weighted_bce
 from .metrics import best_threshold
@@ -61,18 +62,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
 
 
-def _trim(ids: np.ndarray) -> np.ndarray:
-    """Drop padding columns that every row of the batch has (ids are right-padded with 0).
-
-    Exact: positions are absolute and padding is masked everywhere, so a shorter batch gives
-    the same outputs, faster.
-    """
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        return ids
-    used = np.flatnonzero((ids != 0).any(axis=0))
-    return ids[:, : (used[-1] + 1 if len(used) else 1)]
-
-
 @torch.no_grad()
 def predict_logits(model: DefectNet, query: np.ndarray, title: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
     """Logits for row-aligned id arrays, in eval mode (batched by title length, returned in order)."""
@@ -82,8 +71,8 @@ def predict_logits(model: DefectNet, query: np.ndarray, title: np.ndarray, batch
     out = np.zeros(len(query), dtype=np.float32)
     for i in range(0, len(query), batch_size):
         idx = order[i : i + batch_size]
-        q = torch.from_numpy(_trim(query[idx])).to(device)
-        t = torch.from_numpy(_trim(title[idx])).to(device)
+        q = torch.from_numpy(trim_padding(query[idx])).to(device)
+        t = torch.from_numpy(trim_padding(title[idx])).to(device)
         out[idx] = model(q, t).float().cpu().numpy()
     model.train(was_training)
     return out
@@ -147,7 +136,7 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
             out += [part[i : i + size] for i in range(0, len(part), size)]
         return [out[i] for i in rng.permutation(len(out))]
 
-    as_tensor = lambda a, idx: torch.from_numpy(_trim(a[idx])).to(device)  # noqa: E731
+    as_tensor = lambda a, idx: torch.from_numpy(trim_padding(a[idx])).to(device)  # noqa: E731
     title_lengths = (train_pairs.title != 0).sum(1)
     triplet_batch = max(1, cfg.batch_size // 4)
     for epoch in range(start_epoch, total_epochs):
