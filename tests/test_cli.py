@@ -214,3 +214,14 @@ def test_every_command_has_help_quiet_and_seed(command, capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "--quiet" in text and "--seed" in text
+
+
+def test_preset_then_config_then_flags(tmp_path, data_csv, tiny_config_file, capsys):
+    """--preset sets options, --config overrides them, flags override both."""
+    out = tmp_path / "preset"
+    code, _, stderr = run(["train", "--data", str(data_csv), "--out", str(out), "--preset", "seed", "--config", str(tiny_config_file),
+                           "--embedding-init", "trained", "--epochs", "1", "--quiet"], capsys)
+    assert code == 0, stderr
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert model["matching"] is False and model["backbone_layers"] == 0  # from the preset (the default is True / 6)
+    assert len(model["title_layers"]) == 2 and len(model["query_layers"]) == 1  # --config beats the preset's 5 / 2
