@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classifier import DATASETS, _split  # noqa: E402  (same split as the classifier benchmark)
 
@@ -122,27 +120,21 @@ def main() -> None:
 
                 teacher = load_model(teacher_dir)
             for name in names:
-                if (ds, seed, name) in done and name != "cross-encoder":
-                    continue
-                if (ds, seed, name) in done:  # still needed as the teacher of contextual+distill
-                    if teacher is None and "contextual+distill" in names and (ds, seed, "contextual+distill") not in done:
-                        teacher = fit("cross-encoder", train, valid, seed)
+                if (ds, seed, name) in done:
                     continue
                 if (ds, seed, name) in earlier and name in reusable and (name != "cross-encoder" or teacher is not None):
                     rows.append(earlier[(ds, seed, name)])
                     print(json.dumps(rows[-1]), "(reused)", flush=True)
                     continue
-                if name == "contextual+distill" and teacher is None:
+                if name == "contextual+distill" and teacher is None:  # the cross-encoder's row was reused or resumed
                     teacher = fit("cross-encoder", train, valid, seed)
-                    if teacher_dir is not None:
-                        teacher.save(teacher_dir)
                 started = time.perf_counter()
                 model = fit(name, train, valid, seed, teacher)
                 seconds = time.perf_counter() - started
                 if name == "cross-encoder":
                     teacher = model
-                    if teacher_dir is not None:
-                        model.save(teacher_dir)
+                if name in ("cross-encoder", "contextual+distill") and teacher_dir is not None and not (teacher_dir / "config.json").exists():
+                    teacher.save(teacher_dir)
                 m = defect_metrics(test["label"].to_numpy(), model.predict_proba(test["query"].tolist(), test["title"].tolist()), model.threshold_)
                 uncached, cached = latency(model, name, test, args.repeats)
                 row = {"dataset": ds, "seed": seed, "model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],

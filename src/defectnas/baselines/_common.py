@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
@@ -55,6 +56,18 @@ def read_config(directory: str | Path, model_type: str | None = None) -> dict[st
     if model_type is not None and meta.get("model_type") != model_type:
         raise DataError(f"{directory}: a {meta.get('model_type', 'unknown')!r} model, not {model_type!r}")
     return meta
+
+
+class ThresholdedClassifier:
+    """``predict`` and ``evaluate`` for any baseline with ``predict_proba`` and a ``threshold_``."""
+
+    def predict(self, queries, titles=None) -> np.ndarray:
+        """1 (defect) where the probability reaches the validation-chosen threshold."""
+        return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
+
+    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
+        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
+        return evaluate(self, data)
 
 
 def evaluate(model: Any, data: pd.DataFrame | str | Path) -> dict[str, float | int]:

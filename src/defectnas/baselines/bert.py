@@ -27,10 +27,10 @@ from ..errors import DataError
 from ..model.pretrained import resolve_model_path
 from ..training.losses import weighted_bce
 from ..training.metrics import best_threshold
-from ._common import FORMAT_VERSION, LABELS, check_fitted, evaluate, read_config, text_pairs
+from ._common import FORMAT_VERSION, LABELS, ThresholdedClassifier, check_fitted, read_config, text_pairs
 
 
-class CrossEncoderClassifier:
+class CrossEncoderClassifier(ThresholdedClassifier):
     """Fine-tunes a pre-trained encoder with a one-logit head on "[CLS] query [SEP] title [SEP]"."""
 
     def __init__(self, model_name: str = "", max_length: int = 64, epochs: int = 1, batch_size: int = 32, lr: float = 3e-5,
@@ -117,13 +117,6 @@ class CrossEncoderClassifier:
                for i in range(0, len(q), batch_size)]
         logits = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
         return 1.0 / (1.0 + np.exp(-logits))
-
-    def predict(self, queries, titles=None) -> np.ndarray:
-        return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
-
-    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
-        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
-        return evaluate(self, data)
 
     def num_parameters(self) -> int:
         check_fitted(self, "model_")

@@ -19,13 +19,13 @@ import pandas as pd
 from ..errors import DataError
 from ..storage import atomic_write_json
 from ..training.metrics import best_threshold
-from ._common import CONFIG_FILE, check_fitted, evaluate, read_config, stamp, text_pairs
+from ._common import CONFIG_FILE, ThresholdedClassifier, check_fitted, read_config, stamp, text_pairs
 from .text_features import FEATURES, PairFeatures
 
 BOOSTER_FILE = "booster.txt"
 
 
-class GBDTClassifier:
+class GBDTClassifier(ThresholdedClassifier):
     """LightGBM binary classifier of (query, title) pairs; scikit-learn-style fit / predict_proba."""
 
     def __init__(self, num_rounds: int = 1000, learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
@@ -79,13 +79,6 @@ class GBDTClassifier:
         if not q:
             return np.zeros(0)
         return self.booster_.predict(self.features_.transform(q, t), num_iteration=self.best_iteration_)
-
-    def predict(self, queries, titles=None) -> np.ndarray:
-        return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
-
-    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
-        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
-        return evaluate(self, data)
 
     # -------------------------------------------------------------- inspection
     def num_parameters(self) -> int:

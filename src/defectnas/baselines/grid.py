@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..storage import atomic_write_json
-from ._common import check_fitted, evaluate
+from ._common import ThresholdedClassifier, check_fitted
 
 GRID_FILE = "grid.json"
 DEFAULT_GRID = {  # 8 points; the query encoder is kept at the default depth (it runs online)
@@ -53,7 +53,7 @@ def point_options(point: dict[str, Any]) -> dict[str, Any]:
             "title_layers": [dict(layer) for _ in range(point["title_depth"])]}
 
 
-class GridSearchClassifier:
+class GridSearchClassifier(ThresholdedClassifier):
     """Fit one DefectClassifier per grid point; predict with the validation-F1 winner."""
 
     def __init__(self, grid: dict[str, Sequence[Any]] | None = None, **options: Any) -> None:
@@ -84,13 +84,6 @@ class GridSearchClassifier:
     def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> np.ndarray:
         check_fitted(self, "best_")
         return self.best_.predict_proba(queries, titles)
-
-    def predict(self, queries, titles=None) -> np.ndarray:
-        return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
-
-    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
-        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
-        return evaluate(self, data)
 
     def num_parameters(self) -> int:
         check_fitted(self, "best_")
