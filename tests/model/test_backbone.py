@@ -141,3 +141,21 @@ def test_sentence_vector_is_minilms_own_sentence_embedding(minilm):
             states = reference(input_ids=torch.tensor([[101, *ids[i, :n].tolist(), 102]])).last_hidden_state[0, 1:-1]
         expected = torch.nn.functional.normalize(states.mean(0), dim=-1) * 384**0.5
         assert torch.allclose(sentence[i], expected, atol=1e-3)
+
+
+def test_search_latency_times_the_shared_frozen_pass_once_per_process(synthetic_split, monkeypatch):
+    """Children of a search share the frozen layers, so their pass is timed once and added to each
+    child's own (cells + scoring) time; the model's training memo is left as it was."""
+    from defectnas.search import child
+
+    monkeypatch.setattr(child, "_FROZEN_MS", {})
+    monkeypatch.setattr(child, "_LATENCY_MEMOS", {})
+    train, valid = synthetic_split["train"].head(64), synthetic_split["valid"].head(16)
+    models = [DefectClassifier(d_model=16, query_layers=[], title_layers=layers, backbone_layers=2, query_backbone_layers=1,
+                               dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, seed=0).fit(train, valid, quiet=True)
+              for layers in ([{}], [{}, {"mixer": "glu"}])]
+    memo = models[0].model_.backbone.memo
+    latencies = [child.measure_latency(clf, valid, repeats=2) for clf in models]
+    assert all(ms > 0 for ms in latencies)
+    assert len(child._FROZEN_MS) == 1 and list(child._FROZEN_MS.values())[0] < min(latencies)  # one timing, inside each total
+    assert models[0].model_.backbone.memo is memo and not memo.enabled  # restored

@@ -188,7 +188,8 @@ class PretrainedBackbone(nn.Module):
         for layer in self.encoder.layer[: self.frozen_layers]:
             for p in layer.parameters():
                 p.requires_grad_(False)
-        self.memo = _memo_for(json.dumps([source, config, cls_id, sep_id], sort_keys=True))
+        self.key = json.dumps([source, config, cls_id, sep_id], sort_keys=True)  # same key → same frozen outputs
+        self.memo = _memo_for(self.key)
 
     def train(self, mode: bool = True) -> "PretrainedBackbone":
         """Frozen parts stay in eval mode (no dropout), so their outputs can be memoised."""
