@@ -42,7 +42,7 @@ OUT = Path(__file__).resolve().parent / "results" / "search.json"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(SHARED / "homedepot_sample.parquet"), help="table of query–product pairs")
-    p.add_argument("--parts", default="compare,cost,final", help="comma-separated: compare, cost, final")
+    p.add_argument("--parts", default="compare,cost,final", help="comma-separated: compare, cost, final (plot: only redraw the compare plot from --work)")
     p.add_argument("--trials", type=int, default=200, help="children per search")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the RL/random comparison")
     p.add_argument("--child-rows", type=int, default=2000, help="training pairs per child")
@@ -109,6 +109,36 @@ def part_compare(args, work: Path) -> dict:
         rows = [r for r in runs if r["strategy"] == strategy]
         summary[strategy] = {k: [r[k] for r in rows] for k in ("best_f1", "last_quarter_f1", "first_quarter_f1", "cached")}
     return {"runs": runs, "summary": summary}
+
+
+def plot_compare(work: Path, path: Path, window: int = 25) -> None:
+    """RL against random search: per strategy, the mean over seeds of the F1 of a sliding window of trials."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for strategy, colour in (("rl", "tab:blue"), ("random", "tab:orange")):
+        runs = []
+        for log in sorted(work.glob(f"{strategy}-seed*/trials.jsonl")):
+            f1 = [json.loads(line)["f1"] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+            runs.append(np.convolve(f1, np.ones(window) / window, mode="valid"))
+        if not runs:
+            continue
+        n = min(len(r) for r in runs)
+        curves = np.stack([r[:n] for r in runs])
+        x = np.arange(n) + window
+        ax.plot(x, curves.mean(0), color=colour, label=f"{strategy} (mean of {len(runs)} seeds)")
+        ax.fill_between(x, curves.min(0), curves.max(0), color=colour, alpha=0.15)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation F1, mean of the last {window} trials")
+    ax.set_title("REINFORCE against random search (band: min–max over seeds)")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def part_cost(args, work: Path, compare: dict | None) -> dict:
@@ -229,10 +259,13 @@ def main(argv=None) -> None:
         if "compare" in parts:
             print(f"RL vs random search: {args.trials} children, seeds {args.seeds}", flush=True)
             results["compare"] = part_compare(args, work)
+            plot_compare(work, Path(args.out_json).with_suffix(".png"))
             s = results["compare"]["summary"]
             print(text_table([{"strategy": k, "best F1": mean_std(v["best_f1"]), "last-quarter F1": mean_std(v["last_quarter_f1"]),
                                "first-quarter F1": mean_std(v["first_quarter_f1"]), "cached": statistics.mean(v["cached"])}
                               for k, v in s.items()], ["strategy", "best F1", "last-quarter F1", "first-quarter F1", "cached"]))
+        if "plot" in parts:  # redraw the RL / random plot from the searches in --work
+            plot_compare(work, Path(args.out_json).with_suffix(".png"))
         if "cost" in parts:
             print("Search cost", flush=True)
             results["cost"] = part_cost(args, work, results.get("compare"))

@@ -57,8 +57,13 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
     assert [r["model"] for r in rows] == names and all(r["n_test"] == len(test) for r in rows)
     for r in rows:
         assert 0 <= r["f1"] <= 1 and r["params"] > 0 and r["latency_ms_per_100"] > 0
+        assert r["f1_per_ms"] == pytest.approx(r["f1"] / r["served_ms_per_100"])  # per request as served
+        if r["model"] in ("tfidf", "gbdt", "bert"):  # nothing to cache: served on raw text
+            assert r["served_ms_per_100"] == r["latency_ms_per_100"]
+        else:  # two-tower models: timed separately, from pre-encoded titles
+            assert r["served_ms_per_100"] > 0 and r["served_ms_per_100"] != r["latency_ms_per_100"]
     table = pd.read_csv(tmp_path / "results.csv")
-    assert {"model", "precision", "recall", "f1", "params", "latency_ms_per_100", "train_seconds"} <= set(table.columns)
+    assert {"model", "precision", "recall", "f1", "params", "latency_ms_per_100", "served_ms_per_100", "train_seconds"} <= set(table.columns)
     assert table["model"].tolist() == names and (table["trainable_params"] <= table["params"]).all()
     assert len(json.loads((tmp_path / "results.json").read_text())) == len(names)
     assert "| dl-jl |" in (tmp_path / "results.md").read_text()
