@@ -42,7 +42,7 @@ OUT = Path(__file__).resolve().parent / "results" / "search.json"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(SHARED / "homedepot_sample.parquet"), help="table of query–product pairs")
-    p.add_argument("--parts", default="compare,cost,final", help="comma-separated: compare, cost, final (plot: only redraw the compare plot from --work)")
+    p.add_argument("--parts", default="compare,cost,final", help="comma-separated: compare, cost, final, noise (how much of a reward is the architecture); plot: redraw the compare plot from --work")
     p.add_argument("--trials", type=int, default=200, help="children per search")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the RL/random comparison")
     p.add_argument("--child-rows", type=int, default=2000, help="training pairs per child")
@@ -139,6 +139,41 @@ def plot_compare(work: Path, path: Path, window: int = 25) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def part_noise(args, work: Path, architectures: int = 8, child_seeds: int = 3) -> dict:
+    """How much of a child's reward is its architecture: a few random architectures, each trained
+    as a child with several seeds (initialisation and batch order) on the same split and rows.
+    If the spread between seeds of one architecture is as wide as the spread between
+    architectures, no sampler can tell good from bad at this child budget."""
+    import numpy as np
+    import torch
+
+    from defectnas.search.child import evaluate_child
+    from defectnas.search.runner import child_job, prepare_tables
+    from defectnas.search.space import SearchSpace
+
+    cfg = base_config(args, seed=int(args.seeds.split(",")[0]), threads=args.threads)
+    tables = prepare_tables(cfg)
+    space = SearchSpace(num_layers=cfg.num_layers)
+    generator = torch.Generator().manual_seed(1234)
+    archs = [space.sample_uniform(generator) for _ in range(architectures)]
+    f1 = np.zeros((architectures, child_seeds))
+    torch.set_num_threads(args.threads)
+    for i, arch in enumerate(archs):
+        for j in range(child_seeds):
+            job = child_job(cfg, arch)
+            job["options"] = {**job["options"], "seed": 1000 + j}
+            f1[i, j] = evaluate_child(job, tables["child_train"], tables["child_valid"])["f1"]
+        print(f"  architecture {i}: F1 over {child_seeds} seeds {np.round(f1[i], 4).tolist()}", flush=True)
+    within = float(f1.var(axis=1, ddof=1).mean())  # seed noise
+    between = float(f1.mean(axis=1).var(ddof=1))  # spread of the architectures' means (still holds within / seeds of noise)
+    share = max(0.0, between - within / child_seeds) / (max(0.0, between - within / child_seeds) + within)
+    out = {"architectures": archs, "f1": f1.tolist(), "seed_std": within ** 0.5, "architecture_mean_std": between ** 0.5,
+           "architecture_share_of_variance": share}
+    print(f"  seed std {out['seed_std']:.4f}, std of architecture means {out['architecture_mean_std']:.4f}: "
+          f"the architecture explains ~{100 * share:.0f}% of a child's reward variance", flush=True)
+    return out
 
 
 def part_cost(args, work: Path, compare: dict | None) -> dict:
@@ -266,6 +301,9 @@ def main(argv=None) -> None:
                               for k, v in s.items()], ["strategy", "best F1", "last-quarter F1", "first-quarter F1", "cached"]))
         if "plot" in parts:  # redraw the RL / random plot from the searches in --work
             plot_compare(work, Path(args.out_json).with_suffix(".png"))
+        if "noise" in parts:
+            print("Reward noise: random architectures × child seeds", flush=True)
+            results["noise"] = part_noise(args, work)
         if "cost" in parts:
             print("Search cost", flush=True)
             results["cost"] = part_cost(args, work, results.get("compare"))
