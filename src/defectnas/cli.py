@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the results table: train and score the chosen models on one split (+ PR and F1-latency plots)")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="output folder (results.csv/json/md, pr_curves.png, f1_latency.png, predictions.parquet)")
-    p.add_argument("--models", help="comma-separated: dl-gs, transfer, dl-jl, dl-rl, dl-rl-ml, lstm, coattention, gbdt, bert, tfidf "
-                                    "(default: all; dl-rl/dl-rl-ml only where the search module is available)")
+    p.add_argument("--models", help="comma-separated: dl-gs, transfer, dl-jl, dl-rl, dl-rl-ml, seed-two-tower, lstm, coattention, gbdt, "
+                                    "bert, tfidf (default: all; dl-rl/dl-rl-ml only where the search module is available)")
     p.add_argument("--fast", action="store_true", help="small budgets for a first look in minutes: train/valid/test capped at 3000/2000/5000 pairs, "
                                                       "2 epochs, a 2-point grid, 4 search trials, BERT on 1000 pairs")
     p.add_argument("--repeats", type=int, default=1, help="train each model N times (seeds seed..seed+N-1, same split); report mean ± std")
