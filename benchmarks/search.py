@@ -1,23 +1,29 @@
 """Benchmark of the architecture search: RL against random search, search cost, final models.
 
-Three parts (``--parts``, default all):
+Parts (``--parts``, default ``compare,cost,final``):
 
 - ``compare``: REINFORCE and random search with the same number of children, on the same
   seeds (each seed fixes the query split, the child subset and the sampler), reward = validation
   F1. Reported per run and as mean ± std over seeds: the best F1 found, and the mean F1 of the
   last quarter of the trials (what the sampler is drawing by the end; for random search it stays
-  the space's average).
+  the space's average). Also draws ``<out-json>.png``: the sliding-window F1 of both.
 - ``cost``: seconds per child and the projected wall time of a 200-child search (from the
-  serial ``compare`` runs), and trials/hour through 1 worker, 2 worker processes and Ray
-  (a local ``ray.init(num_cpus=2)``) on the same random-search sequence.
+  serial ``compare`` runs), and trials/hour through 1 worker (2 torch threads), 2 worker
+  processes and Ray (a local ``ray.init(num_cpus=2)``; 1 thread per child) on the same
+  random-search sequence.
+- ``noise``: 8 random architectures × 3 child seeds on one split — how much of a child's reward
+  is its architecture, and how much is the seed (what limits any sampler at this child budget).
 - ``final``: the best architecture of the first seed's RL search (``dl-rl``) and of an RL search
-  with the matching layer (``dl-rl-ml``), each retrained from the top-k with the full budget,
-  against ``dl-gs`` (the hand-designed default encoder, same loss and budget) on the test split:
-  precision, recall, F1, parameters, CPU latency.
+  with the matching layer (``dl-rl-ml``), each from the top-k retrained with the full budget,
+  against ``dl-gs`` (train's hand-designed default encoder, same loss and budget) without and
+  with matching, on the test split: precision, recall, F1, parameters, CPU latency.
 
-    python benchmarks/search.py                                       # full scale: 200 children, 3 seeds
-    python benchmarks/search.py --trials 16 --seeds 0,1 --config small.json --top-k 3 --final-rows 8000 \
-        --final-epochs 2 --throughput-trials 6 --out-json benchmarks/results/search-small.json
+What README's table ran (one part per call, so each writes its JSON as soon as it is done):
+
+    python benchmarks/search.py --parts compare --seeds 0,1,2 --trials 200 --work /tmp/sb --out-json benchmarks/results/search_compare.json
+    python benchmarks/search.py --parts cost --throughput-trials 16 --work /tmp/sb --out-json benchmarks/results/search_cost.json
+    python benchmarks/search.py --parts noise --work /tmp/sb --out-json benchmarks/results/search_noise.json
+    python benchmarks/search.py --parts final --top-k 3 --work /tmp/sb --out-json benchmarks/results/search_final.json
 
 Prints tables and writes JSON (default ``benchmarks/results/search.json``).
 """
