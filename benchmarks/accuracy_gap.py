@@ -33,29 +33,18 @@ OUT = Path(__file__).resolve().parent / "results" / "accuracy_gap.json"
 MODELS = ("tfidf", "two-tower-seed", "contextual", "cross-encoder", "contextual+distill")
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn(), fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
 def latency(model, name: str, test, repeats: int) -> tuple[float, float | None]:
     """(uncached, cached) ms per 100 pairs of one query; cached is None where nothing can be cached."""
+    import torch
+
+    from defectnas.compare import measure_latency, measure_served_latency
+
     q = str(test["query"].iloc[0])
     titles = test["title"].head(100).tolist()
     titles += titles[: 100 - len(titles)] if len(titles) < 100 else []
-    queries = [q] * len(titles)
-    uncached = _median_ms(lambda: model.predict_proba(queries, titles), repeats)
-    if name in ("tfidf", "cross-encoder"):
-        return uncached, None
-    from defectnas.serving.encoding import encode_query, encode_titles, score
-
-    arrays = encode_titles(model, titles)
-    cached = _median_ms(lambda: score(model, encode_query(model, q), arrays), repeats)
+    threads = torch.get_num_threads()
+    uncached = measure_latency(model, [q] * len(titles), titles, threads, repeats)
+    cached = None if name in ("tfidf", "cross-encoder") else measure_served_latency(model, q, titles, threads, repeats)
     return uncached, cached
 
 

@@ -235,6 +235,7 @@ def part_final(args, work: Path) -> dict:
     from defectnas.model.bert import shared_memos
     from defectnas.search.child import measure_latency
     from defectnas.search.runner import final_options, prepare_tables, run_search
+    from defectnas.timing import median_ms
     from defectnas.training import defect_metrics
 
     seed = int(args.seeds.split(",")[0])
@@ -274,14 +275,8 @@ def part_final(args, work: Path) -> dict:
     for row in rows:  # latency: outside the memo block, the real cost
         clf = DefectClassifier.load(row["dir"])
         pairs = test.head(100)
-        clf.predict_proba(pairs)
-        reps = []
-        for _ in range(7):
-            t = time.perf_counter()
-            clf.predict_proba(pairs)
-            reps.append(time.perf_counter() - t)
         row.update(latency_product_ms_per_100=measure_latency(clf, valid, 11),
-                   latency_pair_ms_per_100=1000 * statistics.median(reps))
+                   latency_pair_ms_per_100=median_ms(lambda: clf.predict_proba(pairs), 7, warmup=1))
     return {"models": rows, "test_rows": len(test)}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import platform
-import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +35,7 @@ import pandas as pd
 
 from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS, Budget, Context, parse_models  # noqa: F401
 from .errors import ConfigError
+from .timing import median_ms
 
 COLUMNS = ["model", "precision", "recall", "f1", "params", "trainable_params", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms",
            "train_seconds", "threshold"]
@@ -74,27 +74,9 @@ def fingerprint(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _median_ms(call: Callable[[], Any], threads: int, repeats: int) -> float:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for _ in range(2):  # warm-up: allocator, lazy init
-            call()
-        times = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(before)
-    return 1000.0 * statistics.median(times)
-
-
 def measure_latency(model, queries: list[str], titles: list[str], threads: int = 2, repeats: int = 9) -> float:
     """Median milliseconds of ``predict_proba`` (raw text in, probabilities out) on these pairs."""
-    return _median_ms(lambda: model.predict_proba(queries, titles), threads, repeats)
+    return median_ms(lambda: model.predict_proba(queries, titles), repeats, threads)
 
 
 def measure_served_latency(model, query: str, titles: list[str], threads: int = 2, repeats: int = 9) -> float | None:
@@ -106,7 +88,7 @@ def measure_served_latency(model, query: str, titles: list[str], threads: int = 
     if not hasattr(getattr(clf, "model_", None), "encode_title"):
         return None
     arrays = encode_titles(clf, titles)  # what `defectnas cache` stores
-    return _median_ms(lambda: score(clf, encode_query(clf, query), arrays), threads, repeats)
+    return median_ms(lambda: score(clf, encode_query(clf, query), arrays), repeats, threads)
 
 
 def num_parameters(model, trainable_only: bool = False) -> int:

@@ -18,7 +18,6 @@ remainder (searched cells, pooling, scoring) — otherwise it would cost most of
 from __future__ import annotations
 
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..storage import atomic_write_json
+from ..timing import median_ms
 
 LATENCY_PAIRS = 100  # pairs per timed batch
 
@@ -42,17 +42,6 @@ def reward(f1: float, latency_ms: float, target_ms: float, weight: float) -> flo
 
 _FROZEN_MS: dict[tuple, float] = {}  # per process: (backbone, depth, titles) → median ms of the frozen pass
 _LATENCY_MEMOS: dict[str, Any] = {}  # per process and backbone: frozen states of the timed texts (queries and titles)
-
-
-def _median_ms(run, repeats: int) -> float:
-    for _ in range(2):  # warm-up: allocator, kernels (and the memo, where one is on)
-        run()
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
 
 
 @torch.no_grad()
@@ -79,14 +68,14 @@ def measure_latency(clf, pairs: pd.DataFrame, repeats: int = 7) -> float:
             key = (backbone.key, frozen, tids.cpu().numpy().tobytes())
             if key not in _FROZEN_MS:
                 lengths = (tids != 0).sum(1)
-                _FROZEN_MS[key] = _median_ms(lambda: backbone._run_frozen(tids, lengths, frozen), repeats)
+                _FROZEN_MS[key] = median_ms(lambda: backbone._run_frozen(tids, lengths, frozen), repeats)
             frozen_ms = _FROZEN_MS[key]
             # a memo of its own (not the training memo, which may be full): the frozen pass of these
             # queries and titles runs once per process, and the timed runs below skip it
             backbone.memo = _LATENCY_MEMOS.setdefault(backbone.key, FrozenStatesMemo())
             backbone.memo.enabled = True
         q = model.encode_query(qids)  # once: the query side is not what the search varies
-        rest_ms = _median_ms(lambda: model.score(q, model.encode_title(tids)), repeats)
+        rest_ms = median_ms(lambda: model.score(q, model.encode_title(tids)), repeats)
     finally:
         torch.set_num_threads(threads)
         if backbone is not None:
