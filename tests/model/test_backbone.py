@@ -112,6 +112,22 @@ def test_models_share_memos_inside_the_block_and_not_after(minilm):
     assert PretrainedBackbone(read_bert_config(path), 1).memo is not a.memo
 
 
+def test_a_search_in_this_process_shares_memos_only_while_it_runs(minilm):
+    """The serial executor scopes sharing to the search: models trained after it get their own memo."""
+    from defectnas.search.executors import SerialExecutor
+
+    path = minilm[0]
+    ids = torch.from_numpy(minilm[1].encode(TEXTS, 16))
+    executor = SerialExecutor({})
+    a, b = PretrainedBackbone(read_bert_config(path), 1), PretrainedBackbone(read_bert_config(path), 1)
+    assert a.memo is b.memo and a.memo.shared
+    a.memo.enabled = True
+    a.eval()(ids, 1)
+    executor.shutdown()
+    assert a.memo.store == {} and not a.memo.shared  # emptied: no memory held after the search
+    assert PretrainedBackbone(read_bert_config(path), 1).memo is not a.memo
+
+
 def test_fine_tuned_layers_get_their_own_learning_rate(minilm):
     from defectnas.config import ModelConfig, TrainConfig
     from defectnas.model import DefectNet

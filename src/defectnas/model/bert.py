@@ -138,6 +138,24 @@ def share_memos_between_models(on: bool = True) -> None:
 
 
 @contextmanager
+def memos_shared_between_models():
+    """:func:`share_memos_between_models` for the block only (a search whose children run in this
+    process); afterwards sharing is as it was, and memos the block started are emptied, so later
+    models neither share them nor keep their memory alive."""
+    global _SHARED_MEMOS
+    before = _SHARED_MEMOS
+    share_memos_between_models()
+    try:
+        yield
+    finally:
+        if before is None:
+            for memo in _SHARED_MEMOS.values():
+                memo.clear()
+                memo.enabled = memo.shared = False
+        _SHARED_MEMOS = before
+
+
+@contextmanager
 def shared_memos():
     """Models built inside the block share memos, used for training *and* prediction (several
     models trained and scored on one split); leaving the block empties and switches them off."""

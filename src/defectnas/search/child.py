@@ -95,7 +95,8 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
     from ..estimator import DefectClassifier  # torch-heavy: imported in the worker, on first use
     from ..model.bert import share_memos_between_models
 
-    share_memos_between_models()  # children share the frozen pre-trained layers' outputs per text
+    share_memos_between_models()  # children share the frozen pre-trained layers' outputs per text (a worker's
+    # process lives for the search; in the caller's process SerialExecutor scopes it to the search)
 
     started = time.perf_counter()
     names = job.get("tables", {})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,8 +35,12 @@ class SerialExecutor:
     parallelism = 1
 
     def __init__(self, tables: dict[str, pd.DataFrame], threads: int = 1) -> None:
+        from ..model.bert import memos_shared_between_models
+
         self.tables = tables
         self.threads = threads
+        self._memos = ExitStack()  # children share frozen-layer memos until shutdown, not for the rest of the process
+        self._memos.enter_context(memos_shared_between_models())
 
     def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
         for i, job in enumerate(jobs):
@@ -44,7 +49,7 @@ class SerialExecutor:
                                     self.tables[names["valid"]], self.tables.get(names.get("test") or ""))
 
     def shutdown(self) -> None:
-        pass
+        self._memos.close()
 
 
 def _as_completed(futures: list[Future]) -> Iterator[tuple[int, dict[str, Any]]]:
