@@ -4,7 +4,8 @@ Runs ``defectnas compare`` (in this process, through :func:`defectnas.compare.ru
 each shared sample with 2 CPU cores — the process is pinned to two cores where the machine has
 more, and torch/LightGBM use 2 threads — so every model's training wall time and its latency
 per 100 pairs are measured under the same conditions, in the same run. Prints each table and
-which model wins F1 and which wins F1 per millisecond, and writes everything (rows, split,
+which model wins F1, F1 per millisecond and F1 gained over the TF-IDF floor per millisecond, and
+the F1–latency Pareto front, and writes everything (rows, split,
 budget, machine) to ``benchmarks/results/compare.json``; each dataset's tables and plots (PR
 curves, F1 against latency, GBDT importance) are copied to ``benchmarks/results/compare/<dataset>/``.
 Nothing that holds the data's text (``predictions.parquet``, the searches' split files) is
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = pin_cores()
     import torch
 
-    from defectnas.compare import run_compare, run_sweep
+    from defectnas.compare import run_compare, run_sweep, summary
 
     torch.set_num_threads(CORES)
     report = {"machine": {"cores_used": cores, "cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -82,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         rows = run_compare(path, out, args.models, fast=args.fast, repeats=args.repeats, seed=args.seed, threads=CORES, quiet=True,
                            echo=lambda m: print(m, file=sys.stderr, flush=True))
-        entry = {"data": str(path), "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1),
-                 "best_f1": max(rows, key=lambda r: r["f1"])["model"],
-                 "best_f1_per_ms": max(rows, key=lambda r: r["f1_per_ms"])["model"],
+        entry = {"data": str(path), "rows": rows, "wall_seconds": round(time.perf_counter() - started, 1), **summary(rows),
                  "run": json.loads((out / "run.json").read_text(encoding="utf-8"))}
         if args.sweep:
             entry[f"sweep_{args.sweep}"] = run_sweep(path, out, args.sweep, fast=args.fast, repeats=args.repeats, seed=args.seed,
@@ -95,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         for f in [*out.glob("results.*"), *out.glob("sweep_*.*"), *out.glob("*.png"), out / "run.json"]:
             shutil.copy2(f, keep / f.name)
         shutil.rmtree(out, ignore_errors=True)
-        print(f"{name}: best F1 {entry['best_f1']}, best F1 per ms {entry['best_f1_per_ms']}, {entry['wall_seconds']:.0f} s in all")
+        print(f"{name}: best F1 {entry['best_f1']}, best F1 per ms {entry['best_f1_per_ms']}, best F1 over the floor per ms "
+              f"{entry.get('best_gain_per_ms', '–')}, Pareto front {', '.join(entry['pareto_front'])}; {entry['wall_seconds']:.0f} s in all")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # after each dataset: partial results survive
     print(f"\nwritten: {args.out}")

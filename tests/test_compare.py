@@ -58,6 +58,7 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
     for r in rows:
         assert 0 <= r["f1"] <= 1 and r["params"] > 0 and r["latency_ms_per_100"] > 0
         assert r["f1_per_ms"] == pytest.approx(r["f1"] / r["served_ms_per_100"])  # per request as served
+        assert r["gain_per_ms"] == pytest.approx((r["f1"] - rows[0]["f1"]) / r["served_ms_per_100"])  # over the tfidf floor
         if r["model"] in ("tfidf", "gbdt", "bert"):  # nothing to cache: served on raw text
             assert r["served_ms_per_100"] == r["latency_ms_per_100"]
         else:  # two-tower models: timed separately, from pre-encoded titles
@@ -74,6 +75,19 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["test_fingerprint"] == compare.fingerprint(test) and info["split"]["test"]["rows"] == len(test)
+    assert info["summary"]["best_f1"] == max(rows, key=lambda r: r["f1"])["model"] and info["summary"]["pareto_front"]
+
+
+def test_pareto_front_and_summary():
+    rows = [{"model": "floor", "f1": 0.15, "served_ms_per_100": 2.0, "f1_per_ms": 0.075, "gain_per_ms": 0.0},
+            {"model": "tiny", "f1": 0.16, "served_ms_per_100": 0.5, "f1_per_ms": 0.32, "gain_per_ms": 0.02},
+            {"model": "good", "f1": 0.40, "served_ms_per_100": 5.0, "f1_per_ms": 0.08, "gain_per_ms": 0.05},
+            {"model": "slow", "f1": 0.35, "served_ms_per_100": 500.0, "f1_per_ms": 0.0007, "gain_per_ms": 0.0004},
+            {"model": "best", "f1": 0.45, "served_ms_per_100": 50.0, "f1_per_ms": 0.009, "gain_per_ms": 0.006}]
+    assert compare.pareto_front(rows) == ["tiny", "good", "best"]  # floor: tiny is faster and better; slow: good is both
+    assert compare.summary(rows) == {"best_f1": "best", "best_f1_per_ms": "tiny", "best_gain_per_ms": "good",
+                                     "pareto_front": ["tiny", "good", "best"]}
+    assert "best_gain_per_ms" not in compare.summary([{k: v for k, v in r.items() if k != "gain_per_ms"} for r in rows])
 
 
 def test_repeats_report_mean_and_std(synthetic_pairs, tiny_options, tmp_path):
@@ -81,6 +95,7 @@ def test_repeats_report_mean_and_std(synthetic_pairs, tiny_options, tmp_path):
                        quiet=True, echo=lambda m: None)
     assert all(r["repeats"] == 2 and "f1_std" in r for r in rows)
     assert rows[0]["f1_std"] == 0.0  # the floor does not depend on the seed
+    assert rows[0]["gain_per_ms"] == 0.0 and "gain_per_ms_std" in rows[1]
     assert " ± " in (tmp_path / "results.md").read_text()
 
 

@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .timing import median_ms
 
 COLUMNS = ["model", "precision", "recall", "f1", "params", "trainable_params", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms",
-           "train_seconds", "threshold"]
+           "gain_per_ms", "train_seconds", "threshold"]
 LATENCY_PAIRS = 100
 SWEEPS = {"alpha": (0.25, 0.5, 1.0, 2.0, 4.0), "beta": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)}
 
@@ -146,6 +146,10 @@ def run_once(names: list[str], parts: dict[str, pd.DataFrame], ctx: Context) -> 
         served = measure_served_latency(model, q[0], t, ctx.threads, ctx.budget.latency_repeats)  # one request: one query, 100 products
         row["served_ms_per_100"] = row["latency_ms_per_100"] if served is None else served
         row["f1_per_ms"] = row["f1"] / max(row["served_ms_per_100"], 1e-9)
+    floor = next((r["f1"] for r in rows if r["model"] == FLOOR), None)
+    if floor is not None:  # what a model adds over the TF-IDF floor, per served ms: a tiny model at the floor earns ~0
+        for row in rows:
+            row["gain_per_ms"] = (row["f1"] - floor) / max(row["served_ms_per_100"], 1e-9)
     return rows, probs, models
 
 
@@ -155,12 +159,31 @@ def aggregate(runs: list[list[dict]]) -> list[dict]:
     for i, first in enumerate(runs[0]):
         row = {"model": first["model"], "params": first["params"], "trainable_params": first["trainable_params"],
                "n_test": first["n_test"], "repeats": len(runs)}
-        for key in ("precision", "recall", "f1", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms", "train_seconds", "threshold"):
+        for key in ("precision", "recall", "f1", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms", "gain_per_ms", "train_seconds",
+                    "threshold"):
+            if key not in first:
+                continue
             values = [run[i][key] for run in runs]
             row[key] = float(np.mean(values))
             if len(runs) > 1:
                 row[f"{key}_std"] = float(np.std(values, ddof=1))
         out.append(row)
+    return out
+
+
+def pareto_front(rows: list[dict]) -> list[str]:
+    """Models no other model beats on both F1 and served latency, fastest first: the only sensible picks."""
+    front = [r for r in rows if not any(o["f1"] >= r["f1"] and o["served_ms_per_100"] <= r["served_ms_per_100"]
+                                        and (o["f1"], o["served_ms_per_100"]) != (r["f1"], r["served_ms_per_100"]) for o in rows)]
+    return [r["model"] for r in sorted(front, key=lambda r: r["served_ms_per_100"])]
+
+
+def summary(rows: list[dict]) -> dict[str, Any]:
+    """Which model wins F1, F1 per served ms, F1 gained over the floor per ms, and the F1–latency Pareto front."""
+    out = {"best_f1": max(rows, key=lambda r: r["f1"])["model"], "best_f1_per_ms": max(rows, key=lambda r: r["f1_per_ms"])["model"],
+           "pareto_front": pareto_front(rows)}
+    if all("gain_per_ms" in r for r in rows):
+        out["best_gain_per_ms"] = max(rows, key=lambda r: r["gain_per_ms"])["model"]
     return out
 
 
@@ -175,7 +198,7 @@ def display_rows(rows: list[dict], columns: list[str]) -> list[dict]:
                 d[c] = f"{v:.{1 if c.endswith('seconds') else 3}f} ± {r[f'{c}_std']:.{1 if c.endswith('seconds') else 3}f}"
             elif c in ("latency_ms_per_100", "served_ms_per_100", "train_seconds") and isinstance(v, float):
                 d[c] = f"{v:.1f}"
-            elif c == "f1_per_ms" and isinstance(v, float):
+            elif c in ("f1_per_ms", "gain_per_ms") and isinstance(v, float):
                 d[c] = f"{v:.4f}"
             else:
                 d[c] = v
@@ -209,7 +232,7 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
         if r == 0:
             first_probs, first_models = probs, fitted
     rows = aggregate(runs)
-    columns = COLUMNS if repeats == 1 else [*COLUMNS, "repeats"]
+    columns = [c for c in COLUMNS if c in rows[0]] + (["repeats"] if repeats > 1 else [])
     write_results(out, rows, [c for c in [*columns, "n_test"] if c in rows[0]] + [c for c in rows[0] if c.endswith("_std")])
     atomic_write_text(out / "results.md", markdown_table(display_rows(rows, columns), columns) + "\n")
 
@@ -228,13 +251,18 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
         for name, model in first_models.items():
             if hasattr(model, "save"):
                 model.save(out / "models" / name)
-    atomic_write_json(out / "run.json", run_info(data, parts, names, budget, fast, seed, repeats, threads))
+    atomic_write_json(out / "run.json", {**run_info(data, parts, names, budget, fast, seed, repeats, threads), "summary": summary(rows)})
 
     print("\n" + text_table(display_rows(rows, columns), columns))
-    best_f1 = max(rows, key=lambda r: r["f1"])
-    best_eff = max(rows, key=lambda r: r["f1_per_ms"])
+    best = summary(rows)
+    by_name = {r["model"]: r for r in rows}
+    best_f1, best_eff = by_name[best["best_f1"]], by_name[best["best_f1_per_ms"]]
     print(f"\nbest F1: {best_f1['model']} ({best_f1['f1']:.3f}); best F1 per ms: {best_eff['model']} "
-          f"({best_eff['f1_per_ms']:.4f} F1/ms at {best_eff['served_ms_per_100']:.1f} ms per 100 pairs served); table: {out / 'results.md'}")
+          f"({best_eff['f1_per_ms']:.4f} F1/ms at {best_eff['served_ms_per_100']:.1f} ms per 100 pairs served)")
+    if "best_gain_per_ms" in best:
+        gain = by_name[best["best_gain_per_ms"]]
+        print(f"best F1 gained over the {FLOOR} floor per ms: {gain['model']} ({gain['gain_per_ms']:+.4f} F1/ms)")
+    print(f"F1–latency Pareto front (fastest first): {', '.join(best['pareto_front'])}; table: {out / 'results.md'}")
     return rows
 
 
@@ -313,7 +341,7 @@ def _pyplot():
 
 
 def plot_f1_latency(rows: list[dict], path: str | Path) -> None:
-    """Test F1 against served CPU latency per 100 pairs (log scale), one labelled point per model."""
+    """Test F1 against served CPU latency per 100 pairs (log scale), one labelled point per model, the Pareto front dashed."""
     from .reporting import _save_figure
 
     plt = _pyplot()
@@ -321,6 +349,11 @@ def plot_f1_latency(rows: list[dict], path: str | Path) -> None:
     for r in rows:
         ax.errorbar(r["served_ms_per_100"], r["f1"], xerr=r.get("served_ms_per_100_std"), yerr=r.get("f1_std"), fmt="o", capsize=3)
         ax.annotate(r["model"], (r["served_ms_per_100"], r["f1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = {r["model"]: r for r in rows}
+    front = [front[m] for m in pareto_front(rows)]
+    ax.plot([r["served_ms_per_100"] for r in front], [r["f1"] for r in front], "--", color="grey", alpha=0.6, zorder=0,
+            label="Pareto front (nothing both faster and better)")
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("CPU latency as served (products cached where possible), ms per 100 pairs (log)")
     ax.set_ylabel("test F1 (defect class)")
