@@ -269,11 +269,16 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
 def run_sweep(data, out: str | Path, param: str, values: list[float] | None = None, *, fast: bool = False, repeats: int = 1,
               seed: int = 0, options: dict[str, Any] | None = None, load_kwargs: dict | None = None, threads: int = 2,
               budget: Budget | None = None, quiet: bool = False, echo: Callable[[str], None] = print) -> list[dict]:
-    """Loss calibration: test F1 of ``dl-jl`` for each value of ``alpha`` or ``beta`` (the seed's Tables 1 and 2)."""
+    """Loss calibration: test F1 of ``dl-jl`` for each value of ``alpha`` or ``beta`` (the seed's Tables 1 and 2).
+
+    Every fit reads the same texts through the same frozen pre-trained layers, so they share one
+    memo of those states (as the grid search does): the first fit pays the pass, the rest skip it.
+    """
     import torch
 
     from .config import TrainConfig
     from .estimator import DefectClassifier
+    from .model.bert import shared_memos
     from .reporting import markdown_table, text_table, write_results
     from .storage import atomic_write_text
     from .training import defect_metrics
@@ -291,23 +296,24 @@ def run_sweep(data, out: str | Path, param: str, values: list[float] | None = No
     labels = parts["test"]["label"].to_numpy()
     echo(f"sweep of {param} over {values} for dl-jl: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs")
     rows = []
-    for v in values:
-        scores = []
-        for r in range(repeats):
-            ctx = Context(budget, dict(options or {}), seed + r, threads, quiet, out, echo)
-            torch.set_num_threads(threads)
-            started = time.perf_counter()
-            clf = DefectClassifier(**ctx.neural(variant="dl-jl", **{param: float(v)})).fit(parts["train"], parts["valid"], quiet=quiet)
-            m = defect_metrics(labels, clf.predict_proba(parts["test"]), clf.threshold_)
-            scores.append({"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "valid_f1": float(clf.valid_f1_),
-                           "train_seconds": time.perf_counter() - started})
-            echo(f"{param}={v} seed {seed + r}: test F1 {m['f1']:.3f}")
-        row = {param: float(v), other: float(ctx.neural().get(other, getattr(TrainConfig(), other)))}
-        for key in scores[0]:
-            row[key] = float(np.mean([s[key] for s in scores]))
-            if repeats > 1:
-                row[f"{key}_std"] = float(np.std([s[key] for s in scores], ddof=1))
-        rows.append(row)
+    with shared_memos():
+        for v in values:
+            scores = []
+            for r in range(repeats):
+                ctx = Context(budget, dict(options or {}), seed + r, threads, quiet, out, echo)
+                torch.set_num_threads(threads)
+                started = time.perf_counter()
+                clf = DefectClassifier(**ctx.neural(variant="dl-jl", **{param: float(v)})).fit(parts["train"], parts["valid"], quiet=quiet)
+                m = defect_metrics(labels, clf.predict_proba(parts["test"]), clf.threshold_)
+                scores.append({"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "valid_f1": float(clf.valid_f1_),
+                               "train_seconds": time.perf_counter() - started})
+                echo(f"{param}={v} seed {seed + r}: test F1 {m['f1']:.3f}")
+            row = {param: float(v), other: float(ctx.neural().get(other, getattr(TrainConfig(), other)))}
+            for key in scores[0]:
+                row[key] = float(np.mean([s[key] for s in scores]))
+                if repeats > 1:
+                    row[f"{key}_std"] = float(np.std([s[key] for s in scores], ddof=1))
+            rows.append(row)
     columns = [param, other, "precision", "recall", "f1", "valid_f1", "train_seconds"]
     write_results(out, rows, columns + [c for c in rows[0] if c.endswith("_std")], stem=f"sweep_{param}")
     atomic_write_text(out / f"sweep_{param}.md", markdown_table(display_rows(rows, columns), columns) + "\n")
