@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .config import ModelConfig, TrainConfig, split_options, to_dict
-from .data import build_triplets, load_pairs, normalize_text, split_by_query
+from .data import build_triplets, load_pairs, normalize_text, split_by_query, text_pairs
 from .data.tokenizer import TextTokenizer
 from .errors import DataError, NotFittedError
 from .model import DefectNet
@@ -124,15 +124,8 @@ class DefectClassifier:
     def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None, batch_size: int = 1024) -> np.ndarray:
         """Defect probability per (query, title) pair; pass two sequences or one table."""
         self._check_fitted()
-        if isinstance(queries, pd.DataFrame):
-            missing = {"query", "title"} - set(queries.columns)
-            if missing:
-                raise DataError(f"predict_proba needs columns query and title; missing: {', '.join(sorted(missing))}")
-            pairs = pd.DataFrame({"query": queries["query"].astype(str).map(normalize_text), "title": queries["title"].astype(str).map(normalize_text)})
-        else:
-            if titles is None or len(queries) != len(titles):
-                raise DataError("predict_proba needs as many titles as queries")
-            pairs = pd.DataFrame({"query": [normalize_text(str(q)) for q in queries], "title": [normalize_text(str(t)) for t in titles]})
+        q, t = text_pairs(queries, titles)
+        pairs = pd.DataFrame({"query": q, "title": t})
         enc = self._encode(pairs, labels=False)
         logits = predict_logits(self.model_, enc.query, enc.title, batch_size, self.train_config_.device)
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

@@ -1,6 +1,8 @@
 import pandas as pd
+import pytest
 
-from defectnas.data import normalize_series, normalize_text
+from defectnas.data import normalize_series, normalize_text, text_pairs
+from defectnas.errors import DataError
 
 
 def test_normalize_text_folds_width_case_and_whitespace():
@@ -16,3 +18,18 @@ def test_normalize_series_matches_scalar_and_keeps_missing():
     assert out.tolist()[:2] == [normalize_text("A  B"), normalize_text("\u3000x\u2028y ")] == ["a b", "x y"]
     assert out.isna().tolist() == [False, False, True, True, False]
     assert out.iloc[4] == "q"
+
+
+def test_text_pairs_takes_a_table_or_two_lists_and_normalises_both():
+    table = pd.DataFrame({"query": ["Drill  BIT"], "title": ["ｄｒｉｌｌ Bit Set"], "label": [0]})
+    assert text_pairs(table) == (["drill bit"], ["drill bit set"])
+    assert text_pairs(["Drill  BIT"], ["ｄｒｉｌｌ Bit Set"]) == (["drill bit"], ["drill bit set"])
+
+
+def test_text_pairs_names_what_is_wrong():
+    with pytest.raises(DataError, match="missing: title"):
+        text_pairs(pd.DataFrame({"query": ["a"]}))
+    with pytest.raises(DataError, match="as many titles as queries"):
+        text_pairs(["a", "b"], ["x"])
+    with pytest.raises(DataError, match="as many titles as queries"):
+        text_pairs(["a"])

@@ -1,4 +1,4 @@
-"""What every baseline shares: the (query, title) input forms and the model-directory stamp.
+"""What every baseline shares: the thresholded predict, the model-directory stamp and config check.
 
 Why: the comparison calls every model the same way — ``predict_proba(table)`` or
 ``predict_proba(queries, titles)`` — on the same normalised text, and every saved baseline
@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..data.text import normalize_text
 from ..errors import DataError, NotFittedError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 LABELS = {"0": "relevant", "1": "defect"}
-
-
-def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
-    """Normalised query and title lists from a table (``query``, ``title``) or two sequences."""
-    if isinstance(queries, pd.DataFrame):
-        missing = {"query", "title"} - set(queries.columns)
-        if missing:
-            raise DataError(f"the table needs columns query and title; missing: {', '.join(sorted(missing))}")
-        titles, queries = queries["title"].tolist(), queries["query"].tolist()
-    if titles is None or len(queries) != len(titles):
-        raise DataError("predict_proba needs as many titles as queries")
-    return [normalize_text(str(q)) for q in queries], [normalize_text(str(t)) for t in titles]
 
 
 def stamp(model_type: str, **extra: Any) -> dict[str, Any]:

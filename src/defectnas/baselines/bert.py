@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 
 from .. import __version__
+from ..data.text import text_pairs
 from ..errors import DataError
 from ..model.pretrained import resolve_model_path
 from ..training.losses import weighted_bce
 from ..training.metrics import best_threshold
-from ._common import FORMAT_VERSION, LABELS, ThresholdedClassifier, check_fitted, read_config, text_pairs
+from ._common import FORMAT_VERSION, LABELS, ThresholdedClassifier, check_fitted, read_config
 
 
 class CrossEncoderClassifier(ThresholdedClassifier):

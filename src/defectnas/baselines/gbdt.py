@@ -16,10 +16,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.text import text_pairs
 from ..errors import DataError
 from ..storage import atomic_write_json
 from ..training.metrics import best_threshold
-from ._common import CONFIG_FILE, ThresholdedClassifier, check_fitted, read_config, stamp, text_pairs
+from ._common import CONFIG_FILE, ThresholdedClassifier, check_fitted, read_config, stamp
 from .text_features import FEATURES, PairFeatures
 
 BOOSTER_FILE = "booster.txt"

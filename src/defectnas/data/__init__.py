@@ -11,7 +11,7 @@ from .load import load_pairs, title_id
 from .readers import read_table
 from .splits import split_by_query
 from .stats import describe, format_description
-from .text import normalize_series, normalize_text
+from .text import normalize_series, normalize_text, text_pairs
 from .triplets import build_triplets
 
 # (tokenizer re-exports go here)
@@ -28,6 +28,7 @@ __all__ = [
     "load_pairs",
     "normalize_series",
     "normalize_text",
+    "text_pairs",
     "read_table",
     "split_by_query",
     "title_id",

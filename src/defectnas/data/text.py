@@ -9,9 +9,11 @@ non-breaking spaces), then the text is lower-cased and its whitespace collapsed.
 from __future__ import annotations
 
 import unicodedata
+from typing import Sequence
 
 import pandas as pd
 
+from ..errors import DataError
 from ._common import is_missing
 
 
@@ -29,3 +31,19 @@ def normalize_series(values: pd.Series) -> pd.Series:
     out = [None if is_missing(v) else normalize_text(v) for v in values.tolist()]
     return pd.Series(out, index=values.index, dtype=object, name=values.name)
 
+
+
+def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """Normalised query and title lists from a table (``query``, ``title``) or two sequences.
+
+    Why here: every model's ``predict_proba`` takes either form, and all of them must see the
+    same normalised text as training did.
+    """
+    if isinstance(queries, pd.DataFrame):
+        missing = {"query", "title"} - set(queries.columns)
+        if missing:
+            raise DataError(f"predict_proba needs columns query and title; missing: {', '.join(sorted(missing))}")
+        titles, queries = queries["title"].tolist(), queries["query"].tolist()
+    if titles is None or len(queries) != len(titles):
+        raise DataError("predict_proba needs as many titles as queries")
+    return [normalize_text(q) for q in queries], [normalize_text(t) for t in titles]
