@@ -97,6 +97,10 @@ def test_repeats_report_mean_and_std(synthetic_pairs, tiny_options, tmp_path):
     assert rows[0]["f1_std"] == 0.0  # the floor does not depend on the seed
     assert rows[0]["gain_per_ms"] == 0.0 and "gain_per_ms_std" in rows[1]
     assert " ± " in (tmp_path / "results.md").read_text()
+    by_seed = pd.read_csv(tmp_path / "results_by_seed.csv")
+    assert sorted(by_seed["seed"].unique()) == [0, 1] and len(by_seed) == 2 * len(rows)
+    gbdt = by_seed[by_seed["model"] == "gbdt"]["f1"]
+    assert abs(gbdt.mean() - rows[1]["f1"]) < 1e-9  # the table's mean is the mean of these rows
 
 
 def test_sweep_writes_table(synthetic_pairs, tiny_options, tmp_path):

@@ -13,7 +13,7 @@ millisecond, training seconds), ``pr_curves.png``, ``f1_latency.png``,
 ``gbdt_importance.png`` (when gbdt ran), ``predictions.parquet`` (every model's test
 probabilities, one column per model, on the same rows) and ``run.json`` (split, budget,
 versions). ``--repeats N`` retrains with seeds seed…seed+N−1 on the same split and reports
-mean ± std; ``--sweep alpha|beta`` writes the loss-calibration tables of ``dl-jl`` instead.
+mean ± std, every run's own row in ``results_by_seed.csv``; ``--sweep alpha|beta`` writes the loss-calibration tables of ``dl-jl`` instead.
 
 Models: ``dl-gs`` (grid search), ``transfer``, ``dl-jl``, ``dl-rl`` and ``dl-rl-ml`` (the RL
 search, from :mod:`defectnas.search`), ``lstm``, ``coattention``, ``gbdt``, ``bert``, and the
@@ -235,6 +235,9 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
     columns = [c for c in COLUMNS if c in rows[0]] + (["repeats"] if repeats > 1 else [])
     write_results(out, rows, [c for c in [*columns, "n_test"] if c in rows[0]] + [c for c in rows[0] if c.endswith("_std")])
     atomic_write_text(out / "results.md", markdown_table(display_rows(rows, columns), columns) + "\n")
+    if repeats > 1:  # the mean hides which seed was lucky; keep every run's own row
+        by_seed = pd.DataFrame([{"seed": seed + r, **row} for r, run in enumerate(runs) for row in run])
+        atomic_write_text(out / "results_by_seed.csv", by_seed.to_csv(index=False))
 
     labels = test["label"].to_numpy()
     preds = test[["query", "title", "label"]].copy()
