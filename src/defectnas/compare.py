@@ -13,7 +13,8 @@ millisecond, training seconds), ``pr_curves.png``, ``f1_latency.png``,
 ``gbdt_importance.png`` (when gbdt ran), ``predictions.parquet`` (every model's test
 probabilities, one column per model, on the same rows) and ``run.json`` (split, budget,
 versions). ``--repeats N`` retrains with seeds seed…seed+N−1 on the same split and reports
-mean ± std, every run's own row in ``results_by_seed.csv``; ``--sweep alpha|beta`` writes the loss-calibration tables of ``dl-jl`` instead.
+mean ± std (every run's own row in ``results_by_seed.csv``); ``--sweep alpha|beta`` writes the
+loss-calibration tables of ``dl-jl`` instead.
 
 Models: ``dl-gs`` (grid search), ``transfer``, ``dl-jl``, ``dl-rl`` and ``dl-rl-ml`` (the RL
 search, from :mod:`defectnas.search`), ``lstm``, ``coattention``, ``gbdt``, ``bert``, and the

@@ -32,7 +32,6 @@ def normalize_series(values: pd.Series) -> pd.Series:
     return pd.Series(out, index=values.index, dtype=object, name=values.name)
 
 
-
 def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
     """Normalised query and title lists from a table (``query``, ``title``) or two sequences.
 
