@@ -134,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from .quickstart import resolve_data, run_quickstart
 
-    data = resolve_data(args.data, ask=input)
+    data = resolve_data(args.data, echo=lambda m: _echo(args, m))  # --data, $DEFECTNAS_DATA, else the embedded ESCI sample
     run_quickstart(data, args.out, _options(args), seed=args.seed, quiet=args.quiet, load_kwargs=_load_kwargs(args),
                    echo=lambda m: _echo(args, m))
 
@@ -252,14 +252,22 @@ def cmd_search(args: argparse.Namespace) -> None:
     else:
         cfg = SearchConfig.from_dict(given)
     result = run_search(cfg, args.out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m))
-    best = next((e for e in result.top_k if e.get("best")), None)
-    summary = {"out": str(result.out), "trials": len(result.trials), "best_dir": str(result.best_dir) if result.best_dir else None,
-               "best": best, "seconds": round(result.seconds, 1)}
+    report = result.final.get("report", {})
+    best = next((c for c in report.get("candidates", []) if c.get("best")), None)
+    floor = {k: v for k, v in result.noise_floor.items() if k in ("metric", "child_seeds", "repeats", "mean", "std_of_mean", "seed_std")}
+    summary = {"out": str(result.out), "trials": len(result.trials), "noise_floor": floor,
+               "best_dir": str(result.best_dir) if result.best_dir else None,
+               "best": {k: best.get(k) for k in ("architecture", "valid_metric", "valid_metric_std", "test_ap", "test_f1", "latency_ms",
+                                                  "search_metric", "selection_bias")} if best else None,
+               "pareto": [{k: e[k] for k in ("n", "latency_ms", "valid_metric", "test_ap")} for e in report.get("pareto", [])],
+               "paired_test": report.get("paired_test"), "seconds": round(result.seconds, 1)}
     print(json.dumps(summary, indent=2))
 
 
-_SEARCH_FLAGS = ("trials", "top_k", "latency_weight", "latency_target_ms", "child_epochs", "child_rows", "child_valid_rows",
-                 "final_epochs", "final_rows", "workers", "ray_address", "strategy", "variant", "threads")
+_SEARCH_FLAGS = ("space", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
+                 "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "final_seeds", "final_epochs",
+                 "final_rows", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
+                 "variant", "threads")
 
 
 # --------------------------------------------------------------------- parser
@@ -293,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("quickstart", help="the main job: train the three variants, print and save the results table")
+    p = sub.add_parser("quickstart", help="the main job: train the three variants, print and save the results table "
+                       "(data: --data, else $DEFECTNAS_DATA, else the embedded ESCI sample)")
     _add_data_options(p, required=False)
     p.add_argument("--out", default="defectnas-quickstart", help="output folder (results.*, pr_curve.png, model/)")
     _add_model_options(p)
@@ -327,28 +336,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("search", help="RL architecture search of the product encoder (dl-rl; --matching: dl-rl-ml)",
-                       description="Search the product (title) encoder's layers with an LSTM controller trained by "
-                                   "REINFORCE; the query encoder stays fixed (it runs online for every request). Each "
-                                   "child is trained on a small budget; the top-k are retrained and the best is saved "
-                                   "as DIR/best (a model directory for evaluate, predict and serve). Resumable: "
-                                   "rerun with --resume after any interruption.")
+    p = sub.add_parser("search", help="architecture search (serving space: accuracy and served latency; seed space: the paper's)",
+                       description="Search the two-tower model's architecture with REINFORCE (the paper's LSTM controller), "
+                                   "random search or regularized evolution. The serving space (default) searches what moves "
+                                   "accuracy or served latency; the seed space the paper's per-layer ops of the product encoder. "
+                                   "Before sampling, the noise floor is measured (the default architecture under several seed "
+                                   "sets); every child trains under the same K seeds and is scored by validation AP. The top-k "
+                                   "and the accuracy-latency Pareto front are retrained with fresh seeds and saved (DIR/best, "
+                                   "DIR/pareto/<n>: model directories for evaluate, predict, cache and serve), and a paired test "
+                                   "says whether the best beats train's default by more than noise. Resumable: rerun with --resume.")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="search folder: trials.jsonl, controller checkpoint, plots, top_k.json, best/")
-    p.add_argument("--trials", type=int, help="children to sample and evaluate (default 200)")
-    p.add_argument("--top-k", type=int, help="best architectures retrained with the full budget (default 10; 0: none)")
-    p.add_argument("--latency-weight", type=float, help="W > 0: reward F1·(latency/target)^(-W) with measured CPU latency (default 0: F1)")
-    p.add_argument("--latency-target", type=float, dest="latency_target_ms", help="target ms per 100 pairs (default: the default architecture's, measured)")
-    p.add_argument("--child-epochs", type=int, help="epochs per search child (default 1)")
-    p.add_argument("--child-rows", type=int, help="training pairs per search child (default 2000; 0: all)")
-    p.add_argument("--child-valid-rows", type=int, help="validation pairs scoring a search child (default 2000; 0: all)")
-    p.add_argument("--final-epochs", type=int, help="epochs of the top-k retrains (default: the model's, 8)")
-    p.add_argument("--final-rows", type=int, help="training pairs of the top-k retrains (default 0: all)")
-    p.add_argument("--workers", type=int, help="children trained at once in local processes; also the controller's batch (default 1)")
+    from .search.config import SearchConfig  # no torch: cheap
+
+    d = SearchConfig()
+    p.add_argument("--space", choices=["serving", "seed"], help="serving (default): query depth, fine-tuning, token cap, cells, width, "
+                   "matching, sentence vector; seed: the paper's per-layer ops of 5 title cells")
+    p.add_argument("--strategy", choices=["rl", "random", "evolution"], help="rl: LSTM controller + REINFORCE (default); random: uniform; "
+                   "evolution: regularized evolution")
+    p.add_argument("--trials", type=int, help=f"children to sample and evaluate (default {d.trials})")
+    p.add_argument("--reward-metric", choices=["ap", "f1"], help="ap (default): average precision on the whole validation split; f1: at the tuned threshold")
+    p.add_argument("--child-seeds", type=int, help=f"K: every child trains under the same K seeds, reward = their mean (default {d.child_seeds})")
+    p.add_argument("--latency-budget-ms", type=float, help="hard budget per served request (1 query × 100 cached products): children over it get reward 0")
+    p.add_argument("--latency-weight", type=float, help="W > 0: reward metric·(latency/target)^(-W) (MnasNet; default 0)")
+    p.add_argument("--latency-target", type=float, dest="latency_target_ms", help="target ms per request (default: the default architecture's, measured)")
+    p.add_argument("--child-epochs", type=int, help=f"epochs per search child (default {d.child_epochs})")
+    p.add_argument("--child-rows", type=int, help=f"training pairs per search child (default {d.child_rows}; 0: all)")
+    p.add_argument("--child-valid-rows", type=int, help="validation pairs scoring a search child (default 0: the whole validation split)")
+    p.add_argument("--noise-repeats", type=int, help=f"the noise floor: the default architecture under this many K-seed sets (default {d.noise_repeats}; 0: skip)")
+    p.add_argument("--top-k", type=int, help=f"best architectures retrained with the full budget (default {d.top_k})")
+    p.add_argument("--pareto-max", type=int, help=f"Pareto-front architectures retrained and saved under pareto/<n>/ (default {d.pareto_max})")
+    p.add_argument("--final-seeds", type=int, help=f"fresh seeds per retrain, for the paired test against train's default (default {d.final_seeds})")
+    p.add_argument("--final-epochs", type=int, help="epochs of the retrains (default: the model's)")
+    p.add_argument("--final-rows", type=int, help="training pairs of the retrains (default 0: all)")
+    p.add_argument("--budget-minutes", type=float, help="stop sampling after this many minutes, then retrain what there is (default: no bound)")
+    p.add_argument("--controller-batch", type=int, dest="batch_size", help="architectures per strategy step (default: rl max(4, workers), others workers)")
+    p.add_argument("--population", type=int, help=f"evolution: population size (default {d.population})")
+    p.add_argument("--sample-size", type=int, help=f"evolution: tournament size (default {d.sample_size})")
+    p.add_argument("--workers", type=int, help="children trained at once in local processes (default 1)")
     p.add_argument("--ray-address", help="run children as Ray tasks: auto, local, or ray://host:port (needs pip install ray)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out (nothing finished is lost or rerun)")
-    p.add_argument("--matching", action="store_true", help="search with the multi-perspective matching layer (dl-rl-ml)")
-    p.add_argument("--strategy", choices=["rl", "random"], help="rl: LSTM controller + REINFORCE (default); random: uniform baseline")
+    p.add_argument("--matching", action="store_true", help="seed space: add the multi-perspective matching layer (dl-rl-ml)")
     p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss of children and final models (default dl-gs)")
     p.add_argument("--config", help="JSON file of base model/training options for children and final models (e.g. d_model)")
     p.add_argument("--threads", type=int, help="torch CPU threads per child (default 1)")

@@ -61,7 +61,10 @@ class ModelConfig:
     freeze_embeddings: bool = True  # keep a pre-trained embedding table fixed (only the projection learns)
     backbone_layers: int = 6  # pre-trained contextual layers (of pretrained_model) under the title tower; 0: word embeddings only
     query_backbone_layers: int = 6  # the same for the query tower (runs once per request, ~7 ms for 6 layers); both > 0 adds MiniLM's sentence vector
-    backbone_trainable: int = 0  # top pre-trained layers fine-tuned; the ones below stay frozen (and memoised while training)
+    backbone_trainable: int = 0  # top pre-trained layers fine-tuned, shared by both towers; the ones below stay frozen (and memoised while training)
+    query_backbone_trainable: int = 0  # top N of the query tower's pre-trained layers fine-tuned as the tower's own copy (the search's choice)
+    title_backbone_trainable: int = 0  # the same for the title tower (cached, so it costs training time, not serving time)
+    sentence_vector: bool = True  # append the pre-trained model's sentence vector to each pooled vector (needs contextual layers in both towers)
     backbone: dict = field(default_factory=dict)  # architecture of the pre-trained model (set at fit time from its config.json)
     matching: bool = True  # the multi-perspective matching layer (on by default: +0.01 test F1 on Home Depot; off for the "dl-rl" search)
     perspectives: int = 8  # number of learned matching perspectives
@@ -84,8 +87,17 @@ class ModelConfig:
             raise ConfigError(f"lstm_layers must be at least 1, got {self.lstm_layers}")
         if self.embedding_init == "trained":  # a vocabulary of our own: no pre-trained model at all
             self.backbone_layers = self.query_backbone_layers = self.backbone_trainable = 0
+            self.query_backbone_trainable = self.title_backbone_trainable = 0
         if min(self.backbone_layers, self.query_backbone_layers, self.backbone_trainable) < 0:
             raise ConfigError("backbone_layers, query_backbone_layers and backbone_trainable must be 0 or more")
+        if min(self.query_backbone_trainable, self.title_backbone_trainable) < 0:
+            raise ConfigError("query_backbone_trainable and title_backbone_trainable must be 0 or more")
+        if self.query_backbone_trainable > self.query_backbone_layers or self.title_backbone_trainable > self.backbone_layers:
+            raise ConfigError(f"a tower cannot fine-tune more pre-trained layers than it uses (query {self.query_backbone_trainable} of "
+                              f"{self.query_backbone_layers}, title {self.title_backbone_trainable} of {self.backbone_layers})")
+        if self.backbone_trainable and (self.query_backbone_trainable or self.title_backbone_trainable):
+            raise ConfigError("backbone_trainable (shared fine-tuned layers) and query/title_backbone_trainable (per-tower copies) "
+                              "cannot be combined; use one or the other")
         if self.backbone_trainable > max(self.backbone_layers, self.query_backbone_layers):
             raise ConfigError(f"backbone_trainable ({self.backbone_trainable}) exceeds the pre-trained layers used ({max(self.backbone_layers, self.query_backbone_layers)})")
         if self.d_model <= 0 or self.query_max_len <= 0 or self.title_max_len <= 0:

@@ -118,6 +118,7 @@ class DefectClassifier:
         self.threshold_ = result.threshold
         self.history_ = result.history
         self.valid_f1_ = result.best_f1
+        self.valid_ap_ = result.best_ap
         return self
 
     # --------------------------------------------------------------- prediction
@@ -157,6 +158,7 @@ class DefectClassifier:
             "train": to_dict(self.train_config_),
             "threshold": self.threshold_,
             "valid_f1": self.valid_f1_,
+            "valid_ap": getattr(self, "valid_ap_", None),
             "labels": LABELS,
             "tokenizer": {"file": "tokenizer.json", "query_max_len": self.model_config_.query_max_len, "title_max_len": self.model_config_.title_max_len},
             "history": self.history_,
@@ -186,6 +188,7 @@ class DefectClassifier:
         clf.model_config_, clf.train_config_ = mcfg, tcfg
         clf.threshold_ = float(config["threshold"])
         clf.valid_f1_ = config.get("valid_f1")
+        clf.valid_ap_ = config.get("valid_ap")
         clf.history_ = config.get("history", [])
         return clf
 

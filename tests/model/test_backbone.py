@@ -159,19 +159,75 @@ def test_sentence_vector_is_minilms_own_sentence_embedding(minilm):
         assert torch.allclose(sentence[i], expected, atol=1e-3)
 
 
-def test_search_latency_times_the_shared_frozen_pass_once_per_process(synthetic_split, monkeypatch):
-    """Children of a search share the frozen layers, so their pass is timed once and added to each
-    child's own (cells + scoring) time; the model's training memo is left as it was."""
+def test_each_tower_can_fine_tune_its_own_copy_of_its_top_layers(minilm, synthetic_split, tmp_path):
+    """query/title_backbone_trainable: a tower's own copies of its top layers start as the pre-trained
+    layers (same outputs as the frozen model), train at backbone_lr, and leave the shared layers alone."""
+    from defectnas.config import ModelConfig, TrainConfig
+    from defectnas.model import DefectNet
+    from defectnas.training.trainer import _param_groups
+
+    backbone = {**read_bert_config(minilm[0]), "cls_token_id": 101, "sep_token_id": 102}
+    cfg = dict(d_model=16, vocab_size=30522, embedding_dim=384, backbone_layers=3, query_backbone_layers=2, backbone=backbone,
+               title_layers=[], query_layers=[])
+    tuned_net = DefectNet(ModelConfig(**cfg, title_backbone_trainable=2, query_backbone_trainable=1))
+    frozen_net = DefectNet(ModelConfig(**cfg))
+    weights = minilm[2]
+    for net in (tuned_net, frozen_net):
+        net.load_backbone(weights)
+        net.eval()
+    ids = torch.from_numpy(minilm[1].encode(TEXTS, 16))
+    for tower in ("title_encoder", "query_encoder"):
+        a = getattr(tuned_net, tower).embed.backbone(ids, getattr(tuned_net, tower).embed.depth, getattr(tuned_net, tower).embed.top)
+        b = getattr(frozen_net, tower).embed.backbone(ids, getattr(frozen_net, tower).embed.depth)
+        assert torch.allclose(a, b, atol=1e-5), tower
+    assert len(tuned_net.title_encoder.embed.top) == 2 and len(tuned_net.query_encoder.embed.top) == 1
+    assert not any(p.requires_grad for p in tuned_net.backbone.parameters())  # the shared layers stay frozen
+    new, tuned = _param_groups(tuned_net, TrainConfig(lr=1e-3, backbone_lr=1e-5))
+    copies = {id(p) for t in (tuned_net.title_encoder, tuned_net.query_encoder) for p in t.embed.top.parameters()}
+    assert tuned["lr"] == 1e-5 and {id(p) for p in tuned["params"]} == copies and not copies & {id(p) for p in new["params"]}
+
+    train, valid = synthetic_split["train"].head(64), synthetic_split["valid"].head(16)
+    opts = dict(d_model=16, query_layers=[], title_layers=[], backbone_layers=2, query_backbone_layers=1, title_backbone_trainable=1,
+                query_backbone_trainable=1, dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, seed=0,
+                backbone_lr=1e-3)
+    clf = DefectClassifier(**opts).fit(train, valid, quiet=True)
+    top = clf.model_.title_encoder.embed.top[0]
+    assert not torch.equal(top.output.dense.weight, clf.model_.backbone.encoder.layer[1].output.dense.weight)  # it trained
+    assert torch.equal(clf.model_.backbone.encoder.layer[1].output.dense.weight, weights["encoder.layer.1.output.dense.weight"])
+    clf.save(tmp_path / "m")
+    again = DefectClassifier.load(tmp_path / "m")
+    assert np.allclose(again.predict_proba(valid), clf.predict_proba(valid), atol=1e-6)
+    with pytest.raises(ConfigError, match="cannot fine-tune more pre-trained layers than it uses"):
+        DefectClassifier(**{**opts, "query_backbone_trainable": 2}).fit(train, valid, quiet=True)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        DefectClassifier(**{**opts, "backbone_trainable": 1}).fit(train, valid, quiet=True)
+
+
+def test_sentence_vector_can_be_left_out(minilm):
+    from defectnas.config import ModelConfig
+    from defectnas.model import DefectNet
+
+    backbone = {**read_bert_config(minilm[0]), "cls_token_id": 101, "sep_token_id": 102}
+    cfg = dict(d_model=16, vocab_size=30522, embedding_dim=384, backbone_layers=1, query_backbone_layers=1, backbone=backbone,
+               title_layers=[], query_layers=[])
+    assert DefectNet(ModelConfig(**cfg)).vector_dim == 16 + 384
+    net = DefectNet(ModelConfig(**cfg, sentence_vector=False)).eval()
+    assert net.vector_dim == 16
+    ids = torch.from_numpy(minilm[1].encode(TEXTS, 16))
+    assert net.encode_title(ids).vector.shape == (3, 16)
+
+
+def test_search_latency_is_one_served_request(synthetic_split):
+    """A child's latency: the query tower on one unpadded query plus the score head over 100 cached
+    titles, at one thread; the model's training memo is left as it was."""
     from defectnas.search import child
 
-    monkeypatch.setattr(child, "_FROZEN_MS", {})
-    monkeypatch.setattr(child, "_LATENCY_MEMOS", {})
     train, valid = synthetic_split["train"].head(64), synthetic_split["valid"].head(16)
-    models = [DefectClassifier(d_model=16, query_layers=[], title_layers=layers, backbone_layers=2, query_backbone_layers=1,
-                               dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, seed=0).fit(train, valid, quiet=True)
-              for layers in ([{}], [{}, {"mixer": "glu"}])]
-    memo = models[0].model_.backbone.memo
-    latencies = [child.measure_latency(clf, valid, repeats=2) for clf in models]
-    assert all(ms > 0 for ms in latencies)
-    assert len(child._FROZEN_MS) == 1 and list(child._FROZEN_MS.values())[0] < min(latencies)  # one timing, inside each total
-    assert models[0].model_.backbone.memo is memo and not memo.enabled  # restored
+    clf = DefectClassifier(d_model=16, query_layers=[], title_layers=[{}], backbone_layers=2, query_backbone_layers=1,
+                           dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, seed=0).fit(train, valid, quiet=True)
+    memo = clf.model_.backbone.memo
+    queries, titles = child.latency_inputs(valid)
+    assert len(titles) == child.LATENCY_PRODUCTS and 1 <= len(queries) <= child.LATENCY_QUERIES
+    threads = torch.get_num_threads()
+    assert child.served_latency_ms(clf, queries, titles, repeats=30) > 0
+    assert torch.get_num_threads() == threads and clf.model_.backbone.memo is memo and not memo.enabled

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from defectnas.search.controller import Controller
-from defectnas.search.reinforce import Reinforce
-from defectnas.search.space import SearchSpace, arch_key
+from defectnas.search.reinforce import Reinforce, advantages
+from defectnas.search.space import SearchSpace, ServingSpace, arch_key
 
 from .fakes import fake_f1
 
@@ -45,9 +45,9 @@ def test_reinforce_learns_a_toy_reward():
     agent = Reinforce(Controller(SearchSpace(), seed=0), seed=0)
     rewards = []
     for _ in range(120):
-        arch = agent.sample().architecture
-        rewards.append(fake_f1(arch))
-        agent.update([arch], [rewards[-1]])
+        s = agent.sample()
+        rewards.append(fake_f1(s.architecture))
+        agent.update([s.actions], [rewards[-1]])
     assert sum(rewards[-30:]) / 30 > sum(rewards[:30]) / 30 + 0.03
     assert agent.step == 120 and agent.history[-1]["entropy"] < agent.history[0]["entropy"]
     glu = agent.controller.probabilities()[0]["('glu', 1)"]
@@ -56,7 +56,7 @@ def test_reinforce_learns_a_toy_reward():
 
 def test_baseline_is_a_moving_average_and_batches_share_it():
     agent = Reinforce(Controller(SearchSpace(num_layers=1)), baseline_decay=0.5)
-    a = agent.sample().architecture
+    a = agent.sample().actions
     rec = agent.update([a, a], [1.0, 0.0])
     assert rec["advantage_baseline"] == 0.5  # first batch: its mean
     assert agent.baseline == pytest.approx(0.5 * (0.5 * 0.5 + 0.5 * 1.0) + 0.5 * 0.0)
@@ -69,8 +69,8 @@ def test_checkpoint_restores_everything(tmp_path):
     space = SearchSpace()
     agent = Reinforce(Controller(space, seed=0), seed=0)
     for _ in range(3):
-        arch = agent.sample().architecture
-        agent.update([arch], [fake_f1(arch)])
+        s = agent.sample()
+        agent.update([s.actions], [fake_f1(s.architecture)])
     agent.save(tmp_path / "c.safetensors", {"next_trial": 3})
     expected = [arch_key(agent.sample().architecture) for _ in range(4)]
 
@@ -79,10 +79,38 @@ def test_checkpoint_restores_everything(tmp_path):
     assert restored.step == 3 and restored.baseline == agent.history[-1]["baseline"]
     assert [arch_key(restored.sample().architecture) for _ in range(4)] == expected
     # the optimizer continues too: one more identical update gives identical weights
-    arch = space.default_architecture()
+    actions = space.encode(space.default_architecture())
     agent2 = Reinforce(Controller(space, seed=0), seed=0)
     agent2.load(tmp_path / "c.safetensors")
-    restored.update([arch], [0.9])
-    agent2.update([arch], [0.9])
+    restored.update([actions], [0.9])
+    agent2.update([actions], [0.9])
     for (k, v), w in zip(restored.controller.state_dict().items(), agent2.controller.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_batched_reinforce_standardises_advantages_and_learns():
+    assert advantages([1.0, 0.0], baseline=5.0) == [1.0, -1.0]  # over the batch, not against the baseline
+    assert advantages([0.3, 0.3, 0.3], baseline=0.0) == [0.0, 0.0, 0.0]  # equal rewards teach nothing
+    assert advantages([0.4], baseline=0.1) == [pytest.approx(0.3)]  # one sample: against the moving average
+    agent = Reinforce(Controller(SearchSpace(), seed=0), seed=0)
+    rewards = []
+    for _ in range(40):  # 40 steps of 4 children
+        batch = [agent.sample() for _ in range(4)]
+        r = [fake_f1(s.architecture) for s in batch]
+        rewards += r
+        agent.update([s.actions for s in batch], r)
+    assert sum(rewards[-40:]) / 40 > sum(rewards[:40]) / 40 + 0.03
+
+
+def test_controller_skips_inactive_decisions_of_the_serving_space():
+    space = ServingSpace()
+    c = Controller(space, seed=0)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        s = c.sample(g)
+        cells = len(s.architecture["title_cells"])
+        cell_actions = [a for d, a in zip(space.decisions, s.actions) if d.layer >= 0]
+        assert sum(a >= 0 for a in cell_actions) == 3 * cells and sum(a == -1 for a in cell_actions) == 3 * (5 - cells)
+        log_prob, _ = c.evaluate_actions(s.actions)  # teacher forcing on the sampled actions is exact
+        assert log_prob.item() == pytest.approx(s.log_prob.item(), abs=1e-6)
+        assert space.decode(s.actions) == s.architecture

@@ -9,7 +9,7 @@ import pytest
 from defectnas.errors import ConfigError
 from defectnas.search.child import reward
 from defectnas.search.config import SearchConfig, merge_for_resume
-from defectnas.search.plots import pareto_front, plot_pareto, plot_rewards
+from defectnas.search.plots import pareto_front, plot_noise, plot_pareto, plot_rewards
 from defectnas.search.space import SearchSpace
 from defectnas.search.trials import TrialLog
 
@@ -41,18 +41,21 @@ def test_cache_and_top_k_count_distinct_trained_architectures(tmp_path):
     log = TrialLog(tmp_path / "trials.jsonl")
     log.append(record(0, ARCH_A, 0.5))
     log.append(record(1, ARCH_B, 0.7))
-    log.append(log.cached_copy(2, 2, ARCH_B, log.by_trial[1]))
+    log.append(log.cached_copy(2, 2, ARCH_B, [0] * 15, log.by_trial[1]))
     repeat = TrialLog(tmp_path / "trials.jsonl").by_trial[2]
     assert repeat["cached"] is True and repeat["cached_from"] == 1 and repeat["seconds"] == 0.0 and repeat["reward"] == 0.7
     assert [r["trial"] for r in log.top_k(5)] == [1, 0]
     assert len(log.cache) == 2 and len(log) == 3
 
 
-def test_reward_is_f1_or_mnasnet():
+def test_reward_is_the_metric_mnasnet_or_a_hard_budget():
     assert reward(0.6, 30.0, 10.0, 0.0) == 0.6
     assert reward(0.6, 10.0, 10.0, 0.07) == pytest.approx(0.6)
     assert reward(0.6, 20.0, 10.0, 0.5) == pytest.approx(0.6 * 2 ** -0.5)  # slower: less
     assert reward(0.6, 5.0, 10.0, 0.5) > 0.6  # faster: more
+    assert reward(0.6, 12.0, budget_ms=10.0) == 0.0  # over the budget: no credit (TuNAS)
+    assert reward(0.6, 9.9, budget_ms=10.0) == 0.6
+    assert reward(0.6, 9.9, 10.0, 0.5, budget_ms=10.0) == pytest.approx(0.6 * 0.99 ** -0.5)
 
 
 def test_pareto_front():
@@ -64,9 +67,11 @@ def test_pareto_front():
 def test_plots_are_png(tmp_path):
     records = [record(i, ARCH_A if i % 2 else ARCH_B, 0.4 + 0.01 * i) for i in range(6)]
     records[3]["cached"] = True
-    plot_rewards(records, tmp_path / "rewards.png")
-    plot_pareto(records, tmp_path / "pareto.png")
-    for name in ("rewards.png", "pareto.png"):
+    floor = {"reward_search_seeds": 0.42, "metric_search_seeds": 0.42, "std_of_mean": 0.01, "latency_ms": 5.0}
+    plot_rewards(records, tmp_path / "rewards.png", floor=floor)
+    plot_pareto(records, tmp_path / "pareto.png", floor=floor)
+    plot_noise(records, tmp_path / "noise.png", floor=floor)
+    for name in ("rewards.png", "pareto.png", "noise.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,13 +79,23 @@ def test_resume_may_change_only_how_much_and_where():
     saved = SearchConfig(data="x.csv", trials=10, seed=3, batch_size=2, latency_target_ms=12.0)
     merged = merge_for_resume(saved, {"trials": 20, "workers": 2, "seed": 3, "batch_size": 0, "latency_target_ms": 0.0})
     assert merged.trials == 20 and merged.workers == 2 and merged.batch_size == 2 and merged.latency_target_ms == 12.0
-    with pytest.raises(ConfigError, match="child_epochs: started with 1, now 3"):
+    with pytest.raises(ConfigError, match="child_epochs: started with 2, now 3"):
         merge_for_resume(saved, {"child_epochs": 3})
+    with pytest.raises(ConfigError, match="strategy: started with 'rl', now 'evolution'"):
+        merge_for_resume(saved, {"strategy": "evolution"})
 
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="strategy"):
-        SearchConfig(strategy="evolution")
+        SearchConfig(strategy="annealing")
+    with pytest.raises(ConfigError, match="space must be one of serving, seed"):
+        SearchConfig(space="huge")
+    with pytest.raises(ConfigError, match="reward_metric"):
+        SearchConfig(reward_metric="auc")
+    with pytest.raises(ConfigError, match="--matching is for --space seed"):
+        SearchConfig(space="serving", matching=True)
+    with pytest.raises(ConfigError, match="child_seeds"):
+        SearchConfig(child_seeds=0)
     with pytest.raises(ConfigError, match="title_layers is what the search chooses"):
         SearchConfig(options={"title_layers": []})
     with pytest.raises(ConfigError, match="unknown search setting"):

@@ -1,4 +1,5 @@
-"""The search loop with fake children: order, caching, top-k, checkpoints, resume after crashes, kill."""
+"""The search loop with fake children: order, caching, strategies, the noise floor, the latency
+budget, the Pareto export, checkpoints, resume after crashes and SIGKILL."""
 
 from __future__ import annotations
 
@@ -10,21 +11,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from defectnas.errors import ConfigError
 from defectnas.search.config import SearchConfig
 from defectnas.search.reinforce import Reinforce
-from defectnas.search.runner import run_search
-from defectnas.search.space import arch_key
+from defectnas.search.runner import child_seeds, final_seeds, run_search
+from defectnas.search.space import ServingSpace, arch_key
 from defectnas.storage import load_tensors
 
 from .conftest import read_trials
-from .fakes import fake_f1, kill_test_config
+from .fakes import fake_f1, fake_latency, kill_test_config
+
+STRATEGIES = ("rl", "random", "evolution")
 
 
 def config(data: Path, **kw) -> SearchConfig:
-    return SearchConfig(data=str(data), **{"trials": 8, "top_k": 0, "seed": 1, "options": {"d_model": 16}, **kw})
+    """The seed space by default here (fast to reason about); serving-space tests say so."""
+    base = {"trials": 8, "top_k": 0, "pareto_max": 0, "noise_repeats": 0, "seed": 1, "space": "seed", "batch_size": 1,
+            "options": {"d_model": 16}}
+    return SearchConfig(data=str(data), **{**base, **kw})
 
 
 def keys(records: list[dict]) -> list[str]:
@@ -32,32 +39,72 @@ def keys(records: list[dict]) -> list[str]:
 
 
 def test_search_writes_its_files(tmp_path, synthetic_csv, fake_children):
-    result = run_search(config(synthetic_csv, top_k=3), tmp_path / "s")
+    result = run_search(config(synthetic_csv, top_k=3, pareto_max=2, noise_repeats=2, final_seeds=2), tmp_path / "s")
     out = tmp_path / "s"
     trials = read_trials(out)
     assert [r["trial"] for r in trials] == list(range(8)) and [r["step"] for r in trials] == list(range(8))
     for r in trials:
-        assert {"trial", "architecture", "reward", "f1", "latency_ms", "seconds", "cached", "params"} <= set(r)
-        assert r["reward"] == pytest.approx(fake_f1(r["architecture"]))  # latency_weight 0: reward = F1
+        assert {"trial", "architecture", "actions", "reward", "metric", "spread", "ap", "f1", "ap_seeds", "latency_ms",
+                "seconds", "cached", "params"} <= set(r)
+        assert len(r["ap_seeds"]) == 2 and r["reward"] == pytest.approx(np.mean(r["ap_seeds"]), abs=1e-5)  # AP, mean of K=2 seeds
+        assert r["spread"] == pytest.approx(np.std(r["ap_seeds"], ddof=1), abs=1e-6)
     _, meta = load_tensors(out / "controller.safetensors")
     assert meta["step"] == 8 and meta["extra"]["next_trial"] == 8
-    for name in ("rewards.png", "pareto.png", "search.json", "top_k.json", "retrain.jsonl"):
+    for name in ("rewards.png", "pareto.png", "noise.png", "search.json", "top_k.json", "final.json", "retrain.jsonl", "noise.jsonl"):
         assert (out / name).exists(), name
     top = json.loads((out / "top_k.json").read_text())
-    assert [e["rank"] for e in top] == [1, 2, 3] and sum(e["best"] for e in top) == 1
+    assert [e["rank"] for e in top] == [1, 2, 3]
     assert top[0]["search_reward"] == max(r["reward"] for r in trials)
-    best = next(e for e in top if e["best"])
+    final = json.loads((out / "final.json").read_text())
+    best = next(c for c in final["candidates"] if c["best"])
+    assert "default" not in best["roles"] and best["valid_metric"] == max(
+        c["valid_metric"] for c in final["candidates"] if c["roles"] != ["default"])
     saved = json.loads((out / "best" / "config.json").read_text())["model"]["title_layers"]
     assert arch_key(saved) == arch_key(best["architecture"])
     assert result.best_dir == out / "best" and not (out / "retrain").exists()
-    assert len(fake_children) == 8 + 3  # 8 children (all distinct here) + 3 retrains
+    for c in final["candidates"]:  # search-time and retrained scores side by side
+        assert c["seeds"] == final_seeds(SearchConfig(seed=1, final_seeds=2)) and {"search_metric", "valid_metric", "test_ap"} <= set(c)
+    assert final["paired_test"]["queries"] > 0 and "beats_default" in final["paired_test"]
+    # 2 noise repeats + 8 children (distinct here) + the retrained candidates (default, top-3, front ≤ 2)
+    assert len(fake_children) == 2 + 8 + len(final["candidates"])
 
 
-def test_same_seed_same_sequence_other_seed_differs(tmp_path, synthetic_csv, fake_children):
-    a = run_search(config(synthetic_csv), tmp_path / "a").trials
-    b = run_search(config(synthetic_csv), tmp_path / "b").trials
-    c = run_search(config(synthetic_csv, seed=2), tmp_path / "c").trials
-    assert keys(a) == keys(b) and keys(a) != keys(c)
+def test_noise_floor_is_measured_first_and_saved(tmp_path, synthetic_csv, fake_children):
+    run_search(config(synthetic_csv, trials=3, noise_repeats=3, child_seeds=2), tmp_path / "s")
+    floor_jobs = fake_children[:3]
+    default = ServingSpace  # noqa: F841  (the seed space's default: attention ×4, ffn ×4 everywhere)
+    assert all(arch_key(j["architecture"]) == arch_key(floor_jobs[0]["architecture"]) for j in floor_jobs)
+    cfg = SearchConfig(seed=1, child_seeds=2)
+    assert [j["seeds"] for j in floor_jobs] == [child_seeds(cfg, 0), child_seeds(cfg, 1), child_seeds(cfg, 2)]
+    assert all(j["seeds"] == child_seeds(cfg) for j in fake_children[3:])  # every child: the same K seeds (CRN)
+    floor = json.loads((tmp_path / "s" / "search.json").read_text())["noise_floor"]
+    assert floor["repeats"] == 3 and floor["child_seeds"] == 2 and floor["std_of_mean"] > 0 and floor["seed_std"] > 0
+    means = [r["metric"] for r in floor["per_repeat"]]
+    assert floor["std_of_mean"] == pytest.approx(np.std(means, ddof=1), abs=1e-5)
+
+
+def test_same_seed_same_trials_under_every_strategy(tmp_path, synthetic_csv, fake_children):
+    for strategy in STRATEGIES:
+        kw = {"strategy": strategy, "population": 4, "sample_size": 2, "trials": 10}
+        a = run_search(config(synthetic_csv, **kw), tmp_path / f"{strategy}-a").trials
+        b = run_search(config(synthetic_csv, **kw), tmp_path / f"{strategy}-b").trials
+        c = run_search(config(synthetic_csv, seed=2, **kw), tmp_path / f"{strategy}-c").trials
+        assert keys(a) == keys(b) and keys(a) != keys(c), strategy
+        assert [r["reward"] for r in a] == [r["reward"] for r in b]
+
+
+def test_evolution_mutates_the_tournament_winner(tmp_path, synthetic_csv, fake_children):
+    space_cfg = config(synthetic_csv, strategy="evolution", population=5, sample_size=3, trials=30, num_layers=2)
+    trials = run_search(space_cfg, tmp_path / "s").trials
+    from defectnas.search.space import SearchSpace
+
+    space = SearchSpace(num_layers=2)
+    for r in trials[5:]:  # after the initial population, every child is one decision away from an earlier trial
+        dist = min(sum(a != b for a, b in zip(space.encode(r["architecture"]), space.encode(p["architecture"])))
+                   for p in trials[max(0, r["trial"] - 5): r["trial"]])
+        assert dist <= 1
+    first, last = np.mean([r["reward"] for r in trials[:5]]), np.mean([r["reward"] for r in trials[-10:]])
+    assert last > first  # it climbs the fake reward
 
 
 def test_repeats_are_cached_trials(tmp_path, synthetic_csv, fake_children):
@@ -70,6 +117,7 @@ def test_repeats_are_cached_trials(tmp_path, synthetic_csv, fake_children):
         source = by_trial[r["cached_from"]]
         assert source["cached"] is False and source["trial"] < r["trial"]
         assert arch_key(source["architecture"]) == arch_key(r["architecture"]) and r["reward"] == source["reward"]
+        assert len(r["actions"]) == 3
     assert len(fake_children) == len(trials) - len(cached) == len({arch_key(r["architecture"]) for r in trials})
 
 
@@ -77,6 +125,10 @@ def test_batches_share_a_controller_step(tmp_path, synthetic_csv, fake_children)
     trials = run_search(config(synthetic_csv, trials=7, batch_size=3), tmp_path / "s").trials
     assert [r["step"] for r in trials] == [0, 0, 0, 1, 1, 1, 2]
     assert json.loads((tmp_path / "s" / "search.json").read_text())["batch_size"] == 3
+    default = SearchConfig(data=str(synthetic_csv), trials=4, top_k=0, pareto_max=0, noise_repeats=0, space="seed",
+                           options={"d_model": 16})
+    run_search(default, tmp_path / "d")
+    assert json.loads((tmp_path / "d" / "search.json").read_text())["batch_size"] == 4  # rl: standardised over 4
 
 
 def test_crash_between_trial_line_and_checkpoint_is_replayed(tmp_path, synthetic_csv, fake_children, monkeypatch):
@@ -102,25 +154,30 @@ def test_crash_between_trial_line_and_checkpoint_is_replayed(tmp_path, synthetic
     assert len(fake_children) == 2  # only trials 6 and 7 ran again; 4 and 5 came from the log
 
 
-def test_crash_inside_a_batch_keeps_finished_children(tmp_path, synthetic_csv, fake_children, monkeypatch):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_crash_inside_a_batch_keeps_finished_children(tmp_path, synthetic_csv, fake_children, monkeypatch, strategy):
     import defectnas.search.executors as executors
 
-    reference = run_search(config(synthetic_csv, batch_size=3), tmp_path / "ref").trials
+    kw = {"batch_size": 3, "strategy": strategy, "population": 3, "sample_size": 2, "noise_repeats": 1}
+    reference = run_search(config(synthetic_csv, **kw), tmp_path / "ref").trials
     fake, count = executors.evaluate_child, []
 
-    def dies_on_fifth(job, *args):
+    def dies_on_sixth(job, *args):
         count.append(1)
-        if len(count) == 5:  # the second child of the second batch
+        if len(count) == 6:  # the noise floor, then the second child of the second batch
             raise RuntimeError("killed")
         return fake(job, *args)
 
-    monkeypatch.setattr(executors, "evaluate_child", dies_on_fifth)
+    monkeypatch.setattr(executors, "evaluate_child", dies_on_sixth)
     with pytest.raises(RuntimeError, match="killed"):
-        run_search(config(synthetic_csv, batch_size=3), tmp_path / "s")
+        run_search(config(synthetic_csv, **kw), tmp_path / "s")
     assert [r["trial"] for r in read_trials(tmp_path / "s")] == [0, 1, 2, 3]
     monkeypatch.setattr(executors, "evaluate_child", fake)
-    resumed = run_search(config(synthetic_csv, batch_size=3), tmp_path / "s", resume=True).trials
+    fake_children.clear()
+    resumed = run_search(config(synthetic_csv, **kw), tmp_path / "s", resume=True).trials
     assert keys(resumed) == keys(reference) and [r["trial"] for r in resumed] == list(range(8))
+    assert [r["reward"] for r in resumed] == [r["reward"] for r in reference]
+    assert len(fake_children) == len({arch_key(r["architecture"]) for r in reference if not r["cached"]}) - 4  # none rerun
 
 
 def test_resume_extends_a_finished_search(tmp_path, synthetic_csv, fake_children):
@@ -128,8 +185,8 @@ def test_resume_extends_a_finished_search(tmp_path, synthetic_csv, fake_children
     run_search(config(synthetic_csv, trials=6, top_k=2), tmp_path / "s")
     extended = run_search(config(synthetic_csv, trials=10, top_k=2), tmp_path / "s", resume=True)
     assert keys(extended.trials) == keys(reference)
-    top = json.loads((tmp_path / "s" / "top_k.json").read_text())
-    best = next(e for e in top if e["best"])
+    final = json.loads((tmp_path / "s" / "final.json").read_text())
+    best = next(c for c in final["candidates"] if c["best"])
     saved = json.loads((tmp_path / "s" / "best" / "config.json").read_text())["model"]["title_layers"]
     assert arch_key(saved) == arch_key(best["architecture"])
 
@@ -147,11 +204,50 @@ def test_refuses_to_mix_searches(tmp_path, synthetic_csv, fake_children):
 def test_latency_weight_gives_mnasnet_reward(tmp_path, synthetic_csv, fake_children):
     trials = run_search(config(synthetic_csv, trials=4, latency_weight=0.5), tmp_path / "s").trials
     saved = json.loads((tmp_path / "s" / "search.json").read_text())
-    reference = json.loads((tmp_path / "s" / "reference.json").read_text())
     target = saved["latency_target_ms"]
-    assert target == reference["latency_ms"] == 10.0 + 5 * 4 / 4  # the default architecture: ratio 4 everywhere
+    assert target == saved["noise_floor"]["latency_ms"] == 10.0 + 5 * 4 / 4  # measured on the default: ratio 4 everywhere
     for r in trials:
-        assert r["reward"] == pytest.approx(r["f1"] * (r["latency_ms"] / target) ** -0.5)
+        assert r["reward"] == pytest.approx(r["metric"] * (r["latency_ms"] / target) ** -0.5)
+
+
+def test_latency_budget_gives_no_credit_over_it_and_bounds_best(tmp_path, synthetic_csv, fake_children):
+    budget = 18.0
+    cfg = config(synthetic_csv, space="serving", trials=16, latency_budget_ms=budget, top_k=3, pareto_max=3, final_seeds=1,
+                 strategy="random")
+    result = run_search(cfg, tmp_path / "s")
+    over = [r for r in result.trials if r["latency_ms"] > budget]
+    assert over and all(r["reward"] == 0.0 and r["over_budget"] for r in over)
+    assert all(r["reward"] == pytest.approx(r["metric"]) and not r["over_budget"] for r in result.trials if r["latency_ms"] <= budget)
+    final = json.loads((tmp_path / "s" / "final.json").read_text())
+    best = next(c for c in final["candidates"] if c["best"])
+    assert best["latency_ms"] <= budget
+
+
+def test_pareto_front_is_exported_as_model_directories(tmp_path, synthetic_csv, fake_children):
+    cfg = config(synthetic_csv, space="serving", trials=20, top_k=1, pareto_max=3, final_seeds=1, strategy="random")
+    result = run_search(cfg, tmp_path / "s")
+    final = json.loads((tmp_path / "s" / "final.json").read_text())
+    front = final["pareto"]
+    assert 1 <= len(front) <= 3
+    assert [e["n"] for e in front] == list(range(len(front)))
+    assert [e["latency_ms"] for e in front] == sorted(e["latency_ms"] for e in front)  # pareto/0 is the fastest
+    assert front[-1]["valid_metric"] == max(e["valid_metric"] for e in front)
+    trained = [r for r in result.trials if not r["cached"]]
+    for e in front:
+        d = tmp_path / "s" / "pareto" / str(e["n"])
+        stamp = json.loads((d / "architecture.json").read_text())
+        assert arch_key(stamp["architecture"]) == arch_key(e["architecture"]) and (d / "config.json").exists()
+        r = next(t for t in trained if arch_key(t["architecture"]) == arch_key(e["architecture"]))
+        assert not any(t["latency_ms"] < r["latency_ms"] and t["metric"] > r["metric"] for t in trained)  # non-dominated
+        assert r["latency_ms"] == fake_latency(r["architecture"])
+    assert sorted(p.name for p in (tmp_path / "s" / "pareto").iterdir()) == [str(n) for n in range(len(front))]
+
+
+def test_budget_minutes_stops_sampling_then_retrains(tmp_path, synthetic_csv, fake_children):
+    result = run_search(config(synthetic_csv, trials=50, budget_minutes=1e-9, top_k=1), tmp_path / "s")
+    assert len(result.trials) == 0 or len(result.trials) < 50
+    result = run_search(config(synthetic_csv, trials=6, budget_minutes=60, top_k=1), tmp_path / "t")
+    assert len(result.trials) == 6 and (tmp_path / "t" / "best").exists()
 
 
 def test_random_strategy_leaves_the_controller_alone(tmp_path, synthetic_csv, fake_children):
@@ -162,35 +258,47 @@ def test_random_strategy_leaves_the_controller_alone(tmp_path, synthetic_csv, fa
     assert meta["step"] == 12 and not any(k.startswith("optimizer.") for k in tensors)
 
 
-def test_sigkill_and_resume(tmp_path, synthetic_csv, fake_children):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_sigkill_and_resume(tmp_path, synthetic_csv, strategy):
     """A search process is SIGKILLed mid-way; --resume finishes it exactly as if it had not been."""
+    import defectnas.search.executors as executors
+    from .fakes import fake_evaluate_child
+
     script = Path(__file__).with_name("fakes.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])}
     trials = 10
-    run_search(kill_test_config(synthetic_csv, trials), tmp_path / "ref")  # uninterrupted, in this process
+    real = executors.evaluate_child
+    executors.evaluate_child = fake_evaluate_child
+    try:
+        run_search(kill_test_config(synthetic_csv, trials, strategy), tmp_path / "ref")  # uninterrupted, in this process
+    finally:
+        executors.evaluate_child = real
 
     out = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, str(script), str(synthetic_csv), str(out), str(trials)], env=env,
+    proc = subprocess.Popen([sys.executable, str(script), str(synthetic_csv), str(out), str(trials), strategy], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "trials.jsonl"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= 2:
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the search finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = len(read_trials(out))
-    assert 2 <= killed_at < trials
+    assert 3 <= killed_at < trials
 
-    resumed = subprocess.run([sys.executable, str(script), str(synthetic_csv), str(out), str(trials), "--resume"],
+    resumed = subprocess.run([sys.executable, str(script), str(synthetic_csv), str(out), str(trials), strategy, "--resume"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     got, want = read_trials(out), read_trials(tmp_path / "ref")
     assert [r["trial"] for r in got] == list(range(trials))  # no gap, no duplicate, in order
     assert keys(got) == keys(want)
     assert [r["reward"] for r in got] == [r["reward"] for r in want]
+    floor = lambda d: [json.loads(l)["metric"] for l in (d / "noise.jsonl").read_text().splitlines()]  # noqa: E731
+    assert floor(out) == floor(tmp_path / "ref")  # the noise floor: measured once, not repeated
+    assert (out / "best" / "config.json").exists() and (out / "final.json").exists()
 
 
 def test_cli_resume_rules(tmp_path, synthetic_csv, fake_children, capsys):
@@ -199,15 +307,15 @@ def test_cli_resume_rules(tmp_path, synthetic_csv, fake_children, capsys):
     config_file = tmp_path / "base.json"
     config_file.write_text(json.dumps({"d_model": 16}))
     out = tmp_path / "s"
-    argv = ["search", "--data", str(synthetic_csv), "--out", str(out), "--trials", "3", "--top-k", "0",
-            "--config", str(config_file), "--quiet"]
+    argv = ["search", "--data", str(synthetic_csv), "--out", str(out), "--trials", "3", "--top-k", "0", "--pareto-max", "0",
+            "--noise-repeats", "0", "--space", "seed", "--config", str(config_file), "--quiet"]
     assert main(argv + ["--seed", "4"]) == 0
     assert json.loads(capsys.readouterr().out)["trials"] == 3
     assert main(argv) == 2  # not without --resume
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--resume" in err and len(err.splitlines()) == 1
-    assert main(argv + ["--resume", "--child-epochs", "2"]) == 2  # the budget is fixed at the start
-    assert "child_epochs: started with 1, now 2" in capsys.readouterr().err
+    assert main(argv + ["--resume", "--child-epochs", "3"]) == 2  # the budget is fixed at the start
+    assert "child_epochs: started with 2, now 3" in capsys.readouterr().err
     # --seed left out: the search's own seed (4) goes on; --trials may grow
     assert main(["search", "--data", str(synthetic_csv), "--out", str(out), "--trials", "5", "--resume", "--quiet"]) == 0
     capsys.readouterr()
@@ -227,12 +335,15 @@ def test_crash_during_retrain_resumes_the_missing_ones(tmp_path, synthetic_csv, 
 
     monkeypatch.setattr(executors, "evaluate_child", dies_on_second_retrain)
     with pytest.raises(RuntimeError, match="killed"):
-        run_search(config(synthetic_csv, top_k=3), tmp_path / "s")
-    assert len((tmp_path / "s" / "retrain.jsonl").read_text().splitlines()) == 1
+        run_search(config(synthetic_csv, top_k=3, final_seeds=1), tmp_path / "s")
+    logged = len((tmp_path / "s" / "retrain.jsonl").read_text().splitlines())
+    assert logged == 2  # train's default (no model kept) and the first top-k
     monkeypatch.setattr(executors, "evaluate_child", fake)
     fake_children.clear()
-    result = run_search(config(synthetic_csv, top_k=3), tmp_path / "s", resume=True)
+    result = run_search(config(synthetic_csv, top_k=3, final_seeds=1), tmp_path / "s", resume=True)
     assert [bool(j.get("save_dir")) for j in fake_children] == [True, True]  # no child, two retrains
-    assert len(result.top_k) == 3 and len((tmp_path / "s" / "retrain.jsonl").read_text().splitlines()) == 3
-    best = next(e for e in result.top_k if e["best"])
-    assert best["final_reward"] == max(e["final_reward"] for e in result.top_k)
+    assert len(result.top_k) == 3 and len((tmp_path / "s" / "retrain.jsonl").read_text().splitlines()) == 4
+
+
+def test_fake_child_sanity():
+    assert fake_f1([{"mixer": "glu", "heads": 1, "ffn": "ffn", "ratio": 16}]) > fake_f1([{"mixer": "attention", "heads": 4, "ffn": "ffn", "ratio": 4}])

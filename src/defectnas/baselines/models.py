@@ -150,10 +150,12 @@ def search_model_hook(name: str):
         table[["query", "title", "label", "split"]].to_parquet(folder / "split.parquet", index=False)
         b = ctx.budget
         options = {k: v for k, v in ctx.neural().items() if k not in ("seed", "variant", "matching", "title_layers")}
-        cfg = SearchConfig(data=str(folder / "split.parquet"), trials=b.search_trials, top_k=1, child_epochs=1,
+        # the paper's search (the seed space, one seed per child, F1 reward); compare has its own test split
+        cfg = SearchConfig(data=str(folder / "split.parquet"), space="seed", reward_metric="f1", child_seeds=1,
+                           noise_repeats=0, trials=b.search_trials, top_k=1, pareto_max=0, final_seeds=1, child_epochs=1,
                            child_rows=b.search_child_rows, child_valid_rows=b.search_child_valid_rows,
                            final_epochs=options.pop("epochs", 0), matching=name == "dl-rl-ml", test_frac=0.0,
-                           seed=ctx.seed, threads=ctx.threads, options=options)
+                           latency_repeats=b.latency_repeats, seed=ctx.seed, threads=ctx.threads, options=options)
         result = run_search(cfg, folder / "search", quiet=True, log=ctx.log if not ctx.quiet else None)
         if result.best_dir is None:
             raise ConfigError(f"{name}: the search finished without a retrained best model")

@@ -197,6 +197,7 @@ class PretrainedBackbone(nn.Module):
             raise ConfigError(f"the pre-trained encoder has {config['num_hidden_layers']} layers; cannot use {layers}")
         if not 0 <= trainable <= layers:
             raise ConfigError(f"backbone_trainable must be between 0 and {layers}, got {trainable}")
+        self.config = config
         self.hidden_size, self.frozen_layers = config["hidden_size"], layers - trainable
         self.cls_id, self.sep_id = cls_id, sep_id
         self.embeddings = BertEmbeddings(config)
@@ -217,12 +218,15 @@ class PretrainedBackbone(nn.Module):
             layer.eval()
         return self
 
-    def forward(self, ids: torch.Tensor, depth: int) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, depth: int, top: nn.ModuleList | None = None) -> torch.Tensor:
+        """States (B, T, H) after ``depth`` layers; with ``top`` (a tower's own fine-tuned copies of
+        its top layers), the shared layers run to ``depth - len(top)`` and the copies run after them."""
         lengths = (ids != 0).sum(1)
-        frozen = min(depth, self.frozen_layers)
+        shared = depth - (len(top) if top is not None else 0)
+        frozen = min(shared, self.frozen_layers)
         h = self._frozen_states(ids, lengths, frozen)  # (B, T+2, H) with [CLS] … [SEP]
         mask = torch.arange(h.shape[1], device=ids.device)[None, :] < (lengths + 2)[:, None]
-        for layer in self.encoder.layer[frozen:depth]:
+        for layer in [*self.encoder.layer[frozen:shared], *(top if top is not None else [])]:
             h = layer(h, mask)
         return h[:, 1 : ids.shape[1] + 1]
 

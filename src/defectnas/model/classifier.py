@@ -45,15 +45,15 @@ class DefectNet(nn.Module):
         depth = max(cfg.backbone_layers, cfg.query_backbone_layers) if cfg.encoder != "lstm" else 0
         backbone = PretrainedBackbone(cfg.backbone, depth, cfg.backbone_trainable, cfg.backbone["cls_token_id"], cfg.backbone["sep_token_id"], cfg.pretrained_model) if depth else None
         # with pre-trained layers under both towers, each pooled vector carries the pre-trained sentence vector too
-        both = bool(cfg.backbone_layers and cfg.query_backbone_layers and cfg.encoder != "lstm")
+        both = bool(cfg.backbone_layers and cfg.query_backbone_layers and cfg.encoder != "lstm" and cfg.sentence_vector)
         self.vector_dim = d + cfg.backbone["hidden_size"] if both else d
-        contextual = lambda layers: ContextualEmbedding(backbone, layers, d, cfg.dropout, sentence=both) if layers else None  # noqa: E731
+        contextual = lambda layers, tuned: ContextualEmbedding(backbone, layers, d, cfg.dropout, sentence=both, trainable=tuned) if layers else None  # noqa: E731
         if cfg.encoder == "lstm":  # the recurrent baseline: same towers, BiLSTMs instead of cells
             self.query_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.lstm_layers, cfg.dropout)
             self.title_encoder = LSTMEncoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.lstm_layers, cfg.dropout)
         else:
-            self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout, contextual(cfg.query_backbone_layers))
-            self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout, contextual(cfg.backbone_layers))
+            self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout, contextual(cfg.query_backbone_layers, cfg.query_backbone_trainable))
+            self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout, contextual(cfg.backbone_layers, cfg.title_backbone_trainable))
         self.matching = MultiPerspectiveMatching(d, cfg.perspectives) if cfg.matching else None
         # the co-attention baseline replaces the pooled interaction [q, t, q⊙t, |q−t|]
         self.coattention = CoAttention(d) if cfg.interaction == "coattention" else None
@@ -94,6 +94,12 @@ class DefectNet(nn.Module):
         if missing:
             raise ValueError(f"the pre-trained checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}")
         self.backbone.load_state_dict(found)
+        for enc in (self.query_encoder, self.title_encoder):  # a tower's own fine-tuned copies start as the layers they replace
+            top = getattr(enc.embed, "top", None)
+            if top is not None:
+                first = enc.embed.depth - len(top)
+                for i, layer in enumerate(top):
+                    layer.load_state_dict(self.backbone.encoder.layer[first + i].state_dict())
 
     def encode_query(self, ids: torch.Tensor) -> Encoded:
         return Encoded(*self.query_encoder(ids))

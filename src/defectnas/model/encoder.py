@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LayerSpec
+from .bert import BertLayer
 from .cell import Cell
 
 
@@ -61,15 +62,19 @@ class ContextualEmbedding(nn.Module):
     it directly generalises better than anything learned on top (see the README).
     """
 
-    def __init__(self, backbone: nn.Module, depth: int, d_model: int, dropout: float, sentence: bool = True) -> None:
+    def __init__(self, backbone: nn.Module, depth: int, d_model: int, dropout: float, sentence: bool = True,
+                 trainable: int = 0) -> None:
         super().__init__()
         self.backbone, self.depth, self.sentence = backbone, depth, sentence
+        # the tower's own fine-tuned copies of its top ``trainable`` pre-trained layers (filled by
+        # DefectNet.load_backbone); the layers below stay shared, frozen and memoised
+        self.top = nn.ModuleList(BertLayer(backbone.config) for _ in range(trainable)) if trainable else None
         self.project = nn.Linear(backbone.hidden_size, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        states = self.backbone(ids, self.depth)  # (B, T, H)
+        states = self.backbone(ids, self.depth, self.top)  # (B, T, H)
         if not self.sentence:
             return self.drop(self.norm(self.project(states)))
         m = (ids != 0).unsqueeze(-1).to(states.dtype)

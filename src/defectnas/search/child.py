@@ -1,18 +1,25 @@
-"""Evaluate one architecture: train it, score it on validation, time it on this CPU.
+"""Evaluate one architecture: train it under K seeds, score it on validation, time it as served.
 
 Why a module of its own: this is the unit of work that runs in a worker process or a Ray task,
 so it takes and returns plain JSON-ready data (plus the data tables) and touches nothing else.
-Children and final models are built by the same ``DefectClassifier(title_layers=...)``; only
-the budget (epochs, rows) differs.
+Children, top-k retrains, Pareto-front models and the noise floor's reference are all built
+from the same ``DefectClassifier(**options)``; only the budget (epochs, rows) and seeds differ.
 
-Latency is measured, not predicted: the product-side work a request costs once the query is
-encoded — title encoding plus scoring — for a batch of 100 real validation pairs, on one
-thread, median of repeats after a warm-up. (The query encoder is fixed and runs once per request,
-so it adds the same time to every architecture and is left out.) ``latency_ms`` is therefore
-milliseconds per 100 pairs, the unit of ``compare``'s ``latency_ms_per_100``. When the title
-tower starts from frozen pre-trained layers, their pass is the same computation for every child
-(same layers, same 100 titles), so it is timed once per process and added to each child's timed
-remainder (searched cells, pooling, scoring) — otherwise it would cost most of a child's time.
+Low noise by construction:
+
+- **Common random numbers.** Every child of a search trains under the same K seeds
+  (``--child-seeds K``), so two children differ by their architecture, not by one drawing a
+  luckier initialisation or batch order; the reward is the mean over the K runs and the spread
+  is logged with it.
+- **A threshold-free metric.** Average precision of the defect class on the whole validation
+  split (``--reward-metric ap``, the default) does not inherit the noise of a threshold picked
+  on a few validation queries; F1 at the tuned threshold is logged beside it.
+
+Latency is measured, not predicted, on the serving path: what ``serve`` spends on one request
+of 1 query × 100 cached products — the query tower on the (unpadded) query plus the score head
+over 100 pre-encoded titles — in this process, at ``serve``'s thread count (1), as the median of
+≥ 30 timed calls after warm-up, cycling through real validation queries. The title tower is not
+part of it: its output is cached.
 """
 
 from __future__ import annotations
@@ -22,78 +29,68 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from ..storage import atomic_write_json
 from ..timing import median_ms
 
-LATENCY_PAIRS = 100  # pairs per timed batch
+LATENCY_PRODUCTS = 100  # products scored per timed request
+LATENCY_QUERIES = 10  # distinct real queries the timed requests cycle through
 
 _TABLES: dict[str, pd.DataFrame] = {}  # a worker process's data, loaded once by init_worker
 
 
-def reward(f1: float, latency_ms: float, target_ms: float, weight: float) -> float:
-    """Validation F1, or MnasNet's ``F1 · (latency / target)^(−weight)`` when ``weight`` > 0."""
-    if weight <= 0:
-        return float(f1)
-    return float(f1) * (max(latency_ms, 1e-6) / target_ms) ** (-weight)
+def reward(value: float, latency_ms: float, target_ms: float = 0.0, weight: float = 0.0, budget_ms: float = 0.0) -> float:
+    """The search's reward for a child whose metric (AP or F1) is ``value``.
+
+    - ``budget_ms`` > 0: a hard latency budget — a child over it gets no credit (0), as in TuNAS
+      (Bender et al. 2020).
+    - ``weight`` > 0: MnasNet's soft trade-off (Tan et al. 2019), ``value · (latency / target)^(−weight)``.
+    - otherwise the metric itself.
+    """
+    if budget_ms > 0 and latency_ms > budget_ms:
+        return 0.0
+    if weight <= 0 or target_ms <= 0:
+        return float(value)
+    return float(value) * (max(latency_ms, 1e-6) / target_ms) ** (-weight)
 
 
-_FROZEN_MS: dict[tuple, float] = {}  # per process: (backbone, depth, titles) → median ms of the frozen pass
-_LATENCY_MEMOS: dict[str, Any] = {}  # per process and backbone: frozen states of the timed texts (queries and titles)
+@torch.inference_mode()
+def served_latency_ms(clf, queries: list[str], titles: list[str], repeats: int = 30, threads: int = 1) -> float:
+    """Median ms of one ``serve`` request: encode a query, score ``titles`` from their cached encodings."""
+    from ..serving.encoding import encode_query, encode_titles, score
+
+    arrays = encode_titles(clf, titles[:LATENCY_PRODUCTS], normalized=True)  # what `defectnas cache` stores
+    turn = iter(range(1 << 62))
+    queries = queries[:LATENCY_QUERIES] or ["query"]
+    request = lambda: score(clf, encode_query(clf, queries[next(turn) % len(queries)]), arrays)  # noqa: E731
+    return median_ms(request, max(30, repeats), threads=threads, warmup=3)
 
 
-@torch.no_grad()
-def measure_latency(clf, pairs: pd.DataFrame, repeats: int = 7) -> float:
-    """Median milliseconds of title encoding + scoring for ``LATENCY_PAIRS`` pairs, on one thread."""
-    from ..model.bert import FrozenStatesMemo
-
-    model, cfg, tok = clf.model_, clf.model_config_, clf.tokenizer_
-    pairs = pairs.head(LATENCY_PAIRS)
-    pairs = pd.concat([pairs] * (-(-LATENCY_PAIRS // len(pairs))), ignore_index=True).head(LATENCY_PAIRS)
-    device = next(model.parameters()).device
-    qids = torch.from_numpy(tok.encode(pairs["query"].tolist(), cfg.query_max_len)).to(device)
-    tids = torch.from_numpy(tok.encode(pairs["title"].tolist(), cfg.title_max_len)).to(device)
-    embed = model.title_encoder.embed
-    backbone = getattr(embed, "backbone", None)
-    frozen = min(embed.depth, backbone.frozen_layers) if backbone is not None else 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    saved_memo = backbone.memo if backbone is not None else None
-    try:
-        model.eval()
-        frozen_ms = 0.0
-        if frozen:
-            key = (backbone.key, frozen, tids.cpu().numpy().tobytes())
-            if key not in _FROZEN_MS:
-                lengths = (tids != 0).sum(1)
-                _FROZEN_MS[key] = median_ms(lambda: backbone._run_frozen(tids, lengths, frozen), repeats)
-            frozen_ms = _FROZEN_MS[key]
-            # a memo of its own (not the training memo, which may be full): the frozen pass of these
-            # queries and titles runs once per process, and the timed runs below skip it
-            backbone.memo = _LATENCY_MEMOS.setdefault(backbone.key, FrozenStatesMemo())
-            backbone.memo.enabled = True
-        q = model.encode_query(qids)  # once: the query side is not what the search varies
-        rest_ms = median_ms(lambda: model.score(q, model.encode_title(tids)), repeats)
-    finally:
-        torch.set_num_threads(threads)
-        if backbone is not None:
-            backbone.memo = saved_memo
-    return frozen_ms + rest_ms
+def latency_inputs(valid: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The real queries and titles every child of a search is timed on (fixed by the split)."""
+    titles = valid["title"].head(LATENCY_PRODUCTS).tolist()
+    titles = (titles * (-(-LATENCY_PRODUCTS // max(1, len(titles)))))[:LATENCY_PRODUCTS]
+    return list(dict.fromkeys(valid["query"].tolist()))[:LATENCY_QUERIES], titles
 
 
 def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid: pd.DataFrame | None = None,
                    test: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Train ``job["architecture"]`` with ``job["options"]``; return F1, latency, params, seconds.
+    """Train ``job["options"]`` under each of ``job["seeds"]``; return validation AP/F1 (mean and per
+    seed), served latency, trainable parameters and seconds.
 
-    ``job``: ``architecture`` (title layers), ``options`` (flat DefectClassifier options: the
-    budget, seed, base model), ``tables`` (names of the train/valid[/test] tables in a worker
-    that was set up by :func:`init_worker`; ignored when the tables are passed in),
-    ``latency_repeats``, and optionally ``save_dir`` (write the fitted model there; final models).
+    ``job``: ``options`` (flat DefectClassifier options: the architecture's, the budget, the base
+    model), ``seeds`` (training seeds: common random numbers), ``tables`` (names of the
+    train/valid[/test] tables in a worker set up by :func:`init_worker`; ignored when the tables
+    are passed in), ``latency_repeats``, ``threads`` (torch threads while training), and
+    optionally ``save_dir`` (write the first seed's fitted model there) and ``probs_path`` (save
+    the test probabilities, seeds × rows, as ``.npy``, for the paired test).
     """
     from ..estimator import DefectClassifier  # torch-heavy: imported in the worker, on first use
     from ..model.bert import share_memos_between_models
+    from ..training.metrics import average_precision, defect_metrics
 
     share_memos_between_models()  # children share the frozen pre-trained layers' outputs per text (a worker's
     # process lives for the search; in the caller's process SerialExecutor scopes it to the search)
@@ -104,30 +101,61 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
     valid = valid if valid is not None else _TABLES[names["valid"]]
     if test is None and names.get("test"):
         test = _TABLES[names["test"]]
+    seeds = [int(s) for s in job.get("seeds", [job["options"].get("seed", 0)])]
     previous_threads = torch.get_num_threads()
     if int(job.get("threads", 0)) > 0:
         torch.set_num_threads(int(job["threads"]))
+    aps, f1s, tests, test_probs, first = [], [], [], [], None
     try:
-        clf = DefectClassifier(**{**job["options"], "title_layers": job["architecture"]})
-        clf.fit(train, valid, quiet=True)
-        f1 = float(clf.valid_f1_)
-        result: dict[str, Any] = {
-            "f1": f1 if f1 >= 0 else 0.0,
-            "latency_ms": measure_latency(clf, valid, int(job.get("latency_repeats", 7))),
-            "params": int(clf.model_.num_parameters(trainable_only=True)),
-        }
-        if test is not None:
-            result["test"] = clf.evaluate(test)
+        for seed in seeds:
+            clf = DefectClassifier(**{**job["options"], "seed": seed})
+            clf.fit(train, valid, quiet=True)
+            aps.append(float(clf.valid_ap_))
+            f1s.append(max(0.0, float(clf.valid_f1_)))
+            if test is not None:
+                probs = _predict_memoised(clf, test)
+                metrics = defect_metrics(test["label"].to_numpy(), probs, clf.threshold_)
+                tests.append({**metrics, "average_precision": average_precision(test["label"].to_numpy(), probs)})
+                test_probs.append(probs.astype(np.float32))
+            first = first or clf
+        queries, titles = latency_inputs(valid)
+        latency = served_latency_ms(first, queries, titles, int(job.get("latency_repeats", 30)), threads=1)
     finally:
         torch.set_num_threads(previous_threads)  # a serial search runs children in the caller's process
+    result: dict[str, Any] = {
+        "ap": float(np.mean(aps)), "ap_seeds": aps, "f1": float(np.mean(f1s)), "f1_seeds": f1s,
+        "latency_ms": latency, "params": int(first.model_.num_parameters(trainable_only=True)),
+    }
+    if tests:
+        result["test"] = tests
+    if job.get("probs_path") and test_probs:
+        path = Path(job["probs_path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part.npy")
+        np.save(tmp, np.stack(test_probs))
+        tmp.replace(path)
     if job.get("save_dir"):
         out = Path(job["save_dir"])
         shutil.rmtree(out, ignore_errors=True)  # a leftover of a killed run
-        clf.save(out)
-        if "test" in result:
-            atomic_write_json(out / "metrics.json", result["test"])
+        first.save(out)
+        if tests:
+            atomic_write_json(out / "metrics.json", tests[0])
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _predict_memoised(clf, table: pd.DataFrame) -> np.ndarray:
+    """Test probabilities with the frozen pre-trained layers memoised (exact: they are a pure function
+    of the ids), so the top-k retrains and the default's seeds pass the test texts through them once."""
+    backbone = getattr(clf.model_, "backbone", None)
+    if backbone is None:
+        return clf.predict_proba(table)
+    enabled = backbone.memo.enabled
+    backbone.memo.enabled = True
+    try:
+        return clf.predict_proba(table)
+    finally:
+        backbone.memo.enabled = enabled
 
 
 def init_worker(paths: dict[str, str], threads: int = 1) -> None:

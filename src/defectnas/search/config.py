@@ -17,8 +17,11 @@ from ..config import VARIANTS
 from ..errors import ConfigError
 
 SEARCH_FILE = "search.json"
-STRATEGIES = ("rl", "random")
-RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads")  # may differ on --resume
+STRATEGIES = ("rl", "random", "evolution")
+SPACE_NAMES = ("serving", "seed")
+REWARD_METRICS = ("ap", "f1")
+RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max")  # may differ on --resume
+MEASURED = ("space_settings", "noise_floor")  # written into search.json beside the settings; not settings
 DERIVED = ("batch_size", "latency_target_ms")  # 0 means "decide at the start"; the saved value wins
 
 
@@ -28,31 +31,41 @@ class SearchConfig:
 
     data: str = ""  # table of query–product pairs (any format load_pairs reads)
     load_kwargs: dict[str, Any] = field(default_factory=dict)  # load_pairs options (format, columns, ...)
-    trials: int = 200  # children sampled and evaluated (cached repeats included)
-    top_k: int = 10  # best distinct architectures retrained with the full budget
-    strategy: str = "rl"  # "rl": LSTM controller + REINFORCE; "random": uniform sampling (the baseline)
-    latency_weight: float = 0.0  # W in F1·(latency/target)^(−W); 0: reward = validation F1
-    latency_target_ms: float = 0.0  # target per 100 pairs; 0: measured on the default architecture at the start
-    latency_repeats: int = 7  # timed repeats per child (the median is kept)
-    child_epochs: int = 1  # classification epochs of a search child
-    child_rows: int = 2000  # training pairs per child, a fixed random subset (0: all)
-    child_valid_rows: int = 2000  # validation pairs scoring a child, a fixed subset (0: the whole validation split)
-    final_epochs: int = 0  # epochs of a top-k retrain (0: the model options' epochs, default 8)
-    final_rows: int = 0  # training pairs of a top-k retrain (0: all)
+    space: str = "serving"  # "serving": what moves accuracy or served latency; "seed": the paper's per-layer ops
+    trials: int = 60  # children sampled and evaluated (cached repeats included)
+    strategy: str = "rl"  # "rl": LSTM controller + REINFORCE; "random": uniform; "evolution": regularized evolution
+    reward_metric: str = "ap"  # "ap": average precision on the whole validation split (threshold-free); "f1": F1 at the tuned threshold
+    child_seeds: int = 2  # K: every child trains under the same K seeds (common random numbers); reward = their mean
+    latency_weight: float = 0.0  # W in metric·(latency/target)^(−W) (MnasNet); 0: no soft trade-off
+    latency_target_ms: float = 0.0  # target ms per request (1 query × 100 cached products); 0: the default architecture's, measured
+    latency_budget_ms: float = 0.0  # hard budget per request: children over it get reward 0 (TuNAS); 0: none
+    latency_repeats: int = 30  # timed requests per child (the median is kept; at least 30)
+    child_epochs: int = 2  # classification epochs of a search child
+    child_rows: int = 12000  # training pairs per child, a fixed random subset (0: all)
+    child_valid_rows: int = 0  # validation pairs scoring a child, a fixed subset (0: the whole validation split)
+    noise_repeats: int = 3  # the noise floor: the default architecture under this many K-seed sets (0: skip)
+    top_k: int = 2  # best distinct architectures (by reward) retrained with the full budget
+    pareto_max: int = 3  # at most this many Pareto-front architectures retrained and saved under pareto/<n>/
+    final_seeds: int = 3  # fresh seeds per retrain (top-k, front, and train's default for the paired test)
+    final_epochs: int = 0  # epochs of a retrain (0: the model options' epochs)
+    final_rows: int = 0  # training pairs of a retrain (0: all)
+    budget_minutes: float = 0.0  # stop sampling after this much wall time (then retrain what there is); 0: no bound
     workers: int = 1  # children evaluated at once (local processes, or Ray tasks with ray_address)
-    batch_size: int = 0  # architectures per controller step (0: the number of workers at the start)
+    batch_size: int = 0  # architectures per strategy step (0: rl max(4, workers), others the number of workers)
     ray_address: str = ""  # run children as Ray tasks: "auto", "local", or "ray://host:port"
-    matching: bool = False  # add the multi-perspective matching layer (the dl-rl-ml search)
+    matching: bool = False  # seed space: add the multi-perspective matching layer (the dl-rl-ml search); serving searches it
     variant: str = "dl-gs"  # loss of children and final models (see TrainConfig.variant)
-    seed: int = 0  # seeds the split, the controller, sampling and every child
+    seed: int = 0  # seeds the split, the strategy's sampling and the child seeds
     valid_frac: float = 0.1  # share of queries for validation (the reward)
-    test_frac: float = 0.2  # share of queries for test (metrics of the final models)
-    num_layers: int = 5  # product-encoder layers searched
+    test_frac: float = 0.2  # share of queries for test (metrics of the final models and the paired test)
+    num_layers: int = 5  # seed space: product-encoder layers searched (serving: up to 5 cells)
+    population: int = 20  # evolution: population size (the most recent trials)
+    sample_size: int = 5  # evolution: tournament size
     hidden: int = 40  # controller LSTM units
     controller_lr: float = 0.02  # controller Adam learning rate
     entropy_weight: float = 1e-3  # REINFORCE entropy bonus
     baseline_decay: float = 0.9  # REINFORCE moving-average baseline decay
-    threads: int = 1  # torch threads per child (small children gain little from more; more oversubscribe busy CPUs)
+    threads: int = 1  # torch threads per child while training (latency is always timed at 1, as serve runs)
     options: dict[str, Any] = field(default_factory=dict)  # base DefectClassifier options (d_model, embedding_init, ...)
 
     def __post_init__(self) -> None:
@@ -60,12 +73,20 @@ class SearchConfig:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.variant not in VARIANTS:
             raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.trials < 1 or self.top_k < 0 or self.child_epochs < 1 or self.workers < 1 or self.threads < 1:
-            raise ConfigError("trials, child_epochs, workers and threads must be at least 1, top_k at least 0")
-        if self.latency_weight < 0 or self.latency_target_ms < 0:
-            raise ConfigError("latency_weight and latency_target_ms must not be negative")
+        if self.space not in SPACE_NAMES:
+            raise ConfigError(f"space must be one of {', '.join(SPACE_NAMES)}, got {self.space!r}")
+        if self.reward_metric not in REWARD_METRICS:
+            raise ConfigError(f"reward_metric must be one of {', '.join(REWARD_METRICS)}, got {self.reward_metric!r}")
+        if min(self.trials, self.child_epochs, self.workers, self.threads, self.child_seeds, self.final_seeds) < 1:
+            raise ConfigError("trials, child_epochs, child_seeds, final_seeds, workers and threads must be at least 1")
+        if min(self.top_k, self.pareto_max, self.noise_repeats) < 0 or self.budget_minutes < 0:
+            raise ConfigError("top_k, pareto_max, noise_repeats and budget_minutes must not be negative")
+        if self.latency_weight < 0 or self.latency_target_ms < 0 or self.latency_budget_ms < 0:
+            raise ConfigError("latency_weight, latency_target_ms and latency_budget_ms must not be negative")
         if "title_layers" in self.options:
             raise ConfigError("title_layers is what the search chooses: remove it from the search's --config")
+        if self.space == "serving" and self.matching:
+            raise ConfigError("the serving space searches the matching layer itself; --matching is for --space seed")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +106,8 @@ def load_saved(out: str | Path) -> SearchConfig | None:
     if not path.exists():
         return None
     try:
-        return SearchConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return SearchConfig.from_dict({k: v for k, v in saved.items() if k not in MEASURED})
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg})") from None
 

@@ -1,146 +1,240 @@
-"""After the search: retrain the top-k architectures from scratch, keep the best as ``best/``.
+"""After the search: retrain the top-k and the Pareto front with fresh seeds, and say what is noise.
 
-Why retrain: a child is trained on a small budget (an epoch on a few thousand pairs), which
-ranks architectures but does not finish them. The k distinct architectures with the highest
-search reward are trained again from scratch with the full budget (all training pairs, the
-model's usual epochs with early stopping), on the same splits. The winner is chosen by the same
-objective as the search (validation F1, times the latency term when ``latency_weight`` > 0),
-never by test scores, and saved as an ordinary model directory — ``best/`` is what
-``evaluate``, ``predict`` and ``serve`` take — with ``metrics.json`` on the test split.
+Why retrain: a child is trained on a small budget, which ranks architectures but does not finish
+them, and the best of many noisy rewards is inflated by the selection itself. So the search's
+candidates are trained again from scratch with the full budget (all training pairs, the model's
+usual epochs with early stopping) under ``final_seeds`` *fresh* seeds, on the same splits:
 
-Each finished retrain is appended to ``retrain.jsonl``, so a resumed search retrains only what
-is missing. A retrained model is written to ``retrain/trial-N/`` by the worker; the driver moves
-it into ``best/`` (old one aside, new one in, old one removed) when it is the best so far, or
-deletes it. ``top_k.json`` lists every top-k architecture with its search and retrain results.
+- the ``top_k`` distinct architectures by search reward;
+- the accuracy–latency **Pareto front** of all trained children (at most ``pareto_max``: the
+  most accurate and evenly spaced others), each saved as an ordinary model directory
+  ``pareto/<n>/`` (n = 0 is the fastest) that ``evaluate``, ``predict``, ``cache`` and ``serve``
+  accept;
+- ``train``'s default architecture, the reference.
+
+``best/`` is the candidate with the best retrained *validation* metric within the latency budget
+(never chosen on test). Then a paired bootstrap over the test queries (:mod:`.stats`) says
+whether it beats ``train``'s default by more than noise. ``final.json`` holds every candidate's
+search-time and retrained scores side by side — the gain over the default at search time and
+after retraining, whose difference is the selection bias — and ``top_k.json`` the top-k.
+
+Each finished retrain is appended to ``retrain.jsonl`` and its model kept under
+``retrain/<key>/`` until the end, so a resumed search retrains only what is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from ..storage import append_line, atomic_write_json
-from .child import reward
-from .config import SearchConfig
-from .space import arch_key, describe
+from .plots import pareto_front
+from .space import Architecture, Space, arch_key
+from .stats import paired_bootstrap
 from .trials import TrialLog, read_jsonl
 
 RETRAIN_LOG = "retrain.jsonl"
 TOP_K_FILE = "top_k.json"
+FINAL_FILE = "final.json"
 BEST_DIR = "best"
+PARETO_DIR = "pareto"
+PROBS_DIR = "test_probs"  # <key>.npy: each retrained candidate's test probabilities (seeds × rows), for the paired test
+STAMP = "architecture.json"  # written into every saved model directory: which architecture it holds
 
 
-def retrain_top_k(cfg: SearchConfig, out: Path, trials: TrialLog, executor, options: dict[str, Any], quiet: bool,
-                  say: Callable[[str], None]) -> tuple[list[dict[str, Any]], Path | None]:
-    """Retrain what is missing of the top-k, install the best as ``best/``; returns (top_k entries, best dir)."""
+def short_key(architecture: Architecture) -> str:
+    return hashlib.sha1(arch_key(architecture).encode()).hexdigest()[:12]
+
+
+def select_front(trained: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The accuracy–latency Pareto front of trained children (by ``metric``), fastest first, at most
+    ``limit``: the most accurate always, the others evenly spaced along the front."""
+    points = [(float(r["latency_ms"]), float(r["metric"])) for r in trained]
+    front = sorted(pareto_front(points), key=lambda i: points[i][0])
+    if limit <= 0:
+        return []
+    if len(front) > limit:
+        picks = {round(j * (len(front) - 1) / max(1, limit - 1)) for j in range(limit)} if limit > 1 else {len(front) - 1}
+        picks.add(len(front) - 1)
+        front = [front[j] for j in sorted(picks)][-limit:]
+    return [trained[i] for i in front]
+
+
+def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,
+             say: Callable[[str], None]) -> dict[str, Any]:
+    """Retrain the candidates, install ``pareto/<n>/`` and ``best/``, run the paired test, write the reports."""
     from tqdm.auto import tqdm
 
-    top = trials.top_k(cfg.top_k)
-    if not top:
-        return [], None
-    best_dir = out / BEST_DIR
-    _recover_swap(best_dir)
-    shutil.rmtree(out / "retrain", ignore_errors=True)  # half-written models of a killed run
-    done = {arch_key(e["architecture"]): e for e in read_jsonl(out / RETRAIN_LOG)}
-    top_keys = {arch_key(r["architecture"]) for r in top}
-    best = _best([e for k, e in done.items() if k in top_keys])
+    from .runner import final_options, final_seeds
 
-    todo = [(rank, rec) for rank, rec in enumerate(top, 1) if arch_key(rec["architecture"]) not in done]
-    jobs = [_job(cfg, out, rec, options) for _, rec in todo]
-    bar = tqdm(total=len(top), initial=len(top) - len(todo), desc=f"retrain top {len(top)}", unit="model", disable=quiet)
+    trained = sorted(trials.cache.values(), key=lambda r: r["trial"])
+    if not trained or (cfg.top_k == 0 and cfg.pareto_max == 0):
+        return {}
+    top = trials.top_k(cfg.top_k)
+    front = select_front(trained, cfg.pareto_max)
+    default = {"architecture": space.canonical(space.default_architecture()), "trial": None}
+    roles: dict[str, set[str]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    has_test = "test" in tables
+    # train's default is retrained only as the paired test's reference, which needs a test split
+    for role, group in ((("default", [default]),) if has_test else ()) + (("top_k", top), ("pareto", front)):
+        for rec in group:
+            key = short_key(rec["architecture"])
+            roles.setdefault(key, set()).add(role)
+            records.setdefault(key, rec)
+
+    _gather_models(out)
+    done = {e["key"]: e for e in read_jsonl(out / RETRAIN_LOG, require="seconds") if "key" in e}
+    needs_model = {k for k, r in roles.items() if r - {"default"}}
+    has_probs = lambda k: not has_test or (out / PROBS_DIR / f"{k}.npy").exists()  # noqa: E731
+    todo = [k for k in records if k not in done or not has_probs(k)
+            or (k in needs_model and not (out / "retrain" / k / "config.json").exists())]
+    seeds = final_seeds(cfg)
+    jobs = [{"architecture": records[k]["architecture"], "options": final_options(cfg, space, records[k]["architecture"]),
+             "seeds": seeds, "latency_repeats": cfg.latency_repeats, "threads": cfg.threads,
+             "tables": {"train": "train", "valid": "valid", "test": "test" if has_test else ""},
+             "save_dir": str(out / "retrain" / k) if k in needs_model else "",
+             "probs_path": str(out / PROBS_DIR / f"{k}.npy") if has_test else ""} for k in todo]
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=f"retrain {len(records)} × {len(seeds)} seeds",
+               unit="model", disable=quiet)
     try:
         for i, res in executor.map_unordered(jobs):
-            rank, rec = todo[i]
-            entry = _entry(cfg, rank, rec, res)
-            if best is None or _better(entry, best):
-                _install(Path(jobs[i]["save_dir"]), best_dir)
-                best = entry
-            else:
-                shutil.rmtree(jobs[i]["save_dir"], ignore_errors=True)
+            k = todo[i]
+            entry = _entry(cfg, k, records[k], res, seeds)
             append_line(out / RETRAIN_LOG, json.dumps(entry))
-            done[arch_key(rec["architecture"])] = entry
+            if k in needs_model:
+                atomic_write_json(out / "retrain" / k / STAMP, {"key": k, "space": cfg.space, "architecture": records[k]["architecture"]})
+            done[k] = entry
             bar.update(1)
             with tqdm.external_write_mode():
-                say(f"retrained #{rank} (trial {rec['trial']}): valid F1 {entry['valid_f1']:.4f}, "
-                    f"{entry['latency_ms']:.2f} ms/100 in {entry['seconds']:.0f}s: {describe(rec['architecture'])}")
+                say(f"retrained {space.describe(records[k]['architecture'])}: valid {cfg.reward_metric} "
+                    f"{entry['valid_metric']:.4f} ± {entry['valid_metric_std']:.4f}, {entry['latency_ms']:.2f} ms/request, "
+                    f"{entry['seconds']:.0f}s")
     finally:
         bar.close()
 
-    if _saved_architecture(best_dir) != arch_key(best["architecture"]):
-        # best/ holds another model (the top-k changed when a finished search was extended): rebuild it
-        list(executor.map_unordered([_job(cfg, out, {"architecture": best["architecture"], "trial": best["trial"]}, options)]))
-        _install(out / "retrain" / f"trial-{best['trial']}", best_dir)
+    # the table: every candidate, search-time and retrained side by side
+    default_key = short_key(default["architecture"])
+    ref = done.get(default_key) if has_test else None
+    search_ref = floor.get("metric_search_seeds")
+    rows = []
+    for k, rec in records.items():
+        e = done[k]
+        row = {**e, "roles": sorted(roles[k]), "trial": rec.get("trial"),
+               "search_reward": rec.get("reward"), "search_metric": rec.get("metric"), "search_spread": rec.get("spread"),
+               "search_latency_ms": rec.get("latency_ms")}
+        if search_ref is not None and rec.get("metric") is not None:
+            row["search_gain_over_default"] = round(rec["metric"] - search_ref, 6)
+        if ref is not None:
+            row["retrained_gain_over_default"] = round(e["valid_metric"] - ref["valid_metric"], 6)
+        if "search_gain_over_default" in row and "retrained_gain_over_default" in row:
+            row["selection_bias"] = round(row["search_gain_over_default"] - row["retrained_gain_over_default"], 6)
+        rows.append(row)
+
+    eligible = [r for r in rows if r["roles"] != ["default"] and not (cfg.latency_budget_ms and r["latency_ms"] > cfg.latency_budget_ms)]
+    if not eligible:
+        eligible = [r for r in rows if r["roles"] != ["default"]]
+        say("no candidate is within the latency budget when retrained: best/ is the most accurate overall")
+    best = max(eligible, key=lambda r: (r["valid_metric"], -r["latency_ms"]))
+    for r in rows:
+        r["best"] = r["key"] == best["key"]
+
+    # install pareto/<n>/ (fastest first) and best/
+    front_keys = [short_key(r["architecture"]) for r in front]
+    _install_models(out, front_keys, best["key"])
+    front_rows = [next(r for r in rows if r["key"] == k) for k in front_keys]
+    for n, r in enumerate(front_rows):
+        r["pareto_dir"] = str(out / PARETO_DIR / str(n))
+
+    paired = None
+    if has_test:
+        test = tables["test"]
+        probs_best = np.load(out / PROBS_DIR / f"{best['key']}.npy")
+        probs_ref = np.load(out / PROBS_DIR / f"{default_key}.npy")
+        paired = {"metric": "average_precision", "best": best["key"], "default": default_key,
+                  **paired_bootstrap(test["label"].to_numpy(), test["query"].to_numpy(), probs_best, probs_ref, seed=cfg.seed)}
+        paired["beats_default"] = bool(paired["ci_low"] > 0)
+        paired["same_architecture"] = best["key"] == default_key
+        say(f"best vs train's default on the test split: AP {paired['diff']:+.4f} (95% CI {paired['ci_low']:+.4f} … "
+            f"{paired['ci_high']:+.4f}, {paired['queries']} queries): "
+            + ("better by more than noise" if paired["beats_default"] else "not distinguishable from noise"))
+
+    top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
+    atomic_write_json(out / TOP_K_FILE, top_entries)
+    report = {"reward_metric": cfg.reward_metric, "final_seeds": seeds, "noise_floor": {k: v for k, v in floor.items() if k != "all_seeds"},
+              "candidates": rows, "pareto": [{"n": n, "key": r["key"], "architecture": r["architecture"], "latency_ms": r["latency_ms"],
+                                              "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap")} for n, r in enumerate(front_rows)],
+              "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired}
+    atomic_write_json(out / FINAL_FILE, report)
     shutil.rmtree(out / "retrain", ignore_errors=True)
-
-    entries = [{**done[arch_key(r["architecture"])], "rank": rank, "best": arch_key(r["architecture"]) == arch_key(best["architecture"])}
-               for rank, r in enumerate(top, 1)]
-    atomic_write_json(out / TOP_K_FILE, entries)
-    say(f"best architecture (trial {best['trial']}, valid F1 {best['valid_f1']:.4f}) saved to {best_dir}")
-    return entries, best_dir
+    say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, "
+        f"{best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models under {out / PARETO_DIR}")
+    return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
 
 
-def _job(cfg: SearchConfig, out: Path, rec: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    tables = {"train": "train", "valid": "valid", "test": "test" if cfg.test_frac > 0 else ""}
-    return {"architecture": rec["architecture"], "options": options, "latency_repeats": cfg.latency_repeats,
-            "tables": tables, "save_dir": str(out / "retrain" / f"trial-{rec['trial']}")}
-
-
-def _entry(cfg: SearchConfig, rank: int, rec: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "rank": rank,  # by search reward
-        "trial": rec["trial"],
-        "architecture": rec["architecture"],
-        "search_reward": rec["reward"],
-        "search_f1": rec["f1"],
-        "search_latency_ms": rec["latency_ms"],
-        "valid_f1": res["f1"],
-        "latency_ms": round(res["latency_ms"], 4),
-        "final_reward": reward(res["f1"], res["latency_ms"], cfg.latency_target_ms, cfg.latency_weight),
-        "params": res["params"],
-        "test": res.get("test"),
-        "seconds": round(res["seconds"], 3),
+def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    per_seed = res["ap_seeds"] if cfg.reward_metric == "ap" else res["f1_seeds"]
+    entry = {
+        "key": key, "architecture": rec["architecture"], "seeds": seeds,
+        "valid_metric": round(float(np.mean(per_seed)), 6),
+        "valid_metric_std": round(float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, 6),
+        "valid_ap": round(res["ap"], 6), "valid_f1": round(res["f1"], 6), "valid_ap_seeds": res["ap_seeds"],
+        "latency_ms": round(res["latency_ms"], 4), "params": res["params"], "seconds": round(res["seconds"], 3),
     }
+    if res.get("test"):
+        aps = [t["average_precision"] for t in res["test"]]
+        f1s = [t["f1"] for t in res["test"]]
+        entry.update(test=res["test"], test_ap=round(float(np.mean(aps)), 6),
+                     test_ap_std=round(float(np.std(aps, ddof=1)) if len(aps) > 1 else 0.0, 6),
+                     test_f1=round(float(np.mean(f1s)), 6))
+    return entry
 
 
-def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (a["final_reward"], -a["rank"]) > (b["final_reward"], -b["rank"])
-
-
-def _best(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-    best = None
-    for e in entries:
-        if best is None or _better(e, best):
-            best = e
-    return best
-
-
-def _install(src: Path, dst: Path) -> None:
-    """Replace directory ``dst`` by ``src``: old aside, new in, old removed (recoverable if killed)."""
-    old = dst.with_name(dst.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover_swap(dst: Path) -> None:
-    """A kill between the two renames of :func:`_install` leaves only ``best.old``: put it back."""
-    old = dst.with_name(dst.name + ".old")
-    if old.exists():
-        if dst.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(old, dst)
-
-
-def _saved_architecture(model_dir: Path) -> str | None:
+def _stamp(model_dir: Path) -> str | None:
     try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        return arch_key(config["model"]["title_layers"])
+        return json.loads((model_dir / STAMP).read_text(encoding="utf-8"))["key"]
     except (OSError, ValueError, KeyError):
         return None
 
+
+def _gather_models(out: Path) -> None:
+    """Move models installed by an earlier run (best/, pareto/<n>/) back to retrain/<key>/, and drop
+    half-written retrain folders (no stamp): a resumed or extended search then reuses what it has."""
+    retrain = out / "retrain"
+    retrain.mkdir(exist_ok=True)
+    for d in retrain.iterdir():
+        if d.is_dir() and _stamp(d) != d.name:
+            shutil.rmtree(d, ignore_errors=True)
+    installed = [out / BEST_DIR, out / (BEST_DIR + ".old")]
+    if (out / PARETO_DIR).is_dir():
+        installed += sorted(p for p in (out / PARETO_DIR).iterdir() if p.is_dir())
+    for d in installed:
+        key = _stamp(d) if d.is_dir() else None
+        if key and not (retrain / key).exists():
+            os.replace(d, retrain / key)
+        elif d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _install_models(out: Path, front_keys: list[str], best_key: str) -> None:
+    """pareto/<n>/ (renamed from retrain/) and best/ (a copy when it is also on the front)."""
+    shutil.rmtree(out / PARETO_DIR, ignore_errors=True)
+    (out / PARETO_DIR).mkdir()
+    best_src = out / "retrain" / best_key
+    tmp = out / (BEST_DIR + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(best_src, tmp)
+    old = out / (BEST_DIR + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / BEST_DIR).exists():
+        os.replace(out / BEST_DIR, old)
+    os.replace(tmp, out / BEST_DIR)
+    shutil.rmtree(old, ignore_errors=True)
+    for n, key in enumerate(front_keys):
+        os.replace(out / "retrain" / key, out / PARETO_DIR / str(n))

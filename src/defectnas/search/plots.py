@@ -1,10 +1,11 @@
-"""The search's two pictures: reward over time, and F1 against latency with the Pareto front.
+"""The search's three pictures: reward over time, accuracy against latency, reward against noise.
 
-Why: a table of 200 trials does not show whether the controller learned anything or what
-accuracy costs in time; ``rewards.png`` shows the first (reward per trial with the moving
-average the baseline tracks), ``pareto.png`` the second (every trained child, the
-non-dominated ones highlighted). Both are drawn with matplotlib's Agg backend (no display) and
-written atomically.
+Why: a table of trials does not show whether the strategy learned anything, what accuracy costs
+in time, or which differences are noise. ``rewards.png`` shows the first (reward per trial, the
+mean per step and its moving average — the paper's Figure 5), ``pareto.png`` the second (every
+trained child, the non-dominated ones joined, train's default starred), ``noise.png`` the third
+(each architecture ± its seed spread against the default ± the noise floor). Drawn with
+matplotlib's Agg backend (no display) and written atomically.
 """
 
 from __future__ import annotations
@@ -52,40 +53,79 @@ def _save(plt, fig, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_rewards(records: Sequence[dict[str, Any]], path: str | Path, decay: float = 0.9, title: str = "") -> None:
-    """Reward per trial (cached repeats hollow) and its moving average."""
+def plot_rewards(records: Sequence[dict[str, Any]], path: str | Path, decay: float = 0.9, title: str = "",
+                 floor: dict[str, Any] | None = None) -> None:
+    """Reward per trial (cached repeats hollow), the mean per strategy step with its moving average
+    (the paper's Figure 5), and the default architecture's reward ± the noise floor as a band."""
     plt, (fig, ax) = _figure()
-    trials = [r["trial"] for r in records]
-    rewards = [r["reward"] for r in records]
     trained = [r for r in records if not r.get("cached")]
     repeats = [r for r in records if r.get("cached")]
-    ax.scatter([r["trial"] for r in trained], [r["reward"] for r in trained], s=12, color="tab:blue", label="child")
+    ax.scatter([r["trial"] for r in trained], [r["reward"] for r in trained], s=10, color="tab:blue", alpha=0.5, label="child")
     if repeats:
-        ax.scatter([r["trial"] for r in repeats], [r["reward"] for r in repeats], s=12, facecolors="none",
-                   edgecolors="tab:blue", label="cached repeat")
-    if rewards:
-        ax.plot(trials, moving_average(rewards, decay), color="tab:orange", lw=2, label=f"moving average ({decay})")
-    ax.set_xlabel("trial (controller samples, in order)")
+        ax.scatter([r["trial"] for r in repeats], [r["reward"] for r in repeats], s=10, facecolors="none",
+                   edgecolors="tab:blue", alpha=0.5, label="cached repeat")
+    steps: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        steps.setdefault(int(r.get("step", 0)), []).append(r)
+    xs = [max(r["trial"] for r in rs) for _, rs in sorted(steps.items())]
+    means = [sum(r["reward"] for r in rs) / len(rs) for _, rs in sorted(steps.items())]
+    if means:
+        ax.plot(xs, means, color="tab:green", lw=1, alpha=0.8, label="mean reward per step")
+        ax.plot(xs, moving_average(means, decay), color="tab:orange", lw=2, label=f"moving average ({decay})")
+    _floor_band(ax, floor, "reward_search_seeds")
+    ax.set_xlabel("trial (in the order sampled)")
     ax.set_ylabel("reward")
-    ax.set_title(title or "Architecture search: reward per child")
+    ax.set_title(title or "Architecture search: reward per step")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)
 
 
-def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> None:
-    """Validation F1 against measured latency for every trained child; Pareto front highlighted."""
+def _floor_band(ax, floor: dict[str, Any] | None, key: str) -> None:
+    """The default architecture's value and ± 2 × the noise floor (std of a K-seed mean)."""
+    if not floor or floor.get(key) is None:
+        return
+    y = float(floor[key])
+    ax.axhline(y, color="black", lw=1, ls="--", label="train's default")
+    if floor.get("std_of_mean"):
+        s = 2 * float(floor["std_of_mean"])
+        ax.axhspan(y - s, y + s, color="gray", alpha=0.2, label="default ± 2 × noise floor")
+
+
+def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, title: str = "", floor: dict[str, Any] | None = None,
+                metric: str = "ap") -> None:
+    """Validation metric against served latency for every trained child; the Pareto front and train's default marked."""
     plt, (fig, ax) = _figure()
     trained = [r for r in records if not r.get("cached")]
-    points = [(float(r["latency_ms"]), float(r["f1"])) for r in trained]
-    front = pareto_front(points)
+    points = [(float(r["latency_ms"]), float(r.get("metric", r.get("f1", 0.0)))) for r in trained]
+    front = sorted(pareto_front(points), key=lambda i: points[i][0])
     ax.scatter([p[0] for p in points], [p[1] for p in points], s=12, color="tab:gray", alpha=0.6, label="child")
     if front:
         fx, fy = zip(*(points[i] for i in front))
         ax.plot(fx, fy, "-o", color="tab:red", ms=5, lw=1.5, label="Pareto front")
-    ax.set_xlabel("latency: title encoding + scoring, ms per 100 pairs (1 CPU thread)")
-    ax.set_ylabel("validation F1")
-    ax.set_title(title or "Architecture search: F1 against latency")
+    if floor and floor.get("metric_search_seeds") is not None:
+        ax.scatter([floor["latency_ms"]], [floor["metric_search_seeds"]], marker="*", s=160, color="black", zorder=5,
+                   label="train's default")
+    ax.set_xlabel("served latency: 1 query × 100 cached products, ms (1 CPU thread)")
+    ax.set_ylabel(f"validation {metric.upper()} (mean over child seeds)")
+    ax.set_title(title or "Architecture search: accuracy against served latency")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(plt, fig, path)
+
+
+def plot_noise(records: Sequence[dict[str, Any]], path: str | Path, floor: dict[str, Any] | None = None, metric: str = "ap") -> None:
+    """Each trained architecture's metric ± its seed spread, sorted, against the noise floor band."""
+    plt, (fig, ax) = _figure()
+    trained = sorted((r for r in records if not r.get("cached")), key=lambda r: r.get("metric", 0.0))
+    ys = [float(r.get("metric", 0.0)) for r in trained]
+    errs = [float(r.get("spread") or 0.0) for r in trained]
+    ax.errorbar(range(len(ys)), ys, yerr=errs, fmt="o", ms=3, lw=0.8, color="tab:blue", ecolor="tab:blue", alpha=0.7,
+                label="architecture: mean ± seed std")
+    _floor_band(ax, floor, "metric_search_seeds")
+    ax.set_xlabel("architecture (sorted by its mean)")
+    ax.set_ylabel(f"validation {metric.upper()}")
+    ax.set_title("Reward against the noise floor: differences inside the band are seed noise")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)

@@ -6,11 +6,15 @@ differentiable in the architecture, so the controller follows the policy gradien
 rewards (it cuts the gradient's variance without biasing it); the entropy bonus keeps the policy
 exploring instead of locking onto the first lucky architecture.
 
-Batched updates: with ``--workers N`` the controller samples N architectures from the same
-policy, the N children are trained in parallel, and one update averages their N terms (each
-against the baseline as it stood before the batch); the baseline then absorbs the N rewards in
-trial order. With N = 1 this is plain one-sample REINFORCE. A batch is the unit of a controller
-step, so the same seed and batch size give the same architectures whatever the timing.
+Batched updates: the controller samples a batch of B architectures from the same policy (B =
+``--controller-batch``, at least ``--workers``), the children are trained (in parallel where
+there are workers), and one update averages their B terms. With B ≥ 2 the advantages are
+*standardised over the batch*, ``A = (R − mean) / std`` — rewards of children from one policy
+compared with each other, so the step size does not depend on the reward's scale (an AP of 0.2
+or an F1 of 0.5) and a batch of equal rewards teaches nothing. With B = 1 the advantage is
+``R − b`` against the moving average (plain one-sample REINFORCE). The baseline absorbs the
+rewards in trial order either way. A batch is the unit of a controller step, so the same seed and
+batch size give the same architectures whatever the timing.
 
 The agent state — controller weights, Adam moments, the sampling generator, the baseline, the
 step — is saved as one safetensors file (tensors) with JSON metadata (scalars), written
@@ -26,7 +30,15 @@ import torch
 
 from ..storage import load_tensors, save_tensors
 from .controller import Controller, Sample
-from .space import Architecture
+
+
+def advantages(rewards: Sequence[float], baseline: float) -> list[float]:
+    """Standardised over the batch when it has two or more rewards, else ``R − baseline``."""
+    if len(rewards) < 2:
+        return [r - baseline for r in rewards]
+    mean = sum(rewards) / len(rewards)
+    std = (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5
+    return [(r - mean) / std if std > 1e-12 else 0.0 for r in rewards]
 
 
 class Reinforce:
@@ -53,8 +65,8 @@ class Reinforce:
         with torch.no_grad():
             return self.controller.sample(self.generator)
 
-    def update(self, architectures: Sequence[Architecture], rewards: Sequence[float], learn: bool = True) -> dict[str, float]:
-        """One controller step on a batch of (architecture, reward); ``learn=False`` only moves the baseline."""
+    def update(self, actions: Sequence[Sequence[int]], rewards: Sequence[float], learn: bool = True) -> dict[str, float]:
+        """One controller step on a batch of (sampled actions, reward); ``learn=False`` only moves the baseline."""
         rewards = [float(r) for r in rewards]
         if not rewards:
             raise ValueError("update needs at least one reward")
@@ -65,9 +77,9 @@ class Reinforce:
         if learn:
             self.controller.train()
             terms, entropies = [], []
-            for arch, r in zip(architectures, rewards):
-                log_prob, entropy = self.controller.evaluate(arch)
-                terms.append(-(r - b) * log_prob - self.entropy_weight * entropy)
+            for acts, a in zip(actions, advantages(rewards, b)):
+                log_prob, entropy = self.controller.evaluate_actions(acts)
+                terms.append(-a * log_prob - self.entropy_weight * entropy)
                 entropies.append(entropy.detach())
             loss = torch.stack(terms).mean()
             self.optimizer.zero_grad(set_to_none=True)

@@ -1,47 +1,53 @@
-"""The search loop: sample a batch, evaluate the children, log them, update, checkpoint; repeat.
+"""The search loop: measure the noise floor, then sample a batch, evaluate, log, learn, checkpoint; repeat.
 
 Why written this way: a search runs for tens of minutes on a CPU and must survive being killed
 at any moment (SIGKILL included). The order of writes is what makes that safe:
 
-1. the controller samples a batch of architectures (trial numbers are consecutive);
+0. before any sampling, the default architecture is trained under ``noise_repeats`` sets of K
+   seeds (the first set is the search's own child seeds); each finished repeat is appended to
+   ``noise.jsonl``, and their spread — the *noise floor* — goes into ``search.json``;
+1. the strategy proposes a batch of architectures (trial numbers are consecutive);
 2. each child, when it finishes, is appended to ``trials.jsonl`` (fsynced) — a repeat of an
    architecture already trained is logged at once, marked ``cached``, without training;
-3. when the whole batch is logged, the controller takes one REINFORCE step and the agent state
-   (weights, Adam moments, sampling generator, baseline, next trial) is written atomically to
-   ``controller.safetensors``.
+3. when the whole batch is logged, the strategy learns from it and the agent state (controller
+   weights, Adam moments, sampling generator, baseline, next trial, elapsed time) is written
+   atomically to ``controller.safetensors``.
 
-``--resume`` loads the checkpoint (the state *before* the unfinished batch) and samples that
-batch again: the generator and weights are those of the first run, so the architectures are
-the same; trials that already have a line are taken from it, not rerun; the others are run;
-then the update happens exactly as it would have. So no finished trial is lost, none is run
-twice, and the sequence equals an uninterrupted run with the same seed. After the last trial
-the top-k architectures are retrained (:mod:`defectnas.search.final`).
+``--resume`` loads the checkpoint (the state *before* the unfinished batch) and proposes that
+batch again: generator, weights and (for evolution) the population read off the log are those
+of the first run, so the architectures are the same; trials that already have a line are taken
+from it, not rerun; the others are run; then the update happens exactly as it would have. So no
+finished trial is lost, none is run twice, and the sequence equals an uninterrupted run with the
+same seed, under every strategy. After the last trial (or ``--budget-minutes``) the top-k and
+the Pareto front are retrained with fresh seeds (:mod:`defectnas.search.final`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..storage import atomic_write_json
+from ..storage import append_line, atomic_write_json
+from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
-from .controller import Controller
 from .executors import make_executor
-from .final import retrain_top_k
-from .plots import plot_pareto, plot_rewards
-from .reinforce import Reinforce
-from .space import Architecture, SearchSpace, arch_key, describe
-from .trials import TrialLog
+from .final import finalize
+from .plots import plot_noise, plot_pareto, plot_rewards
+from .space import Architecture, Space, SearchSpace, arch_key, make_space
+from .strategies import make_agent, make_strategy
+from .trials import TrialLog, read_jsonl
 
 CHECKPOINT = "controller.safetensors"
 TRIALS = "trials.jsonl"
-REFERENCE = "reference.json"
-PLOT_EVERY = 10  # controller steps between plot refreshes
+NOISE = "noise.jsonl"
+PLOT_EVERY = 5  # strategy steps between plot refreshes
 
 
 @dataclass
@@ -51,6 +57,15 @@ class SearchResult:
     top_k: list[dict[str, Any]] = field(default_factory=list)  # top_k.json
     best_dir: Path | None = None  # the best retrained model directory
     seconds: float = 0.0  # wall time of this run (not of earlier runs of a resumed search)
+    noise_floor: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)  # final.json: retrains, Pareto front, paired test
+
+
+def build_space(cfg: SearchConfig) -> Space:
+    """The search space ``cfg.space`` names (the seed space with ``num_layers`` cells)."""
+    if cfg.space == "seed":
+        return SearchSpace(num_layers=cfg.num_layers)
+    return make_space(cfg.space, max_cells=cfg.num_layers)
 
 
 def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool = True,
@@ -68,9 +83,9 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         cfg = merge_for_resume(saved, cfg.to_dict())
     out.mkdir(parents=True, exist_ok=True)
 
-    space = SearchSpace(num_layers=cfg.num_layers)
+    space = build_space(cfg)
     d_model = int(cfg.options.get("d_model", 64))
-    if d_model % space.min_d_model_multiple():
+    if cfg.space == "seed" and d_model % space.min_d_model_multiple():
         raise ConfigError(f"d_model={d_model} must be a multiple of {space.min_d_model_multiple()} (attention heads {space.heads})")
     tables = prepare_tables(cfg)
     say(f"search data: {len(tables['child_train'])} training pairs per child, {len(tables['child_valid'])} validation pairs; "
@@ -78,16 +93,20 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     executor = make_executor(tables, cfg.workers, cfg.ray_address, cfg.threads)
     try:
         if not cfg.batch_size:
-            cfg.batch_size = max(cfg.workers, executor.parallelism)
-        atomic_write_json(out / SEARCH_FILE, cfg.to_dict())
+            cfg.batch_size = max(4 if cfg.strategy == "rl" else 1, cfg.workers, executor.parallelism)
+        meta = {**cfg.to_dict(), "space_settings": space.to_dict()}
+        atomic_write_json(out / SEARCH_FILE, {**meta, "noise_floor": _read_floor(out)})
+        floor = noise_floor(cfg, space, executor, out, say)
         if cfg.latency_weight > 0 and not cfg.latency_target_ms:
-            cfg.latency_target_ms = _reference_latency(cfg, space, executor, out, say)
-            atomic_write_json(out / SEARCH_FILE, cfg.to_dict())
-        trials = _run_trials(cfg, space, executor, out, quiet, say)
-        top, best_dir = retrain_top_k(cfg, out, trials, executor, final_options(cfg), quiet, say)
+            cfg.latency_target_ms = float(floor.get("latency_ms") or 0.0)
+            say(f"latency target: {cfg.latency_target_ms:.2f} ms per request (the default architecture, measured)")
+        atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
+        trials = _run_trials(cfg, space, executor, out, quiet, say, started, floor)
+        final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
     finally:
         executor.shutdown()
-    return SearchResult(out, trials.records(), top, best_dir, time.perf_counter() - started)
+    return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), time.perf_counter() - started,
+                        floor, final)
 
 
 # ------------------------------------------------------------------------ data
@@ -115,110 +134,181 @@ def prepare_tables(cfg: SearchConfig) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def child_options(cfg: SearchConfig) -> dict[str, Any]:
-    """DefectClassifier options of a search child: the base options with the child budget."""
-    return {**cfg.options, "variant": cfg.variant, "matching": cfg.matching, "epochs": cfg.child_epochs, "seed": cfg.seed}
+def child_seeds(cfg: SearchConfig, repeat: int = 0) -> list[int]:
+    """The K training seeds of repeat ``repeat``; repeat 0 is what every child of the search uses."""
+    return [cfg.seed * 1000 + repeat * cfg.child_seeds + j for j in range(cfg.child_seeds)]
 
 
-def final_options(cfg: SearchConfig) -> dict[str, Any]:
-    """DefectClassifier options of a top-k retrain: the base options with the full budget."""
-    opts = {**cfg.options, "variant": cfg.variant, "matching": cfg.matching, "seed": cfg.seed}
+def final_seeds(cfg: SearchConfig) -> list[int]:
+    """Fresh seeds for retrains: none of them trained a child or the noise floor."""
+    return [cfg.seed * 1000 + 500 + j for j in range(cfg.final_seeds)]
+
+
+def child_options(cfg: SearchConfig, space: Space, architecture: Architecture) -> dict[str, Any]:
+    """DefectClassifier options of a search child: base options, the architecture's, the child budget."""
+    return {**cfg.options, "variant": cfg.variant, **({"matching": cfg.matching} if cfg.space == "seed" else {}),
+            **space.to_options(architecture), "epochs": cfg.child_epochs, "patience": max(2, cfg.child_epochs)}
+
+
+def final_options(cfg: SearchConfig, space: Space, architecture: Architecture) -> dict[str, Any]:
+    """DefectClassifier options of a retrain: base options, the architecture's, the full budget."""
+    opts = {**cfg.options, "variant": cfg.variant, **({"matching": cfg.matching} if cfg.space == "seed" else {}),
+            **space.to_options(architecture)}
     if cfg.final_epochs:
         opts["epochs"] = cfg.final_epochs
     return opts
 
 
-def child_job(cfg: SearchConfig, architecture: Architecture) -> dict[str, Any]:
-    return {"architecture": architecture, "options": child_options(cfg), "latency_repeats": cfg.latency_repeats,
-            "tables": {"train": "child_train", "valid": "child_valid"}}
+def child_job(cfg: SearchConfig, space: Space, architecture: Architecture, seeds: list[int]) -> dict[str, Any]:
+    return {"architecture": architecture, "options": child_options(cfg, space, architecture), "seeds": seeds,
+            "latency_repeats": cfg.latency_repeats, "tables": {"train": "child_train", "valid": "child_valid"}}
 
 
-def _reference_latency(cfg: SearchConfig, space: SearchSpace, executor, out: Path, say) -> float:
-    """The latency target: the default (hand-designed) architecture, trained and timed like a child."""
+def result_fields(cfg: SearchConfig, res: dict[str, Any]) -> dict[str, Any]:
+    """What a trial line keeps of a child's result, with its reward."""
+    per_seed = res["ap_seeds"] if cfg.reward_metric == "ap" else res["f1_seeds"]
+    metric = round(float(np.mean(per_seed)), 6)
+    return {
+        "reward": reward(metric, res["latency_ms"], cfg.latency_target_ms, cfg.latency_weight, cfg.latency_budget_ms),
+        "metric": metric, "spread": round(float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, 6),
+        "ap": round(res["ap"], 6), "f1": round(res["f1"], 6),
+        "ap_seeds": [round(v, 6) for v in res["ap_seeds"]], "f1_seeds": [round(v, 6) for v in res["f1_seeds"]],
+        "latency_ms": round(res["latency_ms"], 4),
+        "over_budget": bool(cfg.latency_budget_ms and res["latency_ms"] > cfg.latency_budget_ms),
+        "params": res["params"],
+    }
+
+
+# ------------------------------------------------------------------ noise floor
+def _read_floor(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / SEARCH_FILE).read_text(encoding="utf-8")).get("noise_floor", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say) -> dict[str, Any]:
+    """The default architecture under ``noise_repeats`` sets of K seeds: how much a reward moves
+    when nothing but the seeds changes. Repeats already in ``noise.jsonl`` are not rerun."""
     arch = space.default_architecture()
-    (_, result), = executor.map_unordered([child_job(cfg, arch)])
-    atomic_write_json(out / REFERENCE, {"architecture": arch, **result})
-    say(f"latency target: {result['latency_ms']:.2f} ms per 100 pairs (default architecture, F1 {result['f1']:.4f})")
-    return float(result["latency_ms"])
+    done = {int(r["repeat"]): r for r in read_jsonl(out / NOISE, require="repeat")}
+    repeats = max(cfg.noise_repeats, int(cfg.latency_weight > 0 and not cfg.latency_target_ms))  # the target needs one
+    todo = [r for r in range(repeats) if r not in done]
+    if todo:
+        say(f"noise floor: the default architecture under {cfg.noise_repeats} sets of {cfg.child_seeds} seeds")
+    jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
+    for i, res in executor.map_unordered(jobs):
+        record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3)}
+        append_line(out / NOISE, json.dumps(record))
+        done[todo[i]] = record
+        say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f} over seeds, "
+            f"{record['latency_ms']:.2f} ms/request, {record['seconds']:.0f}s")
+    return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
+
+
+def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Floor statistics: the std of a K-seed mean across seed sets, and the per-seed std."""
+    if not repeats:
+        return {}
+    means = [r["metric"] for r in repeats]
+    per_seed = [v for r in repeats for v in (r["ap_seeds"] if cfg.reward_metric == "ap" else r["f1_seeds"])]
+    within = [np.var(r["ap_seeds"] if cfg.reward_metric == "ap" else r["f1_seeds"], ddof=1) for r in repeats if len(r["ap_seeds"]) > 1]
+    return {
+        "architecture": arch, "metric": cfg.reward_metric, "child_seeds": cfg.child_seeds, "repeats": len(repeats),
+        "mean": round(float(np.mean(means)), 6),
+        "std_of_mean": round(float(np.std(means, ddof=1)), 6) if len(means) > 1 else None,  # what a K-seed reward moves by
+        "seed_std": round(float(np.sqrt(np.mean(within))), 6) if within else None,  # one seed's spread
+        "reward_search_seeds": repeats[0]["reward"], "metric_search_seeds": repeats[0]["metric"],
+        "latency_ms": float(np.median([r["latency_ms"] for r in repeats])),
+        "per_repeat": [{k: r[k] for k in ("repeat", "seeds", "metric", "spread", "latency_ms")} for r in repeats],
+        "all_seeds": [round(v, 6) for v in per_seed],
+    }
 
 
 # ---------------------------------------------------------------------- trials
-def _run_trials(cfg: SearchConfig, space: SearchSpace, executor, out: Path, quiet: bool, say) -> TrialLog:
+def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: bool, say, started: float,
+                floor: dict[str, Any]) -> TrialLog:
     from tqdm.auto import tqdm
 
-    from .child import reward
-
-    agent = Reinforce(Controller(space, hidden=cfg.hidden, seed=cfg.seed), lr=cfg.controller_lr,
-                      baseline_decay=cfg.baseline_decay, entropy_weight=cfg.entropy_weight, seed=cfg.seed)
+    agent = make_agent(space, cfg.hidden, cfg.controller_lr, cfg.baseline_decay, cfg.entropy_weight, cfg.seed)
+    strategy = make_strategy(cfg.strategy, space, agent, cfg.population, cfg.sample_size)
     trials = TrialLog(out / TRIALS)
-    next_trial = 0
+    next_trial, elapsed_before = 0, 0.0
     if (out / CHECKPOINT).exists():
-        next_trial = int(agent.load(out / CHECKPOINT)["next_trial"])
+        extra = agent.load(out / CHECKPOINT)
+        next_trial, elapsed_before = int(extra["next_trial"]), float(extra.get("elapsed_s", 0.0))
     if len(trials):
-        say(f"resuming: {len(trials)} trials logged, controller at step {agent.step}, next trial {next_trial}")
+        say(f"resuming: {len(trials)} trials logged, strategy at step {agent.step}, next trial {next_trial}")
+    seeds = child_seeds(cfg)
 
     def best() -> float:
         return max((r["reward"] for r in trials.by_trial.values()), default=float("nan"))
 
-    bar = tqdm(total=cfg.trials, initial=min(len(trials), cfg.trials), desc="search", unit="child", disable=quiet)
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - started
+
+    bar = tqdm(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
+               disable=quiet)
     bar.set_postfix(best=f"{best():.4f}")
     try:
         while next_trial < cfg.trials:
+            if cfg.budget_minutes and elapsed() > 60 * cfg.budget_minutes:
+                say(f"--budget-minutes {cfg.budget_minutes:g} reached after {next_trial} trials: retraining what there is")
+                break
             n = min(cfg.batch_size, cfg.trials - next_trial)
+            history = [trials.by_trial[t] for t in range(next_trial) if t in trials.by_trial]
             batch = []
-            for t in range(next_trial, next_trial + n):
-                arch = agent.sample().architecture if cfg.strategy == "rl" else space.sample_uniform(agent.generator)
+            for t, (arch, actions) in zip(range(next_trial, next_trial + n), strategy.propose(n, history)):
                 logged = trials.by_trial.get(t)
                 if logged is not None and arch_key(space.canonical(logged["architecture"])) != arch_key(arch):
-                    raise ConfigError(f"{out / TRIALS}: trial {t} was {describe(logged['architecture'])}, but this search samples "
-                                      f"{describe(arch)} there; the log belongs to another search (seed or settings)")
-                batch.append((t, arch))
+                    raise ConfigError(f"{out / TRIALS}: trial {t} was {space.describe(logged['architecture'])}, but this search "
+                                      f"samples {space.describe(arch)} there; the log belongs to another search (seed or settings)")
+                batch.append((t, arch, actions))
 
             step = agent.step
-            pending: dict[str, list[tuple[int, Architecture]]] = {}  # arch key → trials waiting on it (first is trained)
-            for t, arch in batch:
+            pending: dict[str, list[tuple[int, Architecture, list[int]]]] = {}  # arch key → trials waiting (first is trained)
+            for t, arch, actions in batch:
                 key = arch_key(arch)
                 if t in trials.by_trial:
                     continue
                 if key in trials.cache:
-                    trials.append(trials.cached_copy(t, step, arch, trials.cache[key]))
+                    trials.append(trials.cached_copy(t, step, arch, actions, trials.cache[key]))
                     bar.update(1)
                 elif key in pending:
-                    pending[key].append((t, arch))
+                    pending[key].append((t, arch, actions))
                 else:
-                    pending[key] = [(t, arch)]
+                    pending[key] = [(t, arch, actions)]
             keys = list(pending)
-            for i, res in executor.map_unordered([child_job(cfg, pending[k][0][1]) for k in keys]):
-                (t, arch), *repeats = pending[keys[i]]
-                record = {"trial": t, "step": step, "architecture": arch,
-                          "reward": reward(res["f1"], res["latency_ms"], cfg.latency_target_ms, cfg.latency_weight),
-                          "f1": res["f1"], "latency_ms": round(res["latency_ms"], 4), "params": res["params"],
+            for i, res in executor.map_unordered([child_job(cfg, space, pending[k][0][1], seeds) for k in keys]):
+                (t, arch, actions), *repeats = pending[keys[i]]
+                record = {"trial": t, "step": step, "architecture": arch, "actions": actions, **result_fields(cfg, res),
                           "seconds": round(res["seconds"], 3), "cached": False, "finished_at": round(time.time(), 3)}
                 trials.append(record)
-                for rt, rarch in repeats:
-                    trials.append(trials.cached_copy(rt, step, rarch, record))
+                for rt, rarch, ractions in repeats:
+                    trials.append(trials.cached_copy(rt, step, rarch, ractions, record))
                 bar.update(1 + len(repeats))
                 bar.set_postfix(best=f"{best():.4f}")
                 with tqdm.external_write_mode():  # a log line above the bar, not through it
-                    say(f"trial {t}: reward {record['reward']:.4f} (F1 {record['f1']:.4f}, {record['latency_ms']:.2f} ms/100) "
-                        f"in {record['seconds']:.1f}s: {describe(arch)}")
+                    say(f"trial {t}: reward {record['reward']:.4f} ({cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f}, "
+                        f"{record['latency_ms']:.2f} ms/request) in {record['seconds']:.1f}s: {space.describe(arch)}")
 
-            rewards = [trials.by_trial[t]["reward"] for t, _ in batch]
-            agent.update([a for _, a in batch], rewards, learn=cfg.strategy == "rl")
+            strategy.learn([trials.by_trial[t]["actions"] for t, _, _ in batch], [trials.by_trial[t]["reward"] for t, _, _ in batch])
             next_trial += n
-            agent.save(out / CHECKPOINT, {"next_trial": next_trial, "strategy": cfg.strategy})
+            agent.save(out / CHECKPOINT, {"next_trial": next_trial, "strategy": cfg.strategy, "elapsed_s": round(elapsed(), 3)})
             if agent.step % PLOT_EVERY == 0:
-                write_plots(out, trials, cfg)
+                write_plots(out, trials, cfg, floor)
     finally:
         bar.close()
-    write_plots(out, trials, cfg)
+    write_plots(out, trials, cfg, floor)
     return trials
 
 
-def write_plots(out: Path, trials: TrialLog, cfg: SearchConfig) -> None:
+def write_plots(out: Path, trials: TrialLog, cfg: SearchConfig, floor: dict[str, Any]) -> None:
     records = trials.records()
     if not records:
         return
-    plot_rewards(records, out / "rewards.png", decay=cfg.baseline_decay,
-                 title=f"{'REINFORCE' if cfg.strategy == 'rl' else 'random search'}: reward per child")
-    plot_pareto(records, out / "pareto.png")
+    name = {"rl": "REINFORCE", "random": "random search", "evolution": "regularized evolution"}[cfg.strategy]
+    plot_rewards(records, out / "rewards.png", decay=cfg.baseline_decay, floor=floor,
+                 title=f"{name} ({cfg.space} space): reward per step")
+    plot_pareto(records, out / "pareto.png", floor=floor, metric=cfg.reward_metric)
+    plot_noise(records, out / "noise.png", floor=floor, metric=cfg.reward_metric)

@@ -9,7 +9,10 @@ lines into that update. The log also serves as the architecture cache: a key see
 not retrained (the repeat is still a trial, written with ``"cached": true``).
 
 Line fields: ``trial`` (0, 1, 2, … in the order sampled), ``step`` (controller step the trial
-belongs to), ``architecture``, ``reward``, ``f1``, ``latency_ms`` (per 100 pairs), ``params``,
+belongs to), ``architecture``, ``actions`` (the strategy's option indices, -1 where inactive),
+``reward``, ``metric`` (the reward metric's mean over the child seeds) and ``spread`` (its
+standard deviation over them), ``ap`` / ``f1`` (means) and ``ap_seeds`` / ``f1_seeds``,
+``latency_ms`` (one served request: 1 query × 100 cached products), ``over_budget``, ``params``,
 ``seconds`` (0 for a cached repeat), ``cached``, ``cached_from`` (the trial that was trained) and
 ``finished_at`` (Unix time the line was written).
 """
@@ -24,8 +27,9 @@ from typing import Any
 from ..storage import append_line, atomic_write_text
 from .space import arch_key
 
-FIELDS = ("trial", "step", "architecture", "reward", "f1", "latency_ms", "params", "seconds", "cached", "cached_from",
-          "finished_at")
+FIELDS = ("trial", "step", "architecture", "actions", "reward", "metric", "spread", "ap", "f1", "ap_seeds", "f1_seeds",
+          "latency_ms", "over_budget", "params", "seconds", "cached", "cached_from", "finished_at")
+RESULT_FIELDS = ("reward", "metric", "spread", "ap", "f1", "ap_seeds", "f1_seeds", "latency_ms", "over_budget", "params")
 
 
 class TrialLog:
@@ -57,11 +61,11 @@ class TrialLog:
         append_line(self.path, json.dumps({k: record[k] for k in FIELDS if k in record}))
         self._add(record)
 
-    def cached_copy(self, trial: int, step: int, architecture: list, source: dict[str, Any]) -> dict[str, Any]:
-        """The record of a repeat: the trained trial's results, marked cached."""
-        return {"trial": trial, "step": step, "architecture": architecture, "reward": source["reward"], "f1": source["f1"],
-                "latency_ms": source["latency_ms"], "params": source.get("params"), "seconds": 0.0, "cached": True,
-                "cached_from": source["trial"], "finished_at": round(time.time(), 3)}
+    def cached_copy(self, trial: int, step: int, architecture: Any, actions: list[int], source: dict[str, Any]) -> dict[str, Any]:
+        """The record of a repeat: the trained trial's results, marked cached (its own sampled actions)."""
+        return {"trial": trial, "step": step, "architecture": architecture, "actions": actions,
+                **{k: source[k] for k in RESULT_FIELDS if k in source},
+                "seconds": 0.0, "cached": True, "cached_from": source["trial"], "finished_at": round(time.time(), 3)}
 
     def records(self) -> list[dict[str, Any]]:
         """All finished trials in trial order."""

@@ -8,7 +8,7 @@ test split. Sharing the code keeps the comparison fair.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
+from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
 
 def best_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
@@ -20,6 +20,16 @@ def best_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]
     f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
     i = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
     return float(thresholds[i]), float(f1[i])
+
+
+def average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Average precision (area under the precision–recall curve, scikit-learn's step-wise sum) of
+    the defect class: threshold-free, so it does not inherit the noise of a threshold picked on
+    a few validation queries. 0 when there is no defect."""
+    labels = np.asarray(labels).astype(int)
+    if labels.sum() == 0:
+        return 0.0
+    return float(average_precision_score(labels, np.asarray(probs)))
 
 
 def defect_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float | int]:

@@ -30,7 +30,7 @@ from ..model import DefectNet
 from ..data.tokenizer import trim_padding
 from ..storage import load_tensors, save_tensors
 from .losses import distillation_loss, triplet_loss, weighted_bce
-from .metrics import best_threshold
+from .metrics import average_precision, best_threshold
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -58,6 +58,7 @@ class Triplets:
 class TrainResult:
     threshold: float = 0.5  # F1-best threshold on validation, of the best epoch
     best_f1: float = -1.0  # validation F1 of the best epoch
+    best_ap: float = 0.0  # validation average precision of the defect class, at the best epoch (threshold-free)
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
 
@@ -175,9 +176,10 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
         if not pretraining:
             probs = 1 / (1 + np.exp(-predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)))
             threshold, f1 = best_threshold(valid_pairs.label, probs)
-            record.update(valid_f1=f1, threshold=threshold)
+            ap = average_precision(valid_pairs.label, probs)
+            record.update(valid_f1=f1, valid_ap=ap, threshold=threshold)
             if f1 > result.best_f1:
-                result.best_f1, result.best_epoch, result.threshold, bad_epochs = f1, epoch + 1, threshold, 0
+                result.best_f1, result.best_ap, result.best_epoch, result.threshold, bad_epochs = f1, ap, epoch + 1, threshold, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
@@ -198,12 +200,13 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
 def _param_groups(model: DefectNet, cfg: TrainConfig) -> list[dict]:
     """Trainable parameters; fine-tuned pre-trained layers get their own, much smaller learning rate
     (at the new layers' rate they would forget what pre-training taught them)."""
-    backbone = getattr(model, "backbone", None)
-    tuned = {id(p) for p in backbone.parameters() if p.requires_grad} if backbone is not None else set()
+    from ..model.bert import BertLayer
+
+    tuned = {id(p) for m in model.modules() if isinstance(m, BertLayer) for p in m.parameters() if p.requires_grad}
     new = [p for p in model.parameters() if p.requires_grad and id(p) not in tuned]
     groups = [{"params": new}]
     if tuned:
-        groups.append({"params": [p for p in backbone.parameters() if id(p) in tuned], "lr": cfg.backbone_lr})
+        groups.append({"params": [p for p in model.parameters() if id(p) in tuned], "lr": cfg.backbone_lr})
     return groups
 
 
@@ -220,7 +223,8 @@ def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state,
     meta = {
         "epoch": epoch, "bad_epochs": bad_epochs, "stopped_early": stopped_early, "train_config": to_dict(cfg),
         "param_groups": opt["param_groups"], "numpy_rng": rng.bit_generator.state,
-        "result": {"threshold": result.threshold, "best_f1": result.best_f1, "best_epoch": result.best_epoch, "history": result.history},
+        "result": {"threshold": result.threshold, "best_f1": result.best_f1, "best_ap": result.best_ap, "best_epoch": result.best_epoch,
+                   "history": result.history},
     }
     save_tensors(path, tensors, meta)
 
@@ -239,5 +243,6 @@ def _load_checkpoint(path, model, optimizer):
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["numpy_rng"]
     r = meta["result"]
-    result = TrainResult(threshold=r["threshold"], best_f1=r["best_f1"], best_epoch=r["best_epoch"], history=r["history"])
+    result = TrainResult(threshold=r["threshold"], best_f1=r["best_f1"], best_ap=r.get("best_ap", 0.0), best_epoch=r["best_epoch"],
+                         history=r["history"])
     return meta["epoch"], meta["bad_epochs"], best, result, rng, meta["stopped_early"]
