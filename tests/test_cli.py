@@ -171,11 +171,14 @@ def test_a_real_process_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_quickstart_without_data_hints_at_data_and_env(monkeypatch, capsys):
-    monkeypatch.delenv("DEFECTNAS_DATA", raising=False)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal: never prompt (or download)
-    code, _, stderr = run(["quickstart", "--quiet"], capsys)
-    assert_one_line_error(code, stderr, "--data", "DEFECTNAS_DATA")
+def test_quickstart_reads_env_before_the_embedded_sample(monkeypatch, capsys, tmp_path):
+    # $DEFECTNAS_DATA set to a missing file: a one-line error naming it, never a silent fallback
+    monkeypatch.setenv("DEFECTNAS_DATA", str(tmp_path / "gone.csv"))
+    code, _, stderr = run(["quickstart", "--out", str(tmp_path / "qs"), "--quiet"], capsys)
+    assert_one_line_error(code, stderr, "gone.csv")
+    # --data wins over $DEFECTNAS_DATA
+    code, _, stderr = run(["quickstart", "--data", str(tmp_path / "other.csv"), "--out", str(tmp_path / "qs"), "--quiet"], capsys)
+    assert_one_line_error(code, stderr, "other.csv")
 
 
 def _resume_argv(data_csv, config_json, out):
