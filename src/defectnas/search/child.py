@@ -118,6 +118,9 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
                 tests.append({**metrics, "average_precision": average_precision(test["label"].to_numpy(), probs)})
                 test_probs.append(probs.astype(np.float32))
             first = first or clf
+        if first.train_config_.device != "cpu":  # trained on an accelerator: served latency is still timed on the CPU
+            first.model_.to("cpu")
+            first.train_config_.device = "cpu"
         queries, titles = latency_inputs(valid)
         latency = served_latency_ms(first, queries, titles, int(job.get("latency_repeats", 30)), threads=1)
     finally:

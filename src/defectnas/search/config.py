@@ -32,6 +32,7 @@ class SearchConfig:
     data: str = ""  # table of query–product pairs (any format load_pairs reads)
     load_kwargs: dict[str, Any] = field(default_factory=dict)  # load_pairs options (format, columns, ...)
     space: str = "serving"  # "serving": what moves accuracy or served latency; "seed": the paper's per-layer ops
+    space_options: dict[str, Any] = field(default_factory=dict)  # the space's option lists, e.g. {"title_trainable": [0, 1, 2]}
     trials: int = 60  # children sampled and evaluated (cached repeats included)
     strategy: str = "rl"  # "rl": LSTM controller + REINFORCE; "random": uniform; "evolution": regularized evolution
     reward_metric: str = "ap"  # "ap": average precision on the whole validation split (threshold-free); "f1": F1 at the tuned threshold

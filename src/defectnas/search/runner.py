@@ -61,11 +61,22 @@ class SearchResult:
     final: dict[str, Any] = field(default_factory=dict)  # final.json: retrains, Pareto front, paired test
 
 
+CPU_SERVING_DEFAULTS = {"title_trainable": [0]}  # on a CPU a fine-tuned title child costs ~15× a frozen one (README)
+
+
 def build_space(cfg: SearchConfig) -> Space:
-    """The search space ``cfg.space`` names (the seed space with ``num_layers`` cells)."""
+    """The search space ``cfg.space`` names, with ``space_options`` applied.
+
+    On a CPU (the children's ``device``), the serving space leaves title fine-tuning out unless
+    ``space_options`` asks for it: a child that fine-tunes title layers costs about fifteen frozen
+    ones there, and would eat a default search's budget. The space used is saved in search.json.
+    """
     if cfg.space == "seed":
-        return SearchSpace(num_layers=cfg.num_layers)
-    return make_space(cfg.space, max_cells=cfg.num_layers)
+        return SearchSpace(num_layers=cfg.num_layers, **cfg.space_options)
+    settings = {"max_cells": cfg.num_layers, **cfg.space_options}
+    if str(cfg.options.get("device", "cpu")).startswith("cpu"):
+        settings = {**CPU_SERVING_DEFAULTS, **settings}
+    return make_space(cfg.space, **settings)
 
 
 def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool = True,
