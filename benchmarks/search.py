@@ -15,6 +15,7 @@ Parts (``--parts``, comma-separated; each writes its section of ``--out-json`` w
   children each), ``--search-seeds`` seeds each; each search's winner is retrained with fresh
   seeds and scored on the test split; mean ± std of the winners' test AP per strategy, and
   Mann–Whitney U tests between strategies.
+- ``restat``: recompute the signal statistics of ``--out-json`` from its stored per-child table.
 - ``cost``: one default ``defectnas search`` (the CLI's defaults) on this machine: wall time and
   children per hour.
 
@@ -45,7 +46,7 @@ DATASETS = {"homedepot": "homedepot_sample.parquet", "crowdflower": "crowdflower
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, cost")
+    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, cost, restat")
     p.add_argument("--datasets", default="homedepot", help="comma-separated: homedepot, crowdflower, esci")
     p.add_argument("--spaces", default="serving", help="signal: comma-separated spaces (serving, seed)")
     p.add_argument("--archs", type=int, default=30, help="signal: random architectures per space")
@@ -160,6 +161,7 @@ def signal(args) -> dict:
                 key = f"{dataset}/{space_name}/{rows or 'all'}"
                 out[key] = entry
                 log(f"  ICC(1) {entry['icc']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}], ICC(1,{args.k}) {entry['icc_k']:.3f}; "
+                    f"under shared seeds ICC(3,1) {entry['icc_crn']:.3f}, K={args.k}: {entry['icc_crn_k']:.3f}; "
                     f"seed std {entry['seed_std']:.4f}, architecture std {entry['arch_std']:.4f}; {entry['child_seconds_per_seed']}s/seed")
                 save(args, "signal", out)
     return out
@@ -288,11 +290,25 @@ def cost(args) -> dict:
     return out
 
 
+def restat(args) -> dict:
+    """Recompute the signal statistics of ``--out-json`` from its per-child table (no training)."""
+    from defectnas.search.stats import bootstrap_icc
+
+    data = json.loads(Path(args.out_json).read_text())
+    for key, entry in data.get("signal", {}).items():
+        table = np.array([c["ap_seeds"] for c in entry["children"]])
+        entry.update({k: round(v, 4) if isinstance(v, float) else v for k, v in bootstrap_icc(table, k=args.k).items()})
+        log(f"{key}: ICC(1) {entry['icc']:.3f}, ICC(3,1) under shared seeds {entry['icc_crn']:.3f} "
+            f"[{entry['crn_low']:.3f}, {entry['crn_high']:.3f}], K={args.k}: {entry['icc_crn_k']:.3f}")
+    save(args, "signal", data["signal"])
+    return data["signal"]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     for part in args.parts.split(","):
-        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "cost": cost}[part](args)
+        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "cost": cost, "restat": restat}[part](args)
     log(f"wrote {args.out_json}")
 
 

@@ -232,6 +232,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    from .quickstart import yield_idle_cpu_threads
+
+    yield_idle_cpu_threads()  # before torch loads: worker processes inherit it (see quickstart)
     from .config import load_options_file
     from .search.config import SearchConfig, load_saved, merge_for_resume
     from .search.runner import run_search
@@ -372,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-seeds", type=int, help=f"fresh seeds per retrain, for the paired test against train's default (default {d.final_seeds})")
     p.add_argument("--final-epochs", type=int, help="epochs of the retrains (default: the model's)")
     p.add_argument("--final-rows", type=int, help="training pairs of the retrains (default 0: all)")
-    p.add_argument("--budget-minutes", type=float, help="stop sampling after this many minutes, then retrain what there is (default: no bound)")
+    p.add_argument("--budget-minutes", type=float, help=f"stop sampling after this many minutes, then retrain what there is (default {d.budget_minutes:g}; 0: no bound)")
     p.add_argument("--controller-batch", type=int, dest="batch_size", help="architectures per strategy step (default: rl max(4, workers), others workers)")
     p.add_argument("--population", type=int, help=f"evolution: population size (default {d.population})")
     p.add_argument("--sample-size", type=int, help=f"evolution: tournament size (default {d.sample_size})")

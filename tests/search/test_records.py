@@ -79,7 +79,7 @@ def test_resume_may_change_only_how_much_and_where():
     saved = SearchConfig(data="x.csv", trials=10, seed=3, batch_size=2, latency_target_ms=12.0)
     merged = merge_for_resume(saved, {"trials": 20, "workers": 2, "seed": 3, "batch_size": 0, "latency_target_ms": 0.0})
     assert merged.trials == 20 and merged.workers == 2 and merged.batch_size == 2 and merged.latency_target_ms == 12.0
-    with pytest.raises(ConfigError, match="child_epochs: started with 2, now 3"):
+    with pytest.raises(ConfigError, match="child_epochs: started with 1, now 3"):
         merge_for_resume(saved, {"child_epochs": 3})
     with pytest.raises(ConfigError, match="strategy: started with 'rl', now 'evolution'"):
         merge_for_resume(saved, {"strategy": "evolution"})

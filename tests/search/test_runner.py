@@ -315,7 +315,7 @@ def test_cli_resume_rules(tmp_path, synthetic_csv, fake_children, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--resume" in err and len(err.splitlines()) == 1
     assert main(argv + ["--resume", "--child-epochs", "3"]) == 2  # the budget is fixed at the start
-    assert "child_epochs: started with 2, now 3" in capsys.readouterr().err
+    assert "child_epochs: started with 1, now 3" in capsys.readouterr().err
     # --seed left out: the search's own seed (4) goes on; --trials may grow
     assert main(["search", "--data", str(synthetic_csv), "--out", str(out), "--trials", "5", "--resume", "--quiet"]) == 0
     capsys.readouterr()
