@@ -15,7 +15,8 @@ import pytest
 from defectnas import DefectClassifier
 from defectnas.cli import main
 
-CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate"}
+CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate", "average_precision", "ece", "brier",
+                 "precision_low", "precision_high", "recall_low", "recall_high"}
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

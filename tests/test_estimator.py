@@ -14,7 +14,8 @@ import defectnas
 from defectnas import DefectClassifier
 from defectnas.errors import ConfigError, DataError, NotFittedError
 
-CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate"}
+CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate", "average_precision", "ece", "brier",
+                 "precision_low", "precision_high", "recall_low", "recall_high"}
 
 
 @pytest.fixture

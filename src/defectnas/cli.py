@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .config import PRESETS
-from .errors import ConfigError, DefectnasError
+from .errors import ConfigError, DataError, DefectnasError
 
 
 # ----------------------------------------------------------------- shared flags
@@ -105,16 +105,70 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from . import DefectClassifier
+def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
+    """The table with the model's per-group column kept; says once when the column is missing."""
     from .data import load_pairs
+
+    column = (clf.group_thresholds_ or {}).get("column")
+    df = load_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args))
+    if column and column not in df.columns:
+        _echo(args, f"note: the model has per-{column} thresholds but {args.data} has no {column!r} column; "
+                    f"the global threshold {clf.threshold_:.4g} is used")
+    return df
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import warnings
+
+    from . import DefectClassifier
+    from .reporting import plot_reliability
     from .storage import atomic_write_json
 
     clf = DefectClassifier.load(args.model)
-    metrics = clf.evaluate(load_pairs(args.data, require_both_classes=False, **_load_kwargs(args)))
+    df = _load_for_thresholds(args, clf, labels=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the missing group column is said above, once
+        metrics, labels, probs = clf.evaluate(df, return_probabilities=True)
     if args.json:
         atomic_write_json(args.json, metrics)
+    plot = args.plot or (Path(args.json).with_suffix(".reliability.png") if args.json else None)
+    if plot:
+        plot_reliability(labels, probs, plot, title=Path(args.model).name)
+    point = clf.operating_point_
+    _echo(args, f"operating point: {clf.threshold_rule_}"
+                + (f" (there: precision {point['precision']:.3f}, recall {point['recall']:.3f})" if point else "")
+                + f"; here: precision {metrics['precision']:.3f} [{metrics['precision_low']:.3f}, {metrics['precision_high']:.3f}], "
+                  f"recall {metrics['recall']:.3f} [{metrics['recall_low']:.3f}, {metrics['recall_high']:.3f}] (95% Wilson intervals)"
+                + (f"; reliability diagram → {plot}" if plot else ""))
     print(json.dumps(metrics, indent=2))
+
+
+def cmd_threshold(args: argparse.Namespace) -> None:
+    from . import DefectClassifier
+    from .baselines._common import read_config
+    from .data import load_pairs
+    from .thresholds import choose_operating_point, save_operating_point
+
+    kind = read_config(args.model).get("model_type")
+    if kind != "two-tower":
+        raise ConfigError(f"{args.model}: a {kind!r} model; threshold works on two-tower model directories (train, search)")
+    if args.min_group < 1 or args.min_group_defects < 1:
+        raise ConfigError("--min-group and --min-group-defects must be at least 1")
+    clf = DefectClassifier.load(args.model)
+    df = load_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args))
+    if args.by and args.by not in df.columns:
+        raise DataError(f"{args.data}: no column {args.by!r} for --by")
+    metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
+    source = str(Path(args.data).resolve()) if Path(args.data).exists() else str(args.data)
+    record, groups = choose_operating_point(df["label"].to_numpy(), clf.predict_proba(df), metric, target, source,
+                                            df[args.by] if args.by else None, args.by, args.min_group, args.min_group_defects)
+    save_operating_point(args.model, record, groups)
+    if groups:
+        _echo(args, f"{len(groups['thresholds'])} {args.by} groups have their own threshold; "
+                    f"{len(groups['fallback'])} use the global one (see group_thresholds in config.json)")
+    _echo(args, f"threshold {record['threshold']:.4g} saved to {Path(args.model) / 'config.json'}: precision {record['precision']:.3f}, "
+                f"recall {record['recall']:.3f} on {record['n']} pairs")
+    print(json.dumps({"operating_point": record, **({"group_thresholds": groups} if groups else {})}, indent=2))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -123,10 +177,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .data.writers import write_table
 
     clf = DefectClassifier.load(args.model)
-    df = load_pairs(args.data, labels=False, require_both_classes=False, **_load_kwargs(args))
+    df = _load_for_thresholds(args, clf, labels=False)
     probs = clf.predict_proba(df)
+    rows = clf.row_thresholds(df, warn=False)
     df["defect_probability"] = probs
-    df["is_defect"] = probs >= clf.threshold_
+    df["is_defect"] = probs >= (clf.threshold_ if rows is None else rows)
     write_table(df, args.out)
     _echo(args, f"{len(df)} pairs scored, {int(df['is_defect'].sum())} flagged as defects → {args.out}")
 
@@ -293,9 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="precision/recall/F1 of a saved model on labelled data")
     p.add_argument("--model", required=True, help="model directory")
     _add_data_options(p)
-    p.add_argument("--json", help="also write the metrics to this file")
+    p.add_argument("--json", help="also write the metrics to this file (and a reliability diagram beside it, FILE stem + .reliability.png)")
+    p.add_argument("--plot", help="write the reliability diagram (PNG) here")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("threshold", help="set the decision threshold for a target precision or recall (optionally per group) and save it",
+                       description="Choose the threshold that reaches a target precision (the most recall that keeps it) or a target "
+                                   "recall (the most precision that keeps it) on labelled data — normally validation data the model "
+                                   "was not trained on — and save it into the model's config.json with how it was chosen. With --by, "
+                                   "one threshold per value of that column; small groups, and groups where the target cannot be "
+                                   "reached, use the global threshold. predict and evaluate apply per-group thresholds when their "
+                                   "input has the column.")
+    p.add_argument("--model", required=True, help="model directory (config.json is updated in place, atomically)")
+    _add_data_options(p)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-precision", type=float, help="precision to reach, in (0, 1]")
+    target.add_argument("--target-recall", type=float, help="recall to reach, in (0, 1]")
+    p.add_argument("--by", help="column of the data (e.g. product_locale): one threshold per value")
+    p.add_argument("--min-group", type=int, default=200, help="with --by: pairs a group needs for its own threshold (default 200)")
+    p.add_argument("--min-group-defects", type=int, default=20, help="with --by: defects a group needs for its own threshold (default 20)")
+    _add_common(p)
+    p.set_defaults(func=cmd_threshold)
 
     p = sub.add_parser("predict", help="add defect_probability and is_defect to a table of pairs")
     p.add_argument("--model", required=True, help="model directory")

@@ -126,7 +126,8 @@ class TrainConfig:
     distill_weight: float = 1.0  # weight of the distillation loss when a teacher is given
     pretrain_epochs: int = 2  # "transfer": epochs of triplet-only pre-training
     patience: int = 2  # early stopping: epochs without a better validation F1
-    valid_frac: float = 0.1  # share of training queries held out for early stopping and the threshold
+    valid_frac: float = 0.1  # share of training queries held out for early stopping, calibration and the threshold
+    calibration: str = "auto"  # map fitted on validation after training: "auto" (isotonic or sigmoid, lower cross-validated Brier), "isotonic", "sigmoid", "none"
     vocab_size: int = 8000  # WordPiece vocabulary size when embedding_init == "trained"
     seed: int = 0  # seeds the split, initialisation and batch order
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
@@ -139,6 +140,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be at least 1")
         if self.distill_weight < 0:
             raise ConfigError(f"distill_weight must be 0 or more, got {self.distill_weight}")
+        if self.calibration not in ("auto", "isotonic", "sigmoid", "none"):
+            raise ConfigError(f"calibration must be one of auto, isotonic, sigmoid, none; got {self.calibration!r}")
         if not 0 < self.valid_frac < 1:
             raise ConfigError(f"valid_frac must be in (0, 1), got {self.valid_frac}")
 

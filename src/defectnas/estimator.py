@@ -3,13 +3,16 @@
 Why: users want three lines — ``fit`` on a labelled table, ``predict_proba`` on pairs,
 ``save``/``load`` a directory — without learning about tokenizers, encoders or thresholds.
 ``__init__`` only stores options (flat names of :class:`ModelConfig` and :class:`TrainConfig`);
-``fit`` validates, trains and sets the learned state (names ending in ``_``). A model directory
-holds ``config.json``, ``model.safetensors`` and ``tokenizer.json``; loading never unpickles.
+``fit`` validates, trains, calibrates the probabilities on the validation split and picks the
+threshold on the calibrated ones, and sets the learned state (names ending in ``_``). A model
+directory holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and
+``calibration.json``; loading never unpickles.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,6 +21,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calibrator
 from .config import ModelConfig, TrainConfig, split_options, to_dict
 from .data import build_triplets, load_pairs, normalize_text, split_by_query, text_pairs
 from .data.tokenizer import TextTokenizer
@@ -26,7 +30,7 @@ from .model import DefectNet
 from .model.bert import read_bert_config
 from .model.pretrained import load_word_embeddings, resolve_model_path
 from .storage import atomic_write_json, load_tensors, save_tensors
-from .training import Pairs, Triplets, defect_metrics, predict_logits, train
+from .training import Pairs, Triplets, best_threshold, defect_metrics, predict_logits, train
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -113,32 +117,66 @@ class DefectClassifier:
             if log:
                 log(f"scoring {len(df)} training pairs with the teacher")
             train_pairs.soft = np.asarray(teacher.predict_proba(df["query"].tolist(), df["title"].tolist()), dtype=np.float32)
-        result = train(model, tcfg, train_pairs, self._encode(valid), triplets, checkpoint_dir, resume, quiet, log)
+        valid_pairs = self._encode(valid)
+        result = train(model, tcfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resume, quiet, log)
         self.model_ = model.eval()
-        self.threshold_ = result.threshold
         self.history_ = result.history
-        self.valid_f1_ = result.best_f1
-        self.valid_ap_ = result.best_ap
+        self.valid_ap_ = result.best_ap  # of the raw scores: the model selection's (and the search's) measure
+        # Calibrate on the validation split, then choose the threshold on the calibrated probabilities.
+        logits = predict_logits(self.model_, valid_pairs.query, valid_pairs.title, device=tcfg.device)
+        self.calibrator_ = fit_calibrator(valid_pairs.label, logits, valid["query"].to_numpy(), tcfg.calibration, tcfg.seed)
+        self.threshold_, self.valid_f1_ = best_threshold(valid_pairs.label, self.calibrator_.transform_logits(logits))
+        self.threshold_rule_ = THRESHOLD_RULE
+        self.operating_point_, self.group_thresholds_ = None, None
+        if log:
+            log(f"calibration: {self.calibrator_.method} ({json.dumps(self.calibrator_.report)}); threshold {self.threshold_:.4f}, {THRESHOLD_RULE}")
         return self
 
     # --------------------------------------------------------------- prediction
     def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None, batch_size: int = 1024) -> np.ndarray:
-        """Defect probability per (query, title) pair; pass two sequences or one table."""
+        """Calibrated defect probability per (query, title) pair; pass two sequences or one table."""
         self._check_fitted()
         q, t = text_pairs(queries, titles)
         pairs = pd.DataFrame({"query": q, "title": t})
         enc = self._encode(pairs, labels=False)
         logits = predict_logits(self.model_, enc.query, enc.title, batch_size, self.train_config_.device)
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        return self.calibrator_.transform_logits(logits)
 
     def predict(self, queries, titles=None) -> np.ndarray:
-        """1 (defect) where the probability reaches the validation-chosen threshold."""
-        return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
+        """1 (defect) where the probability reaches the saved threshold (per group when the model
+        has per-group thresholds and ``queries`` is a table with that column)."""
+        probs = self.predict_proba(queries, titles)
+        rows = self.row_thresholds(queries) if isinstance(queries, pd.DataFrame) else None
+        return (probs >= (self.threshold_ if rows is None else rows)).astype(np.int64)
 
-    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
-        """The contract's metrics on labelled data, at the saved threshold."""
-        df = _as_pairs(data)
-        return defect_metrics(df["label"].to_numpy(), self.predict_proba(df), self.threshold_)
+    def evaluate(self, data: pd.DataFrame | str | Path, return_probabilities: bool = False):
+        """The contract's metrics on labelled data at the saved operating point (per-group
+        thresholds when the table has their column; then also ``threshold_by``). With
+        ``return_probabilities``: ``(metrics, labels, probabilities)``."""
+        column = (getattr(self, "group_thresholds_", None) or {}).get("column")
+        df = _as_pairs(data, keep=[column] if column else ())
+        rows = self.row_thresholds(df)
+        labels, probs = df["label"].to_numpy(), self.predict_proba(df)
+        metrics = defect_metrics(labels, probs, self.threshold_, rows)
+        if rows is not None:
+            metrics["threshold_by"] = column
+        return (metrics, labels, probs) if return_probabilities else metrics
+
+    def row_thresholds(self, table: pd.DataFrame, warn: bool = True) -> np.ndarray | None:
+        """One threshold per row from the per-group thresholds, or None (the global threshold
+        applies: no per-group thresholds, or the table lacks their column — said once, as a warning)."""
+        groups = getattr(self, "group_thresholds_", None)
+        if not groups:
+            return None
+        column = groups["column"]
+        if column not in table.columns:
+            if warn:
+                warnings.warn(f"the model has per-{column} thresholds but the table has no {column!r} column: "
+                              f"the global threshold {self.threshold_:.4g} is used", UserWarning, stacklevel=3)
+            return None
+        from .thresholds import apply_group_thresholds
+
+        return apply_group_thresholds(table[column], groups, self.threshold_)
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
@@ -148,6 +186,7 @@ class DefectClassifier:
         out.mkdir(parents=True, exist_ok=True)
         save_tensors(out / WEIGHTS_FILE, self.model_.state_dict(), {"format_version": FORMAT_VERSION})
         self.tokenizer_.save(out)
+        self.calibrator_.save(out)
         atomic_write_json(out / CONFIG_FILE, {
             "format_version": FORMAT_VERSION,
             "library": "defectnas",
@@ -157,6 +196,10 @@ class DefectClassifier:
             "model": to_dict(self.model_config_),
             "train": to_dict(self.train_config_),
             "threshold": self.threshold_,
+            "threshold_rule": getattr(self, "threshold_rule_", THRESHOLD_RULE),
+            **({"operating_point": self.operating_point_} if getattr(self, "operating_point_", None) else {}),
+            **({"group_thresholds": self.group_thresholds_} if getattr(self, "group_thresholds_", None) else {}),
+            "calibration": {"file": CALIBRATION_FILE, "method": self.calibrator_.method},
             "valid_f1": self.valid_f1_,
             "valid_ap": getattr(self, "valid_ap_", None),
             "labels": LABELS,
@@ -187,6 +230,10 @@ class DefectClassifier:
         clf.tokenizer_ = TextTokenizer.load(d)
         clf.model_config_, clf.train_config_ = mcfg, tcfg
         clf.threshold_ = float(config["threshold"])
+        clf.threshold_rule_ = config.get("threshold_rule", "f1-best on validation")
+        clf.operating_point_ = config.get("operating_point")
+        clf.group_thresholds_ = config.get("group_thresholds")
+        clf.calibrator_ = Calibrator.load(d)  # identity for a directory saved before calibration
         clf.valid_f1_ = config.get("valid_f1")
         clf.valid_ap_ = config.get("valid_ap")
         clf.history_ = config.get("history", [])
@@ -211,12 +258,13 @@ class DefectClassifier:
             raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
 
 
-def _as_pairs(data: pd.DataFrame | str | Path) -> pd.DataFrame:
-    """A normalised (query, title, label) table from a path, a dataset table or a ready table."""
+def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.DataFrame:
+    """A normalised (query, title, label) table from a path, a dataset table or a ready table
+    (with the source's ``keep`` columns, where it has them)."""
     if isinstance(data, pd.DataFrame) and {"query", "title", "label"} <= set(data.columns):
         out = data.copy()
         out["query"] = out["query"].astype(str).map(normalize_text)
         out["title"] = out["title"].astype(str).map(normalize_text)
         out["label"] = out["label"].astype(np.int64)
         return out.reset_index(drop=True)
-    return load_pairs(data)
+    return load_pairs(data, keep=keep)

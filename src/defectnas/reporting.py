@@ -86,3 +86,35 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str |
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
     plt.close(fig)
+
+
+def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: str | Path, title: str = "Reliability") -> None:
+    """Reliability diagram: defect rate against mean probability in 10 equal-width bins (marker
+    area ∝ pairs), the diagonal, and the ECE and Brier score in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import brier_score_loss
+
+    from .training.metrics import expected_calibration_error, reliability_bins
+
+    bins = [b for b in reliability_bins(labels, probs) if b["n"]]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    if bins:
+        n = np.array([b["n"] for b in bins], dtype=float)
+        ax.plot([b["mean_probability"] for b in bins], [b["defect_rate"] for b in bins], color="C0", marker="")
+        ax.scatter([b["mean_probability"] for b in bins], [b["defect_rate"] for b in bins], s=20 + 280 * n / n.max(), color="C0",
+                   label="bins (area ∝ pairs)", zorder=3)
+    ece = expected_calibration_error(labels, probs)
+    brier = brier_score_loss(np.asarray(labels).astype(int), np.clip(probs, 0, 1), pos_label=1) if len(labels) else 0.0
+    ax.set_xlabel("mean predicted defect probability")
+    ax.set_ylabel("observed defect rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{title}: ECE {ece:.3f} (10 bins), Brier {brier:.3f}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)
+    plt.close(fig)

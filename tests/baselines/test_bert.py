@@ -26,10 +26,11 @@ def test_fit_predict_save_load(synthetic_split, tmp_path):
     np.testing.assert_allclose(clf.predict_proba(test["query"].tolist(), test["title"].tolist()), p)
     clf.save(tmp_path)
     names = {f.name for f in tmp_path.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", "calibration.json"} <= names
     assert not any(n.endswith((".bin", ".pkl", ".pt")) for n in names)
     meta = json.loads((tmp_path / "config.json").read_text())["defectnas"]
     assert meta["model_type"] == "cross-encoder" and meta["threshold"] == clf.threshold_
+    assert meta["calibration"]["method"] == clf.calibrator_.method and meta["threshold_rule"].startswith("f1-best")
     again = load_model(tmp_path)
     assert isinstance(again, CrossEncoderClassifier)
     np.testing.assert_allclose(again.predict_proba(test), p, rtol=1e-5, atol=1e-6)

@@ -31,9 +31,10 @@ def test_fit_predict_learns(gbdt, synthetic_split):
 def test_save_load_roundtrip(gbdt, synthetic_split, tmp_path):
     gbdt.save(tmp_path / "m")
     files = {p.name for p in (tmp_path / "m").iterdir()}
-    assert files == {"config.json", "booster.txt", "features.json", "features.safetensors"}
+    assert files == {"config.json", "booster.txt", "features.json", "features.safetensors", "calibration.json"}
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model_type"] == "gbdt" and config["threshold"] == gbdt.threshold_
+    assert config["calibration"]["method"] == gbdt.calibrator_.method != "identity"
     for again in (GBDTClassifier.load(tmp_path / "m"), load_model(tmp_path / "m")):
         np.testing.assert_array_equal(again.predict_proba(synthetic_split["test"]), gbdt.predict_proba(synthetic_split["test"]))
         assert again.threshold_ == gbdt.threshold_
@@ -47,3 +48,19 @@ def test_importance_plot(gbdt, tmp_path):
 def test_not_fitted():
     with pytest.raises(NotFittedError):
         GBDTClassifier().predict_proba(["a"], ["b"])
+
+
+def test_calibrated_like_the_two_tower_model(gbdt, synthetic_split, tmp_path):
+    from defectnas.training import best_threshold
+
+    valid = synthetic_split["valid"]
+    assert (gbdt.threshold_, gbdt.valid_f1_) == best_threshold(valid["label"].to_numpy(), gbdt.predict_proba(valid))
+    raw = gbdt.booster_.predict(gbdt.features_.transform(*_texts(synthetic_split["test"])), num_iteration=gbdt.best_iteration_)
+    np.testing.assert_array_equal(gbdt.predict_proba(synthetic_split["test"]), gbdt.calibrator_.transform(raw))
+    gbdt.save(tmp_path / "old")
+    (tmp_path / "old" / "calibration.json").unlink()  # saved before calibration: raw scores
+    np.testing.assert_array_equal(GBDTClassifier.load(tmp_path / "old").predict_proba(synthetic_split["test"]), raw)
+
+
+def _texts(df):
+    return df["query"].tolist(), df["title"].tolist()

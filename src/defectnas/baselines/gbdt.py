@@ -4,8 +4,9 @@ Why: a GBDT on overlap, TF-IDF/BM25, number/unit and accessory features (see
 :mod:`~defectnas.baselines.text_features`) is what a search team would try first; it trains in
 seconds on a CPU, and its feature importances say which signals matter. Same rules as every
 model here: defects weighted ``defect_weight`` times, early stopping on the validation split,
-and the F1-best validation threshold applied to test. Saved as LightGBM's own text model
-(``booster.txt``) plus JSON/safetensors feature statistics and ``config.json`` — never pickled.
+probabilities calibrated on it (:mod:`~defectnas.calibration`), and the F1-best calibrated
+validation threshold applied to test. Saved as LightGBM's own text model (``booster.txt``) plus
+JSON/safetensors feature statistics, ``calibration.json`` and ``config.json`` — never pickled.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
 from ..data.text import text_pairs
 from ..errors import DataError
 from ..storage import atomic_write_json
-from ..training.metrics import best_threshold
 from ._common import CONFIG_FILE, ThresholdedClassifier, check_fitted, read_config, stamp
 from .text_features import FEATURES, PairFeatures
 
@@ -70,7 +71,8 @@ class GBDTClassifier(ThresholdedClassifier):
         self.booster_ = lgb.train(self._lgb_params(), dtrain, num_boost_round=self.num_rounds, valid_sets=[dvalid],
                                   valid_names=["valid"], callbacks=callbacks)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
-        self.threshold_, self.valid_f1_ = best_threshold(vy, self.predict_proba(vq, vt))
+        self.__dict__.pop("calibrator_", None)  # a refit: the raw scores of the new booster
+        self.calibrate(valid, self.predict_proba(vq, vt))
         return self
 
     def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> np.ndarray:
@@ -79,7 +81,7 @@ class GBDTClassifier(ThresholdedClassifier):
         q, t = text_pairs(queries, titles)
         if not q:
             return np.zeros(0)
-        return self.booster_.predict(self.features_.transform(q, t), num_iteration=self.best_iteration_)
+        return self.calibrated(self.booster_.predict(self.features_.transform(q, t), num_iteration=self.best_iteration_))
 
     # -------------------------------------------------------------- inspection
     def num_parameters(self) -> int:
@@ -126,8 +128,10 @@ class GBDTClassifier(ThresholdedClassifier):
         self.booster_.save_model(str(tmp), num_iteration=self.best_iteration_)
         tmp.replace(out / BOOSTER_FILE)
         self.features_.save(out)
+        self.calibrator_.save(out)
         atomic_write_json(out / CONFIG_FILE, stamp("gbdt", lightgbm_version=lgb.__version__, params=self.get_params(),
                                                     threshold=self.threshold_, valid_f1=self.valid_f1_,
+                                                    threshold_rule=THRESHOLD_RULE, calibration={"file": CALIBRATION_FILE, "method": self.calibrator_.method},
                                                     best_iteration=self.best_iteration_, features=list(FEATURES),
                                                     files={"booster": BOOSTER_FILE, "features": "features.json"}))
         return out
@@ -143,4 +147,5 @@ class GBDTClassifier(ThresholdedClassifier):
         clf.features_ = PairFeatures.load(d)
         clf.best_iteration_ = int(clf.booster_.current_iteration())
         clf.threshold_, clf.valid_f1_ = float(config["threshold"]), config.get("valid_f1")
+        clf.calibrator_ = Calibrator.load(d)  # identity for a directory saved before calibration
         return clf

@@ -41,6 +41,7 @@ def load_pairs(
     defect_below: float | None = None,
     labels: bool = True,
     require_both_classes: bool = True,
+    keep: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read query–product pairs into columns ``query``, ``title``, ``label``, ``product_id`` [, ``split``].
 
@@ -59,6 +60,8 @@ def load_pairs(
     ``label`` is int64 0/1; ``product_id`` is the dataset's id as text or, when it has none,
     the first 12 hex digits of the SHA-1 of the normalised title; ``split`` (train/valid/test)
     appears only when the source has a split column. Rows keep the source order.
+    ``keep``: source columns copied through unchanged where the source has them (e.g. the
+    column of per-group thresholds).
     """
     if format not in FORMATS:
         raise Source(_name(data)).error(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -86,6 +89,9 @@ def load_pairs(
     for column in ("query", "title", "product_id", "split"):
         if column in out.columns:
             out[column] = out[column].astype(str)
+    for column in keep:
+        if column in frame.columns and column not in out.columns:
+            out[column] = frame[column].to_numpy()
     return out.reset_index(drop=True)
 
 

@@ -67,6 +67,26 @@ def model_hash(model_dir: str | Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+# config.json keys that decide is_defect, not the encodings: changing them (`defectnas threshold`)
+# keeps a cache valid.
+DECISION_KEYS = ("threshold", "threshold_rule", "operating_point", "group_thresholds", "valid_f1")
+
+
+def encoder_hash(model_dir: str | Path) -> str:
+    """``sha256:<hex>`` of what the cached encodings depend on: config.json without the
+    decision keys (canonical JSON) and model.safetensors."""
+    d = Path(model_dir)
+    try:
+        config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"{d}: not a readable model directory ({e})") from None
+    h = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k not in DECISION_KEYS}, sort_keys=True).encode())
+    with open(d / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
 @dataclass
 class BuildReport:
     """What a build or update did."""
@@ -118,8 +138,10 @@ class ProductCache:
         return self.manifest["model_hash"]
 
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
-        """Refuse (CacheError) a cache that another model built."""
-        if self.model_hash != expected_hash:
+        """Refuse (CacheError) a cache that another model built (a new threshold is the same model)."""
+        if self.model_hash != expected_hash and not (
+                self.manifest.get("encoder_hash") and isinstance(model_dir, (str, Path)) and Path(model_dir).is_dir()
+                and self.manifest["encoder_hash"] == encoder_hash(model_dir)):
             raise CacheError(
                 f"{self.directory}: cache was built by another model ({_short(self.model_hash)}, not {_short(expected_hash)} of {model_dir}); "
                 f"rebuild it with: defectnas cache --model {model_dir} --catalog ... --out {self.directory} --rebuild"
@@ -230,6 +252,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_hash": digest,
+        "encoder_hash": encoder_hash(model_dir),
         "model_dir": str(Path(model_dir).resolve()),
         "generation": generation,
         "generation_dir": name,

@@ -4,7 +4,8 @@ Why a module of its own: the cache stores title encodings and the service combin
 query encoding later, so both must encode exactly as ``DefectClassifier.predict_proba`` does
 (normalised text, the model's own tokenizer and padding lengths, eval mode) or the service's
 scores drift from the model's. What the title side keeps is what ``DefectNet.score`` reads:
-the pooled vector always, the token states and mask only when the model has matching.
+the pooled vector always, the token states and mask only when the model has matching. Scores
+go through the model's own calibration (``clf.calibrator_``), exactly as in predict_proba.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> n
         q = Encoded(query.tokens.expand(n, -1, -1), query.vector.expand(n, -1), query.mask.expand(n, -1))
         out.append(clf.model_.score(q, t).double().cpu())
     logits = torch.cat(out).numpy() if out else np.zeros(0)
-    return 1.0 / (1.0 + np.exp(-logits))  # as predict_proba: float64 sigmoid
+    return clf.calibrator_.transform_logits(logits)  # as predict_proba: the model's calibration, float64
 
 
 def _device(clf) -> torch.device:
