@@ -123,7 +123,9 @@ class DefectClassifier:
         self.history_ = result.history
         self.valid_ap_ = result.best_ap  # of the raw scores: the model selection's (and the search's) measure
         # Calibrate on the validation split, then choose the threshold on the calibrated probabilities.
-        logits = predict_logits(self.model_, valid_pairs.query, valid_pairs.title, device=tcfg.device)
+        logits = result.valid_logits  # the best epoch's (the weights kept); a resumed finished run scores again
+        if logits is None:
+            logits = predict_logits(self.model_, valid_pairs.query, valid_pairs.title, device=tcfg.device)
         self.calibrator_ = fit_calibrator(valid_pairs.label, logits, valid["query"].to_numpy(), tcfg.calibration, tcfg.seed)
         self.threshold_, self.valid_f1_ = best_threshold(valid_pairs.label, self.calibrator_.transform_logits(logits))
         self.threshold_rule_ = THRESHOLD_RULE

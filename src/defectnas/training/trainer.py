@@ -61,6 +61,7 @@ class TrainResult:
     best_ap: float = 0.0  # validation average precision of the defect class, at the best epoch (threshold-free)
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
+    valid_logits: np.ndarray | None = None  # validation logits of the best epoch (for calibration; not checkpointed)
 
 
 @torch.no_grad()
@@ -174,12 +175,14 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
 
         record = {"epoch": epoch + 1, "phase": "pretrain" if pretraining else "classify", "loss": float(np.mean(losses)), "seconds": round(time.time() - started, 2)}
         if not pretraining:
-            probs = 1 / (1 + np.exp(-predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)))
+            valid_logits = predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)
+            probs = 1 / (1 + np.exp(-valid_logits))
             threshold, f1 = best_threshold(valid_pairs.label, probs)
             ap = average_precision(valid_pairs.label, probs)
             record.update(valid_f1=f1, valid_ap=ap, threshold=threshold)
             if f1 > result.best_f1:
                 result.best_f1, result.best_ap, result.best_epoch, result.threshold, bad_epochs = f1, ap, epoch + 1, threshold, 0
+                result.valid_logits = valid_logits
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
