@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matching", action="store_true", help="seed space: add the multi-perspective matching layer (dl-rl-ml)")
     p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss of children and final models (default dl-gs)")
     p.add_argument("--config", help="JSON file of base model/training options for children and final models (e.g. d_model)")
-    p.add_argument("--threads", type=int, help="torch CPU threads per child (default 1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per child while training (default: the cores / --workers)")
     _add_common(p)
     p.set_defaults(func=cmd_search)
 

@@ -347,3 +347,14 @@ def test_crash_during_retrain_resumes_the_missing_ones(tmp_path, synthetic_csv, 
 
 def test_fake_child_sanity():
     assert fake_f1([{"mixer": "glu", "heads": 1, "ffn": "ffn", "ratio": 16}]) > fake_f1([{"mixer": "attention", "heads": 4, "ffn": "ffn", "ratio": 4}])
+
+
+def test_the_default_stays_the_reference_when_the_space_leaves_it_out(tmp_path, synthetic_csv, fake_children):
+    """space_options without train's default (6 query layers): the noise floor and the paired test still use it."""
+    cfg = config(synthetic_csv, space="serving", trials=4, noise_repeats=1, top_k=1, final_seeds=1,
+                 space_options={"query_layers": [2, 3], "matching": [False]})
+    result = run_search(cfg, tmp_path / "s")
+    assert all(r["architecture"]["query_layers"] in (2, 3) and not r["architecture"]["matching"] for r in result.trials)
+    assert fake_children[0]["architecture"]["query_layers"] == 6  # the noise floor: train's default
+    final = json.loads((tmp_path / "s" / "final.json").read_text())
+    assert any("default" in c["roles"] and c["architecture"]["query_layers"] == 6 for c in final["candidates"])

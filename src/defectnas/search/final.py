@@ -78,7 +78,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         return {}
     top = trials.top_k(cfg.top_k)
     front = select_front(trained, cfg.pareto_max)
-    default = {"architecture": space.canonical(space.default_architecture()), "trial": None}
+    default = {"architecture": space.default_architecture(), "trial": None}  # the reference, even outside the space
     roles: dict[str, set[str]] = {}
     records: dict[str, dict[str, Any]] = {}
     has_test = "test" in tables

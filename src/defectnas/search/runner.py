@@ -25,6 +25,7 @@ the Pareto front are retrained with fresh seeds (:mod:`defectnas.search.final`).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,8 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     d_model = int(cfg.options.get("d_model", 64))
     if cfg.space == "seed" and d_model % space.min_d_model_multiple():
         raise ConfigError(f"d_model={d_model} must be a multiple of {space.min_d_model_multiple()} (attention heads {space.heads})")
+    if not cfg.threads:
+        cfg.threads = 1 if cfg.ray_address else max(1, (os.cpu_count() or 1) // max(cfg.workers, 1))  # a Ray task holds 1 CPU
     tables = prepare_tables(cfg)
     say(f"search data: {len(tables['child_train'])} training pairs per child, {len(tables['child_valid'])} validation pairs; "
         f"final models: {len(tables['train'])} train, {len(tables['valid'])} valid, {len(tables.get('test', []))} test")

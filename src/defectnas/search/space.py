@@ -264,11 +264,12 @@ class SearchSpace(Space):
         return _cell_values(architecture)
 
     def to_options(self, architecture: Architecture) -> dict[str, Any]:
-        return {"title_layers": self.canonical(architecture)}
+        return {"title_layers": [canonical_cell(layer) for layer in architecture]}
 
     def default_architecture(self) -> Architecture:
-        """The hand-designed reference: ModelConfig's default layer (attention ×4, ffn ×4) in every layer."""
-        return self.canonical([LayerSpec() for _ in range(self.num_layers)])
+        """The hand-designed reference: ModelConfig's default layer (attention ×4, ffn ×4) in every layer
+        (the reference even where ``space_options`` leave it out of the space)."""
+        return [canonical_cell(LayerSpec()) for _ in range(self.num_layers)]
 
     def describe(self, architecture: Architecture) -> str:
         return describe_cells(architecture)
@@ -353,7 +354,9 @@ class ServingSpace(Space):
         return values
 
     def to_options(self, architecture: Architecture) -> dict[str, Any]:
-        a = self.canonical(architecture)
+        """Options for any architecture of this form — also one outside the option lists (``train``'s
+        default when ``space_options`` leave it out), which the search trains only as its reference."""
+        a = {**architecture, "title_cells": [canonical_cell(c) for c in architecture["title_cells"]]}
         return {"query_backbone_layers": a["query_layers"], "query_backbone_trainable": a["query_trainable"],
                 "query_max_len": a["query_max_len"], "title_backbone_trainable": a["title_trainable"], "d_model": a["d_model"],
                 "matching": a["matching"], "sentence_vector": a["sentence_vector"], "title_layers": a["title_cells"]}
@@ -361,10 +364,10 @@ class ServingSpace(Space):
     def default_architecture(self) -> Architecture:
         """``train``'s default model, written in this space."""
         m = ModelConfig()
-        return self.canonical({"query_layers": m.query_backbone_layers, "query_trainable": m.query_backbone_trainable,
-                               "query_max_len": m.query_max_len, "title_trainable": m.title_backbone_trainable,
-                               "d_model": m.d_model, "matching": m.matching, "sentence_vector": m.sentence_vector,
-                               "title_cells": [vars(s) for s in m.title_layers]})
+        return {"query_layers": m.query_backbone_layers, "query_trainable": m.query_backbone_trainable,
+                "query_max_len": m.query_max_len, "title_trainable": m.title_backbone_trainable, "d_model": m.d_model,
+                "matching": m.matching, "sentence_vector": m.sentence_vector,
+                "title_cells": [canonical_cell(s) for s in m.title_layers]}
 
     def describe(self, architecture: Architecture) -> str:
         a = architecture
