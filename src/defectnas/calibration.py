@@ -8,8 +8,11 @@ fitted on the validation split:
 
 - ``isotonic``: scikit-learn's ``IsotonicRegression`` on the raw probability (a non-decreasing
   step-and-ramp function; applied as ``np.interp`` over its thresholds, which is what
-  ``IsotonicRegression.predict`` does, clipped at both ends). It can map neighbouring scores to
-  one value (ties), never reverse them.
+  ``IsotonicRegression.predict`` does, clipped at both ends). Its flat steps would map
+  neighbouring scores to one value — ties that lose ranking (on the CrowdFlower sample, AP fell
+  from 0.367 to 0.320) — so ``TIE_BREAK`` (10⁻⁶) of the raw probability is blended in:
+  ``(1 − ε)·iso(p) + ε·p`` is strictly increasing, keeps the raw ranking (and AP) exactly, and
+  moves no probability by more than 10⁻⁶.
 - ``sigmoid``: Platt scaling, ``p = 1 / (1 + exp(-(a·logit + b)))``, fitted by scikit-learn's
   ``LogisticRegression`` (no penalty) on Platt's smoothed targets; ``a > 0`` is required, so it
   is strictly increasing.
@@ -37,6 +40,7 @@ from .errors import DataError
 CALIBRATION_FILE = "calibration.json"
 METHODS = ("auto", "isotonic", "sigmoid", "none")  # the `calibration` training option
 THRESHOLD_RULE = "f1-best on validation (calibrated probabilities)"  # how fit picks the decision threshold, after calibrating
+TIE_BREAK = 1e-6  # ε: share of the raw probability blended into the isotonic map (strictly increasing, no ties)
 SELECTION = "lower Brier score, cross-validated within the validation split (folds grouped by query, stratified by label)"
 
 
@@ -69,7 +73,8 @@ class Calibrator:
         if self.method == "identity":
             return p
         if self.method == "isotonic":
-            return np.interp(p, self.x, self.y)  # clips outside [x[0], x[-1]], like out_of_bounds="clip"
+            # np.interp clips outside [x[0], x[-1]], like out_of_bounds="clip"; ε·p breaks the steps' ties
+            return (1.0 - TIE_BREAK) * np.interp(p, self.x, self.y) + TIE_BREAK * p
         q = np.clip(p, 1e-15, 1 - 1e-15)
         return sigmoid(self.a * (np.log(q) - np.log1p(-q)) + self.b)
 
