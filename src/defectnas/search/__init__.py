@@ -1,12 +1,13 @@
-"""Reinforcement-learning architecture search for the product (title) encoder: dl-rl, dl-rl-ml.
+"""Architecture search: dl-rl / dl-rl-ml (the paper's ``seed`` space) and the ``serving`` space.
 
 Why a package: the search has a few separate concepts, one module each —
-``space`` (which architectures exist; plain JSON genotypes), ``controller`` (the LSTM policy
-that samples them), ``reinforce`` (how it learns from rewards, and its checkpoint), ``child``
-(train and time one architecture), ``executors`` (where children run: here, local processes,
-Ray), ``trials`` (the durable trial log and architecture cache), ``runner`` (the resumable
-loop), ``final`` (retrain the top-k, save ``best/``) and ``plots``. Only the title encoder is
-searched: the query encoder runs online for every request and stays fixed.
+``space`` (registered spaces; architectures are plain JSON and ``to_options`` builds them),
+``controller`` (the LSTM policy), ``reinforce`` (how it learns from rewards, and its checkpoint),
+``strategies`` (rl, random, regularized evolution), ``child`` (train one architecture under K
+seeds, score AP, time it as served), ``executors`` (where children run: here, local processes,
+Ray), ``trials`` (the durable trial log and architecture cache), ``runner`` (the noise floor and
+the resumable loop), ``final`` (fresh-seed retrains, the Pareto front under ``pareto/<n>/``,
+``best/``, the paired test), ``stats`` (paired bootstrap, ICC) and ``plots``.
 
 Torch is imported by the submodules, so ``import defectnas.search`` stays cheap until used.
 """
