@@ -69,10 +69,11 @@ def plot_rewards(records: Sequence[dict[str, Any]], path: str | Path, decay: flo
         steps.setdefault(int(r.get("step", 0)), []).append(r)
     xs = [max(r["trial"] for r in rs) for _, rs in sorted(steps.items())]
     means = [sum(r["reward"] for r in rs) / len(rs) for _, rs in sorted(steps.items())]
-    if means:
+    if len(means) > 1:  # one step has no curve to draw
         ax.plot(xs, means, color="tab:green", lw=1, alpha=0.8, label="mean reward per step")
         ax.plot(xs, moving_average(means, decay), color="tab:orange", lw=2, label=f"moving average ({decay})")
     _floor_band(ax, floor, "reward_search_seeds")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial (in the order sampled)")
     ax.set_ylabel("reward")
     ax.set_title(title or "Architecture search: reward per step")
@@ -123,6 +124,7 @@ def plot_noise(records: Sequence[dict[str, Any]], path: str | Path, floor: dict[
     ax.errorbar(range(len(ys)), ys, yerr=errs, fmt="o", ms=3, lw=0.8, color="tab:blue", ecolor="tab:blue", alpha=0.7,
                 label="architecture: mean ± seed std")
     _floor_band(ax, floor, "metric_search_seeds")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("architecture (sorted by its mean)")
     ax.set_ylabel(f"validation {metric.upper()}")
     ax.set_title("Reward against the noise floor: differences inside the band are seed noise")
