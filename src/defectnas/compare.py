@@ -83,13 +83,12 @@ def measure_latency(model, queries: list[str], titles: list[str], threads: int =
 def measure_served_latency(model, query: str, titles: list[str], threads: int = 2, repeats: int = 9) -> float | None:
     """Median milliseconds of one request as ``serve`` answers it from a product cache: encode
     ``query``, score the pre-encoded ``titles``. None for models with no product side to cache."""
-    from .serving.encoding import encode_query, encode_titles, score
+    from .serving.encoding import request_latency_ms
 
     clf = getattr(model, "best_", model)  # dl-gs: the grid's winner
     if not hasattr(getattr(clf, "model_", None), "encode_title"):
         return None
-    arrays = encode_titles(clf, titles)  # what `defectnas cache` stores
-    return median_ms(lambda: score(clf, encode_query(clf, query), arrays), repeats, threads)
+    return request_latency_ms(clf, [query], titles, repeats, threads)
 
 
 def num_parameters(model, trainable_only: bool = False) -> int:

@@ -34,7 +34,6 @@ import pandas as pd
 import torch
 
 from ..storage import atomic_write_json
-from ..timing import median_ms
 
 LATENCY_PRODUCTS = 100  # products scored per timed request
 LATENCY_QUERIES = 10  # distinct real queries the timed requests cycle through
@@ -57,16 +56,12 @@ def reward(value: float, latency_ms: float, target_ms: float = 0.0, weight: floa
     return float(value) * (max(latency_ms, 1e-6) / target_ms) ** (-weight)
 
 
-@torch.inference_mode()
 def served_latency_ms(clf, queries: list[str], titles: list[str], repeats: int = 30, threads: int = 1) -> float:
-    """Median ms of one ``serve`` request: encode a query, score ``titles`` from their cached encodings."""
-    from ..serving.encoding import encode_query, encode_titles, score
+    """Median ms of one ``serve`` request (the search's policy: at least 30 timed requests after 3
+    warm-up ones, cycling through up to 10 queries, against 100 cached products)."""
+    from ..serving.encoding import request_latency_ms
 
-    arrays = encode_titles(clf, titles[:LATENCY_PRODUCTS], normalized=True)  # what `defectnas cache` stores
-    turn = iter(range(1 << 62))
-    queries = queries[:LATENCY_QUERIES] or ["query"]
-    request = lambda: score(clf, encode_query(clf, queries[next(turn) % len(queries)]), arrays)  # noqa: E731
-    return median_ms(request, max(30, repeats), threads=threads, warmup=3)
+    return request_latency_ms(clf, queries[:LATENCY_QUERIES], titles[:LATENCY_PRODUCTS], max(30, repeats), threads, warmup=3)
 
 
 def latency_inputs(valid: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -179,20 +179,19 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
 
 def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
-    per_seed = res["ap_seeds"] if cfg.reward_metric == "ap" else res["f1_seeds"]
+    from .runner import mean_and_spread, seed_values
+
+    valid_metric, valid_std = mean_and_spread(seed_values(cfg, res))
     entry = {
         "key": key, "architecture": rec["architecture"], "seeds": seeds,
-        "valid_metric": round(float(np.mean(per_seed)), 6),
-        "valid_metric_std": round(float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, 6),
+        "valid_metric": valid_metric, "valid_metric_std": valid_std,
         "valid_ap": round(res["ap"], 6), "valid_f1": round(res["f1"], 6), "valid_ap_seeds": res["ap_seeds"],
         "latency_ms": round(res["latency_ms"], 4), "params": res["params"], "seconds": round(res["seconds"], 3),
     }
     if res.get("test"):
-        aps = [t["average_precision"] for t in res["test"]]
-        f1s = [t["f1"] for t in res["test"]]
-        entry.update(test=res["test"], test_ap=round(float(np.mean(aps)), 6),
-                     test_ap_std=round(float(np.std(aps, ddof=1)) if len(aps) > 1 else 0.0, 6),
-                     test_f1=round(float(np.mean(f1s)), 6))
+        test_ap, test_ap_std = mean_and_spread([t["average_precision"] for t in res["test"]])
+        test_f1, _ = mean_and_spread([t["f1"] for t in res["test"]])
+        entry.update(test=res["test"], test_ap=test_ap, test_ap_std=test_ap_std, test_f1=test_f1)
     return entry
 
 

@@ -178,13 +178,22 @@ def child_job(cfg: SearchConfig, space: Space, architecture: Architecture, seeds
             "latency_repeats": cfg.latency_repeats, "tables": {"train": "child_train", "valid": "child_valid"}}
 
 
+def seed_values(cfg: SearchConfig, res: dict[str, Any]) -> list[float]:
+    """The reward metric per child seed of a child's result (or a logged record)."""
+    return res["ap_seeds"] if cfg.reward_metric == "ap" else res["f1_seeds"]
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value), rounded as the logs keep them."""
+    return round(float(np.mean(values)), 6), round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 6)
+
+
 def result_fields(cfg: SearchConfig, res: dict[str, Any]) -> dict[str, Any]:
     """What a trial line keeps of a child's result, with its reward."""
-    per_seed = res["ap_seeds"] if cfg.reward_metric == "ap" else res["f1_seeds"]
-    metric = round(float(np.mean(per_seed)), 6)
+    metric, spread = mean_and_spread(seed_values(cfg, res))
     return {
         "reward": reward(metric, res["latency_ms"], cfg.latency_target_ms, cfg.latency_weight, cfg.latency_budget_ms),
-        "metric": metric, "spread": round(float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, 6),
+        "metric": metric, "spread": spread,
         "ap": round(res["ap"], 6), "f1": round(res["f1"], 6),
         "ap_seeds": [round(v, 6) for v in res["ap_seeds"]], "f1_seeds": [round(v, 6) for v in res["f1_seeds"]],
         "latency_ms": round(res["latency_ms"], 4),
@@ -225,8 +234,8 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
     if not repeats:
         return {}
     means = [r["metric"] for r in repeats]
-    per_seed = [v for r in repeats for v in (r["ap_seeds"] if cfg.reward_metric == "ap" else r["f1_seeds"])]
-    within = [np.var(r["ap_seeds"] if cfg.reward_metric == "ap" else r["f1_seeds"], ddof=1) for r in repeats if len(r["ap_seeds"]) > 1]
+    per_seed = [v for r in repeats for v in seed_values(cfg, r)]
+    within = [np.var(seed_values(cfg, r), ddof=1) for r in repeats if len(r["ap_seeds"]) > 1]
     return {
         "architecture": arch, "metric": cfg.reward_metric, "child_seeds": cfg.child_seeds, "repeats": len(repeats),
         "mean": round(float(np.mean(means)), 6),

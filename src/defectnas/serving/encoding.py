@@ -75,3 +75,18 @@ def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> n
 
 def _device(clf) -> torch.device:
     return torch.device(clf.train_config_.device)  # where DefectClassifier.load(device=...) put the model
+
+
+def request_latency_ms(clf, queries: Sequence[str], titles: Sequence[str], repeats: int, threads: int | None = None,
+                       warmup: int = 2) -> float:
+    """Median milliseconds of one request as ``serve`` answers it from a product cache: encode a
+    (normalised) query, score ``titles`` from their pre-encoded arrays (what ``defectnas cache``
+    stores). Successive timed requests cycle through ``queries``. The one timer of served latency
+    for ``compare``, the search's children and the benchmarks."""
+    from ..timing import median_ms
+
+    arrays = encode_titles(clf, titles)
+    queries = list(queries) or ["query"]
+    turn = iter(range(1 << 62))
+    return median_ms(lambda: score(clf, encode_query(clf, queries[next(turn) % len(queries)]), arrays), repeats, threads,
+                     warmup=warmup)
