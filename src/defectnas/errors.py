@@ -19,5 +19,13 @@ class ConfigError(DefectnasError, ValueError):
     """A configuration value or command-line flag is invalid."""
 
 
+class DataWarning(UserWarning):
+    """Rows of the input were decoded by a fallback, left out, or look doubtful (one line each).
+
+    The library warns through :mod:`warnings`, so nothing is dropped or repaired silently; the
+    CLI prints each as one ``warning: <message>`` line on stderr.
+    """
+
+
 class NotFittedError(DefectnasError, AttributeError):
     """A model was used before ``fit`` (scikit-learn's convention)."""

@@ -85,7 +85,7 @@ class DefectClassifier:
             embeddings = None
         else:
             source = resolve_model_path(mcfg.pretrained_model)
-            tokenizer = TextTokenizer.from_file(source / "tokenizer.json")
+            tokenizer = TextTokenizer.from_pretrained(source / "tokenizer.json")  # never strips marks that change a word
             embeddings = load_word_embeddings(source)
             mcfg.embedding_dim = embeddings.shape[1]
             if mcfg.backbone_layers or mcfg.query_backbone_layers:

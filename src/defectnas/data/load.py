@@ -9,22 +9,66 @@ is reported as one :class:`~defectnas.errors.DataError` line naming the file and
 Rows are named "row N" (1-based data rows of the file, header excluded; for ESCI/WANDS
 directories the rows of the examples/``label.csv`` file) or, for a DataFrame, "row index L"
 with the caller's own index label.
+
+Invalid rows — a query or title that is missing or empty once normalised (a cell of zero-width
+spaces is empty), or a missing label — follow one policy, ``invalid_rows``: ``"error"`` raises
+naming the first such row and the count, ``"skip"`` leaves them out with one
+:class:`~defectnas.errors.DataWarning` line giving the count per reason and the first row
+numbers. :func:`read_pairs` also returns the table as read and each row's reason, so
+``predict`` can keep every row of the user's table.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
+from ..errors import DataWarning
 from ._common import FRAME_NAME, Source, as_strings, closest, first_bad, more, show
 from .formats import FORMATS, SPECS, FormatSpec, detect, table_spec, with_overrides
 from .multifile import complete, resolve_directory
-from .readers import read_table
+from .readers import read_table_notes
 from .text import normalize_series, normalize_text
+
+INVALID_ROWS = ("error", "skip")  # the --invalid-rows policies
+DEFAULT_INVALID_ROWS = "skip"  # the command line's default (load_pairs' own default is "error")
+SHOWN_ROWS = 10  # row numbers named in a warning or report
+
+
+@dataclass
+class PairsRead:
+    """What :func:`read_pairs` read: the pairs, the table as given, and what was left out."""
+
+    pairs: pd.DataFrame  # load_pairs' table of the valid rows (fresh 0..n-1 index)
+    source: pd.DataFrame  # the table as read: every row and column, original values (0..n-1 index)
+    positions: np.ndarray  # for each row of ``pairs``, its 0-based position in ``source``
+    reasons: pd.Series  # per ``source`` row: "" or why it is invalid (e.g. "empty title")
+    src: Source  # names the file and its rows
+    notes: dict = field(default_factory=dict)  # reading notes: encoding, fallback_rows, whole_file
+
+    def row_names(self, positions: Sequence[int]) -> list[str]:
+        """"row N" / "row index L" of ``source`` positions."""
+        return [self.src.row(int(p)) for p in positions]
+
+    def integrity(self) -> dict:
+        """JSON-ready account of the reading: rows read, encoding fallbacks, invalid rows."""
+        bad = self.reasons[self.reasons != ""]
+        return {
+            "rows_read": int(len(self.source)),
+            "encoding": self.notes.get("encoding"),
+            "encoding_whole_file": bool(self.notes.get("whole_file")),
+            "encoding_fallback_rows": list(self.notes.get("fallback_rows", [])),
+            "invalid_rows": int(len(bad)),
+            "invalid_reasons": {str(k): int(v) for k, v in bad.value_counts().sort_index().items()},
+            "invalid_first_rows": self.row_names(bad.index[:SHOWN_ROWS]),
+        }
 
 SPLITS = ("train", "valid", "test")
 SPLIT_SPELLINGS = {"train": "train", "training": "train", "valid": "valid", "validation": "valid",
@@ -42,6 +86,7 @@ def load_pairs(
     labels: bool = True,
     require_both_classes: bool = True,
     keep: Sequence[str] = (),
+    invalid_rows: str = "error",
 ) -> pd.DataFrame:
     """Read query–product pairs into columns ``query``, ``title``, ``label``, ``product_id`` [, ``split``].
 
@@ -61,11 +106,32 @@ def load_pairs(
     the first 12 hex digits of the SHA-1 of the normalised title; ``split`` (train/valid/test)
     appears only when the source has a split column. Rows keep the source order.
     ``keep``: source columns copied through unchanged where the source has them (e.g. the
-    column of per-group thresholds).
+    column of per-group thresholds). ``invalid_rows``: ``"error"`` or ``"skip"`` (see the
+    module docstring).
     """
+    return read_pairs(data, format, query_col, title_col, label_col, defect_labels, defect_below, labels,
+                      require_both_classes, keep, invalid_rows).pairs
+
+
+def read_pairs(
+    data: str | os.PathLike | pd.DataFrame,
+    format: str = "auto",
+    query_col: str | None = None,
+    title_col: str | None = None,
+    label_col: str | None = None,
+    defect_labels: Sequence[str] | str | None = None,
+    defect_below: float | None = None,
+    labels: bool = True,
+    require_both_classes: bool = True,
+    keep: Sequence[str] = (),
+    invalid_rows: str = "error",
+) -> PairsRead:
+    """:func:`load_pairs`, keeping the table as read and why each left-out row was left out."""
+    if invalid_rows not in INVALID_ROWS:
+        raise Source(_name(data)).error(f"invalid_rows (--invalid-rows) must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
     if format not in FORMATS:
         raise Source(_name(data)).error(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    frame, src = _read(data, format)
+    frame, src, notes = _read(data, format)
     if format == "auto" and query_col and title_col:
         format = "table"
     if format == "table":
@@ -76,13 +142,24 @@ def load_pairs(
     _check_columns(frame, spec, src, labels)
 
     out = pd.DataFrame(index=frame.index)
-    out["query"] = _text(frame, spec.query_col, "query", src)
-    out["title"] = _text(frame, spec.title_col, "title", src)
-    if spec.label_col in frame.columns and spec.rule is not None:
-        out["label"] = spec.rule.to_defect(frame[spec.label_col], src, spec.label_col)
-        if labels and require_both_classes:
-            _check_classes(out["label"], src)
-    out["product_id"] = _product_ids(frame, spec, out["title"])
+    out["query"] = normalize_series(frame[spec.query_col])
+    out["title"] = normalize_series(frame[spec.title_col])
+    reasons = pd.Series("", index=frame.index, dtype=object)
+    has_label = spec.label_col in frame.columns and spec.rule is not None
+    checks = [(spec.query_col, "empty query", _empty(out["query"])), (spec.title_col, "empty title", _empty(out["title"]))]
+    if has_label and labels:
+        checks.append((spec.label_col, "missing label", _missing_cells(frame[spec.label_col])))
+    elif has_label and _missing_cells(frame[spec.label_col]).any():
+        has_label = False  # unlabelled use (predict): a partly empty label column is not needed, so not read
+    for column, reason, mask in checks:
+        reasons[mask & (reasons == "")] = reason
+    _apply_policy(reasons, checks, invalid_rows, src)
+    valid = (reasons == "").to_numpy()
+    if has_label:
+        out["label"] = pd.Series(0, index=frame.index, dtype="int64")
+        out.loc[valid, "label"] = spec.rule.to_defect(frame.loc[valid, spec.label_col], src, spec.label_col).to_numpy()
+    out["product_id"] = None
+    out.loc[valid, "product_id"] = _product_ids(frame.loc[valid], spec, out.loc[valid, "title"]).to_numpy()
     split_col = spec.split_col or "split"
     if split_col in frame.columns:
         out["split"] = _splits(frame[split_col], src, split_col)
@@ -92,26 +169,60 @@ def load_pairs(
     for column in keep:
         if column in frame.columns and column not in out.columns:
             out[column] = frame[column].to_numpy()
-    return out.reset_index(drop=True)
+    pairs = out.loc[valid].reset_index(drop=True)
+    if "label" in pairs.columns and labels and require_both_classes:
+        _check_classes(pairs["label"], src)
+    return PairsRead(pairs, frame, np.flatnonzero(valid), reasons, src, notes)
+
+
+def _empty(text: pd.Series) -> pd.Series:
+    return text.isna() | (text == "")
+
+
+def _missing_cells(values: pd.Series) -> pd.Series:
+    return values.isna() | (as_strings(values).fillna("") == "")
+
+
+def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source) -> None:
+    """Raise for the first invalid row ("error"), or say in one warning line what is left out."""
+    bad = reasons != ""
+    if not bad.any():
+        return
+    pos, count = first_bad(bad)
+    if policy == "error":
+        column = next(c for c, reason, _ in checks if reason == reasons.iloc[pos])
+        raise src.error(f"{src.row(pos)}: {reasons.iloc[pos]} in column {column!r}{more(count)} "
+                        "(--invalid-rows skip leaves such rows out)")
+    warnings.warn(src.error(skipped_line(reasons, src)).args[0], DataWarning, stacklevel=4)
+
+
+def skipped_line(reasons: pd.Series, src: Source, what: str = "left out") -> str:
+    """"N invalid rows left out (empty title 3, empty query 1): row 5, row 9, …"."""
+    bad = reasons[reasons != ""]
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in bad.value_counts().sort_index().items())
+    positions = [reasons.index.get_loc(i) for i in bad.index[:SHOWN_ROWS]]
+    shown = ", ".join(src.row(p) for p in positions) + (", …" if len(bad) > SHOWN_ROWS else "")
+    return f"{len(bad)} invalid row{'s' if len(bad) != 1 else ''} {what} ({by_reason}): {shown}"
 
 
 def _name(data: object) -> str:
     return FRAME_NAME if isinstance(data, pd.DataFrame) else str(data)
 
 
-def _read(data: str | os.PathLike | pd.DataFrame, format: str) -> tuple[pd.DataFrame, Source]:
-    """The raw table (0..n-1 index) and how to name it and its rows."""
+def _read(data: str | os.PathLike | pd.DataFrame, format: str) -> tuple[pd.DataFrame, Source, dict]:
+    """The raw table (0..n-1 index), how to name it and its rows, and how it was decoded."""
     if isinstance(data, pd.DataFrame):
         src = Source(FRAME_NAME, index=data.index)
         if len(data) == 0:
             raise src.error("table has no rows")
         frame = data.reset_index(drop=True)
         frame.columns = [str(c) for c in frame.columns]
-        return frame, src
+        return frame, src, {}
     path = Path(data)
     if path.is_dir():
         path = resolve_directory(path)
-    return complete(read_table(path), path, format), Source(str(path))
+    frame, notes = read_table_notes(path)
+    return complete(frame, path, format), Source(str(path)), notes
 
 
 def _check_columns(frame: pd.DataFrame, spec: FormatSpec, src: Source, labels: bool) -> None:
@@ -126,16 +237,6 @@ def _check_columns(frame: pd.DataFrame, spec: FormatSpec, src: Source, labels: b
     raise src.error(
         f"missing column {', '.join(parts)} for format {spec.name!r}; columns present: {', '.join(present)}"
     )
-
-
-def _text(frame: pd.DataFrame, column: str, what: str, src: Source) -> pd.Series:
-    """Normalised text of ``column``; an empty or missing cell is an error naming its row."""
-    text = normalize_series(frame[column])
-    empty = text.isna() | (text == "")
-    if empty.any():
-        pos, count = first_bad(empty)
-        raise src.error(f"{src.row(pos)}: empty {what} in column {column!r}{more(count)}")
-    return text
 
 
 def _check_classes(label: pd.Series, src: Source) -> None:

@@ -13,26 +13,33 @@ Choices:
   leading zeros and a query such as "NA" or "null" stays a query.
 - A ``.csv`` whose header has tabs and no commas is read as tab-separated: WANDS ships its
   tab-separated tables as ``.csv``.
-- Text is decoded as UTF-8 (a byte-order mark is dropped). CSV and TSV fall back to Latin-1
-  (ISO-8859-1) when that fails, because Home Depot's original ``train.csv`` is ISO-8859-1 and
-  Latin-1 can decode any byte. JSON must be UTF-8, as its standard says.
+- Text is decoded by :mod:`~defectnas.data.decoding`: a byte-order mark (UTF-8, UTF-16, UTF-32)
+  decides; else UTF-8, with each invalid byte of an otherwise UTF-8 file read as Windows-1252
+  and its rows named in one :class:`~defectnas.errors.DataWarning` line; a CSV/TSV with no
+  UTF-8 at all is read in the legacy encoding charset-normalizer names (else Windows-1252),
+  also said in one warning line. JSON must be UTF-8, as its standard says: a JSON file with
+  no UTF-8 at all is refused.
 - ``.json`` may hold JSON lines or one array of records; ``.jsonl``/``.ndjson`` hold JSON lines.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import IO, Sequence
 
 import pandas as pd
 
+from ..errors import DataWarning
 from ._common import Source
+from .decoding import Decoded, decode_bytes, describe_fallback
 
 TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 FORMATS_BY_EXTENSION = {**TEXT_FORMATS, ".parquet": "parquet", ".pq": "parquet"}
@@ -45,8 +52,14 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
 
     Raises DataError (one line, naming the file) when the file is missing, has an unknown
     extension, cannot be decompressed or decoded, has a malformed row, is empty, or lacks one
-    of ``columns``.
+    of ``columns``. A decoding fallback is one DataWarning line (see the module docstring).
     """
+    return read_table_notes(path, columns)[0]
+
+
+def read_table_notes(path: str | os.PathLike, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """:func:`read_table` and how the text was decoded: ``{"encoding": str | None,
+    "fallback_rows": [1-based data rows read by the per-byte fallback], "whole_file": bool}``."""
     path = Path(path)
     src = Source(str(path))
     if not path.exists():
@@ -54,10 +67,11 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
     if path.is_dir():
         raise src.error("is a directory, not a table file")
     kind, compression = _kind(path, src)
+    notes = {"encoding": None, "fallback_rows": [], "whole_file": False}
     if compression is None:
-        frame = _read(kind, path, src, columns)
+        frame = _read(kind, path, src, columns, notes)
     else:
-        frame = _read(kind, io.BytesIO(_decompress(path, compression, src)), src, columns)
+        frame = _read(kind, io.BytesIO(_decompress(path, compression, src)), src, columns, notes)
     if frame.shape[1] == 0:
         raise src.error("file is empty (no columns)")
     if len(frame) == 0:
@@ -67,7 +81,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
         if missing:
             raise src.error(f"missing column(s) {', '.join(missing)}; columns present: {', '.join(map(str, frame.columns))}")
         frame = frame[list(columns)]
-    return frame.reset_index(drop=True)
+    return frame.reset_index(drop=True), notes
 
 
 def _kind(path: Path, src: Source) -> tuple[str, str | None]:
@@ -110,15 +124,25 @@ def _decompress(path: Path, compression: str, src: Source) -> bytes:
         raise src.error(f"cannot decompress {compression} file ({exc})") from None
 
 
-def _read(kind: str, source: Path | IO[bytes], src: Source, columns: Sequence[str] | None) -> pd.DataFrame:
+def _read(kind: str, source: Path | IO[bytes], src: Source, columns: Sequence[str] | None, notes: dict) -> pd.DataFrame:
     if kind == "parquet":
         return _read_parquet(source, src, columns)
     raw = source.read_bytes() if isinstance(source, Path) else source.read()
     if not raw or raw.isspace():
         raise src.error("file is empty")
+    decoded = _decode(raw, src, allow_legacy=kind in ("csv", "tsv"))
+    notes["encoding"], notes["whole_file"] = decoded.encoding, decoded.whole_file
     if kind in ("csv", "tsv"):
-        return _read_delimited(raw, "\t" if kind == "tsv" else None, src)
-    return _read_json(raw, kind, src)
+        frame, sep = _read_delimited(decoded.text, "\t" if kind == "tsv" else None, src)
+        rows = _csv_rows(decoded.text, sep, decoded.fallback_lines)
+    else:
+        frame = _read_json(decoded.text, kind, src)
+        rows = _json_rows(decoded.text, kind, decoded.fallback_lines)
+    notes["fallback_rows"] = rows
+    if decoded.fallback:
+        noun = "line" if kind == "json" and decoded.text.lstrip().startswith("[") else "row"
+        warnings.warn(f"{src.name}: {describe_fallback(decoded, rows, noun)}", DataWarning, stacklevel=4)
+    return frame
 
 
 def _read_parquet(source: Path | IO[bytes], src: Source, columns: Sequence[str] | None) -> pd.DataFrame:
@@ -135,24 +159,51 @@ def _read_parquet(source: Path | IO[bytes], src: Source, columns: Sequence[str] 
         raise src.error(f"not a readable Parquet file ({first})") from None
 
 
-def _decode(raw: bytes, src: Source, allow_latin1: bool) -> str:
+def _decode(raw: bytes, src: Source, allow_legacy: bool) -> Decoded:
     try:
-        return raw.decode("utf-8-sig")
+        return decode_bytes(raw, allow_legacy=allow_legacy)
     except UnicodeDecodeError as exc:
-        if allow_latin1:
-            return raw.decode("latin-1")
         bad = raw[exc.start : exc.start + 1].hex()
-        raise src.error(f"cannot decode bytes as UTF-8 (byte 0x{bad} at offset {exc.start}); save the file as UTF-8") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        what = "UTF-8" if exc.encoding.startswith("utf-8") else exc.encoding.upper()
+        raise src.error(f"cannot decode bytes as {what} (byte 0x{bad} at line {line}, offset {exc.start}); save the file as UTF-8") from None
 
 
-def _read_delimited(raw: bytes, sep: str | None, src: Source) -> pd.DataFrame:
-    text = _decode(raw, src, allow_latin1=True)
+def _csv_rows(text: str, sep: str, lines: list[int]) -> list[int]:
+    """1-based data rows (header excluded, blank lines skipped as pandas does) holding ``lines``."""
+    if not lines:
+        return []
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    rows, wanted, record, start = [], sorted(lines), -1, 1
+    for fields in reader:
+        end = reader.line_num
+        if fields:  # a blank line is no row
+            record += 1
+            rows += [record for line in wanted if start <= line <= end and record > 0]
+        start = end + 1
+    return sorted(set(rows))
+
+
+def _json_rows(text: str, kind: str, lines: list[int]) -> list[int]:
+    """1-based records holding ``lines`` (JSON lines: non-blank lines; a JSON array: the lines)."""
+    if not lines or (kind == "json" and text.lstrip().startswith("[")):
+        return list(lines)
+    record, out, wanted = 0, [], set(lines)
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            record += 1
+            if number in wanted:
+                out.append(record)
+    return out
+
+
+def _read_delimited(text: str, sep: str | None, src: Source) -> tuple[pd.DataFrame, str]:
     if sep is None:  # .csv: comma, unless the header is plainly tab-separated (WANDS)
         end = text.find("\n")
         header = text if end < 0 else text[:end]
         sep = "\t" if "\t" in header and "," not in header else ","
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""]), sep
     except pd.errors.EmptyDataError:
         raise src.error("file is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
@@ -171,8 +222,7 @@ def _parser_message(message: str) -> str:
     return "malformed CSV (" + " ".join(message.split())[:200] + ")"
 
 
-def _read_json(raw: bytes, kind: str, src: Source) -> pd.DataFrame:
-    text = _decode(raw, src, allow_latin1=False)
+def _read_json(text: str, kind: str, src: Source) -> pd.DataFrame:
     if kind == "json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -182,7 +232,7 @@ def _read_json(raw: bytes, kind: str, src: Source) -> pd.DataFrame:
             raise src.error("a JSON array must hold one object per row")
         return pd.DataFrame.from_records(records)
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # only \n ends a JSON line: U+2028 may sit in a string
         if not line.strip():
             continue
         try:

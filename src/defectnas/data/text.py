@@ -3,7 +3,10 @@
 Why one function: queries are grouped into splits, titles are hashed into product ids and both
 are fed to the tokenizer, so "Drill  Bit", "drill bit" and "ｄｒｉｌｌ bit" must become the same
 string everywhere. NFKC folds compatibility characters (full-width letters, ligatures,
-non-breaking spaces), then the text is lower-cased and its whitespace collapsed.
+non-breaking spaces), invisible format and control characters (zero-width spaces, soft
+hyphens, byte-order marks: Unicode categories Cf and Cc) are dropped, as the word-piece
+tokenizer drops them too, then the text is lower-cased and its whitespace collapsed.
+Accents and other combining marks are kept: "año" and "ano", パンダ and ハンダ stay apart.
 """
 
 from __future__ import annotations
@@ -18,8 +21,16 @@ from ._common import is_missing
 
 
 def normalize_text(s: str) -> str:
-    """NFKC, lower-case, every whitespace run to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFKC", str(s)).lower().split())
+    """NFKC, invisible characters dropped, lower-case, every whitespace run to one space, stripped."""
+    text = unicodedata.normalize("NFKC", str(s))
+    if not text.isascii() or not text.isprintable():
+        text = "".join(" " if c.isspace() else c for c in text if not _invisible(c))
+    return " ".join(text.lower().split())
+
+
+def _invisible(c: str) -> bool:
+    """A format or control character (not whitespace): shows nothing, and the tokenizer drops it."""
+    return unicodedata.category(c) in ("Cf", "Cc") and not c.isspace()
 
 
 def normalize_series(values: pd.Series) -> pd.Series:

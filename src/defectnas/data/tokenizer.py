@@ -5,6 +5,15 @@ vocabulary would map to "unknown"; word pieces keep them. Either a vocabulary is
 training split (small data, small table), or all-MiniLM-L6-v2's vocabulary is reused so its
 pre-trained embeddings can initialise ours. The tokenizer's own ``tokenizer.json`` travels with
 the model, so loading never needs the training data or the pre-trained package.
+
+Marks that change a word are kept. A vocabulary trained here never strips accents ("año" and
+"ano" stay apart). A pre-trained vocabulary built with accent stripping (uncased BERT, the
+bundled MiniLM) has no accented Latin letters, so for it only the combining diacritics of
+Latin, Greek and Cyrillic letters (U+0300–U+036F) are removed, as its vocabulary was built;
+every other mark — the Japanese voiced-sound marks above all (パンダ/ハンダ, バッグ/ハック) — is
+kept, where Hugging Face's BertNormalizer would remove every combining mark. A word the
+vocabulary then cannot spell becomes one unknown piece, which :meth:`TextTokenizer.unknown_share`
+counts so ``defectnas data`` and ``train`` can say so.
 """
 
 from __future__ import annotations
@@ -13,12 +22,27 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import json
+
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] must be id 0
 FILENAME = "tokenizer.json"
 MAX_PIECE = 12  # longest word start / ending considered as a vocabulary piece
+KANA = "[\u3040-\u30ff]"  # Hiragana and Katakana (with the voiced-sound marks U+3099/U+309A)
+LATIN_MARKS = "[\u0300-\u036f]"  # Combining Diacritical Marks: the accents of Latin, Greek and Cyrillic letters
+NO_PIECES, ONLY_UNKNOWN = "no word pieces", "only unknown word pieces"  # text problems (see problems())
+
+
+def keep_marks_normalizer(lowercase: bool = True, strip_latin_accents: bool = False) -> normalizers.Normalizer:
+    """BERT's normaliser (clean text, space out CJK ideographs, optionally lower-case) that never
+    strips a mark, or (``strip_latin_accents``) strips only Latin/Greek/Cyrillic diacritics."""
+    bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=lowercase)
+    if not strip_latin_accents:
+        return bert
+    # NFD as BERT's accent stripping does (the vocabulary was built on NFD text), then only Latin marks go
+    return normalizers.Sequence([bert, normalizers.NFD(), normalizers.Replace(Regex(LATIN_MARKS), "")])
 
 
 class TextTokenizer:
@@ -44,7 +68,7 @@ class TextTokenizer:
         ranked by how many characters they cover (count × (length − 1)), ties by spelling —
         and handed to the library's own WordPiece model, normaliser and pre-tokeniser.
         """
-        normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+        normalizer = keep_marks_normalizer(lowercase=True)
         pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         words: Counter[str] = Counter()
         for text in texts:
@@ -78,6 +102,22 @@ class TextTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     @classmethod
+    def from_pretrained(cls, path: str | Path) -> "TextTokenizer":
+        """A pre-trained checkpoint's ``tokenizer.json`` for a new model, its accent stripping
+        narrowed to Latin/Greek/Cyrillic diacritics (see the module docstring); a cased
+        (non-stripping) checkpoint keeps its normaliser as it is."""
+        tok = Tokenizer.from_file(str(path))
+        spec = json.loads(tok.to_str()).get("normalizer") or {}
+        if spec.get("type") == "BertNormalizer":
+            strips = spec.get("strip_accents")
+            lowercase = bool(spec.get("lowercase", True))
+            strips = lowercase if strips is None else bool(strips)  # BERT: unset follows lowercase
+            if strips:
+                tok.normalizer = keep_marks_normalizer(lowercase=lowercase, strip_latin_accents=True)
+                tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(KANA), "isolated"), tok.pre_tokenizer])
+        return cls(tok)
+
+    @classmethod
     def load(cls, directory: str | Path) -> "TextTokenizer":
         return cls.from_file(Path(directory) / FILENAME)
 
@@ -101,6 +141,24 @@ class TextTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         return self._tok.encode(text).tokens
+
+    def problems(self, texts: Sequence[str]) -> list[str]:
+        """Per text: "" when the model sees something, else NO_PIECES (nothing left once
+        normalised and tokenised) or ONLY_UNKNOWN (every piece is the unknown token)."""
+        out = []
+        for enc in self._tok.encode_batch(list(texts), add_special_tokens=False):
+            ids = enc.ids
+            out.append(NO_PIECES if not ids else ONLY_UNKNOWN if all(i == self.unk_id for i in ids) else "")
+        return out
+
+    def unknown_counts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(pieces, unknown pieces) per text, as int64 arrays."""
+        pieces = np.zeros(len(texts), dtype=np.int64)
+        unknown = np.zeros(len(texts), dtype=np.int64)
+        for i, enc in enumerate(self._tok.encode_batch(list(texts), add_special_tokens=False)):
+            pieces[i] = len(enc.ids)
+            unknown[i] = sum(1 for t in enc.ids if t == self.unk_id)
+        return pieces, unknown
 
     def encode(self, texts: Sequence[str], max_len: int) -> np.ndarray:
         """(N, max_len) int64 ids, truncated and right-padded with 0; never an all-padding row."""
