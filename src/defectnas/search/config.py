@@ -22,6 +22,7 @@ SPACE_NAMES = ("serving", "seed")
 REWARD_METRICS = ("ap", "f1")
 RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max")  # may differ on --resume
 MEASURED = ("space_settings", "noise_floor")  # written into search.json beside the settings; not settings
+CPU_RETRAIN = {"final_rows": 12000, "final_epochs": 2}  # retrain budget when children train on a CPU (README: search cost)
 DERIVED = ("batch_size", "latency_target_ms")  # 0 means "decide at the start"; the saved value wins
 
 
@@ -48,9 +49,9 @@ class SearchConfig:
     top_k: int = 2  # best distinct architectures (by reward) retrained with the full budget
     pareto_max: int = 3  # at most this many Pareto-front architectures retrained and saved under pareto/<n>/
     final_seeds: int = 2  # fresh seeds per retrain (top-k, front, and train's default for the paired test)
-    final_epochs: int = 0  # epochs of a retrain (0: the model options' epochs)
-    final_rows: int = 0  # training pairs of a retrain (0: all)
-    budget_minutes: float = 18.0  # stop sampling after this much wall time (noise floor included), then retrain; 0: no bound
+    final_epochs: int = -1  # epochs of a retrain (0: the model options' epochs; -1: auto, 2 on a CPU, else 0)
+    final_rows: int = -1  # training pairs of a retrain, a fixed subset (0: all; -1: auto, 12,000 on a CPU, else all)
+    budget_minutes: float = 30.0  # wall time of the whole search, retrains included: sampling stops when what is left only covers the retrains' estimate; 0: no bound
     workers: int = 1  # children evaluated at once (local processes, or Ray tasks with ray_address)
     batch_size: int = 0  # architectures per strategy step (0: rl max(4, workers), others the number of workers)
     ray_address: str = ""  # run children as Ray tasks: "auto", "local", or "ray://host:port"
@@ -88,6 +89,13 @@ class SearchConfig:
             raise ConfigError("title_layers is what the search chooses: remove it from the search's --config")
         if self.space == "serving" and self.matching:
             raise ConfigError("the serving space searches the matching layer itself; --matching is for --space seed")
+        if min(self.final_rows, self.final_epochs) < -1:
+            raise ConfigError("final_rows and final_epochs must be -1 (auto), 0 (the full budget) or positive")
+        on_cpu = str(self.options.get("device", "cpu")).startswith("cpu")
+        if self.final_rows == -1:  # auto: on 2 CPU cores full-budget retrains alone exceed a 30-minute search (README)
+            self.final_rows = CPU_RETRAIN["final_rows"] if on_cpu else 0
+        if self.final_epochs == -1:
+            self.final_epochs = CPU_RETRAIN["final_epochs"] if on_cpu else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,8 +2,10 @@
 
 Why retrain: a child is trained on a small budget, which ranks architectures but does not finish
 them, and the best of many noisy rewards is inflated by the selection itself. So the search's
-candidates are trained again from scratch with the full budget (all training pairs, the model's
-usual epochs with early stopping) under ``final_seeds`` *fresh* seeds, on the same splits:
+candidates are trained again from scratch with a larger budget (``final_rows`` training pairs for
+``final_epochs``: on a GPU all pairs and the model's usual epochs; on a CPU, by default, 12,000
+pairs for 2 epochs — three times a child's pairs, twice its epochs — so that a default search fits
+in 30 minutes) under ``final_seeds`` *fresh* seeds, on the same splits:
 
 - the ``top_k`` distinct architectures by search reward;
 - the accuracy–latency **Pareto front** of all trained children (at most ``pareto_max``: the
@@ -66,6 +68,57 @@ def select_front(trained: list[dict[str, Any]], limit: int) -> list[dict[str, An
     return [trained[i] for i in front]
 
 
+def candidates(cfg, space: Space, trials: TrialLog, has_test: bool, floor: dict[str, Any] | None = None):
+    """What the retrains will train, read off the trials so far: the top-k, the Pareto front and
+    ``train``'s default (the paired test's reference, so only when there is a test split).
+
+    Returns ``(top, front, default, records, roles)``: ``records`` maps a short key to one trial
+    record per distinct architecture (the default's is ``{"architecture", "trial": None}``, with
+    ``seconds`` from ``floor`` when given), ``roles`` the key to its roles. Also used while
+    sampling, to estimate how long these retrains will take (:func:`retrain_estimate_s`).
+    """
+    trained = sorted(trials.cache.values(), key=lambda r: r["trial"])
+    top = trials.top_k(cfg.top_k)
+    front = select_front(trained, cfg.pareto_max)
+    default = {"architecture": space.default_architecture(), "trial": None}  # the reference, even outside the space
+    if floor and floor.get("child_seconds"):
+        default["seconds"] = floor["child_seconds"]
+    roles: dict[str, set[str]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for role, group in ((("default", [default]),) if has_test else ()) + (("top_k", top), ("pareto", front)):
+        for rec in group:
+            key = short_key(rec["architecture"])
+            roles.setdefault(key, set()).add(role)
+            records.setdefault(key, rec)
+    return top, front, default, records, roles
+
+
+def retrain_scale(cfg, tables) -> float:
+    """How many times a child's training a retrain is: pairs × epochs × seeds, as ratios.
+
+    A child trains ``child_rows`` pairs for ``child_epochs`` under K seeds; a retrain all of
+    ``final_rows`` for the retrain's epochs (an upper bound: early stopping may end it sooner)
+    under ``final_seeds``, and also scores the test split once per seed.
+    """
+    from ..config import TrainConfig
+
+    epochs = cfg.final_epochs or int(cfg.options.get("epochs", TrainConfig.epochs))
+    rows = len(tables["train"]) / max(1, len(tables["child_train"]))
+    return rows * (epochs / cfg.child_epochs) * (cfg.final_seeds / cfg.child_seeds)
+
+
+def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any]) -> float:
+    """Estimated wall seconds of retraining today's candidates: each candidate's own measured child
+    seconds × :func:`retrain_scale`. The search stops sampling when what is left of
+    ``--budget-minutes`` only covers this (so the budget bounds the whole search, retrains
+    included); ``final.json`` records the estimate beside what the retrains really took."""
+    if not trials.cache or (cfg.top_k == 0 and cfg.pareto_max == 0):
+        return 0.0
+    *_, records, _ = candidates(cfg, space, trials, "test" in tables, floor)
+    child = float(np.median([r["seconds"] for r in trials.cache.values()]))
+    return retrain_scale(cfg, tables) * sum(float(r.get("seconds") or child) for r in records.values())
+
+
 def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,
              say: Callable[[str], None]) -> dict[str, Any]:
     """Retrain the candidates, install ``pareto/<n>/`` and ``best/``, run the paired test, write the reports."""
@@ -73,21 +126,10 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
     from .runner import final_options, final_seeds
 
-    trained = sorted(trials.cache.values(), key=lambda r: r["trial"])
-    if not trained or (cfg.top_k == 0 and cfg.pareto_max == 0):
+    if not trials.cache or (cfg.top_k == 0 and cfg.pareto_max == 0):
         return {}
-    top = trials.top_k(cfg.top_k)
-    front = select_front(trained, cfg.pareto_max)
-    default = {"architecture": space.default_architecture(), "trial": None}  # the reference, even outside the space
-    roles: dict[str, set[str]] = {}
-    records: dict[str, dict[str, Any]] = {}
     has_test = "test" in tables
-    # train's default is retrained only as the paired test's reference, which needs a test split
-    for role, group in ((("default", [default]),) if has_test else ()) + (("top_k", top), ("pareto", front)):
-        for rec in group:
-            key = short_key(rec["architecture"])
-            roles.setdefault(key, set()).add(role)
-            records.setdefault(key, rec)
+    top, front, default, records, roles = candidates(cfg, space, trials, has_test)
 
     _gather_models(out)
     done = {e["key"]: e for e in read_jsonl(out / RETRAIN_LOG, require="seconds") if "key" in e}
@@ -96,6 +138,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     todo = [k for k in records if k not in done or not has_probs(k)
             or (k in needs_model and not (out / "retrain" / k / "config.json").exists())]
     seeds = final_seeds(cfg)
+    estimate_s = retrain_estimate_s(cfg, space, trials, tables, floor)
     jobs = [{"architecture": records[k]["architecture"], "options": final_options(cfg, space, records[k]["architecture"]),
              "seeds": seeds, "latency_repeats": cfg.latency_repeats, "threads": cfg.threads,
              "tables": {"train": "train", "valid": "valid", "test": "test" if has_test else ""},
@@ -167,7 +210,9 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
     top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
     atomic_write_json(out / TOP_K_FILE, top_entries)
-    report = {"reward_metric": cfg.reward_metric, "final_seeds": seeds, "noise_floor": {k: v for k, v in floor.items() if k != "all_seeds"},
+    retrain = {"candidates": len(rows), "train_rows": len(tables["train"]), "epochs": final_options(cfg, space, best["architecture"]).get("epochs"),
+               "seeds": len(seeds), "estimate_s": round(estimate_s, 1), "seconds": round(sum(r["seconds"] for r in rows), 1)}
+    report = {"reward_metric": cfg.reward_metric, "final_seeds": seeds, "retrain": retrain, "noise_floor": {k: v for k, v in floor.items() if k != "all_seeds"},
               "candidates": rows, "pareto": [{"n": n, "key": r["key"], "architecture": r["architecture"], "latency_ms": r["latency_ms"],
                                               "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap")} for n, r in enumerate(front_rows)],
               "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired}

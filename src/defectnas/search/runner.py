@@ -39,7 +39,7 @@ from ..storage import append_line, atomic_write_json
 from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
 from .executors import make_executor
-from .final import finalize
+from .final import finalize, retrain_estimate_s
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .space import Architecture, Space, SearchSpace, arch_key, make_space
 from .strategies import make_agent, make_strategy
@@ -115,7 +115,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
             cfg.latency_target_ms = float(floor.get("latency_ms") or 0.0)
             say(f"latency target: {cfg.latency_target_ms:.2f} ms per request (the default architecture, measured)")
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
-        trials = _run_trials(cfg, space, executor, out, quiet, say, started, floor)
+        trials = _run_trials(cfg, space, executor, out, quiet, say, started, floor, tables)
         final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
     finally:
         executor.shutdown()
@@ -165,7 +165,7 @@ def child_options(cfg: SearchConfig, space: Space, architecture: Architecture) -
 
 
 def final_options(cfg: SearchConfig, space: Space, architecture: Architecture) -> dict[str, Any]:
-    """DefectClassifier options of a retrain: base options, the architecture's, the full budget."""
+    """DefectClassifier options of a retrain: base options, the architecture's, ``final_epochs`` (0: the options')."""
     opts = {**cfg.options, "variant": cfg.variant, **({"matching": cfg.matching} if cfg.space == "seed" else {}),
             **space.to_options(architecture)}
     if cfg.final_epochs:
@@ -243,6 +243,7 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
         "seed_std": round(float(np.sqrt(np.mean(within))), 6) if within else None,  # one seed's spread
         "reward_search_seeds": repeats[0]["reward"], "metric_search_seeds": repeats[0]["metric"],
         "latency_ms": float(np.median([r["latency_ms"] for r in repeats])),
+        "child_seconds": float(np.median([r.get("seconds", 0.0) for r in repeats])),  # the first repeat also pays the frozen pass
         "per_repeat": [{k: r[k] for k in ("repeat", "seeds", "metric", "spread", "latency_ms")} for r in repeats],
         "all_seeds": [round(v, 6) for v in per_seed],
     }
@@ -250,7 +251,7 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
 
 # ---------------------------------------------------------------------- trials
 def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: bool, say, started: float,
-                floor: dict[str, Any]) -> TrialLog:
+                floor: dict[str, Any], tables: dict[str, pd.DataFrame]) -> TrialLog:
     from tqdm.auto import tqdm
 
     agent = make_agent(space, cfg.hidden, cfg.controller_lr, cfg.baseline_decay, cfg.entropy_weight, cfg.seed)
@@ -275,10 +276,15 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     bar.set_postfix(best=f"{best():.4f}")
     try:
         while next_trial < cfg.trials:
-            if cfg.budget_minutes and elapsed() > 60 * cfg.budget_minutes:
-                say(f"--budget-minutes {cfg.budget_minutes:g} reached after {next_trial} trials: retraining what there is")
-                break
             n = min(cfg.batch_size, cfg.trials - next_trial)
+            if cfg.budget_minutes:
+                reserve = retrain_estimate_s(cfg, space, trials, tables, floor)
+                done_s = [r["seconds"] for r in trials.cache.values()] or [floor.get("child_seconds") or 0.0]
+                batch_s = float(np.median(done_s)) * -(-n // max(1, executor.parallelism))
+                if elapsed() + batch_s + reserve > 60 * cfg.budget_minutes:
+                    say(f"--budget-minutes {cfg.budget_minutes:g}: sampling stops after {next_trial} trials ({elapsed() / 60:.1f} min "
+                        f"elapsed; the next batch ≈ {batch_s / 60:.1f} min, retraining the candidates ≈ {reserve / 60:.1f} min)")
+                    break
             history = [trials.by_trial[t] for t in range(next_trial) if t in trials.by_trial]
             batch = []
             for t, (arch, actions) in zip(range(next_trial, next_trial + n), strategy.propose(n, history)):
