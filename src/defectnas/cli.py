@@ -33,11 +33,14 @@ def _add_data_options(p: argparse.ArgumentParser, required: bool = True) -> None
     g.add_argument("--label-col", help="column holding the label")
     g.add_argument("--defect-labels", help="comma-separated label values that mean defect, e.g. I,Irrelevant")
     g.add_argument("--defect-below", type=float, help="numeric scores below this are defects")
+    g.add_argument("--invalid-rows", choices=["error", "skip"], default="skip",
+                   help="rows with an empty query or title (once normalised and tokenised) or a missing label: skip (default: "
+                        "left out, counted and named in one warning line; predict keeps them unscored with a reason) or error (exit 2)")
 
 
 def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"format": args.format, "query_col": args.query_col, "title_col": args.title_col, "label_col": args.label_col,
-            "defect_labels": args.defect_labels, "defect_below": args.defect_below}
+            "defect_labels": args.defect_labels, "defect_below": args.defect_below, "invalid_rows": args.invalid_rows}
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -95,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     clf = DefectClassifier(**_options(args))
-    clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m))
+    clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
+            invalid_rows=args.invalid_rows)
     clf.save(out)
     metrics = clf.evaluate(held_out)
     atomic_write_json(out / "metrics.json", metrics)
@@ -106,15 +110,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
-    """The table with the model's per-group column kept; says once when the column is missing."""
-    from .data import load_pairs
+    """The table read (PairsRead) with the model's per-group column kept and the pairs the model
+    cannot score set aside (--invalid-rows); says once when the group column is missing."""
+    from .data import read_pairs
 
     column = (clf.group_thresholds_ or {}).get("column")
-    df = load_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args))
-    if column and column not in df.columns:
+    read = read_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args))
+    if column and column not in read.pairs.columns:
         _echo(args, f"note: the model has per-{column} thresholds but {args.data} has no {column!r} column; "
                     f"the global threshold {clf.threshold_:.4g} is used")
-    return df
+    return clf.screen(read, args.invalid_rows)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -125,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .storage import atomic_write_json
 
     clf = DefectClassifier.load(args.model)
-    df = _load_for_thresholds(args, clf, labels=True)
+    df = _load_for_thresholds(args, clf, labels=True).pairs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the missing group column is said above, once
         metrics, labels, probs = clf.evaluate(df, return_probabilities=True)
@@ -172,18 +177,33 @@ def cmd_threshold(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    import numpy as np
+    import pandas as pd
+
     from . import DefectClassifier
-    from .data import load_pairs
     from .data.writers import write_table
 
     clf = DefectClassifier.load(args.model)
-    df = _load_for_thresholds(args, clf, labels=False)
-    probs = clf.predict_proba(df)
+    read = _load_for_thresholds(args, clf, labels=False)
+    df = read.pairs
+    probs = clf.predict_proba(df) if len(df) else np.zeros(0)
     rows = clf.row_thresholds(df, warn=False)
-    df["defect_probability"] = probs
-    df["is_defect"] = probs >= (clf.threshold_ if rows is None else rows)
-    write_table(df, args.out)
-    _echo(args, f"{len(df)} pairs scored, {int(df['is_defect'].sum())} flagged as defects → {args.out}")
+    flags = probs >= (clf.threshold_ if rows is None else rows)
+    out = read.source.copy()  # the user's table: every column, original values, row order
+    scored = np.full(len(out), np.nan)
+    scored[read.positions] = probs
+    out["defect_probability"] = scored
+    if len(read.positions) == len(out):
+        out["is_defect"] = flags
+    else:  # unscored rows stay, with an empty score and the reason
+        is_defect = pd.array([pd.NA] * len(out), dtype="boolean")
+        is_defect[read.positions] = flags
+        out["is_defect"] = is_defect
+        out["invalid_reason"] = read.reasons.where(read.reasons != "", None).to_numpy()
+    write_table(out, args.out)
+    unscored = len(out) - len(read.positions)
+    _echo(args, f"{len(df)} pairs scored, {int(flags.sum())} flagged as defects"
+                + (f", {unscored} rows left unscored (see invalid_reason)" if unscored else "") + f" → {args.out}")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -217,10 +237,29 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from .data import describe, format_description, load_pairs
+    import warnings
 
-    df = load_pairs(args.path, labels=not args.no_labels, require_both_classes=False, **_load_kwargs(args))
-    print(format_description(describe(df)))
+    import pandas as pd
+
+    from .data import coverage_report, coverage_warning, describe, format_description, read_pairs
+    from .data.tokenizer import TextTokenizer
+    from .errors import DataWarning
+    from .model.pretrained import resolve_model_path
+
+    read = read_pairs(args.path, labels=not args.no_labels, require_both_classes=False, **_load_kwargs(args))
+    df = read.pairs
+    coverage = None
+    try:
+        source = resolve_model_path(args.pretrained_model or "")
+        tokenizer = TextTokenizer.from_pretrained(source / "tokenizer.json")
+        name = "pre-trained vocabulary (" + (args.pretrained_model or "MiniLM") + ")"
+        coverage = coverage_report(tokenizer, pd.unique(pd.concat([df["query"], df["title"]])).tolist(), name)
+    except ConfigError as e:
+        _echo(args, f"note: no vocabulary coverage ({e})")
+    print(format_description(describe(df, read.integrity(), coverage)))
+    warning = coverage and coverage_warning(coverage)
+    if warning:
+        warnings.warn(f"{args.path}: {warning}", DataWarning, stacklevel=1)
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -482,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="rows, queries, defect rate and length percentiles of a table")
     p.add_argument("path", help="table of query–product pairs")
     p.add_argument("--no-labels", action="store_true", help="the table has no labels")
+    p.add_argument("--pretrained-model", help="vocabulary whose coverage is reported: a local BERT-style checkpoint (default: the bundled MiniLM)")
     _add_data_options(p, required=False)
     _add_common(p)
     p.set_defaults(func=cmd_data)
@@ -495,9 +535,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_data_warnings():
+    """Print each DataWarning once, as one ``warning: ...`` line on stderr (others as Python does)."""
+    import warnings
+
+    from .data._common import one_line
+    from .errors import DataWarning
+
+    shown: set[str] = set()
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, DataWarning):
+            return original(message, category, filename, lineno, file, line)
+        text = one_line(str(message))
+        if text not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    context = warnings.catch_warnings()
+    context.__enter__()
+    warnings.simplefilter("always", DataWarning)
+    warnings.showwarning = show
+    return context
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = _show_data_warnings()
     try:
         args.func(args)
     except DefectnasError as e:
@@ -506,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        shown.__exit__(None, None, None)
     return 0
 
 

@@ -24,8 +24,10 @@ from . import __version__
 from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calibrator
 from .config import ModelConfig, TrainConfig, split_options, to_dict
 from .data import build_triplets, load_pairs, normalize_text, split_by_query, text_pairs
+from .data.integrity import coverage_report, coverage_warning, duplicate_report
+from .data.load import INVALID_ROWS, PairsRead, skipped_line
 from .data.tokenizer import TextTokenizer
-from .errors import DataError, NotFittedError
+from .errors import DataError, DataWarning, NotFittedError
 from .model import DefectNet
 from .model.bert import read_bert_config
 from .model.pretrained import load_word_embeddings, resolve_model_path
@@ -59,6 +61,7 @@ class DefectClassifier:
         quiet: bool = True,
         log: Callable[[str], None] | None = None,
         teacher: Any = None,
+        invalid_rows: str = "skip",
     ) -> "DefectClassifier":
         """Train on ``data`` (a table with query/title/label, any recognised dataset, or a path).
 
@@ -66,7 +69,16 @@ class DefectClassifier:
         query) for early stopping and the F1-best threshold. ``teacher`` (any fitted model with
         ``predict_proba(queries, titles)``, or the ``teacher`` option naming a saved model
         directory) turns on knowledge distillation from its probabilities.
+
+        Pairs whose query or title the tokenizer turns into nothing, or into unknown pieces
+        only, carry no signal: ``invalid_rows="skip"`` leaves them out (one DataWarning line),
+        ``"error"`` raises. Repeated and conflicting pairs are all kept (one log line counts
+        them): a pair judged twice counts twice, and a pair judged both ways teaches its share
+        of defect judgements. The vocabulary's unknown-piece share on the training text is
+        logged, and a poorly covered script is one DataWarning line.
         """
+        if invalid_rows not in INVALID_ROWS:
+            raise DataError(f"invalid_rows must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
         model_opts, train_opts = split_options(self.options)
         tcfg = TrainConfig(**train_opts)
         df = _as_pairs(data)
@@ -91,6 +103,19 @@ class DefectClassifier:
             if mcfg.backbone_layers or mcfg.query_backbone_layers:
                 mcfg.backbone = {**read_bert_config(source), "cls_token_id": tokenizer.token_id("[CLS]"), "sep_token_id": tokenizer.token_id("[SEP]")}
         mcfg.vocab_size = tokenizer.vocab_size
+        self.tokenizer_ = tokenizer
+        df = self._drop_unscorable(df, invalid_rows, "training data")
+        valid = self._drop_unscorable(valid, invalid_rows, "validation data")
+        self.data_report_ = {"duplicates": duplicate_report(df),
+                             "coverage": coverage_report(tokenizer, pd.unique(pd.concat([df["query"], df["title"]])).tolist(),
+                                                         "pre-trained vocabulary" if mcfg.embedding_init != "trained" else "trained vocabulary")}
+        if log:
+            dup, cov = self.data_report_["duplicates"], self.data_report_["coverage"]
+            log(f"training data: {dup['duplicate_rows']} rows repeat a pair, {dup['conflicting_pairs']} pairs labelled both ways "
+                f"(all kept); {cov['unknown_share']:.2%} of word pieces unknown to the {cov['vocabulary']}")
+        warning = coverage_warning(self.data_report_["coverage"])
+        if warning:
+            warnings.warn(f"training data: {warning}", DataWarning, stacklevel=2)
         model = DefectNet(mcfg)
         if embeddings is not None:
             model.set_word_embeddings(embeddings)
@@ -133,6 +158,49 @@ class DefectClassifier:
         if log:
             log(f"calibration: {self.calibrator_.method} ({json.dumps(self.calibrator_.report)}); threshold {self.threshold_:.4f}, {THRESHOLD_RULE}")
         return self
+
+    # ---------------------------------------------------------------- screening
+    def text_problems(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> list[str]:
+        """Per pair: "" when the model can score it, else why not, judged on what the model sees
+        (normalised, then tokenised): "query: no word pieces", "title: only unknown word pieces"."""
+        tok = self.tokenizer_ if hasattr(self, "tokenizer_") else None
+        if tok is None:
+            raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
+        q, t = text_pairs(queries, titles)
+        return [f"query: {a}" if a else f"title: {b}" if b else "" for a, b in zip(tok.problems(q), tok.problems(t))]
+
+    def screen(self, read: PairsRead, invalid_rows: str = "skip") -> PairsRead:
+        """``read`` without the pairs :meth:`text_problems` finds, their reasons recorded; with
+        ``invalid_rows="error"`` a DataError naming the first such row instead."""
+        problems = self.text_problems(read.pairs) if len(read.pairs) else []
+        bad = np.flatnonzero([bool(p) for p in problems])
+        if not len(bad):
+            return read
+        reasons = pd.Series("", index=read.reasons.index, dtype=object)
+        reasons.iloc[read.positions[bad]] = [problems[i] for i in bad]
+        if invalid_rows == "error":
+            first = read.positions[bad[0]]
+            more = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
+            raise read.src.error(f"{read.src.row(first)}: {problems[bad[0]]} for this model{more} (--invalid-rows skip leaves such rows out)")
+        warnings.warn(read.src.error(skipped_line(reasons, read.src, "the model cannot score")).args[0], DataWarning, stacklevel=2)
+        merged = read.reasons.copy()
+        merged[reasons != ""] = reasons[reasons != ""]
+        keep = np.ones(len(read.pairs), dtype=bool)
+        keep[bad] = False
+        return PairsRead(read.pairs.loc[keep].reset_index(drop=True), read.source, read.positions[keep], merged, read.src, read.notes)
+
+    def _drop_unscorable(self, df: pd.DataFrame, invalid_rows: str, what: str) -> pd.DataFrame:
+        problems = self.text_problems(df)
+        bad = np.array([bool(p) for p in problems], dtype=bool)
+        if not bad.any():
+            return df
+        first = int(np.argmax(bad))
+        if invalid_rows == "error":
+            raise DataError(f"{what}: row index {df.index[first]!r}: {problems[first]} (and {int(bad.sum()) - 1} more rows); "
+                            "invalid_rows='skip' leaves such rows out")
+        warnings.warn(f"{what}: {int(bad.sum())} pairs left out that the tokenizer turns into nothing or unknown pieces only "
+                      f"(first: row index {df.index[first]!r}, {problems[first]})", DataWarning, stacklevel=3)
+        return df.loc[~bad].reset_index(drop=True)
 
     # --------------------------------------------------------------- prediction
     def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None, batch_size: int = 1024) -> np.ndarray:

@@ -7,7 +7,8 @@ files or interprets dataset-specific labels itself.
 
 from .download import DATASETS, download
 from .formats import FORMATS, SPECS, FormatSpec
-from .load import load_pairs, title_id
+from .integrity import coverage_report, coverage_warning, duplicate_report
+from .load import DEFAULT_INVALID_ROWS, INVALID_ROWS, PairsRead, load_pairs, read_pairs, title_id
 from .readers import read_table
 from .splits import split_by_query
 from .stats import describe, format_description
@@ -18,6 +19,13 @@ from .triplets import build_triplets
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_INVALID_ROWS",
+    "INVALID_ROWS",
+    "PairsRead",
+    "coverage_report",
+    "coverage_warning",
+    "duplicate_report",
+    "read_pairs",
     "FORMATS",
     "SPECS",
     "FormatSpec",

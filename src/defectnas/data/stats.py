@@ -3,7 +3,8 @@
 Why: before training, a user needs to know whether the data is what they think (how many
 queries, how rare defects are) and how long texts run, which decides the tokenizer's maximum
 length. Lengths count whitespace tokens of the normalised text, a cheap stand-in for word
-pieces that does not need a tokenizer.
+pieces that does not need a tokenizer. The integrity lines (decoding fallbacks, invalid rows,
+duplicates and conflicts, vocabulary coverage) come from :mod:`~defectnas.data.integrity`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .integrity import duplicate_report, format_integrity
 
 PERCENTILES = (50, 90, 95, 99)
 
 
-def describe(df: pd.DataFrame) -> dict[str, Any]:
+def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Counts and length percentiles of a ``load_pairs`` table, as JSON-ready plain values.
 
     Keys: ``rows``, ``queries`` (distinct), ``products`` (distinct ``product_id``, else titles),
     ``defects`` and ``defect_rate`` (None without a ``label`` column), ``query_tokens`` and
     ``title_tokens`` (dicts with p50, p90, p95, p99, max), and ``splits`` (rows per split)
-    when there is a ``split`` column.
+    when there is a ``split`` column; ``duplicates`` (repeated and conflicting pairs), and
+    ``integrity`` (:meth:`PairsRead.integrity`) and ``coverage``
+    (:func:`~defectnas.data.integrity.coverage_report`) when given.
     """
     missing = [c for c in ("query", "title") if c not in df.columns]
     if missing:
@@ -43,6 +47,11 @@ def describe(df: pd.DataFrame) -> dict[str, Any]:
     out["title_tokens"] = _lengths(df["title"])
     if "split" in df.columns:
         out["splits"] = {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()}
+    out["duplicates"] = duplicate_report(df)
+    if integrity is not None:
+        out["integrity"] = integrity
+    if coverage is not None:
+        out["coverage"] = coverage
     return out
 
 
@@ -69,6 +78,9 @@ def format_description(d: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in lines)
     value_width = max(len(v) for _, v in lines)
     out = [f"{k:<{width}}  {v:>{value_width}}" for k, v in lines]
+    integrity = format_integrity(d)
+    if integrity:
+        out += [""] + integrity
 
     keys = [f"p{p}" for p in PERCENTILES] + ["max"]
     header = f"{'tokens':<{width}}" + "".join(f"{k:>7}" for k in keys)

@@ -1,0 +1,144 @@
+"""The integrity report: what ``defectnas data`` (and ``train``) say about a table beyond its size.
+
+Why a module of its own: real files carry repeated judgements, pairs judged both relevant and
+defect, rows that had to be decoded by a fallback or left out, and text in scripts a
+pre-trained vocabulary barely spells. None of that stops training, and all of it changes
+what the numbers mean, so it is counted here once and printed in a few lines.
+
+- Duplicates: rows whose (normalised query, normalised title) pair appeared in an earlier
+  row. Conflicts: pairs with rows of both labels. Training keeps every row (a pair judged
+  twice counts twice, and a conflicting pair teaches the model its share of defect
+  judgements); splits put all rows of a pair on one side.
+- Vocabulary coverage: the share of word pieces that are the unknown token, overall and per
+  script (the script of a text is that of most of its letters), with one warning line when a
+  script that holds at least 0.5% of the texts has 5% or more unknown pieces, or 2% overall.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+WARN_UNKNOWN_SHARE = 0.05  # a script with this share of unknown pieces is covered poorly
+WARN_UNKNOWN_OVERALL = 0.02  # ... or the whole table
+MIN_SCRIPT_SHARE = 0.005  # scripts with fewer texts are not warned about
+_SCRIPT_NAMES = {"HIRAGANA": "kana", "KATAKANA": "kana", "CJK": "cjk", "HANGUL": "hangul", "LATIN": "latin",
+                 "CYRILLIC": "cyrillic", "GREEK": "greek", "ARABIC": "arabic", "HEBREW": "hebrew", "DEVANAGARI": "devanagari",
+                 "THAI": "thai"}
+
+
+def duplicate_report(df: pd.DataFrame) -> dict[str, Any]:
+    """Repeated and conflicting (query, title) pairs of a ``load_pairs`` table.
+
+    ``duplicate_rows``: rows repeating an earlier row's pair; ``repeated_pairs``: distinct pairs
+    seen more than once; ``conflicting_pairs``: pairs with both labels (None without labels) and
+    ``conflicting_rows`` their rows; shares are of all rows.
+    """
+    keys = df["query"].astype(str) + "\x00" + df["title"].astype(str)
+    counts = keys.value_counts()
+    rows = len(df)
+    out: dict[str, Any] = {
+        "duplicate_rows": int(rows - len(counts)),
+        "repeated_pairs": int((counts > 1).sum()),
+        "duplicate_share": float((rows - len(counts)) / rows) if rows else 0.0,
+        "conflicting_pairs": None,
+        "conflicting_rows": None,
+        "conflict_share": None,
+    }
+    if "label" in df.columns:
+        both = df.groupby(keys.to_numpy())["label"].nunique()
+        conflicting = set(both.index[both > 1])
+        conflicting_rows = int(keys.isin(conflicting).sum())
+        out.update(conflicting_pairs=len(conflicting), conflicting_rows=conflicting_rows,
+                   conflict_share=float(conflicting_rows / rows) if rows else 0.0)
+    return out
+
+
+def script_of(text: str) -> str:
+    """The script of most of ``text``'s letters: latin, cjk, kana, hangul, cyrillic, … or other ("none": no letters)."""
+    if text.isascii():
+        return "latin" if any(c.isalpha() for c in text) else "none"
+    votes: Counter[str] = Counter()
+    for c in text:
+        if c.isalpha() or unicodedata.category(c).startswith("M"):
+            name = unicodedata.name(c, "")
+            votes[_SCRIPT_NAMES.get(name.split(" ")[0].split("-")[0], "other")] += 1
+    if not votes:
+        return "none"
+    if votes.get("kana"):  # Japanese mixes kana with ideographs: any kana makes it Japanese
+        return "kana"
+    return votes.most_common(1)[0][0]
+
+
+def coverage_report(tokenizer, texts: Sequence[str], name: str = "vocabulary") -> dict[str, Any]:
+    """Unknown word pieces of ``texts`` under ``tokenizer`` (a :class:`TextTokenizer`), overall and by script."""
+    texts = list(texts)
+    pieces, unknown = tokenizer.unknown_counts(texts)
+    scripts = np.array([script_of(t) for t in texts], dtype=object)
+    by_script = {}
+    for script in sorted(set(scripts.tolist())):
+        mask = scripts == script
+        n_pieces = int(pieces[mask].sum())
+        by_script[script] = {"texts": int(mask.sum()), "text_share": float(mask.mean()),
+                             "unknown_share": float(unknown[mask].sum() / n_pieces) if n_pieces else 0.0}
+    total = int(pieces.sum())
+    return {
+        "vocabulary": name,
+        "pieces": total,
+        "unknown_pieces": int(unknown.sum()),
+        "unknown_share": float(unknown.sum() / total) if total else 0.0,
+        "texts_with_unknown": int((unknown > 0).sum()),
+        "texts": len(texts),
+        "by_script": by_script,
+    }
+
+
+def coverage_warning(report: dict[str, Any]) -> str | None:
+    """One warning line when the vocabulary covers a script (or the table) poorly, else None."""
+    poor = [(s, v) for s, v in report["by_script"].items()
+            if s != "none" and v["text_share"] >= MIN_SCRIPT_SHARE and v["unknown_share"] >= WARN_UNKNOWN_SHARE]
+    if not poor and report["unknown_share"] < WARN_UNKNOWN_OVERALL:
+        return None
+    parts = ", ".join(f"{s} ({v['text_share']:.1%} of texts): {v['unknown_share']:.1%} unknown" for s, v in poor)
+    return (f"the {report['vocabulary']} covers this text poorly: {report['unknown_share']:.1%} of word pieces are unknown"
+            + (f"; {parts}" if parts else "")
+            + " — a multilingual checkpoint (--pretrained-model DIR) or --embedding-init trained may fit better")
+
+
+def format_integrity(d: dict[str, Any]) -> list[str]:
+    """The report's lines for ``defectnas data`` (keys of describe(): integrity, duplicates, coverage)."""
+    lines = []
+    read = d.get("integrity")
+    if read:
+        if read.get("encoding_whole_file"):
+            lines.append(f"encoding         whole file decoded as {read['encoding']} (not UTF-8)")
+        elif read.get("encoding_fallback_rows"):
+            rows = read["encoding_fallback_rows"]
+            lines.append(f"encoding         {read['encoding']}; {len(rows)} rows with bytes decoded as Windows-1252: "
+                         + ", ".join(map(str, rows[:10])) + (" …" if len(rows) > 10 else ""))
+        else:
+            lines.append(f"encoding         {read['encoding'] or 'binary (Parquet)'}, no fallback")
+        if read["invalid_rows"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in read["invalid_reasons"].items())
+            lines.append(f"invalid rows     {read['invalid_rows']:,} of {read['rows_read']:,} left out ({reasons}): "
+                         + ", ".join(read["invalid_first_rows"]) + (" …" if read["invalid_rows"] > len(read["invalid_first_rows"]) else ""))
+        else:
+            lines.append(f"invalid rows     0 of {read['rows_read']:,}")
+    dup = d.get("duplicates")
+    if dup:
+        lines.append(f"duplicates       {dup['duplicate_rows']:,} rows repeat a pair ({dup['duplicate_share']:.1%} of rows; "
+                     f"{dup['repeated_pairs']:,} pairs seen more than once)")
+        if dup["conflicting_pairs"] is not None:
+            lines.append(f"conflicts        {dup['conflicting_pairs']:,} pairs labelled both relevant and defect "
+                         f"({dup['conflicting_rows']:,} rows, {dup['conflict_share']:.1%} of rows)")
+    cov = d.get("coverage")
+    if cov:
+        scripts = "; ".join(f"{s} {v['text_share']:.1%} of texts, {v['unknown_share']:.1%} unknown"
+                            for s, v in sorted(cov["by_script"].items(), key=lambda kv: -kv[1]["texts"]) if s != "none")
+        lines.append(f"vocabulary       {cov['vocabulary']}: {cov['unknown_share']:.2%} of word pieces unknown "
+                     f"({cov['texts_with_unknown']:,} of {cov['texts']:,} texts have one)" + (f"; {scripts}" if scripts else ""))
+    return lines
