@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score
 
 from defectnas import compare
 from defectnas.baselines import models
@@ -55,8 +56,13 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
     assert all(len(c[0]) == compare.LATENCY_PAIRS and c == latency_calls[0] for c in latency_calls)  # timed on the same 100 pairs
 
     assert [r["model"] for r in rows] == names and all(r["n_test"] == len(test) for r in rows)
+    labels = test["label"].to_numpy()
     for r in rows:
         assert 0 <= r["f1"] <= 1 and r["params"] > 0 and r["latency_ms_per_100"] > 0
+        # calibration is reported for every model, from its own test probabilities
+        p = pd.read_parquet(tmp_path / "predictions.parquet")[f"p_{r['model']}"].to_numpy()
+        assert r["brier"] == pytest.approx(np.mean((p - labels) ** 2), abs=1e-9)
+        assert r["average_precision"] == pytest.approx(average_precision_score(labels, p), abs=1e-9) and 0 <= r["ece"] <= 1
         assert r["f1_per_ms"] == pytest.approx(r["f1"] / r["served_ms_per_100"])  # per request as served
         assert r["gain_per_ms"] == pytest.approx((r["f1"] - rows[0]["f1"]) / r["served_ms_per_100"])  # over the tfidf floor
         if r["model"] in ("tfidf", "gbdt", "bert"):  # nothing to cache: served on raw text
@@ -64,7 +70,8 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
         else:  # two-tower models: timed separately, from pre-encoded titles
             assert r["served_ms_per_100"] > 0 and r["served_ms_per_100"] != r["latency_ms_per_100"]
     table = pd.read_csv(tmp_path / "results.csv")
-    assert {"model", "precision", "recall", "f1", "params", "latency_ms_per_100", "served_ms_per_100", "train_seconds"} <= set(table.columns)
+    assert {"model", "precision", "recall", "f1", "average_precision", "ece", "brier", "params", "latency_ms_per_100", "served_ms_per_100",
+            "train_seconds"} <= set(table.columns)
     assert table["model"].tolist() == names and (table["trainable_params"] <= table["params"]).all()
     assert len(json.loads((tmp_path / "results.json").read_text())) == len(names)
     assert "| dl-jl |" in (tmp_path / "results.md").read_text()

@@ -38,7 +38,7 @@ from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS
 from .errors import ConfigError
 from .timing import median_ms
 
-COLUMNS = ["model", "precision", "recall", "f1", "params", "trainable_params", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms",
+COLUMNS = ["model", "precision", "recall", "f1", "average_precision", "ece", "brier", "params", "trainable_params", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms",
            "gain_per_ms", "train_seconds", "threshold"]
 LATENCY_PAIRS = 100
 SWEEPS = {"alpha": (0.25, 0.5, 1.0, 2.0, 4.0), "beta": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)}
@@ -132,7 +132,8 @@ def run_once(names: list[str], parts: dict[str, pd.DataFrame], ctx: Context) -> 
         if p.shape != (len(test),):
             raise RuntimeError(f"{name} returned {p.shape} probabilities for {len(test)} test rows")
         m = defect_metrics(labels, p, model.threshold_)
-        rows.append({"model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "params": num_parameters(model),
+        rows.append({"model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+                     "average_precision": m["average_precision"], "ece": m["ece"], "brier": m["brier"], "params": num_parameters(model),
                      "trainable_params": num_parameters(model, trainable_only=True),
                      "train_seconds": round(seconds, 1), "threshold": m["threshold"], "n_test": m["n"]})
         probs[name], models[name] = p, model
@@ -159,7 +160,7 @@ def aggregate(runs: list[list[dict]]) -> list[dict]:
     for i, first in enumerate(runs[0]):
         row = {"model": first["model"], "params": first["params"], "trainable_params": first["trainable_params"],
                "n_test": first["n_test"], "repeats": len(runs)}
-        for key in ("precision", "recall", "f1", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms", "gain_per_ms", "train_seconds",
+        for key in ("precision", "recall", "f1", "average_precision", "ece", "brier", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms", "gain_per_ms", "train_seconds",
                     "threshold"):
             if key not in first:
                 continue
