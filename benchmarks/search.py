@@ -94,7 +94,7 @@ def tables_for(dataset: str, rows: list[int]):
     from defectnas.search.config import SearchConfig
     from defectnas.search.runner import prepare_tables
 
-    cfg = SearchConfig(data=str(SHARED / DATASETS[dataset]), child_rows=0)
+    cfg = SearchConfig(data=str(SHARED / DATASETS[dataset]), child_rows=0, final_rows=0)
     tables = prepare_tables(cfg)
     out = {"valid": tables["valid"], "train_all": tables["train"], "test": tables["test"]}
     for r in rows:
@@ -185,7 +185,7 @@ def fidelity(args) -> dict:
         space = ServingSpace()
         children = data[key]["children"][: args.fidelity_archs]
         children.append({"architecture": space.default_architecture(), "ap_seeds": None})
-        cfg = SearchConfig(space="serving")
+        cfg = SearchConfig(space="serving", final_rows=0, final_epochs=0)  # the full budget
         tables = tables_for(dataset, [])
         jobs = [{"architecture": c["architecture"], "options": {**final_options(cfg, space, c["architecture"]), **base_options(args)},
                  "seeds": [500, 501], "latency_repeats": 30, "tables": {"train": "train_all", "valid": "valid", "test": "test"}}
@@ -273,6 +273,7 @@ def strategies(args) -> dict:
 def cost(args) -> dict:
     from defectnas.search.config import SearchConfig
     from defectnas.search.runner import run_search
+    from defectnas.search.trials import read_jsonl
 
     dataset = args.datasets.split(",")[0]
     folder = Path(args.work) / f"cost-{dataset}"
@@ -281,11 +282,21 @@ def cost(args) -> dict:
     result = run_search(cfg, folder, resume=(folder / "search.json").exists(), quiet=args.quiet)
     wall = time.time() - started
     trained = [r for r in result.trials if not r["cached"]]
-    out = {"dataset": dataset, "wall_s": round(wall, 1), "trials": len(result.trials), "trained": len(trained),
+    report = result.final.get("report", {})
+    noise_s = [r["seconds"] for r in read_jsonl(folder / "noise.jsonl", require="repeat")]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    out = {"dataset": dataset, "settings": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "load_kwargs")},
+           "wall_s": round(wall, 1), "budget_s": cfg.budget_minutes * 60, "trials": len(result.trials), "trained": len(trained),
+           "noise_floor_s": round(sum(noise_s), 1), "sampling_s": round(sum(r["seconds"] for r in trained), 1),
            "children_per_hour": round(len(result.trials) / (sum(r["seconds"] for r in trained) / 3600), 1) if trained else None,
            "child_seconds_median": round(float(np.median([r["seconds"] for r in trained])), 1) if trained else None,
+           "retrain": report.get("retrain"), "load_average_at_end": load,
            "noise_floor": {k: v for k, v in result.noise_floor.items() if k != "all_seeds"},
-           "paired_test": result.final.get("report", {}).get("paired_test")}
+           "candidates": [{k: c.get(k) for k in ("architecture", "roles", "search_metric", "valid_metric", "valid_metric_std", "test_ap",
+                                                 "test_f1", "latency_ms", "seconds", "selection_bias")} for c in report.get("candidates", [])],
+           "paired_test": report.get("paired_test")}
+    log(f"cost: {out['wall_s'] / 60:.1f} min in all (budget {cfg.budget_minutes:g}); {len(result.trials)} children, "
+        f"{out['children_per_hour']} / hour; retrains {out['retrain']}")
     save(args, "cost", out)
     return out
 

@@ -154,7 +154,7 @@ def search_model_hook(name: str):
         cfg = SearchConfig(data=str(folder / "split.parquet"), space="seed", reward_metric="f1", child_seeds=1,
                            noise_repeats=0, trials=b.search_trials, top_k=1, pareto_max=0, final_seeds=1, child_epochs=1,
                            child_rows=b.search_child_rows, child_valid_rows=b.search_child_valid_rows,
-                           final_epochs=options.pop("epochs", 0), matching=name == "dl-rl-ml", test_frac=0.0,
+                           final_epochs=options.pop("epochs", 0), final_rows=0, matching=name == "dl-rl-ml", test_frac=0.0,
                            latency_repeats=b.latency_repeats, seed=ctx.seed, threads=ctx.threads, options=options)
         result = run_search(cfg, folder / "search", quiet=True, log=ctx.log if not ctx.quiet else None)
         if result.best_dir is None:
