@@ -49,7 +49,7 @@ def test_scores_by_ids_and_by_titles_equal_predict_proba(served):
 
 def test_integer_ids_are_accepted_as_text(served):
     client = served[0]
-    assert client.post("/score", json={"query": "q", "product_ids": [12345]}).json() == {"detail": 'unknown product id(s): "12345"'}
+    assert client.post("/score", json={"query": "hose", "product_ids": [12345]}).json() == {"detail": 'unknown product id(s): "12345"'}
 
 
 def test_unknown_ids_are_404_naming_them(served):

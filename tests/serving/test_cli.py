@@ -75,7 +75,7 @@ def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str]) -> None
         cat = pd.read_csv(catalog_csv).set_index("product_id")
         expected = clf.predict_proba(["garden hose"] * 3, cat.loc[body["product_ids"], "title"].tolist())
         np.testing.assert_allclose([x["defect_probability"] for x in r.json()["results"]], expected, atol=1e-5, rtol=0)
-        r = http.post("/score", json={"query": "q", "product_ids": ["missing"]}, headers={"X-API-Key": "k1"})
+        r = http.post("/score", json={"query": "hose", "product_ids": ["missing"]}, headers={"X-API-Key": "k1"})
         assert r.status_code == 404 and r.json() == {"detail": 'unknown product id(s): "missing"'}
     finally:
         proc.terminate()

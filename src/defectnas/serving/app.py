@@ -5,7 +5,9 @@ bounded (:class:`ServeSettings`) and checked before any model work, and the raw 
 before it is parsed; the model runs in eval + inference mode with a fixed torch thread count,
 so latency does not depend on what else the process does. Errors are one line,
 ``{"detail": "..."}``: 413 too many products or too large a body, 422 an invalid body (empty or
-too long text, neither or both of ``product_ids``/``titles``), 404 unknown product ids (named),
+too long text — empty judged on what the model sees: a query of zero-width spaces is empty, and
+one of unknown word pieces only is refused too —, neither or both of ``product_ids``/``titles``,
+an id that several locales of the cache hold without ``locale``), 404 unknown product ids (named),
 401 a missing or wrong ``X-API-Key`` when a key is set. No endpoint touches files the caller
 names: the model and cache are fixed when the app is created.
 
@@ -33,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import __version__
 from ..data._common import one_line
-from .scorer import Scorer, UnknownProducts
+from .scorer import AmbiguousProducts, Scorer, UnknownProducts
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_ENV = "DEFECTNAS_API_KEY"
@@ -69,6 +71,8 @@ class ScoreRequest(BaseModel):
     ]})
     query: StrictStr = Field(description="the search query")
     product_ids: list[StrictStr | StrictInt] | None = Field(None, description="ids of cached products")
+    locale: StrictStr | None = Field(None, description="the products' locale (product_locale, e.g. us, es, jp) when the cache "
+                                     "keys products by locale (ESCI); needed for an id that several locales hold")
     titles: list[StrictStr] | None = Field(None, description="raw product titles, encoded on the fly")
 
 
@@ -108,7 +112,7 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     scorer = scorer or Scorer.load(model_dir, cache_dir)
     scorer.score_titles("warm up", ["warm up"])  # first-call allocations happen now, not in a request
     if scorer.cache is not None and len(scorer.cache):
-        scorer.score_ids("warm up", scorer.cache.ids[:1])
+        scorer.score_ids("warm up", scorer.cache.ids[:1], scorer.cache.locales[0] if scorer.cache.locales else None)
 
     app = FastAPI(title="defectnas", version=__version__,
                   description="Defect probability of (query, product) pairs: is this product irrelevant to this query?")
@@ -139,11 +143,14 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     async def score(request: ScoreRequest) -> JSONResponse:
         field, items = _check(request, settings)
         query = request.query
+        _check_texts(scorer, query, field, items)
+        if request.locale is not None and (field != "product_id" or scorer.cache is None or scorer.cache.locales is None):
+            raise HTTPException(422, "locale applies only to product_ids of a cache keyed by locale (built from a table with product_locale)")
         try:
             if field == "product_id":
                 # cached products cost about a millisecond: computed right here, because handing
                 # them to a worker thread costs more than that on a busy machine
-                probs = scorer.score_ids(query, items)
+                probs = scorer.score_ids(query, items, request.locale)
             else:
                 # raw titles run the title tower (~1 ms per title): a worker thread, so the event
                 # loop keeps answering cached requests meanwhile (torch releases the GIL)
@@ -151,7 +158,12 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         except UnknownProducts as e:
             shown = ", ".join(json.dumps(i) for i in e.ids[:10])
             more = f" (and {len(e.ids) - 10} more)" if len(e.ids) > 10 else ""
-            raise HTTPException(404, one_line(f"unknown product id(s): {shown}{more}")) from None
+            where = f" in locale {json.dumps(e.locale)}" if e.locale is not None else ""
+            raise HTTPException(404, one_line(f"unknown product id(s){where}: {shown}{more}")) from None
+        except AmbiguousProducts as e:
+            shown = "; ".join(f"{json.dumps(i)} ({', '.join(locs)})" for i, locs in list(e.locales.items())[:10])
+            raise HTTPException(422, one_line(f"product id(s) held by several locales of the cache: {shown}; "
+                                              "give \"locale\" to say which product is meant")) from None
         threshold = scorer.threshold
         results = [{field: item, "defect_probability": p, "is_defect": p >= threshold} for item, p in zip(items, probs.tolist())]
         return JSONResponse({"model": scorer.name, "results": results})  # already valid: skip re-validation
@@ -211,6 +223,17 @@ def _check(request: ScoreRequest, s: ServeSettings) -> tuple[str, list[str]]:
         if len(item) > limit:
             raise HTTPException(422, f"{field}s[{i}] too long: {len(item)} > {limit} characters")
     return field, items
+
+
+def _check_texts(scorer: Scorer, query: str, field: str, items: list[str]) -> None:
+    """422 naming the field when the model would see nothing, or only unknown pieces, in a text."""
+    problem = scorer.text_problems([query])[0]
+    if problem:
+        raise HTTPException(422, f"query: {problem} once normalised and tokenised (nothing the model can score)")
+    if field == "title":
+        for i, problem in enumerate(scorer.text_problems(items)):
+            if problem:
+                raise HTTPException(422, f"titles[{i}]: {problem} once normalised and tokenised (nothing the model can score)")
 
 
 def _validation_line(exc: RequestValidationError) -> str:

@@ -6,7 +6,7 @@ short query. On disk, a cache directory holds:
 
     manifest.json          which model built it (sha256 of config.json + model.safetensors),
                            format version, product count, dims, and the current generation
-    gen-000007/ids.json    {"product_id": [...], "title_sha1": [...]} in row order
+    gen-000007/ids.json    {"product_id": [...], "title_sha1": [...] [, "product_locale": [...]]} in row order
     gen-000007/vectors.npy float32 (N, C)     pooled title vectors
     gen-000007/tokens.npy  float32 (N, T, C)  title token states   } only for models with
     gen-000007/mask.npy    bool    (N, T)     their padding mask   } the matching layer
@@ -17,6 +17,10 @@ renames it into place and only then replaces ``manifest.json`` (atomically), so 
 server that reopens the cache, sees either the old cache or the new one, never a mix, and a
 killed build leaves the old cache intact. An update re-encodes only products that are new or
 whose normalised title changed, copies the rest, and drops removed ones.
+
+A catalogue with ``product_locale`` (ESCI) is keyed by (locale, id): a request names the
+locale, or uses an id that only one locale has; an id that several locales have is refused
+(:class:`AmbiguousProducts`) rather than scored against one of their titles.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +40,9 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from ..storage import atomic_write_json
-from .catalog import CATALOG_ATTR, read_catalog, title_hash
+from .catalog import CATALOG_ATTR, LOCALE_COLUMN, read_catalog, title_hash
 from .encoding import TitleArrays, encode_titles, needs_tokens
 
 FORMAT = "defectnas-product-cache"
@@ -50,6 +55,28 @@ _COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds m
 
 class CacheError(DataError):
     """A cache directory is missing, unreadable, of another format, or built by another model."""
+
+
+class UnknownProducts(LookupError):
+    """Product ids that are not in the cache (or no cache is loaded)."""
+
+    def __init__(self, ids: list[str], locale: str | None = None) -> None:
+        super().__init__(ids)
+        self.ids = ids
+        self.locale = locale
+
+
+class AmbiguousProducts(LookupError):
+    """Bare product ids that several locales of the cache hold: ``{id: [locales]}``."""
+
+    def __init__(self, locales: dict[str, list[str]]) -> None:
+        super().__init__(locales)
+        self.locales = locales
+
+
+def product_key(product_id: str, locale: str | None) -> str:
+    """The cache's key of a product: its id, or locale + U+001F + id where products have locales."""
+    return product_id if locale is None else f"{locale}\x1f{product_id}"
 
 
 def model_hash(model_dir: str | Path) -> str:
@@ -117,6 +144,7 @@ class ProductCache:
             ids = json.loads((gen / IDS).read_text(encoding="utf-8"))
             self.ids: list[str] = ids["product_id"]
             self.title_hashes: list[str] = ids["title_sha1"]
+            self.locales: list[str] | None = ids.get("product_locale")  # None: products are keyed by id alone
             vector = np.load(gen / VECTORS, mmap_mode="r", allow_pickle=False)
             tokens = mask = None
             if self.manifest["matching"]:
@@ -128,7 +156,18 @@ class ProductCache:
         n = self.manifest["count"]
         if len(self.ids) != n or vector.shape[0] != n or (tokens is not None and tokens.shape[0] != n):
             raise CacheError(f"{self.directory}: cache files disagree with the manifest ({n} products); rebuild it with defectnas cache --rebuild")
-        self.index = {pid: row for row, pid in enumerate(self.ids)}
+        self.keys = self.ids if self.locales is None else [product_key(i, loc) for i, loc in zip(self.ids, self.locales)]
+        self.rows_by_key = {key: row for row, key in enumerate(self.keys)}
+        # bare ids that name one product (all ids when there are no locales); ambiguous ones listed apart
+        self.ambiguous: dict[str, list[str]] = {}
+        if self.locales is None:
+            self.index = self.rows_by_key
+        else:
+            seen: dict[str, list[int]] = {}
+            for row, pid in enumerate(self.ids):
+                seen.setdefault(pid, []).append(row)
+            self.index = {pid: rows[0] for pid, rows in seen.items() if len(rows) == 1}
+            self.ambiguous = {pid: sorted(self.locales[r] for r in rows) for pid, rows in seen.items() if len(rows) > 1}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,14 +186,30 @@ class ProductCache:
                 f"rebuild it with: defectnas cache --model {model_dir} --catalog ... --out {self.directory} --rebuild"
             )
 
-    def missing(self, ids: list[str]) -> list[str]:
-        """The ids not in the cache, each once, in request order."""
-        return list(dict.fromkeys(i for i in ids if i not in self.index))
+    def missing(self, ids: list[str], locale: str | None = None) -> list[str]:
+        """The ids not in the cache (in ``locale``, when given), each once, in request order."""
+        if locale is not None:
+            return list(dict.fromkeys(i for i in ids if product_key(i, locale) not in self.rows_by_key))
+        return list(dict.fromkeys(i for i in ids if i not in self.index and i not in self.ambiguous))
 
-    def take(self, ids: list[str]) -> TitleArrays:
-        """Encodings of ``ids`` (all known: check :meth:`missing` first), in request order."""
-        rows = np.fromiter((self.index[i] for i in ids), dtype=np.int64, count=len(ids))
-        return _take(self.arrays, rows)
+    def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Row of each id (in ``locale`` when given); UnknownProducts for ids not cached,
+        AmbiguousProducts for bare ids that several locales hold."""
+        if locale is not None and self.locales is None:
+            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+        missing = self.missing(ids, locale)
+        if missing:
+            raise UnknownProducts(missing, locale)
+        if locale is not None:
+            return np.fromiter((self.rows_by_key[product_key(i, locale)] for i in ids), dtype=np.int64, count=len(ids))
+        ambiguous = {i: self.ambiguous[i] for i in dict.fromkeys(ids) if i in self.ambiguous}
+        if ambiguous:
+            raise AmbiguousProducts(ambiguous)
+        return np.fromiter((self.index[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def take(self, ids: list[str], locale: str | None = None) -> TitleArrays:
+        """Encodings of ``ids`` in request order (see :meth:`rows`)."""
+        return _take(self.arrays, self.rows(ids, locale))
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -182,12 +237,15 @@ def build_cache(
     rebuild: bool = False,
     quiet: bool = True,
     clf=None,
+    invalid_rows: str = "skip",
 ) -> BuildReport:
     """Encode ``catalog`` (a product table, pairs dataset or path: see :func:`read_catalog`) into ``out``.
 
     An existing cache in ``out`` is updated incrementally (only new and changed products are
     encoded) when the same model built it; a cache of another model is refused (CacheError)
     unless ``rebuild``. ``clf``: the already loaded ``DefectClassifier`` of ``model_dir``.
+    Titles the model sees as nothing or as unknown pieces only are left out with one
+    DataWarning line (``invalid_rows="skip"``) or refused (``"error"``), as ``predict`` does.
     """
     from ..estimator import DefectClassifier
 
@@ -196,24 +254,46 @@ def build_cache(
     if batch_size < 1:
         raise DataError("batch_size must be at least 1")
     if not (isinstance(catalog, pd.DataFrame) and catalog.attrs.get(CATALOG_ATTR)):
-        catalog, _ = read_catalog(catalog)  # normalised titles, one row per product
+        catalog, _ = read_catalog(catalog, invalid_rows=invalid_rows)  # normalised titles, one row per product
     digest = model_hash(model_dir)
     clf = clf if clf is not None else DefectClassifier.load(model_dir)
     clf.model_.eval()
+    catalog = _screen_titles(clf, catalog, invalid_rows)
     _refuse_foreign(out)
     with _build_lock(out):
         return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start)
 
 
+def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFrame:
+    """The catalogue without titles the model cannot score (see :meth:`DefectClassifier.text_problems`)."""
+    titles = catalog["title"].astype(str).tolist()
+    problems = clf.tokenizer_.problems(titles)
+    bad = np.array([bool(p) for p in problems], dtype=bool)
+    if not bad.any():
+        return catalog
+    first = int(np.argmax(bad))
+    shown = ", ".join(catalog["product_id"].astype(str).to_numpy()[bad][:10])
+    message = (f"{int(bad.sum())} products whose title the model sees as nothing or only unknown word pieces "
+               f"(first: {catalog['product_id'].iloc[first]!r}, {problems[first]}): {shown}")
+    if invalid_rows == "error":
+        raise DataError(message + " (--invalid-rows skip leaves them out)")
+    warnings.warn(message + ": not cached", DataWarning, stacklevel=3)
+    out = catalog.loc[~bad].reset_index(drop=True)
+    out.attrs.update(catalog.attrs)
+    return out
+
+
 def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float) -> BuildReport:
     previous = _previous(out, digest, model_dir, rebuild)
     ids = catalog["product_id"].astype(str).tolist()
+    locales = catalog[LOCALE_COLUMN].astype(str).tolist() if LOCALE_COLUMN in catalog.columns else None
+    keys = ids if locales is None else [product_key(i, loc) for i, loc in zip(ids, locales)]
     titles = catalog["title"].astype(str).tolist()
     hashes = [title_hash(t) for t in titles]
     old_rows = np.full(len(ids), -1, dtype=np.int64)  # row in the previous cache to copy, or -1: encode
     added = changed = 0
-    for i, (pid, h) in enumerate(zip(ids, hashes)):
-        row = previous.index.get(pid) if previous is not None else None
+    for i, (pid, h) in enumerate(zip(keys, hashes)):
+        row = previous.rows_by_key.get(pid) if previous is not None else None
         if row is None:
             added += 1
         elif previous.title_hashes[row] != h:
@@ -222,7 +302,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
             old_rows[i] = row
     removed = len(previous) - (len(ids) - added) if previous is not None else 0
     kept = int((old_rows >= 0).sum())
-    if previous is not None and added == changed == removed == 0 and previous.ids == ids:
+    if previous is not None and added == changed == removed == 0 and previous.keys == keys:
         return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out))
 
     generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
@@ -239,7 +319,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
             if a is not None:
                 a.flush()
         del arrays
-        atomic_write_json(tmp / IDS, {"product_id": ids, "title_sha1": hashes})
+        atomic_write_json(tmp / IDS, {"product_id": ids, "title_sha1": hashes, **({LOCALE_COLUMN: locales} if locales is not None else {})})
         _fsync_dir_files(tmp)
         final = out / name
         shutil.rmtree(final, ignore_errors=True)
@@ -257,6 +337,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "generation": generation,
         "generation_dir": name,
         "count": len(ids),
+        "key": ["product_id"] + ([LOCALE_COLUMN] if locales is not None else []),
         "d_model": cfg.d_model,
         "vector_dim": int(getattr(clf.model_, "vector_dim", cfg.d_model)),
         "title_max_len": cfg.title_max_len,

@@ -9,23 +9,34 @@ gives, where each product appears once per query. All of them become the same tw
 Titles are normalised exactly as :func:`~defectnas.data.normalize_text` does for training, so a
 product encoded here gets the score ``predict_proba`` gives its title. A product without an id
 gets :func:`~defectnas.data.title_id` of its title, as in ``load_pairs``.
+
+A product is keyed the way its dataset keys it: ESCI's ids repeat across locales (the same
+``product_id`` is one product in ``us`` and another, with a Spanish title, in ``es``), so a
+table with a ``product_locale`` column is keyed by (locale, id). A key seen with two different
+titles is ambiguous: no title can be chosen without possibly scoring another product than
+``predict`` would, so it is refused (``invalid_rows="error"``) or left out with one warning
+line naming it (``"skip"``), as are rows without a title.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..data import normalize_series, read_table, title_id
-from ..data._common import Source, as_strings, closest, is_missing
+from ..data._common import Source, as_strings, closest, first_bad, is_missing, more
 from ..data.multifile import ESCI_PRODUCTS, WANDS_PRODUCTS, complete
+from ..errors import DataWarning
 
 ID_COLUMNS = ("product_id", "product_uid", "id")  # first present wins; "id" only in product tables
 QUERY_COLUMNS = ("query", "search_term")  # their presence marks a pairs table, whose "id" names the pair
 TITLE_COLUMNS = ("title", "product_title", "product_name")
+LOCALE_COLUMN = "product_locale"  # ESCI: ids are unique per locale only
 CATALOG_ATTR = "defectnas_catalog"  # DataFrame.attrs flag: already read (normalised, one row per product)
 
 
@@ -33,15 +44,18 @@ def read_catalog(
     data: str | os.PathLike | pd.DataFrame,
     id_col: str | None = None,
     title_col: str | None = None,
+    invalid_rows: str = "skip",
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(catalogue, notes): columns ``product_id``, ``title`` (normalised), one row per product.
+    """(catalogue, notes): columns ``product_id``, ``title`` (normalised) [, ``product_locale``], one row per product.
 
     ``data`` is a table file, an ESCI or WANDS folder (its products file is read) or a
     DataFrame. Without ``id_col``/``title_col`` the first of :data:`ID_COLUMNS` /
     :data:`TITLE_COLUMNS` present is used, except that in a table of pairs (one with a query
-    column) ``id`` is a pair id, so products get title ids, as ``load_pairs`` gives them. Rows with an empty title are skipped; a product id
-    seen again keeps its first title. ``notes`` counts ``rows``, ``empty_titles`` and
-    ``duplicate_ids`` (repeats with a different title) for the caller to report.
+    column) ``id`` is a pair id, so products get title ids, as ``load_pairs`` gives them. With a
+    ``product_locale`` column a product is keyed by (locale, id). Rows with an empty title and
+    keys seen with different titles are left out with a DataWarning line (``invalid_rows=
+    "skip"``) or refused (``"error"``). ``notes`` counts ``rows``, ``empty_titles`` and
+    ``duplicate_ids`` (keys left out because they carry different titles).
     """
     frame, src = _read(data)
     columns = [str(c) for c in frame.columns]
@@ -54,19 +68,33 @@ def read_catalog(
 
     titles = normalize_series(frame[title_col])
     keep = titles.notna() & (titles != "")
+    if not keep.all():
+        pos, count = first_bad(~keep)
+        if invalid_rows == "error":
+            raise src.error(f"{src.row(pos)}: empty title in column {title_col!r}{more(count)} (--invalid-rows skip leaves such rows out)")
+        shown = ", ".join(src.row(int(p)) for p in np.flatnonzero(~keep.to_numpy())[:10])
+        warnings.warn(f"{src.name}: {count} rows without a title left out: {shown}{' …' if count > 10 else ''}", DataWarning, stacklevel=2)
     ids = as_strings(frame[id_col]) if id_col else pd.Series([None] * len(frame), index=frame.index, dtype=object)
     no_id = keep & ids.map(lambda v: is_missing(v) or v == "")
     if no_id.any():
         ids[no_id] = [title_id(t) for t in titles[no_id]]
     out = pd.DataFrame({"product_id": ids[keep].astype(str), "title": titles[keep].astype(str)})
-    first = ~out["product_id"].duplicated()
-    repeats = out[~first].merge(out[first], on="product_id", suffixes=("", "_first"))
-    notes = {
-        "rows": len(frame),
-        "empty_titles": int((~keep).sum()),
-        "duplicate_ids": int((repeats["title"] != repeats["title_first"]).sum()),
-    }
-    out = out[first].reset_index(drop=True)
+    key = ["product_id"]
+    if LOCALE_COLUMN in columns and id_col:
+        out[LOCALE_COLUMN] = as_strings(frame.loc[keep, LOCALE_COLUMN]).fillna("").astype(str).to_numpy()
+        key.append(LOCALE_COLUMN)
+    out = out.drop_duplicates()  # the same product listed again (a pairs table): one row
+    ambiguous = out.duplicated(subset=key, keep=False)
+    notes = {"rows": len(frame), "empty_titles": int((~keep).sum()), "duplicate_ids": int(out.loc[ambiguous, key].drop_duplicates().shape[0])}
+    if ambiguous.any():
+        shown = ", ".join(" ".join(map(str, k)) for k in out.loc[ambiguous, key].drop_duplicates().head(5).itertuples(index=False))
+        message = (f"{notes['duplicate_ids']} product {'key' if len(key) > 1 else 'id'}(s) with different titles ({shown}"
+                   f"{' …' if notes['duplicate_ids'] > 5 else ''}): ambiguous, so not cached"
+                   + ("" if len(key) > 1 else "; if ids repeat per locale, add a product_locale column"))
+        if invalid_rows == "error":
+            raise src.error(message)
+        warnings.warn(f"{src.name}: {message}", DataWarning, stacklevel=2)
+    out = out[~ambiguous].reset_index(drop=True)
     if out.empty:
         raise src.error(f"no product with a title in column {title_col!r}")
     out.attrs[CATALOG_ATTR] = True  # build_cache need not read it again

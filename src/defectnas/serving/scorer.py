@@ -13,16 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data import normalize_text
-from .cache import ProductCache, model_hash
+from .cache import AmbiguousProducts, ProductCache, UnknownProducts, model_hash  # noqa: F401 (re-exported)
 from .encoding import encode_query, encode_titles, score
-
-
-class UnknownProducts(LookupError):
-    """Product ids that are not in the cache (or no cache is loaded)."""
-
-    def __init__(self, ids: list[str]) -> None:
-        super().__init__(ids)
-        self.ids = ids
 
 
 class Scorer:
@@ -49,14 +41,17 @@ class Scorer:
             cache.check_model(digest, model_dir)
         return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest)
 
-    def score_ids(self, query: str, ids: list[str]) -> np.ndarray:
-        """Probabilities (N,) of cached products; UnknownProducts if any id is not cached."""
+    def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Probabilities (N,) of cached products (of ``locale``, for a cache keyed by locale);
+        UnknownProducts if any id is not cached, AmbiguousProducts for a bare id several locales hold."""
         if self.cache is None:
-            raise UnknownProducts(list(dict.fromkeys(ids)))
-        missing = self.cache.missing(ids)
-        if missing:
-            raise UnknownProducts(missing)
-        return score(self.clf, encode_query(self.clf, normalize_text(query)), self.cache.take(ids))
+            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+        arrays = self.cache.take(ids, locale)
+        return score(self.clf, encode_query(self.clf, normalize_text(query)), arrays)
+
+    def text_problems(self, texts: list[str]) -> list[str]:
+        """Per text: "" or why the model sees nothing in it (see DefectClassifier.text_problems)."""
+        return self.clf.tokenizer_.problems([normalize_text(t) for t in texts])
 
     def score_titles(self, query: str, titles: list[str]) -> np.ndarray:
         """Probabilities (N,) of raw titles, encoded on the fly."""
