@@ -24,10 +24,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batch order)")
 
 
-def _add_data_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _add_data_options(p: argparse.ArgumentParser, required: bool = True, format_flag: str = "--format") -> None:
     p.add_argument("--data", required=required, help="table of query–product pairs (CSV/TSV/JSONL/Parquet, .gz/.zip), or an ESCI/WANDS folder")
     g = p.add_argument_group("data layout (for tables that are not a known dataset)")
-    g.add_argument("--format", default="auto", help="auto, esci, wands, homedepot, crowdflower, pairs or table")
+    g.add_argument(format_flag, dest="format", default="auto", help="auto, esci, wands, homedepot, crowdflower, pairs or table")
     g.add_argument("--query-col", help="column holding the query")
     g.add_argument("--title-col", help="column holding the product title")
     g.add_argument("--label-col", help="column holding the label")
@@ -204,6 +204,43 @@ def cmd_predict(args: argparse.Namespace) -> None:
     unscored = len(out) - len(read.positions)
     _echo(args, f"{len(df)} pairs scored, {int(flags.sum())} flagged as defects"
                 + (f", {unscored} rows left unscored (see invalid_reason)" if unscored else "") + f" → {args.out}")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from .baselines import load_model
+    from .data import load_pairs
+    from .data.writers import write_table
+    from .raters.selection import TRAFFIC_COLUMNS, find_traffic_column, quepid_table, select_pairs
+
+    model = load_model(args.model)
+    keep = [c for c in (*TRAFFIC_COLUMNS, args.traffic_col) if c]
+    pool = load_pairs(args.data, labels=False, require_both_classes=False, keep=keep, **_load_kwargs(args))
+    traffic = find_traffic_column(list(pool.columns), args.traffic_col)
+    queries, titles = pool["query"].tolist(), pool["title"].tolist()
+    probs = model.predict_proba(queries, titles)
+    rows = model.row_thresholds(pool, warn=False) if hasattr(model, "row_thresholds") else None
+    others = {Path(d).name or str(d): load_model(d).predict_proba(queries, titles) for d in args.compare_with or ()}
+    labelled = [load_pairs(p, labels=False, require_both_classes=False, **_load_kwargs(args)) for p in args.labelled or ()]  # only the pairs
+    chosen = select_pairs(pool, probs, model.threshold_ if rows is None else rows, args.budget, max_per_query=args.max_per_query,
+                          other_probs=others, traffic_col=traffic, labelled=labelled)
+    table = chosen.table
+    if args.output_format == "quepid":
+        write_table(quepid_table(table, args.docid), args.out)
+        details = Path(args.out).with_name(Path(args.out).stem + ".details.csv")
+        write_table(table, details)
+    else:
+        write_table(table.assign(rating=""), args.out)
+    if len(table) < args.budget:
+        _echo(args, f"note: only {len(table)} of the {args.budget} pairs asked could be chosen ({chosen.candidates} unlabelled distinct "
+                    f"pairs, at most {args.max_per_query} per query)")
+    _echo(args, f"{len(table)} pairs to rate from {table['query'].nunique() if len(table) else 0} queries → {args.out}"
+                + (f" (details: {details})" if args.output_format == "quepid" else "")
+                + f"; skipped {chosen.skipped_labelled} already labelled and {chosen.skipped_duplicates} repeated pairs"
+                + (f"; weighted by {traffic!r}" if traffic else ""))
+    print(json.dumps({"out": str(args.out), "chosen": len(table), "candidates": chosen.candidates,
+                      "skipped_labelled": chosen.skipped_labelled, "skipped_duplicates": chosen.skipped_duplicates,
+                      "queries": int(table["query"].nunique()) if len(table) else 0, "capped_queries": chosen.capped_queries,
+                      "traffic_column": traffic, "compared_with": list(others)}, indent=2))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -417,6 +454,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output table (.csv, .tsv, .jsonl or .parquet)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("select", help="choose the pairs raters should judge next (uncertain or disputed, weighted by traffic, spread over queries)",
+                       description="Score an unlabelled table and pick --budget pairs whose labels would help most: closest to the "
+                                   "model's threshold (in logits), or most disputed by the --compare-with models, times traffic when the "
+                                   "table has impressions/count/traffic/clicks; at most --max-per-query per query; pairs already "
+                                   "labelled (--labelled tables, or a label in the table) are skipped.")
+    p.add_argument("--model", required=True, help="model directory (train, search, or any baseline compare saved)")
+    _add_data_options(p, format_flag="--data-format")  # --format is the output layout here (CONTRACT)
+    p.add_argument("--budget", type=int, required=True, help="pairs to choose")
+    p.add_argument("--out", required=True, help="output table (.csv, .tsv, .jsonl or .parquet): the chosen pairs, scores, reason, "
+                   "and an empty rating column for raters")
+    p.add_argument("--format", dest="output_format", choices=["table", "quepid"], default="table", help="quepid: query,docid,rating for Quepid's rating import "
+                   "(details beside it as <out>.details.csv)")
+    p.add_argument("--docid", default="product_id", help="quepid: the column used as docid (default product_id; title when the engine has no ids)")
+    p.add_argument("--max-per-query", type=int, default=3, help="at most this many pairs of one query (default 3)")
+    p.add_argument("--compare-with", action="append", metavar="DIR", help="another saved model (cross-encoder, GBDT, ...): "
+                   "pairs where it disagrees are informative too; repeatable")
+    p.add_argument("--labelled", action="append", metavar="PATH", help="a table of pairs already labelled, to skip (repeatable; same column options)")
+    p.add_argument("--traffic-col", help="numeric traffic column (default: the first of impressions, count, traffic, clicks present)")
+    _add_common(p)
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("quickstart", help="the main job: train the three variants, print and save the results table "
                        "(data: --data, else $DEFECTNAS_DATA, else the embedded ESCI sample)")
