@@ -330,6 +330,25 @@ def cmd_cache(args: argparse.Namespace) -> None:
                     f"{report.bytes / 2**20:.1f} MiB")
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    from .audit import AuditConfig, run_audit
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = AuditConfig(model=args.model, log=args.log, out=args.out, cache=args.cache, catalog=args.catalog, by=list(args.by or []),
+                      baseline_log=args.baseline_log, ray_address=args.ray_address, batch_rows=args.batch_rows,
+                      threads=args.threads, query_col=args.query_col, id_col=args.id_col, title_col=args.title_col,
+                      position_col=args.position_col, seed=args.seed, quiet=args.quiet)
+    summary = run_audit(cfg, echo=lambda m: _echo(args, m))
+    o = summary["overall"]
+    _echo(args, f"{args.out}: scored.parquet, queries.csv, summary.json, report.html")
+    print(json.dumps({"rows": summary["rows"], "queries": o["queries"], "missing": o["missing"],
+                      **{k: o[k] for k in ("unweighted", "position_weighted", "traffic_weighted", "at_threshold")},
+                      **({"baseline": summary["baseline"]["overall"]} if "baseline" in summary else {})}, indent=2))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import ipaddress
     import os
@@ -498,6 +517,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("audit", help="defect rates of a search engine's result log: per query, position and group (+ before/after)",
+                       description="Score every shown pair of a result log (query, product_id or title, 1-based position, optional "
+                                   "impressions/count and grouping columns; any table format, or OpenSearch UBI query events) with a "
+                                   "model and its product cache, and write scored.parquet, queries.csv, summary.json and report.html "
+                                   "to --out. Rates are expected defect rates from calibrated probabilities, with counts at the "
+                                   "model's threshold beside them; products missing from the catalogue are counted and listed.")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--log", required=True, help="result log: one row per shown result (or UBI query events, NDJSON)")
+    products = p.add_mutually_exclusive_group(required=True)
+    products.add_argument("--cache", help="product cache built with this model (defectnas cache)")
+    products.add_argument("--catalog", help="product catalogue (id, title); encoded into a temporary cache")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--by", nargs="+", action="extend", metavar="COLUMN", help="grouping columns of the log (rates per value)")
+    p.add_argument("--baseline-log", help="the log before a change: audited with the same model, change per query and group")
+    p.add_argument("--ray-address", help="score on Ray actors: auto, local, or ray://host:port (needs pip install ray)")
+    p.add_argument("--batch-rows", type=int, default=50_000, help="log rows read and held at once (bounds memory)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the local scorer (0: torch's default)")
+    p.add_argument("--query-col", help="column of the query (default: query, search_term, user_query or keywords)")
+    p.add_argument("--id-col", help="column of the product id (default: product_id, product_uid, doc_id or hit_id)")
+    p.add_argument("--title-col", help="column of the title (default: title, product_title or product_name)")
+    p.add_argument("--position-col", help="column of the 1-based position (default: position or rank)")
+    _add_common(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("serve", help="HTTP scoring service: POST /score, GET /healthz, docs at /docs")
     p.add_argument("--model", required=True, help="model directory")

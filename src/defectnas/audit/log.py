@@ -1,0 +1,318 @@
+"""Read a search engine's result log in batches: one row per shown result, in one layout.
+
+Why a module of its own: a result log is not a table of labelled pairs (``load_pairs``) but what
+an engine showed — a query, a product (id or title), its 1-based position, optionally traffic
+and grouping columns — and it can be far larger than memory. Every layout becomes batches of
+the same columns:
+
+    _row        int64   1-based data row of the source (UBI: line of the query event)
+    _query      object  the query as logged (stripped); what queries.csv is keyed by
+    _product    object  product id as text, or, without one, ``title_id`` of the title
+    _title      object  the title when the log has one, else None
+    _position   int64   1-based position on the result page
+    _weight     float64 traffic weight of the row: ``impressions``, else the query's ``count``, else 1
+
+beside the log's own columns (kept for ``scored.parquet``). Layouts:
+
+- Any table ``read_table`` takes (CSV, TSV, JSON lines, Parquet; .gz/.zip). Columns are found
+  by name (:data:`QUERY_COLUMNS`, :data:`ID_COLUMNS`, :data:`TITLE_COLUMNS`,
+  :data:`POSITION_COLUMNS`) or named with the ``*_col`` options. Plain Parquet, CSV/TSV and
+  JSON lines (also gzipped) are streamed ``batch_rows`` at a time; a zip or a JSON array is
+  read whole, then cut into batches.
+- OpenSearch User Behavior Insights query events (JSON lines with ``user_query`` and
+  ``query_response_hit_ids``): each event (one search) becomes one row per hit, position =
+  index in the hit list + 1, ``product_id`` = the hit id. Identical (query, hit, position)
+  rows of several events are collapsed into one row whose ``impressions`` counts the events.
+  UBI files are read whole (one short line per search) before batching.
+
+Bad input is one :class:`~defectnas.errors.DataError` line naming the file, row and column.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from ..data import normalize_text, read_table, title_id
+from ..data._common import Source, as_strings, closest, first_bad, is_missing, more, show
+
+QUERY_COLUMNS = ("query", "search_term", "user_query", "keywords")
+ID_COLUMNS = ("product_id", "product_uid", "doc_id", "hit_id")
+TITLE_COLUMNS = ("title", "product_title", "product_name")
+POSITION_COLUMNS = ("position", "rank")
+IMPRESSIONS, COUNT = "impressions", "count"
+UBI_QUERY, UBI_HITS = "user_query", "query_response_hit_ids"
+INTERNAL = ("_row", "_query", "_product", "_title", "_position", "_weight")
+
+
+@dataclass
+class LogLayout:
+    """Which source columns the log's fields come from (None: absent)."""
+
+    query: str  # column of the query
+    product: str | None  # column of the product id
+    title: str | None  # column of the title
+    position: str  # column of the 1-based position
+    impressions: str | None  # per-row traffic
+    count: str | None  # per-query traffic (searches of the query)
+    ubi: bool = False  # read as OpenSearch UBI query events
+
+    @property
+    def traffic(self) -> str | None:
+        return self.impressions or self.count
+
+
+def iter_log(path: str | os.PathLike, batch_rows: int = 50_000, by: tuple[str, ...] = (), query_col: str | None = None,
+             id_col: str | None = None, title_col: str | None = None, position_col: str | None = None
+             ) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
+    """Yield (batch, layout): batches of at most ``batch_rows`` rows with the columns of the module
+    docstring plus the log's own, in source order. ``by``: grouping columns that must exist.
+    DataError (one line) for a missing file, column or bad cell."""
+    path = Path(path)
+    src = Source(str(path))
+    if batch_rows < 1:
+        raise src.error("batch_rows must be at least 1")
+    layout = None
+    offset = 0
+    for raw in _raw_batches(path, src, batch_rows):
+        if layout is None:
+            layout = _layout(list(raw.columns), src, query_col, id_col, title_col, position_col)
+            missing = [c for c in by if c not in raw.columns]
+            if missing:
+                guess = closest(missing[0], raw.columns)
+                raise src.error(f"no column {missing[0]!r} for --by" + (f" (did you mean {guess!r}?)" if guess else "")
+                                + f"; columns present: {', '.join(map(str, raw.columns))}")
+        if layout.ubi:
+            raw = _explode_ubi(raw, src, by)
+        yield _normalise(raw, layout, src, offset), layout
+        offset += len(raw) if not layout.ubi else 0
+    if layout is None:
+        raise src.error("table has no rows")
+
+
+# ------------------------------------------------------------------- reading
+def _raw_batches(path: Path, src: Source, batch_rows: int) -> Iterator[pd.DataFrame]:
+    if not path.exists():
+        raise src.error("file not found")
+    if path.is_dir():
+        raise src.error("is a directory, not a result log file")
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    inner = name[:-3] if gz else name
+    if inner.endswith((".parquet", ".pq")) and not gz:
+        yield from _parquet_batches(path, src, batch_rows)
+    elif inner.endswith((".csv", ".tsv")):
+        yield from _delimited_batches(path, src, batch_rows, gz, "\t" if inner.endswith(".tsv") else None)
+    elif inner.endswith((".jsonl", ".ndjson")) or (inner.endswith(".json") and not _is_json_array(path, gz)):
+        yield from _json_lines_batches(path, src, batch_rows, gz)
+    else:  # zip, gzipped Parquet, a JSON array: read whole (read_table names every problem), then cut
+        frame = read_table(path)
+        for start in range(0, len(frame), batch_rows):
+            yield frame.iloc[start : start + batch_rows].reset_index(drop=True)
+
+
+def _open_text(path: Path, gz: bool) -> io.TextIOBase:
+    raw = gzip.open(path, "rb") if gz else open(path, "rb")
+    head = raw.read(1 << 20)
+    raw.seek(0)
+    try:
+        head.decode("utf-8-sig")
+        encoding = "utf-8-sig"
+    except UnicodeDecodeError as e:
+        encoding = "utf-8-sig" if e.start > len(head) - 4 else "latin-1"  # a cut multi-byte char at the end is fine
+    return io.TextIOWrapper(raw, encoding=encoding, newline="")
+
+
+def _is_json_array(path: Path, gz: bool) -> bool:
+    with _open_text(path, gz) as f:
+        return f.read(4096).lstrip().startswith("[")
+
+
+def _parquet_batches(path: Path, src: Source, batch_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        batches = file.iter_batches(batch_size=batch_rows)
+    except Exception as e:  # pyarrow raises several unrelated types for a bad file
+        raise src.error(f"not a readable Parquet file ({_first_line(e)})") from None
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise src.error(f"not a readable Parquet file ({_first_line(e)})") from None
+        yield batch.to_pandas()
+
+
+def _delimited_batches(path: Path, src: Source, batch_rows: int, gz: bool, sep: str | None) -> Iterator[pd.DataFrame]:
+    with _open_text(path, gz) as f:
+        if sep is None:  # .csv: comma, unless the header is plainly tab-separated (as read_table decides)
+            header = f.readline()
+            f.seek(0)
+            sep = "\t" if "\t" in header and "," not in header else ","
+        try:
+            reader = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False, na_values=[""], chunksize=batch_rows)
+            for chunk in reader:
+                yield chunk.reset_index(drop=True)
+        except pd.errors.EmptyDataError:
+            raise src.error("file is empty") from None
+        except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as e:
+            from ..data.readers import _parser_message
+
+            raise src.error(_parser_message(str(e))) from None
+
+
+def _json_lines_batches(path: Path, src: Source, batch_rows: int, gz: bool) -> Iterator[pd.DataFrame]:
+    records: list[dict] = []
+    lines: list[int] = []
+    with _open_text(path, gz) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise src.error(f"malformed JSON at line {number}: {e.msg}") from None
+            if not isinstance(record, dict):
+                raise src.error(f"line {number} is not a JSON object")
+            records.append(record)
+            lines.append(number)
+            if len(records) == batch_rows and UBI_HITS not in records[0]:  # UBI: read whole, collapsed below
+                yield _with_lines(records, lines)
+                records, lines = [], []
+    if records:
+        yield _with_lines(records, lines)
+
+
+def _with_lines(records: list[dict], lines: list[int]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records)
+    frame.attrs["lines"] = np.asarray(lines, dtype=np.int64)  # source line of each record (blank lines skipped)
+    return frame
+
+
+# -------------------------------------------------------------------- layout
+def _layout(columns: list[str], src: Source, query_col, id_col, title_col, position_col) -> LogLayout:
+    if UBI_QUERY in columns and UBI_HITS in columns and query_col is None and position_col is None:
+        return LogLayout("query", "product_id", None, "position", IMPRESSIONS, None, ubi=True)  # the exploded rows' columns
+    query = _pick(query_col, QUERY_COLUMNS, columns, src, "query", "--query-col", required=True)
+    product = _pick(id_col, ID_COLUMNS, columns, src, "product id", "--id-col", required=False)
+    title = _pick(title_col, TITLE_COLUMNS, columns, src, "title", "--title-col", required=False)
+    if product is None and title is None:
+        raise src.error(f"no product column: need a product id ({', '.join(ID_COLUMNS)}; --id-col) or a title "
+                        f"({', '.join(TITLE_COLUMNS)}; --title-col); columns present: {', '.join(columns)}")
+    position = _pick(position_col, POSITION_COLUMNS, columns, src, "position", "--position-col", required=True)
+    return LogLayout(query, product, title, position, IMPRESSIONS if IMPRESSIONS in columns else None,
+                     COUNT if COUNT in columns and IMPRESSIONS not in columns else None)
+
+
+def _pick(given: str | None, candidates: tuple[str, ...], columns: list[str], src: Source, what: str, flag: str,
+          required: bool) -> str | None:
+    if given is not None:
+        if given not in columns:
+            guess = closest(given, columns)
+            raise src.error(f"no column {given!r} ({flag})" + (f" (did you mean {guess!r}?)" if guess else "")
+                            + f"; columns present: {', '.join(columns)}")
+        return given
+    found = next((c for c in candidates if c in columns), None)
+    if found is None and required:
+        raise src.error(f"no {what} column ({', '.join(candidates)}); name it with {flag}; columns present: {', '.join(columns)}")
+    return found
+
+
+def _explode_ubi(events: pd.DataFrame, src: Source, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """UBI query events → one row per (query, hit, position[, ``by`` values of the event]),
+    ``impressions`` = events that showed it."""
+    lines = events.attrs.get("lines", np.arange(1, len(events) + 1))
+    rows: dict[tuple, list] = {}
+    groups = zip(*(events[c].tolist() for c in by)) if by else iter(lambda: (), None)
+    for line, query, hits, extra in zip(lines, events[UBI_QUERY].tolist(), events[UBI_HITS].tolist(), groups):
+        if is_missing(query) or not str(query).strip():
+            raise src.error(f"line {line}: empty {UBI_QUERY!r}")
+        if isinstance(hits, str):  # some exporters store the list as a JSON string
+            try:
+                hits = json.loads(hits)
+            except json.JSONDecodeError:
+                hits = None
+        if not isinstance(hits, (list, tuple)):
+            raise src.error(f"line {line}: {UBI_HITS!r} is not a list of ids ({show(hits)})")
+        for position, hit in enumerate(hits, start=1):
+            key = (str(query).strip(), str(hit), position, *extra)
+            if key in rows:
+                rows[key][-1] += 1
+            else:
+                rows[key] = [int(line), *key, 1]
+    frame = pd.DataFrame(list(rows.values()), columns=["_line", "query", "product_id", "position", *by, IMPRESSIONS])
+    frame.attrs["lines"] = frame.pop("_line").to_numpy()
+    return frame
+
+
+def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -> pd.DataFrame:
+    """The batch with the internal columns (module docstring) added; errors name the source row."""
+    lines = raw.attrs.get("lines")
+    rows = np.asarray(lines, dtype=np.int64) if lines is not None else np.arange(offset + 1, offset + len(raw) + 1, dtype=np.int64)
+    where = Source(src.name)
+
+    def bad(mask: pd.Series, message: str, column: str) -> None:
+        if mask.any():
+            pos, count = first_bad(mask)
+            raise where.error(f"row {rows[pos]}: {message} in column {column!r}{more(count)}")
+
+    out = raw.copy()
+    query = pd.Series([None if is_missing(v) else str(v).strip() for v in raw[layout.query].tolist()], index=raw.index, dtype=object)
+    bad(query.isna() | (query == ""), "empty query", layout.query)
+    title = None
+    if layout.title is not None:
+        title = pd.Series([None if is_missing(v) or not str(v).strip() else str(v) for v in raw[layout.title].tolist()],
+                          index=raw.index, dtype=object)
+    product = as_strings(raw[layout.product]) if layout.product is not None else pd.Series([None] * len(raw), index=raw.index)
+    product = product.where(product.notna() & (product != ""), None)
+    no_id = product.isna()
+    if no_id.any():
+        if title is None:
+            bad(no_id, "empty product id", layout.product)
+        bad(no_id & title.isna(), "no product id and no title", layout.title)
+        product[no_id] = [title_id(t) for t in title[no_id]]
+    out["_row"] = rows
+    out["_query"] = query.astype(object)
+    out["_product"] = product.astype(str)
+    out["_title"] = title if title is not None else None
+    out["_position"] = _positive_ints(raw[layout.position], layout.position, bad)
+    out["_weight"] = _weights(raw, layout, bad)
+    return out.reset_index(drop=True)
+
+
+def _positive_ints(values: pd.Series, column: str, bad) -> np.ndarray:
+    number = pd.to_numeric(values, errors="coerce")
+    whole = number.notna() & (number >= 1) & (number == np.floor(number.fillna(0)))
+    bad(~whole, f"position {show(values[~whole].iloc[0]) if (~whole).any() else ''} is not a whole number ≥ 1 (1-based)", column)
+    return number.to_numpy(dtype=np.int64)
+
+
+def _weights(raw: pd.DataFrame, layout: LogLayout, bad) -> np.ndarray:
+    column = layout.traffic
+    if column is None:
+        return np.ones(len(raw))
+    number = pd.to_numeric(raw[column], errors="coerce")
+    ok = number.notna() & (number >= 0) & np.isfinite(number.fillna(0))
+    bad(~ok, f"{column} {show(raw[column][~ok].iloc[0]) if (~ok).any() else ''} is not a number ≥ 0", column)
+    return number.to_numpy(dtype=np.float64)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def normalized_queries(queries: list[str]) -> list[str]:
+    """The model's text of each logged query (what is encoded)."""
+    return [normalize_text(q) for q in queries]

@@ -1,0 +1,438 @@
+"""``run_audit``: a result log (and optionally a baseline log) → scored.parquet, queries.csv,
+summary.json, report.html.
+
+Why a module of its own: it is the one loop of the audit, read top to bottom — resolve the
+product encodings (a cache, or a catalogue encoded into a temporary cache), stream the log in
+batches, score each batch's chunks (locally or on Ray), append the scored rows to
+``scored.parquet`` and fold them into per-query, per-position and per-group sums, then write
+the tables. Memory is bounded by the batch (``batch_rows`` log rows and their scores), the
+sums (one row per query, per position and per group × query) and the list of missing products
+— not by the log's length. The baseline comparison pairs products per query in hash
+partitions of ``PAIR_ROWS`` rows (:func:`shared_variance`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from ..storage import atomic_write_json, atomic_write_text
+from . import rates
+from .log import INTERNAL, LogLayout, iter_log
+from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
+
+SCORED, QUERIES, SUMMARY, REPORT = "scored.parquet", "queries.csv", "summary.json", "report.html"
+MISSING, CHANGES, BASELINE_DIR = "missing_products.csv", "changes.csv", "baseline"
+ADDED = ("defect_probability", "is_defect", "product_missing", "product_key")  # columns scored.parquet adds to the log's
+PAIR_ROWS = 2_000_000  # rows per hash partition when pairing two logs' products per query
+WORST = 20  # worst queries (and queries that got worse) listed in summary.json and the report
+
+
+@dataclass
+class AuditConfig:
+    """What ``defectnas audit`` was asked to do (flags map onto fields)."""
+
+    model: str  # model directory
+    log: str  # result log
+    out: str  # output directory
+    cache: str | None = None  # product cache built with this model (defectnas cache)
+    catalog: str | None = None  # or a product catalogue, encoded into a temporary cache
+    by: list[str] = field(default_factory=list)  # grouping columns of the log (one summary per value)
+    baseline_log: str | None = None  # the log before a change, audited with the same model
+    ray_address: str | None = None  # score chunks on Ray actors (auto, local, ray://host:port)
+    batch_rows: int = 50_000  # log rows read and held at once
+    chunk_rows: int = 8_192  # rows per scoring chunk (whole queries; the unit sent to a worker)
+    score_batch: int = 2_048  # pairs per pass of the score head
+    threads: int = 0  # torch threads of the local scorer (0: torch's default); Ray actors use 1
+    query_col: str | None = None  # log columns, when not found by name
+    id_col: str | None = None
+    title_col: str | None = None
+    position_col: str | None = None
+    seed: int = 0  # bootstrap seed
+    quiet: bool = False  # no progress bar
+
+
+@dataclass
+class LogAudit:
+    """What one log's pass produced (kept for the report and the baseline comparison)."""
+
+    path: str
+    layout: LogLayout
+    queries: pd.DataFrame  # per-query sums (rates.SUMS), keyed by _query
+    positions: pd.DataFrame  # per-position sums, keyed by _position
+    groups: dict[str, pd.DataFrame]  # column → sums keyed by [column, _query]
+    missing: dict[str, int]  # product key → rows whose product is neither cached nor titled
+    rows: int
+    seconds: float
+
+
+def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) -> dict:
+    """Audit ``cfg.log`` (and ``cfg.baseline_log``) into ``cfg.out``; returns summary.json's dict."""
+    from ..serving.catalog import read_catalog
+
+    if (cfg.cache is None) == (cfg.catalog is None):
+        raise ConfigError("give exactly one of --cache DIR or --catalog PATH")
+    for name in ("batch_rows", "chunk_rows", "score_batch"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    decision = _decision(cfg.model)
+    titles: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="defectnas-audit-") as tmp:
+        cache_dir = cfg.cache
+        if cfg.catalog is not None:
+            from ..serving.cache import build_cache
+
+            catalog, notes = read_catalog(cfg.catalog)
+            echo(f"{cfg.catalog}: {len(catalog)} products; encoding them into a temporary cache")
+            build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet)
+            titles = dict(zip(catalog["product_id"], catalog["title"]))
+            cache_dir = str(Path(tmp) / "cache")
+        executor = _executor(cfg, cache_dir)
+        try:
+            new = audit_log(cfg.log, out, executor, decision, cfg, echo)
+            old = audit_log(cfg.baseline_log, out / BASELINE_DIR, executor, decision, cfg, echo) if cfg.baseline_log else None
+        finally:
+            executor.shutdown()
+    summary = write_outputs(new, out, decision, cfg, titles)
+    if old is not None:
+        write_outputs(old, out / BASELINE_DIR, decision, cfg, titles, report=False)
+        summary["baseline"] = compare_logs(new, old, out, cfg)
+        atomic_write_json(out / SUMMARY, _clean(summary))
+    from .report import write_report
+
+    write_report(out, summary, new, titles)
+    return summary
+
+
+# ------------------------------------------------------------- one log's pass
+def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, echo: Callable[[str], None]) -> LogAudit:
+    """Score every row of the log at ``path``; write ``out/scored.parquet``; return the sums."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    by = tuple(cfg.by)
+    acc_q = rates.Accumulator(["_query"])
+    acc_p = rates.Accumulator(["_position"])
+    acc_g = {c: rates.Accumulator([c, "_query"]) for c in by}
+    missing: dict[str, int] = {}
+    layout = None
+    rows = 0
+    writer = _ParquetAppender(out / SCORED)
+    batches = _whole_queries(iter_log(path, cfg.batch_rows, by, cfg.query_col, cfg.id_col, cfg.title_col, cfg.position_col))
+    try:
+        with tqdm(total=_row_count(path), unit="pairs", desc=f"auditing {Path(path).name}", disable=cfg.quiet) as bar:
+            for batch, layout in batches:
+                probs = np.full(len(batch), np.nan)
+                parts = chunks(batch, cfg.chunk_rows)
+                payloads = ((batch["_query"].to_numpy()[idx].tolist(), batch["_product"].to_numpy()[idx].tolist(),
+                             batch["_title"].to_numpy()[idx].tolist()) for idx in parts)
+                for idx, p in zip(parts, executor.map(payloads)):
+                    probs[idx] = p
+                flagged = probs >= _thresholds(batch, decision)
+                sums = rates.row_sums(probs, flagged, batch["_position"].to_numpy(), batch["_weight"].to_numpy())
+                acc_q.add(sums.assign(_query=batch["_query"].to_numpy()))
+                acc_p.add(sums.assign(_position=batch["_position"].to_numpy()))
+                for c in by:
+                    acc_g[c].add(sums.assign(**{c: _group_values(batch[c]), "_query": batch["_query"].to_numpy()}))
+                gone = np.isnan(probs)
+                for key in batch["_product"].to_numpy()[gone]:
+                    missing[key] = missing.get(key, 0) + 1
+                writer.add(_scored_frame(batch, probs, flagged, gone), path)
+                rows += len(batch)
+                bar.update(len(batch))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    seconds = time.perf_counter() - start
+    if missing:
+        echo(f"{path}: {sum(missing.values())} rows name {len(missing)} products missing from the catalogue (listed in {out / MISSING})")
+    echo(f"{path}: {rows} shown pairs scored in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} pairs/s)")
+    return LogAudit(str(path), layout, acc_q.result(), acc_p.result(), {c: a.result() for c, a in acc_g.items()}, missing, rows, seconds)
+
+
+def _whole_queries(batches: Iterator[tuple[pd.DataFrame, LogLayout]]) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
+    """Batches where the rows of the last query of a batch move to the next one, so a log whose
+    rows of a query are adjacent never has a query cut in two (and encoded twice)."""
+    held = None
+    for batch, layout in batches:
+        if held is not None:
+            batch = pd.concat([held, batch], ignore_index=True)
+            held = None
+        q = batch["_query"].to_numpy()
+        tail = len(batch)
+        while tail > 0 and q[tail - 1] == q[-1]:
+            tail -= 1
+        if tail > 0:
+            held = batch.iloc[tail:].reset_index(drop=True)
+            batch = batch.iloc[:tail].reset_index(drop=True)
+        yield batch, layout
+    if held is not None:
+        yield held, layout
+
+
+def _scored_frame(batch: pd.DataFrame, probs: np.ndarray, flagged: np.ndarray, gone: np.ndarray) -> pd.DataFrame:
+    frame = batch.drop(columns=[c for c in INTERNAL if c in batch.columns])
+    frame = frame.drop(columns=[c for c in ADDED if c in frame.columns])
+    frame["defect_probability"] = probs
+    frame["is_defect"] = pd.array(np.where(gone, None, flagged), dtype="boolean")
+    frame["product_missing"] = gone
+    frame["product_key"] = batch["_product"].to_numpy()
+    return frame
+
+
+def _group_values(values: pd.Series) -> np.ndarray:
+    return np.asarray(["(missing)" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values.tolist()], dtype=object)
+
+
+class _ParquetAppender:
+    """scored.parquet written batch by batch under a temporary name, renamed into place at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.writer = None
+        self.schema = None
+
+    def add(self, frame: pd.DataFrame, source: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        else:
+            try:
+                table = pa.Table.from_pandas(frame, preserve_index=False).cast(self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as e:
+                raise DataError(f"{source}: a column changes type between rows ({' '.join(str(e).split())[:200]})") from None
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        import os
+
+        if self.writer is not None:
+            self.writer.close()
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def _row_count(path: str) -> int | None:
+    """Rows of a plain Parquet log (from its footer), for the progress bar; else None."""
+    if str(path).lower().endswith((".parquet", ".pq")):
+        try:
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:
+            return None
+    return None
+
+
+# ------------------------------------------------------------ model decision
+def _decision(model_dir: str) -> dict:
+    """The model's threshold (and per-group thresholds) from config.json, without loading weights."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{model_dir}: not a model directory (no config.json)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({e})") from None
+    if config.get("model_type", "two-tower") != "two-tower":
+        raise ConfigError(f"{model_dir}: a {config.get('model_type')!r} model; audit scores with two-tower models (train, search), "
+                          "whose products can be cached")
+    return {"threshold": float(config["threshold"]), "groups": config.get("group_thresholds")}
+
+
+def _thresholds(batch: pd.DataFrame, decision: dict):
+    groups = decision["groups"]
+    if groups and groups.get("column") in batch.columns:
+        from ..thresholds import apply_group_thresholds
+
+        return apply_group_thresholds(batch[groups["column"]], groups, decision["threshold"])
+    return decision["threshold"]
+
+
+def _executor(cfg: AuditConfig, cache_dir: str):
+    if cfg.ray_address:
+        return RayExecutor(cfg.ray_address, cfg.model, cache_dir, threads=1, score_batch=cfg.score_batch)
+    return LocalExecutor(ChunkScorer(cfg.model, cache_dir, threads=cfg.threads, score_batch=cfg.score_batch))
+
+
+# -------------------------------------------------------------------- outputs
+def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, titles: dict[str, str], report: bool = True) -> dict:
+    """queries.csv, missing_products.csv (when any) and summary.json of one log; summary's dict."""
+    has_traffic = audit.layout.traffic is not None
+    table = rates.query_table(audit.queries, has_traffic)
+    atomic_write_text(out / QUERIES, table.to_csv(index=False))
+    if audit.missing:
+        listed = pd.DataFrame(sorted(audit.missing.items(), key=lambda kv: (-kv[1], kv[0])), columns=["product_key", "rows"])
+        atomic_write_text(out / MISSING, listed.to_csv(index=False))
+    positions = rates.position_table(audit.positions)
+    summary = {
+        "log": str(audit.path),
+        "model": str(cfg.model),
+        "products": {"cache": cfg.cache} if cfg.cache else {"catalog": cfg.catalog},
+        "rows": audit.rows,
+        "threshold": decision["threshold"],
+        "per_group_thresholds": (decision["groups"] or {}).get("column"),
+        "traffic": audit.layout.traffic,
+        "overall": rates.rates_summary(audit.queries, cfg.seed),
+        "by": {c: rates.group_summaries(audit.groups[c], c, cfg.seed) for c in cfg.by},
+        "positions": positions[positions["position"] <= 50].to_dict("records"),
+        "missing_products": {"rows": int(sum(audit.missing.values())), "products": len(audit.missing),
+                             "file": MISSING if audit.missing else None,
+                             "most_rows": [{"product_key": k, "rows": v} for k, v in
+                                           sorted(audit.missing.items(), key=lambda kv: (-kv[1], kv[0]))[:WORST]]},
+        "worst_queries": worst_queries(table, out / SCORED, audit.layout, titles),
+        "methods": {
+            "rates": "expected defect rates from calibrated probabilities (expected defects = sum of defect_probability); "
+                     "at_threshold = share of pairs with is_defect; products missing from the catalogue are excluded and counted",
+            "position_weights": "DCG: 1 / log2(1 + position)",
+            "traffic_weights": f"per row: {audit.layout.traffic or '1 (the log has no impressions or count column)'}",
+            "interval_overall": f"95% Poisson bootstrap over queries, {rates.BOOTSTRAP} resamples, seed {cfg.seed}, percentile",
+            "interval_query": "95% normal approximation of the Poisson-binomial defect count: sum p ± 1.96·sqrt(sum p(1-p)), over n",
+        },
+        "seconds": round(audit.seconds, 3),
+        "pairs_per_second": round(audit.rows / audit.seconds, 1) if audit.seconds > 0 else None,
+    }
+    atomic_write_json(out / SUMMARY, _clean(summary))
+    return summary
+
+
+def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: dict[str, str], n: int = WORST,
+                  products: int = 5) -> list[dict]:
+    """The ``n`` queries with the highest expected defect rate (ties: more traffic), each with its
+    ``products`` likeliest defects (from a filtered read of scored.parquet)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    top = table[table["shown"] > 0].head(n)
+    if top.empty:
+        return []
+    wanted = top["query"].tolist()
+    columns = [layout.query, "product_key", "defect_probability", "is_defect"] + [c for c in (layout.position, layout.title) if c]
+    data = pq.read_table(scored, columns=list(dict.fromkeys(columns)),
+                         filters=pc.field(layout.query).isin(wanted) if layout.query else None).to_pandas()
+    data["_q"] = data[layout.query].map(lambda v: str(v).strip())
+    out = []
+    for row in top.itertuples(index=False):
+        rows = data[(data["_q"] == row.query) & data["defect_probability"].notna()].nlargest(products, "defect_probability")
+        out.append({
+            "query": row.query, "shown": int(row.shown), "defect_rate": float(row.defect_rate), "rate_low": float(row.rate_low),
+            "rate_high": float(row.rate_high), "expected_defects": float(row.expected_defects), "flagged": int(row.flagged),
+            "traffic": None if pd.isna(row.traffic) else float(row.traffic),
+            "defect_products": [{
+                "product_key": str(r["product_key"]),
+                "title": (str(r[layout.title]) if layout.title and pd.notna(r[layout.title]) else titles.get(str(r["product_key"]))),
+                "position": int(r[layout.position]),
+                "defect_probability": float(r["defect_probability"]),
+                "is_defect": bool(r["is_defect"]),
+            } for _, r in rows.iterrows()],
+        })
+    return out
+
+
+# ------------------------------------------------------------------ baseline
+def compare_logs(new: LogAudit, old: LogAudit, out: Path, cfg: AuditConfig) -> dict:
+    """changes.csv and the ``baseline`` block of summary.json: the change of every rate overall
+    and per group (paired bootstrap), per query (paired normal approximation), queries that got worse."""
+    shared = shared_variance(out / SCORED, out / BASELINE_DIR / SCORED, new.layout, old.layout)
+    changes = rates.query_changes(new.queries, old.queries, shared)
+    atomic_write_text(out / CHANGES, changes.to_csv(index=False))
+    worse = changes[changes["worse"]].sort_values(["change", "traffic"], ascending=[False, False])
+    by = {}
+    for c in cfg.by:
+        if c not in old.groups:
+            continue
+        rows = []
+        values = sorted(set(new.groups[c][c]) | set(old.groups[c][c]))
+        for v in values:
+            a = new.groups[c][new.groups[c][c] == v].drop(columns=[c])
+            b = old.groups[c][old.groups[c][c] == v].drop(columns=[c])
+            rows.append({"value": v, **rates.paired_change(a, b, cfg.seed)})
+        by[c] = rows
+    return {
+        "log": str(old.path),
+        "overall": rates.paired_change(new.queries, old.queries, cfg.seed),
+        "by": by,
+        "queries_worse": int(changes["worse"].sum()),
+        "queries_better": int(changes["better"].sum()),
+        "worse": _clean(worse.head(WORST).to_dict("records")),
+        "file": CHANGES,
+        "method": "per query: normal approximation of the change, paired on products shown in both logs; overall and per "
+                  f"group: Poisson bootstrap over the union of queries, one weight per query for both logs, {rates.BOOTSTRAP} resamples",
+    }
+
+
+def shared_variance(new_scored: Path, old_scored: Path, new_layout: LogLayout, old_layout: LogLayout) -> pd.DataFrame:
+    """Per query, Σ p(1−p) over products shown for it in both logs (columns _query, shared_variance).
+
+    Read in hash partitions of queries (each pass holds at most ~``PAIR_ROWS`` rows of the two
+    logs' query, product and probability columns), so memory stays bounded for any log size."""
+    import pyarrow.parquet as pq
+
+    total = pq.ParquetFile(new_scored).metadata.num_rows + pq.ParquetFile(old_scored).metadata.num_rows
+    parts = max(1, math.ceil(total / PAIR_ROWS))
+    results = []
+    for k in range(parts):
+        a = _partition(new_scored, new_layout.query, k, parts)
+        b = _partition(old_scored, old_layout.query, k, parts)
+        both = a.merge(b[["_query", "product_key"]].drop_duplicates(), on=["_query", "product_key"])
+        both["shared_variance"] = both["defect_probability"] * (1 - both["defect_probability"])
+        results.append(both.groupby("_query", sort=False)["shared_variance"].sum().reset_index())
+    return pd.concat(results, ignore_index=True) if results else pd.DataFrame(columns=["_query", "shared_variance"])
+
+
+def _partition(scored: Path, query_col: str, k: int, parts: int) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    pieces = []
+    for batch in pq.ParquetFile(scored).iter_batches(batch_size=200_000, columns=[query_col, "product_key", "defect_probability"]):
+        frame = batch.to_pandas()
+        frame["_query"] = frame.pop(query_col).map(lambda v: str(v).strip())
+        frame = frame[frame["defect_probability"].notna()]
+        if parts > 1:
+            frame = frame[pd.util.hash_pandas_object(frame["_query"], index=False).to_numpy() % parts == k]
+        pieces.append(frame)
+    return pd.concat(pieces, ignore_index=True)
+
+
+def _clean(obj):
+    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

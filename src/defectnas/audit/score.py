@@ -1,0 +1,220 @@
+"""Score a result log's shown pairs: queries encoded in batches, products from the cache.
+
+Why a module of its own: scoring is where the audit's cost is, and it must give the scores
+``DefectClassifier.predict_proba`` gives (the model's own tokenizer, eval mode and calibration:
+the halves of :mod:`defectnas.serving.encoding`, which the service also uses) while encoding
+each distinct query once and never a cached product again.
+
+The unit of work is a *chunk*: rows of a few whole queries (see :func:`chunks`). A chunk is
+scored by :func:`score_chunk` — its distinct queries are encoded in batches of equal token
+length (no padding), its products are taken from the product cache (or, for a product the
+cache lacks but whose title the log has, encoded on the fly), and the score head runs over
+``score_batch`` pairs at a time. The same chunks go to the same function locally and, with
+``ray_address``, on Ray actors (one model and one memory-mapped cache per actor), so both
+paths compute the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import normalize_text
+from ..errors import ConfigError
+from ..model.classifier import Encoded
+from ..serving.encoding import TitleArrays, encode_titles, needs_tokens
+
+QUERY_BATCH = 256  # queries per query-tower pass
+
+
+def chunks(batch: pd.DataFrame, chunk_rows: int) -> list[np.ndarray]:
+    """Row positions of ``batch`` cut into chunks of whole queries, at most ``chunk_rows`` rows each
+    (a query with more rows gets a chunk of its own). Rows of one query are kept in source order;
+    queries in order of first appearance. A function of the batch alone, so every executor gets
+    the same chunks."""
+    codes, _ = pd.factorize(batch["_query"], sort=False)
+    order = np.argsort(codes, kind="stable")  # (N,) rows grouped by query
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1  # starts of each query's run in `order`
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    out, current, size = [], [], 0
+    for s, e in zip(starts, ends):
+        if size and size + (e - s) > chunk_rows:
+            out.append(np.concatenate(current))
+            current, size = [], 0
+        current.append(order[s:e])
+        size += e - s
+    if current:
+        out.append(np.concatenate(current))
+    return out
+
+
+class ChunkScorer:
+    """A loaded model and product cache that score chunks; the same object runs as a Ray actor.
+
+    ``threads``: torch CPU threads of this scorer (0: leave torch's setting)."""
+
+    def __init__(self, model_dir: str, cache_dir: str | None, threads: int = 0, score_batch: int = 2048) -> None:
+        from ..estimator import DefectClassifier
+        from ..serving.cache import ProductCache, model_hash
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.clf = DefectClassifier.load(model_dir)
+        self.clf.model_.eval()
+        self.cache = None
+        if cache_dir is not None:
+            self.cache = ProductCache(cache_dir)
+            self.cache.check_model(model_hash(model_dir), model_dir)
+        self.score_batch = score_batch
+
+    def known(self, products: Iterable[str]) -> np.ndarray:
+        """Which product ids the cache holds (N,) bool."""
+        index = self.cache.index if self.cache is not None else {}
+        return np.fromiter((p in index for p in products), dtype=bool)
+
+    def score(self, queries: list[str], products: list[str], titles: list[str | None]) -> np.ndarray:
+        """Defect probabilities (N,) float64 of N pairs; NaN where the product is neither cached nor titled."""
+        return score_chunk(self, queries, products, titles)
+
+
+def score_chunk(scorer: ChunkScorer, queries: list[str], products: list[str], titles: list[str | None]) -> np.ndarray:
+    """See :class:`ChunkScorer.score`. Queries are raw log text (normalised here)."""
+    clf = scorer.clf
+    n = len(queries)
+    probs = np.full(n, np.nan)
+    if n == 0:
+        return probs
+    q_codes, q_texts = pd.factorize(pd.Series([normalize_text(q) for q in queries]), sort=False)
+    cached = scorer.known(products)
+    has_title = np.fromiter((isinstance(t, str) and t != "" for t in titles), dtype=bool, count=n)
+    fly = ~cached & has_title
+    if not (cached | fly).any():
+        return probs
+    with torch.inference_mode():
+        qenc = _encode_queries(clf, list(q_texts))
+        rows = np.flatnonzero(cached)
+        if len(rows):
+            probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: scorer.cache.take([products[i] for i in rows[r]]),
+                                       len(rows), scorer.score_batch)
+        rows = np.flatnonzero(fly)
+        if len(rows):
+            t_codes, t_texts = pd.factorize(pd.Series([normalize_text(titles[i]) for i in rows]), sort=False)
+            arrays = encode_titles(clf, list(t_texts), normalized=True)  # each distinct title once
+            probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: _take(arrays, t_codes[r]), len(rows), scorer.score_batch)
+    return probs
+
+
+def _encode_queries(clf, texts: list[str]) -> Encoded:
+    """Encodings of Q distinct normalised queries: tokens (Q, L, C), vector (Q, V), mask (Q, L).
+
+    Queries are bucketed by token length and each bucket is encoded without padding, so a query
+    gets the encoding ``encode_query`` gives it alone (up to the float rounding of batched kernels)."""
+    ids = clf.tokenizer_.encode(texts, clf.model_config_.query_max_len)  # (Q, Lmax) right-padded with 0
+    lengths = np.maximum((ids != 0).sum(axis=1), 1)
+    L = int(lengths.max())
+    device = torch.device(clf.train_config_.device)
+    tokens = vector = mask = None
+    for length in np.unique(lengths):
+        members = np.flatnonzero(lengths == length)
+        for i in range(0, len(members), QUERY_BATCH):
+            rows = members[i : i + QUERY_BATCH]
+            enc = clf.model_.encode_query(torch.from_numpy(np.ascontiguousarray(ids[rows, :length])).to(device))
+            if vector is None:
+                C, V = enc.tokens.shape[-1], enc.vector.shape[-1]
+                tokens = torch.zeros(len(texts), L, C, dtype=enc.tokens.dtype, device=device)
+                vector = torch.zeros(len(texts), V, dtype=enc.vector.dtype, device=device)
+                mask = torch.zeros(len(texts), L, dtype=torch.bool, device=device)
+            idx = torch.from_numpy(rows).to(device)
+            tokens[idx, :length] = enc.tokens
+            vector[idx] = enc.vector
+            mask[idx, :length] = enc.mask
+    return Encoded(tokens, vector, mask)
+
+
+def _score_pairs(clf, qenc: Encoded, q_codes: np.ndarray, take, n: int, batch: int) -> np.ndarray:
+    """Calibrated probabilities (n,) of pairs (query q_codes[i], title take(slice)[i])."""
+    device = torch.device(clf.train_config_.device)
+    matching = needs_tokens(clf)
+    out = []
+    for start in range(0, n, batch):
+        part = slice(start, min(start + batch, n))
+        titles: TitleArrays = take(np.arange(part.start, part.stop))
+        qi = torch.from_numpy(q_codes[part]).to(device)
+        qmask = qenc.mask[qi]
+        Lq = int(qmask.any(0).nonzero().max()) + 1 if qmask.any() else 1  # drop query padding no query of the batch uses
+        q = Encoded(qenc.tokens[qi, :Lq], qenc.vector[qi], qmask[:, :Lq])
+        vector = torch.from_numpy(np.ascontiguousarray(titles.vector)).to(device)
+        if matching:
+            T = int(np.flatnonzero(titles.mask.any(0)).max(initial=0)) + 1  # as serving.encoding.score: exact
+            t = Encoded(torch.from_numpy(np.ascontiguousarray(titles.tokens[:, :T])).to(device), vector,
+                        torch.from_numpy(np.ascontiguousarray(titles.mask[:, :T])).to(device))
+        else:
+            t = Encoded(None, vector, None)
+        out.append(clf.model_.score(q, t).double().cpu())
+    logits = torch.cat(out).numpy()
+    return clf.calibrator_.transform_logits(logits)
+
+
+def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
+    return TitleArrays(*(None if a is None else a[rows] for a in arrays))
+
+
+# ---------------------------------------------------------------- executors
+class LocalExecutor:
+    """Chunks scored one after another in this process."""
+
+    def __init__(self, scorer: ChunkScorer) -> None:
+        self.scorer = scorer
+
+    def map(self, payloads: Iterable[tuple]) -> Iterator[np.ndarray]:
+        for payload in payloads:
+            yield self.scorer.score(*payload)
+
+    def shutdown(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Chunks scored by Ray actors (one CPU each, each with its own model and memory-mapped cache),
+    at most ``2 × actors`` chunks in flight, results in submission order.
+
+    Connects to ``address`` (``auto``, ``ray://host:port``; ``local`` starts a local Ray) unless
+    Ray is already initialised (tests start ``ray.init(num_cpus=2)``). Actors read the model
+    and cache directories by path: on a multi-machine cluster they must be on a shared file system."""
+
+    def __init__(self, address: str, model_dir: str, cache_dir: str | None, threads: int = 1, score_batch: int = 2048,
+                 actors: int = 0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--ray-address needs Ray: pip install 'defectnas[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False,
+                     include_dashboard=False)
+        n = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        remote = ray.remote(num_cpus=1)(ChunkScorer)
+        paths = (str(Path(model_dir).resolve()), str(Path(cache_dir).resolve()) if cache_dir else None)
+        self.actors = [remote.remote(*paths, threads, score_batch) for _ in range(n)]
+
+    def map(self, payloads: Iterable[tuple]) -> Iterator[np.ndarray]:
+        pending: deque = deque()
+        turn = 0
+        for payload in payloads:
+            pending.append(self.actors[turn % len(self.actors)].score.remote(*payload))
+            turn += 1
+            if len(pending) >= 2 * len(self.actors):
+                yield self.ray.get(pending.popleft())
+        while pending:
+            yield self.ray.get(pending.popleft())
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []

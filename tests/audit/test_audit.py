@@ -1,0 +1,195 @@
+"""`defectnas audit` end to end on a tiny model: scores, rates, UBI, missing products, --by, the baseline, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from defectnas import DefectClassifier
+from defectnas.audit.rates import position_weight
+from defectnas.cli import main
+
+from .conftest import result_log
+
+
+def _audit(model, cache, log, out, *extra) -> int:
+    return main(["audit", "--model", str(model), "--cache", str(cache), "--log", str(log), "--out", str(out), "--quiet", *extra])
+
+
+def test_scores_equal_predict_proba_and_rates_are_their_sums(audit_model, audit_cache, audit_pairs, log_csv, tmp_path):
+    out = tmp_path / "a"
+    assert _audit(audit_model, audit_cache, log_csv, out) == 0
+    assert {p.name for p in out.iterdir()} >= {"scored.parquet", "queries.csv", "summary.json", "report.html"}
+    scored = pd.read_parquet(out / "scored.parquet")
+    log = pd.read_csv(log_csv)
+    assert len(scored) == len(log) and scored["query"].tolist() == log["query"].tolist()  # every row, in order, log columns kept
+    titles = dict(zip(audit_pairs["product_id"], audit_pairs["title"]))
+    clf = DefectClassifier.load(audit_model)
+    expected = clf.predict_proba(log["query"].tolist(), [titles[p] for p in log["product_id"]])
+    np.testing.assert_allclose(scored["defect_probability"], expected, atol=1e-5)
+    assert (scored["is_defect"] == (scored["defect_probability"] >= clf.threshold_)).all()
+
+    # the log's columns are kept as read (CSV: text)
+    p, pos, imp = scored["defect_probability"].to_numpy(), scored["position"].astype(int).to_numpy(), scored["impressions"].astype(float).to_numpy()
+    summary = json.loads((out / "summary.json").read_text())
+    o = summary["overall"]
+    assert o["shown"] == len(log) and o["queries"] == log["query"].nunique() and o["missing"] == 0
+    assert o["unweighted"]["rate"] == pytest.approx(p.mean())
+    w = 1 / np.log2(1 + pos)
+    assert o["position_weighted"]["rate"] == pytest.approx((w * p).sum() / w.sum())
+    assert o["traffic_weighted"]["rate"] == pytest.approx((imp * p).sum() / imp.sum())
+    assert o["at_threshold"]["rate"] == pytest.approx(scored["is_defect"].mean())
+    for name in ("unweighted", "position_weighted", "traffic_weighted"):
+        assert o[name]["low"] < o[name]["rate"] < o[name]["high"]
+
+    queries = pd.read_csv(out / "queries.csv")
+    by_hand = scored.groupby("query")["defect_probability"].agg(["sum", "size"])
+    q = queries.set_index("query").loc[by_hand.index]
+    np.testing.assert_allclose(q["expected_defects"], by_hand["sum"])
+    assert (q["shown"] == by_hand["size"]).all()
+    top3 = scored[pos <= 3].groupby("query")["defect_probability"].sum()
+    np.testing.assert_allclose(q.loc[top3.index, "expected_defects_top3"], top3)
+    assert (queries["rate_low"] <= queries["defect_rate"]).all() and (queries["defect_rate"] <= queries["rate_high"]).all()
+    assert queries["defect_rate"].is_monotonic_decreasing  # worst first
+    # the model learned the task: its probabilities rank the true defects first
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(log["label"], p) > 0.8
+
+
+def test_position_weights_are_dcg():
+    np.testing.assert_allclose(position_weight(np.array([1, 3, 7])), [1.0, 0.5, 1 / 3])
+
+
+def test_batches_and_chunks_do_not_change_results(audit_model, audit_cache, log_csv, tmp_path):
+    assert _audit(audit_model, audit_cache, log_csv, tmp_path / "big") == 0
+    assert _audit(audit_model, audit_cache, log_csv, tmp_path / "small", "--batch-rows", "13") == 0
+    big, small = (pd.read_parquet(tmp_path / d / "scored.parquet") for d in ("big", "small"))
+    np.testing.assert_allclose(big["defect_probability"], small["defect_probability"], atol=1e-6)
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text())["overall"] for d in ("big", "small"))
+    assert a["unweighted"]["rate"] == pytest.approx(b["unweighted"]["rate"])
+
+
+def test_ubi_query_events(audit_model, audit_cache, audit_pairs, tmp_path):
+    log = result_log(audit_pairs)
+    events = []
+    for query, part in log.groupby("query", sort=False):
+        hits = part.sort_values("position")["product_id"].tolist()
+        for i in range(2):  # two searches showed the same page
+            events.append({"query_id": f"{query}-{i}", "user_query": query, "query_response_hit_ids": hits,
+                           "timestamp": "2026-11-01T00:00:00Z", "application": "web" if i == 0 else "app"})
+    events.append({"query_id": "x", "user_query": "an extra query", "query_response_hit_ids": ["p0"], "application": "web"})
+    path = tmp_path / "ubi_queries.ndjson"
+    path.write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    assert _audit(audit_model, audit_cache, path, tmp_path / "ubi") == 0
+    scored = pd.read_parquet(tmp_path / "ubi" / "scored.parquet")
+    assert len(scored) == len(log) + 1
+    page = scored[scored["query"] != "an extra query"]
+    assert (page["impressions"] == 2).all()  # identical pages of two events collapse into one row each
+    merged = page.merge(log, on=["query", "position"], suffixes=("", "_log"))
+    assert len(merged) == len(page) and (merged["product_id"] == merged["product_id_log"]).all()  # position = index in the hit list + 1
+    assert json.loads((tmp_path / "ubi" / "summary.json").read_text())["traffic"] == "impressions"
+    # --by a field of the event: the two searches split by application
+    assert _audit(audit_model, audit_cache, path, tmp_path / "ubi_by", "--by", "application") == 0
+    groups = {g["value"]: g for g in json.loads((tmp_path / "ubi_by" / "summary.json").read_text())["by"]["application"]}
+    assert groups["app"]["shown"] == len(log) and groups["web"]["shown"] == len(log) + 1
+
+
+def test_missing_products_are_counted_listed_and_kept(audit_model, audit_cache, audit_pairs, tmp_path):
+    log = result_log(audit_pairs)
+    log.loc[[0, 5, 9], "product_id"] = ["ghost-1", "ghost-2", "ghost-1"]
+    log["title"] = None
+    log.loc[12, ["product_id", "title"]] = ["new-99", "acme drill"]  # not cached, but titled: scored on the fly
+    path = tmp_path / "log.csv"
+    log.to_csv(path, index=False)
+    out = tmp_path / "m"
+    assert _audit(audit_model, audit_cache, path, out) == 0
+    scored = pd.read_parquet(out / "scored.parquet")
+    assert len(scored) == len(log)  # never dropped
+    assert scored["product_missing"].tolist() == [i in (0, 5, 9) for i in range(len(log))]
+    assert scored.loc[[0, 5, 9], "defect_probability"].isna().all() and scored.loc[[0, 5, 9], "is_defect"].isna().all()
+    clf = DefectClassifier.load(audit_model)
+    assert scored.loc[12, "defect_probability"] == pytest.approx(clf.predict_proba([log.loc[12, "query"]], ["acme drill"])[0], abs=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["missing"] == 3 and summary["overall"]["shown"] == len(log) - 3
+    assert summary["missing_products"]["rows"] == 3 and summary["missing_products"]["products"] == 2
+    listed = pd.read_csv(out / "missing_products.csv")
+    assert listed.to_dict("records") == [{"product_key": "ghost-1", "rows": 2}, {"product_key": "ghost-2", "rows": 1}]
+    assert summary["overall"]["unweighted"]["rate"] == pytest.approx(scored["defect_probability"].mean())  # NaN rows left out
+    assert pd.read_csv(out / "queries.csv")["missing_products"].sum() == 3
+
+
+def test_catalog_instead_of_cache(audit_model, audit_cache, catalog_csv, log_csv, tmp_path):
+    assert _audit(audit_model, audit_cache, log_csv, tmp_path / "c") == 0
+    assert main(["audit", "--model", str(audit_model), "--catalog", str(catalog_csv), "--log", str(log_csv),
+                 "--out", str(tmp_path / "k"), "--quiet"]) == 0
+    a, b = (pd.read_parquet(tmp_path / d / "scored.parquet")["defect_probability"] for d in ("c", "k"))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_by_groups(audit_model, audit_cache, log_csv, tmp_path):
+    out = tmp_path / "g"
+    assert _audit(audit_model, audit_cache, log_csv, out, "--by", "category", "position") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    scored = pd.read_parquet(out / "scored.parquet")
+    groups = {g["value"]: g for g in summary["by"]["category"]}
+    assert set(groups) == {"tools", "garden"}
+    for value, part in scored.groupby("category"):
+        g = groups[value]
+        assert g["shown"] == len(part) and g["queries"] == part["query"].nunique()
+        assert g["unweighted"]["rate"] == pytest.approx(part["defect_probability"].mean())
+        assert g["traffic_weighted"]["rate"] == pytest.approx(np.average(part["defect_probability"], weights=part["impressions"].astype(float)))
+    assert sorted(int(g["value"]) for g in summary["by"]["position"]) == list(range(1, 9))
+    assert main(["audit", "--model", str(audit_model), "--cache", str(audit_cache), "--log", str(log_csv), "--out", str(tmp_path / "x"),
+                 "--by", "categroy", "--quiet"]) == 2
+
+
+def test_baseline_log_finds_the_queries_that_got_worse(audit_model, audit_cache, audit_pairs, tmp_path):
+    old = result_log(audit_pairs)
+    new = old.copy()
+    # three queries now show their defect products at the top, and every relevant product swapped for a defect
+    victims = sorted(old["query"].unique())[:3]
+    defects = audit_pairs[audit_pairs["label"] == 1]
+    for q in victims:
+        rows = new.index[new["query"] == q]
+        wrong = defects[defects["query"] != q]["product_id"].sample(len(rows), random_state=0).to_numpy()
+        new.loc[rows, "product_id"] = wrong
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "b"
+    assert _audit(audit_model, audit_cache, tmp_path / "new.csv", out, "--baseline-log", str(tmp_path / "old.csv"), "--by", "category") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    b = summary["baseline"]
+    assert b["overall"]["queries_in_both"] == old["query"].nunique()
+    assert b["overall"]["unweighted"]["change"] == pytest.approx(b["overall"]["unweighted"]["new"] - b["overall"]["unweighted"]["old"])
+    assert b["overall"]["unweighted"]["change"] > 0
+    changes = pd.read_csv(out / "changes.csv")
+    worse = set(changes.loc[changes["worse"], "query"])
+    assert worse and worse <= set(victims)
+    # unchanged queries: same products, same model → change 0 with a zero-width (paired) interval
+    same = changes[~changes["query"].isin(victims)]
+    np.testing.assert_allclose(same["change"], 0, atol=1e-12)
+    np.testing.assert_allclose(same["change_high"] - same["change_low"], 0, atol=1e-6)
+    assert {g["value"] for g in b["by"]["category"]} == {"tools", "garden"}
+    assert (out / "baseline" / "scored.parquet").is_file() and (out / "baseline" / "queries.csv").is_file()
+
+
+def test_bad_input_is_one_line_exit_2(audit_model, audit_cache, audit_pairs, tmp_path, capsys):
+    log = result_log(audit_pairs)
+    log.drop(columns=["position"]).to_csv(tmp_path / "nopos.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "nopos.csv", tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nopos.csv" in err and "position" in err and "\n" not in err
+    log.loc[6, "position"] = 0
+    log.to_csv(tmp_path / "badpos.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "badpos.csv", tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip()
+    assert "badpos.csv: row 7:" in err and "'position'" in err and "\n" not in err
+    assert _audit(audit_model, audit_cache, tmp_path / "absent.csv", tmp_path / "o") == 2
+    assert "file not found" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text('{"query": "a", "product_id": "p1", "position": 1}\n{oops\n')
+    assert _audit(audit_model, audit_cache, tmp_path / "bad.jsonl", tmp_path / "o") == 2
+    assert "line 2" in capsys.readouterr().err
