@@ -11,12 +11,14 @@ The rules, in order:
 3. A UTF-8 file with some invalid bytes (it has valid multi-byte UTF-8 characters too): each
    invalid byte is read as Windows-1252 (the usual culprit: ’ as 0x92 pasted from Word), the
    rest stays UTF-8, and the rows that held such bytes are named in one warning line.
-4. A file with no valid multi-byte UTF-8 at all is in a legacy encoding as a whole.
+4. A file with more invalid bytes than valid multi-byte UTF-8 characters (a pair of legacy
+   bytes can look like UTF-8 by chance) is in a legacy encoding as a whole.
    charset-normalizer names it; its answer is taken for the encodings it tells apart reliably
    (Japanese, Chinese and Korean multi-byte encodings, Cyrillic, Greek, Hebrew, Arabic, and
    UTF-16/32 without a mark), otherwise the file is read as Windows-1252 (a superset of the
    printable Latin-1 that Home Depot's ``train.csv`` uses; bytes it leaves undefined are read
-   as Latin-1). Either way one warning line names the encoding used.
+   as Latin-1) when it has no UTF-8 at all, else rule 3 applies. Either way one warning line
+   names the encoding used.
 """
 
 from __future__ import annotations
@@ -88,22 +90,24 @@ def decode_bytes(raw: bytes, allow_legacy: bool = True) -> Decoded:
         return Decoded(raw.decode("utf-8"), "utf-8")
     except UnicodeDecodeError as error:
         first_error = error
-    if _MULTIBYTE_UTF8.search(raw) is None:  # nothing UTF-8 about it: a legacy file
-        if not allow_legacy:
-            raise first_error
-        guess = _detect(raw)
-        if guess in RELIABLE:
-            try:
-                return Decoded(raw.decode(guess), guess, whole_file=True)
-            except UnicodeDecodeError:
-                pass
-        return Decoded(_legacy(raw), FALLBACK, whole_file=True)
     _bad_offsets.found = []
     try:
         text = raw.decode("utf-8", errors="defectnas-cp1252")
         offsets = _bad_offsets.found
     finally:
         _bad_offsets.found = []
+    valid = len(_MULTIBYTE_UTF8.findall(raw))
+    if valid < len(offsets):  # more invalid than valid UTF-8 (a legacy byte pair can look like UTF-8 by chance)
+        if valid == 0 and not allow_legacy:
+            raise first_error
+        guess = _detect(raw) if allow_legacy else None
+        if guess in RELIABLE:
+            try:
+                return Decoded(raw.decode(guess), guess, whole_file=True)
+            except UnicodeDecodeError:
+                pass
+        if valid == 0:  # nothing UTF-8 about it: a Western legacy file
+            return Decoded(_legacy(raw), FALLBACK, whole_file=True)
     newlines = [m.start() for m in re.finditer(b"\n", raw)]
     lines = sorted({bisect.bisect_left(newlines, o) + 1 for o in offsets})
     return Decoded(text, "utf-8", fallback_lines=lines)

