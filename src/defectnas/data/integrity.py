@@ -121,7 +121,7 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
             lines.append(f"encoding         {read['encoding']}; {len(rows)} rows with bytes decoded as Windows-1252: "
                          + ", ".join(map(str, rows[:10])) + (" …" if len(rows) > 10 else ""))
         else:
-            lines.append(f"encoding         {read['encoding'] or 'binary (Parquet)'}, no fallback")
+            lines.append(f"encoding         {read['encoding'] or 'Parquet (UTF-8 by its format)'}, no fallback")
         if read["invalid_rows"]:
             reasons = ", ".join(f"{k} {v}" for k, v in read["invalid_reasons"].items())
             lines.append(f"invalid rows     {read['invalid_rows']:,} of {read['rows_read']:,} left out ({reasons}): "
@@ -140,5 +140,5 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
         scripts = "; ".join(f"{s} {v['text_share']:.1%} of texts, {v['unknown_share']:.1%} unknown"
                             for s, v in sorted(cov["by_script"].items(), key=lambda kv: -kv[1]["texts"]) if s != "none")
         lines.append(f"vocabulary       {cov['vocabulary']}: {cov['unknown_share']:.2%} of word pieces unknown "
-                     f"({cov['texts_with_unknown']:,} of {cov['texts']:,} texts have one)" + (f"; {scripts}" if scripts else ""))
+                     f"({cov['texts_with_unknown']:,} of {cov['texts']:,} distinct texts have one)" + (f"; {scripts}" if scripts else ""))
     return lines
