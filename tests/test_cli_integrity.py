@@ -144,3 +144,15 @@ def test_estimator_text_problems_judge_what_the_model_sees(model_dir):
     clf = DefectClassifier.load(model_dir)
     assert clf.text_problems(["\u200b", "drill", "drill", "ＤＲＩＬＬ"], ["drill", "\u2060\u200d", "パンダ", "drill"]) == [
         "query: no word pieces", "title: no word pieces", "title: only unknown word pieces", ""]
+
+
+def test_training_leaves_out_pairs_the_tokenizer_sees_as_nothing(synthetic_pairs, tiny_options):
+    from defectnas.errors import DataError, DataWarning
+
+    df = synthetic_pairs.head(200).copy()
+    df.loc[3, "query"] = "\u200b\u200b"  # a DataFrame passed straight to fit: normalised there, empty
+    with pytest.warns(DataWarning, match=r"1 pairs left out .* \(first: query '', title '.*': query: no word pieces\)"):
+        clf = DefectClassifier(**{**tiny_options, "epochs": 1}).fit(df)
+    assert clf.data_report_["duplicates"]["duplicate_rows"] > 0  # counted, and kept
+    with pytest.raises(DataError, match="the pair query '', title .*: query: no word pieces"):
+        DefectClassifier(**{**tiny_options, "epochs": 1}).fit(df, invalid_rows="error")

@@ -151,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_threshold(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .baselines._common import read_config
-    from .data import load_pairs
+    from .data import read_pairs
     from .thresholds import choose_operating_point, save_operating_point
 
     kind = read_config(args.model).get("model_type")
@@ -160,7 +160,7 @@ def cmd_threshold(args: argparse.Namespace) -> None:
     if args.min_group < 1 or args.min_group_defects < 1:
         raise ConfigError("--min-group and --min-group-defects must be at least 1")
     clf = DefectClassifier.load(args.model)
-    df = load_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args))
+    df = clf.screen(read_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args)), args.invalid_rows).pairs
     if args.by and args.by not in df.columns:
         raise DataError(f"{args.data}: no column {args.by!r} for --by")
     metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
@@ -591,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help=f"best architectures retrained with fresh seeds (default {d.top_k})")
     p.add_argument("--pareto-max", type=int, help=f"Pareto-front architectures retrained and saved under pareto/<n>/ (default {d.pareto_max})")
     p.add_argument("--final-seeds", type=int, help=f"fresh seeds per retrain, for the paired test against train's default (default {d.final_seeds})")
-    p.add_argument("--final-epochs", type=int, help="epochs of the retrains (0: the model's; default: 2 when children train on a CPU, else 0)")
+    p.add_argument("--final-epochs", type=int, help="epochs of the retrains (0: the model's; default: 1 when children train on a CPU, else 0)")
     p.add_argument("--final-rows", type=int, help="training pairs of the retrains (0: all; default: 12000 when children train on a CPU, else all)")
     p.add_argument("--budget-minutes", type=float, help=f"wall time of the whole search, retrains included: sampling stops when what is left "
                    f"only covers the retrains' estimate (default {d.budget_minutes:g}; 0: no bound)")

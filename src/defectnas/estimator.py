@@ -195,11 +195,11 @@ class DefectClassifier:
         if not bad.any():
             return df
         first = int(np.argmax(bad))
+        shown = f"query {df['query'].iloc[first]!r}, title {df['title'].iloc[first]!r}: {problems[first]}"
         if invalid_rows == "error":
-            raise DataError(f"{what}: row index {df.index[first]!r}: {problems[first]} (and {int(bad.sum()) - 1} more rows); "
-                            "invalid_rows='skip' leaves such rows out")
+            raise DataError(f"{what}: the pair {shown} (and {int(bad.sum()) - 1} more pairs); invalid_rows='skip' leaves such pairs out")
         warnings.warn(f"{what}: {int(bad.sum())} pairs left out that the tokenizer turns into nothing or unknown pieces only "
-                      f"(first: row index {df.index[first]!r}, {problems[first]})", DataWarning, stacklevel=3)
+                      f"(first: {shown})", DataWarning, stacklevel=3)
         return df.loc[~bad].reset_index(drop=True)
 
     # --------------------------------------------------------------- prediction
