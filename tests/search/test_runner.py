@@ -261,16 +261,16 @@ def test_budget_reserves_the_retrains_estimate(tmp_path, synthetic_csv, monkeypa
     monkeypatch.setattr(executors, "evaluate_child", lambda job, *a: {**fake_evaluate_child(job, *a), "seconds": 5.0})
     # every child "took" 5 s; retrain = 2 epochs / 1 × 2 seeds / 2 × all pairs / all pairs = 2 children's time, for
     # train's default and the top-1: 20 s reserved, + 5 s for the next batch of one
-    tight = run_search(config(synthetic_csv, trials=8, top_k=1, budget_minutes=20 / 60), tmp_path / "tight")
+    tight = run_search(config(synthetic_csv, trials=8, top_k=1, final_epochs=2, budget_minutes=20 / 60), tmp_path / "tight")
     assert len(tight.trials) == 1  # elapsed ≈ 0 s, but 0 + 5 + 20 > 20
     assert tight.final["report"]["retrain"]["estimate_s"] == pytest.approx(20.0)
-    roomy = run_search(config(synthetic_csv, trials=8, top_k=1, budget_minutes=1.0), tmp_path / "roomy")
+    roomy = run_search(config(synthetic_csv, trials=8, top_k=1, final_epochs=2, budget_minutes=1.0), tmp_path / "roomy")
     assert len(roomy.trials) == 8  # 0 + 5 + 20 < 60 at every step
 
 
 def test_retrain_budget_defaults_to_a_cpu_sized_one():
     cpu = SearchConfig(data="x")
-    assert (cpu.final_rows, cpu.final_epochs) == (12000, 2)
+    assert (cpu.final_rows, cpu.final_epochs) == (12000, 1)
     gpu = SearchConfig(data="x", options={"device": "cuda"})
     assert (gpu.final_rows, gpu.final_epochs) == (0, 0)  # all pairs, the model's epochs
     assert (SearchConfig(data="x", final_rows=0, final_epochs=0).final_rows, SearchConfig(data="x", final_epochs=3).final_epochs) == (0, 3)

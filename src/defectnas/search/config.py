@@ -22,7 +22,7 @@ SPACE_NAMES = ("serving", "seed")
 REWARD_METRICS = ("ap", "f1")
 RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max")  # may differ on --resume
 MEASURED = ("space_settings", "noise_floor")  # written into search.json beside the settings; not settings
-CPU_RETRAIN = {"final_rows": 12000, "final_epochs": 2}  # retrain budget when children train on a CPU (README: search cost)
+CPU_RETRAIN = {"final_rows": 12000, "final_epochs": 1}  # retrain budget when children train on a CPU (README: search cost)
 DERIVED = ("batch_size", "latency_target_ms")  # 0 means "decide at the start"; the saved value wins
 
 
@@ -49,7 +49,7 @@ class SearchConfig:
     top_k: int = 2  # best distinct architectures (by reward) retrained with the full budget
     pareto_max: int = 3  # at most this many Pareto-front architectures retrained and saved under pareto/<n>/
     final_seeds: int = 2  # fresh seeds per retrain (top-k, front, and train's default for the paired test)
-    final_epochs: int = -1  # epochs of a retrain (0: the model options' epochs; -1: auto, 2 on a CPU, else 0)
+    final_epochs: int = -1  # epochs of a retrain (0: the model options' epochs; -1: auto, 1 on a CPU, else 0)
     final_rows: int = -1  # training pairs of a retrain, a fixed subset (0: all; -1: auto, 12,000 on a CPU, else all)
     budget_minutes: float = 30.0  # wall time of the whole search, retrains included: sampling stops when what is left only covers the retrains' estimate; 0: no bound
     workers: int = 1  # children evaluated at once (local processes, or Ray tasks with ray_address)
