@@ -214,3 +214,13 @@ def test_the_bundled_uncased_vocabulary_keeps_voiced_sound_marks():
 
 def test_scripts_of_texts():
     assert [script_of(t) for t in ("drill", "パンダ 大", "電動", "дрель", "123", "año")] == ["latin", "kana", "cjk", "cyrillic", "none", "latin"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_recognised(tmp_path, encoding):
+    text = "query\tproduct_title\tmedian_relevance\ncafé\tMuñeca “Lola”\t1\nパンダ\tハンダごて\t4\n"
+    path = _write(tmp_path, "t.tsv", text.encode(encoding))
+    frame, messages = _catch(read_table, path)
+    assert frame["product_title"].tolist() == ["Muñeca “Lola”", "ハンダごて"]
+    assert messages == [f"{path}: not UTF-8: the whole file was decoded as {encoding.replace('-', '_')} (detected by charset-normalizer); "
+                        "save it as UTF-8 to be sure"]
