@@ -50,7 +50,7 @@ class AuditConfig:
     baseline_log: str | None = None  # the log before a change, audited with the same model
     ray_address: str | None = None  # score chunks on Ray actors (auto, local, ray://host:port)
     batch_rows: int = 50_000  # log rows read and held at once
-    chunk_rows: int = 8_192  # rows per scoring chunk (whole queries; the unit sent to a worker)
+    chunk_rows: int = 32_768  # rows per scoring chunk (whole queries; the unit sent to a worker; its queries are encoded together)
     score_batch: int = 2_048  # pairs per pass of the score head
     threads: int = 0  # torch threads of the local scorer (0: torch's default); Ray actors use 1
     query_col: str | None = None  # log columns, when not found by name

@@ -90,7 +90,9 @@ def score_chunk(scorer: ChunkScorer, queries: list[str], products: list[str], ti
     probs = np.full(n, np.nan)
     if n == 0:
         return probs
-    q_codes, q_texts = pd.factorize(pd.Series([normalize_text(q) for q in queries]), sort=False)
+    raw_codes, raw = pd.factorize(pd.Series(queries, dtype=object), sort=False)  # normalise each distinct logged query once
+    norm_codes, q_texts = pd.factorize(pd.Series([normalize_text(q) for q in raw], dtype=object), sort=False)
+    q_codes = norm_codes[raw_codes]  # (N,) index of each pair's query among the distinct normalised queries
     cached = scorer.known(products)
     has_title = np.fromiter((isinstance(t, str) and t != "" for t in titles), dtype=bool, count=n)
     fly = ~cached & has_title
