@@ -2,7 +2,8 @@
 
 Parts (``--parts``, comma-separated; each writes its section of ``--out-json`` when done):
 
-- ``calibration``: on each dataset's seed-0 query split, ``train``'s default model, the GBDT and
+- ``calibration``: on each dataset's seed-0 query split, ``train``'s default model, the TF-IDF
+  floor, the GBDT and
   a fine-tuned MiniLM cross-encoder (``--bert-rows`` training pairs, 1 epoch: CPU-sized); ECE
   (10 equal-width bins) and Brier score of the test probabilities before calibration (the raw
   scores: the identity map) and after (the calibrator fitted on validation), and AP (unchanged
@@ -41,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default="calibration,target,budget")
     p.add_argument("--datasets", default="homedepot,crowdflower", help="calibration and target: comma-separated")
-    p.add_argument("--models", default="default,gbdt,bert", help="calibration: comma-separated of default, gbdt, bert")
+    p.add_argument("--models", default="default,tfidf,gbdt,bert", help="calibration: comma-separated of default, tfidf, gbdt, bert")
     p.add_argument("--bert-rows", type=int, default=4000, help="calibration: cross-encoder training pairs (1 epoch)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--start", type=int, default=2000, help="budget: labelled pairs at the start")
@@ -227,9 +228,12 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
 
+    from defectnas.model.bert import shared_memos
+
     torch.set_num_threads(args.threads)
-    for part in args.parts.split(","):
-        {"calibration": calibration, "target": target, "budget": budget}[part](args)
+    with shared_memos():  # every model of the run shares one pass of the frozen MiniLM layers per text
+        for part in args.parts.split(","):
+            {"calibration": calibration, "target": target, "budget": budget}[part](args)
     log(f"wrote {args.out_json}")
 
 
