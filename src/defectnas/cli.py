@@ -330,6 +330,27 @@ def cmd_cache(args: argparse.Namespace) -> None:
                     f"{report.bytes / 2**20:.1f} MiB")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .serving.onnx_export import export_onnx
+
+    pairs = None
+    if args.data:
+        from .data import load_pairs, split_by_query
+
+        df = load_pairs(args.data, **_load_kwargs(args))
+        parts = split_by_query(df, valid_frac=0.1, test_frac=args.test_frac, seed=args.seed)  # the split `train` made with this seed
+        pairs = parts["test"] if len(parts["test"]) else parts["valid"]
+        _echo(args, f"{args.data}: the AP loss is measured on the {'test' if len(parts['test']) else 'validation'} split "
+                    f"({len(pairs)} pairs, as train --seed {args.seed} --test-frac {args.test_frac} split it)")
+    elif args.int8:
+        raise ConfigError("--int8 needs --data (a labelled table): the quantized model's AP loss is measured on its test split")
+    spec = export_onnx(args.model, args.out, int8=args.int8, eval_pairs=pairs, eval_source=str(args.data or ""),
+                       log=lambda m: _echo(args, m))
+    _echo(args, f"{args.out}: ONNX export ({spec['precision']}) of {spec['source_model']['name']}; "
+                f"serve it with defectnas serve --backend onnx --model {args.out}")
+    print(json.dumps({k: spec[k] for k in ("precision", "parity", "quantization")}, indent=2))
+
+
 def cmd_audit(args: argparse.Namespace) -> None:
     from .audit import AuditConfig, run_audit
 
@@ -360,9 +381,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.query_cache < 0:
+        raise ConfigError("--query-cache must be 0 (off) or more")
     settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
                              max_title_chars=args.max_title_chars, threads=args.threads,
-                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
+                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, backend=args.backend,
+                             query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss)
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -518,6 +542,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_cache)
 
+    p = sub.add_parser("export", help="write the online path (query tower, scoring head; title tower for raw titles) as ONNX for serve --backend onnx",
+                       description="Export a model directory as ONNX graphs (query tower, scoring head, title tower) with tokenizer.json, "
+                                   "calibration.json and export.json (threshold, the fp32 parity check against PyTorch, and with --int8 the "
+                                   "AP loss of dynamic int8 quantization, measured on the test split of --data as train splits it).")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--format", dest="export_format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    p.add_argument("--out", required=True, help="export directory to write")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the query tower and head (needs --data)")
+    _add_data_options(p, required=False, format_flag="--data-format")  # --format is the export format here
+    p.add_argument("--test-frac", type=float, default=0.2, help="share of queries train held out as the test split (as train's --test-frac)")
+    _add_common(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("audit", help="defect rates of a search engine's result log: per query, position and group (+ before/after)",
                        description="Score every shown pair of a result log (query, product_id or title, 1-based position, optional "
                                    "impressions/count and grouping columns; any table format, or OpenSearch UBI query events) with a "
@@ -547,13 +584,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="product cache built by `defectnas cache` with this model (without it: raw titles only)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for scoring (per worker)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for scoring, torch or onnxruntime (per worker)")
     p.add_argument("--workers", type=int, default=1, help="server processes (e.g. one per CPU core); each loads the model")
     p.add_argument("--max-products", type=int, default=1000, help="products per request (more: 413)")
     p.add_argument("--max-query-chars", type=int, default=200, help="characters per query (more: 422)")
     p.add_argument("--max-title-chars", type=int, default=500, help="characters per raw title (more: 422)")
     p.add_argument("--api-key", help="require this key in header X-API-Key (default: env DEFECTNAS_API_KEY, else none)")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="torch: --model is a model directory (PyTorch); onnx: --model is an ONNX export (defectnas export), run on onnxruntime")
+    p.add_argument("--query-cache", type=int, default=4096, help="query encodings kept in an LRU (0: off); hits and misses in /healthz")
+    p.add_argument("--max-int8-ap-loss", type=float, default=0.01,
+                   help="refuse an int8 export whose AP loss (measured at export, 0-1) is over this (default 0.01)")
+    p.add_argument("--allow-int8-loss", action="store_true", help="serve an int8 export whatever its measured (or unmeasured) AP loss")
     _add_common(p)
     p.set_defaults(func=cmd_serve)
 

@@ -8,14 +8,19 @@ Why a package: the catalogue changes slowly, so product titles are encoded once
 - :mod:`.encoding` — the title and query halves of a two-tower score, as predict_proba computes them
 - :mod:`.cache`    — the on-disk cache: build, incremental update, open (memory-mapped)
 - :mod:`.scorer`   — one query against cached products or raw titles
+- :mod:`.query_cache` — an LRU of query encodings (repeated queries skip the query tower)
+- :mod:`.onnx_export` — ``defectnas export``: query tower, head (and title tower) as ONNX, optionally int8
+- :mod:`.onnx_backend` — the scorer on onnxruntime (``serve --backend onnx``)
 - :mod:`.app`      — the FastAPI app (``POST /score``, ``GET /healthz``)
 """
 
-__all__ = ["BuildReport", "CacheError", "ProductCache", "Scorer", "ServeSettings", "build_cache", "create_app", "model_hash", "read_catalog"]
+__all__ = ["BuildReport", "CacheError", "OnnxScorer", "ProductCache", "QueryCache", "Scorer", "ServeSettings", "build_cache", "create_app",
+           "export_onnx", "load_scorer", "model_hash", "read_catalog"]
 
 _HOMES = {
     "BuildReport": "cache", "CacheError": "cache", "ProductCache": "cache", "build_cache": "cache", "model_hash": "cache",
     "read_catalog": "catalog", "Scorer": "scorer", "ServeSettings": "app", "create_app": "app",
+    "load_scorer": "scorer", "QueryCache": "query_cache", "OnnxScorer": "onnx_backend", "export_onnx": "onnx_export",
 }
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import __version__
 from ..data._common import one_line
-from .scorer import AmbiguousProducts, Scorer, UnknownProducts
+from .scorer import AmbiguousProducts, Scorer, UnknownProducts, load_scorer
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_ENV = "DEFECTNAS_API_KEY"
@@ -53,6 +53,10 @@ class ServeSettings:
     threads: int = 1  # torch intra-op threads (fixed, so latency does not depend on load)
     title_workers: int = 2  # raw-title requests encoded at once (more wait), so they cannot starve cached ones
     api_key: str | None = None  # when set, /score needs header X-API-Key with this value
+    backend: str = "torch"  # "torch": a model directory on PyTorch; "onnx": an ONNX export on onnxruntime (defectnas export)
+    query_cache: int = 4096  # query encodings kept (least recently used out; 0: off); hits and misses in /healthz
+    max_int8_ap_loss: float = 0.01  # an int8 export whose saved AP loss is over this is refused ...
+    allow_int8_loss: bool = False  # ... unless this is set
 
     def body_limit(self) -> int:
         if self.max_body_bytes > 0:
@@ -96,6 +100,8 @@ class Health(BaseModel):
     matching: bool
     threshold: float
     version: str
+    backend: str = Field("torch", description="torch (PyTorch) or onnx (onnxruntime, fp32 or int8: see model)")
+    query_cache: dict = Field(default_factory=dict, description="the query-encoding LRU: capacity, size, hits, misses, hit_rate")
 
 
 class Problem(BaseModel):
@@ -109,10 +115,12 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     settings = settings or ServeSettings()
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
-    scorer = scorer or Scorer.load(model_dir, cache_dir)
+    scorer = scorer or load_scorer(model_dir, cache_dir, backend=settings.backend, threads=settings.threads, query_cache=settings.query_cache,
+                                   max_int8_ap_loss=settings.max_int8_ap_loss, allow_int8_loss=settings.allow_int8_loss)
     scorer.score_titles("warm up", ["warm up"])  # first-call allocations happen now, not in a request
     if scorer.cache is not None and len(scorer.cache):
         scorer.score_ids("warm up", scorer.cache.ids[:1], scorer.cache.locales[0] if scorer.cache.locales else None)
+    scorer.query_cache.reset()  # the counts and entries start with the first request
 
     app = FastAPI(title="defectnas", version=__version__,
                   description="Defect probability of (query, product) pairs: is this product irrelevant to this query?")
@@ -136,7 +144,8 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     def healthz() -> Health:
         cache = scorer.cache
         return Health(status="ok", model=scorer.name, model_hash=scorer.model_hash, products=len(cache) if cache else 0,
-                      matching=bool(scorer.clf.model_config_.matching), threshold=scorer.threshold, version=__version__)
+                      matching=bool(scorer.matching), threshold=scorer.threshold, version=__version__,
+                      backend=scorer.backend, query_cache=scorer.query_cache.stats())
 
     @app.post("/score", response_model=ScoreResponse, responses=errors, summary="defect probability of each product for the query",
               dependencies=[Depends(check_key)] if settings.api_key else [])

@@ -3,7 +3,10 @@
 Why apart from the HTTP layer: this is the part whose numbers must equal
 ``DefectClassifier.predict_proba`` and whose cost is the latency budget, so it is testable and
 benchmarkable without a server. A request costs one query encoding (a few tokens) and one
-batched pass of the score head over the products' cached title encodings.
+batched pass of the score head over the products' cached title encodings; a repeated query
+costs no encoder pass when the scorer keeps a :class:`~.query_cache.QueryCache` (``query_cache``
+entries). :func:`load_scorer` picks the runtime: this PyTorch scorer or the ONNX one
+(:class:`~.onnx_backend.OnnxScorer`, same interface).
 """
 
 from __future__ import annotations
@@ -15,21 +18,28 @@ import numpy as np
 from ..data import normalize_text
 from .cache import AmbiguousProducts, ProductCache, UnknownProducts, model_hash  # noqa: F401 (re-exported)
 from .encoding import encode_query, encode_titles, score
+from .query_cache import QueryCache
+
+BACKENDS = ("torch", "onnx")
 
 
 class Scorer:
     """Defect probabilities of (query, product) pairs with a loaded model and optional cache."""
 
-    def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "") -> None:
+    backend = "torch"
+
+    def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "", query_cache: int = 0) -> None:
         clf.model_.eval()
         self.clf = clf
         self.cache = cache
         self.name = name  # shown in responses: "<model dir name>@<hash prefix>"
         self.model_hash = digest
         self.threshold = float(clf.threshold_)
+        self.matching = bool(clf.model_config_.matching)
+        self.query_cache = QueryCache(query_cache)  # normalised query → its encoding (0 entries: off)
 
     @classmethod
-    def load(cls, model_dir: str | Path, cache_dir: str | Path | None = None, device: str = "cpu") -> "Scorer":
+    def load(cls, model_dir: str | Path, cache_dir: str | Path | None = None, device: str = "cpu", query_cache: int = 0) -> "Scorer":
         """Load a model directory and (optionally) its cache; a cache of another model is refused."""
         from ..estimator import DefectClassifier
 
@@ -39,7 +49,11 @@ class Scorer:
         if cache_dir is not None:
             cache = ProductCache(cache_dir)
             cache.check_model(digest, model_dir)
-        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest)
+        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest, query_cache)
+
+    def encode_query(self, query: str):
+        """The encoding of a normalised query (from the query cache when it was seen)."""
+        return self.query_cache.get_or_compute(query, lambda q: encode_query(self.clf, q))
 
     def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Probabilities (N,) of cached products (of ``locale``, for a cache keyed by locale);
@@ -47,7 +61,7 @@ class Scorer:
         if self.cache is None:
             raise UnknownProducts(list(dict.fromkeys(ids)), locale)
         arrays = self.cache.take(ids, locale)
-        return score(self.clf, encode_query(self.clf, normalize_text(query)), arrays)
+        return score(self.clf, self.encode_query(normalize_text(query)), arrays)
 
     def text_problems(self, texts: list[str]) -> list[str]:
         """Per text: "" or why the model sees nothing in it (see DefectClassifier.text_problems)."""
@@ -55,4 +69,28 @@ class Scorer:
 
     def score_titles(self, query: str, titles: list[str]) -> np.ndarray:
         """Probabilities (N,) of raw titles, encoded on the fly."""
-        return score(self.clf, encode_query(self.clf, normalize_text(query)), encode_titles(self.clf, titles))
+        return score(self.clf, self.encode_query(normalize_text(query)), encode_titles(self.clf, titles))
+
+
+def load_scorer(model_dir: str | Path, cache_dir: str | Path | None = None, *, backend: str = "torch", threads: int = 1,
+                query_cache: int = 0, max_int8_ap_loss: float | None = None, allow_int8_loss: bool = False):
+    """The service's scorer: ``torch`` runs a model directory with PyTorch, ``onnx`` an export
+    directory (``defectnas export --format onnx``) on onnxruntime with ``threads`` threads; an
+    int8 export whose saved AP loss is over ``max_int8_ap_loss`` is refused unless ``allow_int8_loss``."""
+    from ..errors import ConfigError
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    from .onnx_export import is_export
+
+    if backend == "torch":
+        if is_export(model_dir) and not (Path(model_dir) / "config.json").is_file():
+            raise ConfigError(f"{model_dir} is an ONNX export: serve it with --backend onnx")
+        return Scorer.load(model_dir, cache_dir, query_cache=query_cache)
+    if not is_export(model_dir):
+        raise ConfigError(f"{model_dir}: --backend onnx needs an ONNX export directory; write one with "
+                          f"defectnas export --model {model_dir} --format onnx --out EXPORT_DIR")
+    from .onnx_backend import MAX_INT8_AP_LOSS, OnnxScorer
+
+    bound = MAX_INT8_AP_LOSS if max_int8_ap_loss is None else max_int8_ap_loss
+    return OnnxScorer.load(model_dir, cache_dir, threads=threads, query_cache=query_cache, max_ap_loss=bound, allow_ap_loss=allow_int8_loss)

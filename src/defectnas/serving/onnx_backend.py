@@ -1,0 +1,145 @@
+"""``OnnxScorer``: the service's scorer on onnxruntime, from an ONNX export (``serve --backend onnx``).
+
+Why a second scorer: the interface :mod:`.app` uses (``score_ids``, ``score_titles``,
+``text_problems``, ``name``, ``threshold``, ``cache``, ``matching``, ``query_cache``) is the
+same as :class:`~.scorer.Scorer`'s, so the service does not know which runtime it has; what
+differs is that a request runs the exported graphs (see :mod:`.onnx_export`) with a fixed
+number of onnxruntime threads instead of PyTorch modules. Texts are normalised and tokenised as
+``predict_proba`` does, padding columns no text uses are dropped (exact: padding is masked),
+and the logits go through the model's own calibration.
+
+A quantized (int8) export is refused when the AP loss saved at export exceeds ``max_ap_loss``
+(default :data:`MAX_INT8_AP_LOSS`) or was never measured, unless ``allow_ap_loss``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..calibration import Calibrator
+from ..data import normalize_text
+from ..data.tokenizer import TextTokenizer, trim_padding
+from ..errors import ConfigError
+from .cache import CacheError, ProductCache, UnknownProducts
+from .encoding import TitleArrays
+from .onnx_export import read_export
+from .query_cache import QueryCache
+
+MAX_INT8_AP_LOSS = 0.01  # the AP (0–1) an int8 export may lose against its PyTorch model and still be served by default
+
+
+class QuantizationLossError(ConfigError):
+    """An int8 export whose measured AP loss is over the bound (or unmeasured)."""
+
+
+class OnnxScorer:
+    """Defect probabilities of (query, product) pairs with an ONNX export and optional product cache."""
+
+    backend = "onnx"
+
+    def __init__(self, directory: str | Path, cache: ProductCache | None = None, *, threads: int = 1, query_cache: int = 0,
+                 max_ap_loss: float = MAX_INT8_AP_LOSS, allow_ap_loss: bool = False) -> None:
+        import onnxruntime as ort
+
+        self.directory = Path(directory)
+        self.spec = spec = read_export(self.directory)
+        self.precision = spec["precision"]
+        if self.precision == "int8" and not allow_ap_loss:
+            check_ap_loss(spec, max_ap_loss, self.directory)
+        source = spec["source_model"]
+        if cache is not None:
+            check_cache(cache, spec)
+        self.cache = cache
+        self.model_hash = source["model_hash"]
+        self.name = f"{source['name']}@{self.model_hash.split(':')[-1][:12]}+onnx-{self.precision}"  # as Scorer's, plus the runtime
+        self.threshold = float(spec["threshold"])
+        self.matching = bool(spec["matching"])
+        self.needs_tokens = bool(spec["needs_title_tokens"])
+        self.query_max_len, self.title_max_len = int(spec["query_max_len"]), int(spec["title_max_len"])
+        self.tokenizer = TextTokenizer.load(self.directory)
+        self.calibrator = Calibrator.load(self.directory)
+        self.query_cache = QueryCache(query_cache)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)  # fixed, so latency does not depend on load
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting threads on shared cores
+        files = spec["files"]
+        session = lambda name: ort.InferenceSession(str(self.directory / files[name]), options, providers=["CPUExecutionProvider"])  # noqa: E731
+        self._query, self._score, self._title = session("query"), session("score"), session("title")
+        self._score_inputs = [i.name for i in self._score.get_inputs()]
+
+    @classmethod
+    def load(cls, directory: str | Path, cache_dir: str | Path | None = None, **options) -> "OnnxScorer":
+        """An export directory and (optionally) a product cache built by the exported model."""
+        return cls(directory, ProductCache(cache_dir) if cache_dir is not None else None, **options)
+
+    # ----------------------------------------------------------------- encoding
+    def encode_query(self, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens (1, Tq, C), vector (1, V), mask (1, Tq)) of a normalised query, from the LRU when seen."""
+        return self.query_cache.get_or_compute(query, self._run_query)
+
+    def _run_query(self, query: str):
+        ids = trim_padding(self.tokenizer.encode([query], self.query_max_len))  # (1, Tq)
+        return tuple(self._query.run(None, {"ids": ids.astype(np.int64)}))
+
+    def encode_titles(self, titles: list[str], normalized: bool = False) -> TitleArrays:
+        """Title encodings of raw titles with the (fp32) title tower."""
+        texts = list(titles) if normalized else [normalize_text(t) for t in titles]
+        ids = trim_padding(self.tokenizer.encode(texts, self.title_max_len)).astype(np.int64)  # (N, T)
+        tokens, vector, mask = self._title.run(None, {"ids": ids})
+        return TitleArrays(vector, tokens, mask) if self.needs_tokens else TitleArrays(vector, None, None)
+
+    # ------------------------------------------------------------------ scoring
+    def score_arrays(self, query: str, titles: TitleArrays, batch_size: int = 1024) -> np.ndarray:
+        """Probabilities (N,) of a normalised query against N title encodings."""
+        q_tokens, q_vector, q_mask = self.encode_query(query)
+        out = []
+        for i in range(0, len(titles.vector), batch_size):
+            feed = {"q_tokens": q_tokens, "q_vector": q_vector, "q_mask": q_mask,
+                    "t_vector": np.ascontiguousarray(titles.vector[i : i + batch_size], dtype=np.float32)}
+            if self.needs_tokens:
+                mask = np.asarray(titles.mask[i : i + batch_size], dtype=bool)
+                T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # drop padding columns no title in the batch uses (exact)
+                feed["t_tokens"] = np.ascontiguousarray(titles.tokens[i : i + batch_size, :T], dtype=np.float32)
+                feed["t_mask"] = np.ascontiguousarray(mask[:, :T])
+            out.append(self._score.run(None, {k: feed[k] for k in self._score_inputs})[0].astype(np.float64))
+        logits = np.concatenate(out) if out else np.zeros(0)
+        return self.calibrator.transform_logits(logits)
+
+    def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Probabilities (N,) of cached products; UnknownProducts / AmbiguousProducts as Scorer's."""
+        if self.cache is None:
+            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+        return self.score_arrays(normalize_text(query), self.cache.take(ids, locale))
+
+    def score_titles(self, query: str, titles: list[str]) -> np.ndarray:
+        """Probabilities (N,) of raw titles, encoded on the fly by the title tower."""
+        return self.score_arrays(normalize_text(query), self.encode_titles(titles))
+
+    def text_problems(self, texts: list[str]) -> list[str]:
+        """Per text: "" or why the model sees nothing in it."""
+        return self.tokenizer.problems([normalize_text(t) for t in texts])
+
+
+def check_ap_loss(spec: dict, bound: float, where: Path | str = "the export") -> None:
+    """QuantizationLossError when an int8 export's saved AP loss is unmeasured or over ``bound``."""
+    measured = (spec.get("quantization") or {}).get("ap_loss")
+    if measured is None:
+        raise QuantizationLossError(f"{where}: int8 export without a measured AP loss; re-export with --int8 --data PATH, "
+                                    "or serve it anyway with --allow-int8-loss")
+    if measured > bound:
+        raise QuantizationLossError(f"{where}: the int8 export loses {measured:.4f} AP against its PyTorch model "
+                                    f"(over the bound {bound:g}); serve the fp32 export, raise --max-int8-ap-loss, or pass --allow-int8-loss")
+
+
+def check_cache(cache: ProductCache, spec: dict) -> None:
+    """Refuse (CacheError) a product cache that another model than the exported one built."""
+    source = spec["source_model"]
+    if cache.model_hash == source["model_hash"] or (cache.manifest.get("encoder_hash") and cache.manifest["encoder_hash"] == source["encoder_hash"]):
+        return
+    raise CacheError(f"{cache.directory}: cache was built by another model than the one exported ({source['name']}); "
+                     f"rebuild it with: defectnas cache --model {source['directory']} --catalog ... --out {cache.directory} --rebuild")

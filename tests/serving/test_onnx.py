@@ -1,0 +1,208 @@
+"""ONNX export and the onnxruntime scorer: parity with PyTorch, int8 and its AP-loss gate, serving."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+pytest.importorskip("onnxruntime")
+
+from defectnas import DefectClassifier  # noqa: E402
+from defectnas.errors import ConfigError, DataError  # noqa: E402
+from defectnas.serving.app import ServeSettings, create_app  # noqa: E402
+from defectnas.serving.cache import CacheError, build_cache  # noqa: E402
+from defectnas.serving.catalog import read_catalog  # noqa: E402
+from defectnas.serving.encoding import encode_titles  # noqa: E402
+from defectnas.serving.onnx_backend import OnnxScorer, QuantizationLossError, check_ap_loss  # noqa: E402
+from defectnas.serving.onnx_export import ap_loss, export_onnx, read_export  # noqa: E402
+from defectnas.serving.scorer import load_scorer  # noqa: E402
+
+from conftest import TINY  # noqa: E402  (tests/conftest.py: tests/ is on sys.path)
+from .conftest import catalog_frame  # noqa: E402
+
+QUERIES = ["cordless drill", "white paint", "garden hose with a very long query text", "x"]
+TITLES = ["acme drill", "bolt paint set 2", "crest ladder large steel", "lamp", "forge cordless drill with bits and case"] * 7  # 35
+
+
+@pytest.fixture(scope="module")
+def matching_fitted(synthetic_split):
+    """The tiny model of ``fitted`` with the matching layer (title token states in the score)."""
+    return DefectClassifier(**{**TINY, "variant": "dl-gs", "epochs": 2, "matching": True}).fit(synthetic_split["train"], synthetic_split["valid"])
+
+
+@pytest.fixture(scope="module", params=["fitted", "matching_fitted"])
+def exported(request, tmp_path_factory):
+    clf = request.getfixturevalue(request.param)
+    root = tmp_path_factory.mktemp(f"onnx_{request.param}")
+    clf.save(root / "model")
+    spec = export_onnx(root / "model", root / "export")
+    return clf, root, spec
+
+
+def test_fp32_scores_match_pytorch_within_1e4(exported):
+    clf, root, spec = exported
+    scorer = OnnxScorer.load(root / "export")
+    assert spec["precision"] == "fp32" and spec["parity"]["max_abs_diff"] <= 1e-4
+    assert spec["matching"] == bool(clf.model_config_.matching)
+    for query in QUERIES:  # several query lengths, 35 products: the axes are dynamic
+        np.testing.assert_allclose(scorer.score_titles(query, TITLES), clf.predict_proba([query] * len(TITLES), TITLES), atol=1e-4, rtol=0)
+    # from title encodings as the cache holds them (PyTorch), one and many products
+    arrays = encode_titles(clf, TITLES)
+    for n in (1, 3, 35):
+        sub = type(arrays)(*(None if a is None else a[:n] for a in arrays))
+        np.testing.assert_allclose(scorer.score_arrays("cordless drill", sub), clf.predict_proba(["cordless drill"] * n, TITLES[:n]), atol=1e-4, rtol=0)
+
+
+def test_export_files_are_json_and_onnx(exported):
+    _, root, spec = exported
+    names = {p.name for p in (root / "export").iterdir()}
+    assert {"export.json", "query.onnx", "score.onnx", "title.onnx", "tokenizer.json", "calibration.json"} <= names
+    assert not any(n.endswith((".pkl", ".pt", ".pickle")) for n in names)
+    saved = json.loads((root / "export" / "export.json").read_text())
+    assert saved == spec and saved["threshold"] == pytest.approx(exported[0].threshold_)
+    assert saved["calibration"]["method"] == exported[0].calibrator_.method
+    import onnx
+
+    for name in ("query.onnx", "score.onnx"):  # the product count and lengths are dynamic axes
+        graph = onnx.load(str(root / "export" / name)).graph
+        dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+        if name == "query.onnx":
+            assert dims["ids"] == ["batch", "length"]
+        else:
+            assert dims["t_vector"][0] == "products" and dims["q_tokens"][1] == "query_length"
+
+
+def test_int8_runs_and_its_ap_loss_is_saved(fitted, synthetic_split, tmp_path):
+    fitted.save(tmp_path / "model")
+    spec = export_onnx(tmp_path / "model", tmp_path / "int8", int8=True, eval_pairs=synthetic_split["test"])
+    q = spec["quantization"]
+    assert spec["precision"] == "int8" and read_export(tmp_path / "int8") == spec
+    assert q["pairs"] == len(synthetic_split["test"]) and q["ap_loss"] == pytest.approx(q["ap_torch"] - q["ap_onnx"])
+    assert abs(q["ap_loss"]) < 0.05  # dynamic int8 keeps the tiny model's ranking
+    scorer = OnnxScorer.load(tmp_path / "int8", max_ap_loss=max(q["ap_loss"], 0) + 0.01)
+    probs = scorer.score_titles("cordless drill", TITLES)
+    assert probs.shape == (len(TITLES),) and np.all((probs >= 0) & (probs <= 1))
+    again = ap_loss(fitted, scorer, synthetic_split["test"])  # the function export uses, deterministic
+    assert again["ap_loss"] == pytest.approx(q["ap_loss"], abs=1e-12)
+    with pytest.raises(DataError, match="--data"):
+        export_onnx(tmp_path / "model", tmp_path / "int8b", int8=True)
+
+
+def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, tmp_path):
+    fitted.save(tmp_path / "model")
+    export_onnx(tmp_path / "model", tmp_path / "int8", int8=True, eval_pairs=synthetic_split["test"])
+    spec_path = tmp_path / "int8" / "export.json"
+    spec = json.loads(spec_path.read_text())
+    spec["quantization"]["ap_loss"] = 0.05  # as if quantization had cost 5 AP points
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(QuantizationLossError, match="0.0500 AP"):
+        OnnxScorer.load(tmp_path / "int8")
+    with pytest.raises(QuantizationLossError):
+        create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx"))
+    assert OnnxScorer.load(tmp_path / "int8", max_ap_loss=0.1).precision == "int8"
+    client = TestClient(create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx", allow_int8_loss=True)))
+    assert client.get("/healthz").json()["model"].endswith("+onnx-int8")
+    with pytest.raises(QuantizationLossError, match="without a measured"):
+        check_ap_loss({"precision": "int8", "quantization": None}, 0.01)
+
+
+def test_serve_onnx_backend_gives_the_torch_probabilities(exported, tmp_path):
+    clf, root, _ = exported
+    catalog = read_catalog(catalog_frame())[0]
+    build_cache(root / "model", catalog, tmp_path / "cache", clf=clf)
+    settings = dict(max_products=50)
+    torch_client = TestClient(create_app(root / "model", tmp_path / "cache", ServeSettings(**settings)))
+    onnx_client = TestClient(create_app(root / "export", tmp_path / "cache", ServeSettings(backend="onnx", **settings)))
+    ids = ["p1", "p2", "p30", "p1", "p59"]
+    for body in ({"query": "Garden Hose", "product_ids": ids}, {"query": "cordless drill", "titles": TITLES[:6]}):
+        a, b = torch_client.post("/score", json=body), onnx_client.post("/score", json=body)
+        assert a.status_code == b.status_code == 200, b.text
+        pa = [r["defect_probability"] for r in a.json()["results"]]
+        pb = [r["defect_probability"] for r in b.json()["results"]]
+        np.testing.assert_allclose(pb, pa, atol=1e-4, rtol=0)
+        assert [r["is_defect"] for r in b.json()["results"]] == [p >= clf.threshold_ for p in pb]
+    health = onnx_client.get("/healthz").json()
+    assert health["backend"] == "onnx" and health["model"].endswith("+onnx-fp32") and health["products"] == len(catalog)
+    assert health["query_cache"]["misses"] == 2 and health["query_cache"]["hits"] == 0
+    assert onnx_client.post("/score", json={"query": "garden hose", "product_ids": ["p3"]}).status_code == 200  # same text once normalised
+    assert onnx_client.get("/healthz").json()["query_cache"]["hits"] == 1
+    # the same errors as the torch backend
+    assert onnx_client.post("/score", json={"query": "hose", "product_ids": ["nope"]}).status_code == 404
+    assert onnx_client.post("/score", json={"query": "\u200b", "product_ids": ["p1"]}).status_code == 422
+
+
+def test_backends_refuse_the_wrong_directory(exported, other_model_dir, tmp_path):
+    _, root, _ = exported
+    with pytest.raises(ConfigError, match="export"):
+        load_scorer(root / "model", backend="onnx")
+    with pytest.raises(ConfigError, match="--backend onnx"):
+        load_scorer(root / "export", backend="torch")
+    with pytest.raises(ConfigError, match="backend must be"):
+        load_scorer(root / "model", backend="tensorrt")
+    build_cache(other_model_dir, read_catalog(catalog_frame(5))[0], tmp_path / "cache")
+    with pytest.raises(CacheError, match="another model"):
+        OnnxScorer.load(root / "export", tmp_path / "cache")
+
+
+def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
+    """`defectnas export` then `defectnas serve --backend onnx --query-cache 8` as a real uvicorn process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import pandas as pd
+
+    from defectnas.cli import main
+
+    out, cache = tmp_path / "export", tmp_path / "cache"
+    assert main(["export", "--model", str(model_dir), "--format", "onnx", "--out", str(out), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
+    assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--int8", "--quiet"]) == 2
+    assert "--int8 needs --data" in capsys.readouterr().err
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
+    assert main(["serve", "--model", str(model_dir), "--backend", "onnx", "--quiet"]) == 2
+    assert "needs an ONNX export" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(out), "--cache", str(cache), "--backend", "onnx",
+                             "--query-cache", "8", "--port", str(port), "--quiet"], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.get("/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"server did not come up: {log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        body = {"query": "garden hose", "product_ids": ["p0", "p1", "p2"]}
+        for _ in range(3):
+            r = http.post("/score", json=body)
+            assert r.status_code == 200, r.text
+        cat = pd.read_csv(catalog_csv).set_index("product_id")
+        expected = DefectClassifier.load(model_dir).predict_proba(["garden hose"] * 3, cat.loc[body["product_ids"], "title"].tolist())
+        np.testing.assert_allclose([x["defect_probability"] for x in r.json()["results"]], expected, atol=1e-4, rtol=0)
+        health = http.get("/healthz").json()
+        assert health["backend"] == "onnx"
+        assert health["query_cache"] == {"capacity": 8, "size": 1, "hits": 2, "misses": 1, "hit_rate": pytest.approx(2 / 3)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        http.close()
+        log.close()
