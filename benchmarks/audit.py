@@ -141,12 +141,14 @@ if __name__ == "__main__":
     parser.add_argument("--no-quarter", action="store_true", help="skip the quarter-size run (memory growth check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "audit.json"))
+    parser.add_argument("--work", help="keep the logs and audit outputs in this folder (default: a temporary one)")
     args = parser.parse_args()
 
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rows_asked": args.rows, "per_query": args.per_query,
                "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
         results["honesty"] = honesty(args.model, args.cache, Path(args.data), work)
         results["honesty_seconds"] = round(time.perf_counter() - t, 1)
