@@ -90,7 +90,6 @@ def honesty(model: str, cache: str, data: Path, work: Path, seed: int = 0) -> li
 
     from defectnas.audit import AuditConfig, run_audit
     from defectnas.baselines import TfidfLogReg
-    from defectnas.calibration import fit_calibrator
     from defectnas.data import load_pairs, split_by_query
 
     parts = split_by_query(load_pairs(data), valid_frac=0.1, test_frac=0.2, seed=seed)  # as `defectnas train` splits
@@ -102,15 +101,18 @@ def honesty(model: str, cache: str, data: Path, work: Path, seed: int = 0) -> li
     scored = pd.read_parquet(work / "honesty" / "scored.parquet")
     rows = [_agreement("default model (dl-gs, calibrated)", scored["query"], scored["label"], scored["defect_probability"],
                        scored["is_defect"].astype(float), spearmanr)]
-    tfidf = TfidfLogReg(seed=seed).fit(parts["train"], parts["valid"])
-    raw = tfidf.predict_proba(test["query"].tolist(), test["title"].tolist())
-    rows.append(_agreement("tfidf-logreg (floor, raw)", test["query"], test["label"], raw, None, spearmanr))
-    valid = parts["valid"]
-    v = np.clip(tfidf.predict_proba(valid["query"].tolist(), valid["title"].tolist()), 1e-7, 1 - 1e-7)
-    cal = fit_calibrator(valid["label"].to_numpy(), np.log(v / (1 - v)), valid["query"].to_numpy(), "auto", seed)
-    t = np.clip(raw, 1e-7, 1 - 1e-7)
-    rows.append(_agreement(f"tfidf-logreg (floor, {cal.method}-calibrated on valid)", test["query"], test["label"],
-                           cal.transform_logits(np.log(t / (1 - t))), None, spearmanr))
+    # do the intervals hold the truth? per query (Poisson-binomial normal approximation) and overall (bootstrap)
+    truth = test.groupby("query")["label"].mean()
+    queries = pd.read_csv(work / "honesty" / "queries.csv").set_index("query").loc[truth.index]
+    rows[0]["query_interval_coverage"] = round(float(((queries["rate_low"] <= truth) & (truth <= queries["rate_high"])).mean()), 4)
+    overall = json.loads((work / "honesty" / "summary.json").read_text())["overall"]["unweighted"]
+    rows[0]["overall_interval"] = [round(overall["low"], 4), round(overall["high"], 4)]
+    rows[0]["overall_interval_holds_truth"] = bool(overall["low"] <= test["label"].mean() <= overall["high"])
+    tfidf = TfidfLogReg(seed=seed).fit(parts["train"], parts["valid"])  # calibrated on the validation queries, as every model
+    rows.append(_agreement(f"tfidf-logreg (floor, {tfidf.calibrator_.method}-calibrated)", test["query"], test["label"],
+                           tfidf.predict_proba(test["query"].tolist(), test["title"].tolist()), None, spearmanr))
+    rows.append(_agreement("tfidf-logreg (floor, raw class-balanced probability)", test["query"], test["label"],
+                           tfidf.raw_proba(test["query"].tolist(), test["title"].tolist()), None, spearmanr))
     return rows
 
 
@@ -142,6 +144,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "audit.json"))
     parser.add_argument("--work", help="keep the logs and audit outputs in this folder (default: a temporary one)")
+    parser.add_argument("--honesty-only", action="store_true", help="only the honesty check; keep the runs already in --json")
     args = parser.parse_args()
 
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rows_asked": args.rows, "per_query": args.per_query,
@@ -153,14 +156,19 @@ if __name__ == "__main__":
         results["honesty"] = honesty(args.model, args.cache, Path(args.data), work)
         results["honesty_seconds"] = round(time.perf_counter() - t, 1)
         runs = []
-        sizes = [args.rows] if args.no_quarter else [args.rows // 4, args.rows]
+        sizes = [] if args.honesty_only else [args.rows] if args.no_quarter else [args.rows // 4, args.rows]
         for rows in sizes:
             log = work / f"log_{rows}.parquet"
             build_log(Path(args.data), rows, args.per_query).to_parquet(log)
             runs.append({"path": "local", "threads": args.threads, **run_once(args.model, args.cache, log, work / f"out_{rows}",
                                                                              ["--threads", str(args.threads)])})
             print(runs[-1], flush=True)
-        if args.ray:
+        if args.honesty_only:
+            previous = json.loads(Path(args.json).read_text())
+            runs = previous["runs"]
+            results.update({k: previous[k] for k in ("rows_asked", "per_query", "command", "started")})
+            results["honesty_command"] = " ".join(sys.argv)
+        elif args.ray:
             runs.append({"path": "ray (local, 1 actor per core)", **run_once(args.model, args.cache, log, work / "out_ray",
                                                                              ["--ray-address", "local"])})
             a = pd.read_parquet(work / f"out_{args.rows}" / "scored.parquet", columns=["defect_probability"])["defect_probability"]
