@@ -14,6 +14,13 @@ What it measures, in one run:
      depend on how long it trained. Nothing is downloaded.
    Each level is bounded by ``--seconds`` and ``--max-requests``; p50/p95/p99 latency and
    requests/second are reported.
+4. runtimes (mode ``backends``): the same in-process request (1 query × N cached products)
+   through PyTorch and through the model's ONNX exports on onnxruntime, fp32 and int8
+   (``defectnas export``), interleaved request by request so machine load hits each alike;
+   p50/p99 per request and of the query tower alone, the ratio to PyTorch, the same with the
+   query already in the query LRU (a repeated query: the head alone), the fp32 parity and the
+   int8 AP loss on the data's test split (``split_by_query`` with ``--seed``; a model trained
+   here saw part of it, so the loss is a difference of two fits to the same rows).
 
 The load generator shares the machine's cores with the server, so on a 2-core machine the
 numbers include its cost. Prints a table and writes JSON (``--json``, default
@@ -21,6 +28,7 @@ benchmarks/results/serving.json).
 
     python benchmarks/serving.py                      # trains a small model on the shared sample
     python benchmarks/serving.py --model DIR --seconds 5 --clients 1,8
+    python benchmarks/serving.py --matching --modes backends --json benchmarks/results/serving_backends.json
 """
 
 from __future__ import annotations
@@ -272,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cross-seconds", type=float, default=8.0, help="time bound per cross-encoder level")
     p.add_argument("--cross-encoder", help="a saved `bert` baseline (CrossEncoderClassifier) directory (default: fine-tune one for --cross-steps)")
     p.add_argument("--cross-steps", type=int, default=30, help="fine-tuning steps of the default cross-encoder (16 pairs each)")
-    p.add_argument("--modes", default="cached,titles,cross-encoder", help="which of cached, titles, cross-encoder to load-test")
+    p.add_argument("--modes", default="cached,titles,cross-encoder,backends",
+                   help="which of cached, titles, cross-encoder (HTTP load) and backends (PyTorch vs ONNX fp32/int8, in process) to run")
+    p.add_argument("--backend-requests", type=int, default=200, help="timed in-process requests per runtime (mode backends)")
+    p.add_argument("--ap-pairs", type=int, default=2000, help="test-split pairs the int8 AP loss is measured on (mode backends)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each server (process)")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
     p.add_argument("--seed", type=int, default=0)
@@ -365,10 +376,12 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         inproc[name] = {f"p{q}_ms": round(float(np.percentile(times, q)), 2) for q in (50, 99)}
     result["in_process"] = inproc
     log(f"in process, 1 query x {args.products} products: {inproc}")
+    if "backends" in modes:
+        result["backends"] = compare_backends(clf, model_dir, work, picks, args, log)
 
     # 3. HTTP load
     rows = []
-    for workers in [int(w) for w in args.workers.split(",")]:
+    for workers in [int(w) for w in args.workers.split(",")] if modes & {"cached", "titles"} else []:
         port = _free_port()
         server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model_dir), "--cache", str(work / "cache"),
                                "--port", str(port), "--threads", str(args.threads), "--workers", str(workers), "--quiet"], port)
@@ -403,6 +416,63 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["goals"] = goals(rows)
     return result
+
+
+def compare_backends(clf, model_dir: Path, work: Path, picks: list, args: argparse.Namespace, log) -> dict:
+    """PyTorch vs the ONNX exports (fp32, int8) in process: 1 query x N cached products per request."""
+    import torch
+
+    from defectnas.data import load_pairs, normalize_text, split_by_query
+    from defectnas.serving.encoding import encode_query
+    from defectnas.serving.onnx_backend import OnnxScorer
+    from defectnas.serving.onnx_export import export_onnx
+    from defectnas.serving.scorer import Scorer
+
+    test = split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=args.seed)["test"]
+    test = test.sample(n=min(args.ap_pairs, len(test)), random_state=args.seed)
+    exports = {}
+    for name, int8 in (("onnx-fp32", False), ("onnx-int8", True)):
+        t0 = time.perf_counter()
+        spec = export_onnx(model_dir, work / name, int8=int8, eval_pairs=test if int8 else None, eval_source=f"{args.data} (test split)")
+        exports[name] = {"seconds": round(time.perf_counter() - t0, 1), "parity": spec["parity"], "quantization": spec["quantization"],
+                         "mb": {f: round((work / name / f).stat().st_size / 2**20, 1) for f in ("query.onnx", "score.onnx", "title.onnx")}}
+        log(f"  exported {name} in {exports[name]['seconds']} s")
+    torch.set_num_threads(args.threads)
+    cache_dir = work / "cache"
+    scorers = {"torch": Scorer.load(model_dir, cache_dir),
+               **{name: OnnxScorer.load(work / name, cache_dir, threads=args.threads, allow_ap_loss=True) for name in exports}}
+    query_tower = {"torch": lambda q: encode_query(clf, q), **{name: scorers[name]._run_query for name in exports}}
+    lru = {name: (Scorer.load(model_dir, cache_dir, query_cache=1024) if name == "torch" else
+                  OnnxScorer.load(work / name, cache_dir, threads=args.threads, query_cache=1024, allow_ap_loss=True)) for name in scorers}
+    times: dict = {f"{name}{part}": [] for name in scorers for part in ("", ":query", ":lru-hit")}
+    rng = random.Random(args.seed)
+    for k in range(args.backend_requests + 10):  # the first 10 rounds warm up
+        q, ids = picks[k % len(picks)]
+        qn = normalize_text(q)
+        order = list(scorers)
+        rng.shuffle(order)  # interleaved in random order: load on the machine hits every runtime alike
+        for name in order:
+            lru[name].score_ids(q, ids)  # puts the query in the LRU, untimed
+            for key, fn in ((name, lambda: scorers[name].score_ids(q, ids)), (f"{name}:query", lambda: query_tower[name](qn)),
+                            (f"{name}:lru-hit", lambda: lru[name].score_ids(q, ids))):
+                t0 = time.perf_counter()
+                fn()
+                if k >= 10:
+                    times[key].append((time.perf_counter() - t0) * 1000)
+    pct = lambda xs, q: round(float(np.percentile(xs, q)), 2)  # noqa: E731
+    rows = []
+    for name in scorers:
+        row = {"backend": name, "requests": len(times[name]), "p50_ms": pct(times[name], 50), "p99_ms": pct(times[name], 99),
+               "query_tower_p50_ms": pct(times[f"{name}:query"], 50), "lru_hit_p50_ms": pct(times[f"{name}:lru-hit"], 50),
+               "lru_hit_p99_ms": pct(times[f"{name}:lru-hit"], 99)}
+        rows.append(row)
+    base = rows[0]
+    for row in rows:
+        row["speedup_p50"] = round(base["p50_ms"] / row["p50_ms"], 2)
+        row["speedup_p99"] = round(base["p99_ms"] / row["p99_ms"], 2)
+    log(f"  backends: {rows}")
+    return {"products": args.products, "threads": args.threads, "rows": rows, "exports": exports,
+            "ap_pairs": len(test), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def goals(rows: list[dict]) -> dict:
@@ -442,6 +512,20 @@ def table(result: dict) -> str:
         "| mode | workers | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if "backends" in result:
+        bk = result["backends"]
+        q = bk["exports"]["onnx-int8"]["quantization"]
+        lines += ["", f"runtimes in process, 1 query x {bk['products']} cached products, {bk['threads']} thread(s), interleaved "
+                      f"(load average {bk['load_average'][0]}):",
+                  "| backend | requests | p50 ms | p99 ms | p50 speed-up | p99 speed-up | query tower p50 ms | query in LRU: p50 / p99 ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in bk["rows"]:
+            lines.append(f"| {r['backend']} | {r['requests']} | {r['p50_ms']} | {r['p99_ms']} | {r['speedup_p50']}x | {r['speedup_p99']}x "
+                         f"| {r['query_tower_p50_ms']} | {r['lru_hit_p50_ms']} / {r['lru_hit_p99_ms']} |")
+        lines.append(f"fp32 parity: max |dp| {bk['exports']['onnx-fp32']['parity']['max_abs_diff']:.1e}; int8 AP loss {q['ap_loss']:+.4f} "
+                     f"(AP {q['ap_torch']:.4f} PyTorch, {q['ap_onnx']:.4f} int8, {q['pairs']} test pairs, max |dp| {q['max_abs_diff']:.3f}); "
+                     f"export MB {json.dumps({k: v['mb'] for k, v in bk['exports'].items()})}")
+        lines.append("")
     for r in result["load"]:
         lines.append(f"| {r['mode']} | {r['workers']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
                      f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")

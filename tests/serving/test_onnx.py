@@ -91,7 +91,7 @@ def test_int8_runs_and_its_ap_loss_is_saved(fitted, synthetic_split, tmp_path):
         export_onnx(tmp_path / "model", tmp_path / "int8b", int8=True)
 
 
-def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, tmp_path):
+def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, tmp_path, capsys):
     fitted.save(tmp_path / "model")
     export_onnx(tmp_path / "model", tmp_path / "int8", int8=True, eval_pairs=synthetic_split["test"])
     spec_path = tmp_path / "int8" / "export.json"
@@ -102,6 +102,10 @@ def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, 
         OnnxScorer.load(tmp_path / "int8")
     with pytest.raises(QuantizationLossError):
         create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx"))
+    from defectnas.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "int8"), "--backend", "onnx", "--quiet"]) == 2  # one line, exit 2, before binding
+    assert "loses 0.0500 AP" in capsys.readouterr().err
     assert OnnxScorer.load(tmp_path / "int8", max_ap_loss=0.1).precision == "int8"
     client = TestClient(create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx", allow_int8_loss=True)))
     assert client.get("/healthz").json()["model"].endswith("+onnx-int8")

@@ -227,9 +227,19 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 
 def _quantize(src: Path, dst: Path) -> None:
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    # onnxruntime suggests its pre-processing (shape inference, graph optimisation) on every call;
+    # measured on the default model's query tower it changes nothing (3.0 ms int8 either way)
+    advice = lambda record: not record.getMessage().startswith("Please consider to run pre-processing")  # noqa: E731
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(advice)
 
 
 def _version(package: str) -> str:
