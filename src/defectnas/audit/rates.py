@@ -38,6 +38,7 @@ Z95 = 1.959964
 BOOTSTRAP = 1000  # bootstrap resamples of overall and per-group intervals
 _BLOCK = 100  # resamples drawn at once (memory: _BLOCK × queries floats)
 TOP_K = (1, 3, 10)
+NOISE = 1e-6  # rate changes below this are float rounding (the same pair scored in two batches), not a change
 
 # per-(query) sums kept while reading the log; every rate is a ratio of two of them
 SUMS = ["shown", "expected", "variance", "flagged", "pos_num", "pos_den", "traffic_num", "traffic_den",
@@ -214,7 +215,8 @@ def paired_change(new: pd.DataFrame, old: pd.DataFrame, seed: int) -> dict:
 def query_changes(new: pd.DataFrame, old: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
     """changes.csv: per query, rate old/new and the change with its 95% interval (normal
     approximation; the covariance of products shown in both subtracted: ``shared`` holds per
-    query Σ p(1−p) over products in both lists). ``worse`` when the whole interval is above 0.
+    query Σ p(1−p) over products in both lists). ``worse`` when the whole interval is above
+    :data:`NOISE`, ``better`` when it is below −NOISE.
     Sorted worst change first."""
     cols = ["_query", "shown", "expected", "variance", "traffic"]
     m = new[cols].merge(old[cols], on="_query", how="outer", suffixes=("_new", "_old"))
@@ -232,6 +234,6 @@ def query_changes(new: pd.DataFrame, old: pd.DataFrame, shared: pd.DataFrame) ->
         "traffic": m["traffic_new"].fillna(m["traffic_old"]),
         "in": np.where(m["shown_new"].notna() & m["shown_old"].notna(), "both", np.where(m["shown_new"].notna(), "new", "old")),
     })
-    out["worse"] = out["change_low"] > 0
-    out["better"] = out["change_high"] < 0
+    out["worse"] = out["change_low"] > NOISE
+    out["better"] = out["change_high"] < -NOISE
     return out.sort_values(["change", "query"], ascending=[False, True], na_position="last", kind="stable").reset_index(drop=True)

@@ -166,8 +166,8 @@ def _worst(s: dict) -> str:
                     f"<td>[{_num(s, f'worst_queries.{i}.rate_low')}, {_num(s, f'worst_queries.{i}.rate_high')}]</td>"
                     f"<td>{_num(s, f'worst_queries.{i}.flagged', 0)}</td><td>{_fmt(q['traffic'], 0) if q['traffic'] is not None else '–'}</td>"
                     f"<td class=\"t\">{products}</td></tr>")
-    return ("<h2>Worst queries</h2><p class=\"note\">Highest expected defect rate first; the likeliest defect products of each "
-            "(position, title or id, probability).</p><table><tr><th class=\"t\">query</th><th>shown</th><th>rate</th>"
+    return ("<h2>Worst queries</h2><p class=\"note\">Ranked by the lower end of the 95% interval (the rate the query at least "
+            "has), then by the rate; the likeliest defect products of each (position, title or id, probability).</p><table><tr><th class=\"t\">query</th><th>shown</th><th>rate</th>"
             "<th>95% interval</th><th>flagged</th><th>traffic</th><th class=\"t\">likeliest defects</th></tr>" + "".join(body) + "</table>")
 
 

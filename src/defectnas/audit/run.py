@@ -327,12 +327,15 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
 
 def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: dict[str, str], n: int = WORST,
                   products: int = 5) -> list[dict]:
-    """The ``n`` queries with the highest expected defect rate (ties: more traffic), each with its
-    ``products`` likeliest defects (from a filtered read of scored.parquet)."""
+    """The ``n`` worst queries, each with its ``products`` likeliest defects (from a filtered read of
+    scored.parquet). Ranked by the lower end of the rate's 95% interval — the rate a query at
+    least has — then by the rate and traffic, so pages of one or two results (interval [0, 1])
+    do not crowd out queries that are surely bad."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    top = table[table["shown"] > 0].head(n)
+    top = table[table["shown"] > 0].sort_values(["rate_low", "defect_rate", "traffic", "query"],
+                                                ascending=[False, False, False, True], kind="stable").head(n)
     if top.empty:
         return []
     wanted = top["query"].tolist()
