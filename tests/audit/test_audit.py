@@ -193,3 +193,23 @@ def test_bad_input_is_one_line_exit_2(audit_model, audit_cache, audit_pairs, tmp
     (tmp_path / "bad.jsonl").write_text('{"query": "a", "product_id": "p1", "position": 1}\n{oops\n')
     assert _audit(audit_model, audit_cache, tmp_path / "bad.jsonl", tmp_path / "o") == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_product_locale_keys_products_as_the_cache_does(audit_model, tmp_path):
+    """ESCI-style: one id, two locales, two titles; the log's product_locale picks the right one."""
+    from defectnas.serving.cache import build_cache
+
+    catalog = pd.DataFrame({"product_id": ["B1", "B1", "B2"], "product_locale": ["us", "es", "us"],
+                            "title": ["acme drill", "bolt lamp", "crest paint"]})
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    build_cache(audit_model, tmp_path / "catalog.csv", tmp_path / "cache")
+    log = pd.DataFrame({"query": ["cordless drill"] * 3, "product_id": ["B1", "B1", "B2"], "product_locale": ["us", "es", "jp"],
+                        "position": [1, 2, 3]})
+    log.to_csv(tmp_path / "log.csv", index=False)
+    assert _audit(audit_model, tmp_path / "cache", tmp_path / "log.csv", tmp_path / "o") == 0
+    scored = pd.read_parquet(tmp_path / "o" / "scored.parquet")
+    clf = DefectClassifier.load(audit_model)
+    expected = clf.predict_proba(["cordless drill"] * 2, ["acme drill", "bolt lamp"])
+    np.testing.assert_allclose(scored["defect_probability"][:2], expected, atol=1e-5)
+    assert scored["product_missing"].tolist() == [False, False, True]  # B2 exists only in us
+    assert pd.read_csv(tmp_path / "o" / "missing_products.csv")["product_key"].tolist() == ["jp:B2"]

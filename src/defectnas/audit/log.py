@@ -7,7 +7,8 @@ the same columns:
 
     _row        int64   1-based data row of the source (UBI: line of the query event)
     _query      object  the query as logged (stripped); what queries.csv is keyed by
-    _product    object  product id as text, or, without one, ``title_id`` of the title
+    _product    object  product id as text, or, without one, ``title_id`` of the title; with a
+                        ``product_locale`` column, the cache's (locale, id) key
     _title      object  the title when the log has one, else None
     _position   int64   1-based position on the result page
     _weight     float64 traffic weight of the row: ``impressions``, else the query's ``count``, else 1
@@ -49,6 +50,7 @@ ID_COLUMNS = ("product_id", "product_uid", "doc_id", "hit_id")
 TITLE_COLUMNS = ("title", "product_title", "product_name")
 POSITION_COLUMNS = ("position", "rank")
 IMPRESSIONS, COUNT = "impressions", "count"
+LOCALE = "product_locale"  # with a product id: products are keyed by (locale, id), as the cache keys them
 UBI_QUERY, UBI_HITS = "user_query", "query_response_hit_ids"
 INTERNAL = ("_row", "_query", "_product", "_title", "_position", "_weight")
 
@@ -282,6 +284,12 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
             bad(no_id, "empty product id", layout.product)
         bad(no_id & title.isna(), "no product id and no title", layout.title)
         product[no_id] = [title_id(t) for t in title[no_id]]
+    if LOCALE in raw.columns and layout.product is not None:  # ESCI: ids are unique per locale only, as in the cache
+        from ..serving.cache import product_key
+
+        locale = as_strings(raw[LOCALE])
+        product = pd.Series([product_key(p, loc) if has and loc else p for p, loc, has in zip(product, locale, ~no_id)],
+                            index=raw.index, dtype=object)
     out["_row"] = rows
     out["_query"] = query.astype(object)
     out["_product"] = product.astype(str)

@@ -290,8 +290,9 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
     has_traffic = audit.layout.traffic is not None
     table = rates.query_table(audit.queries, has_traffic)
     atomic_write_text(out / QUERIES, table.to_csv(index=False))
-    if audit.missing:
-        listed = pd.DataFrame(sorted(audit.missing.items(), key=lambda kv: (-kv[1], kv[0])), columns=["product_key", "rows"])
+    missing = {k.replace("\x1f", ":"): v for k, v in audit.missing.items()}  # (locale, id) keys shown as locale:id
+    if missing:
+        listed = pd.DataFrame(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])), columns=["product_key", "rows"])
         atomic_write_text(out / MISSING, listed.to_csv(index=False))
     positions = rates.position_table(audit.positions)
     summary = {
@@ -305,10 +306,9 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
         "overall": rates.rates_summary(audit.queries, cfg.seed),
         "by": {c: rates.group_summaries(audit.groups[c], c, cfg.seed) for c in cfg.by},
         "positions": positions[positions["position"] <= 50].to_dict("records"),
-        "missing_products": {"rows": int(sum(audit.missing.values())), "products": len(audit.missing),
-                             "file": MISSING if audit.missing else None,
+        "missing_products": {"rows": int(sum(missing.values())), "products": len(missing), "file": MISSING if missing else None,
                              "most_rows": [{"product_key": k, "rows": v} for k, v in
-                                           sorted(audit.missing.items(), key=lambda kv: (-kv[1], kv[0]))[:WORST]]},
+                                           sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))[:WORST]]},
         "worst_queries": worst_queries(table, out / SCORED, audit.layout, titles),
         "methods": {
             "rates": "expected defect rates from calibrated probabilities (expected defects = sum of defect_probability); "

@@ -73,10 +73,19 @@ class ChunkScorer:
             self.cache.check_model(model_hash(model_dir), model_dir)
         self.score_batch = score_batch
 
+    def row(self, product: str) -> int | None:
+        """The cache row of a product key — a (locale, id) key, or a bare id that one product has — or None."""
+        if self.cache is None:
+            return None
+        by_key = getattr(self.cache, "rows_by_key", self.cache.index)
+        row = by_key.get(product)
+        if row is None and getattr(self.cache, "locales", None) is None:  # a cache without locales: a (locale, id) key's bare id
+            row = self.cache.index.get(product.split("\x1f", 1)[-1])
+        return row
+
     def known(self, products: Iterable[str]) -> np.ndarray:
-        """Which product ids the cache holds (N,) bool."""
-        index = self.cache.index if self.cache is not None else {}
-        return np.fromiter((p in index for p in products), dtype=bool)
+        """Which product keys the cache holds (N,) bool."""
+        return np.fromiter((self.row(p) is not None for p in products), dtype=bool)
 
     def score(self, queries: list[str], products: list[str], titles: list[str | None]) -> np.ndarray:
         """Defect probabilities (N,) float64 of N pairs; NaN where the product is neither cached nor titled."""
@@ -103,7 +112,7 @@ def score_chunk(scorer: ChunkScorer, queries: list[str], products: list[str], ti
         rows = np.flatnonzero(cached)
         if len(rows):
             # pairs in cache-row order: reading a memory-mapped cache in order is ~6× faster than at random
-            where = scorer.cache.rows([products[i] for i in rows])  # (n,) row of each pair's product in the cache
+            where = np.fromiter((scorer.row(products[i]) for i in rows), dtype=np.int64, count=len(rows))  # (n,) cache rows
             order = np.argsort(where, kind="stable")
             rows, where = rows[order], where[order]
             probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: _take(scorer.cache.arrays, where[r]), len(rows),
