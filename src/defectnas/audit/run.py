@@ -7,8 +7,7 @@ batches, score each batch's chunks (locally or on Ray), append the scored rows t
 ``scored.parquet`` and fold them into per-query, per-position and per-group sums, then write
 the tables. Memory is bounded by the batch (``batch_rows`` log rows and their scores), the
 sums (one row per query, per position and per group × query) and the list of missing products
-— not by the log's length. The baseline comparison pairs products per query in hash
-partitions of ``PAIR_ROWS`` rows (:func:`shared_variance`).
+— not by the log's length. The baseline comparison is :mod:`.baseline`.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
 SCORED, QUERIES, SUMMARY, REPORT = "scored.parquet", "queries.csv", "summary.json", "report.html"
 MISSING, CHANGES, BASELINE_DIR = "missing_products.csv", "changes.csv", "baseline"
 ADDED = ("defect_probability", "is_defect", "product_missing", "product_key")  # columns scored.parquet adds to the log's
-PAIR_ROWS = 2_000_000  # rows per hash partition when pairing two logs' products per query
 WORST = 20  # worst queries (and queries that got worse) listed in summary.json and the report
 
 
@@ -109,8 +107,15 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
     summary = write_outputs(new, out, decision, cfg, titles)
     if old is not None:
         write_outputs(old, out / BASELINE_DIR, decision, cfg, titles, report=False)
+        from .baseline import compare_logs
+
         summary["baseline"] = compare_logs(new, old, out, cfg)
         atomic_write_json(out / SUMMARY, _clean(summary))
+    if old is None:  # outputs of an earlier run in the same folder that this run does not rewrite
+        import shutil
+
+        (out / CHANGES).unlink(missing_ok=True)
+        shutil.rmtree(out / BASELINE_DIR, ignore_errors=True)
     from .report import write_report
 
     write_report(out, summary, new, titles)
@@ -294,6 +299,8 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
     if missing:
         listed = pd.DataFrame(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])), columns=["product_key", "rows"])
         atomic_write_text(out / MISSING, listed.to_csv(index=False))
+    else:
+        (out / MISSING).unlink(missing_ok=True)  # an earlier run's list
     positions = rates.position_table(audit.positions)
     summary = {
         "log": str(audit.path),
@@ -359,71 +366,6 @@ def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: 
             } for _, r in rows.iterrows()],
         })
     return out
-
-
-# ------------------------------------------------------------------ baseline
-def compare_logs(new: LogAudit, old: LogAudit, out: Path, cfg: AuditConfig) -> dict:
-    """changes.csv and the ``baseline`` block of summary.json: the change of every rate overall
-    and per group (paired bootstrap), per query (paired normal approximation), queries that got worse."""
-    shared = shared_variance(out / SCORED, out / BASELINE_DIR / SCORED, new.layout, old.layout)
-    changes = rates.query_changes(new.queries, old.queries, shared)
-    atomic_write_text(out / CHANGES, changes.to_csv(index=False))
-    worse = changes[changes["worse"]].sort_values(["change", "traffic"], ascending=[False, False])
-    by = {}
-    for c in cfg.by:
-        if c not in old.groups:
-            continue
-        rows = []
-        values = sorted(set(new.groups[c][c]) | set(old.groups[c][c]))
-        for v in values:
-            a = new.groups[c][new.groups[c][c] == v].drop(columns=[c])
-            b = old.groups[c][old.groups[c][c] == v].drop(columns=[c])
-            rows.append({"value": v, **rates.paired_change(a, b, cfg.seed)})
-        by[c] = rows
-    return {
-        "log": str(old.path),
-        "overall": rates.paired_change(new.queries, old.queries, cfg.seed),
-        "by": by,
-        "queries_worse": int(changes["worse"].sum()),
-        "queries_better": int(changes["better"].sum()),
-        "worse": _clean(worse.head(WORST).to_dict("records")),
-        "file": CHANGES,
-        "method": "per query: normal approximation of the change, paired on products shown in both logs; overall and per "
-                  f"group: Poisson bootstrap over the union of queries, one weight per query for both logs, {rates.BOOTSTRAP} resamples",
-    }
-
-
-def shared_variance(new_scored: Path, old_scored: Path, new_layout: LogLayout, old_layout: LogLayout) -> pd.DataFrame:
-    """Per query, Σ p(1−p) over products shown for it in both logs (columns _query, shared_variance).
-
-    Read in hash partitions of queries (each pass holds at most ~``PAIR_ROWS`` rows of the two
-    logs' query, product and probability columns), so memory stays bounded for any log size."""
-    import pyarrow.parquet as pq
-
-    total = pq.ParquetFile(new_scored).metadata.num_rows + pq.ParquetFile(old_scored).metadata.num_rows
-    parts = max(1, math.ceil(total / PAIR_ROWS))
-    results = []
-    for k in range(parts):
-        a = _partition(new_scored, new_layout.query, k, parts)
-        b = _partition(old_scored, old_layout.query, k, parts)
-        both = a.merge(b[["_query", "product_key"]].drop_duplicates(), on=["_query", "product_key"])
-        both["shared_variance"] = both["defect_probability"] * (1 - both["defect_probability"])
-        results.append(both.groupby("_query", sort=False)["shared_variance"].sum().reset_index())
-    return pd.concat(results, ignore_index=True) if results else pd.DataFrame(columns=["_query", "shared_variance"])
-
-
-def _partition(scored: Path, query_col: str, k: int, parts: int) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    pieces = []
-    for batch in pq.ParquetFile(scored).iter_batches(batch_size=200_000, columns=[query_col, "product_key", "defect_probability"]):
-        frame = batch.to_pandas()
-        frame["_query"] = frame.pop(query_col).map(lambda v: str(v).strip())
-        frame = frame[frame["defect_probability"].notna()]
-        if parts > 1:
-            frame = frame[pd.util.hash_pandas_object(frame["_query"], index=False).to_numpy() % parts == k]
-        pieces.append(frame)
-    return pd.concat(pieces, ignore_index=True)
 
 
 def _clean(obj):

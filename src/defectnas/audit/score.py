@@ -181,7 +181,8 @@ def _score(model, q: Encoded, t: Encoded) -> torch.Tensor:
     (the same features, as matrix products): logits (B,)."""
     from ..model.matching import MultiPerspectiveMatching
 
-    if model.coattention is not None or type(model.matching) is not MultiPerspectiveMatching:
+    if (model.coattention is not None or type(model.matching) is not MultiPerspectiveMatching
+            or hasattr(model.matching, "_cosines")):  # the module has its own matrix-product form without autograd: use it
         return model.score(q, t)
     d = model.cfg.d_model
     parts = [q.vector, t.vector, q.vector * t.vector, (q.vector - t.vector).abs(),
