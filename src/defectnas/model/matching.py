@@ -4,6 +4,10 @@ Why: pooled vectors blur which words matched. Matching every title token against
 query (and every query token against the pooled title) under several learned re-weightings of
 the dimensions keeps a word-level signal ("case" in the title vs. "iphone" in the query) at the
 cost of a few features. It is the "-ml" of dl-rl-ml.
+
+Without autograd (prediction, serving, ONNX export) the cosines are computed as matrix
+products (:meth:`MultiPerspectiveMatching._cosines`), which is exact up to float rounding and
+several times cheaper; training keeps the broadcast form, so trained models are unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+EPS = 1e-6  # smallest norm a cosine divides by
 
 
 class MultiPerspectiveMatching(nn.Module):
@@ -22,14 +29,29 @@ class MultiPerspectiveMatching(nn.Module):
         self.weight = nn.Parameter(torch.rand(perspectives, d_model) * 0.5 + 0.75)  # (P, C), near 1
 
     def _match(self, tokens: torch.Tensor, mask: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        w = self.weight[None, None]  # (1, 1, P, C)
-        a = tokens.unsqueeze(2) * w  # (B, T, P, C)
-        b = (vector[:, None, None, :] * w)  # (B, 1, P, C)
-        cos = F.cosine_similarity(a, b, dim=-1, eps=1e-6)  # (B, T, P)
+        if torch.is_grad_enabled():  # training: the broadcast form, as the models were trained
+            w = self.weight[None, None]  # (1, 1, P, C)
+            a = tokens.unsqueeze(2) * w  # (B, T, P, C)
+            b = (vector[:, None, None, :] * w)  # (B, 1, P, C)
+            cos = F.cosine_similarity(a, b, dim=-1, eps=EPS)  # (B, T, P)
+        else:
+            cos = self._cosines(tokens, vector)
         m = mask.unsqueeze(-1)
         best = cos.masked_fill(~m, -1.0).max(dim=1).values  # (B, P)
         mean = (cos * m).sum(1) / m.sum(1).clamp(min=1)  # (B, P)
         return torch.cat([best, mean], dim=-1)  # (B, 2P)
+
+    def _cosines(self, tokens: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """cos(x ⊙ w_p, v ⊙ w_p) = Σ_c x_c v_c w_pc² / (‖x ⊙ w_p‖ · ‖v ⊙ w_p‖) for every token x and
+        perspective p, each sum over C a matrix product with w² (P, C): (B, T, P) without the
+        (B, T, P, C) tensor of the broadcast form (on a request of 1 query × 100 cached titles the
+        default model's whole head, matching included, costs about a third: benchmarks/serving.py). Norms are clamped at EPS as in F.cosine_similarity;
+        equal to the broadcast form up to float rounding (tests/model check it)."""
+        w2 = self.weight.square()  # (P, C)
+        num = torch.bmm(tokens, (vector[:, None, :] * w2[None]).transpose(1, 2))  # (B, T, P)
+        a = (tokens.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (B, T, P): ‖x ⊙ w_p‖, clamped before the root
+        b = (vector.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (B, P)
+        return num / (a * b[:, None, :])
 
     def forward(self, q_tokens, q_mask, q_vec, t_tokens, t_mask, t_vec) -> torch.Tensor:
         return torch.cat([self._match(t_tokens, t_mask, q_vec), self._match(q_tokens, q_mask, t_vec)], dim=-1)
