@@ -169,6 +169,14 @@ def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
     assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "x"), "--int8", "--quiet"]) == 2
     assert "--int8 needs --data" in capsys.readouterr().err
+    from .conftest import synthetic_pairs
+
+    synthetic_pairs(400, seed=3).to_csv(tmp_path / "pairs.csv", index=False)
+    assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "int8"), "--int8", "--data", str(tmp_path / "pairs.csv"),
+                 "--test-frac", "0.3", "--quiet"]) == 0
+    saved = read_export(tmp_path / "int8")["quantization"]
+    assert json.loads(capsys.readouterr().out)["quantization"] == saved
+    assert 0 < saved["pairs"] < 400 and saved["data"] == str(tmp_path / "pairs.csv")  # the test split only
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
     assert main(["serve", "--model", str(model_dir), "--backend", "onnx", "--quiet"]) == 2
     assert "needs an ONNX export" in capsys.readouterr().err
