@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="cached,titles,cross-encoder,backends",
                    help="which of cached, titles, cross-encoder (HTTP load) and backends (PyTorch vs ONNX fp32/int8, in process) to run")
     p.add_argument("--backend-requests", type=int, default=200, help="timed in-process requests per runtime (mode backends)")
+    p.add_argument("--http-backends", default="torch", help="serve --backend of the HTTP load, comma-separated: torch, onnx-fp32, onnx-int8")
+    p.add_argument("--query-cache", default="0", help="serve --query-cache values of the HTTP load, comma-separated (0: no LRU help)")
     p.add_argument("--ap-pairs", type=int, default=2000, help="test-split pairs the int8 AP loss is measured on (mode backends)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each server (process)")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
@@ -378,19 +380,26 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         inproc[name] = {f"p{q}_ms": round(float(np.percentile(times, q)), 2) for q in (50, 99)}
     result["in_process"] = inproc
     log(f"in process, 1 query x {args.products} products: {inproc}")
+    http_backends = args.http_backends.split(",")
+    if "backends" in modes or any(b != "torch" for b in http_backends):
+        exports = make_exports(model_dir, work, args, log)
     if "backends" in modes:
-        result["backends"] = compare_backends(clf, model_dir, work, picks, args, log)
+        result["backends"] = compare_backends(clf, model_dir, work, exports, picks, args, log)
 
     # 3. HTTP load
     rows = []
-    for workers in [int(w) for w in args.workers.split(",")] if modes & {"cached", "titles"} else []:
+    servers = [(b, int(w), int(lru)) for b in http_backends for w in args.workers.split(",") for lru in args.query_cache.split(",")]
+    for backend, workers, lru in servers if modes & {"cached", "titles"} else []:
         port = _free_port()
-        server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model_dir), "--cache", str(work / "cache"),
+        model = model_dir if backend == "torch" else work / backend
+        server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model), "--cache", str(work / "cache"),
+                               "--backend", backend.split("-")[0], "--query-cache", str(lru), "--allow-int8-loss",
                                "--port", str(port), "--threads", str(args.threads), "--workers", str(workers), "--quiet"], port)
         try:
             for mode, bodies in (("cached", by_ids), ("titles", by_titles)):
                 for c in levels if mode in modes else []:
-                    r = {"mode": mode, "workers": workers, **run_load(port, bodies, c, args.seconds, args.max_requests, server_pid=server.pid)}
+                    r = {"mode": mode, "backend": backend, "query_cache": lru, "workers": workers,
+                         **run_load(port, bodies, c, args.seconds, args.max_requests, server_pid=server.pid)}
                     log(f"  {r}")
                     rows.append(r)
         finally:
@@ -420,15 +429,10 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
-def compare_backends(clf, model_dir: Path, work: Path, picks: list, args: argparse.Namespace, log) -> dict:
-    """PyTorch vs the ONNX exports (fp32, int8) in process: 1 query x N cached products per request."""
-    import torch
-
-    from defectnas.data import load_pairs, normalize_text, split_by_query
-    from defectnas.serving.encoding import encode_query
-    from defectnas.serving.onnx_backend import OnnxScorer
+def make_exports(model_dir: Path, work: Path, args: argparse.Namespace, log) -> dict:
+    """``defectnas export`` of the model, fp32 and int8, into work/onnx-fp32 and work/onnx-int8."""
+    from defectnas.data import load_pairs, split_by_query
     from defectnas.serving.onnx_export import export_onnx
-    from defectnas.serving.scorer import Scorer
 
     test = split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=args.seed)["test"]
     test = test.sample(n=min(args.ap_pairs, len(test)), random_state=args.seed)
@@ -439,6 +443,18 @@ def compare_backends(clf, model_dir: Path, work: Path, picks: list, args: argpar
         exports[name] = {"seconds": round(time.perf_counter() - t0, 1), "parity": spec["parity"], "quantization": spec["quantization"],
                          "mb": {f: round((work / name / f).stat().st_size / 2**20, 1) for f in ("query.onnx", "score.onnx", "title.onnx")}}
         log(f"  exported {name} in {exports[name]['seconds']} s")
+    return exports
+
+
+def compare_backends(clf, model_dir: Path, work: Path, exports: dict, picks: list, args: argparse.Namespace, log) -> dict:
+    """PyTorch vs the ONNX exports (fp32, int8) in process: 1 query x N cached products per request."""
+    import torch
+
+    from defectnas.data import normalize_text
+    from defectnas.serving.encoding import encode_query
+    from defectnas.serving.onnx_backend import OnnxScorer
+    from defectnas.serving.scorer import Scorer
+
     torch.set_num_threads(args.threads)
     cache_dir = work / "cache"
     scorers = {"torch": Scorer.load(model_dir, cache_dir),
@@ -476,7 +492,7 @@ def compare_backends(clf, model_dir: Path, work: Path, picks: list, args: argpar
     import onnxruntime
 
     return {"products": args.products, "threads": args.threads, "onnxruntime": onnxruntime.__version__, "rows": rows, "exports": exports,
-            "ap_pairs": len(test), "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "ap_pairs": exports["onnx-int8"]["quantization"]["pairs"], "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def goals(rows: list[dict]) -> dict:
@@ -486,7 +502,7 @@ def goals(rows: list[dict]) -> dict:
     for r in rows:
         if r["mode"] != "cached" or not r["requests"]:
             continue
-        key = f"{r['workers']}_workers"
+        key = f"{r.get('backend', 'torch')}_lru{r.get('query_cache', 0)}_{r['workers']}_workers"
         if r["clients"] == 8:
             out.setdefault(key, {})["p99_ms_at_8_clients"] = r["p99_ms"]
             out[key]["p99_under_20ms_at_8_clients"] = r["p99_ms"] < 20
@@ -513,8 +529,8 @@ def table(result: dict) -> str:
         f"in process, 1 query x {result['settings']['products']} products: "
         + ", ".join(f"{k} p50 {v['p50_ms']} ms / p99 {v['p99_ms']} ms" for k, v in result["in_process"].items()),
         "",
-        "| mode | workers | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | backend | query LRU | workers | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if "backends" in result:
         bk = result["backends"]
@@ -531,7 +547,7 @@ def table(result: dict) -> str:
                      f"export MB {json.dumps({k: v['mb'] for k, v in bk['exports'].items()})}")
         lines.append("")
     for r in result["load"]:
-        lines.append(f"| {r['mode']} | {r['workers']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
+        lines.append(f"| {r['mode']} | {r.get('backend', 'torch')} | {r.get('query_cache', '')} | {r['workers']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
                      f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")
     if "cross_encoder" in result:
         lines.append(f"\ncross-encoder: {result['cross_encoder']['model']}")
