@@ -64,7 +64,13 @@ def test_search_writes_its_files(tmp_path, synthetic_csv, fake_children):
     assert result.best_dir == out / "best" and not (out / "retrain").exists()
     for c in final["candidates"]:  # search-time and retrained scores side by side
         assert c["seeds"] == final_seeds(SearchConfig(seed=1, final_seeds=2)) and {"search_metric", "valid_metric", "test_ap"} <= set(c)
-    assert final["paired_test"]["queries"] > 0 and "beats_default" in final["paired_test"]
+    paired = final["paired_test"]
+    assert paired["queries"] > 0
+    expected = ("better by more than noise" if paired["ci_low"] > 0 else "worse by more than noise" if paired["ci_high"] < 0
+                else "not distinguishable from noise")
+    assert paired["verdict"] == expected and paired["beats_default"] == (paired["ci_low"] > 0)
+    assert paired["worse_than_default"] == (paired["ci_high"] < 0)
+    assert "retrain" in final and final["retrain"]["candidates"] == len(final["candidates"])
     # 2 noise repeats + 8 children (distinct here) + the retrained candidates (default, top-3, front ≤ 2)
     assert len(fake_children) == 2 + 8 + len(final["candidates"])
 

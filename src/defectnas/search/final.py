@@ -203,10 +203,12 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         paired = {"metric": "average_precision", "best": best["key"], "default": default_key,
                   **paired_bootstrap(test["label"].to_numpy(), test["query"].to_numpy(), probs_best, probs_ref, seed=cfg.seed)}
         paired["beats_default"] = bool(paired["ci_low"] > 0)
+        paired["worse_than_default"] = bool(paired["ci_high"] < 0)
         paired["same_architecture"] = best["key"] == default_key
+        paired["verdict"] = ("better by more than noise" if paired["beats_default"] else
+                             "worse by more than noise" if paired["worse_than_default"] else "not distinguishable from noise")
         say(f"best vs train's default on the test split: AP {paired['diff']:+.4f} (95% CI {paired['ci_low']:+.4f} … "
-            f"{paired['ci_high']:+.4f}, {paired['queries']} queries): "
-            + ("better by more than noise" if paired["beats_default"] else "not distinguishable from noise"))
+            f"{paired['ci_high']:+.4f}, {paired['queries']} queries): {paired['verdict']}")
 
     top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
     atomic_write_json(out / TOP_K_FILE, top_entries)
