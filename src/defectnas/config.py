@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -179,8 +180,20 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return model, train
 
 
+RUN_OPTIONS = ("epochs", "patience", "seed", "num_threads", "device")  # how a saved model was run, not what it is
+
+
 def load_options_file(path: str) -> dict[str, Any]:
-    """Read a JSON config file (``--config``): flat options, or {"model": {...}, "train": {...}}."""
+    """Read a JSON config file (``--config``): flat options, or {"model": {...}, "train": {...}}.
+
+    A saved model directory (or its ``config.json``) works too — e.g. a search's ``pareto/<n>/``
+    or ``best/``: its architecture and training options are taken, not how it was run
+    (:data:`RUN_OPTIONS`: epochs, patience, seed, threads, device), so ``train --config
+    s/pareto/0`` trains that architecture with ``train``'s full budget. ConfigError when the
+    file is missing, not JSON, or names an unknown option.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -190,6 +203,8 @@ def load_options_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object")
+    if "model_type" in data or "format_version" in data:  # a saved model's config.json
+        data = {"model": data.get("model", {}), "train": {k: v for k, v in data.get("train", {}).items() if k not in RUN_OPTIONS}}
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in ("model", "train") and isinstance(value, dict):
