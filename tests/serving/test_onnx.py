@@ -218,3 +218,14 @@ def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
             proc.wait()
         http.close()
         log.close()
+
+
+def test_pretrained_layers_export_within_1e4(contextual_model_dir, tmp_path):
+    """The default model's family: MiniLM layers under both towers ([CLS]/[SEP] added inside the
+    graph, the sentence vector appended), matching; one layer each to stay fast."""
+    spec = export_onnx(contextual_model_dir, tmp_path / "export")
+    clf = DefectClassifier.load(contextual_model_dir)
+    assert spec["vector_dim"] == clf.model_config_.d_model + clf.model_config_.backbone["hidden_size"]
+    scorer = OnnxScorer.load(tmp_path / "export")
+    for query in ["cordless drill", "garden hose with a long query", "usb"]:
+        np.testing.assert_allclose(scorer.score_titles(query, TITLES[:12]), clf.predict_proba([query] * 12, TITLES[:12]), atol=1e-4, rtol=0)
