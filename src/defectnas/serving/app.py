@@ -30,7 +30,7 @@ import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import __version__
@@ -133,10 +133,12 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         return JSONResponse({"detail": _validation_line(exc)}, status_code=422)
 
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the key given to defectnas serve")
+    bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token (what rerank clients send)")
 
-    def check_key(key: str | None = Depends(key_header)) -> None:
+    def check_key(key: str | None = Depends(key_header), token: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        key = key or (token.credentials if token is not None else None)
         if not key or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
-            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER})")
+            raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER}, or Authorization: Bearer)")
 
     errors = {c: {"model": Problem} for c in (401, 404, 413, 422)}
 
@@ -153,30 +155,15 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         field, items = _check(request, settings)
         query = request.query
         _check_texts(scorer, query, field, items)
-        if request.locale is not None and (field != "product_id" or scorer.cache is None or scorer.cache.locales is None):
-            raise HTTPException(422, "locale applies only to product_ids of a cache keyed by locale (built from a table with product_locale)")
-        try:
-            if field == "product_id":
-                # cached products cost about a millisecond: computed right here, because handing
-                # them to a worker thread costs more than that on a busy machine
-                probs = scorer.score_ids(query, items, request.locale)
-            else:
-                # raw titles run the title tower (~1 ms per title): a worker thread, so the event
-                # loop keeps answering cached requests meanwhile (torch releases the GIL)
-                probs = await anyio.to_thread.run_sync(scorer.score_titles, query, items, limiter=title_limiter)
-        except UnknownProducts as e:
-            shown = ", ".join(json.dumps(i) for i in e.ids[:10])
-            more = f" (and {len(e.ids) - 10} more)" if len(e.ids) > 10 else ""
-            where = f" in locale {json.dumps(e.locale)}" if e.locale is not None else ""
-            raise HTTPException(404, one_line(f"unknown product id(s){where}: {shown}{more}")) from None
-        except AmbiguousProducts as e:
-            shown = "; ".join(f"{json.dumps(i)} ({', '.join(locs)})" for i, locs in list(e.locales.items())[:10])
-            raise HTTPException(422, one_line(f"product id(s) held by several locales of the cache: {shown}; "
-                                              "give \"locale\" to say which product is meant")) from None
+        _check_locale(scorer, request.locale, field == "product_id")
+        probs = await score_items(scorer, query, field, items, request.locale, title_limiter)
         threshold = scorer.threshold
         results = [{field: item, "defect_probability": p, "is_defect": p >= threshold} for item, p in zip(items, probs.tolist())]
         return JSONResponse({"model": scorer.name, "results": results})  # already valid: skip re-validation
 
+    from .rerank import add_rerank_route
+
+    add_rerank_route(app, scorer, settings, title_limiter, [Depends(check_key)] if settings.api_key else [], errors)
     return app
 
 
@@ -232,6 +219,33 @@ def _check(request: ScoreRequest, s: ServeSettings) -> tuple[str, list[str]]:
         if len(item) > limit:
             raise HTTPException(422, f"{field}s[{i}] too long: {len(item)} > {limit} characters")
     return field, items
+
+
+async def score_items(scorer: Scorer, query: str, field: str, items: list[str], locale: str | None, title_limiter):
+    """Probabilities of ``items`` (cached product ids or raw titles); HTTPException 404/422 for
+    unknown or ambiguous ids."""
+    try:
+        if field == "product_id":
+            # cached products cost about a millisecond: computed right here, because handing
+            # them to a worker thread costs more than that on a busy machine
+            return scorer.score_ids(query, items, locale)
+        # raw titles run the title tower (~1 ms per title): a worker thread, so the event
+        # loop keeps answering cached requests meanwhile (torch releases the GIL)
+        return await anyio.to_thread.run_sync(scorer.score_titles, query, items, limiter=title_limiter)
+    except UnknownProducts as e:
+        shown = ", ".join(json.dumps(i) for i in e.ids[:10])
+        more = f" (and {len(e.ids) - 10} more)" if len(e.ids) > 10 else ""
+        where = f" in locale {json.dumps(e.locale)}" if e.locale is not None else ""
+        raise HTTPException(404, one_line(f"unknown product id(s){where}: {shown}{more}")) from None
+    except AmbiguousProducts as e:
+        shown = "; ".join(f"{json.dumps(i)} ({', '.join(locs)})" for i, locs in list(e.locales.items())[:10])
+        raise HTTPException(422, one_line(f"product id(s) held by several locales of the cache: {shown}; "
+                                          "give \"locale\" to say which product is meant")) from None
+
+
+def _check_locale(scorer: Scorer, locale: str | None, by_ids: bool) -> None:
+    if locale is not None and (not by_ids or scorer.cache is None or scorer.cache.locales is None):
+        raise HTTPException(422, "locale applies only to product ids of a cache keyed by locale (built from a table with product_locale)")
 
 
 def _check_texts(scorer: Scorer, query: str, field: str, items: list[str]) -> None:
