@@ -29,12 +29,15 @@ import anyio
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import __version__
 from ..data._common import one_line
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import RequestMetrics, ServiceMetrics
+from .overload import Admission, OverloadGuard
 from .scorer import AmbiguousProducts, Scorer, UnknownProducts, load_scorer
 
 API_KEY_HEADER = "X-API-Key"
@@ -57,6 +60,9 @@ class ServeSettings:
     query_cache: int = 4096  # query encodings kept (least recently used out; 0: off); hits and misses in /healthz
     max_int8_ap_loss: float = 0.01  # an int8 export whose saved AP loss is over this is refused ...
     allow_int8_loss: bool = False  # ... unless this is set
+    max_concurrency: int = 16  # requests served at once (0: no bound); beyond, they wait in the queue
+    max_queue: int = 64  # requests waiting for a slot; beyond, 503 with Retry-After at once
+    request_timeout_ms: float = 30_000  # a request not answered this long after arriving gets 503 (0: no deadline)
 
     def body_limit(self) -> int:
         if self.max_body_bytes > 0:
@@ -126,7 +132,12 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
                   description="Defect probability of (query, product) pairs: is this product irrelevant to this query?")
     app.state.scorer, app.state.settings = scorer, settings
     title_limiter = anyio.CapacityLimiter(max(1, settings.title_workers))
+    app.state.admission = Admission(settings.max_concurrency, settings.max_queue)
+    app.state.metrics = metrics = ServiceMetrics(app.state)
+    # outermost last: metrics see every answer (413, 503 too), the guard runs before the body is read
     app.add_middleware(BodyLimit, limit=settings.body_limit())
+    app.add_middleware(OverloadGuard, admission=app.state.admission, timeout=settings.request_timeout_ms / 1000)
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -141,6 +152,11 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
             raise HTTPException(401, f"missing or wrong API key (header {API_KEY_HEADER}, or Authorization: Bearer)")
 
     errors = {c: {"model": Problem} for c in (401, 404, 413, 422)}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="counters in the Prometheus text format",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text exposition format 0.0.4"}})
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/healthz", response_model=Health, summary="200 when the model (and cache) are loaded")
     def healthz() -> Health:
