@@ -383,10 +383,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.query_cache < 0:
         raise ConfigError("--query-cache must be 0 (off) or more")
+    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
     settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
                              max_title_chars=args.max_title_chars, threads=args.threads,
                              api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, backend=args.backend,
-                             query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss)
+                             query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
+                             max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms)
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -398,7 +402,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     products = f"{len(scorer.cache)} cached products" if scorer.cache else "no cache (raw titles only)"
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
     _echo(args, f"serving {scorer.name} with {products} on http://{args.host}:{args.port}{workers} (API docs at /docs)")
-    options = {"host": args.host, "port": args.port, "log_level": "warning" if args.quiet else "info", "access_log": args.access_log}
+    options = {"host": args.host, "port": args.port, "log_level": "warning" if args.quiet else "info", "access_log": args.access_log,
+               "timeout_graceful_shutdown": args.shutdown_timeout_s or None}
     if args.workers == 1:
         uvicorn.run(app, **options)
         return
@@ -597,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-int8-ap-loss", type=float, default=0.01,
                    help="refuse an int8 export whose AP loss (measured at export, 0-1) is over this (default 0.01)")
     p.add_argument("--allow-int8-loss", action="store_true", help="serve an int8 export whatever its measured (or unmeasured) AP loss")
+    p.add_argument("--max-concurrency", type=int, default=16, help="requests served at once per worker (0: no bound; default 16)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond, 503 with Retry-After at once (default 64)")
+    p.add_argument("--request-timeout-ms", type=float, default=30_000,
+                   help="a request not answered this long after arriving gets 503 (0: no deadline; default 30000)")
+    p.add_argument("--shutdown-timeout-s", type=float, default=30,
+                   help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
     _add_common(p)
     p.set_defaults(func=cmd_serve)
 
