@@ -103,7 +103,8 @@ def test_healthz_and_openapi(served):
     assert h.json()["matching"] == clf.model_config_.matching
     schema = client.get("/openapi.json").json()
     assert {"/score", "/healthz", "/v1/rerank"} <= set(schema["paths"])
-    assert {"query", "product_ids", "titles"} <= set(schema["components"]["schemas"]["ScoreRequest"]["properties"])
+    assert {"query", "product_ids"} <= set(schema["components"]["schemas"]["ScoreByIds"]["properties"])
+    assert {"query", "titles"} <= set(schema["components"]["schemas"]["ScoreByTitles"]["properties"])
 
 
 def test_api_key(model_dir, tmp_path):

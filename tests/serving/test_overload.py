@@ -4,61 +4,19 @@ probes answered under load, graceful shutdown; against a real uvicorn on loopbac
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 
 from defectnas.cli import main
-from defectnas.serving.app import ServeSettings, create_app
 from defectnas.serving.cache import build_cache
 from defectnas.serving.catalog import read_catalog
 from defectnas.serving.overload import Admission, Overloaded
-from defectnas.serving.scorer import Scorer
 
 from .conftest import catalog_frame
-
-
-class SlowScorer(Scorer):
-    """A scorer whose every request takes ``delay`` seconds more (time.sleep: blocks the loop for cached ids, as real compute does)."""
-
-    delay = 0.0
-
-    def score_ids(self, *args, **kwargs):
-        time.sleep(self.delay)
-        return super().score_ids(*args, **kwargs)
-
-    def score_titles(self, *args, **kwargs):
-        time.sleep(self.delay)
-        return super().score_titles(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def serving(model_dir, cache_dir=None, delay: float = 0.0, **settings):
-    """A real uvicorn server on 127.0.0.1 and a free port, in a thread; yields (base url, server, scorer)."""
-    scorer = SlowScorer.load(model_dir, cache_dir)
-    app = create_app(model_dir, cache_dir, ServeSettings(**{"title_workers": 8, **settings}), scorer=scorer)
-    scorer.delay = delay
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=10))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", server, scorer
-    finally:
-        server.should_exit = True
-        thread.join(20)
+from .live import serving
 
 
 def post_all(url: str, path: str, bodies: list[dict]) -> list[tuple[int, float, httpx.Response]]:

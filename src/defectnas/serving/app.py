@@ -28,13 +28,18 @@ from pathlib import Path
 import anyio
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data._common import one_line
+from . import schema
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RequestMetrics, ServiceMetrics
 from .overload import Admission, OverloadGuard
@@ -72,6 +77,15 @@ class ServeSettings:
 
 
 # ---------------------------------------------------------------- schema
+def _integral(value):
+    """JSON's integer is any number without a fraction (5.0 is 5), as JSON Schema has it; bool is not one."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]  # an integer as JSON Schema has it (no strings, no bools)
+ProductId = StrictStr | JsonInt  # a cached product's id: text, or an integer (taken as its digits)
+
+
 class ScoreRequest(BaseModel):
     """One query and either cached product ids or raw product titles."""
 
@@ -80,7 +94,7 @@ class ScoreRequest(BaseModel):
         {"query": "cordless drill", "titles": ["DeWalt 20V cordless drill", "Garden hose 50 ft"]},
     ]})
     query: StrictStr = Field(description="the search query")
-    product_ids: list[StrictStr | StrictInt] | None = Field(None, description="ids of cached products")
+    product_ids: list[ProductId] | None = Field(None, description="ids of cached products")
     locale: StrictStr | None = Field(None, description="the products' locale (product_locale, e.g. us, es, jp) when the cache "
                                      "keys products by locale (ESCI); needed for an id that several locales hold")
     titles: list[StrictStr] | None = Field(None, description="raw product titles, encoded on the fly")
@@ -143,6 +157,13 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_line(exc)}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's answer to bytes that are not UTF-8
+            cause = exc.__cause__
+            return JSONResponse({"detail": one_line(f"invalid request: body is not valid JSON ({cause or 'unreadable'})")}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the key given to defectnas serve")
     bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token (what rerank clients send)")
 
@@ -180,6 +201,7 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     from .rerank import add_rerank_route
 
     add_rerank_route(app, scorer, settings, title_limiter, [Depends(check_key)] if settings.api_key else [], errors)
+    schema.install(app, settings, scorer)  # the published schema states exactly-one-of, the bounds and every status sent
     return app
 
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 import numpy as np
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from .app import JsonInt, ProductId, _check_locale, _check_texts, score_items
 
 
 class IdDocument(BaseModel):
     """A cached product, by its id."""
 
     model_config = ConfigDict(extra="forbid")
-    id: StrictStr | StrictInt = Field(description="id of a product in the cache")
+    id: ProductId = Field(description="id of a product in the cache")
 
 
 class TextDocument(BaseModel):
@@ -43,7 +45,7 @@ class RerankRequest(BaseModel):
     query: StrictStr = Field(description="the search query")
     documents: list[StrictStr | IdDocument | TextDocument] = Field(
         description="raw titles (strings or {\"text\": ...}) and/or cached products ({\"id\": ...}), in any mix")
-    top_n: StrictInt | None = Field(None, ge=1, description="return only the n most relevant (default: all)")
+    top_n: JsonInt | None = Field(None, description="return only the n most relevant (default: all)")
     return_documents: StrictBool = Field(False, description="echo each document ({\"text\"} or {\"id\"}) in its result")
     locale: StrictStr | None = Field(None, description="the products' locale, for ids of a cache keyed by locale (as in /score)")
     model: StrictStr | None = Field(None, description="accepted for rerank-client compatibility and ignored: the served model answers")
@@ -62,8 +64,6 @@ class RerankResponse(BaseModel):
 
 def add_rerank_route(app: FastAPI, scorer, settings, title_limiter, dependencies: list, responses: dict) -> None:
     """Register ``POST /v1/rerank`` on ``app`` (the scorer, bounds and key check of ``/score``)."""
-    from .app import _check_locale, _check_texts, score_items
-
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=responses,
               dependencies=dependencies, summary="order documents (titles or cached ids) by relevance to the query")
     async def rerank(request: RerankRequest) -> JSONResponse:
@@ -97,6 +97,8 @@ def _check(request: RerankRequest, s) -> tuple[dict[int, str], dict[int, str]]:
         raise HTTPException(413, f"too many documents: {len(docs)} > {s.max_products} per request")
     if not docs:
         raise HTTPException(422, "documents is empty")
+    if request.top_n is not None and request.top_n < 1:
+        raise HTTPException(422, f"top_n must be at least 1, got {request.top_n}")
     query = request.query
     if not query.strip():
         raise HTTPException(422, "query is empty")
