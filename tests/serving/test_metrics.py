@@ -47,10 +47,11 @@ def test_requests_by_route_and_status_and_latency(served):
     assert value(m, "defectnas_requests_total", route="/score", method="POST", status="422") == 1
     assert value(m, "defectnas_requests_total", route="/v1/rerank", method="POST", status="200") == 1
     assert value(m, "defectnas_requests_total", route="other", method="GET", status="404") == 1
-    assert value(m, "defectnas_request_duration_seconds_count", route="/score") == 6
-    assert value(m, "defectnas_request_duration_seconds_bucket", route="/score", le="+Inf") == 6
-    assert 0 < value(m, "defectnas_request_duration_seconds_sum", route="/score") < 60
-    buckets = [value(m, "defectnas_request_duration_seconds_bucket", route="/score", le=le) for le in ("0.001", "0.01", "0.1", "1.0", "10.0")]
+    assert value(m, "defectnas_request_duration_seconds_count", route="/score", status="200") == 3
+    assert value(m, "defectnas_request_duration_seconds_count", route="/score", status="413") == 1
+    assert value(m, "defectnas_request_duration_seconds_bucket", route="/score", status="200", le="+Inf") == 3
+    assert 0 < value(m, "defectnas_request_duration_seconds_sum", route="/score", status="200") < 60
+    buckets = [value(m, "defectnas_request_duration_seconds_bucket", route="/score", status="200", le=le) for le in ("0.001", "0.01", "0.1", "1.0", "10.0")]
     assert buckets == sorted(buckets)  # cumulative
     assert value(scrape(client), "defectnas_requests_total", route="/metrics", method="GET", status="200") == 1  # the first scrape
 

@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from .. import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text format 0.0.4: what every Prometheus version scrapes
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds
+LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds
 ROUTES = ("/score", "/v1/rerank", "/healthz", "/metrics", "/openapi.json", "/docs")  # route label values (else "other")
 
 
@@ -36,13 +36,14 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("defectnas_requests", "HTTP requests answered, by route, method and status code",
                                 ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("defectnas_request_duration_seconds", "time from a request's arrival to the end of its answer",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.latency = Histogram("defectnas_request_duration_seconds", "time from a request's arrival to the end of its answer, "
+                                 "by route and status code (a 503's is how fast overload is told)",
+                                 ["route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(ServiceCollector(app_state))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self.latency.labels(route, str(status)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
