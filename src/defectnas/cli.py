@@ -584,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("serve", help="HTTP scoring service: POST /score, GET /healthz, docs at /docs")
+    p = sub.add_parser("serve", help="HTTP scoring service: POST /score, POST /v1/rerank, GET /healthz, GET /metrics, docs at /docs")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--cache", help="product cache built by `defectnas cache` with this model (without it: raw titles only)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")

@@ -12,6 +12,10 @@ Why a package: the catalogue changes slowly, so product titles are encoded once
 - :mod:`.onnx_export` — ``defectnas export``: query tower, head (and title tower) as ONNX, optionally int8
 - :mod:`.onnx_backend` — the scorer on onnxruntime (``serve --backend onnx``)
 - :mod:`.app`      — the FastAPI app (``POST /score``, ``GET /healthz``)
+- :mod:`.rerank`   — ``POST /v1/rerank`` in the shape rerank clients send
+- :mod:`.metrics`  — ``GET /metrics`` in the Prometheus text format
+- :mod:`.overload` — bounded slots and queue (503 + Retry-After beyond), the per-request deadline
+- :mod:`.schema`   — the published OpenAPI schema, tightened to what the server enforces
 """
 
 __all__ = ["BuildReport", "CacheError", "OnnxScorer", "ProductCache", "QueryCache", "Scorer", "ServeSettings", "build_cache", "create_app",

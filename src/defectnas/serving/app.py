@@ -1,4 +1,5 @@
-"""The HTTP scoring service (FastAPI): ``POST /score``, ``GET /healthz``, OpenAPI at ``/docs``.
+"""The HTTP scoring service (FastAPI): ``POST /score``, ``POST /v1/rerank`` (:mod:`.rerank`),
+``GET /healthz``, ``GET /metrics`` (:mod:`.metrics`), OpenAPI at ``/docs`` (tightened by :mod:`.schema`).
 
 Why these limits: a request's cost grows with its products and text lengths, so each is
 bounded (:class:`ServeSettings`) and checked before any model work, and the raw body is capped
@@ -8,8 +9,9 @@ so latency does not depend on what else the process does. Errors are one line,
 too long text — empty judged on what the model sees: a query of zero-width spaces is empty, and
 one of unknown word pieces only is refused too —, neither or both of ``product_ids``/``titles``,
 an id that several locales of the cache hold without ``locale``), 404 unknown product ids (named),
-401 a missing or wrong ``X-API-Key`` when a key is set. No endpoint touches files the caller
-names: the model and cache are fixed when the app is created.
+401 a missing or wrong ``X-API-Key`` (or ``Authorization: Bearer``) when a key is set, 503 with
+``Retry-After`` when overloaded or past the request deadline (:mod:`.overload`). No endpoint
+touches files the caller names: the model and cache are fixed when the app is created.
 
 Concurrency: a request for cached products costs about a millisecond of CPU and is computed on
 the event loop itself (a hand-off to a thread costs as much on a busy machine); raw titles run
