@@ -89,6 +89,9 @@ def test_select_cli_and_rated_round_trip(tmp_path, fitted, synthetic_split, caps
     model = tmp_path / "model"
     fitted.save(model)
     unlabelled = synthetic_split["test"].drop(columns="label").assign(impressions=1)
+    unlabelled.insert(0, "id", [f"{i:05d}" for i in range(len(unlabelled))])  # the user's own key, leading zeros
+    unlabelled["product_id"] = [f"SKU-{i}" for i in range(len(unlabelled))]
+    unlabelled["query"] = unlabelled["query"].str.upper()  # as the engine logged it
     unlabelled.to_csv(tmp_path / "pool.csv", index=False)
     already = synthetic_split["test"].iloc[:5]
     already.to_csv(tmp_path / "labelled.csv", index=False)
@@ -96,11 +99,17 @@ def test_select_cli_and_rated_round_trip(tmp_path, fitted, synthetic_split, caps
     assert main(["select", "--model", str(model), "--data", str(tmp_path / "pool.csv"), "--query-col", "query", "--title-col", "title",
                  "--budget", "12", "--max-per-query", "2", "--labelled", str(tmp_path / "labelled.csv"), "--out", str(out), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    chosen = pd.read_csv(out, keep_default_na=False)
+    chosen = pd.read_csv(out, keep_default_na=False, dtype=str)
     assert len(chosen) == summary["chosen"] == 12 and summary["traffic_column"] == "impressions"
+    # the user's rows as given: every column, original values, then what select adds
+    assert list(chosen.columns[:5]) == list(unlabelled.columns)
+    original = unlabelled.set_index("id")
+    for _, row in chosen.iterrows():
+        assert row["query"] == original.loc[row["id"], "query"] and row["product_id"] == original.loc[row["id"], "product_id"]
+    chosen["query"] = chosen["query"].str.lower()
     assert chosen.groupby("query").size().max() <= 2
     assert not set(zip(chosen["query"], chosen["title"])) & set(zip(already["query"], already["title"]))
-    assert {"defect_probability", "uncertainty", "priority", "reason", "rating"} <= set(chosen.columns)
+    assert {"rank", "defect_probability", "uncertainty", "priority", "reason", "rating"} <= set(chosen.columns)
 
     # raters fill the rating column; the file goes back in as training data with the usual mapping
     truth = synthetic_split["test"].set_index(["query", "title"])["label"]
@@ -117,3 +126,22 @@ def test_select_cli_and_rated_round_trip(tmp_path, fitted, synthetic_split, caps
     q = pd.read_csv(quepid, keep_default_na=False)
     assert list(q.columns) == ["query", "docid", "rating"] and len(q) == 5
     assert (tmp_path / "quepid.details.csv").exists()
+    assert main(["select", "--model", str(model), "--data", str(tmp_path / "pool.csv"), "--query-col", "query", "--title-col", "title",
+                 "--budget", "5", "--format", "quepid", "--out", str(quepid), "--quiet"]) == 0
+    q = pd.read_csv(quepid, keep_default_na=False)  # docid: the table's product_id; the query as the engine logged it
+    assert q["docid"].str.startswith("SKU-").all() and q["query"].isin(unlabelled["query"]).all()
+
+
+def test_rows_of_the_table_that_carry_a_label_are_skipped(tmp_path, fitted, synthetic_split, capsys):
+    model = tmp_path / "model"
+    fitted.save(model)
+    table = synthetic_split["test"].astype({"label": object})
+    table.loc[table.index[10:], "label"] = ""  # the first 10 rows are labelled, the rest not
+    table.to_csv(tmp_path / "partly.csv", index=False)
+    assert main(["select", "--model", str(model), "--data", str(tmp_path / "partly.csv"), "--query-col", "query", "--title-col", "title",
+                 "--label-col", "label", "--defect-below", "0.5", "--budget", "1000", "--max-per-query", "1000",
+                 "--out", str(tmp_path / "o.csv"), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = pd.read_csv(tmp_path / "o.csv", keep_default_na=False)
+    labelled = set(zip(table["query"][:10], table["title"][:10]))
+    assert summary["skipped_labelled"] >= 10 and not set(zip(out["query"], out["title"])) & labelled

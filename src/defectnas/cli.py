@@ -207,25 +207,47 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from .baselines import load_model
-    from .data import load_pairs
+    from .data import load_pairs, read_pairs
     from .data.writers import write_table
     from .raters.selection import TRAFFIC_COLUMNS, find_traffic_column, quepid_table, select_pairs
 
     model = load_model(args.model)
-    keep = [c for c in (*TRAFFIC_COLUMNS, args.traffic_col) if c]
-    pool = load_pairs(args.data, labels=False, require_both_classes=False, keep=keep, **_load_kwargs(args))
+    column = (getattr(model, "group_thresholds_", None) or {}).get("column")
+    keep = [c for c in (*TRAFFIC_COLUMNS, args.traffic_col, column) if c]
+    read = read_pairs(args.data, labels=False, require_both_classes=False, keep=keep, **_load_kwargs(args))
+    if hasattr(model, "screen"):  # pairs the model cannot see (no word pieces) are not worth a rater's time
+        read = model.screen(read, args.invalid_rows)
+    pool = read.pairs
     traffic = find_traffic_column(list(pool.columns), args.traffic_col)
     queries, titles = pool["query"].tolist(), pool["title"].tolist()
     probs = model.predict_proba(queries, titles)
     rows = model.row_thresholds(pool, warn=False) if hasattr(model, "row_thresholds") else None
     others = {Path(d).name or str(d): load_model(d).predict_proba(queries, titles) for d in args.compare_with or ()}
     labelled = [load_pairs(p, labels=False, require_both_classes=False, **_load_kwargs(args)) for p in args.labelled or ()]  # only the pairs
-    chosen = select_pairs(pool, probs, model.threshold_ if rows is None else rows, args.budget, max_per_query=args.max_per_query,
-                          other_probs=others, traffic_col=traffic, labelled=labelled)
-    table = chosen.table
-    if args.output_format == "quepid":
-        write_table(quepid_table(table, args.docid), args.out)
+    columns = {k: v if v in read.source.columns else None for k, v in read.notes["columns"].items()}
+    if columns["label"]:  # rows of the table that already carry a label are skipped
+        given = read.source[columns["label"]].iloc[read.positions]
+        pool = pool.assign(label=given.where(given.astype(str).str.strip() != "").to_numpy())
+    chosen = select_pairs(pool.assign(_position=read.positions), probs, model.threshold_ if rows is None else rows, args.budget,
+                          max_per_query=args.max_per_query, other_probs=others, traffic_col=traffic, labelled=labelled)
+    # the user's rows as given (every column, original values), best first, with the scores and the reason
+    added = ["rank", "defect_probability", "is_defect", "uncertainty", *(["disagreement"] if others else []), "priority", "reason"]
+    positions = chosen.table["_position"].to_numpy(dtype=np.int64)
+    table = read.source.iloc[positions].reset_index(drop=True)
+    for name in added:
+        table[name if name not in table.columns else f"select_{name}"] = chosen.table[name].to_numpy()
+    if args.output_format == "quepid":  # the query and docid as given, so that they match the engine's
+        docid = args.docid
+        if docid in ("product_id", "title"):  # the layout's own column for it (e.g. Home Depot's product_uid)
+            docid = columns.get(docid) or columns["title"]
+            if docid == columns["title"] and args.docid == "product_id":
+                _echo(args, f"note: {args.data} has no product id column; Quepid's docid is the title as given")
+        if docid not in table.columns:
+            raise DataError(f"{args.data}: no column {docid!r} for --docid (columns: {', '.join(map(str, read.source.columns))})")
+        write_table(quepid_table(table.assign(query=table[columns["query"]]), docid), args.out)
         details = Path(args.out).with_name(Path(args.out).stem + ".details.csv")
         write_table(table, details)
     else:
@@ -233,13 +255,13 @@ def cmd_select(args: argparse.Namespace) -> None:
     if len(table) < args.budget:
         _echo(args, f"note: only {len(table)} of the {args.budget} pairs asked could be chosen ({chosen.candidates} unlabelled distinct "
                     f"pairs, at most {args.max_per_query} per query)")
-    _echo(args, f"{len(table)} pairs to rate from {table['query'].nunique() if len(table) else 0} queries → {args.out}"
+    _echo(args, f"{len(table)} pairs to rate from {chosen.table['query'].nunique() if len(table) else 0} queries → {args.out}"
                 + (f" (details: {details})" if args.output_format == "quepid" else "")
                 + f"; skipped {chosen.skipped_labelled} already labelled and {chosen.skipped_duplicates} repeated pairs"
                 + (f"; weighted by {traffic!r}" if traffic else ""))
     print(json.dumps({"out": str(args.out), "chosen": len(table), "candidates": chosen.candidates,
                       "skipped_labelled": chosen.skipped_labelled, "skipped_duplicates": chosen.skipped_duplicates,
-                      "queries": int(table["query"].nunique()) if len(table) else 0, "capped_queries": chosen.capped_queries,
+                      "queries": int(chosen.table["query"].nunique()) if len(table) else 0, "capped_queries": chosen.capped_queries,
                       "traffic_column": traffic, "compared_with": list(others)}, indent=2))
 
 

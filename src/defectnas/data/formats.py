@@ -164,7 +164,8 @@ def table_spec(
             "format 'table' needs label_col (--label-col) and exactly one of defect_labels or defect_below "
             "(--defect-labels A,B or --defect-below X)"
         )
-    return FormatSpec("table", query_col, title_col, label_col, rule)
+    # a column named product_id / query_id is the ids, as in ESCI's and WANDS' layouts (used when present)
+    return FormatSpec("table", query_col, title_col, label_col, rule, product_id_col="product_id", query_id_col="query_id")
 
 
 def label_rule(src: Source, defect_labels: Sequence[str] | str | None, defect_below: float | None) -> LabelRule | None:

@@ -140,6 +140,7 @@ def read_pairs(
         spec = SPECS[format] if format != "auto" else detect(list(frame.columns), src, labels)
         spec = with_overrides(spec, src, query_col, title_col, label_col, defect_labels, defect_below)
     _check_columns(frame, spec, src, labels)
+    notes["columns"] = {"query": spec.query_col, "title": spec.title_col, "label": spec.label_col, "product_id": spec.product_id_col}
 
     out = pd.DataFrame(index=frame.index)
     out["query"] = normalize_series(frame[spec.query_col])
