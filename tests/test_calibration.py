@@ -49,9 +49,23 @@ def test_isotonic_keeps_the_raw_ranking_and_average_precision():
 def test_isotonic_is_applied_as_scikit_learn_predicts():
     labels, logits, _ = _scores()
     cal = fit_calibrator(labels, logits, method="isotonic")
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(sigmoid(logits), labels)
+    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())  # bounded by Platt's smoothed targets
+    iso = IsotonicRegression(y_min=1 / (neg + 2), y_max=(pos + 1) / (pos + 2), out_of_bounds="clip").fit(sigmoid(logits), labels)
     z = np.random.default_rng(2).normal(0, 5, 500)
     np.testing.assert_allclose(cal.transform_logits(z), iso.predict(sigmoid(z)), atol=1e-6, rtol=0)  # up to the tie break
+    p = cal.transform_logits(np.array([-50.0, 50.0]))
+    assert 0.0 < p[0] and p[1] < 1.0  # never certain: not 0, not 1
+
+
+def test_auto_takes_the_sigmoid_when_validation_has_few_defects():
+    from defectnas.calibration import MIN_ISOTONIC_DEFECTS
+
+    labels, logits, groups = _scores(n=600)
+    keep = np.flatnonzero(labels == 0).tolist() + np.flatnonzero(labels == 1)[: MIN_ISOTONIC_DEFECTS - 1].tolist()
+    cal = fit_calibrator(labels[keep], logits[keep], groups[keep], method="auto")
+    assert cal.method == "sigmoid" and "fewer than" in cal.report["selection"] and "cv_brier" not in cal.report
+    enough = np.flatnonzero(labels == 0).tolist() + np.flatnonzero(labels == 1)[:MIN_ISOTONIC_DEFECTS].tolist()
+    assert "cv_brier" in fit_calibrator(labels[enough], logits[enough], groups[enough], method="auto").report
 
 
 def test_auto_picks_the_lower_cross_validated_brier_and_improves_it():

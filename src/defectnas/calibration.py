@@ -18,7 +18,12 @@ fitted on the validation split:
   is strictly increasing.
 - ``auto`` (the default) picks the one with the lower Brier score, cross-validated inside the
   validation split (up to 5 folds, grouped by query and stratified by label), then refits it
-  on the whole split.
+  on the whole split — when the split has at least ``MIN_ISOTONIC_DEFECTS`` (100) defects;
+  with fewer it takes the sigmoid outright: isotonic regression overfits small calibration sets
+  (Niculescu-Mizil & Caruana, ICML 2005), and on a 409-pair ESCI validation split with 34
+  defects it made seven steps, the top one at probability 1.0 for pairs that were defects half
+  the time. Isotonic outputs are bounded by Platt's smoothed targets, ``1/(N₀+2)`` and
+  ``(N₁+1)/(N₁+2)``, so no pair is ever scored a certain defect or certainly relevant.
 
 The map is plain data saved as ``calibration.json`` beside ``config.json`` — method and
 parameters, never a pickle — and every path that scores (``predict_proba``, ``predict``,
@@ -41,6 +46,7 @@ CALIBRATION_FILE = "calibration.json"
 METHODS = ("auto", "isotonic", "sigmoid", "none")  # the `calibration` training option
 THRESHOLD_RULE = "f1-best on validation (calibrated probabilities)"  # how fit picks the decision threshold, after calibrating
 TIE_BREAK = 1e-6  # ε: share of the raw probability blended into the isotonic map (strictly increasing, no ties)
+MIN_ISOTONIC_DEFECTS = 100  # auto: fewer validation defects than this → sigmoid without comparing
 SELECTION = "lower Brier score, cross-validated within the validation split (folds grouped by query, stratified by label)"
 
 
@@ -140,6 +146,10 @@ def fit_calibrator(labels: np.ndarray, logits: np.ndarray, groups: Sequence | No
         return Calibrator(report={**report, "note": "calibration turned off"})
     if len(y) == 0 or y.min() == y.max():
         return Calibrator(report={**report, "note": "validation split has one class only: not calibrated"})
+    if method == "auto" and int(y.sum()) < MIN_ISOTONIC_DEFECTS:
+        report["selection"] = (f"{int(y.sum())} validation defects, fewer than {MIN_ISOTONIC_DEFECTS}: sigmoid (two parameters; "
+                               f"isotonic regression overfits small calibration sets, Niculescu-Mizil & Caruana 2005)")
+        method = "sigmoid"
     if method == "auto":
         scores, folds = _cross_validated_brier(y, z, groups, seed)
         report["folds"] = folds
@@ -164,7 +174,9 @@ def _fit(method: str, y: np.ndarray, z: np.ndarray) -> Calibrator:
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(sigmoid(z), y)
+        # bounded by Platt's smoothed targets: no step says "certainly a defect" (1.0) or "certainly not" (0.0)
+        pos, neg = int(y.sum()), int(len(y) - y.sum())
+        iso = IsotonicRegression(y_min=1 / (neg + 2), y_max=(pos + 1) / (pos + 2), increasing=True, out_of_bounds="clip").fit(sigmoid(z), y)
         return Calibrator("isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
     from sklearn.linear_model import LogisticRegression
 
