@@ -94,19 +94,22 @@ class RequestMetrics:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500  # an exception before any answer is a 500
+        start, status, end = time.perf_counter(), 500, None  # an exception before any answer is a 500
 
         async def counted_send(message) -> None:
-            nonlocal status
+            nonlocal status, end
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                end = time.perf_counter()  # the answer is out (a deadline's 503 is, while its dropped work may go on)
 
         try:
             await self.app(scope, receive, counted_send)
         finally:
             route = scope["path"] if scope["path"] in ROUTES else "other"
-            self.metrics.observe(route, scope["method"] if scope["method"] in _METHODS else "other", status, time.perf_counter() - start)
+            seconds = (end or time.perf_counter()) - start
+            self.metrics.observe(route, scope["method"] if scope["method"] in _METHODS else "other", status, seconds)
 
 
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})

@@ -7,9 +7,9 @@ serve get their usual latency and the rest are told at once to come back (503 wi
 requests be served and ``queue`` more wait (first come, first served); one more is refused
 without waiting. :class:`OverloadGuard` (ASGI middleware) applies it to every route but the
 probes (``/healthz``, ``/metrics`` stay answerable under load), and a per-request deadline:
-a request not answered ``timeout`` seconds after it arrived gets 503; work already running is
-not interrupted (a computation cannot be), it finishes in the background holding its slot, so
-the bound on work in progress holds, and its answer is dropped.
+a request not answered ``timeout`` seconds after it arrived gets 503 (sent by a timer, so a
+request costs no extra task); work already running is not interrupted (a computation cannot be),
+it finishes holding its slot, so the bound on work in progress holds, and its answer is dropped.
 
 Cached-product requests compute on the event loop (see :mod:`.app`), so after taking its slot a
 request yields once: requests that arrived together are all admitted or refused before the
@@ -105,33 +105,31 @@ class OverloadGuard:
             except BaseException:
                 admission.release()
                 raise
-        if deadline is None:
-            try:
-                return await self.app(scope, receive, send)
-            finally:
-                admission.release()
-        started, dropped = False, False
+        started = dropped = False
+        answer: asyncio.Task | None = None
 
         async def guarded_send(message) -> None:
             nonlocal started
             if dropped:
-                return
+                return  # the deadline has answered
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        async def run() -> None:
-            try:
-                await self.app(scope, receive, guarded_send)
-            finally:
-                admission.release()  # when the work is done, not when the deadline answered
+        def at_deadline() -> None:  # runs on the loop between two steps of the work, so it cannot interleave a send
+            nonlocal dropped, answer
+            if not started:
+                dropped = True
+                answer = loop.create_task(self._timed_out(send))
 
-        task = asyncio.ensure_future(run())
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-        if task in done or started:
-            return await task  # answered in time, or the answer is already on its way
-        dropped = True
-        task.add_done_callback(_consume)
-        await self._timed_out(send)
+        timer = loop.call_at(deadline, at_deadline) if deadline is not None else None  # a timer, not a task: no cost unless it fires
+        try:
+            await self.app(scope, receive, guarded_send)  # work already running is not interrupted: it finishes, holding its slot
+        finally:
+            if timer is not None:
+                timer.cancel()
+            admission.release()
+            if answer is not None:
+                await answer
 
     async def _timed_out(self, send) -> None:
         self.admission.timed_out += 1
@@ -145,8 +143,3 @@ async def unavailable(send, detail: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"retry-after", str(RETRY_AFTER_S).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _consume(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved, so a dropped request's error is not reported as never retrieved
