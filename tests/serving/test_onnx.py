@@ -136,6 +136,14 @@ def test_serve_onnx_backend_gives_the_torch_probabilities(exported, tmp_path):
     # the same errors as the torch backend
     assert onnx_client.post("/score", json={"query": "hose", "product_ids": ["nope"]}).status_code == 404
     assert onnx_client.post("/score", json={"query": "\u200b", "product_ids": ["p1"]}).status_code == 422
+    # the rerank route and /metrics on the onnx backend
+    docs = [{"id": "p1"}, TITLES[0], {"id": "p30"}]
+    a, b = (c.post("/v1/rerank", json={"query": "garden hose", "documents": docs}) for c in (torch_client, onnx_client))
+    assert a.status_code == b.status_code == 200, b.text
+    by_index = lambda r: {x["index"]: x["relevance_score"] for x in r.json()["results"]}  # noqa: E731
+    np.testing.assert_allclose([by_index(b)[i] for i in range(3)], [by_index(a)[i] for i in range(3)], atol=1e-4, rtol=0)
+    metrics = onnx_client.get("/metrics").text
+    assert 'backend="onnx"' in metrics and 'defectnas_requests_total{method="POST",route="/v1/rerank",status="200"} 1.0' in metrics
 
 
 def test_backends_refuse_the_wrong_directory(exported, other_model_dir, tmp_path):
