@@ -53,8 +53,24 @@ def test_target_recall_is_reached_with_the_most_precision(target):
 def test_unreachable_target_names_the_best_achievable_value():
     labels = np.array([0, 1, 0, 1, 0, 0])
     probs = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])  # best precision 0.5 (at 0.8 and at 0.6)
-    with pytest.raises(TargetUnreachable, match=r"best achievable precision is 0\.5000"):
+    with pytest.raises(TargetUnreachable, match=r"best achievable precision with at least 1 flagged pairs is 0\.5000"):
+        target_threshold(labels, probs, "precision", 0.9, min_flagged=1)
+    with pytest.raises(TargetUnreachable, match="flags only 6 pairs, fewer than --min-flagged 20"):
         target_threshold(labels, probs, "precision", 0.9)
+
+
+def test_a_target_precision_must_be_measured_on_enough_flagged_pairs():
+    """Precision 1.0 on the single top pair is not an operating point (found by a new user: a 0.99
+    target saved a threshold that flagged 1 of 224 defects)."""
+    rng = np.random.default_rng(3)
+    labels = (rng.random(2000) < 0.25).astype(int)
+    labels, probs = np.r_[labels, 1], np.r_[rng.random(2000) * 0.9, 1.0]  # one defect on top of scores without signal
+    top = target_threshold(labels, probs, "precision", 0.99, min_flagged=1)
+    assert top["flagged"] == 1 and top["precision"] == 1.0 and top["precision_low"] < 0.25  # Wilson: [0.21, 1]
+    with pytest.raises(TargetUnreachable, match=r"reached only with \d+ flagged pairs, fewer than --min-flagged 20"):
+        target_threshold(labels, probs, "precision", 0.99)
+    point = target_threshold(labels, probs, "precision", 0.2)
+    assert point["flagged"] >= 20 and point["precision_low"] <= point["precision"] <= point["precision_high"]
     with pytest.raises(TargetUnreachable, match="no defects"):
         target_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3]), "recall", 0.5)
 
@@ -149,7 +165,7 @@ def test_unreachable_target_and_bad_input_are_one_line_errors(model_dir, noisy_c
     inverted = tmp_path / "inverted.csv"
     df = pd.read_csv(noisy_csv)
     df.assign(label=1 - df["label"]).to_csv(inverted, index=False)
-    for argv, fragment in [(["--data", str(inverted), "--target-precision", "0.95"], "best achievable precision is"),
+    for argv, fragment in [(["--data", str(inverted), "--target-precision", "0.95"], "best achievable precision with at least"),
                            (["--data", str(noisy_csv), "--target-recall", "1.5"], "must be in (0, 1]"),
                            (["--data", str(noisy_csv), "--target-recall", "0.5", "--by", "region"], "no column 'region'")]:
         code, _, err = run(["threshold", "--model", str(model_dir), *argv], capsys)

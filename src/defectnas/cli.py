@@ -157,8 +157,8 @@ def cmd_threshold(args: argparse.Namespace) -> None:
     kind = read_config(args.model).get("model_type")
     if kind != "two-tower":
         raise ConfigError(f"{args.model}: a {kind!r} model; threshold works on two-tower model directories (train, search)")
-    if args.min_group < 1 or args.min_group_defects < 1:
-        raise ConfigError("--min-group and --min-group-defects must be at least 1")
+    if min(args.min_group, args.min_group_defects, args.min_flagged) < 1:
+        raise ConfigError("--min-group, --min-group-defects and --min-flagged must be at least 1")
     clf = DefectClassifier.load(args.model)
     df = clf.screen(read_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args)), args.invalid_rows).pairs
     if args.by and args.by not in df.columns:
@@ -166,12 +166,14 @@ def cmd_threshold(args: argparse.Namespace) -> None:
     metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
     source = str(Path(args.data).resolve()) if Path(args.data).exists() else str(args.data)
     record, groups = choose_operating_point(df["label"].to_numpy(), clf.predict_proba(df), metric, target, source,
-                                            df[args.by] if args.by else None, args.by, args.min_group, args.min_group_defects)
+                                            df[args.by] if args.by else None, args.by, args.min_group, args.min_group_defects,
+                                            args.min_flagged)
     save_operating_point(args.model, record, groups)
     if groups:
         _echo(args, f"{len(groups['thresholds'])} {args.by} groups have their own threshold; "
                     f"{len(groups['fallback'])} use the global one (see group_thresholds in config.json)")
-    _echo(args, f"threshold {record['threshold']:.4g} saved to {Path(args.model) / 'config.json'}: precision {record['precision']:.3f}, "
+    _echo(args, f"threshold {record['threshold']:.4g} saved to {Path(args.model) / 'config.json'}: precision {record['precision']:.3f} "
+                f"(95% interval {record['precision_low']:.3f}–{record['precision_high']:.3f}, {record['flagged']} flagged), "
                 f"recall {record['recall']:.3f} on {record['n']} pairs")
     print(json.dumps({"operating_point": record, **({"group_thresholds": groups} if groups else {})}, indent=2))
 
@@ -515,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", help="column of the data (e.g. product_locale): one threshold per value")
     p.add_argument("--min-group", type=int, default=200, help="with --by: pairs a group needs for its own threshold (default 200)")
     p.add_argument("--min-group-defects", type=int, default=20, help="with --by: defects a group needs for its own threshold (default 20)")
+    p.add_argument("--min-flagged", type=int, default=20, help="a target precision counts only where at least this many pairs are "
+                   "flagged (default 20; precision 1.0 on one pair says nothing)")
     _add_common(p)
     p.set_defaults(func=cmd_threshold)
 

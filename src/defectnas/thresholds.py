@@ -31,15 +31,26 @@ from .errors import DataError
 
 MIN_GROUP = 200  # default --min-group: pairs a group needs for a threshold of its own
 MIN_GROUP_DEFECTS = 20  # default --min-group-defects: defects a group needs for a threshold of its own
+MIN_FLAGGED = 20  # default --min-flagged: pairs a target precision must be measured on
 
 
 class TargetUnreachable(DataError):
     """The target precision/recall is not reached at any threshold (the message names the best)."""
 
 
-def target_threshold(labels: np.ndarray, probs: np.ndarray, metric: str, target: float) -> dict[str, float]:
-    """``{"threshold", "precision", "recall"}`` of the operating point for ``metric`` ∈
-    {"precision", "recall"} ≥ ``target``; TargetUnreachable naming the best achievable value."""
+def target_threshold(labels: np.ndarray, probs: np.ndarray, metric: str, target: float,
+                     min_flagged: int = MIN_FLAGGED) -> dict[str, float]:
+    """``{"threshold", "precision", "recall", "flagged", "precision_low", "precision_high"}`` of the
+    operating point for ``metric`` ∈ {"precision", "recall"} ≥ ``target``; TargetUnreachable
+    naming the best achievable value.
+
+    A target precision counts only where at least ``min_flagged`` pairs are flagged: "precision
+    1.0" on one flagged pair says nothing (its 95% Wilson interval is [0.21, 1]), and a team that
+    set it would get a threshold that flags almost nothing on new data. The Wilson score interval
+    of the chosen point's precision is returned with it.
+    """
+    from .training.metrics import wilson_interval
+
     if metric not in ("precision", "recall"):
         raise DataError(f"metric must be precision or recall, got {metric!r}")
     if not 0.0 < target <= 1.0:
@@ -49,12 +60,23 @@ def target_threshold(labels: np.ndarray, probs: np.ndarray, metric: str, target:
         raise TargetUnreachable(f"target {metric} {target:g} not reachable: the data has no defects")
     precision, recall, thresholds = precision_recall_curve(labels, np.asarray(probs, dtype=np.float64))
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    tp = np.rint(recall * labels.sum()).astype(np.int64)
+    flagged = np.rint(tp / np.maximum(precision, 1e-12)).astype(np.int64)
     if metric == "precision":
-        ok = precision >= target
+        supported = flagged >= min_flagged
+        ok = (precision >= target) & supported
+        if not supported.any():
+            raise TargetUnreachable(f"target precision {target:g} not measurable: even the lowest threshold flags only "
+                                    f"{int(flagged.max())} pairs, fewer than --min-flagged {min_flagged}")
         if not ok.any():
-            i = int(np.argmax(precision))
-            raise TargetUnreachable(f"target precision {target:g} not reachable: the best achievable precision is "
-                                    f"{precision[i]:.4f} (recall {recall[i]:.4f}, threshold {thresholds[i]:.4g})")
+            best = int(np.argmax(np.where(supported, precision, -1.0)))
+            only = ""
+            if (precision >= target).any():
+                k = int(flagged[precision >= target].max())
+                only = f"; {target:g} is reached only with {k} flagged pairs, fewer than --min-flagged {min_flagged}"
+            raise TargetUnreachable(f"target precision {target:g} not reachable: the best achievable precision with at least "
+                                    f"{min_flagged} flagged pairs is {precision[best]:.4f} (recall {recall[best]:.4f}, threshold "
+                                    f"{thresholds[best]:.4g}){only}")
         candidates = np.flatnonzero(ok)
         i = candidates[np.lexsort((precision[candidates], recall[candidates]))[-1]]  # max recall, then max precision
     else:
@@ -63,15 +85,18 @@ def target_threshold(labels: np.ndarray, probs: np.ndarray, metric: str, target:
             raise TargetUnreachable(f"target recall {target:g} not reachable: the best achievable recall is {recall.max():.4f}")
         candidates = np.flatnonzero(ok)
         i = candidates[np.lexsort((thresholds[candidates], precision[candidates]))[-1]]  # max precision, then max threshold
-    return {"threshold": float(thresholds[i]), "precision": float(precision[i]), "recall": float(recall[i])}
+    low, high = wilson_interval(int(tp[i]), int(flagged[i]))
+    return {"threshold": float(thresholds[i]), "precision": float(precision[i]), "recall": float(recall[i]),
+            "flagged": int(flagged[i]), "precision_low": float(low), "precision_high": float(high)}
 
 
 def choose_operating_point(labels: np.ndarray, probs: np.ndarray, metric: str, target: float, data_name: str,
                            groups: pd.Series | None = None, column: str | None = None, min_group: int = MIN_GROUP,
-                           min_group_defects: int = MIN_GROUP_DEFECTS) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                           min_group_defects: int = MIN_GROUP_DEFECTS, min_flagged: int = MIN_FLAGGED
+                           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(operating point record, per-group record or None) for a target on labelled data."""
     labels = np.asarray(labels).astype(np.int64)
-    point = target_threshold(labels, probs, metric, target)
+    point = target_threshold(labels, probs, metric, target, min_flagged)
     record = {"rule": f"target-{metric}", "target": float(target), "data": data_name, "n": int(len(labels)),
               "defects": int(labels.sum()), **point, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if groups is None:
@@ -85,7 +110,7 @@ def choose_operating_point(labels: np.ndarray, probs: np.ndarray, metric: str, t
             fallback[value] = {"n": n, "defects": d, "reason": f"fewer than {min_group} pairs or {min_group_defects} defects"}
             continue
         try:
-            per_group[value] = {"n": n, "defects": d, **target_threshold(labels[mask], np.asarray(probs)[mask], metric, target)}
+            per_group[value] = {"n": n, "defects": d, **target_threshold(labels[mask], np.asarray(probs)[mask], metric, target, min_flagged)}
         except TargetUnreachable as e:
             fallback[value] = {"n": n, "defects": d, "reason": str(e)}
     return record, {"column": column, "min_group": int(min_group), "min_group_defects": int(min_group_defects),
