@@ -139,3 +139,21 @@ def test_pairs_layout_round_trips(crowdflower_csv: Path, tmp_path: Path):
     loaded[["query", "title"]].to_json(unlabelled, orient="records", lines=True)
     out = load_pairs(unlabelled, labels=False)
     assert out["title"].tolist() == loaded["title"].tolist() and out["product_id"].tolist() == loaded["product_id"].tolist()
+
+
+def test_user_defect_labels_ignore_case_and_spaces_and_typos_are_named(tmp_path):
+    """Raters type "Defect" or " defect"; a typo ("defct") must not silently become relevant."""
+    import warnings
+
+    from defectnas.data import load_pairs
+    from defectnas.errors import DataWarning
+
+    path = tmp_path / "rated.csv"
+    pd.DataFrame({"q": ["a", "b", "c", "d", "e"], "t": ["x", "y", "z", "w", "v"],
+                  "r": ["Defect", " defect ", "defct", "relevant", "RELEVANT"]}).to_csv(path, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = load_pairs(path, query_col="q", title_col="t", label_col="r", defect_labels="defect", require_both_classes=False)
+    assert df["label"].tolist() == [1, 1, 0, 0, 0]
+    lines = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(lines) == 1 and "'defct' (1)" in lines[0] and "rated.csv" in lines[0]

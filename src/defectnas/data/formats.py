@@ -32,19 +32,38 @@ class CategoricalLabels:
     def to_defect(self, values: pd.Series, src: Source, column: str) -> pd.Series:
         text = as_strings(values)
         _no_missing(text, src, column)
-        if self.spellings is None:
-            canonical = text
-        else:
-            canonical = text.map(lambda v: self.spellings.get(v.casefold()))
-            bad = canonical.isna()
-            if bad.any():
-                pos, count = first_bad(bad)
-                allowed = ", ".join(dict.fromkeys(self.spellings.values()))  # documented order
-                raise src.error(f"{src.row(pos)}: {column} {show(text.iloc[pos])} is not one of {allowed}{more(count)}")
+        if self.spellings is None:  # the user's --defect-labels: any label, compared without case or surrounding spaces
+            canonical = text.str.strip().str.casefold()
+            defect = {d.strip().casefold() for d in self.defect}
+            _warn_near_misses(canonical[~canonical.isin(defect)], defect, src, column)
+            return canonical.isin(defect).astype("int64")
+        canonical = text.map(lambda v: self.spellings.get(v.casefold()))
+        bad = canonical.isna()
+        if bad.any():
+            pos, count = first_bad(bad)
+            allowed = ", ".join(dict.fromkeys(self.spellings.values()))  # documented order
+            raise src.error(f"{src.row(pos)}: {column} {show(text.iloc[pos])} is not one of {allowed}{more(count)}")
         return canonical.isin(self.defect).astype("int64")
 
     def describe(self) -> str:
         return " or ".join(sorted(self.defect))
+
+
+def _warn_near_misses(relevant: pd.Series, defect: set[str], src: Source, column: str) -> None:
+    """One DataWarning line naming label values read as relevant that look like a misspelt defect
+    label ("defct" for "defect"; difflib's ratio ≥ 0.8): a rater's typo must not silently become a
+    relevant pair."""
+    import difflib
+    import warnings
+
+    from ..errors import DataWarning
+
+    counts = relevant.value_counts()
+    near = {v: int(n) for v, n in counts.items() if v and difflib.get_close_matches(v, defect, n=1, cutoff=0.8)}
+    if near:
+        shown = ", ".join(f"{v!r} ({n})" for v, n in list(near.items())[:5])
+        warnings.warn(src.error(f"column {column!r}: {sum(near.values())} rows with labels close to a defect label were read as "
+                                f"relevant: {shown}; correct them or add them to --defect-labels").args[0], DataWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
