@@ -237,3 +237,25 @@ def test_pretrained_layers_export_within_1e4(contextual_model_dir, tmp_path):
     scorer = OnnxScorer.load(tmp_path / "export")
     for query in ["cordless drill", "garden hose with a long query", "usb"]:
         np.testing.assert_allclose(scorer.score_titles(query, TITLES[:12]), clf.predict_proba([query] * 12, TITLES[:12]), atol=1e-4, rtol=0)
+
+
+def test_an_export_says_when_its_source_threshold_moved(fitted, tmp_path):
+    """threshold run on the model after export: serving the export would silently flag differently
+    from predict (found by a new user), so loading it says so in one line."""
+    import json
+    import warnings
+
+    from defectnas.serving.onnx_backend import stale_threshold_note
+
+    fitted.save(tmp_path / "model")
+    spec = export_onnx(tmp_path / "model", tmp_path / "export")
+    assert stale_threshold_note(spec) == ""
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["threshold"] = 0.05
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    note = stale_threshold_note(spec)
+    assert "0.05" in note and "re-export" in note and "\n" not in note
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scorer = OnnxScorer.load(tmp_path / "export")
+    assert scorer.threshold == spec["threshold"] and any("re-export" in str(w.message) for w in caught)

@@ -55,6 +55,11 @@ class OnnxScorer:
         self.model_hash = source["model_hash"]
         self.name = f"{source['name']}@{self.model_hash.split(':')[-1][:12]}+onnx-{self.precision}"  # as Scorer's, plus the runtime
         self.threshold = float(spec["threshold"])
+        self.threshold_note = stale_threshold_note(spec)
+        if self.threshold_note:
+            import warnings
+
+            warnings.warn(self.threshold_note, stacklevel=2)
         self.matching = bool(spec["matching"])
         self.needs_tokens = bool(spec["needs_title_tokens"])
         self.query_max_len, self.title_max_len = int(spec["query_max_len"]), int(spec["title_max_len"])
@@ -143,3 +148,20 @@ def check_cache(cache: ProductCache, spec: dict) -> None:
         return
     raise CacheError(f"{cache.directory}: cache was built by another model than the one exported ({source['name']}); "
                      f"rebuild it with: defectnas cache --model {source['directory']} --catalog ... --out {cache.directory} --rebuild")
+
+
+def stale_threshold_note(spec: dict) -> str:
+    """"" or one line saying the source model's threshold moved since the export (``threshold``
+    run afterwards): the export scores with the threshold it was made with, so served
+    ``is_defect`` would silently differ from ``predict`` on the model directory."""
+    import json
+
+    path = Path(spec["source_model"]["directory"]) / "config.json"
+    try:
+        now = float(json.loads(path.read_text(encoding="utf-8"))["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # the source model is not here (an export copied elsewhere): nothing to compare
+    if abs(now - float(spec["threshold"])) <= 1e-12:
+        return ""
+    return (f"{path.parent}: its threshold is now {now:.4g}, but this export was made with {float(spec['threshold']):.4g}; "
+            f"served is_defect follows the export's — re-export (defectnas export --model {path.parent} ...) to serve the new one")
