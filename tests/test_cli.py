@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -229,3 +230,21 @@ def test_preset_then_config_then_flags(tmp_path, data_csv, tiny_config_file, cap
     model = json.loads((out / "config.json").read_text())["model"]
     assert model["matching"] is False and model["backbone_layers"] == 0  # from the preset (the default is True / 6)
     assert len(model["title_layers"]) == 2 and len(model["query_layers"]) == 1  # --config beats the preset's 5 / 2
+
+
+def test_train_records_its_splits_and_evaluate_threshold_use_or_warn(model_dir, data_csv, tmp_path, capsys):
+    """A newcomer evaluating on the file they trained on gets a warning; --split keeps the model's
+    own held-out queries (found by a new user: no way to get held-out data back)."""
+    import shutil
+
+    model_dir = Path(shutil.copytree(model_dir, tmp_path / "model"))  # threshold rewrites config.json
+    splits = json.loads((model_dir / "splits.json").read_text())
+    train, valid, test = set(splits["train"]), set(splits["valid"]), set(splits["test"])
+    assert len(train) == 70 and len(valid) == 10 and len(test) == 20 and not (train & valid or train & test or valid & test)
+    code, stdout, stderr = run(["evaluate", "--model", str(model_dir), "--data", str(data_csv)], capsys)
+    assert code == 0 and "were in the model's training split" in stderr and json.loads(stdout)["n"] == 800
+    code, stdout, stderr = run(["evaluate", "--model", str(model_dir), "--data", str(data_csv), "--split", "test"], capsys)
+    assert code == 0 and "training split" not in stderr and json.loads(stdout)["n"] == 160
+    code, stdout, stderr = run(["threshold", "--model", str(model_dir), "--data", str(data_csv), "--split", "valid",
+                                "--target-recall", "0.5"], capsys)
+    assert code == 0 and json.loads(stdout)["operating_point"]["n"] == 80

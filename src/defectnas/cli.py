@@ -101,6 +101,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
             invalid_rows=args.invalid_rows)
     clf.save(out)
+    atomic_write_json(out / SPLITS_FILE, {"data": str(args.data), "seed": args.seed, "test_frac": args.test_frac, "valid_frac": 0.1,
+                                          **{name: sorted(set(part["query"])) for name, part in parts.items()}})
     metrics = clf.evaluate(held_out)
     atomic_write_json(out / "metrics.json", metrics)
     if not args.keep_checkpoint:
@@ -122,6 +124,35 @@ def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
     return clf.screen(read, args.invalid_rows)
 
 
+SPLITS_FILE = "splits.json"  # written by train beside the model: which queries went to train / valid / test
+
+
+def _held_out(args: argparse.Namespace, df):
+    """``df`` restricted to the model's own ``--split`` (valid or test) when asked; otherwise
+    unchanged, with one line when some of its queries were in the model's training split
+    (metrics and operating points on them are optimistic). Needs the model's splits.json."""
+    path = Path(args.model) / SPLITS_FILE
+    split = getattr(args, "split", None)
+    if not path.exists():
+        if split:
+            raise ConfigError(f"{args.model}: no {SPLITS_FILE} (a model saved before train wrote it, or not by train): "
+                              f"--split needs it; give held-out data instead")
+        return df
+    splits = json.loads(path.read_text(encoding="utf-8"))
+    if split:
+        keep = df["query"].isin(set(splits.get(split, [])))
+        if not keep.any():
+            raise DataError(f"{args.data}: none of its queries are in the model's {split} split ({path}); is it the data the model was trained on?")
+        _echo(args, f"{args.data}: {int(keep.sum())} of {len(df)} pairs are in the model's {split} split ({df['query'][keep].nunique()} queries)")
+        return df[keep].reset_index(drop=True)
+    seen = df["query"].isin(set(splits.get("train", [])))
+    if seen.any():
+        _echo(args, f"warning: {args.data}: {df['query'][seen].nunique()} of its {df['query'].nunique()} queries ({int(seen.sum())} pairs) "
+                    f"were in the model's training split, so these numbers are optimistic; --split valid or --split test "
+                    f"keeps the model's held-out queries")
+    return df
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import warnings
 
@@ -130,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .storage import atomic_write_json
 
     clf = DefectClassifier.load(args.model)
-    df = _load_for_thresholds(args, clf, labels=True).pairs
+    df = _held_out(args, _load_for_thresholds(args, clf, labels=True).pairs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the missing group column is said above, once
         metrics, labels, probs = clf.evaluate(df, return_probabilities=True)
@@ -160,7 +191,7 @@ def cmd_threshold(args: argparse.Namespace) -> None:
     if min(args.min_group, args.min_group_defects, args.min_flagged) < 1:
         raise ConfigError("--min-group, --min-group-defects and --min-flagged must be at least 1")
     clf = DefectClassifier.load(args.model)
-    df = clf.screen(read_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args)), args.invalid_rows).pairs
+    df = _held_out(args, clf.screen(read_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args)), args.invalid_rows).pairs)
     if args.by and args.by not in df.columns:
         raise DataError(f"{args.data}: no column {args.by!r} for --by")
     metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
@@ -498,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     _add_data_options(p)
     p.add_argument("--json", help="also write the metrics to this file (and a reliability diagram beside it, FILE stem + .reliability.png)")
+    p.add_argument("--split", choices=["valid", "test"], help="only the pairs of --data whose queries were in the model's own validation "
+                   "or test split (train records them in splits.json)")
     p.add_argument("--plot", help="write the reliability diagram (PNG) here")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
@@ -510,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "reached, use the global threshold. predict and evaluate apply per-group thresholds when their "
                                    "input has the column.")
     p.add_argument("--model", required=True, help="model directory (config.json is updated in place, atomically)")
+    p.add_argument("--split", choices=["valid", "test"], help="only the pairs of --data whose queries were in the model's own validation "
+                   "(normally) or test split (train records them in splits.json)")
     _add_data_options(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-precision", type=float, help="precision to reach, in (0, 1]")
