@@ -63,6 +63,19 @@ def append_line(path: str | Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def read_json(path: str | Path, error: type[Exception], missing: str) -> Any:
+    """The JSON in ``path``; ``error`` in one line when it is absent (``missing`` says what to do)
+    or unreadable / not JSON (naming the file). The one reader of our own JSON files
+    (cache manifests, ONNX exports, model configs), so they fail alike."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise error(f"{path}: unreadable ({e})") from None
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Write tensors (+ JSON metadata) as one safetensors file, atomically; shared tensors stored once."""
     path = Path(path)

@@ -12,7 +12,6 @@ sums (one row per query, per position and per group × query) and the list of mi
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
-from ..storage import atomic_write_json, atomic_write_text
+from ..storage import atomic_write_json, atomic_write_text, read_json
 from . import rates
 from .log import INTERNAL, LogLayout, iter_log
 from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
@@ -262,12 +261,7 @@ def _row_count(path: str) -> int | None:
 def _decision(model_dir: str) -> dict:
     """The model's threshold (and per-group thresholds) from config.json, without loading weights."""
     path = Path(model_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{model_dir}: not a model directory (no config.json)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
+    config = read_json(path, DataError, f"{model_dir}: not a model directory (no config.json)")
     if config.get("model_type", "two-tower") != "two-tower":
         raise ConfigError(f"{model_dir}: a {config.get('model_type')!r} model; audit scores with two-tower models (train, search), "
                           "whose products can be cached")

@@ -41,7 +41,7 @@ import torch
 
 from .. import __version__
 from ..errors import DataError, DataWarning
-from ..storage import atomic_write_json
+from ..storage import atomic_write_json, read_json
 from .catalog import CATALOG_ATTR, LOCALE_COLUMN, read_catalog, title_hash
 from .encoding import TitleArrays, encode_titles, needs_tokens
 
@@ -215,12 +215,7 @@ class ProductCache:
 def read_manifest(directory: str | Path) -> dict:
     d = Path(directory)
     path = d / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CacheError(f"{d}: not a product cache (no {MANIFEST}); build one with defectnas cache") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise CacheError(f"{path}: unreadable ({e})") from None
+    manifest = read_json(path, CacheError, f"{d}: not a product cache (no {MANIFEST}); build one with defectnas cache")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CacheError(f"{path}: not a defectnas product cache manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:

@@ -26,7 +26,6 @@ model that lost too much.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,7 +37,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import ConfigError, DataError
-from ..storage import atomic_write_json
+from ..storage import atomic_write_json, read_json
 
 FORMAT = "defectnas-onnx-export"
 FORMAT_VERSION = 1
@@ -254,12 +253,8 @@ def _version(package: str) -> str:
 def read_export(directory: str | Path) -> dict:
     """export.json of an export directory (DataError when it is not one)."""
     d = Path(directory)
-    try:
-        spec = json.loads((d / EXPORT_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{d}: not an ONNX export (no {EXPORT_FILE}); write one with defectnas export --model DIR --format onnx --out {d}") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{d / EXPORT_FILE}: unreadable ({e})") from None
+    spec = read_json(d / EXPORT_FILE, DataError,
+                     f"{d}: not an ONNX export (no {EXPORT_FILE}); write one with defectnas export --model DIR --format onnx --out {d}")
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise DataError(f"{d / EXPORT_FILE}: not a defectnas ONNX export")
     if spec.get("format_version", 0) > FORMAT_VERSION:
