@@ -88,7 +88,7 @@ def _write(path: Path, data: bytes) -> Path:
 @pytest.mark.parametrize(
     "name, data, fragments",
     [
-        ("t.csv", b"a,b\n1,2\n3,4,5\n", ("malformed row at line 3", "expected 2 fields, saw 3")),
+        ("t.csv", b"a,b\n1,2\n3,4,5\n", ("malformed row at file line 3 (the header is line 1)", "expected 2 fields, saw 3", "--invalid-rows")),
         ("t.csv", b"", ("file is empty",)),
         ("t.tsv", b"a\tb\n", ("no rows",)),
         ("t.jsonl", b'{"a": 1}\n{"a": \n', ("malformed JSON at line 2",)),

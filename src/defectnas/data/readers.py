@@ -215,7 +215,9 @@ def _parser_message(message: str) -> str:
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if found:
         expected, line, saw = found.groups()
-        return f"malformed row at line {line}: expected {expected} fields, saw {saw}"
+        # pandas names the file line (the header is line 1); a quoted cell may span lines, so it is not a data row number
+        return (f"malformed row at file line {line} (the header is line 1): expected {expected} fields, saw {saw}; a row whose "
+                f"values cannot be matched to columns is refused under any --invalid-rows (quote fields that hold the separator)")
     found = re.search(r"EOF inside string starting at row (\d+)", message)
     if found:
         return f"unterminated quote in the row starting at line {int(found.group(1)) + 1}"
