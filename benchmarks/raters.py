@@ -200,8 +200,21 @@ def budget(args) -> dict:
             curves.append({"seed": seed, "strategy": strategy, "labels": [args.start + k * args.per_round for k in range(args.rounds + 1)],
                            "test_ap": aps})
             save(args, "budget", {"curves": curves})
+    out = budget_summary(curves)
+    save(args, "budget", out)
+    return out
+
+
+def budget_summary(curves: list[dict]) -> dict:
+    """Mean curves, the per-seed paired difference select − random per round (same start, same
+    split, same seed), and the labels select needs to reach random's final mean AP (linear
+    interpolation between rounds; read it together with the paired differences: on noisy curves
+    a crossing can come early by chance)."""
     labels = curves[0]["labels"]
-    mean = {s: np.mean([c["test_ap"] for c in curves if c["strategy"] == s], axis=0) for s in ("select", "random")}
+    by = {s: {c["seed"]: np.array(c["test_ap"]) for c in curves if c["strategy"] == s} for s in ("select", "random")}
+    seeds = sorted(set(by["select"]) & set(by["random"]))
+    mean = {s: np.mean([by[s][k] for k in seeds], axis=0) for s in by}
+    diff = np.array([by["select"][k] - by["random"][k] for k in seeds])
     goal = float(mean["random"][-1])
     reach = next((i for i, v in enumerate(mean["select"]) if v >= goal), None)
     if reach is None:
@@ -211,14 +224,25 @@ def budget(args) -> dict:
     else:  # linear interpolation between the rounds around the crossing
         a, b = mean["select"][reach - 1], mean["select"][reach]
         needed = labels[reach - 1] + (goal - a) / max(b - a, 1e-12) * (labels[reach] - labels[reach - 1])
-    out = {"curves": curves, "labels": labels,
+    later = diff[:, 1:]  # the rounds after the common start
+    out = {"curves": curves, "labels": labels, "seeds": seeds,
            "mean_test_ap": {s: [round(float(v), 4) for v in m] for s, m in mean.items()},
-           "std_test_ap": {s: [round(float(v), 4) for v in np.std([c["test_ap"] for c in curves if c["strategy"] == s], axis=0, ddof=1)]
-                           for s in ("select", "random")} if args.seeds > 1 else None,
+           "paired_diff_per_round": [round(float(v), 4) for v in diff.mean(axis=0)],
+           "paired_diff_std_per_round": [round(float(v), 4) for v in diff.std(axis=0, ddof=1)] if len(seeds) > 1 else None,
+           "paired_diff_mean_after_start": round(float(later.mean()), 4),
+           "paired_diff_seed_means": [round(float(v), 4) for v in later.mean(axis=1)],
            "random_final_ap": round(goal, 4), "labels_select_needs": None if needed is None else int(round(needed)),
            "labels_saved": None if needed is None else int(round(labels[-1] - needed))}
-    log(f"budget: random reaches AP {goal:.4f} with {labels[-1]} labels; select needs "
-        f"{out['labels_select_needs'] if needed is not None else 'more than ' + str(labels[-1])}")
+    log(f"budget: select − random {out['paired_diff_mean_after_start']:+.4f} AP on average after the start (seed means "
+        f"{out['paired_diff_seed_means']}); random reaches {goal:.4f} with {labels[-1]} labels, select's mean curve with "
+        f"{out['labels_select_needs']}")
+    return out
+
+
+def budget_restat(args) -> dict:
+    """Recompute the budget summary from the curves in ``--out-json`` (no training)."""
+    curves = json.loads(Path(args.out_json).read_text())["budget"]["curves"]
+    out = budget_summary(curves)
     save(args, "budget", out)
     return out
 
@@ -233,7 +257,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     with shared_memos():  # every model of the run shares one pass of the frozen MiniLM layers per text
         for part in args.parts.split(","):
-            {"calibration": calibration, "target": target, "budget": budget}[part](args)
+            {"calibration": calibration, "target": target, "budget": budget, "budget-restat": budget_restat}[part](args)
     log(f"wrote {args.out_json}")
 
 
