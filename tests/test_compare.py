@@ -78,7 +78,7 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
     preds = pd.read_parquet(tmp_path / "predictions.parquet")
     assert len(preds) == len(test) and all(f"p_{n}" in preds.columns for n in names)
     assert preds["query"].tolist() == test["query"].tolist()
-    for png in ("pr_curves.png", "f1_latency.png", "gbdt_importance.png"):
+    for png in ("pr_curves.png", "f1_latency.png", "gbdt_importance.png", "reliability.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["test_fingerprint"] == compare.fingerprint(test) and info["split"]["test"]["rows"] == len(test)

@@ -9,7 +9,8 @@ the same process on the same 100 test pairs with the same number of torch thread
 with no product side to cache — tfidf, gbdt, bert — cost the same as on raw text). F1 per
 millisecond uses the served latency: that is what a search team pays per request. Written to
 ``--out``: ``results.csv/json/md`` (precision, recall, F1, parameters, both latencies, F1 per
-millisecond, training seconds), ``pr_curves.png``, ``f1_latency.png``,
+millisecond, training seconds, AP, ECE and Brier score), ``pr_curves.png``, ``f1_latency.png``,
+``reliability.png`` (every model's reliability curve),
 ``gbdt_importance.png`` (when gbdt ran), ``predictions.parquet`` (every model's test
 probabilities, one column per model, on the same rows) and ``run.json`` (split, budget,
 versions). ``--repeats N`` retrains with seeds seed…seed+N−1 on the same split and reports
@@ -211,7 +212,7 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
                 options: dict[str, Any] | None = None, load_kwargs: dict | None = None, threads: int = 2, save_models: bool = False,
                 budget: Budget | None = None, quiet: bool = False, echo: Callable[[str], None] = print) -> list[dict]:
     """Train and score ``models`` on one split; write the table, plots and predictions; return the rows."""
-    from .reporting import markdown_table, plot_pr_curves, text_table, write_results
+    from .reporting import markdown_table, plot_pr_curves, plot_reliability_models, text_table, write_results
     from .storage import atomic_write_json, atomic_write_text
 
     if repeats < 1 or threads < 1:
@@ -249,6 +250,8 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
     plot_pr_curves({n: (labels, p) for n, p in first_probs.items()}, out / "pr_curves.png",
                    title=f"Defect precision–recall, {len(test)} held-out pairs")
     plot_f1_latency(rows, out / "f1_latency.png")
+    plot_reliability_models(labels, first_probs, out / "reliability.png",
+                            title=f"Reliability (calibrated probabilities), {len(test)} held-out pairs")
     if "gbdt" in first_models:
         first_models["gbdt"].plot_importance(out / "gbdt_importance.png")
     if save_models:

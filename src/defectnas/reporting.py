@@ -88,6 +88,34 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str |
     plt.close(fig)
 
 
+def plot_reliability_models(labels: np.ndarray, probs: dict[str, np.ndarray], path: str | Path,
+                            title: str = "Reliability on the test split") -> None:
+    """Every model's reliability curve on one chart (10 equal-width bins, ECE in the legend): how
+    far each model's ``defect_probability`` is from the observed defect rate, compared."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .training.metrics import expected_calibration_error, reliability_bins
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for i, (name, p) in enumerate(probs.items()):
+        bins = [b for b in reliability_bins(labels, p) if b["n"]]
+        ax.plot([b["mean_probability"] for b in bins], [b["defect_rate"] for b in bins], color=f"C{i % 10}", marker="o", markersize=3,
+                label=f"{name} (ECE {expected_calibration_error(labels, p):.3f})")
+    ax.set_xlabel("mean predicted defect probability")
+    ax.set_ylabel("observed defect rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
 def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: str | Path, title: str = "Reliability") -> None:
     """Reliability diagram: defect rate against mean probability in 10 equal-width bins (marker
     area ∝ pairs), the diagonal, and the ECE and Brier score in the title."""
