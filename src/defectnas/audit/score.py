@@ -171,47 +171,9 @@ def _score_pairs(clf, qenc: Encoded, q_codes: np.ndarray, take, n: int, batch: i
                         torch.from_numpy(np.ascontiguousarray(titles.mask[:, :T])).to(device))
         else:
             t = Encoded(None, vector, None)
-        out.append(_score(clf.model_, q, t).double().cpu())
+        out.append(clf.model_.score(q, t).double().cpu())  # matching as matrix products: no autograd here
     logits = torch.cat(out).numpy()
     return clf.calibrator_.transform_logits(logits)
-
-
-def _score(model, q: Encoded, t: Encoded) -> torch.Tensor:
-    """``model.score(q, t)``, with the multi-perspective matching computed by :func:`matching_features`
-    (the same features, as matrix products): logits (B,)."""
-    from ..model.matching import MultiPerspectiveMatching
-
-    if (model.coattention is not None or type(model.matching) is not MultiPerspectiveMatching
-            or hasattr(model.matching, "_cosines")):  # the module has its own matrix-product form without autograd: use it
-        return model.score(q, t)
-    d = model.cfg.d_model
-    parts = [q.vector, t.vector, q.vector * t.vector, (q.vector - t.vector).abs(),
-             matching_features(model.matching, q.tokens, q.mask, q.vector[:, :d], t.tokens, t.mask, t.vector[:, :d])]
-    return model.head(torch.cat(parts, dim=-1)).squeeze(-1)
-
-
-def matching_features(matching, q_tokens, q_mask, q_vec, t_tokens, t_mask, t_vec) -> torch.Tensor:
-    """What ``MultiPerspectiveMatching.forward`` returns, (B, 4P), without its (B, T, P, C) tensor.
-
-    The cosine of (x ⊙ w_p, v ⊙ w_p) is Σ_c x_c v_c w_pc² / (‖x ⊙ w_p‖ · ‖v ⊙ w_p‖), and each of the
-    three sums over C is a matrix product with w² (P, C) — about 30× less work than the
-    module's broadcast on a CPU (it is 95% of an audit's time with the default model). Norms are
-    clamped at the module's eps as ``F.cosine_similarity`` does; results agree to float rounding
-    (tests/audit check them against the module)."""
-    w2 = matching.weight.square()  # (P, C)
-    eps = 1e-6
-
-    def one_side(tokens, mask, vector):  # tokens (B, T, C), mask (B, T), vector (B, C) → (B, 2P)
-        num = torch.bmm(tokens, (vector[:, None, :] * w2[None]).transpose(1, 2))  # (B, T, P)
-        a = (tokens.square() @ w2.T).sqrt().clamp_min(eps)  # (B, T, P)
-        b = (vector.square() @ w2.T).sqrt().clamp_min(eps)  # (B, P)
-        cos = num / (a * b[:, None, :])
-        m = mask.unsqueeze(-1)
-        best = cos.masked_fill(~m, -1.0).max(dim=1).values  # (B, P)
-        mean = (cos * m).sum(1) / m.sum(1).clamp(min=1)  # (B, P)
-        return torch.cat([best, mean], dim=-1)
-
-    return torch.cat([one_side(t_tokens, t_mask, q_vec), one_side(q_tokens, q_mask, t_vec)], dim=-1)
 
 
 def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
