@@ -245,11 +245,7 @@ def _check(request: ScoreRequest, s: ServeSettings) -> tuple[str, list[str]]:
         raise HTTPException(413, f"too many products: {len(items)} > {s.max_products} per request")
     if not items:
         raise HTTPException(422, f"{field}s is empty")
-    query = request.query
-    if not query.strip():
-        raise HTTPException(422, "query is empty")
-    if len(query) > s.max_query_chars:
-        raise HTTPException(422, f"query too long: {len(query)} > {s.max_query_chars} characters")
+    _check_query(request.query, s)
     items = [str(i) for i in items]
     limit = s.max_id_chars if field == "product_id" else s.max_title_chars
     for i, item in enumerate(items):
@@ -285,6 +281,14 @@ async def score_items(scorer: Scorer, query: str, field: str, items: list[str], 
 def _check_locale(scorer: Scorer, locale: str | None, by_ids: bool) -> None:
     if locale is not None and (not by_ids or scorer.cache is None or scorer.cache.locales is None):
         raise HTTPException(422, "locale applies only to product ids of a cache keyed by locale (built from a table with product_locale)")
+
+
+def _check_query(query: str, s) -> None:
+    """422 with the reason for an empty or over-long query (``/score`` and ``/v1/rerank`` alike)."""
+    if not query.strip():
+        raise HTTPException(422, "query is empty")
+    if len(query) > s.max_query_chars:
+        raise HTTPException(422, f"query too long: {len(query)} > {s.max_query_chars} characters")
 
 
 def _check_texts(scorer: Scorer, query: str, field: str, items: list[str]) -> None:

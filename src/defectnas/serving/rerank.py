@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from .app import JsonInt, ProductId, _check_locale, _check_texts, score_items
+from .app import JsonInt, ProductId, _check_locale, _check_query, _check_texts, score_items
 
 
 class IdDocument(BaseModel):
@@ -99,11 +99,7 @@ def _check(request: RerankRequest, s) -> tuple[dict[int, str], dict[int, str]]:
         raise HTTPException(422, "documents is empty")
     if request.top_n is not None and request.top_n < 1:
         raise HTTPException(422, f"top_n must be at least 1, got {request.top_n}")
-    query = request.query
-    if not query.strip():
-        raise HTTPException(422, "query is empty")
-    if len(query) > s.max_query_chars:
-        raise HTTPException(422, f"query too long: {len(query)} > {s.max_query_chars} characters")
+    _check_query(request.query, s)
     titles, ids = {}, {}
     for i, doc in enumerate(docs):
         if isinstance(doc, IdDocument):
