@@ -44,6 +44,7 @@ import pandas as pd
 
 from ..data import normalize_text, read_table, title_id
 from ..data._common import Source, as_strings, closest, first_bad, is_missing, more, show
+from ..data.readers import json_line_record
 
 QUERY_COLUMNS = ("query", "search_term", "user_query", "keywords")
 ID_COLUMNS = ("product_id", "product_uid", "doc_id", "hit_id")
@@ -181,13 +182,7 @@ def _json_lines_batches(path: Path, src: Source, batch_rows: int, gz: bool) -> I
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise src.error(f"malformed JSON at line {number}: {e.msg}") from None
-            if not isinstance(record, dict):
-                raise src.error(f"line {number} is not a JSON object")
-            records.append(record)
+            records.append(json_line_record(line, number, src))
             lines.append(number)
             if len(records) == batch_rows and UBI_HITS not in records[0]:  # UBI: read whole, collapsed below
                 yield _with_lines(records, lines)

@@ -233,15 +233,17 @@ def _read_json(text: str, kind: str, src: Source) -> pd.DataFrame:
         if not all(isinstance(r, dict) for r in records):
             raise src.error("a JSON array must hold one object per row")
         return pd.DataFrame.from_records(records)
-    records = []
-    for number, line in enumerate(text.split("\n"), start=1):  # only \n ends a JSON line: U+2028 may sit in a string
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise src.error(f"malformed JSON at line {number}: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise src.error(f"line {number} is not a JSON object")
-        records.append(record)
+    records = [json_line_record(line, number, src)
+               for number, line in enumerate(text.split("\n"), start=1) if line.strip()]  # only \n ends a JSON line: U+2028 may sit in a string
     return pd.DataFrame.from_records(records)
+
+
+def json_line_record(line: str, number: int, src: Source) -> dict:
+    """One JSON-lines row as a dict; a one-line error naming line ``number`` when it is not a JSON object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise src.error(f"malformed JSON at line {number}: {exc.msg}") from None
+    if not isinstance(record, dict):
+        raise src.error(f"line {number} is not a JSON object")
+    return record
