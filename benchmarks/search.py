@@ -15,6 +15,12 @@ Parts (``--parts``, comma-separated; each writes its section of ``--out-json`` w
   children each), ``--search-seeds`` seeds each; each search's winner is retrained with fresh
   seeds and scored on the test split; mean ± std of the winners' test AP per strategy, and
   Mann–Whitney U tests between strategies.
+- ``product``: the issue's product goal. Train's default and candidate architectures (``--product-archs``:
+  a JSON list, or the front of the GPU fidelity run by *validation* search reward and latency) are
+  trained with train's full budget under 3 fresh seeds in one process; served latency of every
+  model is re-timed afterwards in interleaved rounds (one run, as ratios); each candidate's test AP
+  against the default's is a paired bootstrap over test queries (metric per seed, averaged over
+  the 3 seeds). Verdicts: "≥ 2× faster at ≤ 0.005 AP loss" and "beats the default by more than noise".
 - ``restat``: recompute the signal statistics of ``--out-json`` from its stored per-child table.
 - ``cost``: one default ``defectnas search`` (the CLI's defaults) on this machine: wall time and
   children per hour.
@@ -46,7 +52,7 @@ DATASETS = {"homedepot": "homedepot_sample.parquet", "crowdflower": "crowdflower
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, cost, restat")
+    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, product, cost, restat")
     p.add_argument("--datasets", default="homedepot", help="comma-separated: homedepot, crowdflower, esci")
     p.add_argument("--spaces", default="serving", help="signal: comma-separated spaces (serving, seed)")
     p.add_argument("--archs", type=int, default=30, help="signal: random architectures per space")
@@ -57,6 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fidelity-archs", type=int, default=15, help="fidelity: architectures retrained with the full budget")
     p.add_argument("--trials", type=int, default=24, help="strategies: children per search")
     p.add_argument("--search-seeds", type=int, default=5, help="strategies: searches per strategy")
+    p.add_argument("--product-archs", default="", help="product: JSON file with a list of architectures (default: the GPU fidelity front)")
+    p.add_argument("--product-seeds", default="700,701,702", help="product: training seeds of every model")
+    p.add_argument("--strategy-final-rows", type=int, default=-1, help="strategies: retrain pairs of each winner (-1: the search's auto)")
+    p.add_argument("--child-valid-rows", type=int, default=0, help="strategies: validation pairs a child is scored on (0: all)")
     p.add_argument("--workers", type=int, default=1, help="child processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per child process while training")
     p.add_argument("--device", default="cpu", help="torch device children train on (cpu, cuda)")
@@ -240,7 +250,7 @@ def strategies(args) -> dict:
     for dataset in args.datasets.split(","):
         params = [{"data": str(SHARED / DATASETS[dataset]), "strategy": strategy, "trials": args.trials, "seed": seed,
                    "child_rows": args.default_rows, "child_seeds": args.k, "noise_repeats": 0, "top_k": 1, "pareto_max": 0,
-                   "final_seeds": 2, "batch_size": 4, "population": max(4, args.trials // 3), "sample_size": 3,
+                   "final_seeds": 2, "batch_size": 4, "final_rows": args.strategy_final_rows, "child_valid_rows": args.child_valid_rows, "population": max(4, args.trials // 3), "sample_size": 3,
                    "options": base_options(args), "threads": args.threads,
                    "folder": str(Path(args.work) / f"strategies-{dataset}-{strategy}-{seed}")}
                   for seed in range(args.search_seeds) for strategy in ("rl", "random", "evolution")]
@@ -266,6 +276,94 @@ def strategies(args) -> dict:
         out[dataset] = {"runs": sorted(runs, key=lambda r: (r["strategy"], r["seed"])), "summary": summary,
                         "mann_whitney_p": tests, "trials": args.trials, "k": args.k, "child_rows": args.default_rows}
         save(args, "strategies", out)
+    return out
+
+
+# ---------------------------------------------------------------------- product
+FIDELITY_JSON = Path(__file__).resolve().parent / "results" / "search" / "signal_fidelity_homedepot_gpu.json"
+
+
+def product_candidates() -> list[dict]:
+    """The fidelity run's Pareto front by *validation* search reward (not test AP) against latency."""
+    rows = [r for r in json.loads(FIDELITY_JSON.read_text())["fidelity"]["homedepot"]["rows"] if r["search_reward"] is not None]
+    front = [r for r in rows if not any(o["search_reward"] >= r["search_reward"] and o["latency_ms"] <= r["latency_ms"] and o is not r
+                                        and (o["search_reward"], o["latency_ms"]) != (r["search_reward"], r["latency_ms"]) for o in rows)]
+    return [r["architecture"] for r in sorted(front, key=lambda r: -r["search_reward"])]  # most promising first
+
+
+def _timed_rounds(dirs: dict[str, str], queries, titles, rounds: int = 7, repeats: int = 30) -> dict[str, dict]:
+    """Served latency of every saved model, timed in interleaved rounds so load drifts hit all alike."""
+    from defectnas.estimator import DefectClassifier
+    from defectnas.search.child import served_latency_ms
+
+    models = {k: DefectClassifier.load(d) for k, d in dirs.items()}
+    times = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, clf in models.items():
+            times[k].append(served_latency_ms(clf, queries, titles, repeats, threads=1))
+    return {k: {"median_ms": round(float(np.median(v)), 3), "rounds_ms": [round(x, 3) for x in v]} for k, v in times.items()}
+
+
+def product(args) -> dict:
+    from defectnas.model.bert import share_memos_between_models
+    from defectnas.search.child import latency_inputs
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.final import short_key
+    from defectnas.search.runner import final_options
+    from defectnas.search.space import ServingSpace
+    from defectnas.search.stats import average_precision_fast, paired_bootstrap
+
+    space = ServingSpace()
+    archs = json.loads(Path(args.product_archs).read_text()) if args.product_archs else product_candidates()
+    default = space.default_architecture()
+    archs = [default] + [a for a in archs if short_key(a) != short_key(default)]
+    seeds = [int(s) for s in args.product_seeds.split(",")]
+    share_memos_between_models()  # every model of this process passes a text through the frozen layers once
+    cfg = SearchConfig(space="serving", final_rows=0, final_epochs=0)  # train's full budget
+    out = json.loads(Path(args.out_json).read_text()).get("product", {}) if Path(args.out_json).exists() else {}
+    for dataset in args.datasets.split(","):
+        tables = tables_for(dataset, [])
+        work = Path(args.work) / f"product-{dataset}"
+        done = out.get(dataset, {}).get("models", {})
+        for a in archs:  # one at a time (one process: the frozen layers' memo is shared); resumable per model
+            k = short_key(a)
+            if k in done and (work / k / "config.json").exists():
+                continue
+            log(f"product: {dataset} {space.describe(a)} × {len(seeds)} seeds (full budget)")
+            job = {"architecture": a, "options": {**final_options(cfg, space, a), **base_options(args)}, "seeds": seeds,
+                   "latency_repeats": 30, "threads": args.threads, "save_dir": str(work / k), "probs_path": str(work / f"{k}.npy"),
+                   "tables": {"train": "train_all", "valid": "valid", "test": "test"}}
+            res = run_jobs(args, tables, [job])[0]
+            done[k] = {"architecture": a, "describe": space.describe(a), "valid_ap": round(res["ap"], 5),
+                       "test_ap_seeds": [round(t["average_precision"], 5) for t in res["test"]],
+                       "test_f1_seeds": [round(t["f1"], 5) for t in res["test"]], "train_s": round(res["seconds"], 1)}
+            log(f"  test AP {np.mean(done[k]['test_ap_seeds']):.4f} ± {np.std(done[k]['test_ap_seeds'], ddof=1):.4f}, {res['seconds']:.0f}s")
+            out[dataset] = {"models": done, "seeds": seeds}
+            save(args, "product", out)
+        queries, titles = latency_inputs(tables["valid"])
+        timing = _timed_rounds({k: str(work / k) for k in done}, queries, titles)
+        test = tables["test"]
+        ref = short_key(default)
+        probs_ref = np.load(work / f"{ref}.npy")
+        rows = []
+        for k, m in done.items():
+            m["latency_ms"] = timing[k]["median_ms"]
+            m["latency_rounds_ms"] = timing[k]["rounds_ms"]
+            m["speedup_vs_default"] = round(timing[ref]["median_ms"] / timing[k]["median_ms"], 2)
+            m["test_ap"] = round(float(np.mean(m["test_ap_seeds"])), 5)
+            if k != ref:
+                pb = paired_bootstrap(test["label"].to_numpy(), test["query"].to_numpy(), np.load(work / f"{k}.npy"), probs_ref,
+                                      metric=average_precision_fast, seed=0)
+                m["paired_vs_default"] = {key: round(v, 5) if isinstance(v, float) else v for key, v in pb.items()}
+                m["faster_goal"] = bool(m["speedup_vs_default"] >= 2 and pb["diff"] >= -0.005)
+                m["faster_goal_strict"] = bool(m["speedup_vs_default"] >= 2 and pb["ci_low"] >= -0.005)
+                m["beats_default"] = bool(pb["ci_low"] > 0)
+            rows.append(m)
+            log(f"  {m['describe']}: test AP {m['test_ap']:.4f}, {m['latency_ms']:.2f} ms ({m['speedup_vs_default']:.2f}× the default's speed)"
+                + (f", paired ΔAP {m['paired_vs_default']['diff']:+.4f} [{m['paired_vs_default']['ci_low']:+.4f}, "
+                   f"{m['paired_vs_default']['ci_high']:+.4f}]" if k != ref else " (default)"))
+        out[dataset] = {"models": done, "seeds": seeds, "default": ref, "load_average_at_end": os.getloadavg()}
+        save(args, "product", out)
     return out
 
 
@@ -319,7 +417,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     for part in args.parts.split(","):
-        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "cost": cost, "restat": restat}[part](args)
+        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "product": product, "cost": cost, "restat": restat}[part](args)
     log(f"wrote {args.out_json}")
 
 
