@@ -21,6 +21,9 @@ Parts (``--parts``, comma-separated; each writes its section of ``--out-json`` w
   model is re-timed afterwards in interleaved rounds (one run, as ratios); each candidate's test AP
   against the default's is a paired bootstrap over test queries (metric per seed, averaged over
   the 3 seeds). Verdicts: "≥ 2× faster at ≤ 0.005 AP loss" and "beats the default by more than noise".
+- ``refidelity``: no training: Kendall τ between the full-budget test AP of ``--out-json``'s
+  fidelity rows and the search-time reward (mean of the first K seeds) of the same architectures
+  at another child budget, read from the signal table of ``--signal-json``.
 - ``restat``: recompute the signal statistics of ``--out-json`` from its stored per-child table.
 - ``cost``: one default ``defectnas search`` (the CLI's defaults) on this machine: wall time and
   children per hour.
@@ -67,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--product-seeds", default="700,701,702", help="product: training seeds of every model")
     p.add_argument("--strategy-final-rows", type=int, default=-1, help="strategies: retrain pairs of each winner (-1: the search's auto)")
     p.add_argument("--child-valid-rows", type=int, default=0, help="strategies: validation pairs a child is scored on (0: all)")
+    p.add_argument("--signal-json", default="", help="refidelity: a signal run at another child budget")
     p.add_argument("--workers", type=int, default=1, help="child processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per child process while training")
     p.add_argument("--device", default="cpu", help="torch device children train on (cpu, cuda)")
@@ -399,6 +403,28 @@ def cost(args) -> dict:
     return out
 
 
+def refidelity(args) -> dict:
+    """Fidelity of another child budget, from stored tables only (no training)."""
+    from scipy.stats import kendalltau
+
+    data = json.loads(Path(args.out_json).read_text())
+    other = json.loads(Path(args.signal_json).read_text())["signal"]
+    out = data.get("fidelity_other_budgets", {})
+    for dataset, fid in data["fidelity"].items():
+        full = {json.dumps(r["architecture"], sort_keys=True): r["test_ap"] for r in fid["rows"] if r["search_reward"] is not None}
+        for key, entry in other.items():
+            if not key.startswith(f"{dataset}/"):
+                continue
+            pairs = [(float(np.mean(c["ap_seeds"][: args.k])), full[a]) for c in entry["children"]
+                     if (a := json.dumps(c["architecture"], sort_keys=True)) in full]
+            tau, p = kendalltau([x for x, _ in pairs], [y for _, y in pairs])
+            out[key] = {"kendall_tau": round(float(tau), 3), "p_value": round(float(p), 4), "archs": len(pairs), "k": args.k,
+                        "full_budget_from": f"fidelity/{dataset}"}
+            log(f"{key}: Kendall τ {tau:.3f} (p {p:.3g}) over {len(pairs)} architectures against their full-budget test AP")
+    save(args, "fidelity_other_budgets", out)
+    return out
+
+
 def restat(args) -> dict:
     """Recompute the signal statistics of ``--out-json`` from its per-child table (no training)."""
     from defectnas.search.stats import bootstrap_icc
@@ -417,7 +443,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     for part in args.parts.split(","):
-        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "product": product, "cost": cost, "restat": restat}[part](args)
+        {"signal": signal, "fidelity": fidelity, "strategies": strategies, "product": product, "cost": cost, "restat": restat,
+         "refidelity": refidelity}[part](args)
     log(f"wrote {args.out_json}")
 
 
