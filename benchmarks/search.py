@@ -228,9 +228,11 @@ def _one_search(params: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
 
+    from defectnas.model.bert import share_memos_between_models
     from defectnas.search.config import SearchConfig
     from defectnas.search.runner import run_search
 
+    share_memos_between_models()  # searches that reuse this worker process pass each text through the frozen layers once
     torch.set_num_threads(params.pop("threads"))
     folder = Path(params.pop("folder"))
     started = time.time()
