@@ -66,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fidelity-archs", type=int, default=15, help="fidelity: architectures retrained with the full budget")
     p.add_argument("--trials", type=int, default=24, help="strategies: children per search")
     p.add_argument("--search-seeds", type=int, default=5, help="strategies: searches per strategy")
+    p.add_argument("--seed-list", default="", help="strategies: run only these search seeds, in this order (e.g. 4,3 in a second process)")
     p.add_argument("--product-archs", default="", help="product: JSON file with a list of architectures (default: the GPU fidelity front)")
     p.add_argument("--product-seeds", default="700,701,702", help="product: training seeds of every model")
     p.add_argument("--strategy-final-rows", type=int, default=-1, help="strategies: retrain pairs of each winner (-1: the search's auto)")
@@ -259,7 +260,8 @@ def strategies(args) -> dict:
                    "final_seeds": 2, "batch_size": 4, "final_rows": args.strategy_final_rows, "child_valid_rows": args.child_valid_rows, "population": max(4, args.trials // 3), "sample_size": 3,
                    "options": base_options(args), "threads": args.threads,
                    "folder": str(Path(args.work) / f"strategies-{dataset}-{strategy}-{seed}")}
-                  for seed in range(args.search_seeds) for strategy in ("rl", "random", "evolution")]
+                  for seed in (map(int, args.seed_list.split(",")) if args.seed_list else range(args.search_seeds))
+                  for strategy in ("rl", "random", "evolution")]
         log(f"strategies: {dataset}, {len(params)} searches of {args.trials} children, {args.workers} at a time")
         runs = []
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
