@@ -21,6 +21,8 @@ Parts (``--parts``, comma-separated; each writes its section of ``--out-json`` w
   model is re-timed afterwards in interleaved rounds (one run, as ratios); each candidate's test AP
   against the default's is a paired bootstrap over test queries (metric per seed, averaged over
   the 3 seeds). Verdicts: "≥ 2× faster at ≤ 0.005 AP loss" and "beats the default by more than noise".
+- ``strategies-summary``: the strategies table from finished runs (``--merge-json``: another
+  process's runs, e.g. one started with ``--seed-list 4,3``), no training.
 - ``refidelity``: no training: Kendall τ between the full-budget test AP of ``--out-json``'s
   fidelity rows and the search-time reward (mean of the first K seeds) of the same architectures
   at another child budget, read from the signal table of ``--signal-json``.
@@ -71,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--product-seeds", default="700,701,702", help="product: training seeds of every model")
     p.add_argument("--strategy-final-rows", type=int, default=-1, help="strategies: retrain pairs of each winner (-1: the search's auto)")
     p.add_argument("--child-valid-rows", type=int, default=0, help="strategies: validation pairs a child is scored on (0: all)")
+    p.add_argument("--merge-json", default="", help="strategies-summary: another process's strategies JSON to merge")
     p.add_argument("--signal-json", default="", help="refidelity: a signal run at another child budget")
     p.add_argument("--workers", type=int, default=1, help="child processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per child process while training")
@@ -251,8 +254,6 @@ def strategies(args) -> dict:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from scipy.stats import mannwhitneyu
-
     out = {}
     for dataset in args.datasets.split(","):
         params = [{"data": str(SHARED / DATASETS[dataset]), "strategy": strategy, "trials": args.trials, "seed": seed,
@@ -271,19 +272,53 @@ def strategies(args) -> dict:
                 log(f"  {r['strategy']} seed {r['seed']}: winner test AP {r['winner_test_ap']:.4f} (default {r['default_test_ap']:.4f}), "
                     f"{r['wall_s']:.0f}s")
                 save(args, "strategies", {**out, dataset: {"runs": runs}})
-        summary = {}
-        for s in ("rl", "random", "evolution"):
-            v = [r["winner_test_ap"] for r in runs if r["strategy"] == s]
-            summary[s] = {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else 0.0, "n": len(v)}
-        tests = {}
-        for a, b in (("rl", "random"), ("rl", "evolution"), ("evolution", "random")):
-            va = [r["winner_test_ap"] for r in runs if r["strategy"] == a]
-            vb = [r["winner_test_ap"] for r in runs if r["strategy"] == b]
-            if len(va) > 1 and len(vb) > 1:
-                tests[f"{a}_vs_{b}"] = round(float(mannwhitneyu(va, vb, alternative="two-sided").pvalue), 4)
-        out[dataset] = {"runs": sorted(runs, key=lambda r: (r["strategy"], r["seed"])), "summary": summary,
-                        "mann_whitney_p": tests, "trials": args.trials, "k": args.k, "child_rows": args.default_rows}
+        out[dataset] = {**summarize_strategies(runs), "trials": args.trials, "k": args.k, "child_rows": args.default_rows,
+                        "child_valid_rows": args.child_valid_rows, "final_rows": args.strategy_final_rows}
         save(args, "strategies", out)
+    return out
+
+
+def summarize_strategies(runs: list[dict]) -> dict:
+    """Per strategy: mean ± std of the winners' retrained test AP (and of their gain over the default
+    retrained in the same search, which removes the search seed's retrain luck); Mann–Whitney U
+    between strategies on both."""
+    from scipy.stats import mannwhitneyu
+
+    runs = sorted(runs, key=lambda r: (r["strategy"], r["seed"]))
+    gain = lambda r: r["winner_test_ap"] - r["default_test_ap"]  # noqa: E731
+    summary, tests = {}, {}
+    for s in ("rl", "random", "evolution"):
+        v = [r["winner_test_ap"] for r in runs if r["strategy"] == s]
+        g = [gain(r) for r in runs if r["strategy"] == s]
+        if v:
+            summary[s] = {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else 0.0,
+                          "gain_over_default_mean": round(float(np.mean(g)), 4),
+                          "gain_over_default_std": round(float(np.std(g, ddof=1)), 4) if len(g) > 1 else 0.0,
+                          "best_search_reward_mean": round(float(np.mean([r["best_search_reward"] for r in runs if r["strategy"] == s])), 4),
+                          "n": len(v)}
+    for a, b in (("rl", "random"), ("rl", "evolution"), ("evolution", "random")):
+        for name, f in (("test_ap", lambda r: r["winner_test_ap"]), ("gain", gain)):
+            va = [f(r) for r in runs if r["strategy"] == a]
+            vb = [f(r) for r in runs if r["strategy"] == b]
+            if len(va) > 1 and len(vb) > 1:
+                tests[f"{a}_vs_{b}_{name}"] = round(float(mannwhitneyu(va, vb, alternative="two-sided").pvalue), 4)
+    return {"runs": runs, "summary": summary, "mann_whitney_p": tests}
+
+
+def strategies_summary(args) -> dict:
+    """Merge the runs of ``--out-json`` and ``--merge-json`` (another process's seeds) and summarise."""
+    data = json.loads(Path(args.out_json).read_text()).get("strategies", {})
+    other = json.loads(Path(args.merge_json).read_text()).get("strategies", {}) if args.merge_json else {}
+    out = {}
+    for dataset in args.datasets.split(","):
+        runs = {(r["strategy"], r["seed"]): r for src in (data, other) for r in src.get(dataset, {}).get("runs", [])}
+        out[dataset] = {**summarize_strategies(list(runs.values())), "trials": args.trials, "k": args.k, "child_rows": args.default_rows,
+                        "child_valid_rows": args.child_valid_rows, "final_rows": args.strategy_final_rows}
+        for s, v in out[dataset]["summary"].items():
+            log(f"{dataset} {s}: winner test AP {v['mean']:.4f} ± {v['std']:.4f} (n={v['n']}), gain over default "
+                f"{v['gain_over_default_mean']:+.4f} ± {v['gain_over_default_std']:.4f}")
+        log(f"Mann–Whitney p: {out[dataset]['mann_whitney_p']}")
+    save(args, "strategies", out)
     return out
 
 
@@ -448,7 +483,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     for part in args.parts.split(","):
         {"signal": signal, "fidelity": fidelity, "strategies": strategies, "product": product, "cost": cost, "restat": restat,
-         "refidelity": refidelity}[part](args)
+         "refidelity": refidelity, "strategies-summary": strategies_summary}[part](args)
     log(f"wrote {args.out_json}")
 
 
