@@ -376,7 +376,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
-                         invalid_rows=args.invalid_rows)
+                         invalid_rows=args.invalid_rows, dtype=args.dtype)
     if report.encoded == 0 and report.removed == 0:
         _echo(args, f"{args.out}: up to date ({report.count} products)")
     else:
@@ -604,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-rows", choices=["error", "skip"], default="skip",
                    help="products without a title, with a title the model sees as nothing, or whose (locale, id) carries two titles: "
                         "skip (default: left out, named in one warning line) or error (exit 2)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="how encodings are stored: float16 (default, half the bytes; scores still computed in float32) or float32 (exact)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_cache)

@@ -7,9 +7,15 @@ short query. On disk, a cache directory holds:
     manifest.json          which model built it (sha256 of config.json + model.safetensors),
                            format version, product count, dims, and the current generation
     gen-000007/ids.json    {"product_id": [...], "title_sha1": [...] [, "product_locale": [...]]} in row order
-    gen-000007/vectors.npy float32 (N, C)     pooled title vectors
-    gen-000007/tokens.npy  float32 (N, T, C)  title token states   } only for models with
+    gen-000007/vectors.npy float16 (N, V)     pooled title vectors
+    gen-000007/tokens.npy  float16 (N, T, C)  title token states   } only for models with
     gen-000007/mask.npy    bool    (N, T)     their padding mask   } the matching layer
+
+Encodings are stored as float16 by default (``dtype="float32"`` keeps them exact): half the
+bytes per product, and the score is still computed in float32 (the arrays are widened when a
+request takes its rows), so only the stored values are rounded (relative error ≤ 2⁻¹¹; what
+that does to probabilities and AP is measured in ``benchmarks/cache.py``). A cache written in
+float32 by an earlier version loads and scores as before; the manifest's ``dtype`` says which.
 
 Arrays are plain ``.npy`` files, memory-mapped for reading and loaded with
 ``allow_pickle=False``. Every build writes a new generation directory under a temporary name,
@@ -51,6 +57,8 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"  # held while a build writes
 IDS, VECTORS, TOKENS, MASK = "ids.json", "vectors.npy", "tokens.npy", "mask.npy"
 _COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds memory)
+DTYPES = ("float16", "float32")  # how encodings are stored (token mask: bool)
+DEFAULT_DTYPE = "float16"
 
 
 class CacheError(DataError):
@@ -176,6 +184,21 @@ class ProductCache:
     def model_hash(self) -> str:
         return self.manifest["model_hash"]
 
+    @property
+    def dtype(self) -> str:
+        """How the encodings are stored: "float16" or "float32" (caches of earlier versions)."""
+        return str(self.arrays.vector.dtype)
+
+    @property
+    def generation(self) -> int:
+        """The generation number of the opened cache (each build that changes it adds one)."""
+        return int(self.manifest["generation"])
+
+    @property
+    def bytes_per_product(self) -> float:
+        """Bytes of encodings (vectors, token states and mask) per product, as stored."""
+        return sum(a.nbytes for a in self.arrays if a is not None) / max(len(self), 1)
+
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
         """Refuse (CacheError) a cache that another model built (a new threshold is the same model)."""
         if self.model_hash != expected_hash and not (
@@ -233,6 +256,7 @@ def build_cache(
     quiet: bool = True,
     clf=None,
     invalid_rows: str = "skip",
+    dtype: str = DEFAULT_DTYPE,
 ) -> BuildReport:
     """Encode ``catalog`` (a product table, pairs dataset or path: see :func:`read_catalog`) into ``out``.
 
@@ -241,6 +265,8 @@ def build_cache(
     unless ``rebuild``. ``clf``: the already loaded ``DefectClassifier`` of ``model_dir``.
     Titles the model sees as nothing or as unknown pieces only are left out with one
     DataWarning line (``invalid_rows="skip"``) or refused (``"error"``), as ``predict`` does.
+    ``dtype``: how encodings are stored, ``"float16"`` (default; half the bytes) or ``"float32"``
+    (exact); a cache of the other dtype is converted by the update (kept rows are cast, not re-encoded).
     """
     from ..estimator import DefectClassifier
 
@@ -248,6 +274,8 @@ def build_cache(
     out = Path(out)
     if batch_size < 1:
         raise DataError("batch_size must be at least 1")
+    if dtype not in DTYPES:
+        raise DataError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not (isinstance(catalog, pd.DataFrame) and catalog.attrs.get(CATALOG_ATTR)):
         catalog, _ = read_catalog(catalog, invalid_rows=invalid_rows)  # normalised titles, one row per product
     digest = model_hash(model_dir)
@@ -256,7 +284,7 @@ def build_cache(
     catalog = _screen_titles(clf, catalog, invalid_rows)
     _refuse_foreign(out)
     with _build_lock(out):
-        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start)
+        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start, dtype)
 
 
 def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFrame:
@@ -278,7 +306,8 @@ def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFram
     return out
 
 
-def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float) -> BuildReport:
+def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float,
+           dtype: str) -> BuildReport:
     previous = _previous(out, digest, model_dir, rebuild)
     ids = catalog["product_id"].astype(str).tolist()
     locales = catalog[LOCALE_COLUMN].astype(str).tolist() if LOCALE_COLUMN in catalog.columns else None
@@ -297,7 +326,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
             old_rows[i] = row
     removed = len(previous) - (len(ids) - added) if previous is not None else 0
     kept = int((old_rows >= 0).sum())
-    if previous is not None and added == changed == removed == 0 and previous.keys == keys:
+    if previous is not None and added == changed == removed == 0 and previous.keys == keys and previous.dtype == dtype:
         return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out))
 
     generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
@@ -306,7 +335,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        arrays = _allocate(tmp, clf, len(ids))
+        arrays = _allocate(tmp, clf, len(ids), dtype)
         if previous is not None and kept:
             _copy_kept(previous.arrays, arrays, old_rows)
         _encode_missing(clf, titles, old_rows, arrays, batch_size, quiet)
@@ -337,7 +366,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "vector_dim": int(getattr(clf.model_, "vector_dim", cfg.d_model)),
         "title_max_len": cfg.title_max_len,
         "matching": needs_tokens(clf),
-        "dtype": "float32",
+        "dtype": dtype,
         "files": [IDS, VECTORS] + ([TOKENS, MASK] if needs_tokens(clf) else []),
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -390,14 +419,14 @@ def _next_generation(out: Path) -> int:
         return 1
 
 
-def _allocate(directory: Path, clf, n: int) -> TitleArrays:
+def _allocate(directory: Path, clf, n: int, dtype: str) -> TitleArrays:
     cfg = clf.model_config_
     C, T = cfg.d_model, cfg.title_max_len
     V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
-    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=np.float32, shape=(n, V))
+    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=dtype, shape=(n, V))
     if not needs_tokens(clf):
         return TitleArrays(vector, None, None)
-    tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=np.float32, shape=(n, T, C))
+    tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=dtype, shape=(n, T, C))
     mask = np.lib.format.open_memmap(directory / MASK, mode="w+", dtype=np.bool_, shape=(n, T))
     return TitleArrays(vector, tokens, mask)
 

@@ -52,18 +52,25 @@ def encode_query(clf, query: str) -> Encoded:
     return clf.model_.encode_query(torch.from_numpy(ids).to(_device(clf)))
 
 
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """A contiguous float32 copy (or the array itself when it already is one): cached encodings may be
+    stored as float16, but scores are always computed in float32."""
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 @torch.inference_mode()
 def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> np.ndarray:
-    """Defect probabilities (N,) of one query against N title encodings, batched."""
+    """Defect probabilities (N,) float64 of one query against N title encodings (float16 or
+    float32; computed in float32), batched."""
     device = _device(clf)
     out = []
     for i in range(0, len(titles.vector), batch_size):
-        vector = torch.from_numpy(titles.vector[i : i + batch_size]).to(device)  # (B, C)
+        vector = torch.from_numpy(as_float32(titles.vector[i : i + batch_size])).to(device)  # (B, V)
         n = vector.shape[0]
         if needs_tokens(clf):
             mask = titles.mask[i : i + batch_size]
             T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # drop padding columns no title in the batch uses (exact)
-            t = Encoded(torch.from_numpy(np.ascontiguousarray(titles.tokens[i : i + batch_size, :T])).to(device), vector,
+            t = Encoded(torch.from_numpy(as_float32(titles.tokens[i : i + batch_size, :T])).to(device), vector,
                         torch.from_numpy(np.ascontiguousarray(mask[:, :T])).to(device))
         else:
             t = Encoded(None, vector, None)  # score() reads title tokens only for matching
