@@ -438,14 +438,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.query_cache < 0:
         raise ConfigError("--query-cache must be 0 (off) or more")
-    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s"):
+    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s", "cache_reload_s"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
     settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
                              max_title_chars=args.max_title_chars, threads=args.threads,
                              api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, backend=args.backend,
                              query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
-                             max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms)
+                             max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms,
+                             cache_reload_s=args.cache_reload_s)
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -669,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond, 503 with Retry-After at once (default 64)")
     p.add_argument("--request-timeout-ms", type=float, default=30_000,
                    help="a request not answered this long after arriving gets 503 (0: no deadline; default 30000)")
+    p.add_argument("--cache-reload-s", type=float, default=2.0,
+                   help="check the --cache directory this often (seconds) for a new generation written by defectnas cache, and serve "
+                        "it without a restart (0: never; default 2)")
     p.add_argument("--shutdown-timeout-s", type=float, default=30,
                    help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
     _add_common(p)

@@ -1,5 +1,7 @@
 """The HTTP scoring service (FastAPI): ``POST /score``, ``POST /v1/rerank`` (:mod:`.rerank`),
 ``GET /healthz``, ``GET /metrics`` (:mod:`.metrics`), OpenAPI at ``/docs`` (tightened by :mod:`.schema`).
+A new cache generation written into the served cache directory is picked up without a restart
+(:mod:`.reload`, every ``cache_reload_s`` seconds).
 
 Why these limits: a request's cost grows with its products and text lengths, so each is
 bounded (:class:`ServeSettings`) and checked before any model work, and the raw body is capped
@@ -21,9 +23,12 @@ requests. To use more cores, run several processes (:func:`run_workers`, ``--wor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import os
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +49,7 @@ from . import schema
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RequestMetrics, ServiceMetrics
 from .overload import Admission, OverloadGuard
+from .reload import CacheWatcher
 from .scorer import AmbiguousProducts, Scorer, UnknownProducts, load_scorer
 
 API_KEY_HEADER = "X-API-Key"
@@ -69,6 +75,7 @@ class ServeSettings:
     max_concurrency: int = 16  # requests served at once (0: no bound); beyond, they wait in the queue
     max_queue: int = 64  # requests waiting for a slot; beyond, 503 with Retry-After at once
     request_timeout_ms: float = 30_000  # a request not answered this long after arriving gets 503 (0: no deadline)
+    cache_reload_s: float = 2.0  # seconds between checks of the cache directory for a new generation (0: never; see .reload)
 
     def body_limit(self) -> int:
         if self.max_body_bytes > 0:
@@ -143,9 +150,22 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         scorer.score_ids("warm up", scorer.cache.ids[:1], scorer.cache.locales[0] if scorer.cache.locales else None)
     scorer.query_cache.reset()  # the counts and entries start with the first request
 
-    app = FastAPI(title="defectnas", version=__version__,
+    watcher = CacheWatcher(scorer, settings.cache_reload_s) if scorer.cache is not None and settings.cache_reload_s > 0 else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(watcher.run()) if watcher is not None else None  # new cache generations, served without a restart
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="defectnas", version=__version__, lifespan=lifespan,
                   description="Defect probability of (query, product) pairs: is this product irrelevant to this query?")
-    app.state.scorer, app.state.settings = scorer, settings
+    app.state.scorer, app.state.settings, app.state.cache_watcher = scorer, settings, watcher
     title_limiter = anyio.CapacityLimiter(max(1, settings.title_workers))
     app.state.admission = Admission(settings.max_concurrency, settings.max_queue)
     app.state.metrics = metrics = ServiceMetrics(app.state)

@@ -28,9 +28,11 @@ class Scorer:
 
     backend = "torch"
 
-    def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "", query_cache: int = 0) -> None:
+    def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "", query_cache: int = 0,
+                 model_dir: str | Path | None = None) -> None:
         clf.model_.eval()
         self.clf = clf
+        self.model_dir = model_dir  # where the model was loaded from (accepts caches of the same encoder after a threshold change)
         self.cache = cache
         self.name = name  # shown in responses: "<model dir name>@<hash prefix>"
         self.model_hash = digest
@@ -49,7 +51,13 @@ class Scorer:
         if cache_dir is not None:
             cache = ProductCache(cache_dir)
             cache.check_model(digest, model_dir)
-        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest, query_cache)
+        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest, query_cache, model_dir)
+
+    def open_cache(self, directory: str | Path) -> ProductCache:
+        """The cache in ``directory``, opened; CacheError when it is unreadable or another model built it."""
+        cache = ProductCache(directory)
+        cache.check_model(self.model_hash, self.model_dir if self.model_dir is not None else "the model")
+        return cache
 
     def encode_query(self, query: str):
         """The encoding of a normalised query (from the query cache when it was seen)."""
