@@ -217,9 +217,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .data.writers import write_table
 
     clf = DefectClassifier.load(args.model)
+    cache = None
+    if args.cache:
+        from .serving.cache import ProductCache, model_hash
+
+        cache = ProductCache(args.cache)
+        cache.check_model(model_hash(args.model), args.model)  # another model's cache: one line, exit 2
     read = _load_for_thresholds(args, clf, labels=False)
     df = read.pairs
-    probs = clf.predict_proba(df) if len(df) else np.zeros(0)
+    probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
+    if cache is not None and len(df):
+        from .batch import cache_rows
+
+        hits = int((cache_rows(cache, df["product_id"].astype(str).tolist(), df["title"].tolist(),
+                               df["product_locale"].astype(str).tolist() if "product_locale" in df.columns else None) >= 0).sum())
+        _echo(args, f"{hits} of {len(df)} pairs took their title encoding from {args.cache}; the others' titles were encoded "
+                    "(product not cached, or cached with another title)")
     rows = clf.row_thresholds(df, warn=False)
     flags = probs >= (clf.threshold_ if rows is None else rows)
     out = read.source.copy()  # the user's table: every column, original values, row order
@@ -376,7 +389,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
-                         invalid_rows=args.invalid_rows, dtype=args.dtype)
+                         invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)
     if report.encoded == 0 and report.removed == 0:
         _echo(args, f"{args.out}: up to date ({report.count} products)")
     else:
@@ -562,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="output table (.csv, .tsv, .jsonl or .parquet)")
+    p.add_argument("--cache", help="product cache built with this model (defectnas cache): a pair whose product id it holds under the "
+                                   "same title takes the cached encoding instead of encoding the title again")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
@@ -607,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "skip (default: left out, named in one warning line) or error (exit 2)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                    help="how encodings are stored: float16 (default, half the bytes; scores still computed in float32) or float32 (exact)")
+    p.add_argument("--ray-address", help="encode the titles on a Ray cluster: auto, local, or ray://host:port (one actor per CPU; "
+                                         "needs pip install 'defectnas[ray]'; the cache is written here, as without Ray)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_cache)

@@ -257,6 +257,8 @@ def build_cache(
     clf=None,
     invalid_rows: str = "skip",
     dtype: str = DEFAULT_DTYPE,
+    ray_address: str | None = None,
+    ray_actors: int = 0,
 ) -> BuildReport:
     """Encode ``catalog`` (a product table, pairs dataset or path: see :func:`read_catalog`) into ``out``.
 
@@ -267,6 +269,9 @@ def build_cache(
     DataWarning line (``invalid_rows="skip"``) or refused (``"error"``), as ``predict`` does.
     ``dtype``: how encodings are stored, ``"float16"`` (default; half the bytes) or ``"float32"``
     (exact); a cache of the other dtype is converted by the update (kept rows are cast, not re-encoded).
+    ``ray_address`` (``auto``, ``local``, ``ray://host:port``): titles are encoded by Ray actors
+    (``ray_actors``, 0: one per CPU of the cluster; see :mod:`.ray_build`) in the batches a local
+    build would encode; everything else, and the result, is the local build's.
     """
     from ..estimator import DefectClassifier
 
@@ -284,7 +289,7 @@ def build_cache(
     catalog = _screen_titles(clf, catalog, invalid_rows)
     _refuse_foreign(out)
     with _build_lock(out):
-        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start, dtype)
+        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start, dtype, (ray_address, ray_actors))
 
 
 def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFrame:
@@ -307,7 +312,7 @@ def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFram
 
 
 def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float,
-           dtype: str) -> BuildReport:
+           dtype: str, ray: tuple[str | None, int] = (None, 0)) -> BuildReport:
     previous = _previous(out, digest, model_dir, rebuild)
     ids = catalog["product_id"].astype(str).tolist()
     locales = catalog[LOCALE_COLUMN].astype(str).tolist() if LOCALE_COLUMN in catalog.columns else None
@@ -338,7 +343,10 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         arrays = _allocate(tmp, clf, len(ids), dtype)
         if previous is not None and kept:
             _copy_kept(previous.arrays, arrays, old_rows)
-        _encode_missing(clf, titles, old_rows, arrays, batch_size, quiet)
+        if ray[0]:
+            _encode_on_ray(ray[0], ray[1], model_dir, titles, old_rows, arrays, batch_size, quiet, dtype)
+        else:
+            _encode_missing(clf, titles, old_rows, arrays, batch_size, quiet)
         for a in arrays:
             if a is not None:
                 a.flush()
@@ -459,6 +467,30 @@ def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, arrays: TitleA
                 if dst is not None:
                     dst[rows] = src
             bar.update(len(rows))
+
+
+def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_rows: np.ndarray, arrays: TitleArrays, batch_size: int,
+                   quiet: bool, dtype: str) -> None:
+    """As :func:`_encode_missing`, the batches encoded by Ray actors (:mod:`.ray_build`)."""
+    from tqdm import tqdm
+
+    from .ray_build import CHUNK_BATCHES, RayTitleEncoder
+
+    todo = np.flatnonzero(old_rows < 0)
+    if not len(todo):
+        return
+    step = batch_size * CHUNK_BATCHES  # whole batches per chunk: the batches of a local build
+    chunks = ((todo[i : i + step], [titles[r] for r in todo[i : i + step]]) for i in range(0, len(todo), step))
+    encoder = RayTitleEncoder(address, model_dir, actors)
+    try:
+        with tqdm(total=len(todo), unit="products", desc=f"encoding on Ray ({len(encoder.actors)} actors)", disable=quiet) as bar:
+            for rows, encoded in encoder.map(chunks, batch_size, dtype):
+                for src, dst in zip(encoded, arrays):
+                    if dst is not None:
+                        dst[rows] = src
+                bar.update(len(rows))
+    finally:
+        encoder.shutdown()
 
 
 def _fsync_dir_files(directory: Path) -> None:
