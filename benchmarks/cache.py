@@ -192,12 +192,84 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def part_build(model_dir, data, args, work, log) -> dict:
-    raise NotImplementedError
+def part_build(model_dir: Path, data: dict, args, work: Path, log) -> dict:
+    """products/s building one catalogue: locally (1 and 2 torch threads) and on local Ray (N CPUs)."""
+    import torch
+
+    from defectnas.serving.cache import ProductCache, build_cache
+
+    pairs = pd.concat([data["train"], data["valid"], data["test"]])
+    products = catalogue(pairs).sample(frac=1.0, random_state=args.seed).head(args.build_products).reset_index(drop=True)
+    runs, reference = [], None
+    ways = [("local, 1 thread", 1, 0), ("local, 2 threads", 2, 0)]
+    ways += [(f"Ray, {n} CPU{'s' if n > 1 else ''} (local ray.init)", 1, n) for n in map(int, args.ray_workers.split(",")) if n > 0]
+    for how, threads, ray_cpus in ways:
+        out = work / f"build-{len(runs)}"
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"cache build: {how}, {len(products)} products ...")
+        torch.set_num_threads(threads)
+        if ray_cpus:
+            import ray
+
+            ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            t0 = time.perf_counter()
+            report = build_cache(model_dir, products, out, batch_size=64, ray_address="auto" if ray_cpus else None)
+            seconds = time.perf_counter() - t0
+        finally:
+            if ray_cpus:
+                ray.shutdown()
+        row = {"how": how, "products": report.count, "seconds": round(seconds, 1), "products_per_second": round(report.count / seconds, 1),
+               "load": load()}
+        arrays = [np.asarray(a) for a in ProductCache(out).arrays if a is not None]
+        if reference is None:
+            reference = arrays
+        else:
+            row["equal_to_local"] = all(np.array_equal(a, b) for a, b in zip(reference, arrays))
+            row["max_abs_diff_to_local"] = float(max(np.abs(a.astype(np.float32) - b.astype(np.float32)).max() for a, b in zip(reference, arrays)))
+        runs.append(row)
+        log(f"  {row}")
+    torch.set_num_threads(1)
+    return {"runs": runs, "batch_size": 64, "note": "seconds include loading the model in each Ray actor; Ray's own start-up is not included"}
 
 
-def part_predict(clf, data, cache_dir, args, log) -> dict:
-    raise NotImplementedError
+def part_predict(clf, data: dict, cache_dir: Path, args, log) -> dict:
+    """pairs/s of predict_proba on distinct and repeated tables of the same size, pair by pair (as before) and now."""
+    from defectnas.data import text_pairs
+    from defectnas.serving.cache import ProductCache
+    from defectnas.training import predict_logits
+
+    test = data["test"]
+    n = args.queries * args.titles
+    distinct = test.drop_duplicates("query").drop_duplicates("title")
+    distinct = distinct.sample(n=min(n, len(distinct)), random_state=args.seed)
+    queries = test["query"].drop_duplicates().sample(n=args.queries, random_state=args.seed).tolist()
+    titles = test[["product_id", "title"]].drop_duplicates("product_id").sample(n=args.titles, random_state=args.seed)
+    repeated = pd.DataFrame({"query": np.repeat(queries, len(titles)), "product_id": np.tile(titles["product_id"], len(queries)),
+                             "title": np.tile(titles["title"], len(queries))}).sample(frac=1.0, random_state=args.seed)
+    cache = ProductCache(cache_dir)
+
+    def pair_by_pair(df):
+        q, t = text_pairs(df)
+        enc = clf._encode(pd.DataFrame({"query": q, "title": t}), labels=False)
+        return clf.calibrator_.transform_logits(predict_logits(clf.model_, enc.query, enc.title))
+
+    runs, scores = [], {}
+    for name, df in (("distinct", distinct), ("repeated", repeated)):
+        for how, fn in (("pair by pair (before)", pair_by_pair), ("each text once (now)", clf.predict_proba),
+                        ("each text once + --cache (float16)", lambda d: clf.predict_proba(d, cache=cache))):
+            log(f"predict: {name} table, {how} ...")
+            t0 = time.perf_counter()
+            p = fn(df)
+            seconds = time.perf_counter() - t0
+            scores[(name, how)] = p
+            runs.append({"how": f"{name}: {how}", "pairs": len(df), "queries": int(df["query"].nunique()), "titles": int(df["title"].nunique()),
+                         "seconds": round(seconds, 2), "pairs_per_second": round(len(df) / seconds, 1), "load": load()})
+            log(f"  {runs[-1]}")
+    diffs = {name: {"now_vs_before": float(np.abs(scores[(name, "each text once (now)")] - scores[(name, "pair by pair (before)")]).max()),
+                    "cache_vs_before": float(np.abs(scores[(name, "each text once + --cache (float16)")] - scores[(name, "pair by pair (before)")]).max())}
+             for name in ("distinct", "repeated")}
+    return {"runs": runs, "max_abs_diff": diffs}
 
 
 def table(result: dict) -> str:
