@@ -3,10 +3,10 @@
 What it measures, in one run (``--parts``, default all):
 
 1. ``bytes``: bytes per product of the cache for each model kind (train's default, the default
-   without matching, the ``seed`` preset) stored as float32 (earlier versions) and float16 (now),
-   computed from each kind's dimensions and checked against the measured cache of the model
-   used here; plus what storing only the title tokens the matching layer reads (the unpadded
-   ones, mean length measured with the model's tokenizer on the catalogue) would take.
+   without matching, the ``seed`` preset): as earlier versions stored it (float32, token states
+   padded to ``title_max_len``), float16 padded, and as stored now (float16, only the title tokens
+   there are: mean length measured with the model's tokenizer on the catalogue), computed from
+   each kind's dimensions and checked against the measured cache of the model used here.
 2. ``exactness``: the Home Depot test split (query-grouped, seed 0, as ``train`` splits it) scored
    through a float32 and a float16 cache of its products: max and mean |Δ probability|, average
    precision of each, and how many ``is_defect`` decisions differ.
@@ -84,7 +84,7 @@ def part_bytes(clf, cache_dir: Path, catalog: pd.DataFrame) -> dict:
         if not cfg.matching:
             return v * itemsize
         t = cfg.title_max_len if tokens is None else tokens
-        return v * itemsize + t * cfg.d_model * itemsize + (cfg.title_max_len if tokens is None else 2)  # mask (T bools) or a length
+        return v * itemsize + t * cfg.d_model * itemsize + (cfg.title_max_len if tokens is None else 8)  # mask (T bools) or an int64 offset
 
     kinds = {"default (train)": ModelConfig(), "default without matching": ModelConfig(matching=False),
              "seed preset": ModelConfig(**{k: v for k, v in PRESETS["seed"].items() if k in ModelConfig.__dataclass_fields__})}
@@ -92,10 +92,9 @@ def part_bytes(clf, cache_dir: Path, catalog: pd.DataFrame) -> dict:
     mean_tokens = float((ids != 0).sum(axis=1).mean())
     rows = []
     for name, cfg in kinds.items():
-        row = {"kind": name, "float32": per_product(cfg, 4), "float16": per_product(cfg, 2)}
-        if cfg.matching:
-            row["float16_unpadded_tokens"] = round(per_product(cfg, 2, mean_tokens), 1)
-        row["float16_gb_per_million"] = round(row["float16"] * 1e6 / 1e9, 2)
+        row = {"kind": name, "float32_padded": per_product(cfg, 4), "float16_padded": per_product(cfg, 2)}
+        row["float16_unpadded"] = round(per_product(cfg, 2, mean_tokens), 1) if cfg.matching else row["float16_padded"]
+        row["gb_per_million"] = round(row["float16_unpadded"] * 1e6 / 1e9, 2)
         rows.append(row)
     measured = ProductCache(cache_dir)
     return {"kinds": rows, "mean_title_tokens": round(mean_tokens, 2), "title_max_len": clf.model_config_.title_max_len,
@@ -278,10 +277,10 @@ def table(result: dict) -> str:
         b = result["bytes"]
         lines += ["bytes per product (from dims; the measured cache: "
                   f"{b['measured']['bytes_per_product']} B as {b['measured']['dtype']}, {b['measured']['products']} products)",
-                  "| model kind | float32 | float16 | float16, unpadded tokens | float16 GB / million |", "|---|---:|---:|---:|---:|"]
+                  "| model kind | float32 padded (before) | float16 padded | float16 unpadded (now) | GB / million (now) |", "|---|---:|---:|---:|---:|"]
         for r in b["kinds"]:
-            lines.append(f"| {r['kind']} | {r['float32']:.0f} | {r['float16']:.0f} | {r.get('float16_unpadded_tokens', '–')} | "
-                         f"{r['float16_gb_per_million']} |")
+            lines.append(f"| {r['kind']} | {r['float32_padded']:.0f} | {r['float16_padded']:.0f} | {r['float16_unpadded']:.0f} | "
+                         f"{r['gb_per_million']} |")
         lines.append(f"(mean title length {b['mean_title_tokens']} of {b['title_max_len']} token slots)")
     if "exactness" in result:
         e = result["exactness"]

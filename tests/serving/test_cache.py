@@ -149,20 +149,51 @@ def test_one_build_at_a_time(model_dir, tmp_path):
     assert build_cache(model_dir, _catalog(catalog_frame(6)), out).added == 1
 
 
-def test_a_float32_cache_of_an_earlier_version_still_serves_and_an_update_converts_it_without_re_encoding(matching_model_dir, tmp_path,
-                                                                                                     monkeypatch):
+def _as_format_1(out) -> None:
+    """Rewrite a float32 cache as defectnas wrote caches before format 2: padded token states (N, T, C) and mask.npy."""
+    cache = ProductCache(out)
+    gen = out / cache.manifest["generation_dir"]
+    tokens, mask = np.asarray(cache.arrays.tokens), np.asarray(cache.arrays.mask)
+    del cache
+    np.save(gen / "tokens.npy", tokens)
+    np.save(gen / "mask.npy", mask)
+    (gen / "offsets.npy").unlink()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.pop("token_layout")
+    manifest.update(format_version=1, files=["ids.json", "vectors.npy", "tokens.npy", "mask.npy"])
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_float32_padded_cache_of_an_earlier_version_still_serves_and_an_update_converts_it_without_re_encoding(
+        matching_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "c"
-    build_cache(matching_model_dir, _catalog(catalog_frame(10)), out, dtype="float32")  # what versions before float16 wrote
+    build_cache(matching_model_dir, _catalog(catalog_frame(10)), out, dtype="float32")
+    _as_format_1(out)
     old = ProductCache(out)
-    assert old.dtype == "float32" and old.arrays.tokens.dtype == np.float32
+    assert old.dtype == "float32" and old.arrays.tokens.dtype == np.float32 and isinstance(old.arrays.tokens, np.memmap)
     clf = DefectClassifier.load(matching_model_dir)
     exact = Scorer(clf, old).score_ids("drill", ["p0", "p9"])
     np.testing.assert_allclose(exact, clf.predict_proba(["drill"] * 2, _catalog(catalog_frame(10))["title"].iloc[[0, 9]].tolist()), atol=1e-5, rtol=0)
 
     monkeypatch.setattr(cache_mod, "encode_titles", lambda *a, **k: pytest.fail("a conversion re-encoded titles"))
-    report = build_cache(matching_model_dir, _catalog(catalog_frame(10)), out)  # the default dtype: a float16 generation
+    report = build_cache(matching_model_dir, _catalog(catalog_frame(10)), out)  # the default: float16, tokens unpadded
     new = ProductCache(out)
     assert (report.kept, report.encoded, new.dtype, new.generation) == (10, 0, "float16", old.generation + 1)
-    np.testing.assert_array_equal(new.arrays.tokens, np.asarray(old.arrays.tokens).astype(np.float16))
-    assert new.bytes_per_product < 0.51 * old.bytes_per_product + 1  # half the bytes (the bool mask stays)
+    assert new.manifest["format_version"] == 2 and not (out / new.manifest["generation_dir"] / "mask.npy").exists()
+    padded = np.asarray(old.arrays.tokens).astype(np.float16)
+    np.testing.assert_array_equal(new.arrays.tokens, padded)  # read back as the padded array it stands for
+    np.testing.assert_array_equal(new.arrays.tokens[[3, 1, 3], :5], padded[[3, 1, 3], :5])
+    np.testing.assert_array_equal(new.arrays.tokens[2], padded[2])
+    np.testing.assert_array_equal(new.arrays.mask[[0, 9]], np.asarray(old.arrays.mask)[[0, 9]])
+    lengths = np.asarray(old.arrays.mask).sum(axis=1)
+    assert new.bytes_per_product < (new.arrays.vector.shape[1] + lengths.mean() * padded.shape[2]) * 2 + 8 + 1  # only the real tokens
+    assert new.bytes_per_product < 0.5 * old.bytes_per_product
     np.testing.assert_allclose(Scorer(clf, new).score_ids("drill", ["p0", "p9"]), exact, atol=CACHED_ATOL, rtol=0)
+
+
+def test_a_cache_from_a_newer_format_is_refused_in_one_line(model_dir, tmp_path):
+    build_cache(model_dir, _catalog(catalog_frame(5)), tmp_path / "c")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(CacheError, match="newer defectnas"):
+        ProductCache(tmp_path / "c")

@@ -8,8 +8,16 @@ short query. On disk, a cache directory holds:
                            format version, product count, dims, and the current generation
     gen-000007/ids.json    {"product_id": [...], "title_sha1": [...] [, "product_locale": [...]]} in row order
     gen-000007/vectors.npy float16 (N, V)     pooled title vectors
-    gen-000007/tokens.npy  float16 (N, T, C)  title token states   } only for models with
-    gen-000007/mask.npy    bool    (N, T)     their padding mask   } the matching layer
+    gen-000007/tokens.npy  float16 (S, C)     title token states, unpadded: product i's   } only for models
+                                              are rows offsets[i]:offsets[i+1]           } with the matching
+    gen-000007/offsets.npy int64   (N + 1,)   where each product's tokens start           } layer
+
+Token states are stored without padding (S = the titles' total token count, 18 of 32 slots per
+title on average on the Home Depot sample): the padding positions are zeros and masked, so a
+title's mask is its first ``length`` positions and nothing is lost. :class:`UnpaddedTokens` and
+:class:`UnpaddedMask` read them back as the padded (N, T, C) array and (N, T) mask they stand for.
+Format 1 caches (earlier versions: float32, padded ``tokens.npy`` (N, T, C) and ``mask.npy``) are
+still read.
 
 Encodings are stored as float16 by default (``dtype="float32"`` keeps them exact): half the
 bytes per product, and the score is still computed in float32 (the arrays are widened when a
@@ -52,10 +60,11 @@ from .catalog import CATALOG_ATTR, LOCALE_COLUMN, read_catalog, title_hash
 from .encoding import TitleArrays, encode_titles, needs_tokens
 
 FORMAT = "defectnas-product-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: float16 by default, token states unpadded (+ offsets.npy); 1 (still read): float32, padded + mask.npy
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held while a build writes
-IDS, VECTORS, TOKENS, MASK = "ids.json", "vectors.npy", "tokens.npy", "mask.npy"
+IDS, VECTORS, TOKENS, MASK, OFFSETS = "ids.json", "vectors.npy", "tokens.npy", "mask.npy", "offsets.npy"
+UNPADDED = "unpadded"  # manifest token_layout of format 2 (format 1: padded)
 _COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds memory)
 DTYPES = ("float16", "float32")  # how encodings are stored (token mask: bool)
 DEFAULT_DTYPE = "float16"
@@ -157,10 +166,17 @@ class ProductCache:
             tokens = mask = None
             if self.manifest["matching"]:
                 tokens = np.load(gen / TOKENS, mmap_mode="r", allow_pickle=False)
-                mask = np.load(gen / MASK, mmap_mode="r", allow_pickle=False)
+                if self.manifest.get("token_layout") == UNPADDED:
+                    offsets = np.load(gen / OFFSETS, allow_pickle=False)
+                    if offsets.ndim != 1 or len(offsets) != len(self.ids) + 1 or offsets[-1] > len(tokens):
+                        raise ValueError(f"{OFFSETS} does not match {TOKENS}")
+                    tokens = UnpaddedTokens(tokens, offsets, int(self.manifest["title_max_len"]))
+                    mask = UnpaddedMask(tokens)
+                else:
+                    mask = np.load(gen / MASK, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, KeyError) as e:
             raise CacheError(f"{self.directory}: cache files unreadable ({type(e).__name__}: {e}); rebuild it with defectnas cache --rebuild") from None
-        self.arrays = TitleArrays(vector, tokens, mask)
+        self.arrays = TitleArrays(vector, tokens, mask)  # tokens, mask: (N, T, C), (N, T) padded, as arrays or as unpadded views
         n = self.manifest["count"]
         if len(self.ids) != n or vector.shape[0] != n or (tokens is not None and tokens.shape[0] != n):
             raise CacheError(f"{self.directory}: cache files disagree with the manifest ({n} products); rebuild it with defectnas cache --rebuild")
@@ -196,8 +212,9 @@ class ProductCache:
 
     @property
     def bytes_per_product(self) -> float:
-        """Bytes of encodings (vectors, token states and mask) per product, as stored."""
+        """Bytes of encodings (vectors, token states and their mask or offsets) per product, as stored."""
         return sum(a.nbytes for a in self.arrays if a is not None) / max(len(self), 1)
+
 
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
         """Refuse (CacheError) a cache that another model built (a new threshold is the same model)."""
@@ -233,6 +250,80 @@ class ProductCache:
     def take(self, ids: list[str], locale: str | None = None) -> TitleArrays:
         """Encodings of ``ids`` in request order (see :meth:`rows`)."""
         return _take(self.arrays, self.rows(ids, locale))
+
+
+class UnpaddedTokens:
+    """Title token states stored without padding — ``flat`` (S, C), product i's in rows
+    ``offsets[i]:offsets[i + 1]`` — read as the zero-padded (N, T, C) array they stand for.
+
+    Indexing takes rows (an int, a slice or an int array) and optionally a slice of the T token
+    positions, ``tokens[rows]`` or ``tokens[rows, :t]``, and returns a plain array (a copy)."""
+
+    ndim = 3
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray, max_len: int) -> None:
+        self.flat, self.offsets = flat, np.asarray(offsets, dtype=np.int64)
+        self.lengths = np.diff(self.offsets)  # (N,) tokens of each title
+        self.shape = (len(self.lengths), max_len, flat.shape[1])
+        self.dtype = flat.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.flat.nbytes + self.offsets.nbytes)
+
+    def _rows(self, rows) -> tuple[np.ndarray, bool]:
+        if isinstance(rows, slice):
+            return np.arange(len(self))[rows], False
+        rows = np.asarray(rows)
+        return np.atleast_1d(rows).astype(np.int64), rows.ndim == 0
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        rows, scalar = self._rows(rows)
+        lengths = self.lengths[rows]
+        longest = int(lengths.max(initial=0))
+        out = np.zeros((len(rows), self.shape[1], self.shape[2]), dtype=self.dtype)
+        if longest:
+            position = np.arange(longest)
+            valid = position[None, :] < lengths[:, None]  # (n, longest)
+            index = np.where(valid, self.offsets[rows][:, None] + position[None, :], 0)
+            states = self.flat[index.reshape(-1)].reshape(len(rows), longest, -1)
+            states[~valid] = 0
+            out[:, :longest] = states
+        out = out[:, cols]
+        return out[0] if scalar else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
+
+
+class UnpaddedMask:
+    """The padding mask (N, T) bool of :class:`UnpaddedTokens`: each title's first ``length`` positions (nothing stored)."""
+
+    ndim = 2
+    dtype = np.dtype(bool)
+    nbytes = 0
+
+    def __init__(self, tokens: UnpaddedTokens) -> None:
+        self.tokens = tokens
+        self.shape = tokens.shape[:2]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        rows, scalar = self.tokens._rows(rows)
+        out = (np.arange(self.shape[1])[None, :] < self.tokens.lengths[rows][:, None])[:, cols]
+        return out[0] if scalar else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -340,17 +431,15 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        arrays = _allocate(tmp, clf, len(ids), dtype)
+        writer = GenerationWriter(tmp, clf, titles, dtype)
         if previous is not None and kept:
-            _copy_kept(previous.arrays, arrays, old_rows)
+            _copy_kept(previous.arrays, writer, old_rows)
         if ray[0]:
-            _encode_on_ray(ray[0], ray[1], model_dir, titles, old_rows, arrays, batch_size, quiet, dtype)
+            _encode_on_ray(ray[0], ray[1], model_dir, titles, old_rows, writer, batch_size, quiet, dtype)
         else:
-            _encode_missing(clf, titles, old_rows, arrays, batch_size, quiet)
-        for a in arrays:
-            if a is not None:
-                a.flush()
-        del arrays
+            _encode_missing(clf, titles, old_rows, writer, batch_size, quiet)
+        writer.close()
+        del writer
         atomic_write_json(tmp / IDS, {"product_id": ids, "title_sha1": hashes, **({LOCALE_COLUMN: locales} if locales is not None else {})})
         _fsync_dir_files(tmp)
         final = out / name
@@ -375,7 +464,8 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "title_max_len": cfg.title_max_len,
         "matching": needs_tokens(clf),
         "dtype": dtype,
-        "files": [IDS, VECTORS] + ([TOKENS, MASK] if needs_tokens(clf) else []),
+        **({"token_layout": UNPADDED} if needs_tokens(clf) else {}),
+        "files": [IDS, VECTORS] + ([TOKENS, OFFSETS] if needs_tokens(clf) else []),
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
@@ -427,49 +517,78 @@ def _next_generation(out: Path) -> int:
         return 1
 
 
-def _allocate(directory: Path, clf, n: int, dtype: str) -> TitleArrays:
-    cfg = clf.model_config_
-    C, T = cfg.d_model, cfg.title_max_len
-    V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
-    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=dtype, shape=(n, V))
-    if not needs_tokens(clf):
-        return TitleArrays(vector, None, None)
-    tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=dtype, shape=(n, T, C))
-    mask = np.lib.format.open_memmap(directory / MASK, mode="w+", dtype=np.bool_, shape=(n, T))
-    return TitleArrays(vector, tokens, mask)
+class GenerationWriter:
+    """The arrays of a new generation, written by rows in any order: vectors (N, V) and, for models
+    that read title tokens, the unpadded token states (S, C) with their offsets (N + 1,).
+
+    Each title's token count is known before encoding (its non-padding token ids), so the flat
+    array is allocated once; :meth:`write` refuses (CacheError) an encoding whose mask is not that
+    title's first ``length`` positions."""
+
+    def __init__(self, directory: Path, clf, titles: list[str], dtype: str) -> None:
+        cfg = clf.model_config_
+        n, C, T = len(titles), cfg.d_model, cfg.title_max_len
+        V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
+        self.vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=dtype, shape=(n, V))
+        self.tokens = None
+        if needs_tokens(clf):
+            lengths = np.concatenate([(clf.tokenizer_.encode(titles[i : i + 65536], T) != 0).sum(axis=1)
+                                      for i in range(0, n, 65536)]).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+            self.lengths = lengths
+            self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+            np.save(directory / OFFSETS, self.offsets, allow_pickle=False)
+            self.tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=dtype, shape=(int(self.offsets[-1]), C))
+
+    def write(self, rows: np.ndarray, enc: TitleArrays) -> None:
+        """Store the encodings ``enc`` (vector (n, V); tokens (n, T, C) and mask (n, T), padded) of ``rows``."""
+        self.vector[rows] = enc.vector
+        if self.tokens is None:
+            return
+        rows = np.asarray(rows)
+        mask, lengths = np.asarray(enc.mask), self.lengths[rows]
+        expected = np.arange(mask.shape[1])[None, :] < lengths[:, None]  # each title's first `length` positions
+        if (lengths > mask.shape[1]).any() or not np.array_equal(mask, expected):
+            bad = int(rows[np.flatnonzero((mask != expected).any(axis=1) | (lengths > mask.shape[1]))[0]])
+            raise CacheError(f"product row {bad}: the model's token mask is not its title's first {int(self.lengths[bad])} positions; "
+                             "this model cannot be cached unpadded")
+        for i, (start, length) in enumerate(zip(self.offsets[rows].tolist(), lengths.tolist())):
+            self.tokens[start : start + length] = enc.tokens[i, :length]
+
+    def close(self) -> None:
+        for a in (self.vector, self.tokens):
+            if a is not None:
+                a.flush()
+        self.vector = self.tokens = None
 
 
 def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
-    return TitleArrays(*(None if a is None else np.take(a, rows, axis=0) for a in arrays))
+    """Rows of the encodings (plain arrays, padded), from memory maps or unpadded views alike."""
+    return TitleArrays(*(None if a is None else np.asarray(a[rows]) for a in arrays))
 
 
-def _copy_kept(old: TitleArrays, new: TitleArrays, old_rows: np.ndarray) -> None:
+def _copy_kept(old: TitleArrays, new: GenerationWriter, old_rows: np.ndarray) -> None:
     """Copy unchanged products' encodings from the previous generation, a block at a time."""
-    if old.vector.shape[1:] != new.vector.shape[1:] or (old.tokens is None) != (new.tokens is None):
+    if old.vector.shape[1:] != new.vector.shape[1:] or (old.tokens is None) != (new.tokens is None) or (
+            old.tokens is not None and old.tokens.shape[2] != new.tokens.shape[1]):
         raise CacheError("previous cache has other dimensions than the model; rebuild it with --rebuild")
     dest = np.flatnonzero(old_rows >= 0)
     for i in range(0, len(dest), _COPY_ROWS):
         d = dest[i : i + _COPY_ROWS]
-        for src, dst in zip(_take(old, old_rows[d]), new):
-            if dst is not None:
-                dst[d] = src
+        new.write(d, _take(old, old_rows[d]))
 
 
-def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, arrays: TitleArrays, batch_size: int, quiet: bool) -> None:
+def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int, quiet: bool) -> None:
     from tqdm import tqdm
 
     todo = np.flatnonzero(old_rows < 0)
     with torch.inference_mode(), tqdm(total=len(todo), unit="products", desc="encoding", disable=quiet or not len(todo)) as bar:
         for i in range(0, len(todo), batch_size):
             rows = todo[i : i + batch_size]
-            enc = encode_titles(clf, [titles[r] for r in rows], normalized=True)
-            for src, dst in zip(enc, arrays):
-                if dst is not None:
-                    dst[rows] = src
+            writer.write(rows, encode_titles(clf, [titles[r] for r in rows], normalized=True))
             bar.update(len(rows))
 
 
-def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_rows: np.ndarray, arrays: TitleArrays, batch_size: int,
+def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int,
                    quiet: bool, dtype: str) -> None:
     """As :func:`_encode_missing`, the batches encoded by Ray actors (:mod:`.ray_build`)."""
     from tqdm import tqdm
@@ -485,9 +604,7 @@ def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_
     try:
         with tqdm(total=len(todo), unit="products", desc=f"encoding on Ray ({len(encoder.actors)} actors)", disable=quiet) as bar:
             for rows, encoded in encoder.map(chunks, batch_size, dtype):
-                for src, dst in zip(encoded, arrays):
-                    if dst is not None:
-                        dst[rows] = src
+                writer.write(rows, TitleArrays(*encoded))
                 bar.update(len(rows))
     finally:
         encoder.shutdown()
