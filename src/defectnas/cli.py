@@ -446,12 +446,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from .serving.app import API_KEY_ENV, ServeSettings, create_app, run_workers
 
-    for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers"):
+    for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers", "max_batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.query_cache < 0:
         raise ConfigError("--query-cache must be 0 (off) or more")
-    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s", "cache_reload_s"):
+    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s", "cache_reload_s", "batch_wait_ms"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
     settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
@@ -459,7 +459,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                              api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, backend=args.backend,
                              query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms,
-                             cache_reload_s=args.cache_reload_s)
+                             cache_reload_s=args.cache_reload_s, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -690,6 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-reload-s", type=float, default=2.0,
                    help="check the --cache directory this often (seconds) for a new generation written by defectnas cache, and serve "
                         "it without a restart (0: never; default 2)")
+    p.add_argument("--batch-wait-ms", type=float, default=0,
+                   help="micro-batching (torch backend): cached-product requests arriving within this many ms share one query-tower "
+                        "pass (0: off, the default)")
+    p.add_argument("--max-batch", type=int, default=32, help="with --batch-wait-ms: requests per query-tower pass at most (default 32)")
     p.add_argument("--shutdown-timeout-s", type=float, default=30,
                    help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
     _add_common(p)

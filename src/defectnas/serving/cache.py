@@ -249,7 +249,11 @@ class ProductCache:
 
     def take(self, ids: list[str], locale: str | None = None) -> TitleArrays:
         """Encodings of ``ids`` in request order (see :meth:`rows`)."""
-        return _take(self.arrays, self.rows(ids, locale))
+        return self.take_rows(self.rows(ids, locale))
+
+    def take_rows(self, rows: np.ndarray) -> TitleArrays:
+        """Encodings (padded arrays: vector (n, V); tokens (n, T, C), mask (n, T) or None) of cache ``rows``."""
+        return _take(self.arrays, rows)
 
 
 class UnpaddedTokens:

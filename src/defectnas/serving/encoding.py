@@ -59,6 +59,18 @@ def as_float32(array: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
+def encode_queries(clf, queries: Sequence[str]) -> list[Encoded]:
+    """Encodings of several (normalised) queries in one padded pass, each shaped as :func:`encode_query`
+    gives it alone — tokens (1, Tq_i, C), vector (1, V), mask (1, Tq_i) — and equal to it up to float
+    rounding (padding is masked)."""
+    ids = clf.tokenizer_.encode(list(queries), clf.model_config_.query_max_len)  # (Q, L), right-padded
+    lengths = np.maximum((ids != 0).sum(axis=1), 1)
+    enc = clf.model_.encode_query(torch.from_numpy(trim_padding(ids)).to(_device(clf)))
+    return [Encoded(enc.tokens[i : i + 1, :n].clone(), enc.vector[i : i + 1].clone(), enc.mask[i : i + 1, :n].clone())
+            for i, n in enumerate(lengths.tolist())]
+
+
+@torch.inference_mode()
 def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> np.ndarray:
     """Defect probabilities (N,) float64 of one query against N title encodings (float16 or
     float32; computed in float32), batched."""

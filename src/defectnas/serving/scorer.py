@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import normalize_text
 from .cache import AmbiguousProducts, ProductCache, UnknownProducts, model_hash  # noqa: F401 (re-exported)
-from .encoding import encode_query, encode_titles, score
+from .encoding import encode_queries, encode_query, encode_titles, score
 from .query_cache import QueryCache
 
 BACKENDS = ("torch", "onnx")
@@ -62,6 +62,23 @@ class Scorer:
     def encode_query(self, query: str):
         """The encoding of a normalised query (from the query cache when it was seen)."""
         return self.query_cache.get_or_compute(query, lambda q: encode_query(self.clf, q))
+
+    def encode_queries(self, queries: list[str]) -> list:
+        """Encodings of normalised queries: those in the query cache from it, the others in one padded pass."""
+        distinct = list(dict.fromkeys(queries))
+        misses = [q for q in distinct if q not in self.query_cache]
+        fresh = dict(zip(misses, encode_queries(self.clf, misses))) if misses else {}
+        return [self.query_cache.get_or_compute(q, fresh.__getitem__) for q in queries]  # counts hits and misses, keeps the new
+
+    def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Cache rows of ``ids`` (UnknownProducts / AmbiguousProducts as :meth:`score_ids`)."""
+        if self.cache is None:
+            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+        return self.cache.rows(ids, locale)
+
+    def score_rows(self, query_encoding, cache: ProductCache, rows: np.ndarray) -> np.ndarray:
+        """Probabilities (N,) of an encoded query against rows of ``cache``."""
+        return score(self.clf, query_encoding, cache.take_rows(rows))
 
     def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Probabilities (N,) of cached products (of ``locale``, for a cache keyed by locale);
