@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .model.classifier import Encoded
-from .serving.encoding import TitleArrays, as_float32
+from .serving.encoding import TitleArrays, float32_tensor
 
 QUERY_BLOCK = 8192  # distinct query encodings held at once (~5 KB each for train's default model)
 
@@ -144,12 +144,12 @@ def cache_rows(cache, product_ids, titles, locales=None) -> np.ndarray:
 
 def _from_cache(cached: TitleArrays, rows: np.ndarray, device: str, needs_tokens: bool) -> Encoded:
     """Cached title encodings of ``rows`` (sorted cache rows), widened to float32."""
-    vector = torch.from_numpy(as_float32(cached.vector[rows])).to(device)
+    vector = float32_tensor(cached.vector[rows], device)
     if not needs_tokens:
         return Encoded(None, vector, None)
     mask = np.asarray(cached.mask[rows])
     T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # padding columns no title uses dropped (exact)
-    return Encoded(torch.from_numpy(as_float32(cached.tokens[rows, :T])).to(device), vector,
+    return Encoded(float32_tensor(cached.tokens[rows, :T], device), vector,
                    torch.from_numpy(np.ascontiguousarray(mask[:, :T])).to(device))
 
 

@@ -287,18 +287,23 @@ class UnpaddedTokens:
     def __getitem__(self, key):
         rows, cols = key if isinstance(key, tuple) else (key, slice(None))
         rows, scalar = self._rows(rows)
-        lengths = self.lengths[rows]
-        longest = int(lengths.max(initial=0))
+        states, _ = self.take(rows)
         out = np.zeros((len(rows), self.shape[1], self.shape[2]), dtype=self.dtype)
-        if longest:
-            position = np.arange(longest)
-            valid = position[None, :] < lengths[:, None]  # (n, longest)
-            index = np.where(valid, self.offsets[rows][:, None] + position[None, :], 0)
-            states = self.flat[index.reshape(-1)].reshape(len(rows), longest, -1)
-            states[~valid] = 0
-            out[:, :longest] = states
+        out[:, : states.shape[1]] = states
         out = out[:, cols]
         return out[0] if scalar else out
+
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens (n, L, C), mask (n, L)) of ``rows``, padded only to the longest of them (L ≥ 1):
+        what a request needs (the score drops padding columns no title uses anyway)."""
+        lengths = self.lengths[rows]
+        longest = max(int(lengths.max(initial=0)), 1)
+        valid = np.arange(longest)[None, :] < lengths[:, None]  # (n, L)
+        index = np.where(valid, self.offsets[rows][:, None] + np.arange(longest)[None, :], 0)
+        states = self.flat[index.reshape(-1)].reshape(len(rows), longest, -1) if len(self.flat) else \
+            np.zeros((len(rows), longest, self.shape[2]), dtype=self.dtype)
+        states[~valid] = 0
+        return states, valid
 
     def __array__(self, dtype=None, copy=None):
         out = self[slice(None)]
@@ -566,7 +571,11 @@ class GenerationWriter:
 
 
 def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
-    """Rows of the encodings (plain arrays, padded), from memory maps or unpadded views alike."""
+    """Rows of the encodings as plain arrays, from memory maps (padded to T) or unpadded views (padded
+    to the longest title of ``rows``) alike."""
+    if isinstance(arrays.tokens, UnpaddedTokens):
+        rows = np.asarray(rows, dtype=np.int64)
+        return TitleArrays(np.asarray(arrays.vector[rows]), *arrays.tokens.take(rows))
     return TitleArrays(*(None if a is None else np.asarray(a[rows]) for a in arrays))
 
 

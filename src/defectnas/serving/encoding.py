@@ -52,10 +52,10 @@ def encode_query(clf, query: str) -> Encoded:
     return clf.model_.encode_query(torch.from_numpy(ids).to(_device(clf)))
 
 
-def as_float32(array: np.ndarray) -> np.ndarray:
-    """A contiguous float32 copy (or the array itself when it already is one): cached encodings may be
-    stored as float16, but scores are always computed in float32."""
-    return np.ascontiguousarray(array, dtype=np.float32)
+def float32_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A float32 tensor of ``array`` on ``device``: cached encodings may be stored as float16, but
+    scores are always computed in float32 (widened by torch: ~10× faster than numpy's float16 cast)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=torch.float32)
 
 
 @torch.inference_mode()
@@ -77,12 +77,12 @@ def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> n
     device = _device(clf)
     out = []
     for i in range(0, len(titles.vector), batch_size):
-        vector = torch.from_numpy(as_float32(titles.vector[i : i + batch_size])).to(device)  # (B, V)
+        vector = float32_tensor(titles.vector[i : i + batch_size], device)  # (B, V)
         n = vector.shape[0]
         if needs_tokens(clf):
             mask = titles.mask[i : i + batch_size]
             T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # drop padding columns no title in the batch uses (exact)
-            t = Encoded(torch.from_numpy(as_float32(titles.tokens[i : i + batch_size, :T])).to(device), vector,
+            t = Encoded(float32_tensor(titles.tokens[i : i + batch_size, :T], device), vector,
                         torch.from_numpy(np.ascontiguousarray(mask[:, :T])).to(device))
         else:
             t = Encoded(None, vector, None)  # score() reads title tokens only for matching
