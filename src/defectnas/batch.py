@@ -144,13 +144,14 @@ def cache_rows(cache, product_ids, titles, locales=None) -> np.ndarray:
 
 def _from_cache(cached: TitleArrays, rows: np.ndarray, device: str, needs_tokens: bool) -> Encoded:
     """Cached title encodings of ``rows`` (sorted cache rows), widened to float32."""
-    vector = float32_tensor(cached.vector[rows], device)
+    from .serving.cache import take_encodings
+
+    titles = take_encodings(cached, rows)
+    vector = float32_tensor(titles.vector, device)
     if not needs_tokens:
         return Encoded(None, vector, None)
-    mask = np.asarray(cached.mask[rows])
-    T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # padding columns no title uses dropped (exact)
-    return Encoded(float32_tensor(cached.tokens[rows, :T], device), vector,
-                   torch.from_numpy(np.ascontiguousarray(mask[:, :T])).to(device))
+    T = int(np.flatnonzero(titles.mask.any(0)).max(initial=0)) + 1  # padding columns no title uses dropped (exact)
+    return Encoded(float32_tensor(titles.tokens[:, :T], device), vector, torch.from_numpy(np.ascontiguousarray(titles.mask[:, :T])).to(device))
 
 
 def _take(enc: Encoded, idx: torch.Tensor) -> Encoded:

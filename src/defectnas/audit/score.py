@@ -27,6 +27,7 @@ import torch
 from ..data import normalize_text
 from ..errors import ConfigError
 from ..model.classifier import Encoded
+from ..serving.cache import take_encodings
 from ..serving.encoding import TitleArrays, encode_titles, float32_tensor, needs_tokens
 
 QUERY_BATCH = 256  # queries per query-tower pass
@@ -115,7 +116,7 @@ def score_chunk(scorer: ChunkScorer, queries: list[str], products: list[str], ti
             where = np.fromiter((scorer.row(products[i]) for i in rows), dtype=np.int64, count=len(rows))  # (n,) cache rows
             order = np.argsort(where, kind="stable")
             rows, where = rows[order], where[order]
-            probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: _take(scorer.cache.arrays, where[r]), len(rows),
+            probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: take_encodings(scorer.cache.arrays, where[r]), len(rows),
                                        scorer.score_batch)
         rows = np.flatnonzero(fly)
         if len(rows):

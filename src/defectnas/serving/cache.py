@@ -253,7 +253,7 @@ class ProductCache:
 
     def take_rows(self, rows: np.ndarray) -> TitleArrays:
         """Encodings (padded arrays: vector (n, V); tokens (n, T, C), mask (n, T) or None) of cache ``rows``."""
-        return _take(self.arrays, rows)
+        return take_encodings(self.arrays, rows)
 
 
 class UnpaddedTokens:
@@ -570,7 +570,7 @@ class GenerationWriter:
         self.vector = self.tokens = None
 
 
-def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
+def take_encodings(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
     """Rows of the encodings as plain arrays, from memory maps (padded to T) or unpadded views (padded
     to the longest title of ``rows``) alike."""
     if isinstance(arrays.tokens, UnpaddedTokens):
@@ -587,7 +587,7 @@ def _copy_kept(old: TitleArrays, new: GenerationWriter, old_rows: np.ndarray) ->
     dest = np.flatnonzero(old_rows >= 0)
     for i in range(0, len(dest), _COPY_ROWS):
         d = dest[i : i + _COPY_ROWS]
-        new.write(d, _take(old, old_rows[d]))
+        new.write(d, take_encodings(old, old_rows[d]))
 
 
 def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int, quiet: bool) -> None:
