@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend-requests", type=int, default=200, help="timed in-process requests per runtime (mode backends)")
     p.add_argument("--http-backends", default="torch", help="serve --backend of the HTTP load, comma-separated: torch, onnx-fp32, onnx-int8")
     p.add_argument("--query-cache", default="0", help="serve --query-cache values of the HTTP load, comma-separated (0: no LRU help)")
+    p.add_argument("--batch-wait-ms", default="0", help="serve --batch-wait-ms values of the HTTP load (torch), comma-separated (0: no micro-batching)")
     p.add_argument("--ap-pairs", type=int, default=2000, help="test-split pairs the int8 AP loss is measured on (mode backends)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each server (process)")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
@@ -343,14 +344,11 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     log(f"building the cache of {len(catalog)} products ...")
     report = build_cache(model_dir, catalog, work / "cache", clf=clf)
     cache = ProductCache(work / "cache")
-    cfg = clf.model_config_
     per_product = report.bytes / report.count
-    with_tokens = 4 * cfg.d_model + 4 * cfg.title_max_len * cfg.d_model + cfg.title_max_len
     result["cache_build"] = {"products": report.count, "seconds": round(report.seconds, 2), "torch_threads": 2,
                              "products_per_second": round(report.products_per_second, 1), "bytes": report.bytes,
-                             "mb_per_million_products": round(per_product * 1e6 / 1e6, 1),
-                             "array_bytes_per_product_matching_model": with_tokens,
-                             "array_bytes_per_product_plain_model": 4 * cfg.d_model}
+                             "mb_per_million_products": round(per_product * 1e6 / 1e6, 1), "dtype": cache.dtype,
+                             "array_bytes_per_product": round(cache.bytes_per_product, 1)}  # benchmarks/cache.py: by model kind
 
     # the requests: queries of the data file, each with N random cached products
     from defectnas.data import load_pairs
@@ -388,17 +386,19 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     # 3. HTTP load
     rows = []
-    servers = [(b, int(w), int(lru)) for b in http_backends for w in args.workers.split(",") for lru in args.query_cache.split(",")]
-    for backend, workers, lru in servers if modes & {"cached", "titles"} else []:
+    servers = [(b, int(w), int(lru), float(bw)) for b in http_backends for w in args.workers.split(",") for lru in args.query_cache.split(",")
+               for bw in args.batch_wait_ms.split(",") if b == "torch" or float(bw) == 0]
+    for backend, workers, lru, batch_wait in servers if modes & {"cached", "titles"} else []:
         port = _free_port()
         model = model_dir if backend == "torch" else work / backend
         server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model), "--cache", str(work / "cache"),
                                "--backend", backend.split("-")[0], "--query-cache", str(lru), "--allow-int8-loss",
-                               "--port", str(port), "--threads", str(args.threads), "--workers", str(workers), "--quiet"], port)
+                               "--port", str(port), "--threads", str(args.threads), "--workers", str(workers), "--quiet",
+                               "--batch-wait-ms", str(batch_wait)], port)
         try:
             for mode, bodies in (("cached", by_ids), ("titles", by_titles)):
                 for c in levels if mode in modes else []:
-                    r = {"mode": mode, "backend": backend, "query_cache": lru, "workers": workers,
+                    r = {"mode": mode, "backend": backend, "query_cache": lru, "workers": workers, "batch_wait_ms": batch_wait,
                          **run_load(port, bodies, c, args.seconds, args.max_requests, server_pid=server.pid)}
                     log(f"  {r}")
                     rows.append(r)
@@ -525,12 +525,12 @@ def table(result: dict) -> str:
         f"at end {result['machine']['load_average_at_end'][0]}; torch {result['machine']['torch']}; server torch threads {result['settings']['threads']} per process",
         f"cache build: {b['products']} products in {b['seconds']} s = {b['products_per_second']:.0f} products/s ({b['torch_threads']} threads); "
         f"{b['mb_per_million_products']} MB per million products on disk "
-        f"(arrays: {b['array_bytes_per_product_plain_model']} B/product plain, {b['array_bytes_per_product_matching_model']} B/product with matching)",
+        f"(arrays: {b['array_bytes_per_product']} B/product as {b['dtype']})",
         f"in process, 1 query x {result['settings']['products']} products: "
         + ", ".join(f"{k} p50 {v['p50_ms']} ms / p99 {v['p99_ms']} ms" for k, v in result["in_process"].items()),
         "",
-        "| mode | backend | query LRU | workers | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | backend | query LRU | workers | batch wait ms | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if "backends" in result:
         bk = result["backends"]
@@ -547,7 +547,7 @@ def table(result: dict) -> str:
                      f"export MB {json.dumps({k: v['mb'] for k, v in bk['exports'].items()})}")
         lines.append("")
     for r in result["load"]:
-        lines.append(f"| {r['mode']} | {r.get('backend', 'torch')} | {r.get('query_cache', '')} | {r['workers']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
+        lines.append(f"| {r['mode']} | {r.get('backend', 'torch')} | {r.get('query_cache', '')} | {r['workers']} | {r.get('batch_wait_ms', 0)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
                      f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")
     if "cross_encoder" in result:
         lines.append(f"\ncross-encoder: {result['cross_encoder']['model']}")

@@ -191,7 +191,7 @@ def test_a_new_threshold_keeps_the_product_cache_valid(model_dir, noisy_csv, tmp
     from defectnas.serving.scorer import Scorer
 
     catalog = pd.DataFrame({"product_id": ["1", "2"], "title": ["acme drill", "bolt paint"]})
-    build_cache(model_dir, catalog, tmp_path / "cache", quiet=True)
+    build_cache(model_dir, catalog, tmp_path / "cache", quiet=True, dtype="float32")  # exact: compared to predict_proba at 1e-6
     assert run(["threshold", "--model", str(model_dir), "--data", str(noisy_csv), "--target-recall", "0.8", "--quiet"], capsys)[0] == 0
     scorer = Scorer.load(model_dir, tmp_path / "cache")
     assert scorer.threshold == json.loads((model_dir / "config.json").read_text())["threshold"]

@@ -217,9 +217,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .data.writers import write_table
 
     clf = DefectClassifier.load(args.model)
+    cache = None
+    if args.cache:
+        from .serving.cache import ProductCache, model_hash
+
+        cache = ProductCache(args.cache)
+        cache.check_model(model_hash(args.model), args.model)  # another model's cache: one line, exit 2
     read = _load_for_thresholds(args, clf, labels=False)
     df = read.pairs
-    probs = clf.predict_proba(df) if len(df) else np.zeros(0)
+    probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
+    if cache is not None and len(df):
+        from .batch import cache_rows
+
+        hits = int((cache_rows(cache, df["product_id"].astype(str).tolist(), df["title"].tolist(),
+                               df["product_locale"].astype(str).tolist() if "product_locale" in df.columns else None) >= 0).sum())
+        _echo(args, f"{hits} of {len(df)} pairs took their title encoding from {args.cache}; the others' titles were encoded "
+                    "(product not cached, or cached with another title)")
     rows = clf.row_thresholds(df, warn=False)
     flags = probs >= (clf.threshold_ if rows is None else rows)
     out = read.source.copy()  # the user's table: every column, original values, row order
@@ -376,7 +389,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
-                         invalid_rows=args.invalid_rows)
+                         invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)
     if report.encoded == 0 and report.removed == 0:
         _echo(args, f"{args.out}: up to date ({report.count} products)")
     else:
@@ -433,19 +446,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from .serving.app import API_KEY_ENV, ServeSettings, create_app, run_workers
 
-    for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers"):
+    for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers", "max_batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.query_cache < 0:
         raise ConfigError("--query-cache must be 0 (off) or more")
-    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s"):
+    for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s", "cache_reload_s", "batch_wait_ms"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
     settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
                              max_title_chars=args.max_title_chars, threads=args.threads,
                              api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, backend=args.backend,
                              query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
-                             max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms)
+                             max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms,
+                             cache_reload_s=args.cache_reload_s, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -561,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="output table (.csv, .tsv, .jsonl or .parquet)")
+    p.add_argument("--cache", help="product cache built with this model (defectnas cache): a pair whose product id it holds under the "
+                                   "same title takes the cached encoding instead of encoding the title again")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
@@ -604,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-rows", choices=["error", "skip"], default="skip",
                    help="products without a title, with a title the model sees as nothing, or whose (locale, id) carries two titles: "
                         "skip (default: left out, named in one warning line) or error (exit 2)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="how encodings are stored: float16 (default, half the bytes; scores still computed in float32) or float32 (exact)")
+    p.add_argument("--ray-address", help="encode the titles on a Ray cluster: auto, local, or ray://host:port (one actor per CPU; "
+                                         "needs pip install 'defectnas[ray]'; the cache is written here, as without Ray)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_cache)
@@ -667,6 +687,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond, 503 with Retry-After at once (default 64)")
     p.add_argument("--request-timeout-ms", type=float, default=30_000,
                    help="a request not answered this long after arriving gets 503 (0: no deadline; default 30000)")
+    p.add_argument("--cache-reload-s", type=float, default=2.0,
+                   help="check the --cache directory this often (seconds) for a new generation written by defectnas cache, and serve "
+                        "it without a restart (0: never; default 2)")
+    p.add_argument("--batch-wait-ms", type=float, default=0,
+                   help="micro-batching (torch backend): cached-product requests arriving within this many ms share one query-tower "
+                        "pass (0: off, the default)")
+    p.add_argument("--max-batch", type=int, default=32, help="with --batch-wait-ms: requests per query-tower pass at most (default 32)")
     p.add_argument("--shutdown-timeout-s", type=float, default=30,
                    help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
     _add_common(p)

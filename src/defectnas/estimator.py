@@ -32,6 +32,7 @@ from .model import DefectNet
 from .model.bert import read_bert_config
 from .model.pretrained import load_word_embeddings, resolve_model_path
 from .storage import atomic_write_json, load_tensors, save_tensors
+from .batch import pair_logits
 from .training import Pairs, Triplets, best_threshold, defect_metrics, predict_logits, train
 
 FORMAT_VERSION = 1
@@ -203,14 +204,48 @@ class DefectClassifier:
         return df.loc[~bad].reset_index(drop=True)
 
     # --------------------------------------------------------------- prediction
-    def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None, batch_size: int = 1024) -> np.ndarray:
-        """Calibrated defect probability per (query, title) pair; pass two sequences or one table."""
+    def predict_proba(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None, batch_size: int = 1024, *,
+                      cache=None, product_ids: Sequence[str] | None = None) -> np.ndarray:
+        """Calibrated defect probability (N,) float64 per (query, title) pair; pass two sequences or
+        one table (``query``, ``title``). Each distinct query and title is encoded once per call
+        (:func:`defectnas.batch.pair_logits`), so repeated texts cost only the score head.
+
+        ``cache``: an opened :class:`~defectnas.serving.cache.ProductCache` built by this model (the
+        caller checks that, e.g. with ``ProductCache.check_model``); a pair whose product id
+        (``product_ids``, or the table's ``product_id`` [and ``product_locale``] columns) the cache
+        holds under the same normalised title takes the cached encoding (not re-encoded; a float16
+        cache moves probabilities by ~1e-3 at most), the others are encoded. DataError when the
+        cache's dimensions are not this model's or no product ids are given."""
         self._check_fitted()
         q, t = text_pairs(queries, titles)
         pairs = pd.DataFrame({"query": q, "title": t})
         enc = self._encode(pairs, labels=False)
-        logits = predict_logits(self.model_, enc.query, enc.title, batch_size, self.train_config_.device)
+        rows = None
+        if cache is not None:
+            rows = self._cache_rows(cache, queries, t, product_ids)
+        logits = pair_logits(self.model_, enc.query, enc.title, batch_size, self.train_config_.device,
+                             cached=cache.arrays if cache is not None else None, cache_rows=rows)
         return self.calibrator_.transform_logits(logits)
+
+    def _cache_rows(self, cache, table, titles: list[str], product_ids) -> np.ndarray:
+        """Each pair's cache row or -1 (see predict_proba)."""
+        from .batch import cache_rows
+
+        a = cache.arrays
+        if (a.vector.shape[1], None if a.tokens is None else a.tokens.shape[1:]) != (
+                int(getattr(self.model_, "vector_dim", self.model_config_.d_model)),
+                (self.model_config_.title_max_len, self.model_config_.d_model) if self.model_.needs_title_tokens else None):
+            raise DataError(f"{cache.directory}: a cache of a model with other dimensions than this one; build it with this model")
+        locales = None
+        if product_ids is None:
+            if not (isinstance(table, pd.DataFrame) and "product_id" in table.columns):
+                raise DataError("predict_proba with a cache needs product ids (product_ids=, or a product_id column)")
+            product_ids = table["product_id"].astype(str).tolist()
+            if "product_locale" in table.columns:
+                locales = table["product_locale"].astype(str).tolist()
+        if len(product_ids) != len(titles):
+            raise DataError(f"predict_proba needs one product id per pair ({len(product_ids)} ids for {len(titles)} pairs)")
+        return cache_rows(cache, [str(i) for i in product_ids], titles, locales)
 
     def predict(self, queries, titles=None) -> np.ndarray:
         """1 (defect) where the probability reaches the saved threshold (per group when the model

@@ -42,7 +42,7 @@ def audit_cache(audit_model, catalog_csv, tmp_path_factory) -> Path:
     from defectnas.serving.cache import build_cache
 
     out = tmp_path_factory.mktemp("audit_cache") / "cache"
-    build_cache(audit_model, catalog_csv, out)
+    build_cache(audit_model, catalog_csv, out, dtype="float32")  # exact, so the audit's scores can be held to predict_proba's
     return out
 
 

@@ -202,7 +202,7 @@ def test_product_locale_keys_products_as_the_cache_does(audit_model, tmp_path):
     catalog = pd.DataFrame({"product_id": ["B1", "B1", "B2"], "product_locale": ["us", "es", "us"],
                             "title": ["acme drill", "bolt lamp", "crest paint"]})
     catalog.to_csv(tmp_path / "catalog.csv", index=False)
-    build_cache(audit_model, tmp_path / "catalog.csv", tmp_path / "cache")
+    build_cache(audit_model, tmp_path / "catalog.csv", tmp_path / "cache", dtype="float32")
     log = pd.DataFrame({"query": ["cordless drill"] * 3, "product_id": ["B1", "B1", "B2"], "product_locale": ["us", "es", "jp"],
                         "position": [1, 2, 3]})
     log.to_csv(tmp_path / "log.csv", index=False)

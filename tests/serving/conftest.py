@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# a float16 cache's scores against predict_proba's: the tests' tiny models move by up to ~1.6e-3 (their
+# calibration maps are steep); float32 caches are held to 1e-5 (test_cache checks both)
+CACHED_ATOL = 5e-3
 WORDS = ["drill", "bit", "hose", "garden", "cable", "usb", "lamp", "desk", "chair", "rug", "paint", "brush", "deck", "stain"]
 
 

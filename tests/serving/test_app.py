@@ -13,7 +13,7 @@ from defectnas.serving.app import ServeSettings, create_app
 from defectnas.serving.cache import build_cache, model_hash
 from defectnas.serving.catalog import read_catalog
 
-from .conftest import catalog_frame
+from .conftest import CACHED_ATOL, catalog_frame
 
 
 @pytest.fixture(scope="module", params=["model_dir", "matching_model_dir"])
@@ -37,7 +37,7 @@ def test_scores_by_ids_and_by_titles_equal_predict_proba(served):
     body = r.json()
     assert body["model"] == client.model_name
     assert [x["product_id"] for x in body["results"]] == ids
-    np.testing.assert_allclose([x["defect_probability"] for x in body["results"]], expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose([x["defect_probability"] for x in body["results"]], expected, atol=CACHED_ATOL, rtol=0)
     assert [x["is_defect"] for x in body["results"]] == [bool(p >= clf.threshold_) for p in expected]
 
     raw = ["Cordless DRILL with bits", "rug"]

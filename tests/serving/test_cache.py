@@ -14,18 +14,19 @@ from defectnas.serving.cache import CacheError, ProductCache, build_cache, model
 from defectnas.serving.catalog import read_catalog
 from defectnas.serving.scorer import Scorer, UnknownProducts
 
-from .conftest import catalog_frame
+from .conftest import CACHED_ATOL, catalog_frame
 
 
 def _catalog(df: pd.DataFrame) -> pd.DataFrame:
     return read_catalog(df)[0]
 
 
-@pytest.mark.parametrize("fixture", ["model_dir", "matching_model_dir", "contextual_model_dir"])
-def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fixture, request, tmp_path):
+@pytest.mark.parametrize("fixture,dtype", [("model_dir", "float16"), ("matching_model_dir", "float16"), ("matching_model_dir", "float32"),
+                                           ("contextual_model_dir", "float16")])
+def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fixture, dtype, request, tmp_path):
     model_dir = request.getfixturevalue(fixture)
     cat = _catalog(catalog_frame())
-    report = build_cache(model_dir, cat, tmp_path / "c", batch_size=16)
+    report = build_cache(model_dir, cat, tmp_path / "c", batch_size=16, **({} if dtype == "float16" else {"dtype": dtype}))
     assert (report.count, report.encoded, report.added, report.kept) == (60, 60, 60, 0)
 
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
@@ -33,6 +34,7 @@ def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fix
     cache = ProductCache(tmp_path / "c")
     clf = DefectClassifier.load(model_dir)
     assert isinstance(cache.arrays.vector, np.memmap) and cache.arrays.vector.shape == (60, clf.model_.vector_dim)
+    assert manifest["dtype"] == cache.dtype == dtype and cache.arrays.vector.dtype == np.dtype(dtype)  # float16 by default
     assert clf.model_.vector_dim == (16 + 384 if clf.model_.backbone is not None else 16)  # + MiniLM's sentence vector
     if clf.model_config_.matching:
         assert cache.arrays.tokens.shape == (60, clf.model_config_.title_max_len, 16) and cache.arrays.mask.dtype == bool
@@ -43,7 +45,7 @@ def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fix
     ids = ["p5", "p0", "p59", "p5"]
     titles = cat.set_index("product_id").loc[ids, "title"].tolist()
     expected = clf.predict_proba(["drill bit"] * 4, titles)
-    np.testing.assert_allclose(scorer.score_ids("Drill  Bit", ids), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scorer.score_ids("Drill  Bit", ids), expected, atol=1e-5 if dtype == "float32" else CACHED_ATOL, rtol=0)
     np.testing.assert_allclose(scorer.score_titles("drill bit", titles), expected, atol=1e-5, rtol=0)
     with pytest.raises(UnknownProducts) as e:
         scorer.score_ids("x", ["p1", "nope", "nope"])
@@ -75,7 +77,7 @@ def test_incremental_update_encodes_only_new_and_changed(model_dir, tmp_path, mo
         np.testing.assert_array_equal(after.arrays.vector[after.index[pid]], old_vectors[pid])
     clf = DefectClassifier.load(model_dir)
     expected = clf.predict_proba(["hose"] * 2, ["Garden Hose Reel", "Paint Brush Set"])
-    np.testing.assert_allclose(Scorer(clf, after).score_ids("hose", ["p7", "new1"]), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(Scorer(clf, after).score_ids("hose", ["p7", "new1"]), expected, atol=CACHED_ATOL, rtol=0)
 
     encoded.clear()
     report = build_cache(model_dir, _catalog(updated), out)  # nothing changed: nothing written
@@ -132,7 +134,7 @@ def test_build_reads_a_catalogue_file_or_any_frame(model_dir, catalog_csv, tmp_p
     cache = ProductCache(tmp_path / "b")
     assert cache.ids == ["1", "2"]
     clf = DefectClassifier.load(model_dir)
-    np.testing.assert_allclose(Scorer(clf, cache).score_ids("hose", ["1"]), clf.predict_proba(["hose"], ["garden hose"]), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(Scorer(clf, cache).score_ids("hose", ["1"]), clf.predict_proba(["hose"], ["garden hose"]), atol=CACHED_ATOL, rtol=0)
 
 
 def test_one_build_at_a_time(model_dir, tmp_path):
@@ -145,3 +147,53 @@ def test_one_build_at_a_time(model_dir, tmp_path):
         with pytest.raises(CacheError, match="another defectnas cache build"):
             build_cache(model_dir, _catalog(catalog_frame(6)), out)
     assert build_cache(model_dir, _catalog(catalog_frame(6)), out).added == 1
+
+
+def _as_format_1(out) -> None:
+    """Rewrite a float32 cache as defectnas wrote caches before format 2: padded token states (N, T, C) and mask.npy."""
+    cache = ProductCache(out)
+    gen = out / cache.manifest["generation_dir"]
+    tokens, mask = np.asarray(cache.arrays.tokens), np.asarray(cache.arrays.mask)
+    del cache
+    np.save(gen / "tokens.npy", tokens)
+    np.save(gen / "mask.npy", mask)
+    (gen / "offsets.npy").unlink()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.pop("token_layout")
+    manifest.update(format_version=1, files=["ids.json", "vectors.npy", "tokens.npy", "mask.npy"])
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_float32_padded_cache_of_an_earlier_version_still_serves_and_an_update_converts_it_without_re_encoding(
+        matching_model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    build_cache(matching_model_dir, _catalog(catalog_frame(10)), out, dtype="float32")
+    _as_format_1(out)
+    old = ProductCache(out)
+    assert old.dtype == "float32" and old.arrays.tokens.dtype == np.float32 and isinstance(old.arrays.tokens, np.memmap)
+    clf = DefectClassifier.load(matching_model_dir)
+    exact = Scorer(clf, old).score_ids("drill", ["p0", "p9"])
+    np.testing.assert_allclose(exact, clf.predict_proba(["drill"] * 2, _catalog(catalog_frame(10))["title"].iloc[[0, 9]].tolist()), atol=1e-5, rtol=0)
+
+    monkeypatch.setattr(cache_mod, "encode_titles", lambda *a, **k: pytest.fail("a conversion re-encoded titles"))
+    report = build_cache(matching_model_dir, _catalog(catalog_frame(10)), out)  # the default: float16, tokens unpadded
+    new = ProductCache(out)
+    assert (report.kept, report.encoded, new.dtype, new.generation) == (10, 0, "float16", old.generation + 1)
+    assert new.manifest["format_version"] == 2 and not (out / new.manifest["generation_dir"] / "mask.npy").exists()
+    padded = np.asarray(old.arrays.tokens).astype(np.float16)
+    np.testing.assert_array_equal(new.arrays.tokens, padded)  # read back as the padded array it stands for
+    np.testing.assert_array_equal(new.arrays.tokens[[3, 1, 3], :5], padded[[3, 1, 3], :5])
+    np.testing.assert_array_equal(new.arrays.tokens[2], padded[2])
+    np.testing.assert_array_equal(new.arrays.mask[[0, 9]], np.asarray(old.arrays.mask)[[0, 9]])
+    lengths = np.asarray(old.arrays.mask).sum(axis=1)
+    assert new.bytes_per_product < (new.arrays.vector.shape[1] + lengths.mean() * padded.shape[2]) * 2 + 8 + 1  # only the real tokens
+    assert new.bytes_per_product < 0.5 * old.bytes_per_product
+    np.testing.assert_allclose(Scorer(clf, new).score_ids("drill", ["p0", "p9"]), exact, atol=CACHED_ATOL, rtol=0)
+
+
+def test_a_cache_from_a_newer_format_is_refused_in_one_line(model_dir, tmp_path):
+    build_cache(model_dir, _catalog(catalog_frame(5)), tmp_path / "c")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(CacheError, match="newer defectnas"):
+        ProductCache(tmp_path / "c")

@@ -94,7 +94,7 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
 
             catalog, notes = read_catalog(cfg.catalog)
             echo(f"{cfg.catalog}: {len(catalog)} products; encoding them into a temporary cache")
-            build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet)
+            build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet, dtype="float32")  # thrown away after: kept exact
             titles = dict(zip(catalog["product_id"], catalog["title"]))
             cache_dir = str(Path(tmp) / "cache")
         executor = _executor(cfg, cache_dir)

@@ -27,7 +27,8 @@ import torch
 from ..data import normalize_text
 from ..errors import ConfigError
 from ..model.classifier import Encoded
-from ..serving.encoding import TitleArrays, encode_titles, needs_tokens
+from ..serving.cache import take_encodings
+from ..serving.encoding import TitleArrays, encode_titles, float32_tensor, needs_tokens
 
 QUERY_BATCH = 256  # queries per query-tower pass
 
@@ -115,7 +116,7 @@ def score_chunk(scorer: ChunkScorer, queries: list[str], products: list[str], ti
             where = np.fromiter((scorer.row(products[i]) for i in rows), dtype=np.int64, count=len(rows))  # (n,) cache rows
             order = np.argsort(where, kind="stable")
             rows, where = rows[order], where[order]
-            probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: _take(scorer.cache.arrays, where[r]), len(rows),
+            probs[rows] = _score_pairs(clf, qenc, q_codes[rows], lambda r: take_encodings(scorer.cache.arrays, where[r]), len(rows),
                                        scorer.score_batch)
         rows = np.flatnonzero(fly)
         if len(rows):
@@ -164,10 +165,10 @@ def _score_pairs(clf, qenc: Encoded, q_codes: np.ndarray, take, n: int, batch: i
         qmask = qenc.mask[qi]
         Lq = int(qmask.any(0).nonzero().max()) + 1 if qmask.any() else 1  # drop query padding no query of the batch uses
         q = Encoded(qenc.tokens[qi, :Lq], qenc.vector[qi], qmask[:, :Lq])
-        vector = torch.from_numpy(np.ascontiguousarray(titles.vector)).to(device)
+        vector = float32_tensor(titles.vector, device)  # a float16 cache is scored in float32
         if matching:
             T = int(np.flatnonzero(titles.mask.any(0)).max(initial=0)) + 1  # as serving.encoding.score: exact
-            t = Encoded(torch.from_numpy(np.ascontiguousarray(titles.tokens[:, :T])).to(device), vector,
+            t = Encoded(float32_tensor(titles.tokens[:, :T], device), vector,
                         torch.from_numpy(np.ascontiguousarray(titles.mask[:, :T])).to(device))
         else:
             t = Encoded(None, vector, None)

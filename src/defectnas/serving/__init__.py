@@ -6,7 +6,10 @@ Why a package: the catalogue changes slowly, so product titles are encoded once
 
 - :mod:`.catalog`  — any product table or pairs dataset → one row per product (id, title)
 - :mod:`.encoding` — the title and query halves of a two-tower score, as predict_proba computes them
-- :mod:`.cache`    — the on-disk cache: build, incremental update, open (memory-mapped)
+- :mod:`.cache`    — the on-disk cache: build, incremental update, open (memory-mapped; float16 by default)
+- :mod:`.ray_build` — a cache's titles encoded on Ray actors (``defectnas cache --ray-address``)
+- :mod:`.reload`   — a running service picks up a new cache generation without a restart
+- :mod:`.batching` — micro-batching: concurrent cached requests share one query-tower pass (``serve --batch-wait-ms``)
 - :mod:`.scorer`   — one query against cached products or raw titles
 - :mod:`.query_cache` — an LRU of query encodings (repeated queries skip the query tower)
 - :mod:`.onnx_export` — ``defectnas export``: query tower, head (and title tower) as ONNX, optionally int8

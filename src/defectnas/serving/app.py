@@ -1,5 +1,7 @@
 """The HTTP scoring service (FastAPI): ``POST /score``, ``POST /v1/rerank`` (:mod:`.rerank`),
 ``GET /healthz``, ``GET /metrics`` (:mod:`.metrics`), OpenAPI at ``/docs`` (tightened by :mod:`.schema`).
+A new cache generation written into the served cache directory is picked up without a restart
+(:mod:`.reload`, every ``cache_reload_s`` seconds).
 
 Why these limits: a request's cost grows with its products and text lengths, so each is
 bounded (:class:`ServeSettings`) and checked before any model work, and the raw body is capped
@@ -16,14 +18,18 @@ touches files the caller names: the model and cache are fixed when the app is cr
 Concurrency: a request for cached products costs about a millisecond of CPU and is computed on
 the event loop itself (a hand-off to a thread costs as much on a busy machine); raw titles run
 the title tower and go to at most ``title_workers`` threads, so they cannot starve cached
-requests. To use more cores, run several processes (:func:`run_workers`, ``--workers``).
+requests. To use more cores, run several processes (:func:`run_workers`, ``--workers``); to encode
+concurrent queries in one pass, micro-batching (:mod:`.batching`, ``batch_wait_ms``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import os
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +50,7 @@ from . import schema
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RequestMetrics, ServiceMetrics
 from .overload import Admission, OverloadGuard
+from .reload import CacheWatcher
 from .scorer import AmbiguousProducts, Scorer, UnknownProducts, load_scorer
 
 API_KEY_HEADER = "X-API-Key"
@@ -69,6 +76,9 @@ class ServeSettings:
     max_concurrency: int = 16  # requests served at once (0: no bound); beyond, they wait in the queue
     max_queue: int = 64  # requests waiting for a slot; beyond, 503 with Retry-After at once
     request_timeout_ms: float = 30_000  # a request not answered this long after arriving gets 503 (0: no deadline)
+    cache_reload_s: float = 2.0  # seconds between checks of the cache directory for a new generation (0: never; see .reload)
+    batch_wait_ms: float = 0.0  # cached-product requests arriving within this many ms share one query-tower pass (0: off; .batching)
+    max_batch: int = 32  # ... at most this many
 
     def body_limit(self) -> int:
         if self.max_body_bytes > 0:
@@ -143,9 +153,31 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         scorer.score_ids("warm up", scorer.cache.ids[:1], scorer.cache.locales[0] if scorer.cache.locales else None)
     scorer.query_cache.reset()  # the counts and entries start with the first request
 
-    app = FastAPI(title="defectnas", version=__version__,
+    watcher = CacheWatcher(scorer, settings.cache_reload_s) if scorer.cache is not None and settings.cache_reload_s > 0 else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(watcher.run()) if watcher is not None else None  # new cache generations, served without a restart
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="defectnas", version=__version__, lifespan=lifespan,
                   description="Defect probability of (query, product) pairs: is this product irrelevant to this query?")
-    app.state.scorer, app.state.settings = scorer, settings
+    app.state.scorer, app.state.settings, app.state.cache_watcher = scorer, settings, watcher
+    app.state.batcher = None
+    if settings.batch_wait_ms > 0:
+        if scorer.backend != "torch":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--batch-wait-ms: micro-batching is built for the torch backend, not {scorer.backend}")
+        from .batching import MicroBatcher
+
+        app.state.batcher = MicroBatcher(scorer, settings.batch_wait_ms / 1000, settings.max_batch)
     title_limiter = anyio.CapacityLimiter(max(1, settings.title_workers))
     app.state.admission = Admission(settings.max_concurrency, settings.max_queue)
     app.state.metrics = metrics = ServiceMetrics(app.state)
@@ -194,7 +226,7 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         query = request.query
         _check_texts(scorer, query, field, items)
         _check_locale(scorer, request.locale, field == "product_id")
-        probs = await score_items(scorer, query, field, items, request.locale, title_limiter)
+        probs = await score_items(scorer, query, field, items, request.locale, title_limiter, app.state.batcher)
         threshold = scorer.threshold
         results = [{field: item, "defect_probability": p, "is_defect": p >= threshold} for item, p in zip(items, probs.tolist())]
         return JSONResponse({"model": scorer.name, "results": results})  # already valid: skip re-validation
@@ -256,10 +288,13 @@ def _check(request: ScoreRequest, s: ServeSettings) -> tuple[str, list[str]]:
     return field, items
 
 
-async def score_items(scorer: Scorer, query: str, field: str, items: list[str], locale: str | None, title_limiter):
+async def score_items(scorer: Scorer, query: str, field: str, items: list[str], locale: str | None, title_limiter, batcher=None):
     """Probabilities of ``items`` (cached product ids or raw titles); HTTPException 404/422 for
-    unknown or ambiguous ids."""
+    unknown or ambiguous ids. With a ``batcher`` (:class:`.batching.MicroBatcher`), cached ids
+    wait for it (requests arriving together share one query-tower pass)."""
     try:
+        if field == "product_id" and batcher is not None:
+            return await batcher.score_ids(query, items, locale)
         if field == "product_id":
             # cached products cost about a millisecond: computed right here, because handing
             # them to a worker thread costs more than that on a busy machine

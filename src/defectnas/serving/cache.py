@@ -7,9 +7,23 @@ short query. On disk, a cache directory holds:
     manifest.json          which model built it (sha256 of config.json + model.safetensors),
                            format version, product count, dims, and the current generation
     gen-000007/ids.json    {"product_id": [...], "title_sha1": [...] [, "product_locale": [...]]} in row order
-    gen-000007/vectors.npy float32 (N, C)     pooled title vectors
-    gen-000007/tokens.npy  float32 (N, T, C)  title token states   } only for models with
-    gen-000007/mask.npy    bool    (N, T)     their padding mask   } the matching layer
+    gen-000007/vectors.npy float16 (N, V)     pooled title vectors
+    gen-000007/tokens.npy  float16 (S, C)     title token states, unpadded: product i's   } only for models
+                                              are rows offsets[i]:offsets[i+1]           } with the matching
+    gen-000007/offsets.npy int64   (N + 1,)   where each product's tokens start           } layer
+
+Token states are stored without padding (S = the titles' total token count, 18 of 32 slots per
+title on average on the Home Depot sample): the padding positions are zeros and masked, so a
+title's mask is its first ``length`` positions and nothing is lost. :class:`UnpaddedTokens` and
+:class:`UnpaddedMask` read them back as the padded (N, T, C) array and (N, T) mask they stand for.
+Format 1 caches (earlier versions: float32, padded ``tokens.npy`` (N, T, C) and ``mask.npy``) are
+still read.
+
+Encodings are stored as float16 by default (``dtype="float32"`` keeps them exact): half the
+bytes per product, and the score is still computed in float32 (the arrays are widened when a
+request takes its rows), so only the stored values are rounded (relative error ≤ 2⁻¹¹; what
+that does to probabilities and AP is measured in ``benchmarks/cache.py``). A cache written in
+float32 by an earlier version loads and scores as before; the manifest's ``dtype`` says which.
 
 Arrays are plain ``.npy`` files, memory-mapped for reading and loaded with
 ``allow_pickle=False``. Every build writes a new generation directory under a temporary name,
@@ -46,11 +60,14 @@ from .catalog import CATALOG_ATTR, LOCALE_COLUMN, read_catalog, title_hash
 from .encoding import TitleArrays, encode_titles, needs_tokens
 
 FORMAT = "defectnas-product-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: float16 by default, token states unpadded (+ offsets.npy); 1 (still read): float32, padded + mask.npy
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held while a build writes
-IDS, VECTORS, TOKENS, MASK = "ids.json", "vectors.npy", "tokens.npy", "mask.npy"
+IDS, VECTORS, TOKENS, MASK, OFFSETS = "ids.json", "vectors.npy", "tokens.npy", "mask.npy", "offsets.npy"
+UNPADDED = "unpadded"  # manifest token_layout of format 2 (format 1: padded)
 _COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds memory)
+DTYPES = ("float16", "float32")  # how encodings are stored (token mask: bool)
+DEFAULT_DTYPE = "float16"
 
 
 class CacheError(DataError):
@@ -149,10 +166,17 @@ class ProductCache:
             tokens = mask = None
             if self.manifest["matching"]:
                 tokens = np.load(gen / TOKENS, mmap_mode="r", allow_pickle=False)
-                mask = np.load(gen / MASK, mmap_mode="r", allow_pickle=False)
+                if self.manifest.get("token_layout") == UNPADDED:
+                    offsets = np.load(gen / OFFSETS, allow_pickle=False)
+                    if offsets.ndim != 1 or len(offsets) != len(self.ids) + 1 or offsets[-1] > len(tokens):
+                        raise ValueError(f"{OFFSETS} does not match {TOKENS}")
+                    tokens = UnpaddedTokens(tokens, offsets, int(self.manifest["title_max_len"]))
+                    mask = UnpaddedMask(tokens)
+                else:
+                    mask = np.load(gen / MASK, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, KeyError) as e:
             raise CacheError(f"{self.directory}: cache files unreadable ({type(e).__name__}: {e}); rebuild it with defectnas cache --rebuild") from None
-        self.arrays = TitleArrays(vector, tokens, mask)
+        self.arrays = TitleArrays(vector, tokens, mask)  # tokens, mask: (N, T, C), (N, T) padded, as arrays or as unpadded views
         n = self.manifest["count"]
         if len(self.ids) != n or vector.shape[0] != n or (tokens is not None and tokens.shape[0] != n):
             raise CacheError(f"{self.directory}: cache files disagree with the manifest ({n} products); rebuild it with defectnas cache --rebuild")
@@ -175,6 +199,22 @@ class ProductCache:
     @property
     def model_hash(self) -> str:
         return self.manifest["model_hash"]
+
+    @property
+    def dtype(self) -> str:
+        """How the encodings are stored: "float16" or "float32" (caches of earlier versions)."""
+        return str(self.arrays.vector.dtype)
+
+    @property
+    def generation(self) -> int:
+        """The generation number of the opened cache (each build that changes it adds one)."""
+        return int(self.manifest["generation"])
+
+    @property
+    def bytes_per_product(self) -> float:
+        """Bytes of encodings (vectors, token states and their mask or offsets) per product, as stored."""
+        return sum(a.nbytes for a in self.arrays if a is not None) / max(len(self), 1)
+
 
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
         """Refuse (CacheError) a cache that another model built (a new threshold is the same model)."""
@@ -209,7 +249,90 @@ class ProductCache:
 
     def take(self, ids: list[str], locale: str | None = None) -> TitleArrays:
         """Encodings of ``ids`` in request order (see :meth:`rows`)."""
-        return _take(self.arrays, self.rows(ids, locale))
+        return self.take_rows(self.rows(ids, locale))
+
+    def take_rows(self, rows: np.ndarray) -> TitleArrays:
+        """Encodings (padded arrays: vector (n, V); tokens (n, T, C), mask (n, T) or None) of cache ``rows``."""
+        return take_encodings(self.arrays, rows)
+
+
+class UnpaddedTokens:
+    """Title token states stored without padding — ``flat`` (S, C), product i's in rows
+    ``offsets[i]:offsets[i + 1]`` — read as the zero-padded (N, T, C) array they stand for.
+
+    Indexing takes rows (an int, a slice or an int array) and optionally a slice of the T token
+    positions, ``tokens[rows]`` or ``tokens[rows, :t]``, and returns a plain array (a copy)."""
+
+    ndim = 3
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray, max_len: int) -> None:
+        self.flat, self.offsets = flat, np.asarray(offsets, dtype=np.int64)
+        self.lengths = np.diff(self.offsets)  # (N,) tokens of each title
+        self.shape = (len(self.lengths), max_len, flat.shape[1])
+        self.dtype = flat.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.flat.nbytes + self.offsets.nbytes)
+
+    def _rows(self, rows) -> tuple[np.ndarray, bool]:
+        if isinstance(rows, slice):
+            return np.arange(len(self))[rows], False
+        rows = np.asarray(rows)
+        return np.atleast_1d(rows).astype(np.int64), rows.ndim == 0
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        rows, scalar = self._rows(rows)
+        states, _ = self.take(rows)
+        out = np.zeros((len(rows), self.shape[1], self.shape[2]), dtype=self.dtype)
+        out[:, : states.shape[1]] = states
+        out = out[:, cols]
+        return out[0] if scalar else out
+
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens (n, L, C), mask (n, L)) of ``rows``, padded only to the longest of them (L ≥ 1):
+        what a request needs (the score drops padding columns no title uses anyway)."""
+        lengths = self.lengths[rows]
+        longest = max(int(lengths.max(initial=0)), 1)
+        valid = np.arange(longest)[None, :] < lengths[:, None]  # (n, L)
+        index = np.where(valid, self.offsets[rows][:, None] + np.arange(longest)[None, :], 0)
+        states = self.flat[index.reshape(-1)].reshape(len(rows), longest, -1) if len(self.flat) else \
+            np.zeros((len(rows), longest, self.shape[2]), dtype=self.dtype)
+        states[~valid] = 0
+        return states, valid
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
+
+
+class UnpaddedMask:
+    """The padding mask (N, T) bool of :class:`UnpaddedTokens`: each title's first ``length`` positions (nothing stored)."""
+
+    ndim = 2
+    dtype = np.dtype(bool)
+    nbytes = 0
+
+    def __init__(self, tokens: UnpaddedTokens) -> None:
+        self.tokens = tokens
+        self.shape = tokens.shape[:2]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        rows, scalar = self.tokens._rows(rows)
+        out = (np.arange(self.shape[1])[None, :] < self.tokens.lengths[rows][:, None])[:, cols]
+        return out[0] if scalar else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -233,6 +356,9 @@ def build_cache(
     quiet: bool = True,
     clf=None,
     invalid_rows: str = "skip",
+    dtype: str = DEFAULT_DTYPE,
+    ray_address: str | None = None,
+    ray_actors: int = 0,
 ) -> BuildReport:
     """Encode ``catalog`` (a product table, pairs dataset or path: see :func:`read_catalog`) into ``out``.
 
@@ -241,6 +367,11 @@ def build_cache(
     unless ``rebuild``. ``clf``: the already loaded ``DefectClassifier`` of ``model_dir``.
     Titles the model sees as nothing or as unknown pieces only are left out with one
     DataWarning line (``invalid_rows="skip"``) or refused (``"error"``), as ``predict`` does.
+    ``dtype``: how encodings are stored, ``"float16"`` (default; half the bytes) or ``"float32"``
+    (exact); a cache of the other dtype is converted by the update (kept rows are cast, not re-encoded).
+    ``ray_address`` (``auto``, ``local``, ``ray://host:port``): titles are encoded by Ray actors
+    (``ray_actors``, 0: one per CPU of the cluster; see :mod:`.ray_build`) in the batches a local
+    build would encode; everything else, and the result, is the local build's.
     """
     from ..estimator import DefectClassifier
 
@@ -248,6 +379,8 @@ def build_cache(
     out = Path(out)
     if batch_size < 1:
         raise DataError("batch_size must be at least 1")
+    if dtype not in DTYPES:
+        raise DataError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not (isinstance(catalog, pd.DataFrame) and catalog.attrs.get(CATALOG_ATTR)):
         catalog, _ = read_catalog(catalog, invalid_rows=invalid_rows)  # normalised titles, one row per product
     digest = model_hash(model_dir)
@@ -256,7 +389,7 @@ def build_cache(
     catalog = _screen_titles(clf, catalog, invalid_rows)
     _refuse_foreign(out)
     with _build_lock(out):
-        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start)
+        return _build(clf, digest, model_dir, catalog, out, batch_size, rebuild, quiet, start, dtype, (ray_address, ray_actors))
 
 
 def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFrame:
@@ -278,7 +411,8 @@ def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFram
     return out
 
 
-def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float) -> BuildReport:
+def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float,
+           dtype: str, ray: tuple[str | None, int] = (None, 0)) -> BuildReport:
     previous = _previous(out, digest, model_dir, rebuild)
     ids = catalog["product_id"].astype(str).tolist()
     locales = catalog[LOCALE_COLUMN].astype(str).tolist() if LOCALE_COLUMN in catalog.columns else None
@@ -297,7 +431,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
             old_rows[i] = row
     removed = len(previous) - (len(ids) - added) if previous is not None else 0
     kept = int((old_rows >= 0).sum())
-    if previous is not None and added == changed == removed == 0 and previous.keys == keys:
+    if previous is not None and added == changed == removed == 0 and previous.keys == keys and previous.dtype == dtype:
         return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out))
 
     generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
@@ -306,14 +440,15 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        arrays = _allocate(tmp, clf, len(ids))
+        writer = GenerationWriter(tmp, clf, titles, dtype)
         if previous is not None and kept:
-            _copy_kept(previous.arrays, arrays, old_rows)
-        _encode_missing(clf, titles, old_rows, arrays, batch_size, quiet)
-        for a in arrays:
-            if a is not None:
-                a.flush()
-        del arrays
+            _copy_kept(previous.arrays, writer, old_rows)
+        if ray[0]:
+            _encode_on_ray(ray[0], ray[1], model_dir, titles, old_rows, writer, batch_size, quiet, dtype)
+        else:
+            _encode_missing(clf, titles, old_rows, writer, batch_size, quiet)
+        writer.close()
+        del writer
         atomic_write_json(tmp / IDS, {"product_id": ids, "title_sha1": hashes, **({LOCALE_COLUMN: locales} if locales is not None else {})})
         _fsync_dir_files(tmp)
         final = out / name
@@ -337,8 +472,9 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "vector_dim": int(getattr(clf.model_, "vector_dim", cfg.d_model)),
         "title_max_len": cfg.title_max_len,
         "matching": needs_tokens(clf),
-        "dtype": "float32",
-        "files": [IDS, VECTORS] + ([TOKENS, MASK] if needs_tokens(clf) else []),
+        "dtype": dtype,
+        **({"token_layout": UNPADDED} if needs_tokens(clf) else {}),
+        "files": [IDS, VECTORS] + ([TOKENS, OFFSETS] if needs_tokens(clf) else []),
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
@@ -390,46 +526,101 @@ def _next_generation(out: Path) -> int:
         return 1
 
 
-def _allocate(directory: Path, clf, n: int) -> TitleArrays:
-    cfg = clf.model_config_
-    C, T = cfg.d_model, cfg.title_max_len
-    V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
-    vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=np.float32, shape=(n, V))
-    if not needs_tokens(clf):
-        return TitleArrays(vector, None, None)
-    tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=np.float32, shape=(n, T, C))
-    mask = np.lib.format.open_memmap(directory / MASK, mode="w+", dtype=np.bool_, shape=(n, T))
-    return TitleArrays(vector, tokens, mask)
+class GenerationWriter:
+    """The arrays of a new generation, written by rows in any order: vectors (N, V) and, for models
+    that read title tokens, the unpadded token states (S, C) with their offsets (N + 1,).
+
+    Each title's token count is known before encoding (its non-padding token ids), so the flat
+    array is allocated once; :meth:`write` refuses (CacheError) an encoding whose mask is not that
+    title's first ``length`` positions."""
+
+    def __init__(self, directory: Path, clf, titles: list[str], dtype: str) -> None:
+        cfg = clf.model_config_
+        n, C, T = len(titles), cfg.d_model, cfg.title_max_len
+        V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
+        self.vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=dtype, shape=(n, V))
+        self.tokens = None
+        if needs_tokens(clf):
+            lengths = np.concatenate([(clf.tokenizer_.encode(titles[i : i + 65536], T) != 0).sum(axis=1)
+                                      for i in range(0, n, 65536)]).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+            self.lengths = lengths
+            self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+            np.save(directory / OFFSETS, self.offsets, allow_pickle=False)
+            self.tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=dtype, shape=(int(self.offsets[-1]), C))
+
+    def write(self, rows: np.ndarray, enc: TitleArrays) -> None:
+        """Store the encodings ``enc`` (vector (n, V); tokens (n, T, C) and mask (n, T), padded) of ``rows``."""
+        self.vector[rows] = enc.vector
+        if self.tokens is None:
+            return
+        rows = np.asarray(rows)
+        mask, lengths = np.asarray(enc.mask), self.lengths[rows]
+        expected = np.arange(mask.shape[1])[None, :] < lengths[:, None]  # each title's first `length` positions
+        if (lengths > mask.shape[1]).any() or not np.array_equal(mask, expected):
+            bad = int(rows[np.flatnonzero((mask != expected).any(axis=1) | (lengths > mask.shape[1]))[0]])
+            raise CacheError(f"product row {bad}: the model's token mask is not its title's first {int(self.lengths[bad])} positions; "
+                             "this model cannot be cached unpadded")
+        for i, (start, length) in enumerate(zip(self.offsets[rows].tolist(), lengths.tolist())):
+            self.tokens[start : start + length] = enc.tokens[i, :length]
+
+    def close(self) -> None:
+        for a in (self.vector, self.tokens):
+            if a is not None:
+                a.flush()
+        self.vector = self.tokens = None
 
 
-def _take(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
-    return TitleArrays(*(None if a is None else np.take(a, rows, axis=0) for a in arrays))
+def take_encodings(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
+    """Rows of the encodings as plain arrays, from memory maps (padded to T) or unpadded views (padded
+    to the longest title of ``rows``) alike."""
+    if isinstance(arrays.tokens, UnpaddedTokens):
+        rows = np.asarray(rows, dtype=np.int64)
+        return TitleArrays(np.asarray(arrays.vector[rows]), *arrays.tokens.take(rows))
+    return TitleArrays(*(None if a is None else np.asarray(a[rows]) for a in arrays))
 
 
-def _copy_kept(old: TitleArrays, new: TitleArrays, old_rows: np.ndarray) -> None:
+def _copy_kept(old: TitleArrays, new: GenerationWriter, old_rows: np.ndarray) -> None:
     """Copy unchanged products' encodings from the previous generation, a block at a time."""
-    if old.vector.shape[1:] != new.vector.shape[1:] or (old.tokens is None) != (new.tokens is None):
+    if old.vector.shape[1:] != new.vector.shape[1:] or (old.tokens is None) != (new.tokens is None) or (
+            old.tokens is not None and old.tokens.shape[2] != new.tokens.shape[1]):
         raise CacheError("previous cache has other dimensions than the model; rebuild it with --rebuild")
     dest = np.flatnonzero(old_rows >= 0)
     for i in range(0, len(dest), _COPY_ROWS):
         d = dest[i : i + _COPY_ROWS]
-        for src, dst in zip(_take(old, old_rows[d]), new):
-            if dst is not None:
-                dst[d] = src
+        new.write(d, take_encodings(old, old_rows[d]))
 
 
-def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, arrays: TitleArrays, batch_size: int, quiet: bool) -> None:
+def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int, quiet: bool) -> None:
     from tqdm import tqdm
 
     todo = np.flatnonzero(old_rows < 0)
     with torch.inference_mode(), tqdm(total=len(todo), unit="products", desc="encoding", disable=quiet or not len(todo)) as bar:
         for i in range(0, len(todo), batch_size):
             rows = todo[i : i + batch_size]
-            enc = encode_titles(clf, [titles[r] for r in rows], normalized=True)
-            for src, dst in zip(enc, arrays):
-                if dst is not None:
-                    dst[rows] = src
+            writer.write(rows, encode_titles(clf, [titles[r] for r in rows], normalized=True))
             bar.update(len(rows))
+
+
+def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int,
+                   quiet: bool, dtype: str) -> None:
+    """As :func:`_encode_missing`, the batches encoded by Ray actors (:mod:`.ray_build`)."""
+    from tqdm import tqdm
+
+    from .ray_build import CHUNK_BATCHES, RayTitleEncoder
+
+    todo = np.flatnonzero(old_rows < 0)
+    if not len(todo):
+        return
+    step = batch_size * CHUNK_BATCHES  # whole batches per chunk: the batches of a local build
+    chunks = ((todo[i : i + step], [titles[r] for r in todo[i : i + step]]) for i in range(0, len(todo), step))
+    encoder = RayTitleEncoder(address, model_dir, actors)
+    try:
+        with tqdm(total=len(todo), unit="products", desc=f"encoding on Ray ({len(encoder.actors)} actors)", disable=quiet) as bar:
+            for rows, encoded in encoder.map(chunks, batch_size, dtype):
+                writer.write(rows, TitleArrays(*encoded))
+                bar.update(len(rows))
+    finally:
+        encoder.shutdown()
 
 
 def _fsync_dir_files(directory: Path) -> None:

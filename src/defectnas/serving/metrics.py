@@ -67,6 +67,16 @@ class ServiceCollector:
         yield GaugeMetricFamily("defectnas_cache_generation", "generation of the product cache being served (-1: no cache)",
                                 value=cache.manifest.get("generation", 0) if cache is not None else -1)
         yield GaugeMetricFamily("defectnas_cache_products", "products in the served cache", value=len(cache) if cache is not None else 0)
+        batcher = getattr(self.state, "batcher", None)
+        if batcher is not None:
+            yield CounterMetricFamily("defectnas_query_batches", "query-tower passes of micro-batched requests (serve --batch-wait-ms)",
+                                      value=batcher.batches)
+            yield CounterMetricFamily("defectnas_batched_requests", "requests answered through micro-batches", value=batcher.requests)
+        watcher = getattr(self.state, "cache_watcher", None)
+        if watcher is not None:
+            yield CounterMetricFamily("defectnas_cache_reloads", "new cache generations swapped in without a restart", value=watcher.reloads)
+            yield CounterMetricFamily("defectnas_cache_reload_failures", "new cache generations not served (unreadable, or another "
+                                      "model's): the previous one stays", value=watcher.failures)
         stats = scorer.query_cache.stats()
         yield GaugeMetricFamily("defectnas_query_cache_capacity", "query encodings the LRU keeps at most (0: off)", value=stats["capacity"])
         yield GaugeMetricFamily("defectnas_query_cache_size", "query encodings in the LRU", value=stats["size"])

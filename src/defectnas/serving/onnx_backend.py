@@ -82,6 +82,12 @@ class OnnxScorer:
         """An export directory and (optionally) a product cache built by the exported model."""
         return cls(directory, ProductCache(cache_dir) if cache_dir is not None else None, **options)
 
+    def open_cache(self, directory: str | Path) -> ProductCache:
+        """The cache in ``directory``, opened; CacheError when it is unreadable or another model built it."""
+        cache = ProductCache(directory)
+        check_cache(cache, self.spec)
+        return cache
+
     # ----------------------------------------------------------------- encoding
     def encode_query(self, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tokens (1, Tq, C), vector (1, V), mask (1, Tq)) of a normalised query, from the LRU when seen."""

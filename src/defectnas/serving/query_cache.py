@@ -47,6 +47,11 @@ class QueryCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key`` is cached (not counted as a hit or miss, order unchanged)."""
+        with self._lock:
+            return key in self._items
+
     def clear(self) -> None:
         """Forget every entry (the counts are kept)."""
         with self._lock:

@@ -76,7 +76,8 @@ def add_rerank_route(app: FastAPI, scorer, settings, title_limiter, dependencies
         _check_locale(scorer, request.locale, by_ids=bool(ids))
         defect = np.empty(len(request.documents), dtype=np.float64)
         if ids:
-            defect[list(ids)] = await score_items(scorer, query, "product_id", list(ids.values()), request.locale, title_limiter)
+            defect[list(ids)] = await score_items(scorer, query, "product_id", list(ids.values()), request.locale, title_limiter,
+                                                  app.state.batcher)
         if titles:
             defect[list(titles)] = await score_items(scorer, query, "title", list(titles.values()), None, title_limiter)
         relevance = 1.0 - defect

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import normalize_text
 from .cache import AmbiguousProducts, ProductCache, UnknownProducts, model_hash  # noqa: F401 (re-exported)
-from .encoding import encode_query, encode_titles, score
+from .encoding import encode_queries, encode_query, encode_titles, score
 from .query_cache import QueryCache
 
 BACKENDS = ("torch", "onnx")
@@ -28,9 +28,11 @@ class Scorer:
 
     backend = "torch"
 
-    def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "", query_cache: int = 0) -> None:
+    def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "", query_cache: int = 0,
+                 model_dir: str | Path | None = None) -> None:
         clf.model_.eval()
         self.clf = clf
+        self.model_dir = model_dir  # where the model was loaded from (accepts caches of the same encoder after a threshold change)
         self.cache = cache
         self.name = name  # shown in responses: "<model dir name>@<hash prefix>"
         self.model_hash = digest
@@ -49,11 +51,34 @@ class Scorer:
         if cache_dir is not None:
             cache = ProductCache(cache_dir)
             cache.check_model(digest, model_dir)
-        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest, query_cache)
+        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest, query_cache, model_dir)
+
+    def open_cache(self, directory: str | Path) -> ProductCache:
+        """The cache in ``directory``, opened; CacheError when it is unreadable or another model built it."""
+        cache = ProductCache(directory)
+        cache.check_model(self.model_hash, self.model_dir if self.model_dir is not None else "the model")
+        return cache
 
     def encode_query(self, query: str):
         """The encoding of a normalised query (from the query cache when it was seen)."""
         return self.query_cache.get_or_compute(query, lambda q: encode_query(self.clf, q))
+
+    def encode_queries(self, queries: list[str]) -> list:
+        """Encodings of normalised queries: those in the query cache from it, the others in one padded pass."""
+        distinct = list(dict.fromkeys(queries))
+        misses = [q for q in distinct if q not in self.query_cache]
+        fresh = dict(zip(misses, encode_queries(self.clf, misses))) if misses else {}
+        return [self.query_cache.get_or_compute(q, fresh.__getitem__) for q in queries]  # counts hits and misses, keeps the new
+
+    def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Cache rows of ``ids`` (UnknownProducts / AmbiguousProducts as :meth:`score_ids`)."""
+        if self.cache is None:
+            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+        return self.cache.rows(ids, locale)
+
+    def score_rows(self, query_encoding, cache: ProductCache, rows: np.ndarray) -> np.ndarray:
+        """Probabilities (N,) of an encoded query against rows of ``cache``."""
+        return score(self.clf, query_encoding, cache.take_rows(rows))
 
     def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Probabilities (N,) of cached products (of ``locale``, for a cache keyed by locale);
