@@ -265,13 +265,17 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
             raise where.error(f"row {rows[pos]}: {message} in column {column!r}{more(count)}")
 
     out = raw.copy()
-    query = pd.Series([None if is_missing(v) else str(v).strip() for v in raw[layout.query].tolist()], index=raw.index, dtype=object)
+    query = _by_value(raw[layout.query], _stripped)
     bad(query.isna() | (query == ""), "empty query", layout.query)
     title = None
     if layout.title is not None:
-        title = pd.Series([None if is_missing(v) or not str(v).strip() else str(v) for v in raw[layout.title].tolist()],
-                          index=raw.index, dtype=object)
-    product = as_strings(raw[layout.product]) if layout.product is not None else pd.Series([None] * len(raw), index=raw.index)
+        title = _by_value(raw[layout.title], _title_text)
+    if layout.product is None:
+        product = pd.Series([None] * len(raw), index=raw.index)
+    elif _repeats_cheaply(raw[layout.product]):
+        product = _by_value(raw[layout.product], _stripped)  # as_strings's text of a text or integer cell
+    else:
+        product = as_strings(raw[layout.product])
     product = product.where(product.notna() & (product != ""), None)
     no_id = product.isna()
     if no_id.any():
@@ -292,6 +296,37 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
     out["_position"] = _positive_ints(raw[layout.position], layout.position, bad)
     out["_weight"] = _weights(raw, layout, bad)
     return out.reset_index(drop=True)
+
+
+def _stripped(value) -> str | None:
+    return None if is_missing(value) else str(value).strip()
+
+
+def _title_text(value) -> str | None:
+    return None if is_missing(value) or not str(value).strip() else str(value)
+
+
+def _repeats_cheaply(values: pd.Series) -> bool:
+    """Whether equal cells of the column are the same value: a text or integer column (not an
+    object column, where 1 and 1.0 hash alike but print apart)."""
+    dtype = values.dtype
+    return dtype != object and (pd.api.types.is_string_dtype(dtype) or pd.api.types.is_integer_dtype(dtype))
+
+
+def _by_value(values: pd.Series, text) -> pd.Series:
+    """``text`` of every cell as an object Series (None where ``text`` gives None).
+
+    Why: a result log repeats its queries on every row of a page and its products on many pages,
+    and this per-cell Python was most of the reading cost; for a text or integer column ``text``
+    runs once per distinct value (``pd.factorize`` finds them in C), so the result is the
+    per-cell one exactly. Other columns go cell by cell."""
+    if not _repeats_cheaply(values):
+        return pd.Series([text(v) for v in values.tolist()], index=values.index, dtype=object)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[:-1] = [text(v) for v in uniques.tolist()]
+    mapped[-1] = text(None)  # code -1: a missing cell
+    return pd.Series(mapped[codes], index=values.index, dtype=object)
 
 
 def _positive_ints(values: pd.Series, column: str, bad) -> np.ndarray:

@@ -192,6 +192,7 @@ def _whole_queries(batches: Iterator[tuple[pd.DataFrame, LogLayout]]) -> Iterato
 def _scored_frame(batch: pd.DataFrame, probs: np.ndarray, flagged: np.ndarray, gone: np.ndarray) -> pd.DataFrame:
     frame = batch.drop(columns=[c for c in INTERNAL if c in batch.columns])
     frame = frame.drop(columns=[c for c in ADDED if c in frame.columns])
+    frame.attrs = {}  # the reader's source line numbers: not a column, and pyarrow cannot store them as metadata
     frame["defect_probability"] = probs
     frame["is_defect"] = pd.array(np.where(gone, None, flagged), dtype="boolean")
     frame["product_missing"] = gone
