@@ -636,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", nargs="+", action="extend", metavar="COLUMN", help="grouping columns of the log (rates per value)")
     p.add_argument("--baseline-log", help="the log before a change: audited with the same model, change per query and group")
     p.add_argument("--ray-address", help="score on Ray actors: auto, local, or ray://host:port (needs pip install ray)")
-    p.add_argument("--batch-rows", type=int, default=50_000, help="log rows read and held at once (bounds memory)")
+    p.add_argument("--batch-rows", type=int, default=200_000, help="log rows read and held at once (bounds memory)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the local scorer (0: torch's default)")
     p.add_argument("--query-col", help="column of the query (default: query, search_term, user_query or keywords)")
     p.add_argument("--id-col", help="column of the product id (default: product_id, product_uid, doc_id or hit_id)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from defectnas.audit.score import chunks
 
@@ -56,3 +57,46 @@ def test_text_cells_read_once_per_distinct_value_as_cell_by_cell():
                    pd.Series([1, None, 3], dtype="Int64"), pd.Series([1, 1.0, " x", None], dtype=object)):
         for text in (_stripped, _title_text):
             assert _by_value(values, text).tolist() == [text(v) for v in values.tolist()]
+
+
+@pytest.mark.parametrize("with_matching", [True, False])
+def test_query_head_is_the_models_score(with_matching, fitted):
+    """QueryHead (the query's blocks of the head computed once per query) gives model.score's
+    logits, with and without the matching layer (random weights: the identity is algebra)."""
+    import dataclasses
+
+    import torch
+
+    from defectnas.audit.score import QueryHead
+    from defectnas.model import DefectNet
+    from defectnas.model.classifier import Encoded
+
+    torch.manual_seed(0)
+    model = DefectNet(dataclasses.replace(fitted.model_config_, matching=with_matching)).eval()
+    assert (model.matching is not None) == with_matching
+    gen = torch.Generator().manual_seed(0)
+    q_ids = torch.randint(1, 200, (5, 6), generator=gen)
+    q_ids[1, 3:] = 0  # shorter queries: padding the mask hides
+    t_ids = torch.randint(1, 200, (40, 8), generator=gen)
+    t_ids[::3, 5:] = 0
+    qi = torch.randint(0, 5, (40,), generator=gen)
+    with torch.inference_mode():
+        qenc, t = model.encode_query(q_ids), model.encode_title(t_ids)
+        head = QueryHead.of(model, qenc)
+        assert head is not None
+        got = head.score(qi, q_ids.shape[1], t)
+        expected = model.score(Encoded(qenc.tokens[qi], qenc.vector[qi], qenc.mask[qi]), t)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_coattention_model_keeps_its_own_score(fitted):
+    import dataclasses
+
+    import torch
+
+    from defectnas.audit.score import QueryHead
+    from defectnas.model import DefectNet
+
+    model = DefectNet(dataclasses.replace(fitted.model_config_, interaction="coattention")).eval()
+    with torch.inference_mode():
+        assert QueryHead.of(model, model.encode_query(torch.randint(1, 200, (2, 6)))) is None

@@ -73,7 +73,7 @@ class LogLayout:
         return self.impressions or self.count
 
 
-def iter_log(path: str | os.PathLike, batch_rows: int = 50_000, by: tuple[str, ...] = (), query_col: str | None = None,
+def iter_log(path: str | os.PathLike, batch_rows: int = 200_000, by: tuple[str, ...] = (), query_col: str | None = None,
              id_col: str | None = None, title_col: str | None = None, position_col: str | None = None
              ) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
     """Yield (batch, layout): batches of at most ``batch_rows`` rows with the columns of the module

@@ -46,7 +46,7 @@ class AuditConfig:
     by: list[str] = field(default_factory=list)  # grouping columns of the log (one summary per value)
     baseline_log: str | None = None  # the log before a change, audited with the same model
     ray_address: str | None = None  # score chunks on Ray actors (auto, local, ray://host:port)
-    batch_rows: int = 50_000  # log rows read and held at once
+    batch_rows: int = 200_000  # log rows read and held at once (a batch's new queries are encoded together)
     chunk_rows: int = 32_768  # rows per scoring chunk (whole queries; the unit sent to a worker; its queries are encoded together)
     score_batch: int = 2_048  # pairs per pass of the score head
     threads: int = 0  # torch threads of the local scorer (0: torch's default); Ray actors use 1
@@ -141,6 +141,7 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
         with tqdm(total=_row_count(path), unit="pairs", desc=f"auditing {Path(path).name}", disable=cfg.quiet) as bar:
             for batch, layout in batches:
                 probs = np.full(len(batch), np.nan)
+                executor.prepare(batch["_query"].unique())  # the batch's new queries through the query tower together
                 parts = chunks(batch, cfg.chunk_rows)
                 payloads = ((batch["_query"].to_numpy()[idx].tolist(), batch["_product"].to_numpy()[idx].tolist(),
                              batch["_title"].to_numpy()[idx].tolist()) for idx in parts)
