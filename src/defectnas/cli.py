@@ -629,9 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model's threshold beside them; products missing from the catalogue are counted and listed.")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--log", required=True, help="result log: one row per shown result (or UBI query events, NDJSON)")
-    products = p.add_mutually_exclusive_group(required=True)
-    products.add_argument("--cache", help="product cache built with this model (defectnas cache)")
-    products.add_argument("--catalog", help="product catalogue (id, title); encoded into a temporary cache")
+    p.add_argument("--cache", help="product cache built with this model (defectnas cache)")
+    p.add_argument("--catalog", help="product catalogue (id, title): encoded into a temporary cache; with --cache, it only "
+                                     "names the products in the report (and titles those the cache lacks)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--by", nargs="+", action="extend", metavar="COLUMN", help="grouping columns of the log (rates per value)")
     p.add_argument("--baseline-log", help="the log before a change: audited with the same model, change per query and group")
