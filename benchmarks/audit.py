@@ -79,7 +79,8 @@ def run_once(model: str, cache: str, log: Path, out: Path, extra: list[str], src
     the 1-minute load average before and after (the machine is shared: read a run beside the
     load it met)."""
     code = ("import resource, sys, time; from defectnas.cli import main; t = time.perf_counter(); rc = main(sys.argv[1:]); "
-            "print('BENCH', rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "u = resource.getrusage(resource.RUSAGE_SELF); "
+            "print('BENCH', rc, time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)")
     cmd = [sys.executable, "-c", code, "audit", "--model", model, "--cache", cache, "--log", str(log), "--out", str(out), "--quiet", *extra]
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "PYTHONPATH": str(src)}
     load_before = os.getloadavg()[0]
@@ -88,11 +89,12 @@ def run_once(model: str, cache: str, log: Path, out: Path, extra: list[str], src
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("BENCH")]
     if proc.returncode != 0 or not line:
         raise SystemExit(f"audit failed: {proc.stderr[-2000:]}")
-    _, rc, seconds, rss = line[-1].split()
+    _, rc, seconds, rss, cpu = line[-1].split()
     summary = json.loads((out / "summary.json").read_text())
     return {"seconds": round(float(seconds), 2), "peak_rss_mib": round(int(rss) / 1024, 1), "rows": summary["rows"],
             "queries": summary["overall"]["queries"], "pairs_per_second": round(summary["rows"] / float(seconds), 1),
-            "scoring_pairs_per_second": summary["pairs_per_second"], "load_average_1min": [round(load_before, 2), round(load_after, 2)]}
+            "scoring_pairs_per_second": summary["pairs_per_second"], "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+            "cpu_seconds": round(float(cpu), 2)}  # this process's user + system CPU (not Ray actors'): the cost, less swayed by load
 
 
 def honesty(model: str, cache: str, data: Path, work: Path, seed: int = 0) -> list[dict]:
@@ -190,6 +192,7 @@ if __name__ == "__main__":
                                   "same_missing": bool((a.isna() == b.isna()).all())}
             for name in ("compared", "this"):
                 results["compare"][f"{name}_pairs_per_second"] = [r["pairs_per_second"] for r in runs if r.get("version") == name]
+                results["compare"][f"{name}_cpu_seconds"] = [r["cpu_seconds"] for r in runs if r.get("version") == name]
             print(results["compare"], flush=True)
         if args.honesty_only:
             previous = json.loads(Path(args.json).read_text())

@@ -2,12 +2,14 @@
 summary.json, report.html.
 
 Why a module of its own: it is the one loop of the audit, read top to bottom — resolve the
-product encodings (a cache, or a catalogue encoded into a temporary cache), stream the log in
-batches, score each batch's chunks (locally or on Ray), append the scored rows to
-``scored.parquet`` and fold them into per-query, per-position and per-group sums, then write
-the tables. Memory is bounded by the batch (``batch_rows`` log rows and their scores), the
-sums (one row per query, per position and per group × query) and the list of missing products
-— not by the log's length. The baseline comparison is :mod:`.baseline`.
+product encodings (a cache, or a catalogue encoded into a temporary cache; a catalogue beside
+a cache only titles products), stream the log in batches, encode each batch's new queries
+together, score its chunks (locally or on Ray), append the scored rows to ``scored.parquet``
+and fold them into per-query, per-position and per-group sums, then write the tables. Memory
+is bounded by the batch (``batch_rows`` log rows and their scores), the scorer's store of query
+encodings (:data:`.score.QUERY_CACHE_BYTES`), the sums (one row per query, per position and per
+group × query) and the list of missing products — not by the log's length. The baseline
+comparison is :mod:`.baseline`.
 """
 
 from __future__ import annotations
