@@ -20,9 +20,9 @@ def test_chunks_keep_queries_whole_and_rows_in_order():
 
 
 def test_chunks_score_as_predict_proba_and_each_query_passes_the_tower_once(audit_model, audit_cache, audit_pairs):
-    """The fast path (query encodings kept across chunks, pairs in title-length order, padding
-    columns cut) gives predict_proba's probabilities, in the log's row order, also when the
-    store of query encodings is too small to keep them all."""
+    """The fast path (query encodings kept across chunks and prepared per batch, pairs in
+    title-length order, padding columns cut) gives predict_proba's probabilities, in the log's
+    row order, also when the store of query encodings is too small to keep them all."""
     from defectnas import DefectClassifier
     from defectnas.audit.score import ChunkScorer, QueryEncodings
 
@@ -39,6 +39,7 @@ def test_chunks_score_as_predict_proba_and_each_query_passes_the_tower_once(audi
     for limit in (64 << 20, 1):  # everything kept; nothing kept beyond the chunk at hand
         scorer = ChunkScorer(str(audit_model), str(audit_cache), score_batch=8)
         scorer.queries = QueryEncodings(limit)
+        scorer.prepare(log["query"].tolist()[: len(log) // 2])  # a batch's queries ahead of its chunks (all dropped again at limit 1)
         got = np.empty(len(log))
         for start in range(0, len(log), 40):  # chunks (a query appears in several)
             part = slice(start, start + 40)

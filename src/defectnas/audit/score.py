@@ -35,6 +35,7 @@ from ..serving.encoding import TitleArrays, encode_titles, needs_tokens
 
 QUERY_BATCH = 256  # queries per query-tower pass
 QUERY_CACHE_BYTES = 64 << 20  # query encodings a scorer keeps across chunks (~3 KB each with the default model: ~20,000 queries)
+QUERY_SLICE = 4096  # queries a batch's preparation encodes at once (bounds its tensors; large enough for full tower batches)
 
 
 def chunks(batch: pd.DataFrame, chunk_rows: int) -> list[np.ndarray]:
@@ -100,10 +101,8 @@ class ChunkScorer:
         of 128, 2.5–3.3 ms in batches of 8, one thread), and a chunk's queries new to the store
         split into a dozen token lengths of ~14 queries each on the 1M-row benchmark log; a
         whole log batch's new queries make batches several times larger."""
-        texts = list(dict.fromkeys(normalize_text(q) for q in queries))
-        if texts:
-            with torch.inference_mode():
-                self.queries.encode(self.clf, texts)
+        with torch.inference_mode():
+            self.queries.add(self.clf, (normalize_text(q) for q in queries))
 
 
 def score_chunk(scorer: ChunkScorer, queries: list[str], products: list[str], titles: list[str | None]) -> np.ndarray:
@@ -157,13 +156,7 @@ class QueryEncodings:
         L is the longest query's token length, shorter ones padded with zeros (masked)."""
         fresh = [t for t in texts if t not in self.store]
         if fresh:
-            enc = _encode_queries(clf, fresh)
-            self.encoded += len(fresh)
-            lengths = enc.mask.sum(1).clamp(min=1).tolist()  # real tokens (right-padded; a query of no tokens keeps 1 column)
-            for i, (text, length) in enumerate(zip(fresh, lengths)):
-                item = (enc.tokens[i, :length].clone(), enc.vector[i].clone(), enc.mask[i, :length].clone())
-                self.store[text] = item
-                self.bytes += sum(t.numel() * t.element_size() for t in item)
+            self._keep(clf, fresh)
         items = []
         for text in texts:
             self.store.move_to_end(text)
@@ -175,10 +168,34 @@ class QueryEncodings:
             tokens[i, : tok.shape[0]] = tok
             mask[i, : m.shape[0]] = m
         vector = torch.stack([item[1] for item in items])
-        while self.bytes > self.limit_bytes and len(self.store) > len(texts):  # never the ones just used
+        self._evict(keep=len(texts))  # never the ones just used
+        return Encoded(tokens, vector, mask)
+
+    def add(self, clf, texts: Iterable[str]) -> None:
+        """Encode and keep the queries not kept yet, :data:`QUERY_SLICE` at a time, until the store
+        is full (the rest are encoded by the chunks that ask for them): a log batch of mostly
+        distinct queries costs one slice's tensors and the store's bound, not the batch's."""
+        fresh = [t for t in dict.fromkeys(texts) if t not in self.store]
+        for start in range(0, len(fresh), QUERY_SLICE):
+            if self.bytes >= self.limit_bytes:
+                return
+            self._keep(clf, fresh[start : start + QUERY_SLICE])
+            self._evict(keep=0)
+
+    def _keep(self, clf, fresh: list[str]) -> None:
+        enc = _encode_queries(clf, fresh)
+        self.encoded += len(fresh)
+        lengths = enc.mask.sum(1).clamp(min=1).tolist()  # real tokens (right-padded; a query of no tokens keeps 1 column)
+        for i, (text, length) in enumerate(zip(fresh, lengths)):
+            item = (enc.tokens[i, :length].clone(), enc.vector[i].clone(), enc.mask[i, :length].clone())
+            self.store[text] = item
+            self.bytes += sum(t.numel() * t.element_size() for t in item)
+
+    def _evict(self, keep: int) -> None:
+        """Least recently used out until the store fits its bound, keeping the ``keep`` most recent."""
+        while self.bytes > self.limit_bytes and len(self.store) > keep:
             _, old = self.store.popitem(last=False)
             self.bytes -= sum(t.numel() * t.element_size() for t in old)
-        return Encoded(tokens, vector, mask)
 
 
 def _encode_queries(clf, texts: list[str]) -> Encoded:
