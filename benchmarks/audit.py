@@ -15,6 +15,13 @@ floor (raw, and calibrated on the validation queries with the project's calibrat
 
     python benchmarks/audit.py --model MODEL --cache CACHE --rows 200000
         [--data homedepot_sample.parquet] [--ray] [--json benchmarks/results/audit.json]
+        [--compare-src OLD/src --repeats 2]
+
+With ``--compare-src`` (a ``src/`` folder of another version, e.g. ``git archive COMMIT src |
+tar -x -C OLD``), the full-size log is also audited by that version, back to back with this
+one and alternating (A B B A …), so a before/after ratio is read at one load rather than across
+runs hours apart on a shared machine; the JSON's ``compare`` block holds both versions' pairs
+per second and the largest difference between their probabilities.
 
 MODEL: a model directory trained on the sample with seed 0 (``defectnas train --data
 homedepot_sample.parquet --out MODEL``); CACHE: ``defectnas cache --model MODEL --catalog
@@ -67,21 +74,27 @@ def build_log(data: Path, rows: int, per_query: int, seed: int = 0) -> pd.DataFr
     return pd.DataFrame({"query": q_col, "product_id": p_col, "position": pos_col, "impressions": imp_col})
 
 
-def run_once(model: str, cache: str, log: Path, out: Path, extra: list[str]) -> dict:
-    """One audit in a fresh process: wall seconds and peak RSS (MiB)."""
+def run_once(model: str, cache: str, log: Path, out: Path, extra: list[str], src: Path = ROOT / "src") -> dict:
+    """One audit in a fresh process with the sources in ``src``: wall seconds, peak RSS (MiB) and
+    the 1-minute load average before and after (the machine is shared: read a run beside the
+    load it met)."""
     code = ("import resource, sys, time; from defectnas.cli import main; t = time.perf_counter(); rc = main(sys.argv[1:]); "
-            "print('BENCH', rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "u = resource.getrusage(resource.RUSAGE_SELF); "
+            "print('BENCH', rc, time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)")
     cmd = [sys.executable, "-c", code, "audit", "--model", model, "--cache", cache, "--log", str(log), "--out", str(out), "--quiet", *extra]
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "PYTHONPATH": str(src)}
+    load_before = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    load_after = os.getloadavg()[0]
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("BENCH")]
     if proc.returncode != 0 or not line:
         raise SystemExit(f"audit failed: {proc.stderr[-2000:]}")
-    _, rc, seconds, rss = line[-1].split()
+    _, rc, seconds, rss, cpu = line[-1].split()
     summary = json.loads((out / "summary.json").read_text())
     return {"seconds": round(float(seconds), 2), "peak_rss_mib": round(int(rss) / 1024, 1), "rows": summary["rows"],
             "queries": summary["overall"]["queries"], "pairs_per_second": round(summary["rows"] / float(seconds), 1),
-            "scoring_pairs_per_second": summary["pairs_per_second"]}
+            "scoring_pairs_per_second": summary["pairs_per_second"], "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+            "cpu_seconds": round(float(cpu), 2)}  # this process's user + system CPU (not Ray actors'): the cost, less swayed by load
 
 
 def honesty(model: str, cache: str, data: Path, work: Path, seed: int = 0) -> list[dict]:
@@ -142,6 +155,9 @@ if __name__ == "__main__":
     parser.add_argument("--ray", action="store_true", help="also audit the log through a local Ray")
     parser.add_argument("--no-quarter", action="store_true", help="skip the quarter-size run (memory growth check)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare-src", help="a src/ folder of another version (e.g. git archive COMMIT src | tar -x): its audit "
+                        "of the full-size log runs back to back with this version's, alternating, --repeats times each")
+    parser.add_argument("--repeats", type=int, default=1, help="with --compare-src: runs of each version (order A B B A …)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "audit.json"))
     parser.add_argument("--work", help="keep the logs and audit outputs in this folder (default: a temporary one)")
     parser.add_argument("--honesty-only", action="store_true", help="only the honesty check; keep the runs already in --json")
@@ -163,6 +179,21 @@ if __name__ == "__main__":
             runs.append({"path": "local", "threads": args.threads, **run_once(args.model, args.cache, log, work / f"out_{rows}",
                                                                              ["--threads", str(args.threads)])})
             print(runs[-1], flush=True)
+        if args.compare_src and not args.honesty_only:  # before/after on the same log, back to back
+            versions = [("compared", Path(args.compare_src).resolve()), ("this", ROOT / "src")]
+            for r in range(args.repeats):
+                for name, src in (versions if r % 2 == 0 else versions[::-1]):
+                    runs.append({"path": "local", "threads": args.threads, "version": name, "src": str(src),
+                                 **run_once(args.model, args.cache, log, work / f"out_{name}", ["--threads", str(args.threads)], src)})
+                    print(runs[-1], flush=True)
+            a = pd.read_parquet(work / "out_compared" / "scored.parquet", columns=["defect_probability"])["defect_probability"]
+            b = pd.read_parquet(work / "out_this" / "scored.parquet", columns=["defect_probability"])["defect_probability"]
+            results["compare"] = {"max_abs_difference": float(np.nanmax(np.abs(a.to_numpy() - b.to_numpy()))),
+                                  "same_missing": bool((a.isna() == b.isna()).all())}
+            for name in ("compared", "this"):
+                results["compare"][f"{name}_pairs_per_second"] = [r["pairs_per_second"] for r in runs if r.get("version") == name]
+                results["compare"][f"{name}_cpu_seconds"] = [r["cpu_seconds"] for r in runs if r.get("version") == name]
+            print(results["compare"], flush=True)
         if args.honesty_only:
             previous = json.loads(Path(args.json).read_text())
             runs = previous["runs"]

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve
 
 from .errors import DataError
 
@@ -58,6 +57,8 @@ def target_threshold(labels: np.ndarray, probs: np.ndarray, metric: str, target:
     labels = np.asarray(labels).astype(np.int64)
     if labels.sum() == 0:
         raise TargetUnreachable(f"target {metric} {target:g} not reachable: the data has no defects")
+    from sklearn.metrics import precision_recall_curve  # here, not at import: sklearn costs ~1.3 s to import
+
     precision, recall, thresholds = precision_recall_curve(labels, np.asarray(probs, dtype=np.float64))
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     tp = np.rint(recall * labels.sum()).astype(np.int64)

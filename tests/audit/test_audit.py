@@ -71,6 +71,11 @@ def test_batches_and_chunks_do_not_change_results(audit_model, audit_cache, log_
     np.testing.assert_allclose(big["defect_probability"], small["defect_probability"], atol=1e-6)
     a, b = (json.loads((tmp_path / d / "summary.json").read_text())["overall"] for d in ("big", "small"))
     assert a["unweighted"]["rate"] == pytest.approx(b["unweighted"]["rate"])
+    # JSON lines in batches too (their line numbers travel with each batch; batches are joined where a query is cut)
+    pd.read_csv(log_csv).to_json(tmp_path / "log.jsonl", orient="records", lines=True)
+    assert _audit(audit_model, audit_cache, tmp_path / "log.jsonl", tmp_path / "jsonl", "--batch-rows", "13") == 0
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "jsonl" / "scored.parquet")["defect_probability"], big["defect_probability"],
+                               atol=1e-6)
 
 
 def test_ubi_query_events(audit_model, audit_cache, audit_pairs, tmp_path):
@@ -96,6 +101,27 @@ def test_ubi_query_events(audit_model, audit_cache, audit_pairs, tmp_path):
     assert _audit(audit_model, audit_cache, path, tmp_path / "ubi_by", "--by", "application") == 0
     groups = {g["value"]: g for g in json.loads((tmp_path / "ubi_by" / "summary.json").read_text())["by"]["application"]}
     assert groups["app"]["shown"] == len(log) and groups["web"]["shown"] == len(log) + 1
+    # events read a few at a time collapse as the whole file does (the two searches of a page are in different batches)
+    from defectnas.audit.log import iter_log
+
+    batches = [b for b, _ in iter_log(path, batch_rows=3)]
+    streamed = pd.concat(batches, ignore_index=True)
+    assert len(batches) > 1 and len(streamed) == len(scored)
+    cols = ["query", "product_id", "position", "impressions"]
+    assert streamed[cols].astype(str).values.tolist() == scored[cols].astype(str).values.tolist()
+
+
+def test_zipped_log_is_streamed_as_the_plain_one(log_csv, tmp_path):
+    import zipfile
+
+    from defectnas.audit.log import iter_log
+
+    with zipfile.ZipFile(tmp_path / "log.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(log_csv, "results.csv")
+    plain = [b for b, _ in iter_log(log_csv, batch_rows=100)]
+    zipped = [b for b, _ in iter_log(tmp_path / "log.zip", batch_rows=100)]
+    assert len(zipped) == len(plain) > 1  # batch by batch, not read whole
+    pd.testing.assert_frame_equal(pd.concat(zipped, ignore_index=True), pd.concat(plain, ignore_index=True))
 
 
 def test_missing_products_are_counted_listed_and_kept(audit_model, audit_cache, audit_pairs, tmp_path):
@@ -128,6 +154,32 @@ def test_catalog_instead_of_cache(audit_model, audit_cache, catalog_csv, log_csv
                  "--out", str(tmp_path / "k"), "--quiet"]) == 0
     a, b = (pd.read_parquet(tmp_path / d / "scored.parquet")["defect_probability"] for d in ("c", "k"))
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_cache_with_catalog_names_products_and_scores_those_the_cache_lacks(audit_model, audit_cache, audit_pairs, catalog_csv,
+                                                                            log_csv, tmp_path):
+    """--cache and --catalog together: the cache scores, the catalogue titles the report's
+    products (the log has ids only) and a product it has but the cache lacks."""
+    log = pd.read_csv(log_csv)
+    log.loc[3, "product_id"] = "new-7"
+    log.to_csv(tmp_path / "log.csv", index=False)
+    catalog = pd.read_csv(catalog_csv)
+    pd.concat([catalog, pd.DataFrame({"product_id": ["new-7"], "title": ["acme drill"]})]).to_csv(tmp_path / "cat.csv", index=False)
+    out = tmp_path / "t"
+    assert main(["audit", "--model", str(audit_model), "--cache", str(audit_cache), "--catalog", str(tmp_path / "cat.csv"),
+                 "--log", str(tmp_path / "log.csv"), "--out", str(out), "--quiet"]) == 0
+    scored = pd.read_parquet(out / "scored.parquet")
+    assert not scored["product_missing"].any()
+    clf = DefectClassifier.load(audit_model)
+    assert scored.loc[3, "defect_probability"] == pytest.approx(clf.predict_proba([log.loc[3, "query"]], ["acme drill"])[0], abs=1e-5)
+    titles = dict(zip(catalog["product_id"], catalog["title"]), **{"new-7": "acme drill"})
+    shown = [p for q in json.loads((out / "summary.json").read_text())["worst_queries"] for p in q["defect_products"]]
+    assert shown and all(p["title"] == titles[p["product_key"]] for p in shown)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert shown[0]["title"] in page
+    assert _audit(audit_model, audit_cache, log_csv, tmp_path / "ids") == 0  # the cache alone: no titles to show
+    assert all(p["title"] is None for q in json.loads((tmp_path / "ids" / "summary.json").read_text())["worst_queries"]
+               for p in q["defect_products"])
 
 
 def test_by_groups(audit_model, audit_cache, log_csv, tmp_path):

@@ -18,13 +18,14 @@ beside the log's own columns (kept for ``scored.parquet``). Layouts:
 - Any table ``read_table`` takes (CSV, TSV, JSON lines, Parquet; .gz/.zip). Columns are found
   by name (:data:`QUERY_COLUMNS`, :data:`ID_COLUMNS`, :data:`TITLE_COLUMNS`,
   :data:`POSITION_COLUMNS`) or named with the ``*_col`` options. Plain Parquet, CSV/TSV and
-  JSON lines (also gzipped) are streamed ``batch_rows`` at a time; a zip or a JSON array is
-  read whole, then cut into batches.
+  JSON lines (also gzipped or zipped) are streamed ``batch_rows`` at a time; a gzipped or
+  zipped Parquet file or a JSON array is read whole, then cut into batches.
 - OpenSearch User Behavior Insights query events (JSON lines with ``user_query`` and
   ``query_response_hit_ids``): each event (one search) becomes one row per hit, position =
   index in the hit list + 1, ``product_id`` = the hit id. Identical (query, hit, position)
   rows of several events are collapsed into one row whose ``impressions`` counts the events.
-  UBI files are read whole (one short line per search) before batching.
+  Events are read in batches and collapsed as they come: what is held is one batch of
+  events and one row per distinct shown (query, hit, position), never all the events.
 
 Bad input is one :class:`~defectnas.errors.DataError` line naming the file, row and column.
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -73,7 +75,7 @@ class LogLayout:
         return self.impressions or self.count
 
 
-def iter_log(path: str | os.PathLike, batch_rows: int = 50_000, by: tuple[str, ...] = (), query_col: str | None = None,
+def iter_log(path: str | os.PathLike, batch_rows: int = 200_000, by: tuple[str, ...] = (), query_col: str | None = None,
              id_col: str | None = None, title_col: str | None = None, position_col: str | None = None
              ) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
     """Yield (batch, layout): batches of at most ``batch_rows`` rows with the columns of the module
@@ -85,6 +87,7 @@ def iter_log(path: str | os.PathLike, batch_rows: int = 50_000, by: tuple[str, .
         raise src.error("batch_rows must be at least 1")
     layout = None
     offset = 0
+    pages = None
     for raw in _raw_batches(path, src, batch_rows):
         if layout is None:
             layout = _layout(list(raw.columns), src, query_col, id_col, title_col, position_col)
@@ -93,12 +96,17 @@ def iter_log(path: str | os.PathLike, batch_rows: int = 50_000, by: tuple[str, .
                 guess = closest(missing[0], raw.columns)
                 raise src.error(f"no column {missing[0]!r} for --by" + (f" (did you mean {guess!r}?)" if guess else "")
                                 + f"; columns present: {', '.join(map(str, raw.columns))}")
-        if layout.ubi:
-            raw = _explode_ubi(raw, src, by)
-        yield _normalise(raw, layout, src, offset), layout
-        offset += len(raw) if not layout.ubi else 0
+            pages = _UbiPages(src, by) if layout.ubi else None
+        if pages is not None:
+            pages.add(raw, offset)  # collapsed over the whole file before any row is yielded
+        else:
+            yield _normalise(raw, layout, src, offset), layout
+        offset += len(raw)
     if layout is None:
         raise src.error("table has no rows")
+    if pages is not None:
+        for raw in pages.frames(batch_rows):
+            yield _normalise(raw, layout, src, 0), layout
 
 
 # ------------------------------------------------------------------- reading
@@ -108,22 +116,39 @@ def _raw_batches(path: Path, src: Source, batch_rows: int) -> Iterator[pd.DataFr
     if path.is_dir():
         raise src.error("is a directory, not a result log file")
     name = path.name.lower()
-    gz = name.endswith(".gz")
-    inner = name[:-3] if gz else name
-    if inner.endswith((".parquet", ".pq")) and not gz:
+    packed, inner = None, name
+    if name.endswith(".gz"):
+        packed, inner = "gz", name[:-3]
+    elif name.endswith(".zip"):
+        from ..data.readers import FORMATS_BY_EXTENSION, _zip_member
+
+        member = _zip_member(path, src).lower()  # as read_table: the member's own name decides, else the archive's
+        packed = member
+        inner = member if Path(member).suffix in FORMATS_BY_EXTENSION or Path(name[:-4]).suffix not in FORMATS_BY_EXTENSION else name[:-4]
+    if inner.endswith((".parquet", ".pq")) and packed is None:
         yield from _parquet_batches(path, src, batch_rows)
     elif inner.endswith((".csv", ".tsv")):
-        yield from _delimited_batches(path, src, batch_rows, gz, "\t" if inner.endswith(".tsv") else None)
-    elif inner.endswith((".jsonl", ".ndjson")) or (inner.endswith(".json") and not _is_json_array(path, gz)):
-        yield from _json_lines_batches(path, src, batch_rows, gz)
-    else:  # zip, gzipped Parquet, a JSON array: read whole (read_table names every problem), then cut
+        yield from _delimited_batches(path, src, batch_rows, packed, "\t" if inner.endswith(".tsv") else None)
+    elif inner.endswith((".jsonl", ".ndjson")) or (inner.endswith(".json") and not _is_json_array(path, packed)):
+        yield from _json_lines_batches(path, src, batch_rows, packed)
+    else:  # zipped or gzipped Parquet, a JSON array: read whole (read_table names every problem), then cut
         frame = read_table(path)
         for start in range(0, len(frame), batch_rows):
             yield frame.iloc[start : start + batch_rows].reset_index(drop=True)
 
 
-def _open_text(path: Path, gz: bool) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if gz else open(path, "rb")
+def _open_text(path: Path, packed: str | None) -> io.TextIOBase:
+    """The log as text, streamed: plain, gzipped (``packed="gz"``) or the named member of a zip
+    archive (decompressed as it is read, never whole)."""
+    if packed is None:
+        raw = open(path, "rb")
+    elif packed == "gz":
+        raw = gzip.open(path, "rb")
+    else:
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:  # the member's stream keeps the file open until it is closed
+            raw = archive.open(next(n for n in archive.namelist() if n.lower() == packed))
     head = raw.read(1 << 20)
     raw.seek(0)
     try:
@@ -134,8 +159,8 @@ def _open_text(path: Path, gz: bool) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding=encoding, newline="")
 
 
-def _is_json_array(path: Path, gz: bool) -> bool:
-    with _open_text(path, gz) as f:
+def _is_json_array(path: Path, packed: str | None) -> bool:
+    with _open_text(path, packed) as f:
         return f.read(4096).lstrip().startswith("[")
 
 
@@ -157,8 +182,8 @@ def _parquet_batches(path: Path, src: Source, batch_rows: int) -> Iterator[pd.Da
         yield batch.to_pandas()
 
 
-def _delimited_batches(path: Path, src: Source, batch_rows: int, gz: bool, sep: str | None) -> Iterator[pd.DataFrame]:
-    with _open_text(path, gz) as f:
+def _delimited_batches(path: Path, src: Source, batch_rows: int, packed: str | None, sep: str | None) -> Iterator[pd.DataFrame]:
+    with _open_text(path, packed) as f:
         if sep is None:  # .csv: comma, unless the header is plainly tab-separated (as read_table decides)
             header = f.readline()
             f.seek(0)
@@ -175,16 +200,16 @@ def _delimited_batches(path: Path, src: Source, batch_rows: int, gz: bool, sep: 
             raise src.error(_parser_message(str(e))) from None
 
 
-def _json_lines_batches(path: Path, src: Source, batch_rows: int, gz: bool) -> Iterator[pd.DataFrame]:
+def _json_lines_batches(path: Path, src: Source, batch_rows: int, packed: str | None) -> Iterator[pd.DataFrame]:
     records: list[dict] = []
     lines: list[int] = []
-    with _open_text(path, gz) as f:
+    with _open_text(path, packed) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             records.append(json_line_record(line, number, src))
             lines.append(number)
-            if len(records) == batch_rows and UBI_HITS not in records[0]:  # UBI: read whole, collapsed below
+            if len(records) == batch_rows:
                 yield _with_lines(records, lines)
                 records, lines = [], []
     if records:
@@ -226,31 +251,55 @@ def _pick(given: str | None, candidates: tuple[str, ...], columns: list[str], sr
     return found
 
 
-def _explode_ubi(events: pd.DataFrame, src: Source, by: tuple[str, ...] = ()) -> pd.DataFrame:
+class _UbiPages:
     """UBI query events → one row per (query, hit, position[, ``by`` values of the event]),
-    ``impressions`` = events that showed it."""
-    lines = events.attrs.get("lines", np.arange(1, len(events) + 1))
-    rows: dict[tuple, list] = {}
-    groups = zip(*(events[c].tolist() for c in by)) if by else iter(lambda: (), None)
-    for line, query, hits, extra in zip(lines, events[UBI_QUERY].tolist(), events[UBI_HITS].tolist(), groups):
-        if is_missing(query) or not str(query).strip():
-            raise src.error(f"line {line}: empty {UBI_QUERY!r}")
-        if isinstance(hits, str):  # some exporters store the list as a JSON string
-            try:
-                hits = json.loads(hits)
-            except json.JSONDecodeError:
-                hits = None
-        if not isinstance(hits, (list, tuple)):
-            raise src.error(f"line {line}: {UBI_HITS!r} is not a list of ids ({show(hits)})")
-        for position, hit in enumerate(hits, start=1):
-            key = (str(query).strip(), str(hit), position, *extra)
-            if key in rows:
-                rows[key][-1] += 1
-            else:
-                rows[key] = [int(line), *key, 1]
-    frame = pd.DataFrame(list(rows.values()), columns=["_line", "query", "product_id", "position", *by, IMPRESSIONS])
-    frame.attrs["lines"] = frame.pop("_line").to_numpy()
-    return frame
+    ``impressions`` = events that showed it.
+
+    Fed event batch by event batch, so what is held is one batch of events and one row per
+    distinct shown (query, hit, position) — not the events, of which a busy engine logs many per
+    page. Rows come out in order of first appearance, each with the source line of its first
+    event."""
+
+    def __init__(self, src: Source, by: tuple[str, ...] = ()) -> None:
+        self.src, self.by = src, by
+        self.rows: dict[tuple, list] = {}
+
+    def add(self, events: pd.DataFrame, offset: int) -> None:
+        """One batch of events; ``offset``: data rows before it (when the reader gives no line numbers)."""
+        lines = events.attrs.get("lines")
+        if lines is None:
+            lines = np.arange(offset + 1, offset + len(events) + 1)
+        rows, by = self.rows, self.by
+        groups = zip(*(events[c].tolist() for c in by)) if by else iter(lambda: (), None)
+        for line, query, hits, extra in zip(lines, events[UBI_QUERY].tolist(), events[UBI_HITS].tolist(), groups):
+            if is_missing(query) or not str(query).strip():
+                raise self.src.error(f"line {line}: empty {UBI_QUERY!r}")
+            if isinstance(hits, str):  # some exporters store the list as a JSON string
+                try:
+                    hits = json.loads(hits)
+                except json.JSONDecodeError:
+                    hits = None
+            if isinstance(hits, np.ndarray):  # a list column read from Parquet
+                hits = hits.tolist()
+            if not isinstance(hits, (list, tuple)):
+                raise self.src.error(f"line {line}: {UBI_HITS!r} is not a list of ids ({show(hits)})")
+            for position, hit in enumerate(hits, start=1):
+                key = (str(query).strip(), str(hit), position, *extra)
+                if key in rows:
+                    rows[key][-1] += 1
+                else:
+                    rows[key] = [int(line), *key, 1]
+
+    def frames(self, batch_rows: int) -> Iterator[pd.DataFrame]:
+        """The collapsed rows, ``batch_rows`` at a time (source line of each in ``attrs["lines"]``)."""
+        values = iter(self.rows.values())
+        while True:
+            part = list(itertools.islice(values, batch_rows))
+            if not part:
+                return
+            frame = pd.DataFrame(part, columns=["_line", "query", "product_id", "position", *self.by, IMPRESSIONS])
+            frame.attrs["lines"] = frame.pop("_line").to_numpy()
+            yield frame
 
 
 def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -> pd.DataFrame:
@@ -265,13 +314,18 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
             raise where.error(f"row {rows[pos]}: {message} in column {column!r}{more(count)}")
 
     out = raw.copy()
-    query = pd.Series([None if is_missing(v) else str(v).strip() for v in raw[layout.query].tolist()], index=raw.index, dtype=object)
+    out.attrs = {}  # the reader's line numbers are _row now (an array in attrs breaks pd.concat of two batches)
+    query = _by_value(raw[layout.query], _stripped)
     bad(query.isna() | (query == ""), "empty query", layout.query)
     title = None
     if layout.title is not None:
-        title = pd.Series([None if is_missing(v) or not str(v).strip() else str(v) for v in raw[layout.title].tolist()],
-                          index=raw.index, dtype=object)
-    product = as_strings(raw[layout.product]) if layout.product is not None else pd.Series([None] * len(raw), index=raw.index)
+        title = _by_value(raw[layout.title], _title_text)
+    if layout.product is None:
+        product = pd.Series([None] * len(raw), index=raw.index)
+    elif _repeats_cheaply(raw[layout.product]):
+        product = _by_value(raw[layout.product], _stripped)  # as_strings's text of a text or integer cell
+    else:
+        product = as_strings(raw[layout.product])
     product = product.where(product.notna() & (product != ""), None)
     no_id = product.isna()
     if no_id.any():
@@ -292,6 +346,37 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
     out["_position"] = _positive_ints(raw[layout.position], layout.position, bad)
     out["_weight"] = _weights(raw, layout, bad)
     return out.reset_index(drop=True)
+
+
+def _stripped(value) -> str | None:
+    return None if is_missing(value) else str(value).strip()
+
+
+def _title_text(value) -> str | None:
+    return None if is_missing(value) or not str(value).strip() else str(value)
+
+
+def _repeats_cheaply(values: pd.Series) -> bool:
+    """Whether equal cells of the column are the same value: a text or integer column (not an
+    object column, where 1 and 1.0 hash alike but print apart)."""
+    dtype = values.dtype
+    return dtype != object and (pd.api.types.is_string_dtype(dtype) or pd.api.types.is_integer_dtype(dtype))
+
+
+def _by_value(values: pd.Series, text) -> pd.Series:
+    """``text`` of every cell as an object Series (None where ``text`` gives None).
+
+    Why: a result log repeats its queries on every row of a page and its products on many pages,
+    and this per-cell Python was most of the reading cost; for a text or integer column ``text``
+    runs once per distinct value (``pd.factorize`` finds them in C), so the result is the
+    per-cell one exactly. Other columns go cell by cell."""
+    if not _repeats_cheaply(values):
+        return pd.Series([text(v) for v in values.tolist()], index=values.index, dtype=object)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[:-1] = [text(v) for v in uniques.tolist()]
+    mapped[-1] = text(None)  # code -1: a missing cell
+    return pd.Series(mapped[codes], index=values.index, dtype=object)
 
 
 def _positive_ints(values: pd.Series, column: str, bad) -> np.ndarray:

@@ -2,12 +2,14 @@
 summary.json, report.html.
 
 Why a module of its own: it is the one loop of the audit, read top to bottom — resolve the
-product encodings (a cache, or a catalogue encoded into a temporary cache), stream the log in
-batches, score each batch's chunks (locally or on Ray), append the scored rows to
-``scored.parquet`` and fold them into per-query, per-position and per-group sums, then write
-the tables. Memory is bounded by the batch (``batch_rows`` log rows and their scores), the
-sums (one row per query, per position and per group × query) and the list of missing products
-— not by the log's length. The baseline comparison is :mod:`.baseline`.
+product encodings (a cache, or a catalogue encoded into a temporary cache; a catalogue beside
+a cache only titles products), stream the log in batches, encode each batch's new queries
+together, score its chunks (locally or on Ray), append the scored rows to ``scored.parquet``
+and fold them into per-query, per-position and per-group sums, then write the tables. Memory
+is bounded by the batch (``batch_rows`` log rows and their scores), the scorer's store of query
+encodings (:data:`.score.QUERY_CACHE_BYTES`), the sums (one row per query, per position and per
+group × query) and the list of missing products — not by the log's length. The baseline
+comparison is :mod:`.baseline`.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class AuditConfig:
     by: list[str] = field(default_factory=list)  # grouping columns of the log (one summary per value)
     baseline_log: str | None = None  # the log before a change, audited with the same model
     ray_address: str | None = None  # score chunks on Ray actors (auto, local, ray://host:port)
-    batch_rows: int = 50_000  # log rows read and held at once
+    batch_rows: int = 200_000  # log rows read and held at once (a batch's new queries are encoded together)
     chunk_rows: int = 32_768  # rows per scoring chunk (whole queries; the unit sent to a worker; its queries are encoded together)
     score_batch: int = 2_048  # pairs per pass of the score head
     threads: int = 0  # torch threads of the local scorer (0: torch's default); Ray actors use 1
@@ -76,8 +78,9 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
     """Audit ``cfg.log`` (and ``cfg.baseline_log``) into ``cfg.out``; returns summary.json's dict."""
     from ..serving.catalog import read_catalog
 
-    if (cfg.cache is None) == (cfg.catalog is None):
-        raise ConfigError("give exactly one of --cache DIR or --catalog PATH")
+    if cfg.cache is None and cfg.catalog is None:
+        raise ConfigError("give --cache DIR (a product cache of this model) or --catalog PATH (or both: the cache scores, "
+                          "the catalogue names the products)")
     for name in ("batch_rows", "chunk_rows", "score_batch"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
@@ -93,14 +96,17 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
             from ..serving.cache import build_cache
 
             catalog, notes = read_catalog(cfg.catalog)
-            echo(f"{cfg.catalog}: {len(catalog)} products; encoding them into a temporary cache")
-            build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet, dtype="float32")  # thrown away after: kept exact
-            titles = dict(zip(catalog["product_id"], catalog["title"]))
-            cache_dir = str(Path(tmp) / "cache")
+            titles = catalog_titles(catalog)
+            if cache_dir is None:
+                echo(f"{cfg.catalog}: {len(catalog)} products; encoding them into a temporary cache")
+                build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet, dtype="float32")  # thrown away after: kept exact
+                cache_dir = str(Path(tmp) / "cache")
+            else:
+                echo(f"{cfg.catalog}: {len(catalog)} products; titles for the report (and for products the cache lacks)")
         executor = _executor(cfg, cache_dir)
         try:
-            new = audit_log(cfg.log, out, executor, decision, cfg, echo)
-            old = audit_log(cfg.baseline_log, out / BASELINE_DIR, executor, decision, cfg, echo) if cfg.baseline_log else None
+            new = audit_log(cfg.log, out, executor, decision, cfg, echo, titles)
+            old = audit_log(cfg.baseline_log, out / BASELINE_DIR, executor, decision, cfg, echo, titles) if cfg.baseline_log else None
         finally:
             executor.shutdown()
     summary = write_outputs(new, out, decision, cfg, titles)
@@ -122,8 +128,11 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
 
 
 # ------------------------------------------------------------- one log's pass
-def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, echo: Callable[[str], None]) -> LogAudit:
-    """Score every row of the log at ``path``; write ``out/scored.parquet``; return the sums."""
+def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, echo: Callable[[str], None],
+              titles: dict[str, str] | None = None) -> LogAudit:
+    """Score every row of the log at ``path``; write ``out/scored.parquet``; return the sums.
+    ``titles`` (product key → title, from a catalogue) titles rows the log leaves untitled, so a
+    product the cache lacks is encoded on the fly rather than counted missing."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -140,7 +149,12 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     try:
         with tqdm(total=_row_count(path), unit="pairs", desc=f"auditing {Path(path).name}", disable=cfg.quiet) as bar:
             for batch, layout in batches:
+                if titles:
+                    untitled = batch["_title"].isna()
+                    if untitled.any():
+                        batch.loc[untitled, "_title"] = batch.loc[untitled, "_product"].map(titles)
                 probs = np.full(len(batch), np.nan)
+                executor.prepare(batch["_query"].unique())  # the batch's new queries through the query tower together
                 parts = chunks(batch, cfg.chunk_rows)
                 payloads = ((batch["_query"].to_numpy()[idx].tolist(), batch["_product"].to_numpy()[idx].tolist(),
                              batch["_title"].to_numpy()[idx].tolist()) for idx in parts)
@@ -352,7 +366,7 @@ def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: 
             "rate_high": float(row.rate_high), "expected_defects": float(row.expected_defects), "flagged": int(row.flagged),
             "traffic": None if pd.isna(row.traffic) else float(row.traffic),
             "defect_products": [{
-                "product_key": str(r["product_key"]),
+                "product_key": str(r["product_key"]).replace("\x1f", ":"),  # (locale, id) keys shown as locale:id, as in missing_products
                 "title": (str(r[layout.title]) if layout.title and pd.notna(r[layout.title]) else titles.get(str(r["product_key"]))),
                 "position": int(r[layout.position]),
                 "defect_probability": float(r["defect_probability"]),
@@ -360,6 +374,22 @@ def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: 
             } for _, r in rows.iterrows()],
         })
     return out
+
+
+def catalog_titles(catalog: pd.DataFrame) -> dict[str, str]:
+    """Product key → title of a catalogue (``read_catalog``'s frame), keyed as the log's rows key
+    their products: by id, and with locales by (locale, id) too — a bare id only where one
+    locale has it."""
+    ids, names = catalog["product_id"].astype(str).tolist(), catalog["title"].tolist()
+    if "product_locale" not in catalog.columns:
+        return dict(zip(ids, names))
+    from ..serving.cache import product_key
+
+    locales = catalog["product_locale"].astype(str).tolist()
+    titles = {product_key(i, loc): t for i, loc, t in zip(ids, locales, names)}
+    counts = pd.Series(ids).value_counts()
+    titles.update((i, t) for i, t in zip(ids, names) if counts[i] == 1)
+    return titles
 
 
 def _clean(obj):

@@ -12,7 +12,6 @@ bound on the uncertainty).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_curve, precision_recall_fscore_support
 
 ECE_BINS = 10  # equal-width probability bins of the expected calibration error
 
@@ -22,6 +21,8 @@ def best_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]
     labels = np.asarray(labels)
     if labels.sum() == 0:
         return 0.5, 0.0
+    from sklearn.metrics import precision_recall_curve  # here, not at import: sklearn costs ~1.3 s to import, and scoring never needs it
+
     precision, recall, thresholds = precision_recall_curve(labels, probs)
     f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
     i = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
@@ -35,6 +36,8 @@ def average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
     labels = np.asarray(labels).astype(int)
     if labels.sum() == 0:
         return 0.0
+    from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(labels, np.asarray(probs)))
 
 
@@ -79,6 +82,7 @@ def defect_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float, row_
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
     preds = (probs >= (threshold if row_thresholds is None else np.asarray(row_thresholds))).astype(int)
+    from sklearn.metrics import brier_score_loss, precision_recall_fscore_support
     p, r, f, _ = precision_recall_fscore_support(labels, preds, average="binary", pos_label=1, zero_division=0)
     tp = int((preds & labels).sum())
     p_low, p_high = wilson_interval(tp, int(preds.sum()))
