@@ -216,6 +216,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .data.writers import write_table
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     clf = DefectClassifier.load(args.model)
     cache = None
     if args.cache:
@@ -226,6 +230,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     read = _load_for_thresholds(args, clf, labels=False)
     df = read.pairs
     probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
+    id_col = (read.notes.get("columns") or {}).get("product_id")
+    if cache is not None and (not id_col or id_col not in read.source.columns):
+        _echo(args, f"note: {args.data} has no product id column (product_id, or its format's id column), so no pair can take "
+                    f"its title encoding from {args.cache}: every title is encoded")
     if cache is not None and len(df):
         from .batch import cache_rows
 
@@ -577,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output table (.csv, .tsv, .jsonl or .parquet)")
     p.add_argument("--cache", help="product cache built with this model (defectnas cache): a pair whose product id it holds under the "
                                    "same title takes the cached encoding instead of encoding the title again")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 

@@ -265,3 +265,41 @@ def test_product_locale_keys_products_as_the_cache_does(audit_model, tmp_path):
     np.testing.assert_allclose(scored["defect_probability"][:2], expected, atol=1e-5)
     assert scored["product_missing"].tolist() == [False, False, True]  # B2 exists only in us
     assert pd.read_csv(tmp_path / "o" / "missing_products.csv")["product_key"].tolist() == ["jp:B2"]
+
+
+@pytest.mark.parametrize("layout", ["csv_float_text", "parquet_float", "parquet_int", "catalog_float_text"])
+def test_numeric_ids_match_the_cache_however_they_are_spelled(audit_model, audit_pairs, tmp_path, layout):
+    """pandas writes an integer id column with a gap as 100003.0: log and catalogue must still meet."""
+    from defectnas.serving.cache import build_cache
+
+    numbers = {p: 100000 + i for i, p in enumerate(sorted(audit_pairs["product_id"].unique()))}
+    pairs = audit_pairs.assign(product_id=audit_pairs["product_id"].map(numbers))
+    catalog = pairs[["product_id", "title"]].drop_duplicates("product_id")
+    if layout == "catalog_float_text":
+        catalog = catalog.assign(product_id=[f"{v}.0" for v in catalog["product_id"]])
+    catalog.to_csv(tmp_path / "products.csv", index=False)
+    build_cache(audit_model, tmp_path / "products.csv", tmp_path / "cache", dtype="float32")
+    log = result_log(pairs)
+    if layout == "csv_float_text":
+        path = tmp_path / "log.csv"
+        log.assign(product_id=log["product_id"].astype(float)).to_csv(path, index=False)
+        assert "100000.0" in path.read_text()
+    else:
+        path = tmp_path / "log.parquet"
+        log.assign(product_id=log["product_id"].astype(float if layout == "parquet_float" else int)).to_parquet(path)
+    assert _audit(audit_model, tmp_path / "cache", path, tmp_path / "o") == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["overall"]["missing"] == 0 and summary["overall"]["shown"] == len(log)
+
+
+def test_a_log_with_nothing_to_score_is_an_error_not_a_report_of_nan(audit_model, audit_cache, audit_pairs, tmp_path, capsys):
+    log = result_log(audit_pairs)
+    log.assign(product_id=[f"ghost-{i % 5}" for i in range(len(log))]).to_csv(tmp_path / "ghosts.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "ghosts.csv", tmp_path / "g") == 2
+    err = capsys.readouterr().err.strip()
+    assert "ghosts.csv" in err and f"none of its {len(log)} shown results" in err and "5 products" in err and "\n" not in err
+    assert pd.read_csv(tmp_path / "g" / "missing_products.csv")["rows"].sum() == len(log)  # the list is still written
+    log.head(0).to_csv(tmp_path / "header_only.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "header_only.csv", tmp_path / "h") == 2
+    err = capsys.readouterr().err.strip()
+    assert "header_only.csv" in err and "no shown results" in err

@@ -157,3 +157,21 @@ def test_user_defect_labels_ignore_case_and_spaces_and_typos_are_named(tmp_path)
     assert df["label"].tolist() == [1, 1, 0, 0, 0]
     lines = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
     assert len(lines) == 1 and "'defct' (1)" in lines[0] and "rated.csv" in lines[0]
+
+
+@pytest.mark.parametrize("value, text", [(100001, "100001"), (100001.0, "100001"), ("100001.0", "100001"), (" 100001.00 ", "100001"),
+                                         ("-7.0", "-7"), ("1.5", "1.5"), ("SKU-7.0a", "SKU-7.0a"), ("v2.0", "v2.0"),
+                                         (None, None), (float("nan"), None)])
+def test_cell_text_spells_whole_numbers_one_way(value, text):
+    """An id column pandas saved with a gap reads back as 100001.0 (float or text): the same product."""
+    from defectnas.data._common import cell_text
+
+    assert cell_text(value) == text
+
+
+def test_ids_and_labels_written_as_floats_match_their_integer_spelling(tmp_path: Path):
+    path = tmp_path / "t.csv"
+    path.write_text("q,t,product_id,grade\na,x,100001.0,1.0\na,y,100002,0\nb,z,100003.0,1\n")
+    out = load_pairs(path, format="table", query_col="q", title_col="t", label_col="grade", defect_labels="1.0")
+    assert out["product_id"].tolist() == ["100001", "100002", "100003"]
+    assert out["label"].tolist() == [1, 0, 1]  # '--defect-labels 1.0' is the cells' '1' and '1.0'

@@ -89,3 +89,16 @@ def test_predict_command_with_a_cache(matching_model_dir, other_model_dir, tmp_p
     assert main(other + ["--out", str(tmp_path / "x.csv"), "--cache", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "built by another model" in err and "\n" not in err and not (tmp_path / "x.csv").exists()
+
+
+def test_predict_says_when_no_id_column_lets_the_cache_help_and_takes_threads(matching_model_dir, tmp_path, capsys):
+    df = _table()
+    df.to_csv(tmp_path / "pairs.csv", index=False)
+    assert main(["cache", "--model", str(matching_model_dir), "--catalog", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "c"),
+                 "--quiet"]) == 0
+    df.drop(columns=["product_id"]).rename(columns={"query": "kw", "title": "name"}).to_csv(tmp_path / "noid.csv", index=False)
+    assert main(["predict", "--model", str(matching_model_dir), "--data", str(tmp_path / "noid.csv"), "--query-col", "kw",
+                 "--title-col", "name", "--out", str(tmp_path / "o.csv"), "--cache", str(tmp_path / "c"), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "has no product id column" in err and "0 of 150 pairs took their title encoding" in err
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 150

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import normalize_text, read_table, title_id
-from ..data._common import Source, as_strings, closest, first_bad, is_missing, more, show
+from ..data._common import Source, as_strings, cell_text, closest, first_bad, is_missing, more, show
 from ..data.readers import json_line_record
 
 QUERY_COLUMNS = ("query", "search_term", "user_query", "keywords")
@@ -323,7 +323,7 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
     if layout.product is None:
         product = pd.Series([None] * len(raw), index=raw.index)
     elif _repeats_cheaply(raw[layout.product]):
-        product = _by_value(raw[layout.product], _stripped)  # as_strings's text of a text or integer cell
+        product = _by_value(raw[layout.product], cell_text)  # as_strings's text, once per distinct value
     else:
         product = as_strings(raw[layout.product])
     product = product.where(product.notna() & (product != ""), None)

@@ -110,8 +110,10 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
         finally:
             executor.shutdown()
     summary = write_outputs(new, out, decision, cfg, titles)
+    _require_scored(new, out)
     if old is not None:
         write_outputs(old, out / BASELINE_DIR, decision, cfg, titles, report=False)
+        _require_scored(old, out / BASELINE_DIR)
         from .baseline import compare_logs
 
         summary["baseline"] = compare_logs(new, old, out, cfg)
@@ -124,7 +126,20 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
     from .report import write_report
 
     write_report(out, summary, new, titles)
-    return summary
+    return _clean(summary)
+
+
+def _require_scored(audit: LogAudit, out: Path) -> None:
+    """A log of which nothing could be scored is an error (exit 2), not a report of NaN rates.
+
+    Raises :class:`DataError` naming the log: it had no rows, or every product it shows is
+    missing from the cache/catalogue (the list is in ``out/missing_products.csv``)."""
+    if audit.rows == 0:
+        raise DataError(f"{audit.path}: no shown results (no rows after the header)")
+    if sum(audit.missing.values()) >= audit.rows:
+        shown = ", ".join(k.replace("\x1f", ":") for k in list(audit.missing)[:3])
+        raise DataError(f"{audit.path}: none of its {audit.rows} shown results could be scored: all {len(audit.missing)} products "
+                        f"are missing from the cache/catalogue (e.g. {shown}; all in {out / MISSING})")
 
 
 # ------------------------------------------------------------- one log's pass

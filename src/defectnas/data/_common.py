@@ -8,6 +8,7 @@ the same way everywhere (1-based data rows for files, the caller's index for Dat
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -60,21 +61,32 @@ class Source:
         return DataError(one_line(f"{self.name}: {message}"))
 
 
+_WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+\.0+")
+
+
+def cell_text(value: Any) -> str | None:
+    """One cell as a stripped string (None when missing); a whole number written as a float —
+    the float 100001.0 or the text ``"100001.0"`` — loses its ``.0``.
+
+    Why the text too: pandas writes an integer id column that had a gap as floats, so a CSV log
+    or catalogue saved from pandas spells product 100001 as ``100001.0``, and the same product
+    must match its cache, catalogue and labels however it was written."""
+    if is_missing(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text[: text.index(".")] if _WHOLE_NUMBER_TEXT.fullmatch(text) else text
+
+
 def as_strings(values: pd.Series) -> pd.Series:
-    """Cell values as stripped strings (missing stays missing); whole floats lose their ``.0``.
+    """Cell values as :func:`cell_text` strings (missing stays missing).
 
     Ids and categorical labels may arrive as text (CSV), ints (Parquet) or floats (an int column
-    with gaps); all three spellings of product 100001 must compare equal.
+    with gaps); every spelling of product 100001 (``100001``, ``100001.0``, ``"100001.0"``) must
+    compare equal.
     """
-
-    def text(value: Any) -> Any:
-        if is_missing(value):
-            return None
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value).strip()
-
-    return pd.Series([text(v) for v in values.tolist()], index=values.index, dtype=object)
+    return pd.Series([cell_text(v) for v in values.tolist()], index=values.index, dtype=object)
 
 
 def is_missing(value: object) -> bool:

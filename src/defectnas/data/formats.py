@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._common import Source, as_strings, first_bad, more, show
+from ._common import Source, as_strings, cell_text, first_bad, more, show
 
 FORMATS = ("auto", "esci", "wands", "homedepot", "crowdflower", "pairs", "table")  # every --format value
 
@@ -34,7 +34,7 @@ class CategoricalLabels:
         _no_missing(text, src, column)
         if self.spellings is None:  # the user's --defect-labels: any label, compared without case or surrounding spaces
             canonical = text.str.strip().str.casefold()
-            defect = {d.strip().casefold() for d in self.defect}
+            defect = {(cell_text(d) or '').casefold() for d in self.defect}  # spelled as the cells are: '1.0' is '1'
             _warn_near_misses(canonical[~canonical.isin(defect)], defect, src, column)
             return canonical.isin(defect).astype("int64")
         canonical = text.map(lambda v: self.spellings.get(v.casefold()))
