@@ -398,8 +398,11 @@ def cmd_cache(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
                          invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)
-    if report.encoded == 0 and report.removed == 0:
+    if not report.written:
         _echo(args, f"{args.out}: up to date ({report.count} products)")
+    elif report.encoded == 0 and report.removed == 0:  # the same products, stored anew (another --dtype, or an older cache format)
+        _echo(args, f"{args.out}: {report.count} products rewritten as a new generation ({args.dtype}), nothing re-encoded; "
+                    f"{report.bytes / 2**20:.1f} MiB")
     else:
         _echo(args, f"{args.out}: {report.count} products ({report.added} added, {report.changed} changed, {report.removed} removed, "
                     f"{report.kept} kept); encoded {report.encoded} in {report.seconds:.1f} s ({report.products_per_second:.0f}/s), "

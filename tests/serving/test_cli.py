@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -30,6 +31,11 @@ def test_cache_command_builds_updates_and_refuses_another_model(model_dir, other
     assert len(ProductCache(out)) == 60
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(out)]) == 0
     assert "up to date (60 products)" in capsys.readouterr().err
+    generation = json.loads((out / "manifest.json").read_text())["generation"]
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(out), "--dtype", "float32"]) == 0
+    err = capsys.readouterr().err
+    assert "60 products rewritten as a new generation (float32), nothing re-encoded" in err and "up to date" not in err
+    assert json.loads((out / "manifest.json").read_text())["generation"] == generation + 1
     assert main(["cache", "--model", str(other_model_dir), "--catalog", str(catalog_csv), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "built by another model" in err and "\n" not in err

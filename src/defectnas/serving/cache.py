@@ -144,6 +144,7 @@ class BuildReport:
     seconds: float  # wall time of the build
     bytes: int  # size of the new generation on disk
     directory: str  # the cache directory
+    written: bool = True  # False: the cache was up to date and left as it was (no new generation)
 
     @property
     def products_per_second(self) -> float:
@@ -432,7 +433,8 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     removed = len(previous) - (len(ids) - added) if previous is not None else 0
     kept = int((old_rows >= 0).sum())
     if previous is not None and added == changed == removed == 0 and previous.keys == keys and previous.dtype == dtype:
-        return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out))
+        return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out),
+                           written=False)
 
     generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
     name = f"gen-{generation:06d}"
