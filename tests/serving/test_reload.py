@@ -48,6 +48,27 @@ def test_watcher_swaps_to_a_new_generation_and_keeps_the_old_one_when_the_new_is
     assert not watcher.check() and scorer.cache.generation == 2 and watcher.failures == 1  # refused: the old one is served
     np.testing.assert_array_equal(scorer.score_ids("hose", ["p0", "new1"]), expected)  # its files are gone, its maps are not
     assert not watcher.check() and watcher.failures == 1  # refused once, not again and again
+    assert "another model" in watcher.refused  # what /healthz shows as cache_update_refused
+
+
+def test_healthz_names_the_served_generation_and_a_refused_update(matching_model_dir, other_model_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from defectnas.serving.app import ServeSettings, create_app
+
+    out = tmp_path / "cache"
+    frame = catalog_frame(30)
+    build_cache(matching_model_dir, read_catalog(frame)[0], out)
+    app = create_app(matching_model_dir, out, ServeSettings(cache_reload_s=0.05))
+    with TestClient(app) as client:
+        health = client.get("/healthz").json()
+        assert health["cache_generation"] == 1 and health["cache_update_refused"] is None
+        build_cache(other_model_dir, read_catalog(frame)[0], out, rebuild=True)
+        deadline = time.time() + 10
+        while time.time() < deadline and client.get("/healthz").json()["cache_update_refused"] is None:
+            time.sleep(0.05)
+        health = client.get("/healthz").json()
+        assert health["status"] == "ok" and health["cache_generation"] == 1 and "another model" in health["cache_update_refused"]
 
 
 def test_serve_swaps_generations_under_concurrent_load_without_a_failed_or_mixed_response(matching_model_dir, tmp_path):

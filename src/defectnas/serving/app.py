@@ -133,6 +133,9 @@ class Health(BaseModel):
     version: str
     backend: str = Field("torch", description="torch (PyTorch) or onnx (onnxruntime, fp32 or int8: see model)")
     query_cache: dict = Field(default_factory=dict, description="the query-encoding LRU: capacity, size, hits, misses, hit_rate")
+    cache_generation: int | None = Field(None, description="the served cache generation (null without a cache)")
+    cache_update_refused: str | None = Field(None, description="why the newest cache generation on disk is not served (one line; "
+                                                              "null when the served one is the newest)")
 
 
 class Problem(BaseModel):
@@ -217,7 +220,9 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         cache = scorer.cache
         return Health(status="ok", model=scorer.name, model_hash=scorer.model_hash, products=len(cache) if cache else 0,
                       matching=bool(scorer.matching), threshold=scorer.threshold, version=__version__,
-                      backend=scorer.backend, query_cache=scorer.query_cache.stats())
+                      backend=scorer.backend, query_cache=scorer.query_cache.stats(),
+                      cache_generation=getattr(cache, "generation", None) if cache else None,
+                      cache_update_refused=watcher.refused if watcher is not None else None)
 
     @app.post("/score", response_model=ScoreResponse, responses=errors, summary="defect probability of each product for the query",
               dependencies=[Depends(check_key)] if settings.api_key else [])

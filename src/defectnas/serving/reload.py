@@ -84,6 +84,11 @@ class CacheWatcher:
         self._seen = stamp
         return cache
 
+    @property
+    def refused(self) -> str | None:
+        """Why the newest generation on disk is not served (None when it is): for ``/healthz``."""
+        return self._refused
+
     def swap(self, cache: ProductCache) -> None:
         """Serve ``cache`` from now on (call on the event loop, between requests)."""
         old = self.scorer.cache
