@@ -349,7 +349,11 @@ def _validation_line(exc: RequestValidationError) -> str:
     first = errors[0]
     if first.get("type") == "json_invalid":
         return one_line(f"invalid request: body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})")
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    loc = [p for p in first.get("loc", ()) if p != "body"]
+    if len(loc) >= 3 and loc[0] == "documents" and isinstance(loc[1], int):  # a rerank document that is none of its three forms
+        return (f'invalid request: documents[{loc[1]}] must be a title string, {{"id": "..."}} (a cached product) or '
+                f'{{"text": "..."}} (a title): one key, not both')
+    where = ".".join(str(p) for p in loc) or "body"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return one_line(f"invalid request: {where}: {first.get('msg', 'invalid')}{more}")
 
