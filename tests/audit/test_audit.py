@@ -164,7 +164,8 @@ def test_cache_with_catalog_names_products_and_scores_those_the_cache_lacks(audi
     log.loc[3, "product_id"] = "new-7"
     log.to_csv(tmp_path / "log.csv", index=False)
     catalog = pd.read_csv(catalog_csv)
-    pd.concat([catalog, pd.DataFrame({"product_id": ["new-7"], "title": ["acme drill"]})]).to_csv(tmp_path / "cat.csv", index=False)
+    catalog["title"] = catalog["title"].str.title()  # the report shows titles as the catalogue writes them, not normalised
+    pd.concat([catalog, pd.DataFrame({"product_id": ["new-7"], "title": ["Acme Drill"]})]).to_csv(tmp_path / "cat.csv", index=False)
     out = tmp_path / "t"
     assert main(["audit", "--model", str(audit_model), "--cache", str(audit_cache), "--catalog", str(tmp_path / "cat.csv"),
                  "--log", str(tmp_path / "log.csv"), "--out", str(out), "--quiet"]) == 0
@@ -172,7 +173,7 @@ def test_cache_with_catalog_names_products_and_scores_those_the_cache_lacks(audi
     assert not scored["product_missing"].any()
     clf = DefectClassifier.load(audit_model)
     assert scored.loc[3, "defect_probability"] == pytest.approx(clf.predict_proba([log.loc[3, "query"]], ["acme drill"])[0], abs=1e-5)
-    titles = dict(zip(catalog["product_id"], catalog["title"]), **{"new-7": "acme drill"})
+    titles = dict(zip(catalog["product_id"], catalog["title"]), **{"new-7": "Acme Drill"})
     shown = [p for q in json.loads((out / "summary.json").read_text())["worst_queries"] for p in q["defect_products"]]
     assert shown and all(p["title"] == titles[p["product_key"]] for p in shown)
     page = (out / "report.html").read_text(encoding="utf-8")

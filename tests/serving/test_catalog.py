@@ -14,7 +14,8 @@ def test_plain_product_table_normalises_titles(tmp_path):
     path = tmp_path / "p.csv"
     pd.DataFrame({"product_id": ["007", "8"], "title": ["  Drill   BIT ", "Ｈｏｓｅ"]}).to_csv(path, index=False)
     cat, notes = read_catalog(path)
-    assert cat.to_dict("list") == {"product_id": ["007", "8"], "title": ["drill bit", "hose"]}
+    assert cat.to_dict("list") == {"product_id": ["007", "8"], "title": ["drill bit", "hose"],
+                                   "display_title": ["Drill   BIT", "Ｈｏｓｅ"]}  # as written, for reports only
     assert notes == {"rows": 2, "empty_titles": 0, "duplicate_ids": 0}
 
 
@@ -22,7 +23,8 @@ def test_homedepot_pairs_use_product_uid_not_the_pair_id_and_dedupe():
     df = pd.DataFrame({"id": [2, 3, 9], "product_uid": [100001, 100001, 100002],
                        "product_title": ["Angle", "Angle", "Deck Over"], "search_term": ["a", "b", "c"], "relevance": [3, 2, 1]})
     cat, notes = read_catalog(df)
-    assert cat.to_dict("list") == {"product_id": ["100001", "100002"], "title": ["angle", "deck over"]}
+    assert cat.to_dict("list") == {"product_id": ["100001", "100002"], "title": ["angle", "deck over"],
+                                   "display_title": ["Angle", "Deck Over"]}
     assert notes["duplicate_ids"] == 0
 
 
@@ -43,7 +45,8 @@ def test_wands_products_and_an_esci_folder(tmp_path):
     pd.DataFrame({"product_id": ["B1", "B2", "B1"], "product_title": ["Bits", None, "Brocas"],
                   "product_locale": ["us", "us", "es"]}).to_parquet(tmp_path / "shopping_queries_dataset_products.parquet")
     cat, notes = read_catalog(tmp_path)  # ESCI ids repeat per locale: keyed by (locale, id), the Spanish title kept
-    assert cat.to_dict("list") == {"product_id": ["B1", "B1"], "title": ["bits", "brocas"], "product_locale": ["us", "es"]}
+    assert cat.to_dict("list") == {"product_id": ["B1", "B1"], "title": ["bits", "brocas"], "display_title": ["Bits", "Brocas"],
+                                   "product_locale": ["us", "es"]}
     assert notes == {"rows": 3, "empty_titles": 1, "duplicate_ids": 0}
 
 
@@ -52,6 +55,13 @@ def test_no_id_column_gives_title_ids_and_columns_can_be_named():
     assert cat["product_id"].tolist() == [title_id("Garden Hose")]
     cat, _ = read_catalog(pd.DataFrame({"sku": ["s1"], "name": ["Hose"]}), id_col="sku", title_col="name")
     assert cat["product_id"].tolist() == ["s1"]
+
+
+def test_a_product_listed_twice_in_other_case_is_one_product_shown_as_first_written():
+    df = pd.DataFrame({"product_id": ["1", "1", "2"], "title": ["Cordless Drill", "cordless  DRILL", "Hose"]})
+    cat, notes = read_catalog(df)
+    assert cat.to_dict("list") == {"product_id": ["1", "2"], "title": ["cordless drill", "hose"], "display_title": ["Cordless Drill", "Hose"]}
+    assert notes["duplicate_ids"] == 0  # the same normalised title: not ambiguous
 
 
 def test_missing_columns_are_one_line_errors():

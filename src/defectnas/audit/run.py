@@ -395,7 +395,8 @@ def catalog_titles(catalog: pd.DataFrame) -> dict[str, str]:
     """Product key → title of a catalogue (``read_catalog``'s frame), keyed as the log's rows key
     their products: by id, and with locales by (locale, id) too — a bare id only where one
     locale has it."""
-    ids, names = catalog["product_id"].astype(str).tolist(), catalog["title"].tolist()
+    names = catalog["display_title" if "display_title" in catalog.columns else "title"].tolist()  # as the catalogue writes them
+    ids = catalog["product_id"].astype(str).tolist()
     if "product_locale" not in catalog.columns:
         return dict(zip(ids, names))
     from ..serving.cache import product_key

@@ -38,6 +38,7 @@ QUERY_COLUMNS = ("query", "search_term")  # their presence marks a pairs table, 
 TITLE_COLUMNS = ("title", "product_title", "product_name")
 LOCALE_COLUMN = "product_locale"  # ESCI: ids are unique per locale only
 CATALOG_ATTR = "defectnas_catalog"  # DataFrame.attrs flag: already read (normalised, one row per product)
+DISPLAY_TITLE = "display_title"  # the title as the catalogue writes it (case kept): for reports, never for scoring
 
 
 def read_catalog(
@@ -46,7 +47,8 @@ def read_catalog(
     title_col: str | None = None,
     invalid_rows: str = "skip",
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """(catalogue, notes): columns ``product_id``, ``title`` (normalised) [, ``product_locale``], one row per product.
+    """(catalogue, notes): columns ``product_id``, ``title`` (normalised), ``display_title`` (as written, stripped:
+    for reports) [, ``product_locale``], one row per product.
 
     ``data`` is a table file, an ESCI or WANDS folder (its products file is read) or a
     DataFrame. Without ``id_col``/``title_col`` the first of :data:`ID_COLUMNS` /
@@ -78,12 +80,13 @@ def read_catalog(
     no_id = keep & ids.map(lambda v: is_missing(v) or v == "")
     if no_id.any():
         ids[no_id] = [title_id(t) for t in titles[no_id]]
-    out = pd.DataFrame({"product_id": ids[keep].astype(str), "title": titles[keep].astype(str)})
+    out = pd.DataFrame({"product_id": ids[keep].astype(str), "title": titles[keep].astype(str),
+                        DISPLAY_TITLE: frame.loc[keep, title_col].astype(str).str.strip()})
     key = ["product_id"]
     if LOCALE_COLUMN in columns and id_col:
         out[LOCALE_COLUMN] = as_strings(frame.loc[keep, LOCALE_COLUMN]).fillna("").astype(str).to_numpy()
         key.append(LOCALE_COLUMN)
-    out = out.drop_duplicates()  # the same product listed again (a pairs table): one row
+    out = out.drop_duplicates(subset=[*key, "title"])  # the same product listed again (a pairs table): one row
     ambiguous = out.duplicated(subset=key, keep=False)
     notes = {"rows": len(frame), "empty_titles": int((~keep).sum()), "duplicate_ids": int(out.loc[ambiguous, key].drop_duplicates().shape[0])}
     if ambiguous.any():
