@@ -304,3 +304,18 @@ def test_a_log_with_nothing_to_score_is_an_error_not_a_report_of_nan(audit_model
     assert _audit(audit_model, audit_cache, tmp_path / "header_only.csv", tmp_path / "h") == 2
     err = capsys.readouterr().err.strip()
     assert "header_only.csv" in err and "no shown results" in err
+
+
+def test_a_log_with_titles_needs_no_cache_or_catalogue(audit_model, audit_pairs, tmp_path, capsys):
+    log = result_log(audit_pairs)
+    log = log.assign(title=log["product_id"].map(dict(zip(audit_pairs["product_id"], audit_pairs["title"])))).drop(columns=["product_id"])
+    log.to_csv(tmp_path / "titled.csv", index=False)
+    out = tmp_path / "t"
+    assert main(["audit", "--model", str(audit_model), "--log", str(tmp_path / "titled.csv"), "--out", str(out), "--quiet"]) == 0
+    scored = pd.read_parquet(out / "scored.parquet")
+    expected = DefectClassifier.load(audit_model).predict_proba(log["query"].tolist(), log["title"].tolist())
+    np.testing.assert_allclose(scored["defect_probability"], expected, atol=1e-5)
+    result_log(audit_pairs).to_csv(tmp_path / "ids.csv", index=False)  # ids only: something must title them
+    assert main(["audit", "--model", str(audit_model), "--log", str(tmp_path / "ids.csv"), "--out", str(tmp_path / "i"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ids.csv has product ids but no titles" in err and "--cache" in err and "\n" not in err

@@ -109,6 +109,16 @@ def iter_log(path: str | os.PathLike, batch_rows: int = 200_000, by: tuple[str, 
             yield _normalise(raw, layout, src, 0), layout
 
 
+def log_layout(path: str | os.PathLike, query_col: str | None = None, id_col: str | None = None, title_col: str | None = None,
+               position_col: str | None = None) -> LogLayout:
+    """The log's layout from its first rows only (what ``iter_log`` would find), without reading on."""
+    path = Path(path)
+    src = Source(str(path))
+    for raw in _raw_batches(path, src, 1000):
+        return _layout(list(raw.columns), src, query_col, id_col, title_col, position_col)
+    raise src.error("table has no rows")
+
+
 # ------------------------------------------------------------------- reading
 def _raw_batches(path: Path, src: Source, batch_rows: int) -> Iterator[pd.DataFrame]:
     if not path.exists():

@@ -27,7 +27,7 @@ import pandas as pd
 from ..errors import ConfigError, DataError
 from ..storage import atomic_write_json, atomic_write_text, read_json
 from . import rates
-from .log import INTERNAL, LogLayout, iter_log
+from .log import INTERNAL, LogLayout, iter_log, log_layout
 from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
 
 SCORED, QUERIES, SUMMARY, REPORT = "scored.parquet", "queries.csv", "summary.json", "report.html"
@@ -78,9 +78,10 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
     """Audit ``cfg.log`` (and ``cfg.baseline_log``) into ``cfg.out``; returns summary.json's dict."""
     from ..serving.catalog import read_catalog
 
-    if cfg.cache is None and cfg.catalog is None:
-        raise ConfigError("give --cache DIR (a product cache of this model) or --catalog PATH (or both: the cache scores, "
-                          "the catalogue names the products)")
+    if cfg.cache is None and cfg.catalog is None and log_layout(cfg.log, cfg.query_col, cfg.id_col, cfg.title_col,
+                                                                cfg.position_col).title is None:  # a titled log needs neither
+        raise ConfigError(f"{cfg.log} has product ids but no titles: give --cache DIR (a product cache of this model) or "
+                          "--catalog PATH (or both: the cache scores, the catalogue names the products)")
     for name in ("batch_rows", "chunk_rows", "score_batch"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
