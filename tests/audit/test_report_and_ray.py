@@ -91,3 +91,11 @@ def test_query_interval_is_the_poisson_binomial_normal_approximation():
     assert table.loc[0, "defect_rate"] == pytest.approx(p.mean())
     assert table.loc[0, "rate_low"] == pytest.approx(p.mean() - half) and table.loc[0, "rate_high"] == pytest.approx(p.mean() + half)
     assert table.loc[0, "flagged"] == 2 and table.loc[0, "expected_defects_top1"] == pytest.approx(0.1)
+
+
+def test_report_numbers_never_read_nan_or_a_false_zero():
+    from defectnas.audit.report import _fmt
+
+    assert _fmt(float("nan")) == "–" and _fmt(None) == "–"
+    assert _fmt(1.7e-5) == "1.7e-05" and _fmt(-2.1e-5) == "-2.1e-05"  # a before/after change that 4 decimals would show as 0.0000
+    assert _fmt(0.0) == "0.0000" and _fmt(0.12345) == "0.1235" and _fmt(3) == "3"

@@ -56,6 +56,10 @@ def _fmt(value, digits: int = DIGITS) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        if value != value:  # NaN: nothing to show (e.g. a position no pair was shown at)
+            return "–"
+        if value != 0 and abs(value) < 0.5 * 10 ** -digits:  # a small change must not read as 0.0000
+            return f"{value:.2g}"
         return f"{value:.{digits}f}"
     return _e(value)
 
