@@ -117,7 +117,8 @@ def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
     from .data import read_pairs
 
     column = (clf.group_thresholds_ or {}).get("column")
-    read = read_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args))
+    read = read_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args),
+                      id_col=getattr(args, "pairs_id_col", None))
     if column and column not in read.pairs.columns:
         _echo(args, f"note: the model has per-{column} thresholds but {args.data} has no {column!r} column; "
                     f"the global threshold {clf.threshold_:.4g} is used")
@@ -232,7 +233,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
     id_col = (read.notes.get("columns") or {}).get("product_id")
     if cache is not None and (not id_col or id_col not in read.source.columns):
-        _echo(args, f"note: {args.data} has no product id column (product_id, or its format's id column), so no pair can take "
+        _echo(args, f"note: {args.data} has no product id column (product_id, its format's id column, or --id-col), so no pair can take "
                     f"its title encoding from {args.cache}: every title is encoded")
     if cache is not None and len(df):
         from .batch import cache_rows
@@ -588,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output table (.csv, .tsv, .jsonl or .parquet)")
     p.add_argument("--cache", help="product cache built with this model (defectnas cache): a pair whose product id it holds under the "
                                    "same title takes the cached encoding instead of encoding the title again")
+    p.add_argument("--id-col", dest="pairs_id_col", help="column of product ids, for --cache (default: the format's own, a table's product_id)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)

@@ -102,3 +102,12 @@ def test_predict_says_when_no_id_column_lets_the_cache_help_and_takes_threads(ma
     err = capsys.readouterr().err
     assert "has no product id column" in err and "0 of 150 pairs took their title encoding" in err
     assert len(pd.read_csv(tmp_path / "o.csv")) == 150
+    df.rename(columns={"query": "kw", "title": "name", "product_id": "sku"}).to_csv(tmp_path / "sku.csv", index=False)
+    args = ["predict", "--model", str(matching_model_dir), "--data", str(tmp_path / "sku.csv"), "--query-col", "kw", "--title-col", "name",
+            "--out", str(tmp_path / "s.csv"), "--cache", str(tmp_path / "c")]
+    assert main(args + ["--id-col", "sku"]) == 0
+    err = capsys.readouterr().err
+    assert "150 of 150 pairs took their title encoding" in err and "no product id column" not in err
+    assert main(args + ["--id-col", "skew"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sku.csv" in err and "no column 'skew' for --id-col" in err and "\n" not in err

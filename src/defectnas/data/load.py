@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -125,8 +125,12 @@ def read_pairs(
     require_both_classes: bool = True,
     keep: Sequence[str] = (),
     invalid_rows: str = "error",
+    id_col: str | None = None,
 ) -> PairsRead:
-    """:func:`load_pairs`, keeping the table as read and why each left-out row was left out."""
+    """:func:`load_pairs`, keeping the table as read and why each left-out row was left out.
+
+    ``id_col``: the column of product ids when it is not the format's own (a table's
+    ``product_id``); DataError naming the file when the column is absent."""
     if invalid_rows not in INVALID_ROWS:
         raise Source(_name(data)).error(f"invalid_rows (--invalid-rows) must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
     if format not in FORMATS:
@@ -139,6 +143,10 @@ def read_pairs(
     else:
         spec = SPECS[format] if format != "auto" else detect(list(frame.columns), src, labels)
         spec = with_overrides(spec, src, query_col, title_col, label_col, defect_labels, defect_below)
+    if id_col:
+        if id_col not in frame.columns:
+            raise src.error(f"no column {id_col!r} for --id-col; columns present: {', '.join(map(str, frame.columns))}")
+        spec = replace(spec, product_id_col=id_col)
     _check_columns(frame, spec, src, labels)
     notes["columns"] = {"query": spec.query_col, "title": spec.title_col, "label": spec.label_col, "product_id": spec.product_id_col}
 
