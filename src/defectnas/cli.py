@@ -38,6 +38,14 @@ def _add_data_options(p: argparse.ArgumentParser, required: bool = True, format_
                         "left out, counted and named in one warning line; predict keeps them unscored with a reason) or error (exit 2)")
 
 
+def _set_threads(threads: int) -> None:
+    """Pin torch's CPU threads for a scoring command (0 or None: torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"format": args.format, "query_col": args.query_col, "title_col": args.title_col, "label_col": args.label_col,
             "defect_labels": args.defect_labels, "defect_below": args.defect_below, "invalid_rows": args.invalid_rows}
@@ -217,10 +225,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .data.writers import write_table
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     clf = DefectClassifier.load(args.model)
     cache = None
     if args.cache:
@@ -393,10 +398,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
     if notes["duplicate_ids"]:
         skipped.append(f"{notes['duplicate_ids']} ids with different titles left out (ambiguous)")
     _echo(args, f"{args.catalog}: {len(catalog)} products from {notes['rows']} rows" + "".join(f"; {s}" for s in skipped))
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
                          invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)
     if not report.written:
@@ -434,10 +436,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_audit(args: argparse.Namespace) -> None:
     from .audit import AuditConfig, run_audit
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     cfg = AuditConfig(model=args.model, log=args.log, out=args.out, cache=args.cache, catalog=args.catalog, by=list(args.by or []),
                       baseline_log=args.baseline_log, ray_address=args.ray_address, batch_rows=args.batch_rows,
                       threads=args.threads, query_col=args.query_col, id_col=args.id_col, title_col=args.title_col,
