@@ -704,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the --cache directory this often (seconds) for a new generation written by defectnas cache, and serve "
                         "it without a restart (0: never; default 2)")
     p.add_argument("--batch-wait-ms", type=float, default=0,
-                   help="micro-batching (torch backend): cached-product requests arriving within this many ms share one query-tower "
+                   help="micro-batching (torch backend or an fp32 ONNX export): cached-product requests arriving within this many ms share one query-tower "
                         "pass (0: off, the default)")
     p.add_argument("--max-batch", type=int, default=32, help="with --batch-wait-ms: requests per query-tower pass at most (default 32)")
     p.add_argument("--shutdown-timeout-s", type=float, default=30,

@@ -111,6 +111,11 @@ def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, 
     assert client.get("/healthz").json()["model"].endswith("+onnx-int8")
     with pytest.raises(QuantizationLossError, match="without a measured"):
         check_ap_loss({"precision": "int8", "quantization": None}, 0.01)
+    # int8 activations are quantized over the whole batch: micro-batching would make a score depend on its neighbours
+    with pytest.raises(ConfigError, match="int8 export quantizes activations"):
+        create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx", allow_int8_loss=True, batch_wait_ms=2))
+    assert main(["serve", "--model", str(tmp_path / "int8"), "--backend", "onnx", "--allow-int8-loss", "--batch-wait-ms", "2", "--quiet"]) == 2
+    assert "--batch-wait-ms: an int8 export" in capsys.readouterr().err
 
 
 def test_serve_onnx_backend_gives_the_torch_probabilities(exported, tmp_path):
@@ -144,6 +149,44 @@ def test_serve_onnx_backend_gives_the_torch_probabilities(exported, tmp_path):
     np.testing.assert_allclose([by_index(b)[i] for i in range(3)], [by_index(a)[i] for i in range(3)], atol=1e-4, rtol=0)
     metrics = onnx_client.get("/metrics").text
     assert 'backend="onnx"' in metrics and 'defectnas_requests_total{method="POST",route="/v1/rerank",status="200"} 1.0' in metrics
+
+
+def test_fp32_export_micro_batches_queries_and_scores_as_alone(exported, tmp_path):
+    import asyncio
+
+    from defectnas.serving.batching import MicroBatcher
+
+    _, root, _ = exported
+    build_cache(root / "model", read_catalog(catalog_frame(30))[0], tmp_path / "cache")
+    requests = [("garden hose", ["p1", "p2", "p3"]), ("Cordless  DRILL", ["p4"]), ("garden hose", ["p5", "p1"]),
+                ("a much longer query about a desk lamp", ["p6", "p7", "p8"]), ("cordless drill", ["p10", "p4"])]
+    alone = OnnxScorer.load(root / "export", tmp_path / "cache")
+    expected = [alone.score_ids(q, ids) for q, ids in requests]
+    scorer = OnnxScorer.load(root / "export", tmp_path / "cache", query_cache=16)
+    passes, session = [], scorer._query
+
+    class Counting:  # records the batch size of every query.onnx run
+        def run(self, outputs, feed):
+            passes.append(len(feed["ids"]))
+            return session.run(outputs, feed)
+
+    scorer._query = Counting()
+    batcher = MicroBatcher(scorer, wait=0.05)
+
+    async def together():
+        return await asyncio.gather(*(batcher.score_ids(q, ids) for q, ids in requests))
+
+    got = asyncio.run(together())
+    assert passes == [3] and (batcher.batches, batcher.requests) == (1, 5)  # 3 distinct queries (of 3 lengths), one padded pass
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-6, rtol=0)
+    assert scorer.query_cache.stats()["hits"] == 2 and alone.score_ids("garden hose", ["p1"]) == pytest.approx(got[0][0], abs=1e-6)
+    body = {"query": "garden hose", "product_ids": ["p1", "p2"]}
+    with TestClient(create_app(root / "export", tmp_path / "cache", ServeSettings(backend="onnx", batch_wait_ms=1))) as client:
+        r = client.post("/score", json=body)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose([x["defect_probability"] for x in r.json()["results"]], expected[0][:2], atol=1e-6, rtol=0)
+        assert "defectnas_query_batches_total 1.0" in client.get("/metrics").text
 
 
 def test_backends_refuse_the_wrong_directory(exported, other_model_dir, tmp_path):

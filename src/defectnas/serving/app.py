@@ -174,10 +174,10 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     app.state.scorer, app.state.settings, app.state.cache_watcher = scorer, settings, watcher
     app.state.batcher = None
     if settings.batch_wait_ms > 0:
-        if scorer.backend != "torch":
+        if scorer.batching_refused:
             from ..errors import ConfigError
 
-            raise ConfigError(f"--batch-wait-ms: micro-batching is built for the torch backend, not {scorer.backend}")
+            raise ConfigError(f"--batch-wait-ms: {scorer.batching_refused}")
         from .batching import MicroBatcher
 
         app.state.batcher = MicroBatcher(scorer, settings.batch_wait_ms / 1000, settings.max_batch)

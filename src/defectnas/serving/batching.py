@@ -11,7 +11,10 @@ request's products with its own query, on the event loop as unbatched requests a
 Every request still reads the cache once, when it arrives (unknown ids are answered at once), so
 a cache swap (:mod:`.reload`) never mixes generations within a request.
 
-Off by default (``serve --batch-wait-ms 0``); the PyTorch backend only.
+Off by default (``serve --batch-wait-ms 0``). The PyTorch backend and fp32 ONNX exports batch
+(their scorers share ``encode_queries`` / ``rows`` / ``score_rows``); an int8 export is refused
+(``batching_refused``): its activations are quantized over the whole batch, so a query's score
+would depend on the queries that arrived with it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ..data import normalize_text
 
 
 class MicroBatcher:
-    """Batches :meth:`score_ids` calls of one event loop; ``scorer`` is a :class:`~.scorer.Scorer`."""
+    """Batches :meth:`score_ids` calls of one event loop; ``scorer`` is a :class:`~.scorer.Scorer` or an
+    fp32 :class:`~.onnx_backend.OnnxScorer`."""
 
     def __init__(self, scorer, wait: float, max_batch: int = 32) -> None:
         if wait <= 0 or max_batch < 1:

@@ -46,6 +46,11 @@ class OnnxScorer:
         self.directory = Path(directory)
         self.spec = spec = read_export(self.directory)
         self.precision = spec["precision"]
+        # int8 activations are quantized per call over the whole batch (dynamic quantization): batched
+        # with others, a query's encoding moved by up to ~0.5 (of values up to ~3) in our check, so
+        # its score would depend on which requests happened to arrive with it
+        self.batching_refused = ("an int8 export quantizes activations over the whole batch, so a query's score would depend on "
+                                 "the queries batched with it; serve the fp32 export to batch" if self.precision == "int8" else "")
         if self.precision == "int8" and not allow_ap_loss:
             check_ap_loss(spec, max_ap_loss, self.directory)
         source = spec["source_model"]
@@ -97,6 +102,18 @@ class OnnxScorer:
         ids = trim_padding(self.tokenizer.encode([query], self.query_max_len))  # (1, Tq)
         return tuple(self._query.run(None, {"ids": ids.astype(np.int64)}))
 
+    def encode_queries(self, queries: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Encodings of normalised queries, each as :meth:`encode_query` gives it alone: those in the
+        LRU from it, the others in one padded pass of query.onnx (micro-batching, :mod:`.batching`;
+        equal to one-by-one up to float rounding, because padding is masked)."""
+        return self.query_cache.get_or_compute_many(queries, self._run_queries)
+
+    def _run_queries(self, queries: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        ids = self.tokenizer.encode(list(queries), self.query_max_len)  # (Q, L), right-padded
+        lengths = np.maximum((ids != 0).sum(axis=1), 1)
+        tokens, vector, mask = self._query.run(None, {"ids": trim_padding(ids).astype(np.int64)})
+        return [(tokens[i : i + 1, :n].copy(), vector[i : i + 1].copy(), mask[i : i + 1, :n].copy()) for i, n in enumerate(lengths.tolist())]
+
     def encode_titles(self, titles: list[str], normalized: bool = False) -> TitleArrays:
         """Title encodings of raw titles with the (fp32) title tower."""
         texts = list(titles) if normalized else [normalize_text(t) for t in titles]
@@ -107,7 +124,11 @@ class OnnxScorer:
     # ------------------------------------------------------------------ scoring
     def score_arrays(self, query: str, titles: TitleArrays, batch_size: int = 1024) -> np.ndarray:
         """Probabilities (N,) of a normalised query against N title encodings."""
-        q_tokens, q_vector, q_mask = self.encode_query(query)
+        return self.score_encoded(self.encode_query(query), titles, batch_size)
+
+    def score_encoded(self, query_encoding, titles: TitleArrays, batch_size: int = 1024) -> np.ndarray:
+        """Probabilities (N,) of an encoded query (:meth:`encode_query`) against N title encodings."""
+        q_tokens, q_vector, q_mask = query_encoding
         out = []
         for i in range(0, len(titles.vector), batch_size):
             feed = {"q_tokens": q_tokens, "q_vector": q_vector, "q_mask": q_mask,
@@ -121,11 +142,19 @@ class OnnxScorer:
         logits = np.concatenate(out) if out else np.zeros(0)
         return self.calibrator.transform_logits(logits)
 
-    def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
-        """Probabilities (N,) of cached products; UnknownProducts / AmbiguousProducts as Scorer's."""
+    def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Cache rows of ``ids`` (UnknownProducts / AmbiguousProducts as :meth:`score_ids`)."""
         if self.cache is None:
             raise UnknownProducts(list(dict.fromkeys(ids)), locale)
-        return self.score_arrays(normalize_text(query), self.cache.take(ids, locale))
+        return self.cache.rows(ids, locale)
+
+    def score_rows(self, query_encoding, cache: ProductCache, rows: np.ndarray) -> np.ndarray:
+        """Probabilities (N,) of an encoded query against rows of ``cache`` (micro-batching's second half)."""
+        return self.score_encoded(query_encoding, cache.take_rows(rows))
+
+    def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
+        """Probabilities (N,) of cached products; UnknownProducts / AmbiguousProducts as Scorer's."""
+        return self.score_encoded(self.encode_query(normalize_text(query)), self.cache.take_rows(self.rows(ids, locale)))
 
     def score_titles(self, query: str, titles: list[str]) -> np.ndarray:
         """Probabilities (N,) of raw titles, encoded on the fly by the title tower."""

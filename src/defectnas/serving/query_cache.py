@@ -44,6 +44,13 @@ class QueryCache:
                     self._items.popitem(last=False)
         return value
 
+    def get_or_compute_many(self, keys: list[str], compute_many: Callable[[list[str]], list[Any]]) -> list[Any]:
+        """Values of ``keys`` in order: cached ones from the cache, the distinct others from one call
+        of ``compute_many`` (a batched encoder pass); hits and misses counted as one lookup per key."""
+        misses = [k for k in dict.fromkeys(keys) if k not in self]
+        fresh = dict(zip(misses, compute_many(misses))) if misses else {}
+        return [self.get_or_compute(k, fresh.__getitem__) for k in keys]  # counts hits and misses, keeps the new
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -27,6 +27,7 @@ class Scorer:
     """Defect probabilities of (query, product) pairs with a loaded model and optional cache."""
 
     backend = "torch"
+    batching_refused = ""  # micro-batching (.batching) is exact here: padding is masked
 
     def __init__(self, clf, cache: ProductCache | None = None, name: str = "model", digest: str = "", query_cache: int = 0,
                  model_dir: str | Path | None = None) -> None:
@@ -65,10 +66,7 @@ class Scorer:
 
     def encode_queries(self, queries: list[str]) -> list:
         """Encodings of normalised queries: those in the query cache from it, the others in one padded pass."""
-        distinct = list(dict.fromkeys(queries))
-        misses = [q for q in distinct if q not in self.query_cache]
-        fresh = dict(zip(misses, encode_queries(self.clf, misses))) if misses else {}
-        return [self.query_cache.get_or_compute(q, fresh.__getitem__) for q in queries]  # counts hits and misses, keeps the new
+        return self.query_cache.get_or_compute_many(queries, lambda misses: encode_queries(self.clf, misses))
 
     def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Cache rows of ``ids`` (UnknownProducts / AmbiguousProducts as :meth:`score_ids`)."""
