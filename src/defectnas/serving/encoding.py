@@ -58,6 +58,14 @@ def float32_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> tor
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=torch.float32)
 
 
+def float32_array(array: np.ndarray) -> np.ndarray:
+    """``array`` as a C-contiguous float32 numpy array (what onnxruntime takes), widened by torch
+    when it is float16 (numpy's float16 cast is ~10× slower: ~0.5 ms of a 100-product request)."""
+    if array.dtype == np.float32:
+        return np.ascontiguousarray(array)
+    return float32_tensor(array).numpy()
+
+
 @torch.inference_mode()
 def encode_queries(clf, queries: Sequence[str]) -> list[Encoded]:
     """Encodings of several (normalised) queries in one padded pass, each shaped as :func:`encode_query`

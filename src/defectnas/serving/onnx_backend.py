@@ -23,7 +23,7 @@ from ..data import normalize_text
 from ..data.tokenizer import TextTokenizer, trim_padding
 from ..errors import ConfigError
 from .cache import CacheError, ProductCache, UnknownProducts
-from .encoding import TitleArrays
+from .encoding import TitleArrays, float32_array
 from .onnx_export import read_export
 from .query_cache import QueryCache
 
@@ -131,12 +131,11 @@ class OnnxScorer:
         q_tokens, q_vector, q_mask = query_encoding
         out = []
         for i in range(0, len(titles.vector), batch_size):
-            feed = {"q_tokens": q_tokens, "q_vector": q_vector, "q_mask": q_mask,
-                    "t_vector": np.ascontiguousarray(titles.vector[i : i + batch_size], dtype=np.float32)}
+            feed = {"q_tokens": q_tokens, "q_vector": q_vector, "q_mask": q_mask, "t_vector": float32_array(titles.vector[i : i + batch_size])}
             if self.needs_tokens:
                 mask = np.asarray(titles.mask[i : i + batch_size], dtype=bool)
                 T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # drop padding columns no title in the batch uses (exact)
-                feed["t_tokens"] = np.ascontiguousarray(titles.tokens[i : i + batch_size, :T], dtype=np.float32)
+                feed["t_tokens"] = float32_array(titles.tokens[i : i + batch_size, :T])
                 feed["t_mask"] = np.ascontiguousarray(mask[:, :T])
             out.append(self._score.run(None, {k: feed[k] for k in self._score_inputs})[0].astype(np.float64))
         logits = np.concatenate(out) if out else np.zeros(0)
