@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 SHARED = Path(os.environ.get("DEFECTNAS_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))
-DATASETS = {"homedepot": SHARED / "homedepot_sample.parquet", "crowdflower": SHARED / "crowdflower_sample.parquet"}
+DATASETS = {"homedepot": SHARED / "homedepot_sample.parquet", "crowdflower": SHARED / "crowdflower_sample.parquet",
+            "esci": SHARED / "esci_sample.parquet"}
 OUT = Path(__file__).resolve().parent / "results" / "classifier.json"
 
 
