@@ -1,15 +1,17 @@
-"""Cache benchmark: bytes per product, float16 exactness, build throughput, and batch scoring.
+"""Cache benchmark: bytes per product, float16 and int8 exactness, build throughput, and batch scoring.
 
 What it measures, in one run (``--parts``, default all):
 
 1. ``bytes``: bytes per product of the cache for each model kind (train's default, the default
    without matching, the ``seed`` preset): as earlier versions stored it (float32, token states
    padded to ``title_max_len``), float16 padded, and as stored now (float16, only the title tokens
-   there are: mean length measured with the model's tokenizer on the catalogue), computed from
-   each kind's dimensions and checked against the measured cache of the model used here.
+   there are: mean length measured with the model's tokenizer on the catalogue), and int8 (a
+   byte per value + a float32 scale per stored row), computed from each kind's dimensions and
+   checked against the measured caches of the model used here.
 2. ``exactness``: the Home Depot test split (query-grouped, seed 0, as ``train`` splits it) scored
-   through a float32 and a float16 cache of its products: max and mean |Δ probability|, average
-   precision of each, and how many ``is_defect`` decisions differ.
+   through a float32 cache of its products and through each other ``--dtypes`` cache (float16,
+   int8): max and mean |Δ probability|, average precision of each, and how many ``is_defect``
+   decisions differ.
 3. ``build``: products/s of ``defectnas cache`` building the catalogue locally and on a local Ray
    (``ray.init(num_cpus=N)``) with 1 and 2 workers, each build checked equal to the local one.
 4. ``predict``: pairs/s of ``DefectClassifier.predict_proba`` on a table of distinct pairs and on
@@ -71,20 +73,22 @@ def catalogue(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- parts
-def part_bytes(clf, cache_dir: Path, catalog: pd.DataFrame) -> dict:
+def part_bytes(clf, caches: dict[str, Path], catalog: pd.DataFrame) -> dict:
     """Bytes per product by model kind and dtype (from dims), the measured cache, and unpadded tokens."""
     from defectnas.config import PRESETS, ModelConfig
     from defectnas.serving.cache import ProductCache
 
     backbone_width = 384  # MiniLM's sentence vector, carried in the pooled vector when both towers have MiniLM layers
 
-    def per_product(cfg: ModelConfig, itemsize: int, tokens: float | None = None) -> float:
+    def per_product(cfg: ModelConfig, itemsize: int, tokens: float | None = None, row_scale: int = 0) -> float:
+        """Bytes of one product: values, plus ``row_scale`` bytes per stored row (int8's float32 scales)."""
         both = bool(cfg.backbone_layers and cfg.query_backbone_layers and cfg.sentence_vector)
         v = cfg.d_model + (backbone_width if both else 0)
         if not cfg.matching:
-            return v * itemsize
+            return v * itemsize + row_scale
         t = cfg.title_max_len if tokens is None else tokens
-        return v * itemsize + t * cfg.d_model * itemsize + (cfg.title_max_len if tokens is None else 8)  # mask (T bools) or an int64 offset
+        return (v * itemsize + row_scale + t * (cfg.d_model * itemsize + row_scale)
+                + (cfg.title_max_len if tokens is None else 8))  # mask (T bools) or an int64 offset
 
     kinds = {"default (train)": ModelConfig(), "default without matching": ModelConfig(matching=False),
              "seed preset": ModelConfig(**{k: v for k, v in PRESETS["seed"].items() if k in ModelConfig.__dataclass_fields__})}
@@ -95,10 +99,12 @@ def part_bytes(clf, cache_dir: Path, catalog: pd.DataFrame) -> dict:
         row = {"kind": name, "float32_padded": per_product(cfg, 4), "float16_padded": per_product(cfg, 2)}
         row["float16_unpadded"] = round(per_product(cfg, 2, mean_tokens), 1) if cfg.matching else row["float16_padded"]
         row["gb_per_million"] = round(row["float16_unpadded"] * 1e6 / 1e9, 2)
+        row["int8_unpadded"] = round(per_product(cfg, 1, mean_tokens if cfg.matching else None, row_scale=4), 1)
+        row["int8_gb_per_million"] = round(row["int8_unpadded"] * 1e6 / 1e9, 2)
         rows.append(row)
-    measured = ProductCache(cache_dir)
+    measured = {dtype: ProductCache(path) for dtype, path in caches.items()}
     return {"kinds": rows, "mean_title_tokens": round(mean_tokens, 2), "title_max_len": clf.model_config_.title_max_len,
-            "measured": {"dtype": measured.dtype, "bytes_per_product": round(measured.bytes_per_product, 1), "products": len(measured)}}
+            "measured": {d: {"dtype": c.dtype, "bytes_per_product": round(c.bytes_per_product, 1), "products": len(c)} for d, c in measured.items()}}
 
 
 def part_exactness(model_dir: Path, test: pd.DataFrame, caches: dict[str, Path], threshold: float) -> dict:
@@ -113,15 +119,20 @@ def part_exactness(model_dir: Path, test: pd.DataFrame, caches: dict[str, Path],
         t0 = time.perf_counter()
         probs[dtype] = scorer.score(test["query"].tolist(), test["product_id"].astype(str).tolist(), test["title"].tolist())
         seconds[dtype] = time.perf_counter() - t0
-    a, b = probs["float32"], probs["float16"]
-    assert not np.isnan(a).any() and not np.isnan(b).any()
+    a = probs["float32"]
     labels = test["label"].to_numpy()
-    diff = np.abs(a - b)
-    return {"pairs": len(test), "queries": int(test["query"].nunique()), "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()), "p99_abs_diff": float(np.quantile(diff, 0.99)),
-            "ap_float32": float(average_precision_score(labels, a)), "ap_float16": float(average_precision_score(labels, b)),
-            "is_defect_changed": int(((a >= threshold) != (b >= threshold)).sum()),
-            "scoring_seconds": {k: round(v, 2) for k, v in seconds.items()}, "load": load()}
+    out = {}
+    for dtype, b in probs.items():
+        if dtype == "float32":
+            continue
+        assert not np.isnan(a).any() and not np.isnan(b).any()
+        diff = np.abs(a - b)
+        out[dtype] = {"pairs": len(test), "queries": int(test["query"].nunique()), "max_abs_diff": float(diff.max()),
+                      "mean_abs_diff": float(diff.mean()), "p99_abs_diff": float(np.quantile(diff, 0.99)),
+                      "ap_float32": float(average_precision_score(labels, a)), f"ap_{dtype}": float(average_precision_score(labels, b)),
+                      "is_defect_changed": int(((a >= threshold) != (b >= threshold)).sum()),
+                      "scoring_seconds": {k: round(v, 2) for k, v in seconds.items()}, "load": load()}
+    return out
 
 
 # --------------------------------------------------------------------------------- main
@@ -136,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=20, help="predict: distinct queries of the repeated table")
     p.add_argument("--titles", type=int, default=100, help="predict: distinct titles of the repeated table")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtypes", default="float32,float16,int8", help="bytes/exactness: cache dtypes (float32 first: the reference)")
     p.add_argument("--work", help="keep models and caches here (default: a temporary folder, removed)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "cache.json"))
     args = p.parse_args(argv)
@@ -162,15 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         test_catalog = catalogue(test)
         caches = {}
         if parts & {"bytes", "exactness", "predict"}:
-            for dtype in ("float32", "float16"):
+            for dtype in args.dtypes.split(","):
                 caches[dtype] = work / f"cache-test-{dtype}"
                 if not (caches[dtype] / "manifest.json").exists():
                     log(f"caching the test split's {len(test_catalog)} products as {dtype} ...")
+                    first = next(iter(caches.values()))
+                    if first != caches[dtype] and (first / "manifest.json").exists():  # convert the first cache: the same
+                        shutil.copytree(first, caches[dtype])  # encodings, stored as dtype (nothing re-encoded)
                     r = build_cache(model_dir, test_catalog, caches[dtype], dtype=dtype, clf=clf, batch_size=256)
                     result.setdefault("test_cache_build", {})[dtype] = {"products": r.count, "seconds": round(r.seconds, 1),
                                                                        "products_per_second": round(r.products_per_second, 1), "load": load()}
         if "bytes" in parts:
-            result["bytes"] = part_bytes(clf, caches["float16"], test_catalog)
+            result["bytes"] = part_bytes(clf, {d: c for d, c in caches.items() if d != "float32"}, test_catalog)
             log(f"bytes: {result['bytes']}")
         if "exactness" in parts:
             log(f"scoring the {len(test)} test pairs through both caches ...")
@@ -275,18 +290,19 @@ def table(result: dict) -> str:
     lines = []
     if "bytes" in result:
         b = result["bytes"]
-        lines += ["bytes per product (from dims; the measured cache: "
-                  f"{b['measured']['bytes_per_product']} B as {b['measured']['dtype']}, {b['measured']['products']} products)",
-                  "| model kind | float32 padded (before) | float16 padded | float16 unpadded (now) | GB / million (now) |", "|---|---:|---:|---:|---:|"]
+        lines += ["bytes per product (from dims; the measured caches: "
+                  + ", ".join(f"{m['bytes_per_product']} B as {m['dtype']}" for m in b["measured"].values()) + ")",
+                  "| model kind | float32 padded (before) | float16 padded | float16 unpadded (default) | GB / million | int8 unpadded | GB / million |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in b["kinds"]:
             lines.append(f"| {r['kind']} | {r['float32_padded']:.0f} | {r['float16_padded']:.0f} | {r['float16_unpadded']:.0f} | "
-                         f"{r['gb_per_million']} |")
+                         f"{r['gb_per_million']} | {r['int8_unpadded']:.0f} | {r['int8_gb_per_million']} |")
         lines.append(f"(mean title length {b['mean_title_tokens']} of {b['title_max_len']} token slots)")
     if "exactness" in result:
-        e = result["exactness"]
-        lines += ["", f"float16 vs float32 cache on {e['pairs']} test pairs ({e['queries']} queries): max |Δp| {e['max_abs_diff']:.2e}, "
-                      f"p99 {e['p99_abs_diff']:.2e}, mean {e['mean_abs_diff']:.2e}; AP {e['ap_float32']:.4f} → {e['ap_float16']:.4f}; "
-                      f"is_defect changed for {e['is_defect_changed']} pairs (load {e['load']})"]
+        for dtype, e in result["exactness"].items():
+            lines += ["", f"{dtype} vs float32 cache on {e['pairs']} test pairs ({e['queries']} queries): max |Δp| {e['max_abs_diff']:.2e}, "
+                          f"p99 {e['p99_abs_diff']:.2e}, mean {e['mean_abs_diff']:.2e}; AP {e['ap_float32']:.4f} → {e[f'ap_{dtype}']:.4f}; "
+                          f"is_defect changed for {e['is_defect_changed']} pairs (load {e['load']})"]
     if "build" in result:
         lines += ["", "| cache build | products | seconds | products/s | same as local | load |", "|---|---:|---:|---:|---|---|"]
         for r in result["build"]["runs"]:

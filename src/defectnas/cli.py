@@ -633,8 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-rows", choices=["error", "skip"], default="skip",
                    help="products without a title, with a title the model sees as nothing, or whose (locale, id) carries two titles: "
                         "skip (default: left out, named in one warning line) or error (exit 2)")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
-                   help="how encodings are stored: float16 (default, half the bytes; scores still computed in float32) or float32 (exact)")
+    p.add_argument("--dtype", choices=["float16", "float32", "int8"], default="float16",
+                   help="how encodings are stored: float16 (default, half the bytes; scores still computed in float32), float32 "
+                        "(exact) or int8 (a scale per row; about half float16's bytes, for catalogues where storage limits)")
     p.add_argument("--ray-address", help="encode the titles on a Ray cluster: auto, local, or ray://host:port (one actor per CPU; "
                                          "needs pip install 'defectnas[ray]'; the cache is written here, as without Ray)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -197,3 +197,55 @@ def test_a_cache_from_a_newer_format_is_refused_in_one_line(model_dir, tmp_path)
     (tmp_path / "c" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(CacheError, match="newer defectnas"):
         ProductCache(tmp_path / "c")
+
+
+def test_int8_rows_round_trip_within_half_a_step_and_requantize_to_the_same_values():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 16)).astype(np.float32) * rng.uniform(0.01, 10, size=(50, 1)).astype(np.float32)
+    x[7] = 0.0  # an all-zero row
+    rows = cache_mod.Int8Rows(np.zeros((50, 16), np.int8), np.zeros(50, np.float32))
+    rows[np.arange(50)] = x
+    back = rows[np.arange(50)]
+    assert back.dtype == np.float32 and rows.nbytes == 50 * 16 + 50 * 4
+    step = np.abs(x).max(axis=1) / 127
+    assert (np.abs(back - x) <= step[:, None] / 2 + 1e-6).all() and (back[7] == 0).all()
+    again = cache_mod.Int8Rows(np.zeros((50, 16), np.int8), np.zeros(50, np.float32))
+    again[slice(0, 50)] = back  # an update copies kept rows by reading and writing them: nothing drifts
+    np.testing.assert_array_equal(again.values, rows.values)
+    np.testing.assert_allclose(again.scales, rows.scales, rtol=1e-6)
+    np.testing.assert_array_equal(rows[3], back[3])
+
+
+def test_an_int8_cache_stores_a_byte_per_value_scores_near_float32_and_updates_without_drift(matching_model_dir, tmp_path, monkeypatch):
+    cat = _catalog(catalog_frame())
+    build_cache(matching_model_dir, cat, tmp_path / "f32", dtype="float32")
+    build_cache(matching_model_dir, cat, tmp_path / "f16")
+    report = build_cache(matching_model_dir, cat, tmp_path / "i8", dtype="int8")
+    f32, f16, i8 = (ProductCache(tmp_path / n) for n in ("f32", "f16", "i8"))
+    gen = tmp_path / "i8" / i8.manifest["generation_dir"]
+    assert (report.encoded, i8.dtype, i8.manifest["format_version"]) == (60, "int8", 3)
+    assert np.load(gen / "vectors.npy", mmap_mode="r").dtype == np.int8 and (gen / "token_scales.npy").exists()
+    (N, V), (S, C) = i8.arrays.vector.shape, i8.arrays.tokens.flat.shape
+    assert i8.bytes_per_product * N == pytest.approx(N * (V + 4) + S * (C + 4) + 8 * (N + 1))  # a byte per value + a float32 scale per row
+    assert f16.bytes_per_product * N == pytest.approx(N * V * 2 + S * C * 2 + 8 * (N + 1))
+    vec32 = np.asarray(f32.arrays.vector)
+    assert (np.abs(np.asarray(i8.arrays.vector) - vec32) <= np.abs(vec32).max(axis=1, keepdims=True) / 254 + 1e-6).all()
+    np.testing.assert_array_equal(i8.arrays.mask, np.asarray(f32.arrays.mask))
+    clf = DefectClassifier.load(matching_model_dir)
+    ids = ["p5", "p0", "p59", "p31"]
+    exact = Scorer(clf, f32).score_ids("drill bit", ids)
+    np.testing.assert_allclose(Scorer(clf, i8).score_ids("drill bit", ids), exact, atol=2e-2, rtol=0)
+
+    # an update keeps the stored int8 values of unchanged products exactly and encodes only the new one
+    values = np.asarray(i8.arrays.tokens.flat.values).copy()
+    bigger = _catalog(pd.concat([catalog_frame(), pd.DataFrame({"product_id": ["new"], "title": ["brand new garden hose"]})]))
+    report = build_cache(matching_model_dir, bigger, tmp_path / "i8", dtype="int8")
+    again = ProductCache(tmp_path / "i8")
+    assert (report.kept, report.encoded) == (60, 1)
+    np.testing.assert_array_equal(np.asarray(again.arrays.tokens.flat.values)[: len(values)], values)
+    # float16 → int8 converts the kept rows without re-encoding; an older reader refuses format 3 in one line
+    monkeypatch.setattr(cache_mod, "encode_titles", lambda *a, **k: pytest.fail("a conversion re-encoded titles"))
+    assert build_cache(matching_model_dir, cat, tmp_path / "f16", dtype="int8").encoded == 0 and ProductCache(tmp_path / "f16").dtype == "int8"
+    monkeypatch.setattr(cache_mod, "FORMAT_VERSION", 2)
+    with pytest.raises(CacheError, match="newer defectnas"):
+        ProductCache(tmp_path / "i8")

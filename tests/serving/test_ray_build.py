@@ -23,6 +23,7 @@ def test_a_cache_built_on_ray_equals_the_local_build(matching_model_dir, tmp_pat
     torch.set_num_threads(1)  # as each Ray actor runs
     try:
         build_cache(matching_model_dir, catalog, tmp_path / "local", batch_size=4, dtype="float32")
+        build_cache(matching_model_dir, catalog, tmp_path / "local8", batch_size=4, dtype="int8")
     finally:
         torch.set_num_threads(threads)
     catalog.to_csv(tmp_path / "catalog.csv", index=False)
@@ -30,6 +31,9 @@ def test_a_cache_built_on_ray_equals_the_local_build(matching_model_dir, tmp_pat
     try:  # 60 titles in batches of 4, chunks of 16: four chunks over two actors
         assert main(["cache", "--model", str(matching_model_dir), "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "ray"),
                      "--batch-size", "4", "--dtype", "float32", "--ray-address", "auto"]) == 0
+        # int8: the actors send float32, the driver quantizes as a local build does
+        assert main(["cache", "--model", str(matching_model_dir), "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "ray8"),
+                     "--batch-size", "4", "--dtype", "int8", "--ray-address", "auto", "--quiet"]) == 0
     finally:
         ray.shutdown()
     assert "60 products (60 added" in capsys.readouterr().err
@@ -39,6 +43,11 @@ def test_a_cache_built_on_ray_equals_the_local_build(matching_model_dir, tmp_pat
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     manifest = lambda d: {k: v for k, v in json.loads((d / "manifest.json").read_text()).items() if k != "created"}  # noqa: E731
     assert manifest(tmp_path / "ray") == manifest(tmp_path / "local")
+    local8, remote8 = ProductCache(tmp_path / "local8"), ProductCache(tmp_path / "ray8")
+    assert remote8.dtype == local8.dtype == "int8"
+    np.testing.assert_array_equal(remote8.arrays.vector.values, local8.arrays.vector.values)
+    np.testing.assert_array_equal(remote8.arrays.tokens.flat.values, local8.arrays.tokens.flat.values)
+    np.testing.assert_array_equal(remote8.arrays.tokens.flat.scales, local8.arrays.tokens.flat.scales)
 
 
 def test_an_unreachable_ray_address_is_one_line_and_exit_2(model_dir, catalog_csv, tmp_path, capsys):

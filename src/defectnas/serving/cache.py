@@ -24,6 +24,11 @@ bytes per product, and the score is still computed in float32 (the arrays are wi
 request takes its rows), so only the stored values are rounded (relative error ≤ 2⁻¹¹; what
 that does to probabilities and AP is measured in ``benchmarks/cache.py``). A cache written in
 float32 by an earlier version loads and scores as before; the manifest's ``dtype`` says which.
+``dtype="int8"`` (format 3) stores every row — a title's pooled vector, each of its token states —
+as int8 with one float32 scale per row (symmetric absmax quantization: value ≈ int8 × scale, scale
+= max |value| / 127; files ``vector_scales.npy`` (N,) and ``token_scales.npy`` (S,)): about half
+float16's bytes, for catalogues where storage is what limits; :class:`Int8Rows` reads the rows
+back as float32. Older versions refuse a format-3 cache in one line instead of misreading it.
 
 Arrays are plain ``.npy`` files, memory-mapped for reading and loaded with
 ``allow_pickle=False``. Every build writes a new generation directory under a temporary name,
@@ -60,13 +65,15 @@ from .catalog import CATALOG_ATTR, LOCALE_COLUMN, read_catalog, title_hash
 from .encoding import TitleArrays, encode_titles, needs_tokens
 
 FORMAT = "defectnas-product-cache"
-FORMAT_VERSION = 2  # 2: float16 by default, token states unpadded (+ offsets.npy); 1 (still read): float32, padded + mask.npy
+FORMAT_VERSION = 3  # newest read. 3: int8 rows + scales (written only for dtype int8); 2: float16 by default, token states
+#                    unpadded (+ offsets.npy); 1 (still read): float32, padded + mask.npy
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held while a build writes
 IDS, VECTORS, TOKENS, MASK, OFFSETS = "ids.json", "vectors.npy", "tokens.npy", "mask.npy", "offsets.npy"
+VECTOR_SCALES, TOKEN_SCALES = "vector_scales.npy", "token_scales.npy"  # int8 caches: one float32 scale per stored row
 UNPADDED = "unpadded"  # manifest token_layout of format 2 (format 1: padded)
 _COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds memory)
-DTYPES = ("float16", "float32")  # how encodings are stored (token mask: bool)
+DTYPES = ("float16", "float32", "int8")  # how encodings are stored (token mask: bool; int8 with a scale per row)
 DEFAULT_DTYPE = "float16"
 
 
@@ -163,10 +170,15 @@ class ProductCache:
             self.ids: list[str] = ids["product_id"]
             self.title_hashes: list[str] = ids["title_sha1"]
             self.locales: list[str] | None = ids.get("product_locale")  # None: products are keyed by id alone
+            int8 = self.manifest.get("dtype") == "int8"
             vector = np.load(gen / VECTORS, mmap_mode="r", allow_pickle=False)
+            if int8:
+                vector = Int8Rows(vector, np.load(gen / VECTOR_SCALES, mmap_mode="r", allow_pickle=False))
             tokens = mask = None
             if self.manifest["matching"]:
                 tokens = np.load(gen / TOKENS, mmap_mode="r", allow_pickle=False)
+                if int8:
+                    tokens = Int8Rows(tokens, np.load(gen / TOKEN_SCALES, mmap_mode="r", allow_pickle=False))
                 if self.manifest.get("token_layout") == UNPADDED:
                     offsets = np.load(gen / OFFSETS, allow_pickle=False)
                     if offsets.ndim != 1 or len(offsets) != len(self.ids) + 1 or offsets[-1] > len(tokens):
@@ -203,8 +215,8 @@ class ProductCache:
 
     @property
     def dtype(self) -> str:
-        """How the encodings are stored: "float16" or "float32" (caches of earlier versions)."""
-        return str(self.arrays.vector.dtype)
+        """How the encodings are stored: "float16", "float32" (caches of earlier versions) or "int8"."""
+        return str(getattr(self.arrays.vector, "stored_dtype", self.arrays.vector.dtype))
 
     @property
     def generation(self) -> int:
@@ -255,6 +267,52 @@ class ProductCache:
     def take_rows(self, rows: np.ndarray) -> TitleArrays:
         """Encodings (padded arrays: vector (n, V); tokens (n, T, C), mask (n, T) or None) of cache ``rows``."""
         return take_encodings(self.arrays, rows)
+
+
+class Int8Rows:
+    """Rows of float values stored as int8 with one float32 scale per row, read and written as float32.
+
+    Symmetric absmax quantization per row (one pooled vector, or one token state): ``scale = max
+    |x| / 127`` and ``q = round(x / scale)``, so each value is off by at most ``scale / 2`` (half a
+    step of its own row's range). Reading ``rows[i]`` (an int, a slice or an int array) gives
+    ``q * scale`` as float32; writing quantizes. Re-quantizing what was read gives back the same
+    int8 values, so an update copies kept products unchanged."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)  # what reading gives
+    stored_dtype = "int8"
+
+    def __init__(self, values: np.ndarray, scales: np.ndarray) -> None:
+        if values.ndim != 2 or scales.shape != values.shape[:1]:
+            raise ValueError(f"int8 rows {values.shape} and scales {scales.shape} disagree")
+        self.values, self.scales = values, scales  # (R, C) int8, (R,) float32
+        self.shape = values.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + self.scales.nbytes)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.multiply(self.values[rows], self.scales[rows][..., None], dtype=np.float32)
+
+    def __setitem__(self, rows, x) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        scale = np.abs(x).max(axis=-1, initial=0.0) / 127
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # an all-zero row stays zeros
+        self.values[rows] = np.clip(np.rint(x / scale[..., None]), -127, 127).astype(np.int8)
+        self.scales[rows] = scale
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
+
+    def flush(self) -> None:
+        for a in (self.values, self.scales):
+            if hasattr(a, "flush"):
+                a.flush()
 
 
 class UnpaddedTokens:
@@ -446,7 +504,8 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         if previous is not None and kept:
             _copy_kept(previous.arrays, writer, old_rows)
         if ray[0]:
-            _encode_on_ray(ray[0], ray[1], model_dir, titles, old_rows, writer, batch_size, quiet, dtype)
+            _encode_on_ray(ray[0], ray[1], model_dir, titles, old_rows, writer, batch_size, quiet,
+                           "float32" if dtype == "int8" else dtype)  # int8: quantized by the writer, as in a local build
         else:
             _encode_missing(clf, titles, old_rows, writer, batch_size, quiet)
         writer.close()
@@ -462,7 +521,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     cfg = clf.model_config_
     atomic_write_json(out / MANIFEST, {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 3 if dtype == "int8" else 2,  # older versions (format ≤ 2) read float caches, and refuse int8 in one line
         "model_hash": digest,
         "encoder_hash": encoder_hash(model_dir),
         "model_dir": str(Path(model_dir).resolve()),
@@ -476,7 +535,8 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "matching": needs_tokens(clf),
         "dtype": dtype,
         **({"token_layout": UNPADDED} if needs_tokens(clf) else {}),
-        "files": [IDS, VECTORS] + ([TOKENS, OFFSETS] if needs_tokens(clf) else []),
+        "files": [IDS, VECTORS] + ([TOKENS, OFFSETS] if needs_tokens(clf) else [])
+                 + ([VECTOR_SCALES] + ([TOKEN_SCALES] if needs_tokens(clf) else []) if dtype == "int8" else []),
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
@@ -540,7 +600,7 @@ class GenerationWriter:
         cfg = clf.model_config_
         n, C, T = len(titles), cfg.d_model, cfg.title_max_len
         V = getattr(clf.model_, "vector_dim", C)  # pooled vector (+ the pre-trained sentence vector)
-        self.vector = np.lib.format.open_memmap(directory / VECTORS, mode="w+", dtype=dtype, shape=(n, V))
+        self.vector = _open_rows(directory, VECTORS, VECTOR_SCALES, dtype, (n, V))
         self.tokens = None
         if needs_tokens(clf):
             lengths = np.concatenate([(clf.tokenizer_.encode(titles[i : i + 65536], T) != 0).sum(axis=1)
@@ -548,7 +608,7 @@ class GenerationWriter:
             self.lengths = lengths
             self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
             np.save(directory / OFFSETS, self.offsets, allow_pickle=False)
-            self.tokens = np.lib.format.open_memmap(directory / TOKENS, mode="w+", dtype=dtype, shape=(int(self.offsets[-1]), C))
+            self.tokens = _open_rows(directory, TOKENS, TOKEN_SCALES, dtype, (int(self.offsets[-1]), C))
 
     def write(self, rows: np.ndarray, enc: TitleArrays) -> None:
         """Store the encodings ``enc`` (vector (n, V); tokens (n, T, C) and mask (n, T), padded) of ``rows``."""
@@ -570,6 +630,15 @@ class GenerationWriter:
             if a is not None:
                 a.flush()
         self.vector = self.tokens = None
+
+
+def _open_rows(directory: Path, name: str, scales_name: str, dtype: str, shape: tuple[int, int]):
+    """A new (R, C) array file to write rows into: a memory map of ``dtype``, or for int8 the
+    values and their per-row scales as :class:`Int8Rows`."""
+    if dtype != "int8":
+        return np.lib.format.open_memmap(directory / name, mode="w+", dtype=dtype, shape=shape)
+    return Int8Rows(np.lib.format.open_memmap(directory / name, mode="w+", dtype=np.int8, shape=shape),
+                    np.lib.format.open_memmap(directory / scales_name, mode="w+", dtype=np.float32, shape=shape[:1]))
 
 
 def take_encodings(arrays: TitleArrays, rows: np.ndarray) -> TitleArrays:
