@@ -533,10 +533,48 @@ def compare_backends(clf, model_dir: Path, work: Path, exports: dict, picks: lis
         row["speedup_p50"] = round(base["p50_ms"] / row["p50_ms"], 2)
         row["speedup_p99"] = round(base["p99_ms"] / row["p99_ms"], 2)
     log(f"  backends: {rows}")
+    batching = query_batching(clf, scorers, [normalize_text(q) for q, _ in picks], args.seed)
+    log(f"  query tower batched: {batching}")
     import onnxruntime
 
     return {"products": args.products, "threads": args.threads, "onnxruntime": onnxruntime.__version__, "rows": rows, "exports": exports,
+            "query_batching": batching,
             "ap_pairs": exports["onnx-int8"]["quantization"]["pairs"], "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def query_batching(clf, scorers: dict, queries: list[str], seed: int, batch: int = 8, rounds: int = 20) -> dict:
+    """What micro-batching buys each runtime's query tower: ms per query encoding ``batch`` distinct
+    queries one by one vs in one padded pass (median over ``rounds``, runtimes interleaved), and how
+    far a batched query's pooled vector is from its encoding alone (float rounding for float32; for
+    int8, activations are quantized over the whole batch — why ``serve`` refuses to batch int8)."""
+    from defectnas.serving.encoding import encode_queries, encode_query
+
+    single = {"torch": lambda q: encode_query(clf, q).vector.numpy(), **{n: (lambda s: lambda q: s._run_query(q)[1])(s)
+                                                                          for n, s in scorers.items() if n != "torch"}}
+    batched = {"torch": lambda qs: [e.vector.numpy() for e in encode_queries(clf, qs)],
+               **{n: (lambda s: lambda qs: [e[1] for e in s._run_queries(qs)])(s) for n, s in scorers.items() if n != "torch"}}
+    rng = random.Random(seed)
+    distinct = list(dict.fromkeys(queries))
+    times = {f"{n}:{how}": [] for n in single for how in ("one by one", "batched")}
+    diff = {n: 0.0 for n in single}
+    for r in range(rounds + 2):  # two warm-up rounds
+        qs = rng.sample(distinct, batch)
+        for n in rng.sample(list(single), len(single)):
+            t0 = time.perf_counter()
+            alone = [single[n](q) for q in qs]
+            t1 = time.perf_counter()
+            together = batched[n](qs)
+            t2 = time.perf_counter()
+            if r >= 2:
+                times[f"{n}:one by one"].append((t1 - t0) * 1000 / batch)
+                times[f"{n}:batched"].append((t2 - t1) * 1000 / batch)
+            diff[n] = max(diff[n], max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(alone, together)))
+    out = {}
+    for n in single:
+        one, many = float(np.median(times[f"{n}:one by one"])), float(np.median(times[f"{n}:batched"]))
+        out[n] = {"batch": batch, "ms_per_query_one_by_one": round(one, 3), "ms_per_query_batched": round(many, 3),
+                  "speedup": round(one / many, 2), "max_abs_vector_diff": float(f"{diff[n]:.3g}")}
+    return out
 
 
 def goals(rows: list[dict], floor_ms: float) -> dict:
@@ -593,6 +631,9 @@ def table(result: dict) -> str:
         for r in bk["rows"]:
             lines.append(f"| {r['backend']} | {r['requests']} | {r['p50_ms']} | {r['p99_ms']} | {r['speedup_p50']}x | {r['speedup_p99']}x "
                          f"| {r['query_tower_p50_ms']} | {r['lru_hit_p50_ms']} / {r['lru_hit_p99_ms']} |")
+        for name, b in bk.get("query_batching", {}).items():
+            lines.append(f"query tower, {b['batch']} distinct queries, {name}: {b['ms_per_query_one_by_one']} ms a query one by one, "
+                         f"{b['ms_per_query_batched']} batched ({b['speedup']}x); batched vs alone max |d vector| {b['max_abs_vector_diff']}")
         lines.append(f"fp32 parity: max |dp| {bk['exports']['onnx-fp32']['parity']['max_abs_diff']:.1e}; int8 AP loss {q['ap_loss']:+.4f} "
                      f"(AP {q['ap_torch']:.4f} PyTorch, {q['ap_onnx']:.4f} int8, {q['pairs']} test pairs, max |dp| {q['max_abs_diff']:.3f}); "
                      f"export MB {json.dumps({k: v['mb'] for k, v in bk['exports'].items()})}")
