@@ -119,6 +119,10 @@ def test_data_prints_rows_and_defect_rate(data_csv, capsys):
     lines = {line.split("  ")[0].strip(): line.split()[-1] for line in stdout.splitlines() if line.strip()}
     assert lines["rows"] == "800" and lines["queries"] == "100" and lines["defects"] == "200"
     assert lines["defect rate"] == "25.0%"
+    code, same, _ = run(["data", "--data", str(data_csv)], capsys)  # the --data every other command takes works too
+    assert code == 0 and same == stdout
+    code, _, err = run(["data"], capsys)
+    assert code == 2 and "give the table" in err
 
 
 @pytest.fixture

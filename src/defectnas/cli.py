@@ -365,6 +365,11 @@ def cmd_data(args: argparse.Namespace) -> None:
     from .errors import DataWarning
     from .model.pretrained import resolve_model_path
 
+    if args.path and args.data and args.path != args.data:
+        raise ConfigError(f"data: two tables given ({args.path} and --data {args.data}); give one")
+    args.path = args.path or args.data
+    if not args.path:
+        raise ConfigError("data: give the table, as PATH or --data PATH")
     read = read_pairs(args.path, labels=not args.no_labels, require_both_classes=False, **_load_kwargs(args))
     df = read.pairs
     coverage = None
@@ -400,21 +405,22 @@ def cmd_cache(args: argparse.Namespace) -> None:
     _echo(args, f"{args.catalog}: {len(catalog)} products from {notes['rows']} rows" + "".join(f"; {s}" for s in skipped))
     _set_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
-                         invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)
+                         invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)  # dtype None: the cache's own
     if not report.written:
         _echo(args, f"{args.out}: up to date ({report.count} products)")
     elif report.encoded == 0 and report.removed == 0:  # the same products, stored anew (another --dtype, or an older cache format)
-        _echo(args, f"{args.out}: {report.count} products rewritten as a new generation ({args.dtype}), nothing re-encoded; "
+        _echo(args, f"{args.out}: {report.count} products rewritten as a new generation ({report.dtype}), nothing re-encoded; "
                     f"{report.bytes / 2**20:.1f} MiB")
     else:
         _echo(args, f"{args.out}: {report.count} products ({report.added} added, {report.changed} changed, {report.removed} removed, "
                     f"{report.kept} kept); encoded {report.encoded} in {report.seconds:.1f} s ({report.products_per_second:.0f}/s), "
-                    f"{report.bytes / 2**20:.1f} MiB")
+                    f"{report.bytes / 2**20:.1f} MiB as {report.dtype}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from .serving.onnx_export import export_onnx
 
+    _set_threads(args.threads)
     pairs = None
     if args.data:
         from .data import load_pairs, split_by_query
@@ -633,9 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invalid-rows", choices=["error", "skip"], default="skip",
                    help="products without a title, with a title the model sees as nothing, or whose (locale, id) carries two titles: "
                         "skip (default: left out, named in one warning line) or error (exit 2)")
-    p.add_argument("--dtype", choices=["float16", "float32", "int8"], default="float16",
-                   help="how encodings are stored: float16 (default, half the bytes; scores still computed in float32), float32 "
-                        "(exact) or int8 (a scale per row; about half float16's bytes, for catalogues where storage limits)")
+    p.add_argument("--dtype", choices=["float16", "float32", "int8"], default=None,
+                   help="how encodings are stored: float16 (half the bytes; scores still computed in float32), float32 (exact) or "
+                        "int8 (a scale per row; about half float16's bytes, for catalogues where storage limits). Default: an existing "
+                        "cache's own dtype, else float16")
     p.add_argument("--ray-address", help="encode the titles on a Ray cluster: auto, local, or ray://host:port (one actor per CPU; "
                                          "needs pip install 'defectnas[ray]'; the cache is written here, as without Ray)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -652,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the query tower and head (needs --data)")
     _add_data_options(p, required=False, format_flag="--data-format")  # --format is the export format here
     p.add_argument("--test-frac", type=float, default=0.2, help="share of queries train held out as the test split (as train's --test-frac)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads for the parity check and the AP-loss measurement (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_export)
 
@@ -780,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("data", help="rows, queries, defect rate and length percentiles of a table")
-    p.add_argument("path", help="table of query–product pairs")
+    p.add_argument("path", nargs="?", help="table of query–product pairs (or give it as --data PATH)")
     p.add_argument("--no-labels", action="store_true", help="the table has no labels")
     p.add_argument("--pretrained-model", help="vocabulary whose coverage is reported: a local BERT-style checkpoint (default: the bundled MiniLM)")
     _add_data_options(p, required=False)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from defectnas import DefectClassifier
+from defectnas.errors import DataWarning
 from defectnas.serving import cache as cache_mod
 from defectnas.serving.cache import CacheError, ProductCache, build_cache, model_hash
 from defectnas.serving.catalog import read_catalog
@@ -243,9 +244,17 @@ def test_an_int8_cache_stores_a_byte_per_value_scores_near_float32_and_updates_w
     again = ProductCache(tmp_path / "i8")
     assert (report.kept, report.encoded) == (60, 1)
     np.testing.assert_array_equal(np.asarray(again.arrays.tokens.flat.values)[: len(values)], values)
-    # float16 → int8 converts the kept rows without re-encoding; an older reader refuses format 3 in one line
+    # an update without a dtype keeps the cache's own (int8), not the float16 of a new cache
+    report = build_cache(matching_model_dir, cat, tmp_path / "i8")
+    assert (report.dtype, report.kept, report.encoded, ProductCache(tmp_path / "i8").dtype) == ("int8", 60, 0, "int8")
+    # float16 → int8 converts the kept rows without re-encoding; int8 → float16 says its values keep int8's rounding
     monkeypatch.setattr(cache_mod, "encode_titles", lambda *a, **k: pytest.fail("a conversion re-encoded titles"))
     assert build_cache(matching_model_dir, cat, tmp_path / "f16", dtype="int8").encoded == 0 and ProductCache(tmp_path / "f16").dtype == "int8"
+    with pytest.warns(DataWarning, match="keep int8's rounding"):
+        assert build_cache(matching_model_dir, cat, tmp_path / "f16", dtype="float16").dtype == "float16"
+    assert build_cache(matching_model_dir, cat, tmp_path / "f16").dtype == "float16"  # and stays float16 on the next update
+    monkeypatch.undo()
+    assert build_cache(matching_model_dir, cat, tmp_path / "i8", rebuild=True).dtype == "int8"  # a rebuild keeps it too
     monkeypatch.setattr(cache_mod, "FORMAT_VERSION", 2)
     with pytest.raises(CacheError, match="newer defectnas"):
         ProductCache(tmp_path / "i8")

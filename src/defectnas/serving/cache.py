@@ -152,6 +152,7 @@ class BuildReport:
     bytes: int  # size of the new generation on disk
     directory: str  # the cache directory
     written: bool = True  # False: the cache was up to date and left as it was (no new generation)
+    dtype: str = DEFAULT_DTYPE  # how the cache stores its encodings now
 
     @property
     def products_per_second(self) -> float:
@@ -415,7 +416,7 @@ def build_cache(
     quiet: bool = True,
     clf=None,
     invalid_rows: str = "skip",
-    dtype: str = DEFAULT_DTYPE,
+    dtype: str | None = None,
     ray_address: str | None = None,
     ray_actors: int = 0,
 ) -> BuildReport:
@@ -426,8 +427,11 @@ def build_cache(
     unless ``rebuild``. ``clf``: the already loaded ``DefectClassifier`` of ``model_dir``.
     Titles the model sees as nothing or as unknown pieces only are left out with one
     DataWarning line (``invalid_rows="skip"``) or refused (``"error"``), as ``predict`` does.
-    ``dtype``: how encodings are stored, ``"float16"`` (default; half the bytes) or ``"float32"``
-    (exact); a cache of the other dtype is converted by the update (kept rows are cast, not re-encoded).
+    ``dtype``: how encodings are stored, ``"float16"`` (half the bytes), ``"float32"`` (exact) or
+    ``"int8"`` (a byte per value and a scale per row); None (default): an existing cache's own
+    dtype, else float16 (a cache of an earlier version, format 1, becomes float16). A cache of
+    another dtype is converted by the update: kept rows are cast, not re-encoded, so values read
+    from an int8 cache keep int8's rounding in a wider dtype (one warning line; ``rebuild`` re-encodes).
     ``ray_address`` (``auto``, ``local``, ``ray://host:port``): titles are encoded by Ray actors
     (``ray_actors``, 0: one per CPU of the cluster; see :mod:`.ray_build`) in the batches a local
     build would encode; everything else, and the result, is the local build's.
@@ -438,7 +442,7 @@ def build_cache(
     out = Path(out)
     if batch_size < 1:
         raise DataError("batch_size must be at least 1")
-    if dtype not in DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise DataError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not (isinstance(catalog, pd.DataFrame) and catalog.attrs.get(CATALOG_ATTR)):
         catalog, _ = read_catalog(catalog, invalid_rows=invalid_rows)  # normalised titles, one row per product
@@ -473,6 +477,8 @@ def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFram
 def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_size: int, rebuild: bool, quiet: bool, start: float,
            dtype: str, ray: tuple[str | None, int] = (None, 0)) -> BuildReport:
     previous = _previous(out, digest, model_dir, rebuild)
+    if dtype is None:  # keep the cache's own dtype (also through --rebuild); earlier versions (format 1) had only float32: the default
+        dtype = _existing_dtype(out) or DEFAULT_DTYPE
     ids = catalog["product_id"].astype(str).tolist()
     locales = catalog[LOCALE_COLUMN].astype(str).tolist() if LOCALE_COLUMN in catalog.columns else None
     keys = ids if locales is None else [product_key(i, loc) for i, loc in zip(ids, locales)]
@@ -492,7 +498,10 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     kept = int((old_rows >= 0).sum())
     if previous is not None and added == changed == removed == 0 and previous.keys == keys and previous.dtype == dtype:
         return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out),
-                           written=False)
+                           written=False, dtype=dtype)
+    if previous is not None and kept and previous.dtype == "int8" and dtype != "int8":
+        warnings.warn(f"{out}: the {kept} kept products are converted from int8 to {dtype}: their values keep int8's rounding "
+                      "(nothing is re-encoded); pass --rebuild to encode them anew", DataWarning, stacklevel=3)
 
     generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
     name = f"gen-{generation:06d}"
@@ -541,7 +550,8 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     _remove_other_generations(out, keep=name)
-    return BuildReport(len(ids), len(ids) - kept, added, changed, removed, kept, time.perf_counter() - start, _size(out / name), str(out))
+    return BuildReport(len(ids), len(ids) - kept, added, changed, removed, kept, time.perf_counter() - start, _size(out / name), str(out),
+                       dtype=dtype)
 
 
 # ------------------------------------------------------------------ helpers
@@ -557,6 +567,15 @@ def _build_lock(out: Path):
         except BlockingIOError:
             raise CacheError(f"{out}: another defectnas cache build is writing to it") from None
         yield
+
+
+def _existing_dtype(out: Path) -> str | None:
+    """The dtype the cache in ``out`` chose (format 2 on), or None (no cache, unreadable, or format 1)."""
+    try:
+        manifest = read_manifest(out)
+    except CacheError:
+        return None
+    return manifest.get("dtype") if manifest.get("format_version", 1) >= 2 and manifest.get("dtype") in DTYPES else None
 
 
 def _refuse_foreign(out: Path) -> None:
