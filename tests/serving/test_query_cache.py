@@ -25,6 +25,18 @@ def test_least_recently_used_goes_first_and_counts_are_kept():
     assert cache.stats() == {"capacity": 2, "size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}
 
 
+def test_many_keys_are_computed_in_one_batch_even_when_the_new_ones_evict_cached_ones():
+    batches = []
+    encode_many = lambda qs: batches.append(list(qs)) or [q.upper() for q in qs]  # noqa: E731
+    cache = QueryCache(2)
+    cache.get_or_compute("z", str.upper)
+    # "z" is cached when the batch is planned, but the three new keys evict it before its turn comes
+    assert cache.get_or_compute_many(["a", "b", "a", "c", "z"], encode_many) == ["A", "B", "A", "C", "Z"]
+    assert batches == [["a", "b", "c"], ["z"]]
+    assert cache.get_or_compute_many(["c", "z", "z"], encode_many) == ["C", "Z", "Z"] and len(batches) == 2  # all hits: no pass
+    assert QueryCache(0).get_or_compute_many(["a", "a"], encode_many) == ["A", "A"] and batches[-1] == ["a"]  # off: one pass, no keeping
+
+
 def test_capacity_zero_is_off():
     cache = QueryCache(0)
     assert [cache.get_or_compute("q", len) for _ in range(3)] == [1, 1, 1]

@@ -49,7 +49,9 @@ class QueryCache:
         of ``compute_many`` (a batched encoder pass); hits and misses counted as one lookup per key."""
         misses = [k for k in dict.fromkeys(keys) if k not in self]
         fresh = dict(zip(misses, compute_many(misses))) if misses else {}
-        return [self.get_or_compute(k, fresh.__getitem__) for k in keys]  # counts hits and misses, keeps the new
+        # counts hits and misses and keeps the new; a key cached at the check but evicted since by the
+        # new ones (more misses than capacity) is computed again rather than lost
+        return [self.get_or_compute(k, lambda k: fresh[k] if k in fresh else compute_many([k])[0]) for k in keys]
 
     def __len__(self) -> int:
         return len(self._items)
