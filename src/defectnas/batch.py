@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .model.classifier import Encoded
-from .serving.encoding import TitleArrays, float32_tensor
+from .serving.encoding import TitleArrays, title_encoded
 
 QUERY_BLOCK = 8192  # distinct query encodings held at once (~5 KB each for train's default model)
 
@@ -146,12 +146,7 @@ def _from_cache(cached: TitleArrays, rows: np.ndarray, device: str, needs_tokens
     """Cached title encodings of ``rows`` (sorted cache rows), widened to float32."""
     from .serving.cache import take_encodings
 
-    titles = take_encodings(cached, rows)
-    vector = float32_tensor(titles.vector, device)
-    if not needs_tokens:
-        return Encoded(None, vector, None)
-    T = int(np.flatnonzero(titles.mask.any(0)).max(initial=0)) + 1  # padding columns no title uses dropped (exact)
-    return Encoded(float32_tensor(titles.tokens[:, :T], device), vector, torch.from_numpy(np.ascontiguousarray(titles.mask[:, :T])).to(device))
+    return title_encoded(take_encodings(cached, rows), device, needs_tokens)
 
 
 def _take(enc: Encoded, idx: torch.Tensor) -> Encoded:

@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..model.classifier import Encoded
 from ..model.matching import EPS
 from ..serving.cache import take_encodings
-from ..serving.encoding import TitleArrays, encode_titles, float32_tensor, needs_tokens
+from ..serving.encoding import TitleArrays, encode_titles, needs_tokens, title_encoded
 
 QUERY_BATCH = 256  # queries per query-tower pass
 QUERY_CACHE_BYTES = 64 << 20  # query encodings a scorer keeps across chunks (~3 KB each with the default model: ~20,000 queries)
@@ -250,14 +250,7 @@ def _score_pairs(clf, qenc: Encoded, q_codes: np.ndarray, arrays: TitleArrays, r
         qi = torch.from_numpy(q_codes[part]).to(device)
         used = qenc.mask.index_select(0, qi).any(0)  # (L,) query columns a query of the batch uses
         Lq = int(used.nonzero().max()) + 1 if used.any() else 1  # drop query padding no query of the batch uses
-        titles = take_encodings(arrays, where)  # plain arrays of the batch's rows (a cache's may be float16, unpadded)
-        vector = float32_tensor(titles.vector, device)  # a float16 cache is scored in float32
-        if matching:
-            T = int(np.flatnonzero(titles.mask.any(0)).max(initial=0)) + 1  # as serving.encoding.score: exact
-            t = Encoded(float32_tensor(titles.tokens[:, :T], device), vector,
-                        torch.from_numpy(np.ascontiguousarray(titles.mask[:, :T])).to(device))
-        else:
-            t = Encoded(None, vector, None)
+        t = title_encoded(take_encodings(arrays, where), device, matching)  # the batch's rows (a cache's may be float16, unpadded)
         if head is not None:
             out = head.score(qi, Lq, t)
         else:  # a head QueryHead does not know (co-attention): the model's own score

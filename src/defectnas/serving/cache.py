@@ -229,7 +229,6 @@ class ProductCache:
         """Bytes of encodings (vectors, token states and their mask or offsets) per product, as stored."""
         return sum(a.nbytes for a in self.arrays if a is not None) / max(len(self), 1)
 
-
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
         """Refuse (CacheError) a cache that another model built (a new threshold is the same model)."""
         if self.model_hash != expected_hash and not (
@@ -270,7 +269,28 @@ class ProductCache:
         return take_encodings(self.arrays, rows)
 
 
-class Int8Rows:
+def cache_rows_of(cache: "ProductCache | None", ids: list[str], locale: str | None = None) -> np.ndarray:
+    """Rows of ``ids`` in ``cache`` (:meth:`ProductCache.rows`); without a cache every id is unknown
+    (UnknownProducts), as a scorer serving raw titles only answers a request for cached ids."""
+    if cache is None:
+        raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+    return cache.rows(ids, locale)
+
+
+class _RowView:
+    """What the cache's array views share: ``len`` is rows, and ``np.asarray`` reads them all."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
+
+
+class Int8Rows(_RowView):
     """Rows of float values stored as int8 with one float32 scale per row, read and written as float32.
 
     Symmetric absmax quantization per row (one pooled vector, or one token state): ``scale = max
@@ -289,9 +309,6 @@ class Int8Rows:
         self.values, self.scales = values, scales  # (R, C) int8, (R,) float32
         self.shape = values.shape
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     @property
     def nbytes(self) -> int:
         return int(self.values.nbytes + self.scales.nbytes)
@@ -306,17 +323,13 @@ class Int8Rows:
         self.values[rows] = np.clip(np.rint(x / scale[..., None]), -127, 127).astype(np.int8)
         self.scales[rows] = scale
 
-    def __array__(self, dtype=None, copy=None):
-        out = self[slice(None)]
-        return out if dtype is None else out.astype(dtype)
-
     def flush(self) -> None:
         for a in (self.values, self.scales):
             if hasattr(a, "flush"):
                 a.flush()
 
 
-class UnpaddedTokens:
+class UnpaddedTokens(_RowView):
     """Title token states stored without padding — ``flat`` (S, C), product i's in rows
     ``offsets[i]:offsets[i + 1]`` — read as the zero-padded (N, T, C) array they stand for.
 
@@ -330,9 +343,6 @@ class UnpaddedTokens:
         self.lengths = np.diff(self.offsets)  # (N,) tokens of each title
         self.shape = (len(self.lengths), max_len, flat.shape[1])
         self.dtype = flat.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     @property
     def nbytes(self) -> int:
@@ -365,12 +375,8 @@ class UnpaddedTokens:
         states[~valid] = 0
         return states, valid
 
-    def __array__(self, dtype=None, copy=None):
-        out = self[slice(None)]
-        return out if dtype is None else out.astype(dtype)
 
-
-class UnpaddedMask:
+class UnpaddedMask(_RowView):
     """The padding mask (N, T) bool of :class:`UnpaddedTokens`: each title's first ``length`` positions (nothing stored)."""
 
     ndim = 2
@@ -381,18 +387,11 @@ class UnpaddedMask:
         self.tokens = tokens
         self.shape = tokens.shape[:2]
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, key):
         rows, cols = key if isinstance(key, tuple) else (key, slice(None))
         rows, scalar = self.tokens._rows(rows)
         out = (np.arange(self.shape[1])[None, :] < self.tokens.lengths[rows][:, None])[:, cols]
         return out[0] if scalar else out
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[slice(None)]
-        return out if dtype is None else out.astype(dtype)
 
 
 def read_manifest(directory: str | Path) -> dict:

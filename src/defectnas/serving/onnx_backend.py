@@ -22,8 +22,8 @@ from ..calibration import Calibrator
 from ..data import normalize_text
 from ..data.tokenizer import TextTokenizer, trim_padding
 from ..errors import ConfigError
-from .cache import CacheError, ProductCache, UnknownProducts
-from .encoding import TitleArrays, float32_array
+from .cache import CacheError, ProductCache, cache_rows_of
+from .encoding import TitleArrays, float32_array, used_columns
 from .onnx_export import read_export
 from .query_cache import QueryCache
 
@@ -134,7 +134,7 @@ class OnnxScorer:
             feed = {"q_tokens": q_tokens, "q_vector": q_vector, "q_mask": q_mask, "t_vector": float32_array(titles.vector[i : i + batch_size])}
             if self.needs_tokens:
                 mask = np.asarray(titles.mask[i : i + batch_size], dtype=bool)
-                T = int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1  # drop padding columns no title in the batch uses (exact)
+                T = used_columns(mask)  # padding columns no title in the batch uses dropped (exact)
                 feed["t_tokens"] = float32_array(titles.tokens[i : i + batch_size, :T])
                 feed["t_mask"] = np.ascontiguousarray(mask[:, :T])
             out.append(self._score.run(None, {k: feed[k] for k in self._score_inputs})[0].astype(np.float64))
@@ -143,9 +143,7 @@ class OnnxScorer:
 
     def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Cache rows of ``ids`` (UnknownProducts / AmbiguousProducts as :meth:`score_ids`)."""
-        if self.cache is None:
-            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
-        return self.cache.rows(ids, locale)
+        return cache_rows_of(self.cache, ids, locale)
 
     def score_rows(self, query_encoding, cache: ProductCache, rows: np.ndarray) -> np.ndarray:
         """Probabilities (N,) of an encoded query against rows of ``cache`` (micro-batching's second half)."""
@@ -153,7 +151,9 @@ class OnnxScorer:
 
     def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Probabilities (N,) of cached products; UnknownProducts / AmbiguousProducts as Scorer's."""
-        return self.score_encoded(self.encode_query(normalize_text(query)), self.cache.take_rows(self.rows(ids, locale)))
+        rows = self.rows(ids, locale)  # unknown ids (or no cache) refused before the query is encoded
+        titles = self.cache.take_rows(rows)
+        return self.score_encoded(self.encode_query(normalize_text(query)), titles)
 
     def score_titles(self, query: str, titles: list[str]) -> np.ndarray:
         """Probabilities (N,) of raw titles, encoded on the fly by the title tower."""

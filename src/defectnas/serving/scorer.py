@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import normalize_text
-from .cache import AmbiguousProducts, ProductCache, UnknownProducts, model_hash  # noqa: F401 (re-exported)
+from .cache import AmbiguousProducts, ProductCache, UnknownProducts, cache_rows_of, model_hash  # noqa: F401 (re-exported)
 from .encoding import encode_queries, encode_query, encode_titles, score
 from .query_cache import QueryCache
 
@@ -70,9 +70,7 @@ class Scorer:
 
     def rows(self, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Cache rows of ``ids`` (UnknownProducts / AmbiguousProducts as :meth:`score_ids`)."""
-        if self.cache is None:
-            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
-        return self.cache.rows(ids, locale)
+        return cache_rows_of(self.cache, ids, locale)
 
     def score_rows(self, query_encoding, cache: ProductCache, rows: np.ndarray) -> np.ndarray:
         """Probabilities (N,) of an encoded query against rows of ``cache``."""
@@ -81,9 +79,8 @@ class Scorer:
     def score_ids(self, query: str, ids: list[str], locale: str | None = None) -> np.ndarray:
         """Probabilities (N,) of cached products (of ``locale``, for a cache keyed by locale);
         UnknownProducts if any id is not cached, AmbiguousProducts for a bare id several locales hold."""
-        if self.cache is None:
-            raise UnknownProducts(list(dict.fromkeys(ids)), locale)
-        arrays = self.cache.take(ids, locale)
+        rows = self.rows(ids, locale)  # unknown ids (or no cache) refused before the query is encoded
+        arrays = self.cache.take_rows(rows)
         return score(self.clf, self.encode_query(normalize_text(query)), arrays)
 
     def text_problems(self, texts: list[str]) -> list[str]:
