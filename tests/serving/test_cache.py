@@ -34,7 +34,7 @@ def test_build_writes_manifest_and_mmap_arrays_that_score_like_predict_proba(fix
     assert manifest["model_hash"] == model_hash(model_dir) and manifest["count"] == 60
     cache = ProductCache(tmp_path / "c")
     clf = DefectClassifier.load(model_dir)
-    assert isinstance(cache.arrays.vector, np.memmap) and cache.arrays.vector.shape == (60, clf.model_.vector_dim)
+    assert isinstance(cache.arrays.vector.base, np.memmap) and cache.arrays.vector.shape == (60, clf.model_.vector_dim)
     assert manifest["dtype"] == cache.dtype == dtype and cache.arrays.vector.dtype == np.dtype(dtype)  # float16 by default
     assert clf.model_.vector_dim == (16 + 384 if clf.model_.backbone is not None else 16)  # + MiniLM's sentence vector
     if clf.model_config_.matching:
@@ -171,7 +171,7 @@ def test_a_float32_padded_cache_of_an_earlier_version_still_serves_and_an_update
     build_cache(matching_model_dir, _catalog(catalog_frame(10)), out, dtype="float32")
     _as_format_1(out)
     old = ProductCache(out)
-    assert old.dtype == "float32" and old.arrays.tokens.dtype == np.float32 and isinstance(old.arrays.tokens, np.memmap)
+    assert old.dtype == "float32" and old.arrays.tokens.dtype == np.float32 and isinstance(old.arrays.tokens.base, np.memmap)
     clf = DefectClassifier.load(matching_model_dir)
     exact = Scorer(clf, old).score_ids("drill", ["p0", "p9"])
     np.testing.assert_allclose(exact, clf.predict_proba(["drill"] * 2, _catalog(catalog_frame(10))["title"].iloc[[0, 9]].tolist()), atol=1e-5, rtol=0)

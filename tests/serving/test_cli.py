@@ -92,3 +92,41 @@ def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str]) -> None
             proc.wait()
         http.close()
         log.close()
+
+
+def test_worker_listeners_share_the_port_and_the_kernel_spreads_connections_over_them():
+    import pickle
+    import select
+
+    from defectnas.serving.app import ReusePortListener
+
+    port = _free_port()
+    listener = ReusePortListener("127.0.0.1", port, 64)
+    a, b = pickle.loads(pickle.dumps(listener)), pickle.loads(pickle.dumps(listener))  # as two spawned workers get it
+    clients = []
+    try:
+        assert a.getsockname() == b.getsockname() == ("127.0.0.1", port) and a.proto == socket.IPPROTO_TCP
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        accepted = {0: 0, 1: 0}
+        deadline = time.monotonic() + 5
+        while sum(accepted.values()) < 32 and time.monotonic() < deadline:
+            for k, sock in enumerate((a, b)):
+                if select.select([sock], [], [], 0.01)[0]:
+                    sock.accept()[0].close()
+                    accepted[k] += 1
+        # on one shared socket the first worker to wake would take all 32 (asyncio accepts every pending one);
+        # here the kernel hashes each connection to one listener: all on one side has probability 2^-31
+        assert sum(accepted.values()) == 32 and min(accepted.values()) > 0, accepted
+    finally:
+        for sock in (a, b, *clients):
+            sock.close()
+
+
+def test_serve_with_workers_on_a_port_in_use_says_so_in_one_line(model_dir, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", str(model_dir), "--port", str(port), "--workers", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and f"cannot listen on 127.0.0.1:{port}" in err and "\n" not in err

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
+import pydantic_core
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -142,12 +143,24 @@ class Problem(BaseModel):
     detail: str
 
 
+class AnswerJSON(JSONResponse):
+    """A ``/score`` or ``/v1/rerank`` answer, built from plain dicts already checked against the
+    response model, serialised by pydantic-core (Rust) instead of ``json.dumps``: 0.02 against
+    0.13 ms for 100 results, the same JSON. A float that is not finite (never a probability the
+    model gives) becomes ``null``, so the body is always valid JSON."""
+
+    def render(self, content) -> bytes:
+        return pydantic_core.to_json(content, inf_nan_mode="null")
+
+
 # ------------------------------------------------------------------- app
 def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, settings: ServeSettings | None = None,
                scorer: Scorer | None = None) -> FastAPI:
     """Load the model (and cache) and build the app; raises CacheError/DataError on bad inputs."""
     settings = settings or ServeSettings()
-    if settings.threads > 0:
+    if settings.backend == "onnx":
+        torch.set_num_threads(1)  # onnxruntime has its own threads; torch only widens ~100 cached rows (waking a second thread cost ~0.2 ms)
+    elif settings.threads > 0:
         torch.set_num_threads(settings.threads)
     scorer = scorer or load_scorer(model_dir, cache_dir, backend=settings.backend, threads=settings.threads, query_cache=settings.query_cache,
                                    max_int8_ap_loss=settings.max_int8_ap_loss, allow_int8_loss=settings.allow_int8_loss)
@@ -226,7 +239,7 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
 
     @app.post("/score", response_model=ScoreResponse, responses=errors, summary="defect probability of each product for the query",
               dependencies=[Depends(check_key)] if settings.api_key else [])
-    async def score(request: ScoreRequest) -> JSONResponse:
+    async def score(request: ScoreRequest) -> AnswerJSON:
         field, items = _check(request, settings)
         query = request.query
         _check_texts(scorer, query, field, items)
@@ -234,7 +247,7 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
         probs = await score_items(scorer, query, field, items, request.locale, title_limiter, app.state.batcher)
         threshold = scorer.threshold
         results = [{field: item, "defect_probability": p, "is_defect": p >= threshold} for item, p in zip(items, probs.tolist())]
-        return JSONResponse({"model": scorer.name, "results": results})  # already valid: skip re-validation
+        return AnswerJSON({"model": scorer.name, "results": results})  # already valid: skip re-validation
 
     from .rerank import add_rerank_route
 
@@ -248,23 +261,78 @@ SERVE_ENV = "DEFECTNAS_SERVE"  # JSON {"model": ..., "cache": ..., "settings": {
 
 
 def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: ServeSettings, workers: int, **uvicorn_options) -> None:
-    """Serve with ``workers`` processes sharing one listening socket (uvicorn's supervisor).
+    """Serve with ``workers`` processes under uvicorn's supervisor (which restarts a dead worker).
 
     Each worker loads the model and memory-maps the cache itself (the operating system shares
-    the cache's pages). The socket is bound here rather than by ``uvicorn.run``: uvicorn binds it
-    with protocol 0, so asyncio never sets TCP_NODELAY on accepted connections and every
-    keep-alive response waits ~40 ms for a delayed ACK (uvicorn issue #3149).
+    the cache's pages). On Linux each worker listens on a socket of its own bound to the same
+    address with ``SO_REUSEPORT`` (:class:`ReusePortListener`), and the kernel spreads new
+    connections over them: on one shared socket, asyncio's accept loop takes every pending
+    connection at once, so the first worker to wake held all 8 keep-alive clients of the
+    benchmark while the other idled (measured: 246 requests/s on 2 workers, as on one).
+    Elsewhere (and for port 0) the workers share one socket. Sockets are made here rather than
+    by ``uvicorn.run``: uvicorn binds them with protocol 0, so asyncio never sets TCP_NODELAY on
+    accepted connections and every keep-alive response waits ~40 ms for a delayed ACK (uvicorn
+    issue #3149).
     """
     import socket
+    import sys
 
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     os.environ[SERVE_ENV] = json.dumps({"model": str(model_dir), "cache": cache_dir and str(cache_dir), "settings": vars(settings)})
     config = uvicorn.Config("defectnas.serving.app:app_from_env", factory=True, workers=workers, **uvicorn_options)
+    if sys.platform.startswith("linux") and config.port and not config.uds and config.fd is None:
+        listener = ReusePortListener(config.host, config.port, config.backlog)
+        try:
+            listener.listen().close()  # the address is free: said here, once, rather than by every worker
+        except OSError as e:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
+        Multiprocess(config, sockets=[listener]).run()  # each worker unpickles its own listening socket
+        return
     bound = config.bind_socket()
     sock = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
     Multiprocess(config, sockets=[sock]).run()
+
+
+class ReusePortListener:
+    """A listening TCP socket that each worker process binds for itself, with ``SO_REUSEPORT``.
+
+    uvicorn hands its workers the sockets it is given by pickling them into the spawned process;
+    this object pickles as the instruction to bind (:func:`listen_reuseport`), so every worker —
+    a replacement for a dead one too — gets its own socket in the same reuse-port group, and the
+    kernel (Linux ≥ 3.9) picks one per new connection by a hash of its addresses. Only processes
+    of the same user can join the group."""
+
+    def __init__(self, host: str, port: int, backlog: int) -> None:
+        self.host, self.port, self.backlog = host, int(port), int(backlog)
+
+    def listen(self):
+        return listen_reuseport(self.host, self.port, self.backlog)
+
+    def __reduce__(self):
+        return listen_reuseport, (self.host, self.port, self.backlog)
+
+
+def listen_reuseport(host: str, port: int, backlog: int):
+    """A TCP socket (protocol IPPROTO_TCP, so asyncio sets TCP_NODELAY on its connections) bound to
+    (host, port) with SO_REUSEADDR and SO_REUSEPORT, listening."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def app_from_env() -> FastAPI:

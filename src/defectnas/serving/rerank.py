@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from .app import JsonInt, ProductId, _check_locale, _check_query, _check_texts, score_items
+from .app import AnswerJSON, JsonInt, ProductId, _check_locale, _check_query, _check_texts, score_items
 
 
 class IdDocument(BaseModel):
@@ -66,7 +65,7 @@ def add_rerank_route(app: FastAPI, scorer, settings, title_limiter, dependencies
     """Register ``POST /v1/rerank`` on ``app`` (the scorer, bounds and key check of ``/score``)."""
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=responses,
               dependencies=dependencies, summary="order documents (titles or cached ids) by relevance to the query")
-    async def rerank(request: RerankRequest) -> JSONResponse:
+    async def rerank(request: RerankRequest) -> AnswerJSON:
         query = request.query
         titles, ids = _check(request, settings)  # {position: title}, {position: id}
         _check_texts(scorer, query, "title", [])
@@ -88,7 +87,7 @@ def add_rerank_route(app: FastAPI, scorer, settings, title_limiter, dependencies
             if request.return_documents:
                 result["document"] = {"id": ids[i]} if i in ids else {"text": titles[i]}
             results.append(result)
-        return JSONResponse({"model": scorer.name, "results": results})  # already valid: skip re-validation
+        return AnswerJSON({"model": scorer.name, "results": results})  # already valid: skip re-validation
 
 
 def _check(request: RerankRequest, s) -> tuple[dict[int, str], dict[int, str]]:
