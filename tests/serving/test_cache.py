@@ -200,6 +200,39 @@ def test_a_cache_from_a_newer_format_is_refused_in_one_line(model_dir, tmp_path)
         ProductCache(tmp_path / "c")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not_json_object", "other_format", "newer_format", "empty_file"])
+def test_a_cache_with_a_broken_manifest_is_refused_in_one_line_and_rebuild_recovers_it(model_dir, tmp_path, damage):
+    out = tmp_path / "c"
+    build_cache(model_dir, _catalog(catalog_frame(5)), out)
+    text = (out / "manifest.json").read_text()
+    manifest = json.loads(text)
+    broken = {"truncated": text[: len(text) // 2], "not_json_object": "[1, 2]", "empty_file": "",
+              "other_format": json.dumps({**manifest, "format": "something-else"}),
+              "newer_format": json.dumps({**manifest, "format_version": 99})}[damage]
+    (out / "manifest.json").write_text(broken)
+    with pytest.raises(CacheError) as refused:
+        ProductCache(out)
+    assert "\n" not in str(refused.value) and ("--rebuild" in str(refused.value) or "rebuild it" in str(refused.value))
+    report = build_cache(model_dir, _catalog(catalog_frame(5)), out, rebuild=True)
+    assert report.count == 5 and report.encoded == 5
+    again = ProductCache(out)
+    assert again.manifest["generation"] == 2 and again.manifest["generation_dir"] == "gen-000002"  # moved on past gen-000001 on disk
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["gen-000002"]
+    np.testing.assert_allclose(Scorer(DefectClassifier.load(model_dir), again).score_ids("drill", ["p0", "p4"]),
+                               DefectClassifier.load(model_dir).predict_proba(["drill"] * 2, _catalog(catalog_frame(5))["title"].iloc[[0, 4]].tolist()),
+                               atol=CACHED_ATOL, rtol=0)
+
+
+def test_rebuild_over_a_broken_manifest_still_refuses_a_directory_holding_other_files(model_dir, tmp_path):
+    out = tmp_path / "c"
+    build_cache(model_dir, _catalog(catalog_frame(5)), out)
+    (out / "manifest.json").write_text("{")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CacheError, match="unreadable"):
+        build_cache(model_dir, _catalog(catalog_frame(5)), out, rebuild=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "gen-000001").is_dir()  # nothing touched
+
+
 def test_int8_rows_round_trip_within_half_a_step_and_requantize_to_the_same_values():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 16)).astype(np.float32) * rng.uniform(0.01, 10, size=(50, 1)).astype(np.float32)

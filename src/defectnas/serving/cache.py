@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -69,6 +70,7 @@ FORMAT_VERSION = 3  # newest read. 3: int8 rows + scales (written only for dtype
 #                    unpadded (+ offsets.npy); 1 (still read): float32, padded + mask.npy
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held while a build writes
+GENERATION_DIR = re.compile(r"gen-\d{6,}")  # gen-000007: one generation's arrays
 IDS, VECTORS, TOKENS, MASK, OFFSETS = "ids.json", "vectors.npy", "tokens.npy", "mask.npy", "offsets.npy"
 VECTOR_SCALES, TOKEN_SCALES = "vector_scales.npy", "token_scales.npy"  # int8 caches: one float32 scale per stored row
 UNPADDED = "unpadded"  # manifest token_layout of format 2 (format 1: padded)
@@ -404,9 +406,12 @@ class UnpaddedMask(_RowView):
 def read_manifest(directory: str | Path) -> dict:
     d = Path(directory)
     path = d / MANIFEST
-    manifest = read_json(path, CacheError, f"{d}: not a product cache (no {MANIFEST}); build one with defectnas cache")
+    try:
+        manifest = read_json(path, CacheError, f"{d}: not a product cache (no {MANIFEST}); build one with defectnas cache")
+    except CacheError as e:
+        raise CacheError(f"{e}; build the cache anew with defectnas cache ... --out {d} --rebuild" if path.exists() else str(e)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CacheError(f"{path}: not a defectnas product cache manifest")
+        raise CacheError(f"{path}: not a defectnas product cache manifest; build the cache anew with defectnas cache ... --out {d} --rebuild")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise CacheError(f"{d}: cache written by a newer defectnas (format {manifest['format_version']}); upgrade defectnas or rebuild it")
     return manifest
@@ -599,7 +604,12 @@ def _previous(out: Path, digest: str, model_dir: str | Path, rebuild: bool) -> P
     if not (out / MANIFEST).exists():
         return None
     if rebuild:
-        read_manifest(out)  # only ever overwrite something that is a cache
+        try:
+            read_manifest(out)  # only ever overwrite something that is a cache...
+        except CacheError:
+            if not _holds_only_cache_files(out):
+                raise
+            # ...or was one: its manifest unreadable (truncated, hand-edited) or of a newer format, nothing else in the directory
         return None
     cache = ProductCache(out)
     cache.check_model(digest, model_dir)
@@ -607,10 +617,21 @@ def _previous(out: Path, digest: str, model_dir: str | Path, rebuild: bool) -> P
 
 
 def _next_generation(out: Path) -> int:
+    """One past the manifest's generation and every generation directory on disk (a rebuild over an
+    unreadable manifest still moves the number on, so a server watching the cache sees the change)."""
     try:
-        return read_manifest(out)["generation"] + 1
-    except CacheError:
-        return 1
+        current = int(read_manifest(out)["generation"])
+    except (CacheError, KeyError, TypeError, ValueError):
+        current = 0
+    on_disk = [int(p.name[4:]) for p in out.iterdir() if p.is_dir() and GENERATION_DIR.fullmatch(p.name)] if out.is_dir() else []
+    return max([current, *on_disk]) + 1
+
+
+def _holds_only_cache_files(out: Path) -> bool:
+    """Whether ``out`` holds nothing but what a cache writes: the manifest, the build lock, generation
+    directories and leftovers of killed builds."""
+    return all(p.name in (MANIFEST, LOCK) or (p.is_dir() and (GENERATION_DIR.fullmatch(p.name) or p.name.startswith(".gen-")))
+               for p in out.iterdir())
 
 
 class GenerationWriter:
