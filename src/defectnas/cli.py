@@ -461,7 +461,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from .serving.app import API_KEY_ENV, ServeSettings, create_app, run_workers
+    from .serving.app import API_KEY_ENV, ServeSettings, create_app, open_listeners, run_workers
 
     for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers", "max_batch"):
         if getattr(args, name) < 1:
@@ -477,6 +477,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                              query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms,
                              cache_reload_s=args.cache_reload_s, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
+    sockets, port = open_listeners(args.host, args.port, args.workers)  # a port in use or out of range: one line, before loading
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
@@ -487,14 +488,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     scorer = app.state.scorer
     products = f"{len(scorer.cache)} cached products" if scorer.cache else "no cache (raw titles only)"
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
-    _echo(args, f"serving {scorer.name} with {products} on http://{args.host}:{args.port}{workers} (API docs at /docs)")
-    options = {"host": args.host, "port": args.port, "log_level": "warning" if args.quiet else "info", "access_log": args.access_log,
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    _echo(args, f"serving {scorer.name} with {products} on http://{host}:{port}{workers} (API docs at /docs)")
+    options = {"host": args.host, "port": port, "log_level": "warning" if args.quiet else "info", "access_log": args.access_log,
                "timeout_graceful_shutdown": args.shutdown_timeout_s or None}
     if args.workers == 1:
-        uvicorn.run(app, **options)
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
         return
     del app, scorer
-    run_workers(args.model, args.cache, settings, args.workers, **options)
+    run_workers(args.model, args.cache, settings, args.workers, sockets, **options)
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -691,10 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--cache", help="product cache built by `defectnas cache` with this model (without it: raw titles only)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: one the system chooses, said at start)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for scoring, torch or onnxruntime (per worker)")
     p.add_argument("--workers", type=int, default=1, help="server processes (e.g. one per CPU core); each loads the model")
-    p.add_argument("--max-products", type=int, default=1000, help="products per request (more: 413)")
+    p.add_argument("--max-products", type=int, default=1000, help="products per request (default 1000; more: 413)")
     p.add_argument("--max-query-chars", type=int, default=200, help="characters per query (more: 422)")
     p.add_argument("--max-title-chars", type=int, default=500, help="characters per raw title (more: 422)")
     p.add_argument("--api-key", help="require this key in header X-API-Key (default: env DEFECTNAS_API_KEY, else none)")

@@ -95,6 +95,17 @@ def test_invalid_json_and_oversized_bodies(served):
     assert r.status_code == 413
 
 
+@pytest.mark.parametrize("route", ["/score", "/v1/rerank"])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_without_a_json_content_type_is_told_to_send_the_header(served, route, content_type):
+    body = {"query": "drill", "product_ids": ["p0"]} if route == "/score" else {"query": "drill", "documents": ["a drill"]}
+    headers = {"content-type": content_type} if content_type else {}
+    r = served[0].post(route, content=json.dumps(body).encode(), headers=headers)
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "Content-Type: application/json" in detail and "\n" not in detail
+    assert (content_type or "no Content-Type") in detail
+
+
 def test_healthz_and_openapi(served):
     client, clf, titles = served
     h = client.get("/healthz")

@@ -200,7 +200,8 @@ def test_a_cache_from_a_newer_format_is_refused_in_one_line(model_dir, tmp_path)
         ProductCache(tmp_path / "c")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not_json_object", "other_format", "newer_format", "empty_file"])
+@pytest.mark.parametrize("damage", ["truncated", "not_json_object", "other_format", "newer_format", "empty_file", "dtype_missing",
+                                    "dtype_of_other_arrays", "dtype_unknown"])
 def test_a_cache_with_a_broken_manifest_is_refused_in_one_line_and_rebuild_recovers_it(model_dir, tmp_path, damage):
     out = tmp_path / "c"
     build_cache(model_dir, _catalog(catalog_frame(5)), out)
@@ -208,7 +209,10 @@ def test_a_cache_with_a_broken_manifest_is_refused_in_one_line_and_rebuild_recov
     manifest = json.loads(text)
     broken = {"truncated": text[: len(text) // 2], "not_json_object": "[1, 2]", "empty_file": "",
               "other_format": json.dumps({**manifest, "format": "something-else"}),
-              "newer_format": json.dumps({**manifest, "format_version": 99})}[damage]
+              "newer_format": json.dumps({**manifest, "format_version": 99}),
+              "dtype_missing": json.dumps({k: v for k, v in manifest.items() if k != "dtype"}),
+              "dtype_of_other_arrays": json.dumps({**manifest, "dtype": "int8"}),  # float16 arrays read as int8 rows: wrong scores
+              "dtype_unknown": json.dumps({**manifest, "dtype": "bfloat16"})}[damage]
     (out / "manifest.json").write_text(broken)
     with pytest.raises(CacheError) as refused:
         ProductCache(out)

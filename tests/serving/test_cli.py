@@ -122,11 +122,37 @@ def test_worker_listeners_share_the_port_and_the_kernel_spreads_connections_over
             sock.close()
 
 
-def test_serve_with_workers_on_a_port_in_use_says_so_in_one_line(model_dir, capsys):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("holder", ["plain socket", "another server's reuse-port workers"])
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_never_joins_another_server(model_dir, capsys, workers, holder):
+    from defectnas.serving.app import listen_reuseport
+
+    port = _free_port()
+    if holder == "plain socket":
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", port))
         taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["serve", "--model", str(model_dir), "--port", str(port), "--workers", "2", "--quiet"]) == 2
+    else:  # a running `serve --workers N`: a reuse-port bind of ours would join its group and split its traffic
+        taken = listen_reuseport("127.0.0.1", port, 16)
+    with taken:
+        assert main(["serve", "--model", str(model_dir), "--port", str(port), "--workers", str(workers), "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().startswith("error: ") and f"cannot listen on 127.0.0.1:{port}" in err and "\n" not in err.strip()
+    assert "serving" not in out + err  # refused before the service says where it serves
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_serve_with_a_port_out_of_range_says_so_in_one_line(model_dir, capsys, port):
+    assert main(["serve", "--model", str(model_dir), "--port", port, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and f"cannot listen on 127.0.0.1:{port}" in err and "\n" not in err
+    assert err == f"error: --port must be 0-65535, got {port}"
+
+
+def test_port_zero_listens_on_a_port_the_system_chose_and_says_which():
+    from defectnas.serving.app import open_listeners
+
+    sockets, port = open_listeners("127.0.0.1", 0, workers=2)  # several workers on port 0 share one socket
+    try:
+        assert port > 0 and sockets[0].getsockname() == ("127.0.0.1", port)
+    finally:
+        sockets[0].close()

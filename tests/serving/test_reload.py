@@ -51,6 +51,25 @@ def test_watcher_swaps_to_a_new_generation_and_keeps_the_old_one_when_the_new_is
     assert "another model" in watcher.refused  # what /healthz shows as cache_update_refused
 
 
+def test_a_damaged_or_removed_manifest_is_reported_until_restored_and_the_served_generation_stays(matching_model_dir, tmp_path):
+    out = tmp_path / "cache"
+    build_cache(matching_model_dir, read_catalog(catalog_frame(30))[0], out)
+    scorer = Scorer.load(matching_model_dir, out)
+    watcher = CacheWatcher(scorer, interval=0.05)
+    before = scorer.score_ids("hose", ["p0", "p1"])
+    good = (out / "manifest.json").read_bytes()
+    for damage, said in ((good[: len(good) // 2], "unreadable"), (None, "missing")):
+        if damage is None:
+            (out / "manifest.json").unlink()
+        else:
+            (out / "manifest.json").write_bytes(damage)
+        assert not watcher.check() and said in watcher.refused and scorer.cache.generation == 1
+        np.testing.assert_array_equal(scorer.score_ids("hose", ["p0", "p1"]), before)  # still served from generation 1
+        (out / "manifest.json").write_bytes(good)  # restored by hand: the served generation is the newest again
+        assert not watcher.check() and watcher.refused is None and scorer.cache.generation == 1
+    assert watcher.failures == 2 and watcher.reloads == 0
+
+
 def test_healthz_names_the_served_generation_and_a_refused_update(matching_model_dir, other_model_dir, tmp_path):
     from fastapi.testclient import TestClient
 

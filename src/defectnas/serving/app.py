@@ -47,6 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data._common import one_line
+from ..errors import ConfigError
 from . import schema
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import RequestMetrics, ServiceMetrics
@@ -188,8 +189,6 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     app.state.batcher = None
     if settings.batch_wait_ms > 0:
         if scorer.batching_refused:
-            from ..errors import ConfigError
-
             raise ConfigError(f"--batch-wait-ms: {scorer.batching_refused}")
         from .batching import MicroBatcher
 
@@ -204,6 +203,10 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in kind.lower():  # FastAPI then never parses the body: say why, not "not a dict"
+            return JSONResponse({"detail": "invalid request: send the body as JSON with the header Content-Type: application/json "
+                                           f"(got {one_line(kind) if kind else 'no Content-Type'})"}, status_code=422)
         return JSONResponse({"detail": _validation_line(exc)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -260,41 +263,54 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
 SERVE_ENV = "DEFECTNAS_SERVE"  # JSON {"model": ..., "cache": ..., "settings": {...}} for app_from_env
 
 
-def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: ServeSettings, workers: int, **uvicorn_options) -> None:
-    """Serve with ``workers`` processes under uvicorn's supervisor (which restarts a dead worker).
+def open_listeners(host: str, port: int, workers: int, backlog: int = 2048) -> tuple[list, int]:
+    """What ``serve`` listens with, and the port it got (``port`` 0: one the system chose).
 
-    Each worker loads the model and memory-maps the cache itself (the operating system shares
-    the cache's pages). On Linux each worker listens on a socket of its own bound to the same
-    address with ``SO_REUSEPORT`` (:class:`ReusePortListener`), and the kernel spreads new
-    connections over them: on one shared socket, asyncio's accept loop takes every pending
-    connection at once, so the first worker to wake held all 8 keep-alive clients of the
-    benchmark while the other idled (measured: 246 requests/s on 2 workers, as on one).
-    Elsewhere (and for port 0) the workers share one socket. Sockets are made here rather than
-    by ``uvicorn.run``: uvicorn binds them with protocol 0, so asyncio never sets TCP_NODELAY on
-    accepted connections and every keep-alive response waits ~40 ms for a delayed ACK (uvicorn
-    issue #3149).
+    Bound here, before the service says where it serves, so that an address in use, a port out of
+    range or a host that does not resolve is one ConfigError line rather than a worker's stack
+    trace after "serving ...". One worker, or ``port`` 0, or not Linux: one listening socket
+    (workers share it). Several workers on Linux: a :class:`ReusePortListener` that each worker
+    binds for itself with ``SO_REUSEPORT`` (see :func:`run_workers`) — after checking that no
+    socket at all holds the address, because a reuse-port bind would otherwise *join* another
+    server of the same user on that port and split its traffic between two models. Sockets are
+    made with protocol IPPROTO_TCP: uvicorn's own binding uses protocol 0, so asyncio never sets
+    TCP_NODELAY on accepted connections and every keep-alive response waits ~40 ms for a delayed
+    ACK (uvicorn issue #3149).
     """
-    import socket
     import sys
 
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, got {port}")
+    try:
+        if workers > 1 and port and sys.platform.startswith("linux"):
+            _bind(host, port, reuse_port=False).close()  # nothing holds the address, a reuse-port group of another server neither
+            return [ReusePortListener(host, port, backlog)], port
+        sock = _bind(host, port, reuse_port=False)
+        sock.listen(backlog)
+        sock.set_inheritable(True)
+        return [sock], sock.getsockname()[1]
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: ServeSettings, workers: int, sockets: list,
+                **uvicorn_options) -> None:
+    """Serve with ``workers`` processes under uvicorn's supervisor (which restarts a dead worker),
+    listening on ``sockets`` from :func:`open_listeners`.
+
+    Each worker loads the model and memory-maps the cache itself (the operating system shares
+    the cache's pages). With a :class:`ReusePortListener` each worker listens on a socket of its
+    own and the kernel spreads new connections over them: on one shared socket, asyncio's accept
+    loop takes every pending connection at once, so the first worker to wake held all 8
+    keep-alive clients of the benchmark while the other idled (measured: 246 requests/s on 2
+    workers, as on 1).
+    """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     os.environ[SERVE_ENV] = json.dumps({"model": str(model_dir), "cache": cache_dir and str(cache_dir), "settings": vars(settings)})
     config = uvicorn.Config("defectnas.serving.app:app_from_env", factory=True, workers=workers, **uvicorn_options)
-    if sys.platform.startswith("linux") and config.port and not config.uds and config.fd is None:
-        listener = ReusePortListener(config.host, config.port, config.backlog)
-        try:
-            listener.listen().close()  # the address is free: said here, once, rather than by every worker
-        except OSError as e:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
-        Multiprocess(config, sockets=[listener]).run()  # each worker unpickles its own listening socket
-        return
-    bound = config.bind_socket()
-    sock = socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
-    Multiprocess(config, sockets=[sock]).run()
+    Multiprocess(config, sockets=sockets).run()  # a ReusePortListener is unpickled in each worker as its own socket
 
 
 class ReusePortListener:
@@ -304,7 +320,8 @@ class ReusePortListener:
     this object pickles as the instruction to bind (:func:`listen_reuseport`), so every worker —
     a replacement for a dead one too — gets its own socket in the same reuse-port group, and the
     kernel (Linux ≥ 3.9) picks one per new connection by a hash of its addresses. Only processes
-    of the same user can join the group."""
+    of the same user can join the group, and :func:`open_listeners` first checks that none holds
+    the address."""
 
     def __init__(self, host: str, port: int, backlog: int) -> None:
         self.host, self.port, self.backlog = host, int(port), int(backlog)
@@ -317,21 +334,28 @@ class ReusePortListener:
 
 
 def listen_reuseport(host: str, port: int, backlog: int):
-    """A TCP socket (protocol IPPROTO_TCP, so asyncio sets TCP_NODELAY on its connections) bound to
-    (host, port) with SO_REUSEADDR and SO_REUSEPORT, listening."""
+    """A listening TCP socket bound to (host, port) with SO_REUSEADDR and SO_REUSEPORT."""
+    sock = _bind(host, port, reuse_port=True)
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind(host: str, port: int, reuse_port: bool):
+    """A TCP socket (protocol IPPROTO_TCP) bound to ``host`` (a name or an IPv4/IPv6 address) and
+    ``port``, with SO_REUSEADDR (a restart does not wait for old connections' TIME_WAIT)."""
     import socket
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 

@@ -173,13 +173,14 @@ class ProductCache:
             self.ids: list[str] = ids["product_id"]
             self.title_hashes: list[str] = ids["title_sha1"]
             self.locales: list[str] | None = ids.get("product_locale")  # None: products are keyed by id alone
-            int8 = self.manifest.get("dtype") == "int8"
-            vector = _mapped(gen / VECTORS)
+            dtype = _manifest_dtype(self.manifest, self.directory)
+            int8 = dtype == "int8"
+            vector = _stored(gen, VECTORS, dtype, self.directory)
             if int8:
                 vector = Int8Rows(vector, _mapped(gen / VECTOR_SCALES))
             tokens = mask = None
             if self.manifest["matching"]:
-                tokens = _mapped(gen / TOKENS)
+                tokens = _stored(gen, TOKENS, dtype, self.directory)
                 if int8:
                     tokens = Int8Rows(tokens, _mapped(gen / TOKEN_SCALES))
                 if self.manifest.get("token_layout") == UNPADDED:
@@ -269,6 +270,28 @@ class ProductCache:
     def take_rows(self, rows: np.ndarray) -> TitleArrays:
         """Encodings (padded arrays: vector (n, V); tokens (n, T, C), mask (n, T) or None) of cache ``rows``."""
         return take_encodings(self.arrays, rows)
+
+
+def _manifest_dtype(manifest: dict, directory: Path) -> str:
+    """The dtype the manifest says the arrays hold: its ``dtype`` field (format 2 on), float32 for
+    format 1 (which had none); CacheError when a format-2/3 manifest lacks it or names another."""
+    if manifest.get("format_version", 1) < 2:
+        return "float32"
+    dtype = manifest.get("dtype")
+    if dtype not in DTYPES:
+        raise CacheError(f"{directory / MANIFEST}: dtype {dtype!r} is not one of {', '.join(DTYPES)}; "
+                         f"build the cache anew with defectnas cache ... --out {directory} --rebuild")
+    return dtype
+
+
+def _stored(gen: Path, name: str, dtype: str, directory: Path) -> np.ndarray:
+    """An encodings file of generation ``gen``, memory-mapped, checked to hold the manifest's dtype
+    (read as another, e.g. int8 values taken as float16, every score would be silently wrong)."""
+    array = _mapped(gen / name)
+    if array.dtype != np.dtype(dtype):
+        raise CacheError(f"{directory}: manifest.json says dtype {dtype} but {gen.name}/{name} holds {array.dtype}; "
+                         f"build the cache anew with defectnas cache ... --out {directory} --rebuild")
+    return array
 
 
 def _mapped(path: Path) -> np.ndarray:

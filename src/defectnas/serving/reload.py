@@ -14,9 +14,11 @@ files are deleted by the build, but its memory maps stay valid until the last re
 ends (POSIX unlink semantics).
 
 A generation that cannot be opened (already replaced by a later one, or half written by a
-non-defectnas tool) or that another model built is not served: the watcher keeps the current
-cache, logs one warning line, counts a failure (``/metrics``) and tries again at the next
-change. With ``serve --workers N`` each process watches for itself.
+non-defectnas tool) or that another model built is not served, nor is anything while
+``manifest.json`` is missing or unreadable: the watcher keeps the current cache, logs one
+warning line, counts a failure (``/metrics``), says why in ``refused`` (``/healthz``) and tries
+again at the next change; ``refused`` clears when the newest generation on disk is served again.
+With ``serve --workers N`` each process watches for itself.
 """
 
 from __future__ import annotations
@@ -62,27 +64,35 @@ class CacheWatcher:
         """A newly written generation, opened and checked, or None (nothing new, or not servable).
         Blocking (file reads): run it off the event loop."""
         stamp = self._stamp()
-        if stamp is None or stamp == self._seen:
+        if stamp == self._seen:
+            return None
+        if stamp is None:  # removed (or being replaced by hand): nothing to serve from it, said until it is back
+            self._seen = None
+            self._refuse(f"{self.directory / MANIFEST}: missing")
             return None
         try:
             manifest = read_manifest(self.directory)
             if manifest.get("generation_dir") == self.scorer.cache.manifest.get("generation_dir"):
                 self._seen = stamp
+                self._refused = None  # the newest generation on disk is the served one (a damaged manifest was restored)
                 return None
             cache = self.scorer.open_cache(self.directory)
             if (cache.locales is None) != (self.scorer.cache.locales is None):  # the published schema says which
                 raise CacheError(f"{self.directory}: the new generation is {'not ' if cache.locales is None else ''}keyed by "
                                  "product_locale and the served one is the other way; restart serve to change that")
         except CacheError as e:
-            self.failures += 1
-            name = str(e)
-            if name != self._refused:
-                log.warning("cache update not served, still serving generation %s: %s", self.scorer.cache.generation, e)
-                self._refused = name
+            self._refuse(str(e))
             self._seen = stamp  # a refused generation is not retried until the manifest changes again
             return None
         self._seen = stamp
         return cache
+
+    def _refuse(self, why: str) -> None:
+        """Count a new generation (or manifest state) that is not served; warn once per reason."""
+        self.failures += 1
+        if why != self._refused:
+            log.warning("cache update not served, still serving generation %s: %s", self.scorer.cache.generation, why)
+            self._refused = why
 
     @property
     def refused(self) -> str | None:
