@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from defectnas import DefectClassifier
 from defectnas.cli import main
 from defectnas.data import text_pairs
+from defectnas.data.tokenizer import trim_padding
 from defectnas.serving.cache import ProductCache, build_cache
 from defectnas.serving.catalog import read_catalog
 from defectnas.training import predict_logits
@@ -16,11 +18,19 @@ from defectnas.training import predict_logits
 from .conftest import CACHED_ATOL, catalog_frame
 
 
+def _forward_logits(model, query: np.ndarray, title: np.ndarray, batch: int = 16) -> np.ndarray:
+    """The model's forward over every pair, both towers run per pair (what scoring was)."""
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(trim_padding(query[i : i + batch])), torch.from_numpy(trim_padding(title[i : i + batch])))
+                               .numpy() for i in range(0, len(query), batch)])
+
+
 def _pair_by_pair(clf, df: pd.DataFrame) -> np.ndarray:
     """predict_proba as it was: both towers run for every pair."""
     queries, titles = text_pairs(df)
     enc = clf._encode(pd.DataFrame({"query": queries, "title": titles}), labels=False)
-    return clf.calibrator_.transform_logits(predict_logits(clf.model_, enc.query, enc.title))
+    return clf.calibrator_.transform_logits(_forward_logits(clf.model_, enc.query, enc.title))
 
 
 def _counting(clf) -> dict[str, int]:
@@ -54,6 +64,20 @@ def test_each_distinct_query_and_title_is_encoded_once_and_scores_are_unchanged(
     assert counts == {"query": 6, "title": 25}  # not 150 of each
     np.testing.assert_allclose(probs, expected, atol=1e-6, rtol=0)
     assert clf.predict_proba(df.iloc[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize("fixture", ["model_dir", "matching_model_dir"])
+def test_the_trainers_validation_scoring_encodes_each_distinct_query_once_too(fixture, request):
+    clf = DefectClassifier.load(request.getfixturevalue(fixture))
+    df = _table(seed=1)
+    queries, titles = text_pairs(df)
+    enc = clf._encode(pd.DataFrame({"query": queries, "title": titles}), labels=False)
+    expected = _forward_logits(clf.model_, enc.query, enc.title)
+    clf.model_.train()
+    counts = _counting(clf)
+    logits = predict_logits(clf.model_, enc.query, enc.title, batch_size=16)
+    assert counts == {"query": 6, "title": 25} and clf.model_.training  # its mode restored for the next epoch
+    np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
 
 
 def test_titles_come_from_the_cache_by_product_id_unless_the_title_differs(matching_model_dir, tmp_path):

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, to_dict
 from ..model import DefectNet
+from ..model.pairs import pair_logits
 from ..data.tokenizer import trim_padding
 from ..storage import load_tensors, save_tensors
 from .losses import distillation_loss, triplet_loss, weighted_bce
@@ -64,20 +65,11 @@ class TrainResult:
     valid_logits: np.ndarray | None = None  # validation logits of the best epoch (for calibration; not checkpointed)
 
 
-@torch.no_grad()
 def predict_logits(model: DefectNet, query: np.ndarray, title: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
-    """Logits for row-aligned id arrays, in eval mode (batched by title length, returned in order)."""
-    was_training = model.training
-    model.eval()
-    order = np.argsort((title != 0).sum(1), kind="stable")
-    out = np.zeros(len(query), dtype=np.float32)
-    for i in range(0, len(query), batch_size):
-        idx = order[i : i + batch_size]
-        q = torch.from_numpy(trim_padding(query[idx])).to(device)
-        t = torch.from_numpy(trim_padding(title[idx])).to(device)
-        out[idx] = model(q, t).float().cpu().numpy()
-    model.train(was_training)
-    return out
+    """Logits (N,) float32 for row-aligned id arrays, in eval mode (the model's mode is restored),
+    each distinct query and title encoded once (:func:`~defectnas.model.pairs.pair_logits`: a
+    validation split repeats each query ~7 times)."""
+    return pair_logits(model, query, title, batch_size, device)
 
 
 def train(
