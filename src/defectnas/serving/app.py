@@ -326,9 +326,6 @@ class ReusePortListener:
     def __init__(self, host: str, port: int, backlog: int) -> None:
         self.host, self.port, self.backlog = host, int(port), int(backlog)
 
-    def listen(self):
-        return listen_reuseport(self.host, self.port, self.backlog)
-
     def __reduce__(self):
         return listen_reuseport, (self.host, self.port, self.backlog)
 

@@ -191,6 +191,8 @@ class ProductCache:
                     mask = UnpaddedMask(tokens)
                 else:
                     mask = _mapped(gen / MASK)
+        except CacheError:
+            raise  # already one line saying what is wrong
         except (OSError, ValueError, KeyError) as e:
             raise CacheError(f"{self.directory}: cache files unreadable ({type(e).__name__}: {e}); rebuild it with defectnas cache --rebuild") from None
         self.arrays = TitleArrays(vector, tokens, mask)  # tokens, mask: (N, T, C), (N, T) padded, as arrays or as unpadded views
