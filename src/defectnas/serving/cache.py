@@ -194,11 +194,11 @@ class ProductCache:
         except CacheError:
             raise  # already one line saying what is wrong
         except (OSError, ValueError, KeyError) as e:
-            raise CacheError(f"{self.directory}: cache files unreadable ({type(e).__name__}: {e}); rebuild it with defectnas cache --rebuild") from None
+            raise CacheError(f"{self.directory}: cache files unreadable ({type(e).__name__}: {e}); {_rebuild(self.directory)}") from None
         self.arrays = TitleArrays(vector, tokens, mask)  # tokens, mask: (N, T, C), (N, T) padded, as arrays or as unpadded views
         n = self.manifest["count"]
         if len(self.ids) != n or vector.shape[0] != n or (tokens is not None and tokens.shape[0] != n):
-            raise CacheError(f"{self.directory}: cache files disagree with the manifest ({n} products); rebuild it with defectnas cache --rebuild")
+            raise CacheError(f"{self.directory}: cache files disagree with the manifest ({n} products); {_rebuild(self.directory)}")
         self.keys = self.ids if self.locales is None else [product_key(i, loc) for i, loc in zip(self.ids, self.locales)]
         self.rows_by_key = {key: row for row, key in enumerate(self.keys)}
         # bare ids that name one product (all ids when there are no locales); ambiguous ones listed apart
@@ -281,8 +281,7 @@ def _manifest_dtype(manifest: dict, directory: Path) -> str:
         return "float32"
     dtype = manifest.get("dtype")
     if dtype not in DTYPES:
-        raise CacheError(f"{directory / MANIFEST}: dtype {dtype!r} is not one of {', '.join(DTYPES)}; "
-                         f"build the cache anew with defectnas cache ... --out {directory} --rebuild")
+        raise CacheError(f"{directory / MANIFEST}: dtype {dtype!r} is not one of {', '.join(DTYPES)}; {_rebuild(directory)}")
     return dtype
 
 
@@ -291,9 +290,13 @@ def _stored(gen: Path, name: str, dtype: str, directory: Path) -> np.ndarray:
     (read as another, e.g. int8 values taken as float16, every score would be silently wrong)."""
     array = _mapped(gen / name)
     if array.dtype != np.dtype(dtype):
-        raise CacheError(f"{directory}: manifest.json says dtype {dtype} but {gen.name}/{name} holds {array.dtype}; "
-                         f"build the cache anew with defectnas cache ... --out {directory} --rebuild")
+        raise CacheError(f"{directory}: manifest.json says dtype {dtype} but {gen.name}/{name} holds {array.dtype}; {_rebuild(directory)}")
     return array
+
+
+def _rebuild(directory: str | Path) -> str:
+    """What to do about a cache that cannot be read as it is (the end of its one-line error)."""
+    return f"build the cache anew with defectnas cache ... --out {directory} --rebuild"
 
 
 def _mapped(path: Path) -> np.ndarray:
@@ -434,9 +437,9 @@ def read_manifest(directory: str | Path) -> dict:
     try:
         manifest = read_json(path, CacheError, f"{d}: not a product cache (no {MANIFEST}); build one with defectnas cache")
     except CacheError as e:
-        raise CacheError(f"{e}; build the cache anew with defectnas cache ... --out {d} --rebuild" if path.exists() else str(e)) from None
+        raise CacheError(f"{e}; {_rebuild(d)}" if path.exists() else str(e)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CacheError(f"{path}: not a defectnas product cache manifest; build the cache anew with defectnas cache ... --out {d} --rebuild")
+        raise CacheError(f"{path}: not a defectnas product cache manifest; {_rebuild(d)}")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise CacheError(f"{d}: cache written by a newer defectnas (format {manifest['format_version']}); upgrade defectnas or rebuild it")
     return manifest
@@ -606,12 +609,13 @@ def _build_lock(out: Path):
 
 
 def _existing_dtype(out: Path) -> str | None:
-    """The dtype the cache in ``out`` chose (format 2 on), or None (no cache, unreadable, or format 1)."""
+    """The dtype the cache in ``out`` chose (format 2 on), or None (no cache, unreadable, or format 1,
+    which had only float32 and is converted to the default)."""
     try:
         manifest = read_manifest(out)
+        return _manifest_dtype(manifest, out) if manifest.get("format_version", 1) >= 2 else None
     except CacheError:
         return None
-    return manifest.get("dtype") if manifest.get("format_version", 1) >= 2 and manifest.get("dtype") in DTYPES else None
 
 
 def _refuse_foreign(out: Path) -> None:
@@ -646,7 +650,7 @@ def _next_generation(out: Path) -> int:
     unreadable manifest still moves the number on, so a server watching the cache sees the change)."""
     try:
         current = int(read_manifest(out)["generation"])
-    except (CacheError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):  # CacheError (a ValueError): no readable manifest
         current = 0
     on_disk = [int(p.name[4:]) for p in out.iterdir() if p.is_dir() and GENERATION_DIR.fullmatch(p.name)] if out.is_dir() else []
     return max([current, *on_disk]) + 1
