@@ -285,9 +285,7 @@ def open_listeners(host: str, port: int, workers: int, backlog: int = 2048) -> t
         if workers > 1 and port and sys.platform.startswith("linux"):
             _bind(host, port, reuse_port=False).close()  # nothing holds the address, a reuse-port group of another server neither
             return [ReusePortListener(host, port, backlog)], port
-        sock = _bind(host, port, reuse_port=False)
-        sock.listen(backlog)
-        sock.set_inheritable(True)
+        sock = _listen(host, port, backlog, reuse_port=False)
         return [sock], sock.getsockname()[1]
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -332,7 +330,12 @@ class ReusePortListener:
 
 def listen_reuseport(host: str, port: int, backlog: int):
     """A listening TCP socket bound to (host, port) with SO_REUSEADDR and SO_REUSEPORT."""
-    sock = _bind(host, port, reuse_port=True)
+    return _listen(host, port, backlog, reuse_port=True)
+
+
+def _listen(host: str, port: int, backlog: int, reuse_port: bool):
+    """:func:`_bind`, then listening, and inheritable (uvicorn hands sockets to spawned workers)."""
+    sock = _bind(host, port, reuse_port)
     sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
