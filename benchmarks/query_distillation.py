@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
             "distill_losses": losses, "train_seconds": round(time.perf_counter() - started, 1), "test_pairs": int(len(test)),
             "test_ap_teacher": ap_teacher, "test_ap_student": ap_student, "ap_change": ap_student - ap_teacher,
             "latency_ms": {k: [round(x, 2) for x in v] for k, v in latency.items()},
-            "speedup": round(med["teacher"] / med["student"], 2), "load_average": [round(x, 2) for x in __import__("os").getloadavg()]}
+            "speedup": round(med["teacher"] / med["student"], 2), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ def pair_logits(model, query_ids: np.ndarray, title_ids: np.ndarray, batch_size:
     product cache's arrays) and ``cache_rows`` (N,) int, pairs with ``cache_rows[i] >= 0`` take their
     title encoding from that cache row (widened to float32) instead of encoding ``title_ids[i]``."""
     take = None if cached is None else (lambda rows: _from_cache(cached, rows, device, model.needs_title_tokens))
-    return _pair_logits(model, query_ids, title_ids, batch_size, device, cache_rows=cache_rows if cached is not None else None,
-                        cached_titles=take)
+    return _pair_logits(model, query_ids, title_ids, batch_size, device, cache_rows=cache_rows, cached_titles=take)  # rows unused without a cache
 
 
 def cache_rows(cache, product_ids, titles, locales=None) -> np.ndarray:
