@@ -119,6 +119,78 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+def cmd_distill_query(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from . import DefectClassifier
+    from .data import load_pairs
+    from .search.child import latency_inputs
+    from .serving.encoding import request_latency_ms
+    from .storage import atomic_write_json
+
+    teacher = DefectClassifier.load(args.model)
+    df = load_pairs(args.data, **_load_kwargs(args))
+    parts = _model_splits(args, df)
+    _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs "
+                f"({'by the model’s own splits' if parts['from_model'] else 'split by query'})")
+    out = Path(args.out)
+    if out.resolve() == Path(args.model).resolve():
+        raise ConfigError(f"--out {out} is the model's own directory; give a new one")
+    out.mkdir(parents=True, exist_ok=True)
+    student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs, lr=args.lr,
+                                    logit_weight=args.logit_weight, seed=args.seed, checkpoint_dir=out, resume=args.resume,
+                                    quiet=args.quiet, log=lambda m: _echo(args, m), invalid_rows=args.invalid_rows)
+    student.save(out)
+    atomic_write_json(out / SPLITS_FILE, {"data": str(args.data), "distilled_from": str(Path(args.model).resolve()),
+                                          **{name: sorted(set(parts[name]["query"])) for name in ("train", "valid", "test")}})
+    held_name = "test" if len(parts["test"]) else "valid"
+    held_out = parts[held_name]
+    metrics = student.evaluate(held_out)
+    atomic_write_json(out / "metrics.json", metrics)
+    before = teacher.evaluate(held_out)
+    queries, titles = latency_inputs(parts["valid"])
+    served: dict[str, list[float]] = {"model": [], "distilled": []}
+    for _ in range(3):  # interleaved, so that machine drift hits both alike
+        for name, clf in (("model", teacher), ("distilled", student)):
+            served[name].append(round(request_latency_ms(clf, queries, titles, 30, threads=1), 3))
+    speedup = float(np.median(served["model"]) / np.median(served["distilled"]))
+    report = {"model": str(Path(args.model).resolve()), "layers": {"model": teacher.model_config_.query_backbone_layers, "distilled": args.layers},
+              "held_out": held_name, "pairs": len(held_out),
+              "average_precision": {"model": before["average_precision"], "distilled": metrics["average_precision"],
+                                    "change": metrics["average_precision"] - before["average_precision"]},
+              "f1": {"model": before["f1"], "distilled": metrics["f1"]},
+              "served_ms_per_request": served, "speedup": round(speedup, 2),
+              "timing": "serve's request of 1 query x 100 cached products, 1 thread, median of 30 after warm-up, 3 interleaved rounds",
+              "history": student.history_}
+    atomic_write_json(out / "distillation.json", report)
+    if not args.keep_checkpoint:
+        (out / "checkpoint.safetensors").unlink(missing_ok=True)
+    print(f"distilled model saved to {out}: {held_name} AP {metrics['average_precision']:.4f} against the model's "
+          f"{before['average_precision']:.4f} ({report['average_precision']['change']:+.4f}); served "
+          f"{np.median(served['distilled']):.1f} against {np.median(served['model']):.1f} ms per request ({speedup:.2f}x faster); "
+          f"the model's product caches serve it as they are (details: {out / 'distillation.json'})")
+
+
+def _model_splits(args: argparse.Namespace, df) -> dict:
+    """train / valid / test parts of ``df``: by the model's own splits.json when it has one (the
+    queries it validated and was tested on stay held out; queries it never saw go to train), else
+    split by query as train does (--seed, --test-frac)."""
+    from .data import split_by_query
+
+    path = Path(args.model) / SPLITS_FILE
+    if not path.exists():
+        _echo(args, f"note: {args.model} has no {SPLITS_FILE} (not saved by train): {args.data} is split by query with --seed {args.seed}; "
+                    f"queries the model was trained on may land in the held-out splits")
+        return {**split_by_query(df, valid_frac=0.1, test_frac=args.test_frac, seed=args.seed), "from_model": False}
+    splits = json.loads(path.read_text(encoding="utf-8"))
+    valid, test = set(splits.get("valid", [])), set(splits.get("test", []))
+    if not df["query"].isin(valid).any():
+        raise DataError(f"{args.data}: none of its queries are in the model's validation split ({path}); is it the data the model was trained on?")
+    q = df["query"]
+    return {"train": df[~q.isin(valid | test)].reset_index(drop=True), "valid": df[q.isin(valid)].reset_index(drop=True),
+            "test": df[q.isin(test)].reset_index(drop=True), "from_model": True}
+
+
 def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
     """The table read (PairsRead) with the model's per-group column kept and the pairs the model
     cannot score set aside (--invalid-rows); says once when the group column is missing."""
@@ -557,6 +629,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill-query", help="a faster copy of a model: its query tower distilled into fewer pre-trained layers "
+                       "(same title tower, so the model's product caches serve it)",
+                       description="Train a query tower of --layers pre-trained layers to reproduce a trained model's (its encodings and "
+                                   "its scores on the training pairs), keeping the model's title tower and head. The result is an ordinary "
+                                   "model directory that serves faster (a request's cost is mostly the query tower) and that the model's "
+                                   "product caches serve as they are. Uses the model's own train/valid/test queries (splits.json) when it "
+                                   "has them; writes metrics.json (held-out) and distillation.json (AP and served ms of both).")
+    p.add_argument("--model", required=True, help="the trained model (teacher) whose query tower is distilled")
+    _add_data_options(p)
+    p.add_argument("--out", required=True, help="model directory to write (not the model's own)")
+    p.add_argument("--layers", type=int, default=2, help="pre-trained layers of the new query tower (default 2: ~2x faster than 6)")
+    p.add_argument("--epochs", type=int, default=8, help="passes over the training queries and title prefixes (default 8)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate, cosine decay (default 1e-4)")
+    p.add_argument("--logit-weight", type=float, default=1.0, help="weight of matching the model's scores on training pairs (default 1; 0: encodings only)")
+    p.add_argument("--test-frac", type=float, default=0.2, help="without the model's splits.json: share of queries held out for metrics.json")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors afterwards")
+    _add_common(p)
+    p.set_defaults(func=cmd_distill_query)
 
     p = sub.add_parser("evaluate", help="precision/recall/F1 of a saved model on labelled data")
     p.add_argument("--model", required=True, help="model directory")

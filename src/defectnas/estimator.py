@@ -11,6 +11,7 @@ directory holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -159,6 +160,59 @@ class DefectClassifier:
         if log:
             log(f"calibration: {self.calibrator_.method} ({json.dumps(self.calibrator_.report)}); threshold {self.threshold_:.4f}, {THRESHOLD_RULE}")
         return self
+
+    def distill_query(self, data: pd.DataFrame | str | Path, valid: pd.DataFrame | str | Path, *, layers: int = 2, epochs: int = 8,
+                      lr: float = 1e-4, logit_weight: float = 1.0, seed: int | None = None, checkpoint_dir: str | Path | None = None,
+                      resume: bool = False, quiet: bool = True, log: Callable[[str], None] | None = None,
+                      invalid_rows: str = "skip") -> "DefectClassifier":
+        """A new classifier whose query tower has ``layers`` pre-trained layers, distilled from this
+        one's (:mod:`defectnas.training.query_distillation`): faster to serve, with this model's
+        title tower and head, so this model's product caches serve it too.
+
+        ``data``: the training pairs (their queries and titles are the texts distilled on; labels
+        are not used); ``valid``: labelled pairs of other queries, on which the best epoch is
+        chosen (AP), the probabilities calibrated and the threshold picked, as ``fit`` does.
+        Raises ConfigError for a model without pre-trained query layers or ``layers`` not fewer
+        than its own; DataError for an empty split."""
+        from .training.query_distillation import (QueryDistillationConfig, distill_query_tower, query_like_texts,
+                                                  student_net)
+
+        self._check_fitted()
+        if invalid_rows not in INVALID_ROWS:
+            raise DataError(f"invalid_rows must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
+        tcfg = self.train_config_
+        dcfg = QueryDistillationConfig(layers=layers, epochs=epochs, lr=lr, logit_weight=logit_weight,
+                                       seed=tcfg.seed if seed is None else seed, device=tcfg.device)
+        student = copy.copy(self)
+        student.model_ = student_net(self.model_, layers)  # ConfigError before any data is read
+        df = self._drop_unscorable(_as_pairs(data), invalid_rows, "training data")
+        valid = self._drop_unscorable(_as_pairs(valid), invalid_rows, "validation data")
+        for name, part in (("training", df), ("validation", valid)):
+            if part.empty:
+                raise DataError(f"query distillation needs {name} pairs; the {name} split is empty")
+        if tcfg.num_threads > 0:
+            torch.set_num_threads(tcfg.num_threads)
+        torch.manual_seed(dcfg.seed)
+        mcfg = self.model_config_
+        texts = self.tokenizer_.encode(query_like_texts(df["query"].tolist(), df["title"].tolist(), dcfg.seed), mcfg.query_max_len)
+        if log:
+            log(f"distilling a {layers}-layer query tower from the {mcfg.query_backbone_layers}-layer one on {len(texts)} query-like texts "
+                f"and {len(df)} training pairs")
+        valid_pairs = self._encode(valid)
+        result = distill_query_tower(self.model_, student.model_, texts, self._encode(df, labels=False), valid_pairs, dcfg,
+                                     checkpoint_dir, resume, quiet, log)
+        logits = result.valid_logits
+        if logits is None:  # a resumed finished run: score again
+            logits = predict_logits(student.model_, valid_pairs.query, valid_pairs.title, device=tcfg.device)
+        student.options = {**self.options, "query_backbone_layers": layers, "query_backbone_trainable": layers}
+        student.model_config_ = student.model_.cfg
+        student.valid_ap_ = result.best_ap
+        student.history_ = [{"phase": "distil-query", "from_query_layers": mcfg.query_backbone_layers, "config": to_dict(dcfg)}, *result.history]
+        student.calibrator_ = fit_calibrator(valid_pairs.label, logits, valid["query"].to_numpy(), tcfg.calibration, tcfg.seed)
+        student.threshold_, student.valid_f1_ = best_threshold(valid_pairs.label, student.calibrator_.transform_logits(logits))
+        student.threshold_rule_ = THRESHOLD_RULE
+        student.operating_point_, student.group_thresholds_ = None, None
+        return student
 
     # ---------------------------------------------------------------- screening
     def text_problems(self, queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> list[str]:

@@ -140,6 +140,43 @@ def encoder_hash(model_dir: str | Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+# model config keys that shape only the query tower: a model that differs from another in these
+# alone (its query tower distilled, DefectClassifier.distill_query) encodes titles the same way
+QUERY_ONLY_KEYS = ("query_layers", "query_max_len", "query_backbone_layers", "query_backbone_trainable")
+
+
+def title_tower_hash(model_dir: str | Path) -> str:
+    """``sha256:<hex>`` of what a cached title encoding depends on: the title tower's tensors
+    (``title_encoder.*``, which include the pre-trained layers it reads), the model configuration
+    without :data:`QUERY_ONLY_KEYS` (whether the query tower has pre-trained layers is kept: it
+    decides the sentence vector), and tokenizer.json. A model whose query tower was distilled from
+    another's shares that model's title tower, and so its product caches."""
+    from ..storage import load_tensors
+
+    d = Path(model_dir)
+    try:
+        config = json.loads((d / "config.json").read_text(encoding="utf-8"))["model"]
+        tensors, _ = load_tensors(d / "model.safetensors")
+        tokenizer = (d / "tokenizer.json").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CacheError(f"{d}: not a readable model directory ({e})") from None
+    shape = {k: v for k, v in config.items() if k not in QUERY_ONLY_KEYS}
+    shape["query_has_pretrained_layers"] = bool(config.get("query_backbone_layers"))
+    h = hashlib.sha256(json.dumps(shape, sort_keys=True).encode() + b"\0" + tokenizer)
+    for name in sorted(k for k in tensors if k.startswith("title_encoder.")):
+        t = tensors[name].contiguous()
+        h.update(f"\0{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def same_title_tower(manifest: dict, model_dir: str | Path | None) -> bool:
+    """Whether a cache (its manifest) holds what ``model_dir``'s title tower encodes: built by a
+    model with the same title tower (:func:`title_tower_hash`)."""
+    return bool(manifest.get("title_tower_hash") and isinstance(model_dir, (str, Path)) and Path(model_dir).is_dir()
+                and manifest["title_tower_hash"] == title_tower_hash(model_dir))
+
+
 @dataclass
 class BuildReport:
     """What a build or update did."""
@@ -235,10 +272,11 @@ class ProductCache:
         return sum(a.nbytes for a in self.arrays if a is not None) / max(len(self), 1)
 
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
-        """Refuse (CacheError) a cache that another model built (a new threshold is the same model)."""
+        """Refuse (CacheError) a cache that another model built (a new threshold is the same model;
+        a model whose query tower was distilled from the builder's has the builder's title tower)."""
         if self.model_hash != expected_hash and not (
                 self.manifest.get("encoder_hash") and isinstance(model_dir, (str, Path)) and Path(model_dir).is_dir()
-                and self.manifest["encoder_hash"] == encoder_hash(model_dir)):
+                and self.manifest["encoder_hash"] == encoder_hash(model_dir)) and not same_title_tower(self.manifest, model_dir):
             raise CacheError(
                 f"{self.directory}: cache was built by another model ({_short(self.model_hash)}, not {_short(expected_hash)} of {model_dir}); "
                 f"rebuild it with: defectnas cache --model {model_dir} --catalog ... --out {self.directory} --rebuild"
@@ -572,6 +610,7 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
         "format_version": 3 if dtype == "int8" else 2,  # older versions (format ≤ 2) read float caches, and refuse int8 in one line
         "model_hash": digest,
         "encoder_hash": encoder_hash(model_dir),
+        "title_tower_hash": title_tower_hash(model_dir),
         "model_dir": str(Path(model_dir).resolve()),
         "generation": generation,
         "generation_dir": name,

@@ -176,9 +176,11 @@ def check_ap_loss(spec: dict, bound: float, where: Path | str = "the export") ->
 
 
 def check_cache(cache: ProductCache, spec: dict) -> None:
-    """Refuse (CacheError) a product cache that another model than the exported one built."""
+    """Refuse (CacheError) a product cache that another model than the exported one built (one with
+    the same title tower, e.g. the model its query tower was distilled from, counts as the same)."""
     source = spec["source_model"]
-    if cache.model_hash == source["model_hash"] or (cache.manifest.get("encoder_hash") and cache.manifest["encoder_hash"] == source["encoder_hash"]):
+    if cache.model_hash == source["model_hash"] or any(cache.manifest.get(key) and cache.manifest[key] == source.get(key)
+                                                       for key in ("encoder_hash", "title_tower_hash")):
         return
     raise CacheError(f"{cache.directory}: cache was built by another model than the one exported ({source['name']}); "
                      f"rebuild it with: defectnas cache --model {source['directory']} --catalog ... --out {cache.directory} --rebuild")

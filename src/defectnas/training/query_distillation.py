@@ -1,0 +1,231 @@
+"""Distilling a shallower query tower from a trained model's: a faster online path, the same product cache.
+
+Why: at batch 1 the query tower is bound by reading its weights, so the cost of a ``serve``
+request falls with the tower's pre-trained layers (6 in ``train``'s default: most of a request).
+A *student* with K of them, trained to reproduce the *teacher*'s query encodings and scores,
+serves ~2× faster for K = 2. Its title tower and scoring head are the teacher's, unchanged and
+frozen, so every product cache the teacher built stays valid for it (the cache checks the title
+tower's hash, :func:`defectnas.serving.cache.title_tower_hash`). The architecture search's own
+children with fewer query layers learn from the labels alone and lose more accuracy (README,
+"Product goal").
+
+Method: knowledge distillation of the query tower only (Hinton et al. 2015, "Distilling the
+Knowledge in a Neural Network"), with intermediate-state matching as in TinyBERT (Jiao et al.
+2020). Each step minimises
+
+    MSE(token states) + MSE(pooled vector)            on 128 query-like texts
+    + logit_weight · MSE(student logit, teacher logit)  on 256 training pairs
+
+where the texts are the training split's queries plus a 2–5-word prefix of each of its titles
+(query-like, and unlabelled: the teacher labels them), and a pair's title encoding is taken from
+the frozen title tower, as a product cache holds it. The student's K layers start as the
+teacher's query tower's first K (bottom layers: Sajjad et al. 2023, "On the effect of dropping
+layers of pre-trained transformer models", found them the best to keep). AdamW with cosine decay;
+the epoch with the best validation AP is kept; a checkpoint after each epoch makes a killed run
+resumable (``resume=True``), as in :mod:`.trainer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import ModelConfig
+from ..data.tokenizer import trim_padding
+from ..errors import ConfigError
+from ..model import DefectNet
+from ..model.pairs import _encode, _take, distinct_rows
+from .metrics import average_precision
+from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint
+
+
+@dataclass
+class QueryDistillationConfig:
+    """How a query tower is distilled (saved in the student's ``history``)."""
+
+    layers: int = 2  # pre-trained layers of the student's query tower (all fine-tuned)
+    epochs: int = 8  # passes over the query-like texts (~4 min each on Home Depot's sample, 2 cores)
+    lr: float = 1e-4  # AdamW's peak learning rate (cosine decay to 0)
+    logit_weight: float = 1.0  # weight of the teacher-logit MSE on training pairs (0: encodings only)
+    text_batch: int = 128  # query-like texts per step
+    pair_batch: int = 256  # training pairs per step (for the logit loss)
+    seed: int = 0
+    device: str = "cpu"
+
+
+def student_config(teacher: ModelConfig, layers: int) -> ModelConfig:
+    """The teacher's configuration with a ``layers``-layer, fully fine-tuned query tower.
+
+    Raises ConfigError when the teacher has no pre-trained query layers to distil, shares
+    fine-tuned layers between its towers (``backbone_trainable``), or ``layers`` is not fewer
+    than its own."""
+    if teacher.encoder != "transformer" or teacher.query_backbone_layers == 0:
+        raise ConfigError("query distillation needs a model whose query tower has pre-trained layers (query_backbone_layers > 0)")
+    if teacher.backbone_trainable:
+        raise ConfigError("query distillation needs a model whose towers do not share fine-tuned pre-trained layers "
+                          f"(this one has backbone_trainable={teacher.backbone_trainable})")
+    if not 1 <= layers < teacher.query_backbone_layers:
+        raise ConfigError(f"the student's query tower needs 1 to {teacher.query_backbone_layers - 1} pre-trained layers "
+                          f"(fewer than the model's {teacher.query_backbone_layers}), got {layers}")
+    cfg = copy.deepcopy(teacher)
+    cfg.query_backbone_layers = cfg.query_backbone_trainable = layers
+    return cfg
+
+
+def student_net(teacher: DefectNet, layers: int) -> DefectNet:
+    """A student network: the teacher's weights everywhere but the query tower's pre-trained
+    layers, which start as the teacher's query tower's first ``layers`` (its own fine-tuned copy
+    where it has one, else the shared pre-trained layer)."""
+    cfg = student_config(teacher.cfg, layers)
+    student = DefectNet(cfg)
+    own = student.state_dict()
+    student.load_state_dict({k: v for k, v in teacher.state_dict().items() if k in own and not k.startswith("query_encoder.embed.top.")},
+                            strict=False)
+    t_embed = teacher.query_encoder.embed
+    t_first_own = t_embed.depth - (len(t_embed.top) if t_embed.top is not None else 0)  # the teacher's first own (tuned) layer
+    for i, layer in enumerate(student.query_encoder.embed.top):
+        source = t_embed.top[i - t_first_own] if i >= t_first_own else teacher.backbone.encoder.layer[i]
+        layer.load_state_dict(source.state_dict())
+    return student
+
+
+def query_like_texts(queries: list[str], titles: list[str], seed: int) -> list[str]:
+    """Distinct training queries, then a 2–5-word prefix of each distinct title (seeded): what
+    the student learns to encode as the teacher does."""
+    rng = np.random.default_rng(seed)
+    texts = list(dict.fromkeys(queries))
+    texts += [" ".join(t.split()[: int(rng.integers(2, 6))]) for t in dict.fromkeys(titles)]
+    return [t for t in dict.fromkeys(texts) if t]
+
+
+class CachedTitles:
+    """Pairs whose distinct titles are encoded once by the (frozen) title tower, as a product cache
+    holds them, so that query towers can be scored on them cheaply: with gradients
+    (:meth:`logits_of`) or all at once (:meth:`logits`)."""
+
+    @torch.no_grad()
+    def __init__(self, net: DefectNet, pairs: Pairs, device: str = "cpu") -> None:
+        self.query, self.device = pairs.query, device
+        self.t_codes, t_first = distinct_rows(pairs.title)
+        was = net.training
+        net.eval()
+        self.titles = _encode(net.encode_title, pairs.title[t_first], 512, device)
+        net.train(was)
+        self.q_codes, q_first = distinct_rows(pairs.query)
+        self.q_distinct = pairs.query[q_first]
+
+    def __len__(self) -> int:
+        return len(self.t_codes)
+
+    def logits_of(self, net: DefectNet, rows: np.ndarray) -> torch.Tensor:
+        """Logits (len(rows),) of pairs ``rows``, their queries encoded by ``net`` in its current mode."""
+        q = net.encode_query(torch.from_numpy(trim_padding(self.query[rows])).to(self.device))
+        return net.score(q, _take(self.titles, torch.from_numpy(self.t_codes[rows]).to(self.device)))
+
+    @torch.no_grad()
+    def logits(self, net: DefectNet, batch: int = 2048) -> np.ndarray:
+        """Logits (N,) float32 of every pair in eval mode, each distinct query encoded once."""
+        was = net.training
+        net.eval()
+        try:
+            queries = _encode(net.encode_query, self.q_distinct, 512, self.device)
+            out = np.zeros(len(self), dtype=np.float32)
+            for i in range(0, len(self), batch):
+                q = _take(queries, torch.from_numpy(self.q_codes[i : i + batch]).to(self.device))
+                t = _take(self.titles, torch.from_numpy(self.t_codes[i : i + batch]).to(self.device))
+                out[i : i + batch] = net.score(q, t).float().cpu().numpy()
+        finally:
+            net.train(was)
+        return out
+
+
+def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarray, train_pairs: Pairs, valid_pairs: Pairs,
+                        cfg: QueryDistillationConfig, checkpoint_dir: str | Path | None = None, resume: bool = False,
+                        quiet: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``student``'s query tower (in place) to reproduce ``teacher``'s; keep the epoch of best
+    validation AP (raw scores) and return its history, AP and validation logits.
+
+    ``texts``: (N, Lq) token ids of query-like texts (:func:`query_like_texts`); ``train_pairs``
+    and ``valid_pairs``: token ids of labelled pairs (labels of the training pairs are not used:
+    the teacher's logits are the targets). ``checkpoint_dir``: where ``checkpoint.safetensors`` is
+    written after each epoch; with ``resume`` an existing one is continued."""
+    device = torch.device(cfg.device)
+    teacher.to(device).eval()
+    student.to(device)
+    for p in student.parameters():
+        p.requires_grad_(False)
+    params = [p for n, p in student.query_encoder.named_parameters() if not n.startswith("embed.backbone")]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    result, best_state, start_epoch = TrainResult(), None, 0
+    rng = np.random.default_rng(cfg.seed)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        start_epoch, _, best_state, result, rng, _ = _load_checkpoint(ckpt_path, student, optimizer)
+        if log:
+            log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+
+    if log:
+        log(f"encoding the titles of {len(train_pairs.query)} training and {len(valid_pairs.query)} validation pairs once (the frozen title tower)")
+    train_side = CachedTitles(teacher, train_pairs, cfg.device)
+    valid_side = CachedTitles(teacher, valid_pairs, cfg.device)
+    targets = torch.from_numpy(train_side.logits(teacher)).to(device) if cfg.logit_weight else None
+    steps_per_epoch = -(-len(texts) // cfg.text_batch)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        started, losses = time.time(), []
+        order = rng.permutation(len(texts))
+        pair_order = rng.permutation(len(train_side))
+        bar = tqdm(range(steps_per_epoch), desc=f"distil epoch {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
+        for step in bar:
+            for group in optimizer.param_groups:  # cosine decay, a function of the step alone (exact on resume)
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total_steps))
+            student.eval()
+            student.query_encoder.train()  # dropout in the student's tower only: the frozen head scores as served
+            x = torch.from_numpy(trim_padding(texts[order[step * cfg.text_batch : (step + 1) * cfg.text_batch]])).to(device)
+            with torch.no_grad():
+                target = teacher.encode_query(x)
+            out = student.encode_query(x)
+            m = target.mask.unsqueeze(-1).to(out.tokens.dtype)
+            loss = ((out.tokens - target.tokens) ** 2 * m).sum() / m.sum() / out.tokens.shape[-1] + F.mse_loss(out.vector, target.vector)
+            if targets is not None:
+                start = (step * cfg.pair_batch) % max(1, len(pair_order) - cfg.pair_batch + 1)
+                rows = pair_order[start : start + cfg.pair_batch]
+                loss = loss + cfg.logit_weight * F.mse_loss(train_side.logits_of(student, rows), targets[torch.from_numpy(rows).to(device)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        student.eval()
+        valid_logits = valid_side.logits(student)
+        ap = average_precision(valid_pairs.label, 1 / (1 + np.exp(-valid_logits)))
+        record = {"epoch": epoch + 1, "phase": "distil-query", "loss": float(np.mean(losses)), "valid_ap": ap,
+                  "seconds": round(time.time() - started, 2)}
+        if ap > result.best_ap or best_state is None:
+            result.best_ap, result.best_epoch, result.valid_logits = ap, epoch + 1, valid_logits
+            best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        result.history.append(record)
+        if log:
+            log(json.dumps(record))
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, student, optimizer, cfg, epoch + 1, 0, best_state, result, rng, stopped_early=False)
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    return result

