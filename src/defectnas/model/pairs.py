@@ -77,7 +77,7 @@ def pair_logits(model, query_ids: np.ndarray, title_ids: np.ndarray, batch_size:
         for b, start in enumerate(range(0, len(q_first), QUERY_BLOCK)):
             block = order[bounds[b] : bounds[b + 1]]  # pairs whose query is in this block ...
             block = block[np.argsort(t_codes[block], kind="stable")]  # ... sorted by title
-            queries = _encode(model.encode_query, query_ids[q_first[start : start + QUERY_BLOCK]], batch_size, device)
+            queries = encode_rows(model.encode_query, query_ids[q_first[start : start + QUERY_BLOCK]], batch_size, device)
             codes = t_codes[block]
             distinct = np.unique(codes)
             for i in range(0, len(distinct), batch_size):
@@ -87,7 +87,7 @@ def pair_logits(model, query_ids: np.ndarray, title_ids: np.ndarray, batch_size:
                     if not len(part):
                         continue
                     if part[0] < len(enc_first):
-                        titles = _encode(model.encode_title, enc_titles[part], batch_size, device)
+                        titles = encode_rows(model.encode_title, enc_titles[part], batch_size, device)
                     else:
                         titles = cached_titles(cache_unique[part - len(enc_first)])
                     lo, hi = np.searchsorted(codes, [part[0], part[-1] + 1])
@@ -95,17 +95,18 @@ def pair_logits(model, query_ids: np.ndarray, title_ids: np.ndarray, batch_size:
                     local = np.searchsorted(part, t_codes[pairs])  # each pair's title among `part`
                     for j in range(0, len(pairs), batch_size):
                         rows = pairs[j : j + batch_size]
-                        q = _take(queries, torch.from_numpy(q_codes[rows] - start).to(device))
-                        t = _take(titles, torch.from_numpy(local[j : j + batch_size]).to(device))
+                        q = take_rows(queries, torch.from_numpy(q_codes[rows] - start).to(device))
+                        t = take_rows(titles, torch.from_numpy(local[j : j + batch_size]).to(device))
                         out[rows] = model.score(q, t).float().cpu().numpy()
     finally:
         model.train(was_training)
     return out
 
 
-def _encode(encode, ids: np.ndarray, batch_size: int, device: str) -> Encoded:
-    """Encodings of U distinct id rows (ordered shortest first) in batches, padding trimmed per batch and
-    re-padded to the longest: tokens (U, L, C), vector (U, V), mask (U, L)."""
+def encode_rows(encode, ids: np.ndarray, batch_size: int, device: str) -> Encoded:
+    """Encodings of U id rows in batches, padding trimmed per batch and re-padded to the longest:
+    tokens (U, L, C), vector (U, V), mask (U, L). Rows ordered by length (as :func:`distinct_rows`
+    orders them) need the least padding."""
     L = max(int((ids != 0).sum(axis=1).max()), 1)
     tokens = vector = mask = None
     for i in range(0, len(ids), batch_size):
@@ -125,7 +126,7 @@ def _encode(encode, ids: np.ndarray, batch_size: int, device: str) -> Encoded:
     return Encoded(tokens, vector, mask)
 
 
-def _take(enc: Encoded, idx: torch.Tensor) -> Encoded:
+def take_rows(enc: Encoded, idx: torch.Tensor) -> Encoded:
     """Rows ``idx`` of an encoding, padding columns none of them uses dropped (exact: padding is masked)."""
     if enc.tokens is None:
         return Encoded(None, enc.vector[idx], None)

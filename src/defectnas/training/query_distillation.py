@@ -44,7 +44,7 @@ from ..config import ModelConfig
 from ..data.tokenizer import trim_padding
 from ..errors import ConfigError
 from ..model import DefectNet
-from ..model.pairs import _encode, _take, distinct_rows
+from ..model.pairs import distinct_rows, encode_rows, pair_logits, take_rows
 from .metrics import average_precision
 from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint
 
@@ -111,7 +111,8 @@ def query_like_texts(queries: list[str], titles: list[str], seed: int) -> list[s
 class CachedTitles:
     """Pairs whose distinct titles are encoded once by the (frozen) title tower, as a product cache
     holds them, so that query towers can be scored on them cheaply: with gradients
-    (:meth:`logits_of`) or all at once (:meth:`logits`)."""
+    (:meth:`logits_of`) or all at once (:meth:`logits`). ``t_codes`` (N,): each pair's row of
+    ``titles``."""
 
     @torch.no_grad()
     def __init__(self, net: DefectNet, pairs: Pairs, device: str = "cpu") -> None:
@@ -119,10 +120,9 @@ class CachedTitles:
         self.t_codes, t_first = distinct_rows(pairs.title)
         was = net.training
         net.eval()
-        self.titles = _encode(net.encode_title, pairs.title[t_first], 512, device)
+        self.titles = encode_rows(net.encode_title, pairs.title[t_first], 512, device)
         net.train(was)
-        self.q_codes, q_first = distinct_rows(pairs.query)
-        self.q_distinct = pairs.query[q_first]
+        self.title_ids = pairs.title
 
     def __len__(self) -> int:
         return len(self.t_codes)
@@ -130,23 +130,13 @@ class CachedTitles:
     def logits_of(self, net: DefectNet, rows: np.ndarray) -> torch.Tensor:
         """Logits (len(rows),) of pairs ``rows``, their queries encoded by ``net`` in its current mode."""
         q = net.encode_query(torch.from_numpy(trim_padding(self.query[rows])).to(self.device))
-        return net.score(q, _take(self.titles, torch.from_numpy(self.t_codes[rows]).to(self.device)))
+        return net.score(q, take_rows(self.titles, torch.from_numpy(self.t_codes[rows]).to(self.device)))
 
-    @torch.no_grad()
-    def logits(self, net: DefectNet, batch: int = 2048) -> np.ndarray:
-        """Logits (N,) float32 of every pair in eval mode, each distinct query encoded once."""
-        was = net.training
-        net.eval()
-        try:
-            queries = _encode(net.encode_query, self.q_distinct, 512, self.device)
-            out = np.zeros(len(self), dtype=np.float32)
-            for i in range(0, len(self), batch):
-                q = _take(queries, torch.from_numpy(self.q_codes[i : i + batch]).to(self.device))
-                t = _take(self.titles, torch.from_numpy(self.t_codes[i : i + batch]).to(self.device))
-                out[i : i + batch] = net.score(q, t).float().cpu().numpy()
-        finally:
-            net.train(was)
-        return out
+    def logits(self, net: DefectNet) -> np.ndarray:
+        """Logits (N,) float32 of every pair in eval mode (:func:`~defectnas.model.pairs.pair_logits`:
+        each distinct query encoded once, the titles taken from the held encodings)."""
+        return pair_logits(net, self.query, self.title_ids, device=self.device, cache_rows=self.t_codes,
+                           cached_titles=lambda rows: take_rows(self.titles, torch.from_numpy(rows).to(self.device)))
 
 
 def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarray, train_pairs: Pairs, valid_pairs: Pairs,
@@ -181,6 +171,8 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
     train_side = CachedTitles(teacher, train_pairs, cfg.device)
     valid_side = CachedTitles(teacher, valid_pairs, cfg.device)
     targets = torch.from_numpy(train_side.logits(teacher)).to(device) if cfg.logit_weight else None
+    with torch.no_grad():  # the teacher's encodings of every text, once (eval mode: the same in every epoch)
+        encoded = encode_rows(teacher.encode_query, texts, 512, cfg.device)
     steps_per_epoch = -(-len(texts) // cfg.text_batch)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
 
@@ -194,16 +186,15 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
                 group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total_steps))
             student.eval()
             student.query_encoder.train()  # dropout in the student's tower only: the frozen head scores as served
-            x = torch.from_numpy(trim_padding(texts[order[step * cfg.text_batch : (step + 1) * cfg.text_batch]])).to(device)
-            with torch.no_grad():
-                target = teacher.encode_query(x)
-            out = student.encode_query(x)
+            rows = order[step * cfg.text_batch : (step + 1) * cfg.text_batch]
+            target = take_rows(encoded, torch.from_numpy(rows).to(device))  # padding trimmed as trim_padding trims the ids
+            out = student.encode_query(torch.from_numpy(trim_padding(texts[rows])).to(device))
             m = target.mask.unsqueeze(-1).to(out.tokens.dtype)
             loss = ((out.tokens - target.tokens) ** 2 * m).sum() / m.sum() / out.tokens.shape[-1] + F.mse_loss(out.vector, target.vector)
             if targets is not None:
                 start = (step * cfg.pair_batch) % max(1, len(pair_order) - cfg.pair_batch + 1)
-                rows = pair_order[start : start + cfg.pair_batch]
-                loss = loss + cfg.logit_weight * F.mse_loss(train_side.logits_of(student, rows), targets[torch.from_numpy(rows).to(device)])
+                pairs = pair_order[start : start + cfg.pair_batch]
+                loss = loss + cfg.logit_weight * F.mse_loss(train_side.logits_of(student, pairs), targets[torch.from_numpy(pairs).to(device)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
