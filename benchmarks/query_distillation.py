@@ -70,16 +70,14 @@ def run(args: argparse.Namespace) -> dict:
     parts = split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=args.split_seed)
     test = parts["test"]
     labels = test["label"].to_numpy()
-    teachers = [Path(m) for m in args.model]
-    for seed in [int(s) for s in args.train_seeds.split(",") if s]:
-        path = work / f"teacher-{seed}"
-        if not (path / "config.json").exists():
-            print(f"training train's default model, seed {seed}", flush=True)
-            DefectClassifier(seed=seed, num_threads=args.threads).fit(parts["train"], parts["valid"]).save(path)
-        teachers.append(path)
+    teachers = [Path(m) for m in args.model] + [work / f"teacher-{s}" for s in args.train_seeds.split(",") if s]
 
     rows = []
     for teacher_dir in teachers:
+        if teacher_dir.name.startswith("teacher-") and not (teacher_dir / "config.json").exists():  # trained here, just before its student
+            seed = int(teacher_dir.name.split("-")[1])
+            print(f"training train's default model, seed {seed}", flush=True)
+            DefectClassifier(seed=seed, num_threads=args.threads).fit(parts["train"], parts["valid"]).save(teacher_dir)
         teacher = DefectClassifier.load(teacher_dir)
         seed = teacher.train_config_.seed
         tag = f"{teacher_dir.name}-L{args.layers}-e{args.epochs}-lr{args.lr:g}-w{args.logit_weight:g}"
