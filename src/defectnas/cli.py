@@ -128,6 +128,7 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     from .serving.encoding import request_latency_ms
     from .storage import atomic_write_json
 
+    _set_threads(args.threads)
     teacher = DefectClassifier.load(args.model)
     df = load_pairs(args.data, **_load_kwargs(args))
     parts = _model_splits(args, df)
@@ -647,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-frac", type=float, default=0.2, help="without the model's splits.json: share of queries held out for metrics.json")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors afterwards")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     _add_common(p)
     p.set_defaults(func=cmd_distill_query)
 

@@ -190,9 +190,7 @@ class DefectClassifier:
         for name, part in (("training", df), ("validation", valid)):
             if part.empty:
                 raise DataError(f"query distillation needs {name} pairs; the {name} split is empty")
-        if tcfg.num_threads > 0:
-            torch.set_num_threads(tcfg.num_threads)
-        torch.manual_seed(dcfg.seed)
+        torch.manual_seed(dcfg.seed)  # (torch's thread count is the caller's: distill-query --threads)
         mcfg = self.model_config_
         texts = self.tokenizer_.encode(query_like_texts(df["query"].tolist(), df["title"].tolist(), dcfg.seed), mcfg.query_max_len)
         if log:
