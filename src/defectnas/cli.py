@@ -128,8 +128,13 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     from .serving.encoding import request_latency_ms
     from .storage import atomic_write_json
 
+    from .serving.cache import title_tower_hash
+    from .training.query_distillation import QueryDistillationConfig, student_config
+
     _set_threads(args.threads)
     teacher = DefectClassifier.load(args.model)
+    student_config(teacher.model_config_, args.layers)  # what cannot be distilled is refused before any data is read
+    QueryDistillationConfig(layers=args.layers, epochs=args.epochs, lr=args.lr, logit_weight=args.logit_weight)
     df = load_pairs(args.data, **_load_kwargs(args))
     parts = _model_splits(args, df)
     _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs "
@@ -142,11 +147,14 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
                                     logit_weight=args.logit_weight, seed=args.seed, checkpoint_dir=out, resume=args.resume,
                                     quiet=args.quiet, log=lambda m: _echo(args, m), invalid_rows=args.invalid_rows)
     student.save(out)
-    atomic_write_json(out / SPLITS_FILE, {"data": str(args.data), "distilled_from": str(Path(args.model).resolve()),
+    atomic_write_json(out / SPLITS_FILE, {"data": str(args.data), "distilled_from": str(args.model),
                                           **{name: sorted(set(parts[name]["query"])) for name in ("train", "valid", "test")}})
     held_name = "test" if len(parts["test"]) else "valid"
     held_out = parts[held_name]
+    _echo(args, f"scoring the {held_name} split ({len(held_out)} pairs) with both models, then timing a served request of each")
     metrics = student.evaluate(held_out)
+    if held_name == "valid":  # no test queries: say that these numbers are on the split that chose the epoch
+        metrics["note"] = "no test queries in --data: measured on the validation split, which also chose the epoch and the calibration"
     atomic_write_json(out / "metrics.json", metrics)
     before = teacher.evaluate(held_out)
     queries, titles = latency_inputs(parts["valid"])
@@ -160,16 +168,22 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
               "average_precision": {"model": before["average_precision"], "distilled": metrics["average_precision"],
                                     "change": metrics["average_precision"] - before["average_precision"]},
               "f1": {"model": before["f1"], "distilled": metrics["f1"]},
+              "valid_ap": {"model": teacher.valid_ap_, "distilled": student.valid_ap_,
+                           "best_epoch": max(student.history_[1:], key=lambda r: r["valid_ap"])["epoch"]},
+              "shares_title_tower": title_tower_hash(out) == title_tower_hash(args.model),
               "served_ms_per_request": served, "speedup": round(speedup, 2),
               "timing": "serve's request of 1 query x 100 cached products, 1 thread, median of 30 after warm-up, 3 interleaved rounds",
               "history": student.history_}
     atomic_write_json(out / "distillation.json", report)
     if not args.keep_checkpoint:
         (out / "checkpoint.safetensors").unlink(missing_ok=True)
+    caches = ("the model's product caches serve it as they are" if report["shares_title_tower"]
+              else "its title tower differs from the model's, so build its own product cache")
     print(f"distilled model saved to {out}: {held_name} AP {metrics['average_precision']:.4f} against the model's "
-          f"{before['average_precision']:.4f} ({report['average_precision']['change']:+.4f}); served "
+          f"{before['average_precision']:.4f} ({report['average_precision']['change']:+.4f}"
+          f"{'; validation split: it also chose the epoch' if held_name == 'valid' else ''}); served "
           f"{np.median(served['distilled']):.1f} against {np.median(served['model']):.1f} ms per request ({speedup:.2f}x faster); "
-          f"the model's product caches serve it as they are (details: {out / 'distillation.json'})")
+          f"{caches} (details: {out / 'distillation.json'})")
 
 
 def _model_splits(args: argparse.Namespace, df) -> dict:
@@ -638,11 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model directory that serves faster (a request's cost is mostly the query tower) and that the model's "
                                    "product caches serve as they are. Uses the model's own train/valid/test queries (splits.json) when it "
                                    "has them; writes metrics.json (held-out) and distillation.json (AP and served ms of both).")
-    p.add_argument("--model", required=True, help="the trained model (teacher) whose query tower is distilled")
+    p.add_argument("--model", required=True, help="the trained model (the teacher) whose query tower is distilled into a student's")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="model directory to write (not the model's own)")
     p.add_argument("--layers", type=int, default=2, help="pre-trained layers of the new query tower (default 2: ~2x faster than 6)")
-    p.add_argument("--epochs", type=int, default=8, help="passes over the training queries and title prefixes (default 8)")
+    p.add_argument("--epochs", type=int, default=8, help="passes over the training queries and title prefixes (default 8, at least 1)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate, cosine decay (default 1e-4)")
     p.add_argument("--logit-weight", type=float, default=1.0, help="weight of matching the model's scores on training pairs (default 1; 0: encodings only)")
     p.add_argument("--test-frac", type=float, default=0.2, help="without the model's splits.json: share of queries held out for metrics.json")

@@ -94,6 +94,13 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     atomic_write_bytes(path, save(unique, metadata=meta))
 
 
+def load_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a file written by :func:`save_tensors`, without reading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta.get("metadata", "{}"))
+
+
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a file written by :func:`save_tensors`: (tensors with aliases restored, metadata)."""
     with safe_open(str(path), framework="pt") as f:

@@ -178,3 +178,25 @@ def test_a_killed_distillation_resumes_after_its_last_epoch(teacher_and_split, t
     resumed = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, checkpoint_dir=tmp_path, resume=True)
     assert [r["epoch"] for r in resumed.history_[1:]] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 run now
     np.testing.assert_allclose(resumed.predict_proba(parts["valid"]), full.predict_proba(parts["valid"]), atol=1e-5)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run_and_bad_settings(teacher_and_split, tmp_path, capsys):
+    from defectnas.training.query_distillation import QueryDistillationConfig
+
+    teacher, parts = teacher_and_split
+    teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, seed=3, checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="lr 0.0001 \\(now 0.001\\)"):  # other settings
+        teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, lr=1e-3, seed=3, checkpoint_dir=tmp_path, resume=True)
+    other = DefectClassifier(**{**CONTEXTUAL, "seed": 5}).fit(parts["train"], parts["valid"])
+    with pytest.raises(ConfigError, match="its teacher"):  # another teacher: its title tower would be silently mixed in
+        other.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, seed=3, checkpoint_dir=tmp_path, resume=True)
+    for bad in ({"epochs": 0}, {"lr": 0.0}, {"logit_weight": -1.0}):
+        with pytest.raises(ConfigError, match="query distillation needs"):
+            QueryDistillationConfig(**bad)
+    model = teacher.save(tmp_path / "teacher")
+    data = tmp_path / "pairs.csv"
+    parts["train"].to_csv(data, index=False)
+    for flags in (["--layers", "2"], ["--epochs", "0"]):  # refused before any data is read or --out made
+        assert main(["distill-query", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "never"), *flags, "--quiet"]) == 2
+        assert "error:" in capsys.readouterr().err
+        assert not (tmp_path / "never").exists()

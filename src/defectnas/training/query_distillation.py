@@ -28,6 +28,8 @@ resumable (``resume=True``), as in :mod:`.trainer`.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -40,12 +42,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import ModelConfig
+from ..config import ModelConfig, to_dict
 from ..data.tokenizer import trim_padding
 from ..errors import ConfigError
 from ..model import DefectNet
 from ..model.pairs import distinct_rows, encode_rows, pair_logits, take_rows
 from .metrics import average_precision
+from ..storage import load_metadata
 from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint
 
 
@@ -61,6 +64,14 @@ class QueryDistillationConfig:
     pair_batch: int = 256  # training pairs per step (for the logit loss)
     seed: int = 0
     device: str = "cpu"
+    teacher_digest: str = ""  # set by distill_query_tower: a checkpoint resumes only the run of the same teacher
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.text_batch < 1 or self.pair_batch < 1:
+            raise ConfigError(f"query distillation needs epochs, text_batch and pair_batch of at least 1 "
+                              f"(got {self.epochs}, {self.text_batch}, {self.pair_batch})")
+        if not self.lr > 0 or self.logit_weight < 0:
+            raise ConfigError(f"query distillation needs lr > 0 and logit_weight >= 0 (got {self.lr:g}, {self.logit_weight:g})")
 
 
 def student_config(teacher: ModelConfig, layers: int) -> ModelConfig:
@@ -160,14 +171,19 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     result, best_state, start_epoch = TrainResult(), None, 0
     rng = np.random.default_rng(cfg.seed)
+    cfg = dataclasses.replace(cfg, teacher_digest=state_digest(teacher))
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
+        _check_same_run(ckpt_path, cfg)
         start_epoch, _, best_state, result, rng, _ = _load_checkpoint(ckpt_path, student, optimizer)
         if log:
             log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    elif resume and log:
+        log(f"no checkpoint in {checkpoint_dir} to resume from: starting at epoch 1")
 
     if log:
-        log(f"encoding the titles of {len(train_pairs.query)} training and {len(valid_pairs.query)} validation pairs once (the frozen title tower)")
+        log(f"encoding the titles of {len(train_pairs.query)} training and {len(valid_pairs.query)} validation pairs once (the frozen "
+            f"title tower), the teacher's scores of the training pairs and its encodings of the {len(texts)} texts")
     train_side = CachedTitles(teacher, train_pairs, cfg.device)
     valid_side = CachedTitles(teacher, valid_pairs, cfg.device)
     targets = torch.from_numpy(train_side.logits(teacher)).to(device) if cfg.logit_weight else None
@@ -220,3 +236,24 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
     for p in student.parameters():
         p.requires_grad_(False)
     return result
+
+
+def state_digest(net: torch.nn.Module) -> str:
+    """``sha256:<hex>`` of a network's tensors (names, shapes and bytes): which teacher a run distils."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def _check_same_run(path: Path, cfg: QueryDistillationConfig) -> None:
+    """ConfigError unless the checkpoint at ``path`` was written by a run of the same teacher and settings."""
+    meta = load_metadata(path)
+    saved, now = meta.get("train_config", {}), to_dict(cfg)
+    differ = [k for k in now if k != "device" and saved.get(k) != now[k]]
+    if differ:
+        what = "teacher" if "teacher_digest" in differ else ", ".join(f"{k} {saved.get(k)!r} (now {now[k]!r})" for k in differ)
+        raise ConfigError(f"{path}: a checkpoint of another distillation (its {what}); drop --resume to start again, "
+                          f"or resume with the settings it was started with")
