@@ -125,10 +125,9 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .data import load_pairs
     from .search.child import latency_inputs
+    from .serving.cache import title_tower_hash
     from .serving.encoding import request_latency_ms
     from .storage import atomic_write_json
-
-    from .serving.cache import title_tower_hash
     from .training.query_distillation import QueryDistillationConfig, student_config
 
     _set_threads(args.threads)
