@@ -94,6 +94,15 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     atomic_write_bytes(path, save(unique, metadata=meta))
 
 
+def hash_tensors(h, tensors: dict[str, torch.Tensor]) -> None:
+    """Feed ``tensors`` into ``h`` (a hashlib object), sorted by name: each one's name, dtype, shape
+    and bytes — so equal digests mean equal tensors, whatever process or file they came from."""
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\0{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
 def load_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a file written by :func:`save_tensors`, without reading its tensors."""
     with safe_open(str(path), framework="pt") as f:

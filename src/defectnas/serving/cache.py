@@ -151,7 +151,7 @@ def title_tower_hash(model_dir: str | Path) -> str:
     without :data:`QUERY_ONLY_KEYS` (whether the query tower has pre-trained layers is kept: it
     decides the sentence vector), and tokenizer.json. A model whose query tower was distilled from
     another's shares that model's title tower, and so its product caches."""
-    from ..storage import load_tensors
+    from ..storage import hash_tensors, load_tensors
 
     d = Path(model_dir)
     try:
@@ -163,18 +163,18 @@ def title_tower_hash(model_dir: str | Path) -> str:
     shape = {k: v for k, v in config.items() if k not in QUERY_ONLY_KEYS}
     shape["query_has_pretrained_layers"] = bool(config.get("query_backbone_layers"))
     h = hashlib.sha256(json.dumps(shape, sort_keys=True).encode() + b"\0" + tokenizer)
-    for name in sorted(k for k in tensors if k.startswith("title_encoder.")):
-        t = tensors[name].contiguous()
-        h.update(f"\0{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    hash_tensors(h, {k: t for k, t in tensors.items() if k.startswith("title_encoder.")})
     return "sha256:" + h.hexdigest()
 
 
-def same_title_tower(manifest: dict, model_dir: str | Path | None) -> bool:
-    """Whether a cache (its manifest) holds what ``model_dir``'s title tower encodes: built by a
-    model with the same title tower (:func:`title_tower_hash`)."""
-    return bool(manifest.get("title_tower_hash") and isinstance(model_dir, (str, Path)) and Path(model_dir).is_dir()
-                and manifest["title_tower_hash"] == title_tower_hash(model_dir))
+def _same_encodings(manifest: dict, model_dir: str | Path | None) -> bool:
+    """Whether a cache (its manifest) holds what ``model_dir`` would encode although another model
+    directory built it: the same encoder (:func:`encoder_hash`: only a decision key such as the
+    threshold changed) or the same title tower (:func:`title_tower_hash`: e.g. a distilled query tower)."""
+    if not (isinstance(model_dir, (str, Path)) and Path(model_dir).is_dir()):
+        return False
+    return any(manifest.get(key) and manifest[key] == digest(model_dir)
+               for key, digest in (("encoder_hash", encoder_hash), ("title_tower_hash", title_tower_hash)))
 
 
 @dataclass
@@ -274,9 +274,7 @@ class ProductCache:
     def check_model(self, expected_hash: str, model_dir: str | Path = "the model") -> None:
         """Refuse (CacheError) a cache that another model built (a new threshold is the same model;
         a model whose query tower was distilled from the builder's has the builder's title tower)."""
-        if self.model_hash != expected_hash and not (
-                self.manifest.get("encoder_hash") and isinstance(model_dir, (str, Path)) and Path(model_dir).is_dir()
-                and self.manifest["encoder_hash"] == encoder_hash(model_dir)) and not same_title_tower(self.manifest, model_dir):
+        if self.model_hash != expected_hash and not _same_encodings(self.manifest, model_dir):
             raise CacheError(
                 f"{self.directory}: cache was built by another model ({_short(self.model_hash)}, not {_short(expected_hash)} of {model_dir}); "
                 f"rebuild it with: defectnas cache --model {model_dir} --catalog ... --out {self.directory} --rebuild"

@@ -48,7 +48,7 @@ from ..errors import ConfigError
 from ..model import DefectNet
 from ..model.pairs import distinct_rows, encode_rows, pair_logits, take_rows
 from .metrics import average_precision
-from ..storage import load_metadata
+from ..storage import hash_tensors, load_metadata
 from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint
 
 
@@ -241,10 +241,7 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
 def state_digest(net: torch.nn.Module) -> str:
     """``sha256:<hex>`` of a network's tensors (names, shapes and bytes): which teacher a run distils."""
     h = hashlib.sha256()
-    for name, t in sorted(net.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    hash_tensors(h, net.state_dict())
     return "sha256:" + h.hexdigest()
 
 
