@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
             DefectClassifier(seed=seed, num_threads=args.threads).fit(parts["train"], parts["valid"]).save(teacher_dir)
         teacher = DefectClassifier.load(teacher_dir)
         seed = teacher.train_config_.seed
-        tag = f"{teacher_dir.name}-L{args.layers}-e{args.epochs}-lr{args.lr:g}-w{args.logit_weight:g}"
+        tag = run_tag(teacher_dir, args)
         student_dir, row_path = work / f"student-{tag}", work / f"{tag}.json"
         if row_path.exists():
             rows.append(json.loads(row_path.read_text()))
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    stacked = [np.load(work / f"{Path(r['teacher']).name}-L{args.layers}-e{args.epochs}-lr{args.lr:g}-w{args.logit_weight:g}.npy") for r in rows]
+    stacked = [np.load(work / f"{run_tag(Path(r['teacher']), args)}.npy") for r in rows]
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731  (AP is rank-based: the raw scores' order)
     paired = paired_bootstrap(labels, test["query"].to_numpy(), np.stack([sig(s[1]) for s in stacked]), np.stack([sig(s[0]) for s in stacked]),
                               metric=average_precision_fast, seed=0)
@@ -129,6 +129,11 @@ def run(args: argparse.Namespace) -> dict:
           f"({paired['queries']} test queries); speed-up median {summary['speedup_median']:.2f}×")
     return {"data": args.data, "split_seed": args.split_seed, "layers": args.layers, "epochs": args.epochs, "lr": args.lr,
             "logit_weight": args.logit_weight, "threads": args.threads, "rows": rows, "summary": summary}
+
+
+def run_tag(teacher_dir: Path, args: argparse.Namespace) -> str:
+    """The name of one teacher's distillation under ``--work`` (its student, row and logits)."""
+    return f"{teacher_dir.name}-L{args.layers}-e{args.epochs}-lr{args.lr:g}-w{args.logit_weight:g}"
 
 
 if __name__ == "__main__":
