@@ -1,9 +1,8 @@
 """Issue 19's product goal with a distilled query tower: ``defectnas distill-query`` measured over teacher seeds.
 
-Why: at batch 1 the query tower is bound by reading its weights, so a request's cost falls with
-the tower's pre-trained layers (6 in ``train``'s default). ``DefectClassifier.distill_query``
-trains a K-layer query tower to reproduce the 6-layer one (encodings and scores), keeping the
-title tower, the head and so every product cache. This asks, as the product goal does: how much
+Why: a request's cost falls with the query tower's pre-trained layers (6 in ``train``'s
+default). ``DefectClassifier.distill_query`` trains a K-layer query tower to reproduce the
+6-layer one (its encodings), keeping the title tower, the head and so every product cache. This asks, as the product goal does: how much
 faster does it serve, and how much test AP does it lose, over several seeds, with a paired test?
 
 What it does, for each teacher (``--model``, repeatable; or trained here with ``--train-seeds``:
@@ -13,7 +12,7 @@ student too), score the test split with the raw logits of both, and time ``serve
 1 query × 100 cached products for both (1 thread, interleaved rounds). Then the paired bootstrap
 over test queries of the mean AP across seeds (students against their own teachers).
 
-    python benchmarks/query_distillation.py --model MODEL_DIR --layers 2 --epochs 8
+    python benchmarks/query_distillation.py --model MODEL_DIR --layers 2 --epochs 4
     python benchmarks/query_distillation.py --model MODEL_DIR --train-seeds 701,702 --work /tmp/qd
 
 Prints a table and writes JSON (``--json``); resumable per teacher seed (``--work``).
@@ -40,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the pairs table the teachers were trained on")
     p.add_argument("--split-seed", type=int, default=0, help="the split's seed (as train --seed)")
     p.add_argument("--layers", type=int, default=2, help="pre-trained layers of the student's query tower")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--logit-weight", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=4, help="as distill-query's default")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--logit-weight", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds per teacher")
     p.add_argument("--work", default="/tmp/defectnas-query-distillation", help="teachers, students and partial results")

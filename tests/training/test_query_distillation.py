@@ -162,7 +162,7 @@ def test_a_killed_distillation_resumes_after_its_last_epoch(teacher_and_split, t
     from defectnas.training import query_distillation as qd
 
     teacher, parts = teacher_and_split
-    full = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3)
+    full = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, logit_weight=1.0)  # the logit term's path too
     original, saved = qd._save_checkpoint, []
 
     def save_then_die(*args, **kwargs):  # killed right after the first epoch's checkpoint
@@ -172,10 +172,11 @@ def test_a_killed_distillation_resumes_after_its_last_epoch(teacher_and_split, t
 
     monkeypatch.setattr(qd, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, checkpoint_dir=tmp_path)
+        teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, logit_weight=1.0, checkpoint_dir=tmp_path)
     monkeypatch.setattr(qd, "_save_checkpoint", original)
     assert saved == [1] and (tmp_path / "checkpoint.safetensors").exists()
-    resumed = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, checkpoint_dir=tmp_path, resume=True)
+    resumed = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, logit_weight=1.0, checkpoint_dir=tmp_path,
+                                    resume=True)
     assert [r["epoch"] for r in resumed.history_[1:]] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 run now
     np.testing.assert_allclose(resumed.predict_proba(parts["valid"]), full.predict_proba(parts["valid"]), atol=1e-5)
 
@@ -185,7 +186,7 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_bad_settings(teacher_and
 
     teacher, parts = teacher_and_split
     teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, seed=3, checkpoint_dir=tmp_path)
-    with pytest.raises(ConfigError, match="lr 0.0001 \\(now 0.001\\)"):  # other settings
+    with pytest.raises(ConfigError, match="lr 0.0005 \\(now 0.001\\)"):  # other settings
         teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, lr=1e-3, seed=3, checkpoint_dir=tmp_path, resume=True)
     other = DefectClassifier(**{**CONTEXTUAL, "seed": 5}).fit(parts["train"], parts["valid"])
     with pytest.raises(ConfigError, match="its teacher"):  # another teacher: its title tower would be silently mixed in
