@@ -201,3 +201,11 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_bad_settings(teacher_and
         assert main(["distill-query", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "never"), *flags, "--quiet"]) == 2
         assert "error:" in capsys.readouterr().err
         assert not (tmp_path / "never").exists()
+
+
+def test_distill_query_says_when_the_student_loses_much_ap():
+    from defectnas.cli import _distillation_note
+
+    assert _distillation_note(-0.013, 36289) is None and _distillation_note(0.01, 100) is None
+    note = _distillation_note(-0.13, 3162)
+    assert note.startswith("note: the distilled model loses 0.130 AP") and "3162 training pairs" in note and "\n" not in note
