@@ -47,18 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/defectnas-query-distillation", help="teachers, students and partial results")
     p.add_argument("--json", default=str(HERE / "results" / "query_distillation.json"))
     args = p.parse_args(argv)
-    result = run(args)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, run(args))
     return 0
+
+
+def write_result(path: str, result: dict) -> None:
+    """The benchmark's JSON at ``path`` (its folder made)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def query_split(args: argparse.Namespace) -> dict:
+    """train / valid / test parts of ``--data`` by query, as ``train`` splits with ``--split-seed``."""
+    from defectnas.data import load_pairs, split_by_query
+
+    return split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=args.split_seed)
 
 
 def run(args: argparse.Namespace) -> dict:
     import torch
 
     from defectnas import DefectClassifier
-    from defectnas.data import load_pairs, split_by_query
     from defectnas.model.pairs import pair_logits
     from defectnas.search.child import latency_inputs, served_latency_ms
     from defectnas.search.stats import average_precision_fast, paired_bootstrap
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    parts = split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=args.split_seed)
+    parts = query_split(args)
     test = parts["test"]
     labels = test["label"].to_numpy()
     teachers = [Path(m) for m in args.model] + [work / f"teacher-{s}" for s in args.train_seeds.split(",") if s]

@@ -16,10 +16,10 @@ logits, no training, deterministic. Prints a table and writes JSON (``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from query_distillation import query_split, write_result  # the same split and JSON as the distillation benchmark
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "homedepot_sample.parquet"
@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if len(args.teacher) != len(args.student):
         p.error("give one --student per --teacher")
-    result = run(args)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, run(args))
     return 0
 
 
@@ -48,13 +45,12 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from defectnas import DefectClassifier
-    from defectnas.data import load_pairs, split_by_query
     from defectnas.model.classifier import Encoded
     from defectnas.model.pairs import distinct_rows, encode_rows, take_rows
     from defectnas.search.stats import average_precision_fast
 
     torch.set_num_threads(args.threads)
-    parts = split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=args.split_seed)
+    parts = query_split(args)
 
     def mixed(tokens: Encoded, pooled: Encoded, sentence: Encoded) -> Encoded:
         d = teacher.model_config_.d_model  # pooled vector = [the tower's own (d), the pre-trained sentence vector]
