@@ -26,8 +26,9 @@ resumable (``resume=True``), as in :mod:`.trainer`.
 The defaults (4 epochs at lr 5e-4, no logit term) reach the held-out AP that 8 epochs at lr
 1e-4 with the logit term reached (3 teachers, paired), in about a seventh of the time: the logit
 term encodes each step's 256 pairs' queries again (3× an epoch's cost) and did not move held-out
-AP (README, "Product goal"). What the student still loses is the pre-trained sentence vector's: swapping the
-teacher's sentence vector into a student's pooled vector recovers all of the teacher's AP.
+AP (README, "Product goal"). What the student still loses is the pre-trained sentence vector's:
+swapping the teacher's sentence vector into a student's pooled vector recovers all of the
+teacher's AP (``benchmarks/query_distillation_diagnosis.py``).
 """
 
 from __future__ import annotations
