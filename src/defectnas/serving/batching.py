@@ -1,8 +1,9 @@
 """Micro-batching: cached-product requests that arrive together share one query-tower pass.
 
 Why: the query tower is most of a cached request's cost (six MiniLM layers for ``train``'s
-default model), and on a CPU it is bound by reading its weights, not by arithmetic: one pass over
-8 queries took ~4× less time than 8 passes over one (on the shared 2-core machine). Under
+default model), and on a CPU at batch 1 it is bound by per-call overhead (small matrix products,
+operator dispatch), not by arithmetic: one pass over 8 queries took ~4× less time than 8 passes
+over one (on the shared 2-core machine). Under
 concurrency, requests queue behind each other on the event loop anyway, so they can as well be
 encoded together. :class:`MicroBatcher` holds a cached-product request for at most ``wait``
 seconds (or until ``max_batch`` are waiting), then encodes the distinct queries the query LRU
