@@ -2,8 +2,9 @@
 
 Why: a request's cost falls with the query tower's pre-trained layers (6 in ``train``'s
 default). ``DefectClassifier.distill_query`` trains a K-layer query tower to reproduce the
-6-layer one (its encodings), keeping the title tower, the head and so every product cache. This asks, as the product goal does: how much
-faster does it serve, and how much test AP does it lose, over several seeds, with a paired test?
+6-layer one (its encodings), keeping the title tower, the head and so every product cache. This
+asks, as the product goal does: how much faster does it serve, and how much test AP does it
+lose, over several seeds, with a paired test?
 
 What it does, for each teacher (``--model``, repeatable; or trained here with ``--train-seeds``:
 ``train``'s default options on the same split): split the table by query as ``train`` does

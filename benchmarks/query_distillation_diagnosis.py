@@ -19,10 +19,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from query_distillation import query_split, write_result  # the same split and JSON as the distillation benchmark
+from query_distillation import DEFAULT_DATA, query_split, write_result  # the same data, split and JSON as the distillation benchmark
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "homedepot_sample.parquet"
 SWAPS = ("student", "+ teacher's sentence vector", "+ teacher's pooled vector", "+ teacher's token states", "teacher", "teacher + student's sentence vector")
 
 

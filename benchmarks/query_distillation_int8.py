@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from query_distillation import DEFAULT_DATA, query_split, write_result  # the same split and JSON as the distillation benchmark
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "homedepot_sample.parquet"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,16 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--default", required=True, help="int8 export of train's default model")
     p.add_argument("--distilled", required=True, help="int8 export of its distill-query copy")
     p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--split-seed", type=int, default=0, help="the split whose validation queries and titles are timed")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", default=str(HERE / "results" / "query_distillation_int8.json"))
     args = p.parse_args(argv)
 
-    from defectnas.data import load_pairs, split_by_query
     from defectnas.search.child import latency_inputs
     from defectnas.serving.onnx_backend import OnnxScorer
     from defectnas.timing import median_ms
 
-    parts = split_by_query(load_pairs(args.data), valid_frac=0.1, test_frac=0.2, seed=0)
+    parts = query_split(args)
     queries, titles = latency_inputs(parts["valid"])
     dirs = {"default int8": args.default, "distilled int8": args.distilled}
     scorers = {k: OnnxScorer(d, allow_ap_loss=True) for k, d in dirs.items()}  # no query LRU: every request encodes its query
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                "int8_ap_loss": json.loads((Path(dirs[k]) / "export.json").read_text())["quantization"]["ap_loss"]} for k, v in times.items()}
     out["speedup"] = round(out["default int8"]["median_ms"] / out["distilled int8"]["median_ms"], 2)
     print(json.dumps(out))
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    write_result(args.json, out)
     return 0
 
 
