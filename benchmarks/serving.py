@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat every HTTP server and level this many times, interleaved (round 1 of all, then round 2 ...); "
                         "goals are judged on the median over rounds, and the range is reported")
+    p.add_argument("--http-stacks", default="auto",
+                   help="serve --http/--loop pairs of the HTTP load, comma-separated: auto (httptools + uvloop when installed), "
+                        "h11-asyncio (pure Python), httptools-uvloop")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=str(HERE / "results" / "serving.json"), help="where to write the results")
@@ -393,22 +396,23 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     # 3. HTTP load
     rows = []
     server_threads = [int(t) for t in (args.server_threads or str(args.threads)).split(",")]
-    servers = [(b, int(w), t, int(lru), float(bw)) for b in http_backends for w in args.workers.split(",") for t in server_threads
-               for lru in args.query_cache.split(",") for bw in args.batch_wait_ms.split(",")
+    servers = [(b, int(w), t, int(lru), float(bw), stack) for b in http_backends for w in args.workers.split(",") for t in server_threads
+               for lru in args.query_cache.split(",") for bw in args.batch_wait_ms.split(",") for stack in args.http_stacks.split(",")
                if b != "onnx-int8" or float(bw) == 0]  # int8 refuses batching
     rounds = [(k, server) for k in range(1, args.rounds + 1) for server in servers]  # interleaved: machine drift hits every server alike
-    for round_, (backend, workers, threads, lru, batch_wait) in rounds if modes & {"cached", "titles"} else []:
+    for round_, (backend, workers, threads, lru, batch_wait, stack) in rounds if modes & {"cached", "titles"} else []:
         port = _free_port()
         model = model_dir if backend == "torch" else work / backend
+        http_parser, loop = stack.split("-") if stack != "auto" else ("auto", "auto")
         server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model), "--cache", str(work / "cache"),
                                "--backend", backend.split("-")[0], "--query-cache", str(lru), "--allow-int8-loss",
                                "--port", str(port), "--threads", str(threads), "--workers", str(workers), "--quiet",
-                               "--batch-wait-ms", str(batch_wait)], port)
+                               "--batch-wait-ms", str(batch_wait), "--http", http_parser, "--loop", loop], port)
         try:
             for mode, bodies in (("cached", by_ids), ("titles", by_titles)):
                 for c in levels if mode in modes else []:
                     r = {"mode": mode, "backend": backend, "query_cache": lru, "workers": workers, "threads": threads,
-                         "batch_wait_ms": batch_wait, "round": round_,
+                         "batch_wait_ms": batch_wait, "http_stack": stack, "round": round_,
                          **run_load(port, bodies, c, args.seconds, args.max_requests, server_pid=server.pid)}
                     log(f"  {r}")
                     rows.append(r)
@@ -595,7 +599,7 @@ def goals(rows: list[dict], floor_ms: float) -> dict:
     for r in rows:
         if r["mode"] == "cached" and r["requests"]:
             key = (f"{r.get('backend', 'torch')}_lru{r.get('query_cache', 0)}_{r['workers']}_workers_{r.get('threads', 1)}_threads"
-                   f"_wait{r.get('batch_wait_ms', 0):g}ms")
+                   f"_wait{r.get('batch_wait_ms', 0):g}ms" + (f"_{r['http_stack']}" if r.get("http_stack", "auto") != "auto" else ""))
             levels.setdefault(key, {}).setdefault(r["clients"], []).append(r)
     out: dict = {}
     for key, by_clients in levels.items():
@@ -636,8 +640,8 @@ def table(result: dict) -> str:
         f"{result['floor']['head_mflop']}) / {result['floor']['matmul_gflops']} GFLOP/s float32 matmul at {result['floor']['threads']} "
         f"thread(s) = {result['floor']['floor_ms']} ms",
         "",
-        "| mode | backend | query LRU | workers × threads | batch wait ms | round | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | backend | query LRU | workers × threads | batch wait ms | HTTP stack | round | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if "backends" in result:
         bk = result["backends"]
@@ -658,7 +662,7 @@ def table(result: dict) -> str:
         lines.append("")
     for r in result["load"]:
         lines.append(f"| {r['mode']} | {r.get('backend', 'torch')} | {r.get('query_cache', '')} | {r['workers']} × {r.get('threads', 1)} "
-                     f"| {r.get('batch_wait_ms', 0)} | {r.get('round', 1)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
+                     f"| {r.get('batch_wait_ms', 0)} | {r.get('http_stack', 'auto')} | {r.get('round', 1)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
                      f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")
     if "cross_encoder" in result:
         lines.append(f"\ncross-encoder: {result['cross_encoder']['model']}")
