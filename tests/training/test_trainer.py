@@ -226,3 +226,41 @@ def test_resume_with_more_epochs_continues_training(data, tmp_path):
     result = train(extended, cfg(epochs=2), tr, va, checkpoint_dir=tmp_path, resume=True, quiet=True)
     assert len(result.history) == 2
     assert_same_weights(weights(extended), weights(straight))
+
+
+def test_checkpoint_leaves_frozen_weights_out_and_resume_checks_them(data, tmp_path):
+    """Frozen tensors (pre-trained layers in real models) are not stored, only their digest: a
+    killed run resumes to the straight run's weights, and a model with other frozen weights is refused."""
+    from defectnas.errors import ConfigError
+
+    tok, tr, va, _ = data
+
+    def model() -> DefectNet:
+        m = make_model(tok)
+        for p in m.title_encoder.parameters():
+            p.requires_grad_(False)
+        return m
+
+    straight = model()
+    train(straight, cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "a", quiet=True)
+    tensors, meta = load_tensors(tmp_path / "a" / CHECKPOINT)
+    frozen = {k for k, p in straight.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    stored = {k.split(".", 1)[1] for k in tensors if k.startswith(("model.", "best."))}
+    assert frozen and not frozen & stored and set(meta["frozen"]["names"]) == frozen
+    assert {k for k, p in straight.named_parameters() if p.requires_grad} <= stored
+
+    def die_at_epoch_2(message: str) -> None:
+        if json.loads(message).get("epoch") == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(model(), cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", quiet=True, log=die_at_epoch_2)
+    resumed = model()
+    train(resumed, cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", resume=True, quiet=True)
+    assert_same_weights(weights(resumed), weights(straight))
+
+    other = model()
+    with torch.no_grad():
+        next(other.title_encoder.parameters()).add_(1.0)
+    with pytest.raises(ConfigError, match="other frozen"):
+        train(other, cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", resume=True, quiet=True)
