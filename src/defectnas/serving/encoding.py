@@ -89,11 +89,23 @@ def encode_queries(clf, queries: Sequence[str]) -> list[Encoded]:
     """Encodings of several (normalised) queries in one padded pass, each shaped as :func:`encode_query`
     gives it alone — tokens (1, Tq_i, C), vector (1, V), mask (1, Tq_i) — and equal to it up to float
     rounding (padding is masked)."""
-    ids = clf.tokenizer_.encode(list(queries), clf.model_config_.query_max_len)  # (Q, L), right-padded
-    lengths = np.maximum((ids != 0).sum(axis=1), 1)
-    enc = clf.model_.encode_query(torch.from_numpy(trim_padding(ids)).to(_device(clf)))
-    return [Encoded(enc.tokens[i : i + 1, :n].clone(), enc.vector[i : i + 1].clone(), enc.mask[i : i + 1, :n].clone())
-            for i, n in enumerate(lengths.tolist())]
+    ids, lengths = padded_query_ids(clf.tokenizer_, queries, clf.model_config_.query_max_len)
+    enc = clf.model_.encode_query(torch.from_numpy(ids).to(_device(clf)))
+    return [Encoded(*parts) for parts in split_query_batch(enc.tokens, enc.vector, enc.mask, lengths, torch.clone)]
+
+
+def padded_query_ids(tokenizer, queries: Sequence[str], max_len: int) -> tuple[np.ndarray, list[int]]:
+    """(ids (Q, L) right-padded to the longest query, each query's token count ≥ 1): one padded
+    pass of the query tower for several queries (micro-batching, :mod:`.batching`)."""
+    ids = tokenizer.encode(list(queries), max_len)
+    return trim_padding(ids), np.maximum((ids != 0).sum(axis=1), 1).tolist()
+
+
+def split_query_batch(tokens, vector, mask, lengths: list[int], copy) -> list[tuple]:
+    """Each query's rows of a padded pass (:func:`padded_query_ids`) as that query alone gives them —
+    (tokens (1, Tq_i, C), vector (1, V), mask (1, Tq_i)) — its padding columns dropped, each part
+    copied with ``copy`` (``torch.clone`` or ``np.copy``) so no request holds the batch's memory."""
+    return [(copy(tokens[i : i + 1, :n]), copy(vector[i : i + 1]), copy(mask[i : i + 1, :n])) for i, n in enumerate(lengths)]
 
 
 @torch.inference_mode()

@@ -23,7 +23,7 @@ from ..data import normalize_text
 from ..data.tokenizer import TextTokenizer, trim_padding
 from ..errors import ConfigError
 from .cache import CacheError, ProductCache, cache_rows_of
-from .encoding import TitleArrays, float32_array, used_columns
+from .encoding import TitleArrays, float32_array, padded_query_ids, split_query_batch, used_columns
 from .onnx_export import read_export
 from .query_cache import QueryCache
 
@@ -109,10 +109,9 @@ class OnnxScorer:
         return self.query_cache.get_or_compute_many(queries, self._run_queries)
 
     def _run_queries(self, queries: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        ids = self.tokenizer.encode(list(queries), self.query_max_len)  # (Q, L), right-padded
-        lengths = np.maximum((ids != 0).sum(axis=1), 1)
-        tokens, vector, mask = self._query.run(None, {"ids": trim_padding(ids).astype(np.int64)})
-        return [(tokens[i : i + 1, :n].copy(), vector[i : i + 1].copy(), mask[i : i + 1, :n].copy()) for i, n in enumerate(lengths.tolist())]
+        ids, lengths = padded_query_ids(self.tokenizer, queries, self.query_max_len)
+        tokens, vector, mask = self._query.run(None, {"ids": ids.astype(np.int64)})
+        return split_query_batch(tokens, vector, mask, lengths, np.copy)
 
     def encode_titles(self, titles: list[str], normalized: bool = False) -> TitleArrays:
         """Title encodings of raw titles with the (fp32) title tower."""
