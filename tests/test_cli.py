@@ -252,3 +252,28 @@ def test_train_records_its_splits_and_evaluate_threshold_use_or_warn(model_dir, 
     code, stdout, stderr = run(["threshold", "--model", str(model_dir), "--data", str(data_csv), "--split", "valid",
                                 "--target-recall", "0.5"], capsys)
     assert code == 0 and json.loads(stdout)["operating_point"]["n"] == 80
+
+
+def test_an_interrupted_train_says_how_to_resume_and_a_new_run_says_it_replaces_a_checkpoint(tmp_path, data_csv, config_json, monkeypatch,
+                                                                                              capsys):
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DefectClassifier, "fit", interrupted)
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"an earlier run's")
+    argv = [a for a in _resume_argv(data_csv, config_json, tmp_path) if a != "--quiet"]
+    code, _, stderr = run(argv, capsys)
+    assert code == 130
+    assert "holds the checkpoint of an earlier run" in stderr and "add --resume to continue" in stderr
+    assert "interrupted; what finished is checkpointed" in stderr and "rerun the same command with --resume" in stderr
+    code, _, stderr = run(argv + ["--resume"], capsys)  # resuming: neither note
+    assert code == 130 and "earlier run" not in stderr and "rerun" not in stderr
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_command_given_an_onnx_export_says_what_it_is_and_what_takes_it(tmp_path, data_csv, capsys, command):
+    (tmp_path / "export.json").write_text("{}")  # what `defectnas export` leaves beside its graphs
+    argv = [command, "--model", str(tmp_path), "--data", str(data_csv)] + (["--out", str(tmp_path / "o.csv")] if command == "predict" else [])
+    code, _, stderr = run(argv, capsys)
+    assert_one_line_error(code, stderr, "an ONNX export")
+    assert "serve --backend onnx" in stderr and "model directory it was exported from" in stderr

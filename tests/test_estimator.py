@@ -220,10 +220,10 @@ def _die_at_epoch(n: int):
 
 
 def _killed_then_resumed(opts, split, checkpoint_dir):
-    """Killed during epoch 2 (epoch 1's checkpoint on disk), then fitted again with resume=True."""
+    """Killed after epoch 1 (its line is logged after its checkpoint: epoch 1 on disk), then fitted again with resume=True."""
     train, valid = split["train"].head(240), split["valid"]
     with pytest.raises(Killed):
-        DefectClassifier(**opts).fit(train, valid, checkpoint_dir=checkpoint_dir, log=_die_at_epoch(2))
+        DefectClassifier(**opts).fit(train, valid, checkpoint_dir=checkpoint_dir, log=_die_at_epoch(1))
     return DefectClassifier(**opts).fit(train, valid, checkpoint_dir=checkpoint_dir, resume=True)
 
 

@@ -97,6 +97,14 @@ def test_bare_quickstart_runs_on_the_embedded_sample(tmp_path, tiny_config_path,
     assert "average_precision" in pd.read_csv(out / "results.csv").columns
     assert "flagging every pair F1" in stdout and "TF-IDF floor F1" in stdout
 
+    # the saved model knows its split: evaluate --split test scores quickstart's own test queries
+    from defectnas.datasets import esci_sample_path
+
+    best = max((r for r in rows if r["model"] in {"dl-gs", "dl-jl", "transfer"}), key=lambda r: r["f1"])
+    assert main(["evaluate", "--model", str(out / "model"), "--data", str(esci_sample_path()), "--split", "test",
+                 "--json", str(tmp_path / "eval.json"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["average_precision"] == pytest.approx(best["average_precision"], abs=1e-6)
+
 
 @pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path, homedepot_sample, tiny_config_path, capsys, monkeypatch):

@@ -105,12 +105,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs (split by query)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    _note_earlier_checkpoint(args, out)
     clf = DefectClassifier(**_options(args))
     clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
             invalid_rows=args.invalid_rows)
     clf.save(out)
-    atomic_write_json(out / SPLITS_FILE, {"data": str(args.data), "seed": args.seed, "test_frac": args.test_frac, "valid_frac": 0.1,
-                                          **{name: sorted(set(part["query"])) for name, part in parts.items()}})
+    from .data import write_splits
+
+    write_splits(out, parts, data=str(args.data), seed=args.seed, test_frac=args.test_frac, valid_frac=0.1)
     metrics = clf.evaluate(held_out)
     atomic_write_json(out / "metrics.json", metrics)
     if not args.keep_checkpoint:
@@ -142,12 +144,14 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     if out.resolve() == Path(args.model).resolve():
         raise ConfigError(f"--out {out} is the model's own directory; give a new one")
     out.mkdir(parents=True, exist_ok=True)
+    _note_earlier_checkpoint(args, out)
     student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs, lr=args.lr,
                                     logit_weight=args.logit_weight, seed=args.seed, checkpoint_dir=out, resume=args.resume,
                                     quiet=args.quiet, log=lambda m: _echo(args, m), invalid_rows=args.invalid_rows)
     student.save(out)
-    atomic_write_json(out / SPLITS_FILE, {"data": str(args.data), "distilled_from": str(args.model),
-                                          **{name: sorted(set(parts[name]["query"])) for name in ("train", "valid", "test")}})
+    from .data import write_splits
+
+    write_splits(out, parts, data=str(args.data), distilled_from=str(args.model))
     held_name = "test" if len(parts["test"]) else "valid"
     held_out = parts[held_name]
     _echo(args, f"scoring the {held_name} split ({len(held_out)} pairs) with both models, then timing a served request of each")
@@ -201,11 +205,19 @@ def _distillation_note(ap_change: float, train_pairs: int) -> str | None:
             "faster with `export --int8`")
 
 
+def _note_earlier_checkpoint(args: argparse.Namespace, out: Path) -> None:
+    """One line when --out holds an earlier run's checkpoint and --resume was not given: it is
+    about to be replaced by this run's first epoch."""
+    if not args.resume and (out / "checkpoint.safetensors").exists():
+        _echo(args, f"note: {out} holds the checkpoint of an earlier run; starting again, and replacing it after the first epoch "
+                    "(stop now and add --resume to continue that run instead)")
+
+
 def _model_splits(args: argparse.Namespace, df) -> dict:
     """train / valid / test parts of ``df``: by the model's own splits.json when it has one (the
     queries it validated and was tested on stay held out; queries it never saw go to train), else
     split by query as train does (--seed, --test-frac)."""
-    from .data import split_by_query
+    from .data import SPLITS_FILE, split_by_query
 
     path = Path(args.model) / SPLITS_FILE
     if not path.exists():
@@ -235,13 +247,12 @@ def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
     return clf.screen(read, args.invalid_rows)
 
 
-SPLITS_FILE = "splits.json"  # written by train beside the model: which queries went to train / valid / test
-
-
 def _held_out(args: argparse.Namespace, df):
     """``df`` restricted to the model's own ``--split`` (valid or test) when asked; otherwise
     unchanged, with one line when some of its queries were in the model's training split
     (metrics and operating points on them are optimistic). Needs the model's splits.json."""
+    from .data import SPLITS_FILE
+
     path = Path(args.model) / SPLITS_FILE
     split = getattr(args, "split", None)
     if not path.exists():
@@ -969,7 +980,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resumable = hasattr(args, "resume") and not getattr(args, "resume", False)
+        print("interrupted" + ("; what finished is checkpointed in --out: rerun the same command with --resume to continue"
+                               if resumable else ""), file=sys.stderr)
         return 130
     finally:
         shown.__exit__(None, None, None)

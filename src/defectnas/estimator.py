@@ -32,7 +32,7 @@ from .errors import DataError, DataWarning, NotFittedError
 from .model import DefectNet
 from .model.bert import read_bert_config
 from .model.pretrained import load_word_embeddings, resolve_model_path
-from .storage import atomic_write_json, load_tensors, save_tensors
+from .storage import atomic_write_json, load_tensors, not_a_model_directory, save_tensors
 from .batch import pair_logits
 from .training import Pairs, Triplets, best_threshold, defect_metrics, predict_logits, train
 
@@ -372,7 +372,7 @@ class DefectClassifier:
         try:
             config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise DataError(f"{d}: not a model directory (no {CONFIG_FILE})") from None
+            raise DataError(not_a_model_directory(d)) from None
         except json.JSONDecodeError as e:
             raise DataError(f"{d / CONFIG_FILE}: not valid JSON ({e.msg})") from None
         if config.get("format_version", 0) > FORMAT_VERSION:

@@ -85,7 +85,7 @@ def run_quickstart(data: str, out: str | Path, options: dict[str, Any], seed: in
 
     from . import DefectClassifier
     from .baselines import TfidfLogReg
-    from .data import load_pairs, split_by_query
+    from .data import load_pairs, split_by_query, write_splits
     from .reporting import plot_pr_curves, text_table, write_results
 
     out = Path(out)
@@ -121,6 +121,7 @@ def run_quickstart(data: str, out: str | Path, options: dict[str, Any], seed: in
     write_results(out, rows, COLUMNS)
     plot_pr_curves(curves, out / "pr_curve.png", title=f"Defect precision–recall on {len(test)} held-out pairs")
     best[2].save(out / "model")
+    write_splits(out / "model", parts, data=str(data), seed=seed, test_frac=0.2, valid_frac=0.1)  # for evaluate --split, threshold, distill-query
     print("\n" + text_table(rows, COLUMNS))
     floors = {r["model"]: r for r in rows[:2]}
     winner = next(r for r in rows if r["model"] == best[1])

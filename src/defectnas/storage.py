@@ -76,6 +76,16 @@ def read_json(path: str | Path, error: type[Exception], missing: str) -> Any:
         raise error(f"{path}: unreadable ({e})") from None
 
 
+def not_a_model_directory(directory: str | Path) -> str:
+    """The one-line reason ``directory`` cannot be loaded as a model: an ONNX export (it holds
+    ``export.json``, written by ``defectnas export``) is named as one, with what takes it."""
+    d = Path(directory)
+    if (d / "export.json").is_file():
+        return (f"{d}: an ONNX export (defectnas export), not a model directory: serve it with `defectnas serve --backend onnx "
+                f"--model {d}`; this command takes the model directory it was exported from")
+    return f"{d}: not a model directory (no config.json)"
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Write tensors (+ JSON metadata) as one safetensors file, atomically; shared tensors stored once."""
     path = Path(path)

@@ -89,3 +89,13 @@ def test_named_format_with_overrides():
     frame = pd.DataFrame({"q": ["a", "b"], "product_title": ["x", "y"], "median_relevance": [2, 4]})
     out = load_pairs(frame, format="crowdflower", query_col="q", defect_below=3)
     assert out["label"].tolist() == [1, 0]
+
+
+def test_an_unrecognised_layout_names_the_flags_and_a_glued_header(raises_data_error, tmp_path):
+    frame = pd.DataFrame({"query": ["a"], "name": ["x"]})
+    message = raises_data_error(load_pairs, frame, labels=False, contains=("--query-col Q --title-col T", "query_col="))
+    assert "--label-col" not in message  # predict needs no labels
+    raises_data_error(load_pairs, frame, contains=("--label-col L",))
+    path = tmp_path / "semicolons.csv"
+    path.write_text("query;title;label\na;b;1\nc;d;0\n", encoding="utf-8")
+    raises_data_error(load_pairs, path, contains=("'query;title;label'", "separated by another character"))

@@ -169,12 +169,12 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(data, tmp_path, va
     expected = train(straight, cfg(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "a", quiet=True)
     expected_last = {k[6:]: v for k, v in load_tensors(tmp_path / "a" / CHECKPOINT)[0].items() if k.startswith("model.")}
 
-    def die_at_epoch_2(message: str) -> None:
-        if json.loads(message).get("epoch") == 2:
-            raise Killed  # after epoch 2's training, before its checkpoint: epoch 1 is on disk
+    def die_after_epoch_1(message: str) -> None:
+        if json.loads(message).get("epoch") == 1:
+            raise Killed  # epoch 1's line is logged after its checkpoint: epoch 1 is on disk
 
     with pytest.raises(Killed):
-        train(make_model(tok), cfg(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "b", quiet=True, log=die_at_epoch_2)
+        train(make_model(tok), cfg(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "b", quiet=True, log=die_after_epoch_1)
     assert load_tensors(tmp_path / "b" / CHECKPOINT)[1]["epoch"] == 1
 
     logged = []
@@ -249,12 +249,12 @@ def test_checkpoint_leaves_frozen_weights_out_and_resume_checks_them(data, tmp_p
     assert frozen and not frozen & stored and set(meta["frozen"]["names"]) == frozen
     assert {k for k, p in straight.named_parameters() if p.requires_grad} <= stored
 
-    def die_at_epoch_2(message: str) -> None:
-        if json.loads(message).get("epoch") == 2:
+    def die_after_epoch_1(message: str) -> None:
+        if json.loads(message).get("epoch") == 1:
             raise Killed
 
     with pytest.raises(Killed):
-        train(model(), cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", quiet=True, log=die_at_epoch_2)
+        train(model(), cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", quiet=True, log=die_after_epoch_1)
     resumed = model()
     train(resumed, cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", resume=True, quiet=True)
     assert_same_weights(weights(resumed), weights(straight))

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
-from ..storage import atomic_write_json, atomic_write_text, read_json
+from ..storage import atomic_write_json, atomic_write_text, not_a_model_directory, read_json
 from . import rates
 from .log import INTERNAL, LogLayout, iter_log, log_layout
 from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
@@ -291,7 +291,7 @@ def _row_count(path: str) -> int | None:
 def _decision(model_dir: str) -> dict:
     """The model's threshold (and per-group thresholds) from config.json, without loading weights."""
     path = Path(model_dir) / "config.json"
-    config = read_json(path, DataError, f"{model_dir}: not a model directory (no config.json)")
+    config = read_json(path, DataError, not_a_model_directory(model_dir))
     if config.get("model_type", "two-tower") != "two-tower":
         raise ConfigError(f"{model_dir}: a {config.get('model_type')!r} model; audit scores with two-tower models (train, search), "
                           "whose products can be cached")

@@ -34,7 +34,9 @@ def read_config(directory: str | Path, model_type: str | None = None) -> dict[st
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{directory}: not a model directory (no {CONFIG_FILE})") from None
+        from ..storage import not_a_model_directory  # (storage imports torch; a TF-IDF model needs none)
+
+        raise DataError(not_a_model_directory(directory)) from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg})") from None
     meta = config.get("defectnas", config)  # a Hugging Face config keeps ours under "defectnas"

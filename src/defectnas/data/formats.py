@@ -232,10 +232,12 @@ def detect(columns: Sequence[str], src: Source, labels: bool = True) -> FormatSp
         scored.append((-sum(c in present for c in optional if c), order, spec))
     if not scored:
         known = "; ".join(spec.summary() for spec in SPECS.values())
-        raise src.error(
-            f"cannot recognise the table layout (columns: {', '.join(map(str, columns))}); known layouts: {known}; "
-            "for other tables use format 'table' with query_col, title_col, label_col and defect_labels or defect_below"
-        )
+        name = ("--query-col Q --title-col T" + (" --label-col L [--defect-labels A,B | --defect-below X]" if labels else "")
+                + " (Python: query_col=, title_col=" + (", label_col=" if labels else "") + ")")
+        glued = [c for c in map(str, columns) if any(sep in c for sep in (";", "\t", "|"))]
+        hint = f"; one column is named {glued[0]!r}: is the file separated by another character than commas?" if len(columns) == 1 and glued else ""
+        raise src.error(f"cannot recognise the table layout (columns: {', '.join(map(str, columns))}); known layouts: {known}; "
+                        f"for another table name its columns: {name}{hint}")
     return min(scored, key=lambda item: item[:2])[2]
 
 

@@ -21,6 +21,18 @@ from ._common import one_line
 from .text import normalize_series
 
 SPLITS = ("train", "valid", "test")
+SPLITS_FILE = "splits.json"  # beside a saved model: which queries went to train / valid / test
+
+
+def write_splits(directory, parts: dict[str, pd.DataFrame], **source) -> None:
+    """``directory/splits.json``: the queries of each split (``parts``) and where they came from
+    (``source``: data, seed, ...), so ``evaluate --split``, ``threshold`` and ``distill-query``
+    use the model's own held-out queries. Written atomically."""
+    from pathlib import Path
+
+    from ..storage import atomic_write_json
+
+    atomic_write_json(Path(directory) / SPLITS_FILE, {**source, **{name: sorted(set(parts[name]["query"])) for name in SPLITS}})
 
 
 def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0) -> dict[str, pd.DataFrame]:

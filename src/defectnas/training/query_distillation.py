@@ -233,10 +233,10 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
             result.best_ap, result.best_epoch, result.valid_logits = ap, epoch + 1, valid_logits
             best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
         result.history.append(record)
+        if ckpt_path is not None:  # before the epoch's line: an epoch the log shows is never lost to a kill
+            _save_checkpoint(ckpt_path, student, optimizer, cfg, epoch + 1, 0, best_state, result, rng, stopped_early=False)
         if log:
             log(json.dumps(record))
-        if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, student, optimizer, cfg, epoch + 1, 0, best_state, result, rng, stopped_early=False)
     if best_state is not None:
         student.load_state_dict(best_state)
     student.eval()

@@ -181,11 +181,11 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
             else:
                 bad_epochs += 1
         result.history.append(record)
+        stop = not pretraining and bad_epochs >= cfg.patience
+        if ckpt_path is not None:  # before the epoch's line: an epoch the log shows is never lost to a kill
+            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, stopped_early=stop)
         if log:
             log(json.dumps(record))
-        stop = not pretraining and bad_epochs >= cfg.patience
-        if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, stopped_early=stop)
         if stop:
             break
 
