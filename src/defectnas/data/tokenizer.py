@@ -33,7 +33,7 @@ MAX_PIECE = 12  # longest word start / ending considered as a vocabulary piece
 KANA = "[\u3040-\u30ff]"  # Hiragana and Katakana (with the voiced-sound marks U+3099/U+309A)
 LATIN_MARKS = "[\u0300-\u036f]"  # Combining Diacritical Marks: the accents of Latin, Greek and Cyrillic letters
 NO_PIECES, ONLY_UNKNOWN = "no word pieces", "only unknown word pieces"  # text problems (see problems())
-MEMO_LIMIT = 500_000  # texts a remembering tokenizer keeps (~12 ids each: well under 100 MB)
+MEMO_LIMIT = 200_000  # texts a remembering tokenizer keeps (int32 ids: ~300 bytes a text with its key, ~60 MB at most; the Home Depot sample: 48,601 texts)
 _PRETRAINED: dict[tuple, "TextTokenizer"] = {}  # from_pretrained's instances, by (file, mtime, size)
 
 
@@ -58,7 +58,7 @@ class TextTokenizer:
             raise ValueError("the tokenizer's [PAD] token must have id 0")
         self._tok = tokenizer
         self.unk_id = tokenizer.token_to_id("[UNK]") or 0
-        self._memo: dict[str, list[int]] | None = None  # text → word-piece ids (see remember())
+        self._memo: dict[str, np.ndarray] | None = None  # text → word-piece ids, int32 (see remember())
 
     def remember(self, limit: int = MEMO_LIMIT) -> "TextTokenizer":
         """Keep each text's word pieces (up to ``limit`` texts, then stop adding): ``problems``,
@@ -66,7 +66,7 @@ class TextTokenizer:
 
         Why: ``fit`` reads every training and validation text three times (screening, the
         vocabulary-coverage report, encoding), and a search's children fit the same texts again
-        and again — tokenising was ~2.4 of a child's ~13 s. The pre-trained tokenizer of one
+        and again (tokenising took 2.4 s of a 13-s child in one profile). The pre-trained tokenizer of one
         checkpoint is shared by the fits of a process (:meth:`from_pretrained`) with this on.
         Exact: a tokenizer is a pure function of the text. Not pickled (Ray tasks get it empty)."""
         self._memo, self._memo_limit = {}, limit
@@ -77,8 +77,8 @@ class TextTokenizer:
         state["_memo"] = {} if state.get("_memo") is not None else None
         return state
 
-    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
-        """Each text's word-piece ids (no special tokens), from the memo where it has them."""
+    def _pieces(self, texts: Sequence[str]) -> list:
+        """Each text's word-piece ids (no special tokens; a list, or an int32 array from the memo)."""
         texts = list(texts)
         memo = self._memo
         if memo is None:
@@ -87,7 +87,7 @@ class TextTokenizer:
         todo = [i for i, ids in enumerate(out) if ids is None]
         if todo:
             missing = list(dict.fromkeys(texts[i] for i in todo))
-            found = dict(zip(missing, (enc.ids for enc in self._tok.encode_batch(missing, add_special_tokens=False))))
+            found = {t: np.asarray(enc.ids, dtype=np.int32) for t, enc in zip(missing, self._tok.encode_batch(missing, add_special_tokens=False))}
             for i in todo:
                 out[i] = found[texts[i]]
             if len(memo) + len(found) <= self._memo_limit:
@@ -194,7 +194,7 @@ class TextTokenizer:
         normalised and tokenised) or ONLY_UNKNOWN (every piece is the unknown token)."""
         out = []
         for ids in self._pieces(texts):
-            out.append(NO_PIECES if not ids else ONLY_UNKNOWN if all(i == self.unk_id for i in ids) else "")
+            out.append(NO_PIECES if len(ids) == 0 else ONLY_UNKNOWN if all(i == self.unk_id for i in ids) else "")
         return out
 
     def unknown_counts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +211,7 @@ class TextTokenizer:
         out = np.zeros((len(texts), max_len), dtype=np.int64)
         for i, ids in enumerate(self._pieces(texts)):
             ids = ids[:max_len]
-            if not ids:
+            if len(ids) == 0:
                 ids = [self.unk_id]  # an empty row would give attention nothing to attend to
             out[i, : len(ids)] = ids
         return out
