@@ -293,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="repeat every HTTP server and level this many times, interleaved (round 1 of all, then round 2 ...); "
                         "goals are judged on the median over rounds, and the range is reported")
     p.add_argument("--http-stacks", default="auto",
-                   help="serve --http/--loop pairs of the HTTP load, comma-separated: auto (httptools + uvloop when installed), "
-                        "h11-asyncio (pure Python), httptools-uvloop")
+                   help="serve --http values of the HTTP load, comma-separated: auto (httptools when installed), httptools, h11 "
+                        "(pure Python); the event loop is always asyncio's (serving/app.py SERVE_LOOP)")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=str(HERE / "results" / "serving.json"), help="where to write the results")
@@ -403,11 +403,10 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     for round_, (backend, workers, threads, lru, batch_wait, stack) in rounds if modes & {"cached", "titles"} else []:
         port = _free_port()
         model = model_dir if backend == "torch" else work / backend
-        http_parser, loop = stack.split("-") if stack != "auto" else ("auto", "auto")
         server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model), "--cache", str(work / "cache"),
                                "--backend", backend.split("-")[0], "--query-cache", str(lru), "--allow-int8-loss",
                                "--port", str(port), "--threads", str(threads), "--workers", str(workers), "--quiet",
-                               "--batch-wait-ms", str(batch_wait), "--http", http_parser, "--loop", loop], port)
+                               "--batch-wait-ms", str(batch_wait), "--http", stack], port)
         try:
             for mode, bodies in (("cached", by_ids), ("titles", by_titles)):
                 for c in levels if mode in modes else []:

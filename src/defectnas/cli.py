@@ -574,7 +574,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from .serving.app import API_KEY_ENV, ServeSettings, create_app, open_listeners, run_workers
+    from .serving.app import API_KEY_ENV, SERVE_LOOP, ServeSettings, create_app, open_listeners, run_workers
 
     for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers", "max_batch"):
         if getattr(args, name) < 1:
@@ -604,7 +604,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     _echo(args, f"serving {scorer.name} with {products} on http://{host}:{port}{workers} (API docs at /docs)")
     options = {"host": args.host, "port": port, "log_level": "warning" if args.quiet else "info", "access_log": args.access_log,
-               "timeout_graceful_shutdown": args.shutdown_timeout_s or None, "http": args.http, "loop": args.loop}
+               "timeout_graceful_shutdown": args.shutdown_timeout_s or None, "http": args.http, "loop": SERVE_LOOP}
     if args.workers == 1:
         uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
         return
@@ -857,8 +857,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
     p.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                    help="uvicorn's HTTP parser (auto: httptools when installed, else the pure-Python h11)")
-    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                   help="uvicorn's event loop (auto: uvloop when installed, else asyncio's)")
     _add_common(p)
     p.set_defaults(func=cmd_serve)
 

@@ -9,7 +9,7 @@ import time
 
 import uvicorn
 
-from defectnas.serving.app import ServeSettings, create_app
+from defectnas.serving.app import SERVE_LOOP, ServeSettings, create_app
 from defectnas.serving.scorer import Scorer
 
 
@@ -36,7 +36,8 @@ def serving(model_dir, cache_dir=None, delay: float = 0.0, **settings):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=10))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=10,
+                                          loop=SERVE_LOOP))  # as serve runs it
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

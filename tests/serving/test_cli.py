@@ -49,8 +49,8 @@ def test_serve_runs_a_real_uvicorn_process(model_dir, catalog_csv, tmp_path):
 
 @pytest.mark.slow
 def test_serve_with_worker_processes(model_dir, catalog_csv, tmp_path):
-    # and on the pure-Python HTTP stack (the default test above runs auto: httptools + uvloop)
-    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2", "--http", "h11", "--loop", "asyncio"])
+    # and on the pure-Python HTTP parser (the default test above runs auto: httptools)
+    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2", "--http", "h11"])
 
 
 def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str]) -> None:

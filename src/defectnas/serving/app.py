@@ -56,6 +56,12 @@ from .reload import CacheWatcher
 from .scorer import AmbiguousProducts, Scorer, UnknownProducts, load_scorer
 
 API_KEY_HEADER = "X-API-Key"
+# asyncio's event loop, never uvloop (which uvicorn's "auto" picks when it is installed): a cached
+# request is computed on the loop, and the overload guard (.overload) admits or refuses requests
+# that arrived during a computation before the next one starts; asyncio polls the sockets between
+# two ready callbacks, uvloop only once they are all run, so under uvloop those requests reach the
+# guard one at a time and none is refused (tests/serving/test_overload.py fails under uvloop)
+SERVE_LOOP = "asyncio"
 API_KEY_ENV = "DEFECTNAS_API_KEY"
 
 
