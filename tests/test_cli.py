@@ -160,6 +160,11 @@ def test_predict_to_an_unknown_extension_is_one_line(tmp_path, model_dir, data_c
     code, _, stderr = run(["predict", "--model", str(model_dir), "--data", str(data_csv), "--out", str(tmp_path / "x.xlsx"), "--quiet"], capsys)
     assert_one_line_error(code, stderr, ".xlsx")
     assert not (tmp_path / "x.xlsx").exists()
+    # checked before anything is read: a missing data file is not what it complains about
+    code, _, stderr = run(["predict", "--model", str(model_dir), "--data", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "x.xlsx")], capsys)
+    assert_one_line_error(code, stderr, ".xlsx")
+    code, _, stderr = run(["distill-query", "--model", str(model_dir), "--data", str(tmp_path / "absent.csv"), "--out", str(model_dir)], capsys)
+    assert_one_line_error(code, stderr, "the model's own directory")
 
 
 def test_evaluate_of_a_missing_model_is_one_line(tmp_path, data_csv, capsys):

@@ -132,6 +132,8 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     from .storage import atomic_write_json
     from .training.query_distillation import QueryDistillationConfig, student_config
 
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise ConfigError(f"--out {args.out} is the model's own directory; give a new one")
     _set_threads(args.threads)
     teacher = DefectClassifier.load(args.model)
     student_config(teacher.model_config_, args.layers)  # what cannot be distilled is refused before any data is read
@@ -141,8 +143,6 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs "
                 f"({'by the model’s own splits' if parts['from_model'] else 'split by query'})")
     out = Path(args.out)
-    if out.resolve() == Path(args.model).resolve():
-        raise ConfigError(f"--out {out} is the model's own directory; give a new one")
     out.mkdir(parents=True, exist_ok=True)
     _note_earlier_checkpoint(args, out)
     student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs, lr=args.lr,
@@ -336,8 +336,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from . import DefectClassifier
-    from .data.writers import write_table
+    from .data.writers import check_writable_table, write_table
 
+    check_writable_table(args.out)  # before any data is read or scored
     _set_threads(args.threads)
     clf = DefectClassifier.load(args.model)
     cache = None

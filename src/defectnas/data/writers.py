@@ -17,9 +17,18 @@ from ..storage import atomic_write_bytes
 WRITERS = (".csv", ".tsv", ".jsonl", ".parquet")
 
 
+def check_writable_table(path: str | Path) -> Path:
+    """``path`` when :func:`write_table` can write its format, else DataError (one line): called
+    before the work, so a long run never ends in a wrong extension."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITERS:
+        raise DataError(f"{path}: cannot write a {path.suffix.lower() or 'file without extension'}; use one of {', '.join(WRITERS)}")
+    return path
+
+
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` as CSV, TSV, JSONL or Parquet, chosen by the file's extension."""
-    path = Path(path)
+    path = check_writable_table(path)
     suffix = path.suffix.lower()
     buf = io.BytesIO()
     if suffix == ".csv":
@@ -28,9 +37,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         buf.write(df.to_csv(index=False, sep="\t").encode("utf-8"))
     elif suffix == ".jsonl":
         buf.write(df.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
-    elif suffix == ".parquet":
+    else:  # .parquet
         df.to_parquet(buf, index=False)
-    else:
-        raise DataError(f"{path}: cannot write a {suffix or 'file without extension'}; use one of {', '.join(WRITERS)}")
     atomic_write_bytes(path, buf.getvalue())
     return path
