@@ -8,6 +8,7 @@ pickle); tensors that share memory (a tied embedding table) are stored once and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -111,6 +112,13 @@ def hash_tensors(h, tensors: dict[str, torch.Tensor]) -> None:
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"\0{name}:{t.dtype}:{tuple(t.shape)}\0".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """``sha256:<hex>`` of ``tensors`` (:func:`hash_tensors`): equal digests, equal tensors."""
+    h = hashlib.sha256()
+    hash_tensors(h, tensors)
+    return "sha256:" + h.hexdigest()
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -54,7 +53,7 @@ from ..errors import ConfigError
 from ..model import DefectNet
 from ..model.pairs import distinct_rows, encode_rows, pair_logits, take_rows
 from .metrics import average_precision
-from ..storage import hash_tensors, load_metadata
+from ..storage import load_metadata, tensors_digest
 from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint
 
 
@@ -247,9 +246,7 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
 
 def state_digest(net: torch.nn.Module) -> str:
     """``sha256:<hex>`` of a network's tensors (names, shapes and bytes): which teacher a run distils."""
-    h = hashlib.sha256()
-    hash_tensors(h, net.state_dict())
-    return "sha256:" + h.hexdigest()
+    return tensors_digest(net.state_dict())
 
 
 def _check_same_run(path: Path, cfg: QueryDistillationConfig) -> None:

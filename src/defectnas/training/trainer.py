@@ -15,7 +15,6 @@ atomically, so ``resume=True`` continues a killed run from the last finished epo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..model import DefectNet
 from ..model.pairs import pair_logits
 from ..data.tokenizer import trim_padding
 from ..errors import ConfigError
-from ..storage import hash_tensors, load_tensors, save_tensors
+from ..storage import load_tensors, save_tensors, tensors_digest
 from .losses import distillation_loss, triplet_loss, weighted_bce
 from .metrics import average_precision, best_threshold
 
@@ -240,10 +239,8 @@ def _frozen_names(model) -> set[str]:
 
 
 def _frozen_digest(model, names) -> str:
-    h = hashlib.sha256()
     state = model.state_dict()
-    hash_tensors(h, {k: state[k] for k in names})
-    return "sha256:" + h.hexdigest()
+    return tensors_digest({k: state[k] for k in names})
 
 
 def _load_checkpoint(path, model, optimizer):
