@@ -93,13 +93,15 @@ def _request(body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes, bool]:
+    """(status, body, whether the server said ``Connection: close``)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
-    length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.strip().lower() == b"content-length")
-    return status, await reader.readexactly(length)
+    headers = [(k.strip().lower(), v.strip().lower()) for k, _, v in (ln.partition(b":") for ln in lines[1:])]
+    length = next(int(v) for k, v in headers if k == b"content-length")
+    return status, await reader.readexactly(length), any(k == b"connection" and b"close" in v for k, v in headers)
 
 
 async def _load(port: int, requests: list[bytes], clients: int, seconds: float, max_requests: int, warmup: int) -> dict:
@@ -107,15 +109,23 @@ async def _load(port: int, requests: list[bytes], clients: int, seconds: float, 
     failures: list[str] = []
     issued = 0
     conns: list = [None] * clients
+    closed_by_server = [False] * clients  # its next request opens a new connection, timed (as a real client pays it)
+    closes = 0
 
     async def send(k: int, request: bytes) -> tuple[int, bytes]:
+        nonlocal closes
         # the server drops connections idle for 5 s (uvicorn's keep-alive), which a client that
         # finished its warm-up early can be: reconnect then (the reconnect is not timed)
         for attempt in range(2):
             if conns[k] is None:
                 conns[k] = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
             try:
-                return await _roundtrip(*conns[k], request)
+                status, body, close = await _roundtrip(*conns[k], request)
+                if close:  # serve --workers N evening out its connections (serving/balance.py): an HTTP/1.1 client reconnects
+                    conns[k][1].close()
+                    conns[k], closed_by_server[k] = None, True
+                    closes += 1
+                return status, body
             except (asyncio.IncompleteReadError, ConnectionError):
                 conns[k][1].close()
                 conns[k] = None
@@ -129,8 +139,9 @@ async def _load(port: int, requests: list[bytes], clients: int, seconds: float, 
         while time.perf_counter() < deadline and issued < max_requests:
             issued += 1
             request = rng.choice(requests)
-            if conns[k] is None or conns[k][0].at_eof():
-                await send(k, request)  # reconnect (and warm) outside the timed request
+            if (conns[k] is None and not closed_by_server[k]) or (conns[k] is not None and conns[k][0].at_eof()):
+                await send(k, request)  # dropped while idle (uvicorn's keep-alive): reconnect (and warm) outside the timed request
+            closed_by_server[k] = False
             t0 = time.perf_counter()
             status, body = await send(k, request)
             latencies.append(time.perf_counter() - t0)
@@ -152,7 +163,7 @@ async def _load(port: int, requests: list[bytes], clients: int, seconds: float, 
             conn[1].close()
     ms = np.array(latencies) * 1000
     return {
-        "clients": clients, "requests": len(ms), "errors": len(failures), "seconds": round(wall, 2),
+        "clients": clients, "requests": len(ms), "errors": len(failures), "seconds": round(wall, 2), "closed_by_server": closes,
         "rps": round(len(ms) / wall, 1) if wall else 0.0,
         **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) if len(ms) else None for q in (50, 95, 99)},
         **({"first_error": failures[0]} if failures else {}),
@@ -295,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-stacks", default="auto",
                    help="serve --http values of the HTTP load, comma-separated: auto (httptools when installed), httptools, h11 "
                         "(pure Python); the event loop is always asyncio's (serving/app.py SERVE_LOOP)")
+    p.add_argument("--balance", default="on",
+                   help="serve --balance-connections values of the HTTP load with several workers, comma-separated: on, off")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=str(HERE / "results" / "serving.json"), help="where to write the results")
@@ -396,22 +409,24 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     # 3. HTTP load
     rows = []
     server_threads = [int(t) for t in (args.server_threads or str(args.threads)).split(",")]
-    servers = [(b, int(w), t, int(lru), float(bw), stack) for b in http_backends for w in args.workers.split(",") for t in server_threads
-               for lru in args.query_cache.split(",") for bw in args.batch_wait_ms.split(",") for stack in args.http_stacks.split(",")
+    servers = [(b, int(w), t, int(lru), float(bw), stack, bal) for b in http_backends for w in args.workers.split(",")
+               for t in server_threads for lru in args.query_cache.split(",") for bw in args.batch_wait_ms.split(",")
+               for stack in args.http_stacks.split(",") for bal in (args.balance.split(",") if int(w) > 1 else ["on"])
                if b != "onnx-int8" or float(bw) == 0]  # int8 refuses batching
     rounds = [(k, server) for k in range(1, args.rounds + 1) for server in servers]  # interleaved: machine drift hits every server alike
-    for round_, (backend, workers, threads, lru, batch_wait, stack) in rounds if modes & {"cached", "titles"} else []:
+    for round_, (backend, workers, threads, lru, batch_wait, stack, balance) in rounds if modes & {"cached", "titles"} else []:
         port = _free_port()
         model = model_dir if backend == "torch" else work / backend
         server = start_server([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model), "--cache", str(work / "cache"),
                                "--backend", backend.split("-")[0], "--query-cache", str(lru), "--allow-int8-loss",
                                "--port", str(port), "--threads", str(threads), "--workers", str(workers), "--quiet",
-                               "--batch-wait-ms", str(batch_wait), "--http", stack], port)
+                               "--batch-wait-ms", str(batch_wait), "--http", stack,
+                               "--balance-connections" if balance == "on" else "--no-balance-connections"], port)
         try:
             for mode, bodies in (("cached", by_ids), ("titles", by_titles)):
                 for c in levels if mode in modes else []:
                     r = {"mode": mode, "backend": backend, "query_cache": lru, "workers": workers, "threads": threads,
-                         "batch_wait_ms": batch_wait, "http_stack": stack, "round": round_,
+                         "batch_wait_ms": batch_wait, "http_stack": stack, "balance": balance, "round": round_,
                          **run_load(port, bodies, c, args.seconds, args.max_requests, server_pid=server.pid)}
                     log(f"  {r}")
                     rows.append(r)
@@ -598,7 +613,8 @@ def goals(rows: list[dict], floor_ms: float) -> dict:
     for r in rows:
         if r["mode"] == "cached" and r["requests"]:
             key = (f"{r.get('backend', 'torch')}_lru{r.get('query_cache', 0)}_{r['workers']}_workers_{r.get('threads', 1)}_threads"
-                   f"_wait{r.get('batch_wait_ms', 0):g}ms" + (f"_{r['http_stack']}" if r.get("http_stack", "auto") != "auto" else ""))
+                   f"_wait{r.get('batch_wait_ms', 0):g}ms" + (f"_{r['http_stack']}" if r.get("http_stack", "auto") != "auto" else "")
+                   + ("_unbalanced" if r.get("balance", "on") == "off" else ""))
             levels.setdefault(key, {}).setdefault(r["clients"], []).append(r)
     out: dict = {}
     for key, by_clients in levels.items():
@@ -639,8 +655,8 @@ def table(result: dict) -> str:
         f"{result['floor']['head_mflop']}) / {result['floor']['matmul_gflops']} GFLOP/s float32 matmul at {result['floor']['threads']} "
         f"thread(s) = {result['floor']['floor_ms']} ms",
         "",
-        "| mode | backend | query LRU | workers × threads | batch wait ms | HTTP stack | round | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | backend | query LRU | workers × threads | batch wait ms | HTTP stack | balance | round | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if "backends" in result:
         bk = result["backends"]
@@ -661,7 +677,7 @@ def table(result: dict) -> str:
         lines.append("")
     for r in result["load"]:
         lines.append(f"| {r['mode']} | {r.get('backend', 'torch')} | {r.get('query_cache', '')} | {r['workers']} × {r.get('threads', 1)} "
-                     f"| {r.get('batch_wait_ms', 0)} | {r.get('http_stack', 'auto')} | {r.get('round', 1)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
+                     f"| {r.get('batch_wait_ms', 0)} | {r.get('http_stack', 'auto')} | {r.get('balance', 'on')} | {r.get('round', 1)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
                      f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")
     if "cross_encoder" in result:
         lines.append(f"\ncross-encoder: {result['cross_encoder']['model']}")

@@ -50,10 +50,31 @@ def test_serve_runs_a_real_uvicorn_process(model_dir, catalog_csv, tmp_path):
 @pytest.mark.slow
 def test_serve_with_worker_processes(model_dir, catalog_csv, tmp_path):
     # and on the pure-Python HTTP parser (the default test above runs auto: httptools)
-    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2", "--http", "h11"])
+    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2", "--http", "h11"], also=_keep_alive_clients_end_up_even)
 
 
-def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str]) -> None:
+def _keep_alive_clients_end_up_even(base_url: str) -> None:
+    """8 keep-alive clients of 2 workers: whatever split the kernel's hash gave them, the fuller worker
+    closes connections after answering until each worker holds 4 (by luck alone: 27% of the time)."""
+    if not sys.platform.startswith("linux"):
+        return
+    time.sleep(1.2)  # the earlier requests' connection leaves the workers' one-second count
+    clients = [httpx.Client(base_url=base_url, trust_env=False, timeout=10) for _ in range(8)]
+    try:
+        for _ in range(15):  # in turn, as a client pool sends
+            answered = [c.get("/healthz").json()["worker"] for c in clients]
+        by_worker = {}
+        for w in answered:
+            by_worker[w["pid"]] = by_worker.get(w["pid"], 0) + 1
+        assert sorted(by_worker.values()) == [4, 4], answered
+        again = [c.get("/healthz").json()["worker"]["pid"] for c in clients]
+        assert again == [w["pid"] for w in answered]  # settled: nobody is closed any more
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str], also=None) -> None:
     cache = tmp_path / "cache"
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
     port = _free_port()
@@ -84,6 +105,8 @@ def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str]) -> None
         np.testing.assert_allclose([x["defect_probability"] for x in r.json()["results"]], expected, atol=1e-5, rtol=0)
         r = http.post("/score", json={"query": "hose", "product_ids": ["missing"]}, headers={"X-API-Key": "k1"})
         assert r.status_code == 404 and r.json() == {"detail": 'unknown product id(s): "missing"'}
+        if also is not None:
+            also(f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
         try:

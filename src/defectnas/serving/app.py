@@ -87,6 +87,8 @@ class ServeSettings:
     cache_reload_s: float = 2.0  # seconds between checks of the cache directory for a new generation (0: never; see .reload)
     batch_wait_ms: float = 0.0  # cached-product requests arriving within this many ms share one query-tower pass (0: off; .batching)
     max_batch: int = 32  # ... at most this many
+    workers: int = 1  # server processes of this service (run_workers sets it)
+    connection_balance: str = ""  # the workers' shared connection table (.balance; set by serve --workers N on Linux; "": off)
 
     def body_limit(self) -> int:
         if self.max_body_bytes > 0:
@@ -142,6 +144,9 @@ class Health(BaseModel):
     backend: str = Field("torch", description="torch (PyTorch) or onnx (onnxruntime, fp32 or int8: see model)")
     query_cache: dict = Field(default_factory=dict, description="the query-encoding LRU: capacity, size, hits, misses, hit_rate")
     cache_generation: int | None = Field(None, description="the served cache generation (null without a cache)")
+    worker: dict | None = Field(None, description="with several worker processes: the answering one's pid, its connections in the "
+                                                  "last second, and how many it closed to even the split (null with one process; the last two null "
+                                                  "without --balance-connections)")
     cache_update_refused: str | None = Field(None, description="why the newest cache generation on disk is not served (one line; "
                                                               "null when the served one is the newest)")
 
@@ -206,6 +211,13 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
     app.add_middleware(BodyLimit, limit=settings.body_limit())
     app.add_middleware(OverloadGuard, admission=app.state.admission, timeout=settings.request_timeout_ms / 1000)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    balancer = None
+    if settings.connection_balance and settings.workers > 1:  # outermost: a 503 or 413 can carry the Connection: close too
+        from .balance import BalanceConnections, ConnectionBalancer
+
+        balancer = ConnectionBalancer(settings.connection_balance, settings.workers)
+        app.add_middleware(BalanceConnections, balancer=balancer)
+    app.state.balancer = balancer
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -244,6 +256,9 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
                       matching=bool(scorer.matching), threshold=scorer.threshold, version=__version__,
                       backend=scorer.backend, query_cache=scorer.query_cache.stats(),
                       cache_generation=getattr(cache, "generation", None) if cache else None,
+                      worker=None if settings.workers < 2 else {"pid": os.getpid(),
+                                                                "connections": balancer.connections() if balancer else None,
+                                                                "closed_for_balance": balancer.closed if balancer else None},
                       cache_update_refused=watcher.refused if watcher is not None else None)
 
     @app.post("/score", response_model=ScoreResponse, responses=errors, summary="defect probability of each product for the query",
@@ -298,7 +313,7 @@ def open_listeners(host: str, port: int, workers: int, backlog: int = 2048) -> t
 
 
 def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: ServeSettings, workers: int, sockets: list,
-                **uvicorn_options) -> None:
+                balance_connections: bool = True, **uvicorn_options) -> None:
     """Serve with ``workers`` processes under uvicorn's supervisor (which restarts a dead worker),
     listening on ``sockets`` from :func:`open_listeners`.
 
@@ -307,14 +322,26 @@ def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: S
     own and the kernel spreads new connections over them: on one shared socket, asyncio's accept
     loop takes every pending connection at once, so the first worker to wake held all 8
     keep-alive clients of the benchmark while the other idled (measured: 246 requests/s on 2
-    workers, as on 1).
+    workers, as on 1). The kernel spreads *connections*, not requests, and keep-alive connections
+    stay where they landed, so with ``balance_connections`` the workers also even out their
+    connections (:mod:`.balance`: a worker above its share closes one after its answer).
     """
+    import dataclasses
+
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from .balance import create_table
+
+    table = create_table() if balance_connections and isinstance(sockets[0], ReusePortListener) else None
+    settings = dataclasses.replace(settings, workers=workers, connection_balance=str(table) if table else "")
     os.environ[SERVE_ENV] = json.dumps({"model": str(model_dir), "cache": cache_dir and str(cache_dir), "settings": vars(settings)})
     config = uvicorn.Config("defectnas.serving.app:app_from_env", factory=True, workers=workers, **uvicorn_options)
-    Multiprocess(config, sockets=sockets).run()  # a ReusePortListener is unpickled in each worker as its own socket
+    try:
+        Multiprocess(config, sockets=sockets).run()  # a ReusePortListener is unpickled in each worker as its own socket
+    finally:
+        if table is not None:
+            table.unlink(missing_ok=True)
 
 
 class ReusePortListener:
