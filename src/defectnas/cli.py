@@ -612,7 +612,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
         return
     del app, scorer
-    run_workers(args.model, args.cache, settings, args.workers, sockets, **options)
+    run_workers(args.model, args.cache, settings, args.workers, sockets, balance_connections=args.balance_connections, **options)
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -676,8 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill-query", help="a faster copy of a model: its query tower distilled into fewer pre-trained layers "
                        "(same title tower, so the model's product caches serve it)",
-                       description="Train a query tower of --layers pre-trained layers to reproduce a trained model's (its encodings and "
-                                   "its scores on the training pairs), keeping the model's title tower and head. The result is an ordinary "
+                       description="Train a query tower of --layers pre-trained layers to reproduce a trained model's (its encodings of "
+                                   "the training queries and of word runs of the training titles), keeping the model's title tower and head. The result is an ordinary "
                                    "model directory that serves faster (a request's cost is mostly the query tower) and that the model's "
                                    "product caches serve as they are. Uses the model's own train/valid/test queries (splits.json) when it "
                                    "has them; writes metrics.json (held-out) and distillation.json (AP and served ms of both).")
@@ -685,9 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", required=True, help="model directory to write (not the model's own)")
     p.add_argument("--layers", type=int, default=2, help="pre-trained layers of the new query tower (default 2: ~2x faster than 6)")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the query-like texts (default 2, at least 1)")
-    p.add_argument("--text-windows", type=int, default=3, help="runs of 1-5 consecutive words taken from each training title as "
-                                                                "query-like texts, besides the queries (default 3; more texts, longer epochs)")
+    p.add_argument("--epochs", type=int, default=4, help="passes over the query-like texts (default 4, at least 1)")
+    p.add_argument("--text-windows", type=int, default=0, help="runs of 1-5 consecutive words taken from each training title as "
+                                                                "more query-like texts, besides the queries and one prefix per title "
+                                                                "(default 0; each adds about a title's count of texts to an epoch)")
     p.add_argument("--init", choices=["bottom+top", "bottom"], default="bottom+top",
                    help="which of the model's query layers the new ones start as: the bottom layers-1 and the top one (default), "
                         "or the bottom ones")
@@ -863,6 +864,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32, help="with --batch-wait-ms: requests per query-tower pass at most (default 32)")
     p.add_argument("--shutdown-timeout-s", type=float, default=30,
                    help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
+    p.add_argument("--balance-connections", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --workers N on Linux: a worker holding more than its share of the keep-alive connections closes one "
+                        "after its answer, so that clients reconnect to the others (default on)")
     p.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                    help="uvicorn's HTTP parser (auto: httptools when installed, else the pure-Python h11)")
     _add_common(p)

@@ -161,8 +161,8 @@ class DefectClassifier:
             log(f"calibration: {self.calibrator_.method} ({json.dumps(self.calibrator_.report)}); threshold {self.threshold_:.4f}, {THRESHOLD_RULE}")
         return self
 
-    def distill_query(self, data: pd.DataFrame | str | Path, valid: pd.DataFrame | str | Path, *, layers: int = 2, epochs: int = 2,
-                      text_windows: int = 3, init: str = "bottom+top", lr: float = 5e-4, logit_weight: float = 0.0,
+    def distill_query(self, data: pd.DataFrame | str | Path, valid: pd.DataFrame | str | Path, *, layers: int = 2, epochs: int = 4,
+                      text_windows: int = 0, init: str = "bottom+top", lr: float = 5e-4, logit_weight: float = 0.0,
                       seed: int | None = None, checkpoint_dir: str | Path | None = None,
                       resume: bool = False, quiet: bool = True, log: Callable[[str], None] | None = None,
                       invalid_rows: str = "skip") -> "DefectClassifier":

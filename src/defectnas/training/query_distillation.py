@@ -16,22 +16,22 @@ Knowledge in a Neural Network"), with intermediate-state matching as in TinyBERT
     + logit_weight · MSE(student logit, teacher logit)  on 256 training pairs (off by default)
 
 where the texts are the training split's queries, each multi-word query less one word, and a
-prefix and three runs of 1–5 consecutive words of each of its titles (query-like, and unlabelled:
-the teacher labels them; :func:`query_like_texts`), and a pair's title encoding is taken from the
-frozen title tower, as a product cache holds it. The student's K layers start as the teacher's
+2–5-word prefix of each of its titles (query-like, and unlabelled: the teacher labels them;
+``text_windows`` adds runs of words from anywhere in the titles: :func:`query_like_texts`), and
+a pair's title encoding is taken from the frozen title tower, as a product cache holds it. The student's K layers start as the teacher's
 bottom K − 1 query layers and its top one (:func:`student_layer_sources`). AdamW with cosine
 decay; the epoch with the best validation AP is kept; a checkpoint after each epoch makes a
 killed run resumable (``resume=True``), as in :mod:`.trainer`.
 
 Why these defaults (README, "Product goal"; Home Depot's sample): the first recipe started the
-student from the teacher's bottom two layers and distilled on the queries and one prefix per
-title; its students lost 0.013 test AP (3 teachers), all of it in MiniLM's sentence vector (the
-normalised mean of the top layer's states: swapping the teacher's into a student's pooled vector
-recovers the teacher's AP, ``benchmarks/query_distillation_diagnosis.py``). Keeping the teacher's
-top layer — fine-tuned, and the one whose states the head reads — and three times the texts
-closed that gap on the seed-700 teacher (test AP 0.2562 against its 0.2544), at two epochs
-instead of four. The logit term encodes each step's 256 pairs' queries again (3× an epoch's
-cost) and did not move held-out AP, so it is off.
+student from the teacher's bottom two layers; its students lost 0.013 test AP (3 teachers), all
+of it in MiniLM's sentence vector (the normalised mean of the top layer's states: swapping the
+teacher's into a student's pooled vector recovers the teacher's AP,
+``benchmarks/query_distillation_diagnosis.py``). Keeping the teacher's top layer — fine-tuned,
+and the one whose states the head reads — closed that gap (three teachers: the students score
+as their teachers do). Three times the texts (``text_windows=3``) did the same at 1.7× the
+time, and helped only students without the top layer. The logit term encodes each step's 256
+pairs' queries again (3× an epoch's cost) and did not move held-out AP, so it is off.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class QueryDistillationConfig:
     """How a query tower is distilled (saved in the student's ``history``)."""
 
     layers: int = 2  # pre-trained layers of the student's query tower (all fine-tuned)
-    epochs: int = 2  # passes over the query-like texts (~2 min each on Home Depot's sample, 2 cores; ~3× with the logit term)
-    text_windows: int = 3  # runs of consecutive words taken from each training title as texts (query_like_texts)
+    epochs: int = 4  # passes over the query-like texts (~1 min each on Home Depot's sample, 2 cores; ~3× with the logit term)
+    text_windows: int = 0  # runs of consecutive words taken from each training title as more texts (query_like_texts)
     init: str = "bottom+top"  # which teacher layers the student's start as (student_layer_sources)
     lr: float = 5e-4  # AdamW's peak learning rate (cosine decay to 0)
     logit_weight: float = 0.0  # weight of the teacher-logit MSE on training pairs (0: encodings only)
@@ -145,19 +145,18 @@ def student_net(teacher: DefectNet, layers: int, init: str = "bottom+top") -> De
     return student
 
 
-def query_like_texts(queries: list[str], titles: list[str], seed: int, windows: int = 3) -> list[str]:
+def query_like_texts(queries: list[str], titles: list[str], seed: int, windows: int = 0) -> list[str]:
     """The unlabelled texts a student learns to encode as its teacher does (seeded, distinct, in order):
     the distinct training queries; each multi-word query again with one word left out; and for each
     distinct title a 2–5-word prefix and ``windows`` runs of 1–5 consecutive words from anywhere in it.
 
-    Why so many: a two-layer student reproduces its teacher on the texts it saw far better than on
-    new queries, and the held-out AP it loses is in the pre-trained sentence vector (README,
-    "Product goal"). Spans of titles are what shoppers type ("cordless drill", "white subway
-    tile"), so they teach the student the shop's vocabulary in query-sized pieces: TinyBERT's
-    finding (Jiao et al. 2020) that task-specific distillation needs augmented text, done here with
-    the catalogue's own words instead of word substitution. Measured on Home Depot's sample (seed
-    700 teacher, 2 epochs): 3 windows a title (~93k texts) lose 0.0116 test AP where the prefixes
-    alone (~35k texts, 4 epochs) lost 0.0173."""
+    Why: the student must encode *new* queries as its teacher does, and short spans of titles are
+    what shoppers type ("cordless drill", "white subway tile"): TinyBERT (Jiao et al. 2020) found
+    augmented text necessary for task distillation, done here with the catalogue's own words. On
+    Home Depot's sample (seed-700 teacher) more spans helped a student started as the teacher's
+    bottom layers (test AP loss 0.0116 with 3 windows a title against 0.0173 with the prefixes),
+    and nothing measurable once the student keeps the teacher's top layer (README, "Product
+    goal"), so ``distill-query`` takes none by default (``--text-windows``)."""
     rng = np.random.default_rng(seed)
     distinct_queries = list(dict.fromkeys(queries))
     texts = list(distinct_queries)
