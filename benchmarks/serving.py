@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-stacks", default="auto",
                    help="serve --http values of the HTTP load, comma-separated: auto (httptools when installed), httptools, h11 "
                         "(pure Python); the event loop is always asyncio's (serving/app.py SERVE_LOOP)")
-    p.add_argument("--balance", default="on",
+    p.add_argument("--balance", default="off",
                    help="serve --balance-connections values of the HTTP load with several workers, comma-separated: on, off")
     p.add_argument("--workers", default="1,2", help="defectnas serve --workers values to test, comma-separated (the cross-encoder server has one process)")
     p.add_argument("--seed", type=int, default=0)
@@ -411,7 +411,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     server_threads = [int(t) for t in (args.server_threads or str(args.threads)).split(",")]
     servers = [(b, int(w), t, int(lru), float(bw), stack, bal) for b in http_backends for w in args.workers.split(",")
                for t in server_threads for lru in args.query_cache.split(",") for bw in args.batch_wait_ms.split(",")
-               for stack in args.http_stacks.split(",") for bal in (args.balance.split(",") if int(w) > 1 else ["on"])
+               for stack in args.http_stacks.split(",") for bal in (args.balance.split(",") if int(w) > 1 else ["off"])
                if b != "onnx-int8" or float(bw) == 0]  # int8 refuses batching
     rounds = [(k, server) for k in range(1, args.rounds + 1) for server in servers]  # interleaved: machine drift hits every server alike
     for round_, (backend, workers, threads, lru, batch_wait, stack, balance) in rounds if modes & {"cached", "titles"} else []:
@@ -614,7 +614,7 @@ def goals(rows: list[dict], floor_ms: float) -> dict:
         if r["mode"] == "cached" and r["requests"]:
             key = (f"{r.get('backend', 'torch')}_lru{r.get('query_cache', 0)}_{r['workers']}_workers_{r.get('threads', 1)}_threads"
                    f"_wait{r.get('batch_wait_ms', 0):g}ms" + (f"_{r['http_stack']}" if r.get("http_stack", "auto") != "auto" else "")
-                   + ("_unbalanced" if r.get("balance", "on") == "off" else ""))
+                   + ("_balanced" if r.get("balance", "off") == "on" else ""))
             levels.setdefault(key, {}).setdefault(r["clients"], []).append(r)
     out: dict = {}
     for key, by_clients in levels.items():
@@ -677,7 +677,7 @@ def table(result: dict) -> str:
         lines.append("")
     for r in result["load"]:
         lines.append(f"| {r['mode']} | {r.get('backend', 'torch')} | {r.get('query_cache', '')} | {r['workers']} × {r.get('threads', 1)} "
-                     f"| {r.get('batch_wait_ms', 0)} | {r.get('http_stack', 'auto')} | {r.get('balance', 'on')} | {r.get('round', 1)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
+                     f"| {r.get('batch_wait_ms', 0)} | {r.get('http_stack', 'auto')} | {r.get('balance', 'off')} | {r.get('round', 1)} | {r['clients']} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['rps']} "
                      f"| {r.get('server_cpu_ms_per_request')} | {r.get('client_cpu_ms_per_request')} |")
     if "cross_encoder" in result:
         lines.append(f"\ncross-encoder: {result['cross_encoder']['model']}")

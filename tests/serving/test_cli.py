@@ -50,7 +50,8 @@ def test_serve_runs_a_real_uvicorn_process(model_dir, catalog_csv, tmp_path):
 @pytest.mark.slow
 def test_serve_with_worker_processes(model_dir, catalog_csv, tmp_path):
     # and on the pure-Python HTTP parser (the default test above runs auto: httptools)
-    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2", "--http", "h11"], also=_keep_alive_clients_end_up_even)
+    _serve_and_check(model_dir, catalog_csv, tmp_path, ["--workers", "2", "--http", "h11", "--balance-connections"],
+                     also=_keep_alive_clients_end_up_even)
 
 
 def _keep_alive_clients_end_up_even(base_url: str) -> None:

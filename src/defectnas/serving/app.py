@@ -313,7 +313,7 @@ def open_listeners(host: str, port: int, workers: int, backlog: int = 2048) -> t
 
 
 def run_workers(model_dir: str | Path, cache_dir: str | Path | None, settings: ServeSettings, workers: int, sockets: list,
-                balance_connections: bool = True, **uvicorn_options) -> None:
+                balance_connections: bool = False, **uvicorn_options) -> None:
     """Serve with ``workers`` processes under uvicorn's supervisor (which restarts a dead worker),
     listening on ``sockets`` from :func:`open_listeners`.
 
