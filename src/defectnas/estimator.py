@@ -170,9 +170,10 @@ class DefectClassifier:
         one's (:mod:`defectnas.training.query_distillation`): faster to serve, with this model's
         title tower and head, so this model's product caches serve it too.
 
-        ``data``: the training pairs (their queries and ``text_windows`` word runs of each title are
-        the texts distilled on: :func:`~defectnas.training.query_distillation.query_like_texts`;
-        labels are not used); ``valid``: labelled pairs of other queries, on which the best epoch is
+        ``data``: the training pairs (their queries, and a prefix and ``text_windows`` word runs of
+        each title, are the texts distilled on: :func:`~defectnas.training.query_distillation.query_like_texts`;
+        labels are not used); ``init``: which of this model's query layers the student's start as
+        (:func:`~defectnas.training.query_distillation.student_layer_sources`); ``valid``: labelled pairs of other queries, on which the best epoch is
         chosen (AP), the probabilities calibrated and the threshold picked, as ``fit`` does.
         Raises ConfigError for a model without pre-trained query layers or ``layers`` not fewer
         than its own; DataError for an empty split."""

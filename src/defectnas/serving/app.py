@@ -144,9 +144,9 @@ class Health(BaseModel):
     backend: str = Field("torch", description="torch (PyTorch) or onnx (onnxruntime, fp32 or int8: see model)")
     query_cache: dict = Field(default_factory=dict, description="the query-encoding LRU: capacity, size, hits, misses, hit_rate")
     cache_generation: int | None = Field(None, description="the served cache generation (null without a cache)")
-    worker: dict | None = Field(None, description="with several worker processes: the answering one's pid, its connections in the "
-                                                  "last second, and how many it closed to even the split (null with one process; the last two null "
-                                                  "without --balance-connections)")
+    worker: dict | None = Field(None, description="with several worker processes: the answering one's pid, its connections in "
+                                                  "the last second, and how many it closed to even the split (null with one "
+                                                  "process; the last two null without --balance-connections)")
     cache_update_refused: str | None = Field(None, description="why the newest cache generation on disk is not served (one line; "
                                                               "null when the served one is the newest)")
 
