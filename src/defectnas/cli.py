@@ -577,7 +577,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from .serving.app import API_KEY_ENV, SERVE_LOOP, ServeSettings, create_app, open_listeners, run_workers
+    from .serving.app import API_KEY_ENV, SERVE_LOOP, ReusePortListener, ServeSettings, create_app, open_listeners, run_workers
 
     for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers", "max_batch"):
         if getattr(args, name) < 1:
@@ -612,6 +612,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
         return
     del app, scorer
+    if args.balance_connections and not isinstance(sockets[0], ReusePortListener):
+        _echo(args, "note: --balance-connections needs a fixed --port on Linux (the workers then listen on sockets of their own); "
+                    "ignored here")
     run_workers(args.model, args.cache, settings, args.workers, sockets, balance_connections=args.balance_connections, **options)
 
 
