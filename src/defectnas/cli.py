@@ -148,8 +148,8 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     _note_earlier_checkpoint(args, out)
     student = teacher.distill_query(parts["train"], parts["valid"], layers=args.layers, epochs=args.epochs,
                                     text_windows=args.text_windows, init=args.init, lr=args.lr, logit_weight=args.logit_weight,
-                                    seed=args.seed, checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
-                                    invalid_rows=args.invalid_rows)
+                                    seed=args.seed, checkpoint_dir=out, resume=args.resume, quiet=args.quiet,
+                                    log=lambda m: _echo(args, m), invalid_rows=args.invalid_rows)
     student.save(out)
     from .data import write_splits
 
@@ -680,8 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill-query", help="a faster copy of a model: its query tower distilled into fewer pre-trained layers "
                        "(same title tower, so the model's product caches serve it)",
                        description="Train a query tower of --layers pre-trained layers to reproduce a trained model's (its encodings of "
-                                   "the training queries and of word runs of the training titles), keeping the model's title tower and head. The result is an ordinary "
-                                   "model directory that serves faster (a request's cost is mostly the query tower) and that the model's "
+                                   "the training queries and of word runs of the training titles), keeping the model's title tower and "
+                                   "head. The result is an ordinary model directory that serves faster (a request's cost is mostly the query tower) and that the model's "
                                    "product caches serve as they are. Uses the model's own train/valid/test queries (splits.json) when it "
                                    "has them; writes metrics.json (held-out) and distillation.json (AP and served ms of both).")
     p.add_argument("--model", required=True, help="the trained model (the teacher) whose query tower is distilled into a student's")

@@ -18,10 +18,11 @@ Knowledge in a Neural Network"), with intermediate-state matching as in TinyBERT
 where the texts are the training split's queries, each multi-word query less one word, and a
 2–5-word prefix of each of its titles (query-like, and unlabelled: the teacher labels them;
 ``text_windows`` adds runs of words from anywhere in the titles: :func:`query_like_texts`), and
-a pair's title encoding is taken from the frozen title tower, as a product cache holds it. The student's K layers start as the teacher's
-bottom K − 1 query layers and its top one (:func:`student_layer_sources`). AdamW with cosine
-decay; the epoch with the best validation AP is kept; a checkpoint after each epoch makes a
-killed run resumable (``resume=True``), as in :mod:`.trainer`.
+a pair's title encoding is taken from the frozen title tower, as a product cache holds it. The
+student's K layers start as the teacher's bottom K − 1 query layers and its top one
+(:func:`student_layer_sources`). AdamW with cosine decay; the epoch with the best validation AP
+is kept; a checkpoint after each epoch makes a killed run resumable (``resume=True``), as in
+:mod:`.trainer`.
 
 Why these defaults (README, "Product goal"; Home Depot's sample): the first recipe started the
 student from the teacher's bottom two layers; its students lost 0.013 test AP (3 teachers), all
@@ -29,7 +30,7 @@ of it in MiniLM's sentence vector (the normalised mean of the top layer's states
 teacher's into a student's pooled vector recovers the teacher's AP,
 ``benchmarks/query_distillation_diagnosis.py``). Keeping the teacher's top layer — fine-tuned,
 and the one whose states the head reads — closed that gap (three teachers: the students score
-as their teachers do). Three times the texts (``text_windows=3``) did the same at 1.7× the
+as their teachers do). Three times the texts (``text_windows=3``) did the same at 1.6× the
 time, and helped only students without the top layer. The logit term encodes each step's 256
 pairs' queries again (3× an epoch's cost) and did not move held-out AP, so it is off.
 """
@@ -80,8 +81,7 @@ class QueryDistillationConfig:
         if self.epochs < 1 or self.text_batch < 1 or self.pair_batch < 1:
             raise ConfigError(f"query distillation needs epochs, text_batch and pair_batch of at least 1 "
                               f"(got {self.epochs}, {self.text_batch}, {self.pair_batch})")
-        if self.init not in STUDENT_INITS:
-            raise ConfigError(f"query distillation's init must be one of {', '.join(STUDENT_INITS)}, got {self.init!r}")
+        check_init(self.init)
         if self.text_windows < 0:
             raise ConfigError(f"query distillation needs text_windows >= 0 (got {self.text_windows})")
         if not self.lr > 0 or self.logit_weight < 0:
@@ -110,19 +110,25 @@ def student_config(teacher: ModelConfig, layers: int) -> ModelConfig:
 STUDENT_INITS = ("bottom+top", "bottom")
 
 
+def check_init(init: str) -> None:
+    """ConfigError unless ``init`` is one of STUDENT_INITS."""
+    if init not in STUDENT_INITS:
+        raise ConfigError(f"query distillation's init must be one of {', '.join(STUDENT_INITS)}, got {init!r}")
+
+
 def student_layer_sources(teacher_layers: int, layers: int, init: str = "bottom+top") -> list[int]:
     """Which of the teacher's query layers (0 = bottom) each of the student's ``layers`` starts as.
 
-    ``"bottom+top"`` (the default): the bottom ``layers - 1`` and the top one (for one layer, the bottom one). The top layer is the
-    one whose states the head reads (token states, pooled vector, and MiniLM's sentence vector is
-    their mean), and in ``train``'s default model it is the fine-tuned one, so a student that
-    keeps it starts with its outputs in the space the head was trained on; measured on Home
-    Depot's sample (seed 700 teacher, 2 layers), the student then loses 0.0015 validation AP
-    where the bottom two lost 0.011 (README, "Product goal"). ``"bottom"``: the bottom ``layers``
+    ``"bottom+top"`` (the default): the bottom ``layers - 1`` and the top one (for one layer, the
+    bottom one). The top layer is the one whose states the head reads (token states, pooled
+    vector, and MiniLM's sentence vector is their mean), and in ``train``'s default model it is
+    the fine-tuned one, so a student that keeps it starts with its outputs in the space the head
+    was trained on; measured on Home Depot's sample (seed 700 teacher, 2 layers), the student
+    then loses 0.0019 validation AP where the first recipe's, started as the bottom two, lost
+    0.0153 (README, "Product goal"). ``"bottom"``: the bottom ``layers``
     (Sajjad et al. 2023, "On the effect of dropping layers of pre-trained transformer models",
     found them the best to keep when *fine-tuning* on labels): this module's first recipe."""
-    if init not in STUDENT_INITS:
-        raise ConfigError(f"query distillation's init must be one of {', '.join(STUDENT_INITS)}, got {init!r}")
+    check_init(init)
     if init == "bottom" or layers == 1:  # a lone top layer would read word embeddings it has never seen
         return list(range(layers))
     return [*range(layers - 1), teacher_layers - 1]
