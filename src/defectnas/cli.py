@@ -650,13 +650,15 @@ def cmd_search(args: argparse.Namespace) -> None:
                "best": {k: best.get(k) for k in ("architecture", "valid_metric", "valid_metric_std", "test_ap", "test_f1", "latency_ms",
                                                   "search_metric", "selection_bias")} if best else None,
                "pareto": [{k: e[k] for k in ("n", "latency_ms", "valid_metric", "test_ap")} for e in report.get("pareto", [])],
-               "paired_test": report.get("paired_test"), "seconds": round(result.seconds, 1)}
+               "paired_test": report.get("paired_test"),
+               "distilled": {k: v for k, v in (report.get("distilled") or {}).items() if k not in ("served_ms",)} or None,
+               "seconds": round(result.seconds, 1)}
     print(json.dumps(summary, indent=2))
 
 
 _SEARCH_FLAGS = ("space", "space_options", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
                  "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "final_seeds", "final_epochs",
-                 "final_rows", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
+                 "final_rows", "distill_query", "distill_epochs", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
                  "variant", "threads")
 
 
@@ -911,6 +913,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-seeds", type=int, help=f"fresh seeds per retrain, for the paired test against train's default (default {d.final_seeds})")
     p.add_argument("--final-epochs", type=int, help="epochs of the retrains (0: the model's; default: 1 when children train on a CPU, else 0)")
     p.add_argument("--final-rows", type=int, help="training pairs of the retrains (0: all; default: 12000 when children train on a CPU, else all)")
+    p.add_argument("--distill-query", type=int, metavar="K", help="after the retrains, distil best/'s query tower into K pre-trained layers "
+                   "(as distill-query does), measure it like the candidates and put it on the Pareto front; also saved as distilled/ "
+                   "(default 2; 0: off)")
+    p.add_argument("--distill-epochs", type=int, help="epochs of that distillation (default 4: ~5 min on Home Depot's sample, 2 CPU cores)")
     p.add_argument("--budget-minutes", type=float, help=f"wall time of the whole search, retrains included: sampling stops when what is left "
                    f"only covers the retrains' estimate (default {d.budget_minutes:g}; 0: no bound)")
     p.add_argument("--controller-batch", type=int, dest="batch_size", help="architectures per strategy step (default: rl max(4, workers), others workers)")

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
 def kill_test_config(data: str, trials: int, strategy: str = "rl"):
     from defectnas.search.config import SearchConfig
 
-    return SearchConfig(data=str(data), trials=trials, top_k=1, pareto_max=2, final_seeds=2, noise_repeats=2, seed=5,
+    return SearchConfig(data=str(data), trials=trials, top_k=1, pareto_max=2, final_seeds=2, noise_repeats=2, seed=5, distill_query=0,
                         strategy=strategy, population=4, sample_size=2, batch_size=2, options={"d_model": 16})
 
 

@@ -25,7 +25,8 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     out = tmp_path / "search"
     argv = ["search", "--data", str(search_sample), "--out", str(out), "--trials", "3", "--top-k", "1", "--pareto-max", "2",
             "--child-rows", "300", "--final-rows", "300", "--final-epochs", "1", "--final-seeds", "2", "--child-seeds", "2",
-            "--noise-repeats", "2", "--child-epochs", "1", "--quiet", "--seed", "0"]
+            "--noise-repeats", "2", "--child-epochs", "1", "--distill-epochs", "1", "--quiet", "--seed", "0",
+            "--space-options", '{"query_layers": [3, 6]}']  # a query tower best/ can be distilled from
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["trials"] == 3 and summary["best_dir"] == str(out / "best")
@@ -51,11 +52,25 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     stamp = json.loads((out / "best" / "architecture.json").read_text())
     assert arch_key(stamp["architecture"]) == arch_key(best["architecture"])
 
-    # resuming a finished search trains nothing again
+    # best/'s query tower distilled into 2 layers (the default): a model directory sharing best/'s product cache
+    from defectnas.serving.cache import title_tower_hash
+
+    distilled = final["distilled"]
+    assert summary["distilled"]["key"] == distilled["key"] and distilled["distilled_from"] == best["key"]
+    student = DefectClassifier.load(out / "distilled")
+    assert student.model_config_.query_backbone_layers == 2 and title_tower_hash(out / "distilled") == title_tower_hash(out / "best")
+    assert distilled["vs_teacher"]["queries"] == distilled["vs_default"]["queries"] == summary["paired_test"]["queries"]
+    assert distilled["latency_ms"] > 0 and distilled["speedup_over_teacher"] > 0
+    assert main(["evaluate", "--model", str(out / "distilled"), "--data", str(search_sample), "--quiet"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == CONTRACT_KEYS
+
+    # resuming a finished search trains nothing again, nor distils
     trials = read_trials(out)
+    retrained = (out / "retrain.jsonl").read_text()
     assert main(argv + ["--resume"]) == 0
     capsys.readouterr()
-    assert read_trials(out) == trials
+    assert read_trials(out) == trials and (out / "retrain.jsonl").read_text() == retrained
+    assert json.loads((out / "final.json").read_text())["distilled"]["key"] == distilled["key"]
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ STRATEGIES = ("rl", "random", "evolution")
 def config(data: Path, **kw) -> SearchConfig:
     """The seed space by default here (fast to reason about); serving-space tests say so."""
     base = {"trials": 8, "top_k": 0, "pareto_max": 0, "noise_repeats": 0, "seed": 1, "space": "seed", "batch_size": 1,
-            "options": {"d_model": 16}}
+            "distill_query": 0, "options": {"d_model": 16}}  # fake children leave no model to distil (fake_distiller does)
     return SearchConfig(data=str(data), **{**base, **kw})
 
 

@@ -20,7 +20,7 @@ SEARCH_FILE = "search.json"
 STRATEGIES = ("rl", "random", "evolution")
 SPACE_NAMES = ("serving", "seed")
 REWARD_METRICS = ("ap", "f1")
-RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max")  # may differ on --resume
+RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max", "distill_query", "distill_epochs")  # may differ on --resume
 MEASURED = ("space_settings", "noise_floor")  # written into search.json beside the settings; not settings
 CPU_RETRAIN = {"final_rows": 12000, "final_epochs": 1}  # retrain budget when children train on a CPU (README: search cost)
 DERIVED = ("batch_size", "latency_target_ms")  # 0 means "decide at the start"; the saved value wins
@@ -51,6 +51,8 @@ class SearchConfig:
     final_seeds: int = 2  # fresh seeds per retrain (top-k, front, and train's default for the paired test)
     final_epochs: int = -1  # epochs of a retrain (0: the model options' epochs; -1: auto, 1 on a CPU, else 0)
     final_rows: int = -1  # training pairs of a retrain, a fixed subset (0: all; -1: auto, 12,000 on a CPU, else all)
+    distill_query: int = 2  # after the retrains, distil best/'s query tower into this many pre-trained layers, the student measured and put on the front (0: off)
+    distill_epochs: int = 4  # epochs of that distillation (distill-query's default; ~5 min on Home Depot's sample, 2 CPU cores)
     budget_minutes: float = 30.0  # wall time of the whole search, retrains included: sampling stops when what is left only covers the retrains' estimate; 0: no bound
     workers: int = 1  # children evaluated at once (local processes, or Ray tasks with ray_address)
     batch_size: int = 0  # architectures per strategy step (0: rl max(4, workers), others the number of workers)
@@ -81,8 +83,10 @@ class SearchConfig:
             raise ConfigError(f"reward_metric must be one of {', '.join(REWARD_METRICS)}, got {self.reward_metric!r}")
         if min(self.trials, self.child_epochs, self.workers, self.child_seeds, self.final_seeds) < 1 or self.threads < 0:
             raise ConfigError("trials, child_epochs, child_seeds, final_seeds and workers must be at least 1, threads at least 0")
-        if min(self.top_k, self.pareto_max, self.noise_repeats) < 0 or self.budget_minutes < 0:
-            raise ConfigError("top_k, pareto_max, noise_repeats and budget_minutes must not be negative")
+        if min(self.top_k, self.pareto_max, self.noise_repeats, self.distill_query) < 0 or self.budget_minutes < 0:
+            raise ConfigError("top_k, pareto_max, noise_repeats, distill_query and budget_minutes must not be negative")
+        if self.distill_epochs < 1:
+            raise ConfigError(f"distill_epochs must be at least 1, got {self.distill_epochs}")
         if self.latency_weight < 0 or self.latency_target_ms < 0 or self.latency_budget_ms < 0:
             raise ConfigError("latency_weight, latency_target_ms and latency_budget_ms must not be negative")
         if "title_layers" in self.options:

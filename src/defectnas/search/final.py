@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..storage import append_line, atomic_write_json
+from .distill import DISTILLED_DIR, distill_best, distill_estimate_s, dominated
 from .plots import pareto_front
 from .space import Architecture, Space, arch_key
 from .stats import paired_bootstrap
@@ -109,14 +110,14 @@ def retrain_scale(cfg, tables) -> float:
 
 def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any]) -> float:
     """Estimated wall seconds of retraining today's candidates: each candidate's own measured child
-    seconds × :func:`retrain_scale`. The search stops sampling when what is left of
+    seconds × :func:`retrain_scale`, plus distilling the best (:func:`.distill.distill_estimate_s`). The search stops sampling when what is left of
     ``--budget-minutes`` only covers this (so the budget bounds the whole search, retrains
     included); ``final.json`` records the estimate beside what the retrains really took."""
     if not trials.cache or (cfg.top_k == 0 and cfg.pareto_max == 0):
         return 0.0
     *_, records, _ = candidates(cfg, space, trials, "test" in tables, floor)
     child = float(np.median([r["seconds"] for r in trials.cache.values()]))
-    return retrain_scale(cfg, tables) * sum(float(r.get("seconds") or child) for r in records.values())
+    return retrain_scale(cfg, tables) * sum(float(r.get("seconds") or child) for r in records.values()) + distill_estimate_s(cfg, tables)
 
 
 def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,
@@ -188,10 +189,22 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     for r in rows:
         r["best"] = r["key"] == best["key"]
 
-    # install pareto/<n>/ (fastest first) and best/
-    front_keys = [short_key(r["architecture"]) for r in front]
-    _install_models(out, front_keys, best["key"])
-    front_rows = [next(r for r in rows if r["key"] == k) for k in front_keys]
+    # a faster copy of best/: its query tower distilled, on the front unless a retrained candidate dominates it
+    student, skipped = None, None
+    if cfg.distill_query:
+        entry = distill_best(cfg, space, out, best, done, tables, out / RETRAIN_LOG, out / PROBS_DIR, STAMP, quiet, say)
+        if "skipped" in entry:
+            skipped = {"skipped": entry["skipped"]}
+        else:
+            student = {**entry, "roles": ["distilled"], "trial": None, "best": False, "on_front": not dominated(entry, rows)}
+            rows.append(student)
+
+    # install pareto/<n>/ (fastest first), best/ and distilled/
+    front_rows = [next(r for r in rows if r["key"] == short_key(rec["architecture"])) for rec in front]
+    if student is not None and student["on_front"]:
+        front_rows.append(student)
+    front_rows.sort(key=lambda r: r["latency_ms"])
+    _install_models(out, [r["key"] for r in front_rows], best["key"], student["key"] if student else None)
     for n, r in enumerate(front_rows):
         r["pareto_dir"] = str(out / PARETO_DIR / str(n))
 
@@ -205,10 +218,24 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         paired["beats_default"] = bool(paired["ci_low"] > 0)
         paired["worse_than_default"] = bool(paired["ci_high"] < 0)
         paired["same_architecture"] = best["key"] == default_key
-        paired["verdict"] = ("better by more than noise" if paired["beats_default"] else
-                             "worse by more than noise" if paired["worse_than_default"] else "not distinguishable from noise")
+        paired["verdict"] = _verdict(paired)
         say(f"best vs train's default on the test split: AP {paired['diff']:+.4f} (95% CI {paired['ci_low']:+.4f} … "
             f"{paired['ci_high']:+.4f}, {paired['queries']} queries): {paired['verdict']}")
+    distilled = skipped
+    if student is not None:
+        distilled = {k: student.get(k) for k in ("key", "distilled_from", "query_layers", "epochs", "valid_metric", "teacher_valid_ap_seed",
+                                                 "latency_ms", "served_ms", "speedup_over_teacher", "test_ap", "on_front", "seconds")}
+        distilled["dir"] = str(out / DISTILLED_DIR)
+        if has_test:
+            probs_student = np.load(out / PROBS_DIR / f"{student['key']}.npy")
+            for name, other in (("vs_teacher", probs_best[:1]), ("vs_default", probs_ref)):
+                test_result = paired_bootstrap(test["label"].to_numpy(), test["query"].to_numpy(), probs_student, other, seed=cfg.seed)
+                test_result["verdict"] = _verdict(test_result)
+                distilled[name] = test_result
+            say(f"distilled best/ ({student['latency_ms']:.2f} ms/request, {student['speedup_over_teacher']:.2f}x faster than its teacher) "
+                f"on the test split: AP {distilled['vs_teacher']['diff']:+.4f} against its teacher's seed "
+                f"({distilled['vs_teacher']['verdict']}), {distilled['vs_default']['diff']:+.4f} against train's default "
+                f"(95% CI {distilled['vs_default']['ci_low']:+.4f} … {distilled['vs_default']['ci_high']:+.4f}: {distilled['vs_default']['verdict']})")
 
     top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
     atomic_write_json(out / TOP_K_FILE, top_entries)
@@ -217,12 +244,18 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     report = {"reward_metric": cfg.reward_metric, "final_seeds": seeds, "retrain": retrain, "noise_floor": {k: v for k, v in floor.items() if k != "all_seeds"},
               "candidates": rows, "pareto": [{"n": n, "key": r["key"], "architecture": r["architecture"], "latency_ms": r["latency_ms"],
                                               "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap")} for n, r in enumerate(front_rows)],
-              "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired}
+              "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired, "distilled": distilled}
     atomic_write_json(out / FINAL_FILE, report)
     shutil.rmtree(out / "retrain", ignore_errors=True)
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, "
         f"{best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models under {out / PARETO_DIR}")
     return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
+
+
+def _verdict(paired: dict[str, Any]) -> str:
+    """What a paired test's 95% interval says of "a − b"."""
+    return ("better by more than noise" if paired["ci_low"] > 0 else
+            "worse by more than noise" if paired["ci_high"] < 0 else "not distinguishable from noise")
 
 
 def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
@@ -257,7 +290,7 @@ def _gather_models(out: Path) -> None:
     for d in retrain.iterdir():
         if d.is_dir() and _stamp(d) != d.name:
             shutil.rmtree(d, ignore_errors=True)
-    installed = [out / BEST_DIR, out / (BEST_DIR + ".old")]
+    installed = [out / BEST_DIR, out / (BEST_DIR + ".old"), out / DISTILLED_DIR]
     if (out / PARETO_DIR).is_dir():
         installed += sorted(p for p in (out / PARETO_DIR).iterdir() if p.is_dir())
     for d in installed:
@@ -268,19 +301,22 @@ def _gather_models(out: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _install_models(out: Path, front_keys: list[str], best_key: str) -> None:
-    """pareto/<n>/ (renamed from retrain/) and best/ (a copy when it is also on the front)."""
+def _install_models(out: Path, front_keys: list[str], best_key: str, distilled_key: str | None = None) -> None:
+    """pareto/<n>/ (renamed from retrain/), best/ and distilled/ (copies, as they may also be on the front)."""
     shutil.rmtree(out / PARETO_DIR, ignore_errors=True)
     (out / PARETO_DIR).mkdir()
-    best_src = out / "retrain" / best_key
-    tmp = out / (BEST_DIR + ".new")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(best_src, tmp)
-    old = out / (BEST_DIR + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if (out / BEST_DIR).exists():
-        os.replace(out / BEST_DIR, old)
-    os.replace(tmp, out / BEST_DIR)
-    shutil.rmtree(old, ignore_errors=True)
+    for name, key in ((BEST_DIR, best_key), (DISTILLED_DIR, distilled_key)):
+        if key is None:
+            shutil.rmtree(out / name, ignore_errors=True)  # a distilled/ of an earlier run with distillation on
+            continue
+        tmp = out / (name + ".new")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(out / "retrain" / key, tmp)
+        old = out / (name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if (out / name).exists():
+            os.replace(out / name, old)
+        os.replace(tmp, out / name)
+        shutil.rmtree(old, ignore_errors=True)
     for n, key in enumerate(front_keys):
         os.replace(out / "retrain" / key, out / PARETO_DIR / str(n))

@@ -19,7 +19,8 @@ of the first run, so the architectures are the same; trials that already have a 
 from it, not rerun; the others are run; then the update happens exactly as it would have. So no
 finished trial is lost, none is run twice, and the sequence equals an uninterrupted run with the
 same seed, under every strategy. After the last trial (or ``--budget-minutes``) the top-k and
-the Pareto front are retrained with fresh seeds (:mod:`defectnas.search.final`).
+the Pareto front are retrained with fresh seeds (:mod:`defectnas.search.final`), and the best's
+query tower is distilled into fewer layers (:mod:`defectnas.search.distill`).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     tables = prepare_tables(cfg)
     say(f"search data: {len(tables['child_train'])} training pairs per child, {len(tables['child_valid'])} validation pairs; "
         f"final models: {len(tables['train'])} train, {len(tables['valid'])} valid, {len(tables.get('test', []))} test")
-    executor = make_executor(tables, cfg.workers, cfg.ray_address, cfg.threads)
+    executor = make_executor({k: v for k, v in tables.items() if k != "distill"}, cfg.workers, cfg.ray_address, cfg.threads)
     try:
         if not cfg.batch_size:
             cfg.batch_size = max(4 if cfg.strategy == "rl" else 1, cfg.workers, executor.parallelism)
@@ -145,6 +146,8 @@ def prepare_tables(cfg: SearchConfig) -> dict[str, pd.DataFrame]:
     }
     if len(parts["test"]):
         tables["test"] = subset(parts["test"], 0)
+    if cfg.distill_query:  # the texts a distilled query tower learns from: every training pair's (labels unused)
+        tables["distill"] = subset(parts["train"], 0)
     return tables
 
 

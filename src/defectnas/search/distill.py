@@ -1,0 +1,152 @@
+"""After the retrains: a faster copy of ``best/`` by distilling its query tower, put on the front.
+
+Why this step belongs to the search: a request's cost grows with the query tower's pre-trained
+layers, and the search's own children with fewer query layers, trained from the labels, lose
+0.02–0.05 AP on Home Depot — no architecture of the space served 2× faster within 0.005 AP.
+A *student* that starts as the best model's bottom K − 1 query layers and its top one and is
+taught to reproduce its query encodings (:mod:`defectnas.training.query_distillation`, the
+``distill-query`` command) kept the teacher's AP at 2.3× the speed (README, "Product goal").
+So the search ends by distilling the model it recommends, measures the student exactly as it
+measured every candidate (validation metric, served ms per request, test probabilities and a
+paired test), and puts it on the Pareto front (``pareto/<n>/``) when no retrained candidate
+dominates it; it is also saved as ``distilled/``. Its title tower and head are the teacher's,
+so the teacher's product caches serve it.
+
+The student is one model, distilled from the teacher's first retrain seed (the one saved), so
+its paired tests are against that seed's probabilities (what distillation lost) and against
+``train``'s default as retrained (what the search delivers). The student never becomes
+``best/``: ``best/`` is chosen before it exists, among architectures trained from labels.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..storage import append_line, atomic_write_json
+
+DISTILLED_DIR = "distilled"
+CHECKPOINT_DIR = "distill"  # the distillation's checkpoint while it runs (a killed search resumes it)
+S_PER_TEXT_EPOCH = 2.5e-3  # measured: 2 CPU cores, MiniLM, 2-layer student (Home Depot: ~34k texts × 4 epochs in 4.5–5.7 min)
+LATENCY_ROUNDS = 3  # teacher and student timed alternately, so machine drift hits both alike
+
+
+def student_key(teacher_key: str, layers: int) -> str:
+    """The student's key in ``retrain.jsonl`` and ``test_probs/``: its teacher's and its depth."""
+    return f"{teacher_key}-q{layers}"
+
+
+def student_architecture(architecture: Any, layers: int) -> Any:
+    """The architecture the student has: a serving-space one with a ``layers``-layer query tower,
+    all fine-tuned; otherwise (the seed space, which does not decide the query tower) the teacher's."""
+    if isinstance(architecture, dict) and "query_layers" in architecture:
+        return {**architecture, "query_layers": layers, "query_trainable": layers}
+    return architecture
+
+
+def estimate_texts(train) -> int:
+    """About how many query-like texts :func:`~defectnas.training.query_distillation.query_like_texts`
+    makes of a training table: each distinct query, most once more less a word, a prefix per title."""
+    queries = train["query"].drop_duplicates()
+    return int(len(queries) + (queries.str.count(" ") > 0).sum() + train["title"].nunique())
+
+
+def distill_estimate_s(cfg, tables) -> float:
+    """Seconds the distillation step is expected to take (0 when it is off): texts × epochs ×
+    :data:`S_PER_TEXT_EPOCH`, a rate measured on 2 CPU cores (conservative on a GPU)."""
+    if not cfg.distill_query or "distill" not in tables:
+        return 0.0
+    return estimate_texts(tables["distill"]) * cfg.distill_epochs * S_PER_TEXT_EPOCH
+
+
+def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, dict[str, Any]], tables,
+                 log_path: Path, probs_dir: Path, stamp: str, quiet: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """Distil ``best`` (a retrained candidate's row, its model in ``out/retrain/<key>``) into a
+    ``cfg.distill_query``-layer query tower; save it to ``out/retrain/<student key>`` (stamped),
+    its test probabilities to ``probs_dir`` and its entry to ``log_path``; return the entry.
+
+    Returns ``{"key", "skipped": why}`` instead, and says why, when the model cannot be distilled
+    (no pre-trained query layers, or not more of them than ``cfg.distill_query``). A student already in ``done`` with its model
+    and probabilities is not distilled again; a killed distillation resumes from its checkpoint
+    (one of another teacher is dropped)."""
+    from ..estimator import DefectClassifier
+    from ..training.query_distillation import student_config
+    from ..training.trainer import CHECKPOINT
+    from .child import _predict_memoised, latency_inputs, served_latency_ms
+
+    layers, teacher_dir = int(cfg.distill_query), out / "retrain" / best["key"]
+    key = student_key(best["key"], layers)
+    model_dir = out / "retrain" / key
+    has_test = "test" in tables
+    if key in done and (model_dir / "config.json").exists() and (not has_test or (probs_dir / f"{key}.npy").exists()):
+        return done[key]
+    teacher = DefectClassifier.load(teacher_dir, device=str(cfg.options.get("device", "cpu")))
+    try:
+        student_config(teacher.model_config_, layers)
+    except ConfigError as e:
+        say(f"no distilled model: {e}")
+        return {"key": key, "skipped": str(e)}
+    started = time.perf_counter()
+    ckpt = out / CHECKPOINT_DIR
+    say(f"distilling best/'s {teacher.model_config_.query_backbone_layers}-layer query tower into {layers} layers "
+        f"({cfg.distill_epochs} epochs; ≈ {distill_estimate_s(cfg, tables) / 60:.1f} min on 2 CPU cores)")
+    kwargs = dict(layers=layers, epochs=cfg.distill_epochs, seed=cfg.seed, checkpoint_dir=ckpt, quiet=quiet, log=say)
+    try:
+        student = teacher.distill_query(tables["distill"], tables["valid"], resume=(ckpt / CHECKPOINT).exists(), **kwargs)
+    except ConfigError:  # a checkpoint of another teacher (the search was extended and best/ changed): start again
+        shutil.rmtree(ckpt, ignore_errors=True)
+        student = teacher.distill_query(tables["distill"], tables["valid"], **kwargs)
+
+    entry: dict[str, Any] = {
+        "key": key, "architecture": student_architecture(best["architecture"], layers), "distilled_from": best["key"],
+        "query_layers": layers, "epochs": cfg.distill_epochs, "seeds": best["seeds"][:1],
+        "valid_ap": round(float(student.valid_ap_), 6), "valid_f1": round(float(student.valid_f1_), 6),
+        "teacher_valid_ap_seed": round(float(best["valid_ap_seeds"][0]), 6), "params": int(student.model_.num_parameters(trainable_only=True)),
+    }
+    entry["valid_metric"] = entry["valid_ap"] if cfg.reward_metric == "ap" else entry["valid_f1"]
+    entry["valid_metric_std"] = 0.0
+    queries, titles = latency_inputs(tables["valid"])
+    served: dict[str, list[float]] = {"teacher": [], "student": []}
+    for _ in range(LATENCY_ROUNDS):
+        for name, clf in (("teacher", teacher), ("student", student)):
+            served[name].append(round(served_latency_ms(clf, queries, titles, cfg.latency_repeats, threads=1), 4))
+    entry["latency_ms"] = float(np.median(served["student"]))
+    entry["served_ms"] = served
+    entry["speedup_over_teacher"] = round(float(np.median(served["teacher"]) / entry["latency_ms"]), 3)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    student.save(model_dir)
+    if has_test:
+        from ..training.metrics import average_precision, defect_metrics
+
+        test = tables["test"]
+        probs = _predict_memoised(student, test).astype(np.float32)
+        metrics = {**defect_metrics(test["label"].to_numpy(), probs, student.threshold_),
+                   "average_precision": average_precision(test["label"].to_numpy(), probs)}
+        entry.update(test=[metrics], test_ap=round(float(metrics["average_precision"]), 6), test_ap_std=0.0,
+                     test_f1=round(float(metrics["f1"]), 6))
+        atomic_write_json(model_dir / "metrics.json", metrics)
+        probs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = probs_dir / f"{key}.part.npy"
+        np.save(tmp, probs[None, :])
+        tmp.replace(probs_dir / f"{key}.npy")
+    atomic_write_json(model_dir / stamp, {"key": key, "space": cfg.space, "architecture": entry["architecture"],
+                                          "distilled_from": best["key"]})
+    entry["seconds"] = round(time.perf_counter() - started, 3)
+    append_line(log_path, json.dumps(entry))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    say(f"distilled {layers}-layer query tower: valid {cfg.reward_metric} {entry['valid_metric']:.4f} (its teacher's seed: "
+        f"{entry['teacher_valid_ap_seed']:.4f} AP), {entry['latency_ms']:.2f} ms/request ({entry['speedup_over_teacher']:.2f}x "
+        f"faster than its teacher), {entry['seconds']:.0f}s")
+    return entry
+
+
+def dominated(entry: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether some row is at least as fast and as accurate (validation metric) as ``entry``, and better in one."""
+    return any(r["latency_ms"] <= entry["latency_ms"] and r["valid_metric"] >= entry["valid_metric"]
+               and (r["latency_ms"] < entry["latency_ms"] or r["valid_metric"] > entry["valid_metric"]) for r in rows)

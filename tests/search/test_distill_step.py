@@ -1,0 +1,149 @@
+"""The search's last step: best/'s query tower distilled, measured like a candidate, put on the front.
+
+The loop-level tests replace the distillation with a fake (fake children leave no real model to
+distil); the real distillation inside a search runs in the slow end-to-end test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import defectnas.search.final as final_module
+from defectnas.search.distill import dominated, estimate_texts, student_architecture, student_key
+from defectnas.search.final import retrain_estimate_s
+from defectnas.search.runner import run_search
+from defectnas.search.space import ServingSpace, arch_key
+from defectnas.storage import append_line, atomic_write_json
+from defectnas.training.query_distillation import query_like_texts
+
+from .test_runner import config
+
+
+def fake_distiller(calls: list, speedup: float, metric_change: float):
+    """Stands in for distill_best: a student ``speedup``× faster than best, its metric moved by ``metric_change``."""
+
+    def fake(cfg, space, out, best, done, tables, log_path, probs_dir, stamp, quiet, say):
+        calls.append(best["key"])
+        key = student_key(best["key"], cfg.distill_query)
+        d = out / "retrain" / key
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps({"model": {"query_backbone_layers": cfg.distill_query}}), encoding="utf-8")
+        entry = {"key": key, "architecture": student_architecture(best["architecture"], cfg.distill_query), "distilled_from": best["key"],
+                 "query_layers": cfg.distill_query, "epochs": cfg.distill_epochs, "seeds": best["seeds"][:1],
+                 "valid_metric": best["valid_metric"] + metric_change, "valid_metric_std": 0.0, "valid_ap": best["valid_ap"] + metric_change,
+                 "teacher_valid_ap_seed": best["valid_ap_seeds"][0], "latency_ms": best["latency_ms"] / speedup,
+                 "served_ms": {"teacher": [best["latency_ms"]], "student": [best["latency_ms"] / speedup]},
+                 "speedup_over_teacher": speedup, "test_ap": best["test_ap"], "seconds": 1.0}
+        probs_dir.mkdir(parents=True, exist_ok=True)
+        np.save(probs_dir / f"{key}.npy", np.load(probs_dir / f"{best['key']}.npy")[:1])  # the teacher's first seed, unchanged
+        atomic_write_json(d / stamp, {"key": key, "space": cfg.space, "architecture": entry["architecture"], "distilled_from": best["key"]})
+        append_line(log_path, json.dumps(entry))
+        return entry
+
+    return fake
+
+
+def test_a_student_that_no_candidate_dominates_joins_the_front_and_is_saved(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(final_module, "distill_best", fake_distiller(calls, speedup=3.0, metric_change=-0.001))
+    cfg = config(synthetic_csv, space="serving", trials=12, top_k=1, pareto_max=2, final_seeds=2, strategy="random", distill_query=2)
+    out = tmp_path / "s"
+    run_search(cfg, out)
+    final = json.loads((out / "final.json").read_text())
+    best = next(c for c in final["candidates"] if c["best"])
+    student = next(c for c in final["candidates"] if c["roles"] == ["distilled"])
+    assert calls == [best["key"]] and student["distilled_from"] == best["key"] and not student["best"]
+    assert student["on_front"] and student["architecture"]["query_layers"] == 2
+    front = final["pareto"]
+    assert [e["latency_ms"] for e in front] == sorted(e["latency_ms"] for e in front)  # pareto/0 is still the fastest
+    n = next(e["n"] for e in front if e["key"] == student["key"])
+    for d in (out / "pareto" / str(n), out / "distilled"):
+        assert json.loads((d / "architecture.json").read_text())["key"] == student["key"]
+    report = final["distilled"]
+    assert report["key"] == student["key"] and report["dir"] == str(out / "distilled") and report["speedup_over_teacher"] == 3.0
+    # the student's probabilities are its teacher's first seed here: against it, a difference of exactly 0
+    assert report["vs_teacher"]["diff"] == 0.0 and report["vs_teacher"]["verdict"] == "not distinguishable from noise"
+    assert report["vs_default"]["queries"] == final["paired_test"]["queries"]
+    assert not (out / "retrain").exists() and not (out / "distill").exists()
+
+    # resuming the finished search reinstalls the same models (the fake distils again: the real one
+    # finds its entry, model and probabilities and does not)
+    before = {p.name: json.loads((p / "architecture.json").read_text())["key"] for p in (out / "pareto").iterdir()}
+    run_search(cfg, out, resume=True)
+    after = {p.name: json.loads((p / "architecture.json").read_text())["key"] for p in (out / "pareto").iterdir()}
+    assert after == before and json.loads((out / "distilled" / "architecture.json").read_text())["key"] == student["key"]
+
+
+def test_a_dominated_student_is_saved_but_not_on_the_front(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    monkeypatch.setattr(final_module, "distill_best", fake_distiller([], speedup=0.5, metric_change=-0.05))  # slower and worse
+    out = tmp_path / "s"
+    run_search(config(synthetic_csv, space="serving", trials=8, top_k=1, pareto_max=2, final_seeds=1, strategy="random",
+                      distill_query=2), out)
+    final = json.loads((out / "final.json").read_text())
+    student = next(c for c in final["candidates"] if c["roles"] == ["distilled"])
+    assert not student["on_front"] and student["key"] not in {e["key"] for e in final["pareto"]}
+    assert (out / "distilled" / "config.json").exists() and final["distilled"]["on_front"] is False
+
+
+def test_off_means_no_student(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(final_module, "distill_best", fake_distiller(calls, 2.0, 0.0))
+    out = tmp_path / "s"
+    run_search(config(synthetic_csv, space="serving", trials=4, top_k=1, final_seeds=1, distill_query=0), out)
+    final = json.loads((out / "final.json").read_text())
+    assert calls == [] and final["distilled"] is None and not (out / "distilled").exists()
+    assert all(c["roles"] != ["distilled"] for c in final["candidates"])
+
+
+def test_student_architecture_and_domination():
+    arch = ServingSpace().default_architecture()
+    student = student_architecture(arch, 2)
+    assert student["query_layers"] == student["query_trainable"] == 2 and arch["query_layers"] == 6
+    assert {k: v for k, v in student.items() if not k.startswith("query_")} == {k: v for k, v in arch.items() if not k.startswith("query_")}
+    cells = [{"mixer": "glu", "ffn": "ff", "ratio": 4}]
+    assert student_architecture(cells, 2) == cells  # the seed space does not decide the query tower
+    assert arch_key(student) != arch_key(arch)
+    rows = [{"latency_ms": 10.0, "valid_metric": 0.20}, {"latency_ms": 4.0, "valid_metric": 0.15}]
+    assert not dominated({"latency_ms": 5.0, "valid_metric": 0.19}, rows)
+    assert dominated({"latency_ms": 5.0, "valid_metric": 0.14}, rows)  # the 4 ms row is faster and more accurate
+    assert not dominated({"latency_ms": 4.0, "valid_metric": 0.15}, rows)  # a tie dominates nothing
+
+
+def test_the_text_estimate_is_close_to_the_texts_made(homedepot_sample):
+    df = pd.read_parquet(homedepot_sample).rename(columns={"search_term": "query", "product_title": "title"}).head(5000)
+    made = len(query_like_texts(df["query"].tolist(), df["title"].tolist(), seed=0))
+    assert made * 0.9 <= estimate_texts(df) <= made * 1.15
+
+
+def test_the_budget_reserves_the_distillation(synthetic_csv):
+    from defectnas.search.distill import S_PER_TEXT_EPOCH, distill_estimate_s
+    from defectnas.search.runner import build_space, prepare_tables
+    from defectnas.search.trials import TrialLog
+
+    on = config(synthetic_csv, space="serving", distill_query=2, distill_epochs=3)
+    tables = prepare_tables(on)
+    assert "distill" in tables and len(tables["distill"]) >= len(tables["train"])
+    assert distill_estimate_s(on, tables) == pytest.approx(estimate_texts(tables["distill"]) * 3 * S_PER_TEXT_EPOCH)
+    off = config(synthetic_csv, space="serving", distill_query=0)
+    assert "distill" not in prepare_tables(off) and distill_estimate_s(off, tables) == 0.0
+    assert retrain_estimate_s(on, build_space(on), TrialLog(synthetic_csv.parent / "none.jsonl"), tables, {}) == 0.0  # nothing sampled yet
+
+
+def test_a_model_without_enough_query_layers_is_not_distilled_and_the_report_says_why(tmp_path, synthetic_pairs):
+    from defectnas import DefectClassifier
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.distill import distill_best
+
+    from .conftest import TINY_CHILD
+
+    clf = DefectClassifier(**{**TINY_CHILD, "epochs": 1}).fit(synthetic_pairs.head(300), synthetic_pairs.tail(100), quiet=True)
+    clf.save(tmp_path / "retrain" / "abc")
+    said: list[str] = []
+    best = {"key": "abc", "architecture": [], "seeds": [0], "valid_ap_seeds": [0.5]}
+    entry = distill_best(SearchConfig(data="x", space="seed"), None, tmp_path, best, {}, {}, tmp_path / "retrain.jsonl",
+                         tmp_path / "probs", "architecture.json", True, said.append)
+    assert entry["key"] == student_key("abc", 2) and "query_backbone_layers > 0" in entry["skipped"]
+    assert said == [f"no distilled model: {entry['skipped']}"] and not (tmp_path / "retrain.jsonl").exists()
