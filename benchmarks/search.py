@@ -433,9 +433,10 @@ def cost(args) -> dict:
            "child_seconds_median": round(float(np.median([r["seconds"] for r in trained])), 1) if trained else None,
            "retrain": report.get("retrain"), "load_average_at_end": load,
            "noise_floor": {k: v for k, v in result.noise_floor.items() if k != "all_seeds"},
-           "candidates": [{k: c.get(k) for k in ("architecture", "roles", "search_metric", "valid_metric", "valid_metric_std", "test_ap",
-                                                 "test_f1", "latency_ms", "seconds", "selection_bias")} for c in report.get("candidates", [])],
-           "paired_test": report.get("paired_test")}
+           "candidates": [{k: c.get(k) for k in ("key", "architecture", "roles", "search_metric", "valid_metric", "valid_metric_std", "test_ap",
+                                                 "test_f1", "latency_ms", "seconds", "selection_bias", "on_front")}
+                          for c in report.get("candidates", [])],
+           "pareto": report.get("pareto"), "paired_test": report.get("paired_test"), "distilled": report.get("distilled")}
     log(f"cost: {out['wall_s'] / 60:.1f} min in all (budget {cfg.budget_minutes:g}); {len(result.trials)} children, "
         f"{out['children_per_hour']} / hour; retrains {out['retrain']}")
     save(args, "cost", out)

@@ -184,3 +184,20 @@ def test_port_zero_listens_on_a_port_the_system_chose_and_says_which():
         assert port > 0 and sockets[0].getsockname() == ("127.0.0.1", port)
     finally:
         sockets[0].close()
+
+
+def test_serve_says_when_connection_balancing_cannot_apply(model_dir, monkeypatch, capsys):
+    """--balance-connections is not silently ignored: with one worker, or without a fixed --port."""
+    import uvicorn
+
+    import defectnas.serving.app as app_module
+
+    started: list[str] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: started.append("one"))
+    monkeypatch.setattr(app_module, "run_workers", lambda *a, **k: started.append("workers"))
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--balance-connections"]) == 0
+    assert "with --workers 1 it does nothing" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2", "--balance-connections"]) == 0
+    assert "needs a fixed --port" in capsys.readouterr().err
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2"]) == 0
+    assert "balance" not in capsys.readouterr().err and started == ["one", "workers", "workers"]

@@ -252,3 +252,22 @@ def test_distill_query_says_when_the_student_loses_much_ap():
     assert _distillation_note(-0.013, 36289) is None and _distillation_note(0.01, 100) is None
     note = _distillation_note(-0.13, 3162)
     assert note.startswith("note: the distilled model loses 0.130 AP") and "3162 training pairs" in note and "\n" not in note
+    assert "--init bottom" not in note and "drop --init bottom" in _distillation_note(-0.13, 3162, "bottom")
+
+
+def test_test_frac_is_said_to_be_ignored_when_the_model_names_its_own_splits(teacher_and_split, tmp_path, capsys):
+    import argparse
+
+    import pandas as pd
+
+    from defectnas.cli import _model_splits
+
+    _, parts = teacher_and_split
+    df = pd.concat([parts["train"], parts["valid"], parts["test"]]).reset_index(drop=True)
+    (tmp_path / "splits.json").write_text(json.dumps({name: sorted(set(part["query"])) for name, part in parts.items()}))
+    args = argparse.Namespace(model=str(tmp_path), data="pairs.csv", seed=0, quiet=False, test_frac=0.5)
+    got = _model_splits(args, df)
+    assert got["from_model"] and set(got["test"]["query"]) == set(parts["test"]["query"])
+    assert "--test-frac 0.5 is ignored" in capsys.readouterr().err
+    _model_splits(argparse.Namespace(**{**vars(args), "test_frac": None}), df)
+    assert "ignored" not in capsys.readouterr().err

@@ -111,6 +111,19 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     }
     entry["valid_metric"] = entry["valid_ap"] if cfg.reward_metric == "ap" else entry["valid_f1"]
     entry["valid_metric_std"] = 0.0
+    if has_test:
+        from ..training.metrics import average_precision, defect_metrics
+
+        test = tables["test"]
+        probs = _predict_memoised(student, test).astype(np.float32)
+        metrics = {**defect_metrics(test["label"].to_numpy(), probs, student.threshold_),
+                   "average_precision": average_precision(test["label"].to_numpy(), probs)}
+        entry.update(test=[metrics], test_ap=round(float(metrics["average_precision"]), 6), test_ap_std=0.0,
+                     test_f1=round(float(metrics["f1"]), 6))
+    for clf in (teacher, student):  # trained on an accelerator: served latency is still timed on the CPU (as a child's)
+        if clf.train_config_.device != "cpu":
+            clf.model_.to("cpu")
+            clf.train_config_.device = "cpu"
     queries, titles = latency_inputs(tables["valid"])
     served: dict[str, list[float]] = {"teacher": [], "student": []}
     for _ in range(LATENCY_ROUNDS):
@@ -122,14 +135,6 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     shutil.rmtree(model_dir, ignore_errors=True)
     student.save(model_dir)
     if has_test:
-        from ..training.metrics import average_precision, defect_metrics
-
-        test = tables["test"]
-        probs = _predict_memoised(student, test).astype(np.float32)
-        metrics = {**defect_metrics(test["label"].to_numpy(), probs, student.threshold_),
-                   "average_precision": average_precision(test["label"].to_numpy(), probs)}
-        entry.update(test=[metrics], test_ap=round(float(metrics["average_precision"]), 6), test_ap_std=0.0,
-                     test_f1=round(float(metrics["f1"]), 6))
         atomic_write_json(model_dir / "metrics.json", metrics)
         probs_dir.mkdir(parents=True, exist_ok=True)
         tmp = probs_dir / f"{key}.part.npy"
