@@ -57,7 +57,7 @@ DATASETS = {"homedepot": "homedepot_sample.parquet", "crowdflower": "crowdflower
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, product, cost, restat")
+    p.add_argument("--parts", default="signal,fidelity", help="comma-separated: signal, fidelity, strategies, product, cost, restat, versus-default")
     p.add_argument("--datasets", default="homedepot", help="comma-separated: homedepot, crowdflower, esci")
     p.add_argument("--spaces", default="serving", help="signal: comma-separated spaces (serving, seed)")
     p.add_argument("--archs", type=int, default=30, help="signal: random architectures per space")
@@ -74,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strategy-final-rows", type=int, default=-1, help="strategies: retrain pairs of each winner (-1: the search's auto)")
     p.add_argument("--child-valid-rows", type=int, default=0, help="strategies: validation pairs a child is scored on (0: all)")
     p.add_argument("--merge-json", default="", help="strategies-summary: another process's strategies JSON to merge")
+    p.add_argument("--search-dir", default="", help="versus-default: a finished search's --out")
+    p.add_argument("--product-json", default="", help="versus-default: the JSON of a product run holding train's default row")
     p.add_argument("--signal-json", default="", help="refidelity: a signal run at another child budget")
     p.add_argument("--workers", type=int, default=1, help="child processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads per child process while training")
@@ -443,6 +445,63 @@ def cost(args) -> dict:
     return out
 
 
+def versus_default(args) -> dict:
+    """A finished search's saved models (pareto/<n>/, best/, distilled/) against ``train``'s default
+    trained with the full budget under ``--product-seeds`` (the ``product`` part's default row, read
+    from ``--product-json`` and its work folder): test AP, a paired bootstrap over the test queries,
+    and served latency timed in interleaved rounds in this process (1 thread)."""
+    from defectnas.estimator import DefectClassifier
+    from defectnas.search.child import latency_inputs
+    from defectnas.search.final import short_key
+    from defectnas.search.space import ServingSpace
+    from defectnas.search.stats import average_precision_fast, paired_bootstrap
+
+    dataset = args.datasets.split(",")[0]
+    search_dir = Path(args.search_dir)
+    tables = tables_for(dataset, [])
+    test = tables["test"]
+    product = json.loads(Path(args.product_json).read_text())["product"][dataset]
+    ref = short_key(ServingSpace().default_architecture())
+    default_dir = Path(args.work) / f"product-{dataset}" / ref
+    probs_ref = np.load(Path(args.work) / f"product-{dataset}" / f"{ref}.npy")  # seeds × test rows
+    final = json.loads((search_dir / "final.json").read_text())
+    dirs = {"default (train, full budget)": default_dir}
+    for e in final["pareto"]:
+        dirs[f"pareto/{e['n']}"] = search_dir / "pareto" / str(e["n"])
+    dirs["best"] = search_dir / "best"
+    if (search_dir / "distilled").is_dir():
+        dirs["distilled"] = search_dir / "distilled"
+    labels, groups = test["label"].to_numpy(), test["query"].to_numpy()
+    rows = {}
+    for name, d in dirs.items():
+        stamp = json.loads((d / "architecture.json").read_text()) if (d / "architecture.json").exists() else {}
+        if name.startswith("default"):
+            probs = probs_ref
+        else:
+            probs = DefectClassifier.load(d).predict_proba(test)[None, :]
+        row = {"dir": str(d), "key": stamp.get("key", ref), "distilled_from": stamp.get("distilled_from"),
+               "test_ap_seeds": [round(average_precision_fast(labels, p), 5) for p in probs]}
+        row["test_ap"] = round(float(np.mean(row["test_ap_seeds"])), 5)
+        if not name.startswith("default"):
+            pb = paired_bootstrap(labels, groups, probs, probs_ref, metric=average_precision_fast, seed=0)
+            row["paired_vs_default"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in pb.items()}
+        rows[name] = row
+    queries, titles = latency_inputs(tables["valid"])
+    timing = _timed_rounds({k: str(d) for k, d in dirs.items()}, queries, titles)
+    base = timing["default (train, full budget)"]["median_ms"]
+    for name, row in rows.items():
+        row.update(latency_ms=timing[name]["median_ms"], latency_rounds_ms=timing[name]["rounds_ms"],
+                   speedup_vs_default=round(base / timing[name]["median_ms"], 2))
+        pb = row.get("paired_vs_default")
+        log(f"versus-default {name}: test AP {row['test_ap']:.4f}, {row['latency_ms']:.2f} ms ({row['speedup_vs_default']:.2f}x)"
+            + (f", ΔAP {pb['diff']:+.4f} [{pb['ci_low']:+.4f}, {pb['ci_high']:+.4f}]" if pb else ""))
+    out = {"dataset": dataset, "search_dir": str(search_dir), "default_seeds": product["seeds"], "models": rows,
+           "timing": "served_latency_ms: 1 query x 100 cached products, 1 thread, median of 30 after warm-up; 7 interleaved rounds",
+           "load_average_at_end": os.getloadavg()}
+    save(args, "versus_default", out)
+    return out
+
+
 def refidelity(args) -> dict:
     """Fidelity of another child budget, from stored tables only (no training)."""
     from scipy.stats import kendalltau
@@ -484,7 +543,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     for part in args.parts.split(","):
         {"signal": signal, "fidelity": fidelity, "strategies": strategies, "product": product, "cost": cost, "restat": restat,
-         "refidelity": refidelity, "strategies-summary": strategies_summary}[part](args)
+         "refidelity": refidelity, "strategies-summary": strategies_summary, "versus-default": versus_default}[part](args)
     log(f"wrote {args.out_json}")
 
 
