@@ -152,3 +152,18 @@ def test_unfrozen_pretrained_tables_are_separate():
     net = DefectNet(_cfg(embedding_init="minilm", freeze_embeddings=False, embedding_dim=24))
     assert net.query_encoder.embed.tokens is not net.title_encoder.embed.tokens
     assert net.query_encoder.embed.tokens.weight.requires_grad
+
+
+@pytest.mark.parametrize("kind", ["pooled", "matching", "coattention"])
+def test_one_query_scoring_equals_the_query_repeated(kind):
+    """What serve computes (1 query × N cached titles) equals score() on the query repeated N times."""
+    torch.manual_seed(0)
+    extra = {"matching": {"matching": True, "perspectives": 3}, "coattention": {"interaction": "coattention"}}.get(kind, {})
+    net = DefectNet(_cfg(**extra)).eval()
+    titles = net.encode_title(_ids([[1, 2, 3], [8, 8], [30], [4, 5, 6, 7, 9, 10], [2]], 8))
+    with torch.no_grad():
+        for row in ROWS:
+            q = net.encode_query(_ids([row], 6)[:, : len(row)])  # unpadded, as serve encodes it
+            n = titles.vector.shape[0]
+            repeated = net.score(type(q)(q.tokens.expand(n, -1, -1), q.vector.expand(n, -1), q.mask.expand(n, -1)), titles)
+            torch.testing.assert_close(net.score_one_query(q, titles), repeated, atol=2e-6, rtol=1e-5)

@@ -23,3 +23,18 @@ def test_inference_form_equals_the_training_form():
         served = m(*args)
     torch.testing.assert_close(served, trained.detach(), atol=1e-6, rtol=1e-5)
     assert served.shape == (7, 4 * 4)
+
+
+def test_one_query_form_equals_the_query_repeated():
+    torch.manual_seed(1)
+    m = MultiPerspectiveMatching(16, perspectives=4)
+    q_tokens, q_mask, q_vec = torch.randn(5, 16), torch.tensor([True, True, True, False, False]), torch.randn(16)
+    t_tokens, t_vec = torch.randn(6, 9, 16), torch.randn(6, 16)
+    t_mask = torch.arange(9)[None] < torch.tensor([9, 1, 4, 6, 2, 8])[:, None]
+    t_tokens *= t_mask[..., None]
+    t_tokens[2, 1] = 0.0  # a zero vector inside the mask: the eps clamp decides its cosine in both forms
+    with torch.no_grad():
+        repeated = m(q_tokens.expand(6, -1, -1), q_mask.expand(6, -1), q_vec.expand(6, -1), t_tokens, t_mask, t_vec)
+        one = m.one_query(q_tokens, q_mask, q_vec, t_tokens, t_mask, t_vec)
+    torch.testing.assert_close(one, repeated, atol=1e-6, rtol=1e-5)
+    assert one.shape == (6, 16)

@@ -118,6 +118,31 @@ class DefectNet(nn.Module):
             parts.append(self.matching(q.tokens, q.mask, q.vector[:, :d], t.tokens, t.mask, t.vector[:, :d]))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
 
+    def score_one_query(self, q: Encoded, t: Encoded) -> torch.Tensor:
+        """Logits (N,) of one query (its encoding with batch size 1) against N titles: :meth:`score`
+        on the query repeated N times, up to float rounding (tests/model check it), computed
+        without the repetition — what a served request is (1 query × N cached products).
+
+        Why: the first dense layer reads [q, t, q⊙t, |q−t|, matching]; for one query its q part
+        is one vector product, and its t and q⊙t parts fold into one (N, V) × (V, H) product with
+        the weights ``W_t + W_p ⊙ q``; the matching layer meets the title tokens in one matrix
+        product (:meth:`~.matching.MultiPerspectiveMatching.one_query`). The co-attention
+        baseline has no such form and scores the repeated query."""
+        n = t.vector.shape[0]
+        first = self.head[0]
+        if self.coattention is not None or not isinstance(first, nn.Linear):
+            return self.score(Encoded(q.tokens.expand(n, -1, -1), q.vector.expand(n, -1), q.mask.expand(n, -1)), t)
+        qv = q.vector[0]  # (V,)
+        v = qv.shape[0]
+        w = first.weight  # (H, 4V [+ 4P])
+        w_q, w_t, w_p, w_a = w[:, :v], w[:, v : 2 * v], w[:, 2 * v : 3 * v], w[:, 3 * v : 4 * v]
+        h = (qv @ w_q.T + first.bias) + t.vector @ (w_t + w_p * qv).T + (qv - t.vector).abs() @ w_a.T  # (N, H)
+        if self.matching is not None:
+            d = self.cfg.d_model
+            m = self.matching.one_query(q.tokens[0], q.mask[0], qv[:d], t.tokens, t.mask, t.vector[:, :d])  # (N, 4P)
+            h = h + m @ w[:, 4 * v :].T
+        return self.head[1:](h).squeeze(-1)
+
     def forward(self, query_ids: torch.Tensor, title_ids: torch.Tensor) -> torch.Tensor:
         return self.score(self.encode_query(query_ids), self.encode_title(title_ids))
 

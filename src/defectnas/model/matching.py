@@ -56,6 +56,33 @@ class MultiPerspectiveMatching(nn.Module):
     def forward(self, q_tokens, q_mask, q_vec, t_tokens, t_mask, t_vec) -> torch.Tensor:
         return torch.cat([self._match(t_tokens, t_mask, q_vec), self._match(q_tokens, q_mask, t_vec)], dim=-1)
 
+    def one_query(self, q_tokens, q_mask, q_vec, t_tokens, t_mask, t_vec) -> torch.Tensor:
+        """:meth:`forward` for one query against N titles, without repeating the query N times:
+        ``q_tokens`` (Tq, C), ``q_mask`` (Tq,), ``q_vec`` (C,); titles as in forward (N, ·).
+        Returns (N, 4P), equal to ``forward`` on the query expanded to N rows up to float rounding
+        (tests/model check it). Why: a served request is one query against N cached titles, and
+        the batched form computes every query-side quantity N times, as batched matrix products
+        of N small ones; here the title tokens meet the query in one matrix product."""
+        w2 = self.weight.square()  # (P, C)
+        # each title token against the query's vector: (N, T, P)
+        num = t_tokens @ (q_vec * w2).T
+        a = (t_tokens.square() @ w2.T).clamp_min(EPS * EPS).sqrt()
+        b = (q_vec.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (P,)
+        titles = self._pool(num / (a * b), t_mask.unsqueeze(-1), dim=1)  # (N, 2P)
+        # each query token against each title's vector: (N, P, Tq)
+        num = (t_vec[:, None, :] * w2[None]) @ q_tokens.T
+        a = (q_tokens.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (Tq, P)
+        b = (t_vec.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (N, P)
+        query = self._pool(num / (a.T[None] * b[:, :, None]), q_mask[None, None, :], dim=2)  # (N, 2P)
+        return torch.cat([titles, query], dim=-1)
+
+    @staticmethod
+    def _pool(cos: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+        """[max, mean] over the unmasked entries of ``dim`` (as :meth:`_match`): (N, 2P)."""
+        best = cos.masked_fill(~mask, -1.0).max(dim=dim).values
+        mean = (cos * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+        return torch.cat([best, mean], dim=-1)
+
     @property
     def out_features(self) -> int:
         return 4 * self.perspectives

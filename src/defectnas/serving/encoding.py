@@ -116,9 +116,7 @@ def score(clf, query: Encoded, titles: TitleArrays, batch_size: int = 1024) -> n
     out = []
     for i in range(0, len(titles.vector), batch_size):
         t = title_encoded(TitleArrays(*(None if a is None else a[i : i + batch_size] for a in titles)), device, needs_tokens(clf))
-        n = t.vector.shape[0]
-        q = Encoded(query.tokens.expand(n, -1, -1), query.vector.expand(n, -1), query.mask.expand(n, -1))
-        out.append(clf.model_.score(q, t).double().cpu())
+        out.append(clf.model_.score_one_query(query, t).double().cpu())  # the query's part computed once
     logits = torch.cat(out).numpy() if out else np.zeros(0)
     return clf.calibrator_.transform_logits(logits)  # as predict_proba: the model's calibration, float64
 

@@ -60,7 +60,8 @@ class _Tower(nn.Module):
 
 
 class _Head(nn.Module):
-    """The score of one query against N titles: the query's encoding is broadcast over the products."""
+    """The score of one query against N titles (:meth:`DefectNet.score_one_query`: the query's
+    part computed once, not broadcast over the products)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -70,9 +71,7 @@ class _Head(nn.Module):
     def forward(self, q_tokens, q_vector, q_mask, t_vector, t_tokens=None, t_mask=None):
         from ..model.classifier import Encoded
 
-        n = t_vector.shape[0]
-        q = Encoded(q_tokens.expand(n, -1, -1), q_vector.expand(n, -1), q_mask.expand(n, -1))  # (N, Tq, C), (N, V), (N, Tq)
-        return self.net.score(q, Encoded(t_tokens, t_vector, t_mask))  # (N,)
+        return self.net.score_one_query(Encoded(q_tokens, q_vector, q_mask), Encoded(t_tokens, t_vector, t_mask))  # (N,)
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, eval_pairs: pd.DataFrame | None = None,
