@@ -36,10 +36,7 @@ class MultiPerspectiveMatching(nn.Module):
             cos = F.cosine_similarity(a, b, dim=-1, eps=EPS)  # (B, T, P)
         else:
             cos = self._cosines(tokens, vector)
-        m = mask.unsqueeze(-1)
-        best = cos.masked_fill(~m, -1.0).max(dim=1).values  # (B, P)
-        mean = (cos * m).sum(1) / m.sum(1).clamp(min=1)  # (B, P)
-        return torch.cat([best, mean], dim=-1)  # (B, 2P)
+        return self._pool(cos, mask.unsqueeze(-1), dim=1)  # (B, 2P)
 
     def _cosines(self, tokens: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """cos(x ⊙ w_p, v ⊙ w_p) = Σ_c x_c v_c w_pc² / (‖x ⊙ w_p‖ · ‖v ⊙ w_p‖) for every token x and
