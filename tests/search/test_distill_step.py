@@ -68,6 +68,13 @@ def test_a_student_that_no_candidate_dominates_joins_the_front_and_is_saved(tmp_
     assert report["vs_teacher"]["diff"] == 0.0 and report["vs_teacher"]["verdict"] == "not distinguishable from noise"
     assert report["vs_default"]["queries"] == final["paired_test"]["queries"]
     assert not (out / "retrain").exists() and not (out / "distill").exists()
+    rows = {c["key"]: c for c in final["candidates"]}
+    for e in front:  # each front entry names the retrained models that now beat it (the student may)
+        assert e["dominated_by"] == [k for k, c in rows.items() if dominated(rows[e["key"]], [c])]
+    splits = json.loads((out / "distilled" / "splits.json").read_text())
+    for d in [out / "best", out / "distilled"] + [out / "pareto" / str(e["n"]) for e in front]:  # evaluate --split works on each
+        assert json.loads((d / "splits.json").read_text()) == splits
+    assert splits["test"] and not set(splits["test"]) & set(splits["train"]) and splits["search"] == str(out)
 
     # resuming the finished search reinstalls the same models (the fake distils again: the real one
     # finds its entry, model and probabilities and does not)
@@ -94,7 +101,7 @@ def test_off_means_no_student(tmp_path, synthetic_csv, fake_children, monkeypatc
     out = tmp_path / "s"
     run_search(config(synthetic_csv, space="serving", trials=4, top_k=1, final_seeds=1, distill_query=0), out)
     final = json.loads((out / "final.json").read_text())
-    assert calls == [] and final["distilled"] is None and not (out / "distilled").exists()
+    assert calls == [] and final["distilled"] == {"skipped": "off (--distill-query 0)"} and not (out / "distilled").exists()
     assert all(c["roles"] != ["distilled"] for c in final["candidates"])
 
 
@@ -147,3 +154,17 @@ def test_a_model_without_enough_query_layers_is_not_distilled_and_the_report_say
                          tmp_path / "probs", "architecture.json", True, said.append)
     assert entry["key"] == student_key("abc", 2) and "query_backbone_layers > 0" in entry["skipped"]
     assert said == [f"no distilled model: {entry['skipped']}"] and not (tmp_path / "retrain.jsonl").exists()
+
+
+def test_a_student_depth_no_model_of_the_space_can_have_is_refused_before_anything_runs(tmp_path, synthetic_csv, fake_children):
+    from defectnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--distill-query 6: .* at most 6; give 1 to 5"):
+        run_search(config(synthetic_csv, space="serving", distill_query=6), tmp_path / "a")
+    with pytest.raises(ConfigError, match="at most 3"):
+        run_search(config(synthetic_csv, space="serving", distill_query=3, space_options={"query_layers": [1, 2, 3]}), tmp_path / "b")
+    assert fake_children == []  # nothing trained
+    with pytest.raises(ConfigError, match="--distill-query .* must be 0 .off. or"):
+        config(synthetic_csv, distill_query=-1)
+    with pytest.raises(ConfigError, match="--distill-epochs"):
+        config(synthetic_csv, distill_epochs=0)

@@ -83,10 +83,12 @@ class SearchConfig:
             raise ConfigError(f"reward_metric must be one of {', '.join(REWARD_METRICS)}, got {self.reward_metric!r}")
         if min(self.trials, self.child_epochs, self.workers, self.child_seeds, self.final_seeds) < 1 or self.threads < 0:
             raise ConfigError("trials, child_epochs, child_seeds, final_seeds and workers must be at least 1, threads at least 0")
-        if min(self.top_k, self.pareto_max, self.noise_repeats, self.distill_query) < 0 or self.budget_minutes < 0:
-            raise ConfigError("top_k, pareto_max, noise_repeats, distill_query and budget_minutes must not be negative")
+        if min(self.top_k, self.pareto_max, self.noise_repeats) < 0 or self.budget_minutes < 0:
+            raise ConfigError("top_k, pareto_max, noise_repeats and budget_minutes must not be negative")
+        if self.distill_query < 0:
+            raise ConfigError(f"--distill-query (distill_query) must be 0 (off) or a number of query layers, got {self.distill_query}")
         if self.distill_epochs < 1:
-            raise ConfigError(f"distill_epochs must be at least 1, got {self.distill_epochs}")
+            raise ConfigError(f"--distill-epochs (distill_epochs) must be at least 1, got {self.distill_epochs}")
         if self.latency_weight < 0 or self.latency_target_ms < 0 or self.latency_budget_ms < 0:
             raise ConfigError("latency_weight, latency_target_ms and latency_budget_ms must not be negative")
         if "title_layers" in self.options:

@@ -190,7 +190,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         r["best"] = r["key"] == best["key"]
 
     # a faster copy of best/: its query tower distilled, on the front unless a retrained candidate dominates it
-    student, skipped = None, None
+    student, skipped = None, ({"skipped": "off (--distill-query 0)"} if not cfg.distill_query else None)
     if cfg.distill_query:
         entry = distill_best(cfg, space, out, best, done, tables, out / RETRAIN_LOG, out / PROBS_DIR, STAMP, quiet, say)
         if "skipped" in entry:
@@ -205,6 +205,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         front_rows.append(student)
     front_rows.sort(key=lambda r: r["latency_ms"])
     _install_models(out, [r["key"] for r in front_rows], best["key"], student["key"] if student else None)
+    _write_splits(cfg, out, tables, len(front_rows), student is not None)
     for n, r in enumerate(front_rows):
         r["pareto_dir"] = str(out / PARETO_DIR / str(n))
 
@@ -223,8 +224,10 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
             f"{paired['ci_high']:+.4f}, {paired['queries']} queries): {paired['verdict']}")
     distilled = skipped
     if student is not None:
-        distilled = {k: student.get(k) for k in ("key", "distilled_from", "query_layers", "epochs", "valid_metric", "teacher_valid_ap_seed",
-                                                 "latency_ms", "served_ms", "speedup_over_teacher", "test_ap", "on_front", "seconds")}
+        distilled = {k: student.get(k) for k in ("key", "distilled_from", "query_layers", "epochs", "valid_metric", "valid_ap", "teacher_valid_ap_seed",
+                                                 "test_ap", "teacher_test_ap_seed", "latency_ms", "teacher_latency_ms", "served_ms",
+                                                 "speedup_over_teacher", "on_front", "seconds")}
+        distilled["teacher"] = "best/ as saved: the first seed of its retrain (the *_seed fields); best's valid_metric is the mean of its seeds"
         distilled["dir"] = str(out / DISTILLED_DIR)
         if has_test:
             probs_student = np.load(out / PROBS_DIR / f"{student['key']}.npy")
@@ -232,9 +235,9 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
                 test_result = paired_bootstrap(test["label"].to_numpy(), test["query"].to_numpy(), probs_student, other, seed=cfg.seed)
                 test_result["verdict"] = _verdict(test_result)
                 distilled[name] = test_result
-            say(f"distilled best/ ({student['latency_ms']:.2f} ms/request, {student['speedup_over_teacher']:.2f}x faster than its teacher) "
-                f"on the test split: AP {distilled['vs_teacher']['diff']:+.4f} against its teacher's seed "
-                f"({distilled['vs_teacher']['verdict']}), {distilled['vs_default']['diff']:+.4f} against train's default "
+            say(f"distilled/ on the test split: AP {student['test_ap']:.4f} against its teacher's {student.get('teacher_test_ap_seed', float('nan')):.4f} "
+                f"({distilled['vs_teacher']['diff']:+.4f}, 95% CI {distilled['vs_teacher']['ci_low']:+.4f} … {distilled['vs_teacher']['ci_high']:+.4f}: "
+                f"{distilled['vs_teacher']['verdict']}) and {distilled['vs_default']['diff']:+.4f} against train's default as retrained "
                 f"(95% CI {distilled['vs_default']['ci_low']:+.4f} … {distilled['vs_default']['ci_high']:+.4f}: {distilled['vs_default']['verdict']})")
 
     top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
@@ -243,12 +246,16 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
                "seeds": len(seeds), "estimate_s": round(estimate_s, 1), "seconds": round(sum(r["seconds"] for r in rows), 1)}
     report = {"reward_metric": cfg.reward_metric, "final_seeds": seeds, "retrain": retrain, "noise_floor": {k: v for k, v in floor.items() if k != "all_seeds"},
               "candidates": rows, "pareto": [{"n": n, "key": r["key"], "architecture": r["architecture"], "latency_ms": r["latency_ms"],
-                                              "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap")} for n, r in enumerate(front_rows)],
+                                              "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap"),
+                                              "dominated_by": [o["key"] for o in rows if dominated(r, [o])]}
+                                             for n, r in enumerate(front_rows)],
               "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired, "distilled": distilled}
     atomic_write_json(out / FINAL_FILE, report)
     shutil.rmtree(out / "retrain", ignore_errors=True)
-    say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, "
-        f"{best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models under {out / PARETO_DIR}")
+    overtaken = sum(bool(e["dominated_by"]) for e in report["pareto"])
+    say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
+        f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
+        f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else ""))
     return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
 
 
@@ -273,6 +280,21 @@ def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[
         test_f1, _ = mean_and_spread([t["f1"] for t in res["test"]])
         entry.update(test=res["test"], test_ap=test_ap, test_ap_std=test_ap_std, test_f1=test_f1)
     return entry
+
+
+def _write_splits(cfg, out: Path, tables, front: int, distilled: bool) -> None:
+    """``splits.json`` in best/, pareto/<n>/ and distilled/: the search's queries of each split, so
+    that ``evaluate --split``, ``threshold`` and ``distill-query`` use the held-out queries, as
+    for a model of ``train``."""
+    import pandas as pd
+
+    from ..data import write_splits
+
+    parts = {"train": tables.get("distill", tables["train"]), "valid": tables["valid"],
+             "test": tables.get("test", pd.DataFrame({"query": []}))}
+    dirs = [out / BEST_DIR] + [out / PARETO_DIR / str(n) for n in range(front)] + ([out / DISTILLED_DIR] if distilled else [])
+    for d in dirs:
+        write_splits(d, parts, data=cfg.data, seed=cfg.seed, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, search=str(out))
 
 
 def _stamp(model_dir: Path) -> str | None:
