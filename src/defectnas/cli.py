@@ -894,9 +894,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sets); every child trains under the same K seeds and is scored by validation AP. The top-k "
                                    "and the accuracy-latency Pareto front are retrained with fresh seeds and saved (DIR/best, "
                                    "DIR/pareto/<n>: model directories for evaluate, predict, cache and serve), and a paired test "
-                                   "says whether the best beats train's default by more than noise. Resumable: rerun with --resume.")
+                                   "says whether the best beats train's default by more than noise. Then best's query tower is "
+                                   "distilled into --distill-query K layers (DIR/distilled, on the front unless dominated). "
+                                   "Resumable: rerun with --resume.")
     _add_data_options(p)
-    p.add_argument("--out", required=True, help="search folder: trials.jsonl, controller checkpoint, plots, top_k.json, best/")
+    p.add_argument("--out", required=True, help="search folder: trials.jsonl, controller checkpoint, plots, final.json, top_k.json, "
+                                                "best/, pareto/<n>/, distilled/")
     from .search.config import SearchConfig  # no torch: cheap
 
     d = SearchConfig()
@@ -923,8 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-epochs", type=int, help="epochs of the retrains (0: the model's; default: 1 when children train on a CPU, else 0)")
     p.add_argument("--final-rows", type=int, help="training pairs of the retrains (0: all; default: 12000 when children train on a CPU, else all)")
     p.add_argument("--distill-query", type=int, metavar="K", help="after the retrains, distil best/'s query tower into K pre-trained layers "
-                   "(as distill-query does), measure it like the candidates and put it on the Pareto front; also saved as distilled/ "
-                   "(default 2; 0: off)")
+                   "(the recipe of distill-query), measure it like the candidates and put it on the Pareto front; also saved as "
+                   "distilled/ (default 2; 0: off; fewer than the space's deepest query tower, 6 by default)")
     p.add_argument("--distill-epochs", type=int, help="epochs of that distillation (default 4: ~5 min on Home Depot's sample, 2 CPU cores)")
     p.add_argument("--budget-minutes", type=float, help=f"wall time of the whole search, retrains included: sampling stops when what is left "
                    f"only covers the retrains' estimate (default {d.budget_minutes:g}; 0: no bound)")
