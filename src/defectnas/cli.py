@@ -360,8 +360,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
     id_col = (read.notes.get("columns") or {}).get("product_id")
     if cache is not None and (not id_col or id_col not in read.source.columns):
-        _echo(args, f"note: {args.data} has no product id column (product_id, its format's id column, or --id-col), so no pair can take "
-                    f"its title encoding from {args.cache}: every title is encoded")
+        _echo(args, f"note: {args.data} has no product id column (product_id, its format's id column, or --id-col): each pair's product "
+                    f"is known by an id made from its title, as `cache` names a catalogue's products without ids, so only titles "
+                    f"cached that way come from {args.cache}")
     if cache is not None and len(df):
         from .batch import cache_rows
 

@@ -126,6 +126,14 @@ def test_predict_says_when_no_id_column_lets_the_cache_help_and_takes_threads(ma
     err = capsys.readouterr().err
     assert "has no product id column" in err and "0 of 150 pairs took their title encoding" in err
     assert len(pd.read_csv(tmp_path / "o.csv")) == 150
+    # a catalogue cached without ids names its products by their titles, as predict does: every pair is a hit
+    df[["title"]].to_csv(tmp_path / "catalog_noid.csv", index=False)
+    assert main(["cache", "--model", str(matching_model_dir), "--catalog", str(tmp_path / "catalog_noid.csv"), "--out", str(tmp_path / "c2"),
+                 "--quiet"]) == 0
+    assert main(["predict", "--model", str(matching_model_dir), "--data", str(tmp_path / "noid.csv"), "--query-col", "kw",
+                 "--title-col", "name", "--out", str(tmp_path / "o2.csv"), "--cache", str(tmp_path / "c2")]) == 0
+    err = capsys.readouterr().err
+    assert "id made from its title" in err and "150 of 150 pairs took their title encoding" in err
     df.rename(columns={"query": "kw", "title": "name", "product_id": "sku"}).to_csv(tmp_path / "sku.csv", index=False)
     args = ["predict", "--model", str(matching_model_dir), "--data", str(tmp_path / "sku.csv"), "--query-col", "kw", "--title-col", "name",
             "--out", str(tmp_path / "s.csv"), "--cache", str(tmp_path / "c")]
