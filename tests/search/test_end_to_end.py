@@ -40,7 +40,7 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     for name in ("rewards.png", "pareto.png", "noise.png", "controller.safetensors", "final.json", "top_k.json"):
         assert (out / name).stat().st_size > 0
     final = json.loads((out / "final.json").read_text())
-    assert 1 <= len(final["pareto"]) <= 2
+    assert 1 <= len(final["pareto"]) <= 2 + 1  # --pareto-max 2, and the distilled student when no candidate beats it
     for entry in final["pareto"]:  # each front model: an ordinary model directory with the searched architecture
         d = out / "pareto" / str(entry["n"])
         clf = DefectClassifier.load(d)
