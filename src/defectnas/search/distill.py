@@ -62,6 +62,8 @@ def distill_estimate_s(cfg, tables) -> float:
     :data:`S_PER_TEXT_EPOCH`, a rate measured on 2 CPU cores (conservative on a GPU)."""
     if not cfg.distill_query or "distill" not in tables:
         return 0.0
+    if cfg.space != "serving" and not int(cfg.options.get("query_backbone_layers", 6)):
+        return 0.0  # a base model without pre-trained query layers: nothing will be distilled
     return estimate_texts(tables["distill"]) * cfg.distill_epochs * S_PER_TEXT_EPOCH
 
 
