@@ -224,7 +224,7 @@ def _model_splits(args: argparse.Namespace, df) -> dict:
     from .data import SPLITS_FILE, split_by_query
 
     path = Path(args.model) / SPLITS_FILE
-    test_frac = getattr(args, "test_frac", None)
+    test_frac = args.test_frac  # None: not given
     if not path.exists():
         _echo(args, f"note: {args.model} has no {SPLITS_FILE} (not saved by train): {args.data} is split by query with --seed {args.seed}; "
                     f"queries the model was trained on may land in the held-out splits")

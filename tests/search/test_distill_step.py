@@ -133,11 +133,11 @@ def test_the_budget_reserves_the_distillation(synthetic_csv):
     on = config(synthetic_csv, space="serving", distill_query=2, distill_epochs=3)
     tables = prepare_tables(on)
     assert "distill" in tables and len(tables["distill"]) >= len(tables["train"])
-    assert distill_estimate_s(on, tables) == pytest.approx(estimate_texts(tables["distill"]) * 3 * S_PER_TEXT_EPOCH)
+    assert distill_estimate_s(on, tables, build_space(on)) == pytest.approx(estimate_texts(tables["distill"]) * 3 * S_PER_TEXT_EPOCH)
     words = config(synthetic_csv, space="seed", distill_query=2, options={"d_model": 16, "query_backbone_layers": 0})
-    assert distill_estimate_s(words, tables) == 0.0  # no pre-trained query layers: nothing to distil, nothing reserved
+    assert distill_estimate_s(words, tables, build_space(words)) == 0.0  # no pre-trained query layers: nothing to distil, nothing reserved
     off = config(synthetic_csv, space="serving", distill_query=0)
-    assert "distill" not in prepare_tables(off) and distill_estimate_s(off, tables) == 0.0
+    assert "distill" not in prepare_tables(off) and distill_estimate_s(off, tables, build_space(off)) == 0.0
     assert retrain_estimate_s(on, build_space(on), TrialLog(synthetic_csv.parent / "none.jsonl"), tables, {}) == 0.0  # nothing sampled yet
 
 

@@ -20,6 +20,12 @@ from torch import nn
 EPS = 1e-6  # smallest norm a cosine divides by
 
 
+def _weighted_norms(x: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """‖x ⊙ w_p‖ for every row x of ``x`` (…, C) and perspective p of ``w2`` = w² (P, C): (…, P),
+    as a matrix product with w², clamped at EPS before the root as F.cosine_similarity clamps."""
+    return (x.square() @ w2.T).clamp_min(EPS * EPS).sqrt()
+
+
 class MultiPerspectiveMatching(nn.Module):
     """Features (B, 4·P): max and mean over tokens of per-perspective cosine matches, both directions."""
 
@@ -46,9 +52,7 @@ class MultiPerspectiveMatching(nn.Module):
         equal to the broadcast form up to float rounding (tests/model check it)."""
         w2 = self.weight.square()  # (P, C)
         num = torch.bmm(tokens, (vector[:, None, :] * w2[None]).transpose(1, 2))  # (B, T, P)
-        a = (tokens.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (B, T, P): ‖x ⊙ w_p‖, clamped before the root
-        b = (vector.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (B, P)
-        return num / (a * b[:, None, :])
+        return num / (_weighted_norms(tokens, w2) * _weighted_norms(vector, w2)[:, None, :])  # (B, T, P) / (B, 1, P)
 
     def forward(self, q_tokens, q_mask, q_vec, t_tokens, t_mask, t_vec) -> torch.Tensor:
         return torch.cat([self._match(t_tokens, t_mask, q_vec), self._match(q_tokens, q_mask, t_vec)], dim=-1)
@@ -63,14 +67,11 @@ class MultiPerspectiveMatching(nn.Module):
         w2 = self.weight.square()  # (P, C)
         # each title token against the query's vector: (N, T, P)
         num = t_tokens @ (q_vec * w2).T
-        a = (t_tokens.square() @ w2.T).clamp_min(EPS * EPS).sqrt()
-        b = (q_vec.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (P,)
-        titles = self._pool(num / (a * b), t_mask.unsqueeze(-1), dim=1)  # (N, 2P)
+        titles = self._pool(num / (_weighted_norms(t_tokens, w2) * _weighted_norms(q_vec, w2)), t_mask.unsqueeze(-1), dim=1)  # (N, 2P)
         # each query token against each title's vector: (N, P, Tq)
         num = (t_vec[:, None, :] * w2[None]) @ q_tokens.T
-        a = (q_tokens.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (Tq, P)
-        b = (t_vec.square() @ w2.T).clamp_min(EPS * EPS).sqrt()  # (N, P)
-        query = self._pool(num / (a.T[None] * b[:, :, None]), q_mask[None, None, :], dim=2)  # (N, 2P)
+        norms = _weighted_norms(q_tokens, w2).T[None] * _weighted_norms(t_vec, w2)[:, :, None]  # (1, P, Tq) × (N, P, 1)
+        query = self._pool(num / norms, q_mask[None, None, :], dim=2)  # (N, 2P)
         return torch.cat([titles, query], dim=-1)
 
     @staticmethod

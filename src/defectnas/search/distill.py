@@ -57,13 +57,32 @@ def estimate_texts(train) -> int:
     return int(len(queries) + (queries.str.count(" ") > 0).sum() + train["title"].nunique())
 
 
-def distill_estimate_s(cfg, tables) -> float:
-    """Seconds the distillation step is expected to take (0 when it is off): texts × epochs ×
-    :data:`S_PER_TEXT_EPOCH`, a rate measured on 2 CPU cores (conservative on a GPU)."""
-    if not cfg.distill_query or "distill" not in tables:
+def deepest_query_layers(cfg, space) -> int:
+    """The most pre-trained query layers a model of this search can have: the serving space's
+    deepest ``query_layers`` option; otherwise (the seed space) the base model's
+    ``query_backbone_layers``. 0: no model has any, so none can be distilled."""
+    from ..config import ModelConfig
+
+    options = getattr(space, "query_layers", ()) or (int(cfg.options.get("query_backbone_layers", ModelConfig.query_backbone_layers)),)
+    return max(options)
+
+
+def check_layers(cfg, space) -> None:
+    """ConfigError, before anything runs, when ``--distill-query K`` could never apply: a student
+    needs fewer pre-trained query layers than its teacher, and no model of this search has more
+    than :func:`deepest_query_layers` (with none at all, final.json says why nothing was distilled)."""
+    deepest = deepest_query_layers(cfg, space)
+    if cfg.distill_query and 0 < deepest <= cfg.distill_query:
+        raise ConfigError(f"--distill-query {cfg.distill_query}: a distilled query tower needs fewer pre-trained layers than its "
+                          f"teacher's, and this search's models have at most {deepest}; give 1 to {deepest - 1}, or 0 for none")
+
+
+def distill_estimate_s(cfg, tables, space) -> float:
+    """Seconds the distillation step is expected to take (0 when it is off or no model can be
+    distilled): texts × epochs × :data:`S_PER_TEXT_EPOCH`, a rate measured on 2 CPU cores
+    (conservative on a GPU)."""
+    if not cfg.distill_query or "distill" not in tables or not deepest_query_layers(cfg, space):
         return 0.0
-    if cfg.space != "serving" and not int(cfg.options.get("query_backbone_layers", 6)):
-        return 0.0  # a base model without pre-trained query layers: nothing will be distilled
     return estimate_texts(tables["distill"]) * cfg.distill_epochs * S_PER_TEXT_EPOCH
 
 
@@ -97,7 +116,7 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     started = time.perf_counter()
     ckpt = out / CHECKPOINT_DIR
     say(f"distilling best/'s {teacher.model_config_.query_backbone_layers}-layer query tower into {layers} layers "
-        f"({cfg.distill_epochs} epochs; ≈ {distill_estimate_s(cfg, tables) / 60:.1f} min on 2 CPU cores)")
+        f"({cfg.distill_epochs} epochs; ≈ {distill_estimate_s(cfg, tables, space) / 60:.1f} min on 2 CPU cores)")
     kwargs = dict(layers=layers, epochs=cfg.distill_epochs, seed=cfg.seed, checkpoint_dir=ckpt, quiet=quiet, log=say)
     try:
         student = teacher.distill_query(tables["distill"], tables["valid"], resume=(ckpt / CHECKPOINT).exists(), **kwargs)

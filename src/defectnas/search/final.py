@@ -117,7 +117,7 @@ def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[
         return 0.0
     *_, records, _ = candidates(cfg, space, trials, "test" in tables, floor)
     child = float(np.median([r["seconds"] for r in trials.cache.values()]))
-    return retrain_scale(cfg, tables) * sum(float(r.get("seconds") or child) for r in records.values()) + distill_estimate_s(cfg, tables)
+    return retrain_scale(cfg, tables) * sum(float(r.get("seconds") or child) for r in records.values()) + distill_estimate_s(cfg, tables, space)
 
 
 def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,

@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from ..storage import append_line, atomic_write_json
 from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
+from .distill import check_layers
 from .executors import make_executor
 from .final import finalize, retrain_estimate_s
 from .plots import plot_noise, plot_pareto, plot_rewards
@@ -97,7 +98,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     out.mkdir(parents=True, exist_ok=True)
 
     space = build_space(cfg)
-    check_distill_layers(cfg, space)
+    check_layers(cfg, space)  # --distill-query K: refused now if no model of the space can be distilled to K
     d_model = int(cfg.options.get("d_model", 64))
     if cfg.space == "seed" and d_model % space.min_d_model_multiple():
         raise ConfigError(f"d_model={d_model} must be a multiple of {space.min_d_model_multiple()} (attention heads {space.heads})")
@@ -123,21 +124,6 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         executor.shutdown()
     return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), time.perf_counter() - started,
                         floor, final)
-
-
-def check_distill_layers(cfg: SearchConfig, space: Space) -> None:
-    """ConfigError, before anything runs, when ``--distill-query K`` could never apply: a student
-    needs fewer pre-trained query layers than its teacher, and no model of this space has more
-    than the space's deepest query tower (the serving space's ``query_layers``; otherwise the base
-    model's ``query_backbone_layers``)."""
-    if not cfg.distill_query:
-        return
-    from ..config import ModelConfig
-
-    deepest = max(getattr(space, "query_layers", ()) or (int(cfg.options.get("query_backbone_layers", ModelConfig.query_backbone_layers)),))
-    if 0 < deepest <= cfg.distill_query:  # (no pre-trained query layers at all: final.json says it distilled nothing, and why)
-        raise ConfigError(f"--distill-query {cfg.distill_query}: a distilled query tower needs fewer pre-trained layers than its "
-                          f"teacher's, and this search's models have at most {deepest}; give 1 to {deepest - 1}, or 0 for none")
 
 
 # ------------------------------------------------------------------------ data
