@@ -274,6 +274,23 @@ def test_budget_reserves_the_retrains_estimate(tmp_path, synthetic_csv, monkeypa
     assert len(roomy.trials) == 8  # 0 + 5 + 20 < 60 at every step
 
 
+def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors_child_seconds(tmp_path, synthetic_csv, monkeypatch):
+    """Nothing sampled yet, but the noise floor timed the default's child: the first batch's children
+    are counted as the candidates they will become, so a budget too small for one batch and its
+    retrains samples nothing (it once ran the batch, its reserve being 0, and overran)."""
+    import defectnas.search.executors as executors
+
+    from .fakes import fake_evaluate_child
+
+    monkeypatch.setattr(executors, "evaluate_child", lambda job, *a: {**fake_evaluate_child(job, *a), "seconds": 5.0})
+    # floor child 5 s; retrain = 2 children's time for the default and for the one candidate the batch of one adds:
+    # 20 s reserved, + 5 s for the batch: 25 s
+    small = run_search(config(synthetic_csv, trials=8, top_k=1, final_epochs=2, noise_repeats=1, budget_minutes=24 / 60), tmp_path / "small")
+    assert len(small.trials) == 0
+    enough = run_search(config(synthetic_csv, trials=8, top_k=1, final_epochs=2, noise_repeats=1, budget_minutes=26 / 60), tmp_path / "enough")
+    assert len(enough.trials) >= 1
+
+
 def test_retrain_budget_defaults_to_a_cpu_sized_one():
     cpu = SearchConfig(data="x")
     assert (cpu.final_rows, cpu.final_epochs) == (12000, 1)

@@ -108,16 +108,28 @@ def retrain_scale(cfg, tables) -> float:
     return rows * (epochs / cfg.child_epochs) * (cfg.final_seeds / cfg.child_seeds)
 
 
-def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any]) -> float:
+def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any], upcoming: int = 0) -> float:
     """Estimated wall seconds of retraining today's candidates: each candidate's own measured child
     seconds × :func:`retrain_scale`, plus distilling the best (:func:`.distill.distill_estimate_s`). The search stops sampling when what is left of
     ``--budget-minutes`` only covers this (so the budget bounds the whole search, retrains
-    included); ``final.json`` records the estimate beside what the retrains really took."""
-    if not trials.cache or (cfg.top_k == 0 and cfg.pareto_max == 0):
+    included); ``final.json`` records the estimate beside what the retrains really took.
+
+    Before anything is sampled the candidates are only ``train``'s default, but the first batch
+    (``upcoming`` children) will add up to ``top_k + pareto_max`` of them: they are counted at the
+    noise floor's child seconds, so a budget too small for one batch and its retrains samples
+    nothing. Without trials or a measured floor there is nothing to estimate from (0)."""
+    if cfg.top_k == 0 and cfg.pareto_max == 0:
         return 0.0
     *_, records, _ = candidates(cfg, space, trials, "test" in tables, floor)
-    child = float(np.median([r["seconds"] for r in trials.cache.values()]))
-    return retrain_scale(cfg, tables) * sum(float(r.get("seconds") or child) for r in records.values()) + distill_estimate_s(cfg, tables, space)
+    if trials.cache:
+        child = float(np.median([r["seconds"] for r in trials.cache.values()]))
+        children = sum(float(r.get("seconds") or child) for r in records.values())
+    else:
+        child = float((floor or {}).get("child_seconds") or 0.0)
+        if not child:
+            return 0.0
+        children = child * (len(records) + min(cfg.top_k + cfg.pareto_max, upcoming))
+    return retrain_scale(cfg, tables) * children + distill_estimate_s(cfg, tables, space)
 
 
 def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,

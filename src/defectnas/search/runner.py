@@ -288,7 +288,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         while next_trial < cfg.trials:
             n = min(cfg.batch_size, cfg.trials - next_trial)
             if cfg.budget_minutes:
-                reserve = retrain_estimate_s(cfg, space, trials, tables, floor)
+                reserve = retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=n)
                 done_s = [r["seconds"] for r in trials.cache.values()] or [floor.get("child_seconds") or 0.0]
                 batch_s = float(np.median(done_s)) * -(-n // max(1, executor.parallelism))
                 if elapsed() + batch_s + reserve > 60 * cfg.budget_minutes:
