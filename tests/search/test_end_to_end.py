@@ -37,7 +37,7 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     for r in read_trials(out):
         assert 0.0 <= r["ap"] <= 1.0 and 0.0 <= r["f1"] <= 1.0 and r["latency_ms"] > 0 and r["params"] > 0
         assert len(r["ap_seeds"]) == 2 and space.canonical(r["architecture"]) == r["architecture"]
-    for name in ("rewards.png", "pareto.png", "noise.png", "controller.safetensors", "final.json", "top_k.json"):
+    for name in ("rewards.png", "pareto.png", "noise.png", "final.png", "controller.safetensors", "final.json", "top_k.json"):
         assert (out / name).stat().st_size > 0
     final = json.loads((out / "final.json").read_text())
     assert 1 <= len(final["pareto"]) <= 2 + 1  # --pareto-max 2, and the distilled student when no candidate beats it

@@ -9,7 +9,7 @@ import pytest
 from defectnas.errors import ConfigError
 from defectnas.search.child import reward
 from defectnas.search.config import SearchConfig, merge_for_resume
-from defectnas.search.plots import pareto_front, plot_noise, plot_pareto, plot_rewards
+from defectnas.search.plots import pareto_front, plot_final, plot_noise, plot_pareto, plot_rewards
 from defectnas.search.space import SearchSpace
 from defectnas.search.trials import TrialLog
 
@@ -71,7 +71,13 @@ def test_plots_are_png(tmp_path):
     plot_rewards(records, tmp_path / "rewards.png", floor=floor)
     plot_pareto(records, tmp_path / "pareto.png", floor=floor)
     plot_noise(records, tmp_path / "noise.png", floor=floor)
-    for name in ("rewards.png", "pareto.png", "noise.png"):
+    rows = [{"key": "d", "roles": ["default"], "latency_ms": 10.0, "valid_metric": 0.18, "test_ap": 0.24, "pareto_dir": "p/1"},
+            {"key": "b", "roles": ["top_k"], "latency_ms": 12.0, "valid_metric": 0.19, "test_ap": 0.25, "best": True, "pareto_dir": "p/2"},
+            {"key": "s", "roles": ["distilled"], "distilled_from": "b", "latency_ms": 4.0, "valid_metric": 0.18, "test_ap": 0.245,
+             "pareto_dir": "p/0"}]
+    plot_final(rows, tmp_path / "final.png")
+    plot_final([{**r, "test_ap": None} for r in rows], tmp_path / "final_valid.png")  # no test split: validation
+    for name in ("rewards.png", "pareto.png", "noise.png", "final.png", "final_valid.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -50,7 +50,7 @@ def test_search_writes_its_files(tmp_path, synthetic_csv, fake_children):
         assert r["spread"] == pytest.approx(np.std(r["ap_seeds"], ddof=1), abs=1e-6)
     _, meta = load_tensors(out / "controller.safetensors")
     assert meta["step"] == 8 and meta["extra"]["next_trial"] == 8
-    for name in ("rewards.png", "pareto.png", "noise.png", "search.json", "top_k.json", "final.json", "retrain.jsonl", "noise.jsonl"):
+    for name in ("rewards.png", "pareto.png", "noise.png", "final.png", "search.json", "top_k.json", "final.json", "retrain.jsonl", "noise.jsonl"):
         assert (out / name).exists(), name
     top = json.loads((out / "top_k.json").read_text())
     assert [e["rank"] for e in top] == [1, 2, 3]

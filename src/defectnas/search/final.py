@@ -37,7 +37,7 @@ import numpy as np
 
 from ..storage import append_line, atomic_write_json
 from .distill import DISTILLED_DIR, distill_best, distill_estimate_s, dominated
-from .plots import pareto_front
+from .plots import pareto_front, plot_final
 from .space import Architecture, Space, arch_key
 from .stats import paired_bootstrap
 from .trials import TrialLog, read_jsonl
@@ -45,6 +45,7 @@ from .trials import TrialLog, read_jsonl
 RETRAIN_LOG = "retrain.jsonl"
 TOP_K_FILE = "top_k.json"
 FINAL_FILE = "final.json"
+FINAL_PLOT = "final.png"  # retrained models and the distilled one: test AP against served ms
 BEST_DIR = "best"
 PARETO_DIR = "pareto"
 PROBS_DIR = "test_probs"  # <key>.npy: each retrained candidate's test probabilities (seeds × rows), for the paired test
@@ -263,6 +264,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
                                              for n, r in enumerate(front_rows)],
               "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired, "distilled": distilled}
     atomic_write_json(out / FINAL_FILE, report)
+    plot_final(rows, out / FINAL_PLOT)
     shutil.rmtree(out / "retrain", ignore_errors=True)
     overtaken = sum(bool(e["dominated_by"]) for e in report["pareto"])
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "

@@ -1,10 +1,11 @@
-"""The search's three pictures: reward over time, accuracy against latency, reward against noise.
+"""The search's pictures: reward over time, accuracy against latency, reward against noise, and what it delivers.
 
 Why: a table of trials does not show whether the strategy learned anything, what accuracy costs
 in time, or which differences are noise. ``rewards.png`` shows the first (reward per trial, the
 mean per step and its moving average — the paper's Figure 5), ``pareto.png`` the second (every
 trained child, the non-dominated ones joined, train's default starred), ``noise.png`` the third
-(each architecture ± its seed spread against the default ± the noise floor). Drawn with
+(each architecture ± its seed spread against the default ± the noise floor); ``final.png``, drawn
+after the retrains, what the search delivers (retrained models and the distilled one). Drawn with
 matplotlib's Agg backend (no display) and written atomically.
 """
 
@@ -110,6 +111,41 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     ax.set_xlabel("served latency: 1 query × 100 cached products, ms (1 CPU thread)")
     ax.set_ylabel(f"validation {metric.upper()} (mean over child seeds)")
     ax.set_title(title or "Architecture search: accuracy against served latency")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(plt, fig, path)
+
+
+def plot_final(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    """What the search delivers: every retrained model (and the distilled one) by test AP — or
+    validation metric when there is no test split — against served latency; the installed front
+    (``pareto/<n>/``) joined, train's default starred, ``best/`` ringed and the student linked to
+    its teacher. Why a second picture: ``pareto.png`` shows children at the child budget, whose
+    metric is not on the retrained models' scale (``final.png``'s ``rows``: final.json's candidates)."""
+    plt, (fig, ax) = _figure()
+    has_test = all(r.get("test_ap") is not None for r in rows)
+    value = (lambda r: float(r["test_ap"])) if has_test else (lambda r: float(r["valid_metric"]))
+    plain = [r for r in rows if "distilled" not in r.get("roles", ())]
+    ax.scatter([r["latency_ms"] for r in plain], [value(r) for r in plain], s=18, color="tab:gray", label="retrained candidate")
+    front = sorted((r for r in rows if r.get("pareto_dir")), key=lambda r: r["latency_ms"])
+    if front:
+        ax.plot([r["latency_ms"] for r in front], [value(r) for r in front], "-o", color="tab:red", ms=5, lw=1.5, label="pareto/<n>/")
+    for r in rows:
+        if "default" in r.get("roles", ()):
+            ax.scatter([r["latency_ms"]], [value(r)], marker="*", s=160, color="black", zorder=5, label="train's default (retrained)")
+        if r.get("best"):
+            ax.scatter([r["latency_ms"]], [value(r)], s=140, facecolors="none", edgecolors="tab:blue", lw=2, zorder=6, label="best/")
+    for r in rows:
+        if "distilled" not in r.get("roles", ()):
+            continue
+        teacher = next((t for t in rows if t["key"] == r.get("distilled_from")), None)
+        ax.scatter([r["latency_ms"]], [value(r)], marker="D", s=60, color="tab:green", zorder=7, label="distilled/ (query tower)")
+        if teacher is not None:
+            ax.annotate("", xy=(r["latency_ms"], value(r)), xytext=(teacher["latency_ms"], value(teacher)),
+                        arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1})
+    ax.set_xlabel("served latency: 1 query × 100 cached products, ms (1 CPU thread)")
+    ax.set_ylabel("test AP (mean over retrain seeds)" if has_test else "validation metric (mean over retrain seeds)")
+    ax.set_title(title or "Retrained models: accuracy against served latency")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)
