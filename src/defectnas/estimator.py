@@ -209,7 +209,8 @@ class DefectClassifier:
         student.options = {**self.options, "query_backbone_layers": layers, "query_backbone_trainable": layers}
         student.model_config_ = student.model_.cfg
         student.valid_ap_ = result.best_ap
-        student.history_ = [{"phase": "distil-query", "from_query_layers": mcfg.query_backbone_layers, "config": to_dict(dcfg)}, *result.history]
+        student.history_ = [{"phase": "distil-query", "from_query_layers": mcfg.query_backbone_layers, "config": to_dict(dcfg),
+                             "best_epoch": result.best_epoch, "resumed_after_epoch": result.resumed_after_epoch}, *result.history]
         student.calibrator_ = fit_calibrator(valid_pairs.label, logits, valid["query"].to_numpy(), tcfg.calibration, tcfg.seed)
         student.threshold_, student.valid_f1_ = best_threshold(valid_pairs.label, student.calibrator_.transform_logits(logits))
         student.threshold_rule_ = THRESHOLD_RULE

@@ -170,3 +170,13 @@ def test_a_student_depth_no_model_of_the_space_can_have_is_refused_before_anythi
         config(synthetic_csv, distill_query=-1)
     with pytest.raises(ConfigError, match="--distill-epochs"):
         config(synthetic_csv, distill_epochs=0)
+
+
+def test_a_resumed_students_seconds_count_the_epochs_its_checkpoint_restored():
+    from defectnas.search.distill import restored_seconds
+
+    head = {"phase": "distil-query", "resumed_after_epoch": 2}
+    epochs = [{"epoch": e, "seconds": 10.0 * e} for e in (1, 2, 3, 4)]
+    assert restored_seconds([head, *epochs]) == 30.0  # epochs 1 and 2 ran before the kill
+    assert restored_seconds([{**head, "resumed_after_epoch": 0}, *epochs]) == 0.0  # not resumed: all of it is this run's
+    assert restored_seconds([]) == 0.0

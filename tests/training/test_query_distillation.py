@@ -221,6 +221,8 @@ def test_a_killed_distillation_resumes_after_its_last_epoch(teacher_and_split, t
     resumed = teacher.distill_query(parts["train"], parts["valid"], layers=1, epochs=2, seed=3, logit_weight=1.0, checkpoint_dir=tmp_path,
                                     resume=True)
     assert [r["epoch"] for r in resumed.history_[1:]] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 run now
+    assert resumed.history_[0]["resumed_after_epoch"] == 1 and full.history_[0]["resumed_after_epoch"] == 0
+    assert resumed.history_[0]["best_epoch"] in (1, 2)
     np.testing.assert_allclose(resumed.predict_proba(parts["valid"]), full.predict_proba(parts["valid"]), atol=1e-5)
 
 

@@ -120,7 +120,8 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     kwargs = dict(layers=layers, epochs=cfg.distill_epochs, seed=cfg.seed, checkpoint_dir=ckpt, quiet=quiet, log=say)
     try:
         student = teacher.distill_query(tables["distill"], tables["valid"], resume=(ckpt / CHECKPOINT).exists(), **kwargs)
-    except ConfigError:  # a checkpoint of another teacher (the search was extended and best/ changed): start again
+    except ConfigError:  # a checkpoint of another teacher or K (the search was extended or resumed with another --distill-query)
+        say(f"the checkpoint in {ckpt} is of another distillation (teacher or --distill-query): starting again")
         shutil.rmtree(ckpt, ignore_errors=True)
         student = teacher.distill_query(tables["distill"], tables["valid"], **kwargs)
 
@@ -167,13 +168,23 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
         tmp.replace(probs_dir / f"{key}.npy")
     atomic_write_json(model_dir / stamp, {"key": key, "space": cfg.space, "architecture": entry["architecture"],
                                           "distilled_from": best["key"]})
-    entry["seconds"] = round(time.perf_counter() - started, 3)
+    entry["seconds"] = round(time.perf_counter() - started + restored_seconds(student.history_), 3)
     append_line(log_path, json.dumps(entry))
     shutil.rmtree(ckpt, ignore_errors=True)
     say(f"distilled {layers}-layer query tower: valid AP {entry['valid_ap']:.4f} against its teacher's {entry['teacher_valid_ap_seed']:.4f} "
         f"(the teacher is best/ as saved: its first retrain seed), {entry['latency_ms']:.2f} against {entry['teacher_latency_ms']:.2f} "
         f"ms/request timed alternately ({entry['speedup_over_teacher']:.2f}x faster), {entry['seconds']:.0f}s")
     return entry
+
+
+def restored_seconds(history: list[dict[str, Any]]) -> float:
+    """Seconds of the epochs a resumed distillation restored from its checkpoint (a student's
+    ``history_``: its head record says after which epoch it resumed), so that a student's
+    ``seconds`` count the whole distillation, not only the part after the resume."""
+    if not history:
+        return 0.0
+    after = int(history[0].get("resumed_after_epoch", 0))
+    return float(sum(r.get("seconds", 0.0) for r in history[1:] if 0 < r.get("epoch", 0) <= after))
 
 
 def dominated(entry: dict[str, Any], rows: list[dict[str, Any]]) -> bool:

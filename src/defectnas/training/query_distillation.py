@@ -238,6 +238,7 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
     if resume and ckpt_path is not None and ckpt_path.exists():
         _check_same_run(ckpt_path, cfg)
         start_epoch, _, best_state, result, rng, _ = _load_checkpoint(ckpt_path, student, optimizer)
+        result.resumed_after_epoch = start_epoch
         if log:
             log(f"resumed from {ckpt_path} after epoch {start_epoch}")
     elif resume and log:

@@ -64,6 +64,7 @@ class TrainResult:
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
     valid_logits: np.ndarray | None = None  # validation logits of the best epoch (for calibration; not checkpointed)
+    resumed_after_epoch: int = 0  # epochs restored from a checkpoint (their history records came with it; not checkpointed)
 
 
 def predict_logits(model: DefectNet, query: np.ndarray, title: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
