@@ -74,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strategy-final-rows", type=int, default=-1, help="strategies: retrain pairs of each winner (-1: the search's auto)")
     p.add_argument("--child-valid-rows", type=int, default=0, help="strategies: validation pairs a child is scored on (0: all)")
     p.add_argument("--merge-json", default="", help="strategies-summary: another process's strategies JSON to merge")
-    p.add_argument("--search-dir", default="", help="versus-default: a finished search's --out")
+    p.add_argument("--search-seed", type=int, default=0, help="cost: the search's --seed (its split stays seed 0's: --split-seed 0)")
+    p.add_argument("--search-dir", default="", help="versus-default: a finished search's --out (comma-separated: several searches, pooled)")
     p.add_argument("--product-json", default="", help="versus-default: the JSON of a product run holding train's default row")
     p.add_argument("--signal-json", default="", help="refidelity: a signal run at another child budget")
     p.add_argument("--workers", type=int, default=1, help="child processes")
@@ -419,9 +420,10 @@ def cost(args) -> dict:
     from defectnas.search.trials import read_jsonl
 
     dataset = args.datasets.split(",")[0]
-    folder = Path(args.work) / f"cost-{dataset}"
+    folder = Path(args.work) / (f"cost-{dataset}" + (f"-seed{args.search_seed}" if args.search_seed else ""))
     started = time.time()
-    cfg = SearchConfig(data=str(SHARED / DATASETS[dataset]), options=base_options(args), threads=args.threads)
+    cfg = SearchConfig(data=str(SHARED / DATASETS[dataset]), options=base_options(args), threads=args.threads, seed=args.search_seed,
+                       split_seed=0)
     result = run_search(cfg, folder, resume=(folder / "search.json").exists(), quiet=args.quiet)
     wall = time.time() - started
     trained = [r for r in result.trials if not r["cached"]]

@@ -667,7 +667,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 _SEARCH_FLAGS = ("space", "space_options", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
                  "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "final_seeds", "final_epochs",
-                 "final_rows", "distill_query", "distill_epochs", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
+                 "final_rows", "distill_query", "distill_epochs", "split_seed", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
                  "variant", "threads")
 
 
@@ -942,6 +942,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss of children and final models (default dl-gs)")
     p.add_argument("--config", help="JSON file of base model/training options for children and final models (e.g. d_model)")
     p.add_argument("--threads", type=int, help="torch CPU threads per child while training (default: the cores / --workers)")
+    p.add_argument("--split-seed", type=int, dest="split_seed", help="seed of the query split (default: --seed): searches of several "
+                   "--seed values on one split, e.g. to repeat a search, are scored on the same test queries")
     _add_common(p)
     p.set_defaults(func=cmd_search)
 

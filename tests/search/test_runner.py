@@ -291,6 +291,22 @@ def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors
     assert len(enough.trials) >= 1
 
 
+def test_split_seed_keeps_the_split_while_the_search_seed_changes(synthetic_csv, tmp_path, monkeypatch):
+    from defectnas.cli import main
+    from defectnas.search.runner import prepare_tables
+
+    def test_queries(**kw):
+        return set(prepare_tables(config(synthetic_csv, **kw))["test"]["query"])
+
+    assert test_queries(seed=1, split_seed=0) == test_queries(seed=0)
+    assert test_queries(seed=1) != test_queries(seed=0)  # without it, --seed seeds the split too (as it always did)
+    assert config(synthetic_csv, seed=3).data_seed == 3 and config(synthetic_csv, seed=3, split_seed=0).data_seed == 0
+    seen = []
+    monkeypatch.setattr("defectnas.search.runner.run_search", lambda cfg, *a, **k: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
+    main(["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "s"), "--seed", "2", "--split-seed", "0", "--quiet"])
+    assert seen[0].seed == 2 and seen[0].data_seed == 0  # the flag reaches the search (stopped there)
+
+
 def test_retrain_budget_defaults_to_a_cpu_sized_one():
     cpu = SearchConfig(data="x")
     assert (cpu.final_rows, cpu.final_epochs) == (12000, 1)

@@ -59,7 +59,8 @@ class SearchConfig:
     ray_address: str = ""  # run children as Ray tasks: "auto", "local", or "ray://host:port"
     matching: bool = False  # seed space: add the multi-perspective matching layer (the dl-rl-ml search); serving searches it
     variant: str = "dl-gs"  # loss of children and final models (see TrainConfig.variant)
-    seed: int = 0  # seeds the split, the strategy's sampling and the child seeds
+    seed: int = 0  # seeds the strategy's sampling, the child and retrain seeds, and the split unless split_seed is set
+    split_seed: int = -1  # seeds the query split (-1: seed); searches of several seeds on one split compare on the same test queries
     valid_frac: float = 0.1  # share of queries for validation (the reward)
     test_frac: float = 0.2  # share of queries for test (metrics of the final models and the paired test)
     num_layers: int = 5  # seed space: product-encoder layers searched (serving: up to 5 cells)
@@ -102,6 +103,11 @@ class SearchConfig:
             self.final_rows = CPU_RETRAIN["final_rows"] if on_cpu else 0
         if self.final_epochs == -1:
             self.final_epochs = CPU_RETRAIN["final_epochs"] if on_cpu else 0
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the query split (``split_seed``, or ``seed`` when it is -1)."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -132,7 +132,7 @@ def prepare_tables(cfg: SearchConfig) -> dict[str, pd.DataFrame]:
     from ..data import load_pairs, split_by_query
 
     df = load_pairs(cfg.data, **cfg.load_kwargs)
-    parts = split_by_query(df, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, seed=cfg.seed)
+    parts = split_by_query(df, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, seed=cfg.data_seed)
     cols = ["query", "title", "label"]
 
     def subset(part: pd.DataFrame, rows: int) -> pd.DataFrame:
