@@ -448,10 +448,13 @@ def cost(args) -> dict:
 
 
 def versus_default(args) -> dict:
-    """A finished search's saved models (pareto/<n>/, best/, distilled/) against ``train``'s default
+    """Finished searches' saved models (pareto/<n>/, best/, distilled/) against ``train``'s default
     trained with the full budget under ``--product-seeds`` (the ``product`` part's default row, read
     from ``--product-json`` and its work folder): test AP, a paired bootstrap over the test queries,
-    and served latency timed in interleaved rounds in this process (1 thread)."""
+    and served latency timed in interleaved rounds in this process (1 thread). With several
+    ``--search-dir`` (searches of other seeds on the same split), ``pooled`` also compares each
+    role (best/, distilled/) over the searches — one model per search, as seeds — with the
+    default's seeds: the product goal's "3 seeds" for a model the search makes."""
     from defectnas.estimator import DefectClassifier
     from defectnas.search.child import latency_inputs
     from defectnas.search.final import short_key
@@ -459,45 +462,67 @@ def versus_default(args) -> dict:
     from defectnas.search.stats import average_precision_fast, paired_bootstrap
 
     dataset = args.datasets.split(",")[0]
-    search_dir = Path(args.search_dir)
+    search_dirs = [Path(d) for d in args.search_dir.split(",") if d]
     tables = tables_for(dataset, [])
     test = tables["test"]
     product = json.loads(Path(args.product_json).read_text())["product"][dataset]
     ref = short_key(ServingSpace().default_architecture())
+    default_name = "default (train, full budget)"
     default_dir = Path(args.work) / f"product-{dataset}" / ref
     probs_ref = np.load(Path(args.work) / f"product-{dataset}" / f"{ref}.npy")  # seeds × test rows
-    final = json.loads((search_dir / "final.json").read_text())
-    dirs = {"default (train, full budget)": default_dir}
-    for e in final["pareto"]:
-        dirs[f"pareto/{e['n']}"] = search_dir / "pareto" / str(e["n"])
-    dirs["best"] = search_dir / "best"
-    if (search_dir / "distilled").is_dir():
-        dirs["distilled"] = search_dir / "distilled"
+    dirs = {default_name: default_dir}
+    for i, search_dir in enumerate(search_dirs):
+        prefix = f"search {i}: " if len(search_dirs) > 1 else ""
+        split_file = search_dir / "best" / "splits.json"
+        if split_file.exists() and set(json.loads(split_file.read_text())["test"]) != set(test["query"]):
+            raise SystemExit(f"{search_dir}: its test queries are not the default's (search with --split-seed 0)")
+        final = json.loads((search_dir / "final.json").read_text())
+        for e in final["pareto"]:
+            dirs[f"{prefix}pareto/{e['n']}"] = search_dir / "pareto" / str(e["n"])
+        dirs[f"{prefix}best"] = search_dir / "best"
+        if (search_dir / "distilled").is_dir():
+            dirs[f"{prefix}distilled"] = search_dir / "distilled"
     labels, groups = test["label"].to_numpy(), test["query"].to_numpy()
-    rows = {}
+    rows, probs_of = {}, {}
     for name, d in dirs.items():
         stamp = json.loads((d / "architecture.json").read_text()) if (d / "architecture.json").exists() else {}
-        if name.startswith("default"):
-            probs = probs_ref
-        else:
-            probs = DefectClassifier.load(d).predict_proba(test)[None, :]
+        probs = probs_ref if name == default_name else DefectClassifier.load(d).predict_proba(test)[None, :]
+        probs_of[name] = probs
         row = {"dir": str(d), "key": stamp.get("key", ref), "distilled_from": stamp.get("distilled_from"),
                "test_ap_seeds": [round(average_precision_fast(labels, p), 5) for p in probs]}
         row["test_ap"] = round(float(np.mean(row["test_ap_seeds"])), 5)
-        if not name.startswith("default"):
+        if name != default_name:
             pb = paired_bootstrap(labels, groups, probs, probs_ref, metric=average_precision_fast, seed=0)
             row["paired_vs_default"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in pb.items()}
         rows[name] = row
     queries, titles = latency_inputs(tables["valid"])
     timing = _timed_rounds({k: str(d) for k, d in dirs.items()}, queries, titles)
-    base = timing["default (train, full budget)"]["median_ms"]
+    base = timing[default_name]["median_ms"]
     for name, row in rows.items():
         row.update(latency_ms=timing[name]["median_ms"], latency_rounds_ms=timing[name]["rounds_ms"],
                    speedup_vs_default=round(base / timing[name]["median_ms"], 2))
         pb = row.get("paired_vs_default")
         log(f"versus-default {name}: test AP {row['test_ap']:.4f}, {row['latency_ms']:.2f} ms ({row['speedup_vs_default']:.2f}x)"
             + (f", ΔAP {pb['diff']:+.4f} [{pb['ci_low']:+.4f}, {pb['ci_high']:+.4f}]" if pb else ""))
-    out = {"dataset": dataset, "search_dir": str(search_dir), "default_seeds": product["seeds"], "models": rows,
+    pooled = {}
+    if len(search_dirs) > 1:
+        for role in ("best", "distilled"):
+            names = [n for n in rows if n.endswith(f": {role}")]
+            if len(names) < 2:
+                continue
+            pb = paired_bootstrap(labels, groups, np.concatenate([probs_of[n] for n in names]), probs_ref, metric=average_precision_fast, seed=0)
+            speedups = [rows[n]["speedup_vs_default"] for n in names]
+            pooled[role] = {"searches": len(names), "test_ap_per_search": [rows[n]["test_ap"] for n in names],
+                            "test_ap": round(float(np.mean([rows[n]["test_ap"] for n in names])), 5),
+                            "speedup_per_search": speedups, "speedup_median": float(np.median(speedups)),
+                            "paired_vs_default": {k: round(v, 5) if isinstance(v, float) else v for k, v in pb.items()},
+                            "faster_goal": bool(min(speedups) >= 2 and pb["diff"] >= -0.005),
+                            "faster_goal_strict": bool(min(speedups) >= 2 and pb["ci_low"] >= -0.005),
+                            "beats_default": bool(pb["ci_low"] > 0)}
+            log(f"versus-default pooled {role} over {len(names)} searches: test AP {pooled[role]['test_ap']:.4f}, speed-ups {speedups}, "
+                f"ΔAP {pb['diff']:+.4f} [{pb['ci_low']:+.4f}, {pb['ci_high']:+.4f}]")
+    out = {"dataset": dataset, "search_dirs": [str(d) for d in search_dirs], "default_seeds": product["seeds"], "models": rows,
+           "pooled": pooled,
            "timing": "served_latency_ms: 1 query x 100 cached products, 1 thread, median of 30 after warm-up; 7 interleaved rounds",
            "load_average_at_end": os.getloadavg()}
     save(args, "versus_default", out)
