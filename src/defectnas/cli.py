@@ -569,7 +569,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
     cfg = AuditConfig(model=args.model, log=args.log, out=args.out, cache=args.cache, catalog=args.catalog, by=list(args.by or []),
                       baseline_log=args.baseline_log, ray_address=args.ray_address, batch_rows=args.batch_rows,
                       threads=args.threads, query_col=args.query_col, id_col=args.id_col, title_col=args.title_col,
-                      position_col=args.position_col, seed=args.seed, quiet=args.quiet)
+                      position_col=args.position_col, seed=args.seed, quiet=args.quiet, invalid_rows=args.invalid_rows)
     summary = run_audit(cfg, echo=lambda m: _echo(args, m))
     o = summary["overall"]
     _echo(args, f"{args.out}: scored.parquet, queries.csv, summary.json, report.html")
@@ -845,6 +845,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-col", help="column of the product id (default: product_id, product_uid, doc_id or hit_id)")
     p.add_argument("--title-col", help="column of the title (default: title, product_title or product_name)")
     p.add_argument("--position-col", help="column of the 1-based position (default: position or rank)")
+    p.add_argument("--invalid-rows", choices=["error", "skip"], default="error",
+                   help="a row with an empty query, neither product id nor title, or a bad position or traffic cell: error (default: "
+                        "one line naming it, exit 2) or skip (left out of every rate, counted, and listed with the reason in "
+                        "skipped_rows.csv)")
     _add_common(p)
     p.set_defaults(func=cmd_audit)
 

@@ -248,6 +248,39 @@ def test_bad_input_is_one_line_exit_2(audit_model, audit_cache, audit_pairs, tmp
     assert "line 2" in capsys.readouterr().err
 
 
+def test_invalid_rows_skip_leaves_out_and_lists_each_bad_row(audit_model, audit_cache, audit_pairs, tmp_path, capsys):
+    """--invalid-rows skip: a row with a bad cell of each kind is left out of every rate, named with
+    its reason in skipped_rows.csv and summary.json; the other rows score as in a clean log."""
+    log = result_log(audit_pairs)
+    clean = tmp_path / "clean.csv"
+    bad_rows = {3: ("query", ""), 10: ("position", 0), 17: ("position", "2.5"), 24: ("impressions", -1), 31: ("product_id", None)}
+    dirty = log.copy().astype({"position": object, "impressions": object})
+    for i, (column, value) in bad_rows.items():
+        dirty.loc[i, column] = value
+    log.drop(index=list(bad_rows)).to_csv(clean, index=False)
+    dirty.to_csv(tmp_path / "dirty.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "dirty.csv", tmp_path / "o") == 2  # the default: one line, the first bad row
+    assert "row 4:" in capsys.readouterr().err
+    assert _audit(audit_model, audit_cache, tmp_path / "dirty.csv", tmp_path / "s", "--invalid-rows", "skip") == 0
+    assert "5 rows with a bad cell left out" in capsys.readouterr().err
+    listed = pd.read_csv(tmp_path / "s" / "skipped_rows.csv")
+    assert listed["row"].tolist() == [i + 1 for i in sorted(bad_rows)]  # 1-based data rows, in order
+    reasons = dict(zip(listed["row"], listed["reason"]))
+    assert "empty query" in reasons[4] and "position '0'" in reasons[11] and "2.5" in reasons[18] and "impressions '-1'" in reasons[25]
+    assert "empty product id" in reasons[32]  # this log has no titles to stand in for an id
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["skipped_rows"]["rows"] == 5 and summary["skipped_rows"]["file"] == "skipped_rows.csv"
+    assert _audit(audit_model, audit_cache, clean, tmp_path / "c") == 0
+    reference = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["rows"] == reference["rows"] == len(log) - 5 and reference["skipped_rows"]["rows"] == 0
+    assert summary["overall"]["unweighted"]["rate"] == pytest.approx(reference["overall"]["unweighted"]["rate"])
+    assert not (tmp_path / "c" / "skipped_rows.csv").exists()
+    # every row bad: an error that points at the list, not an empty report
+    dirty.assign(query="").to_csv(tmp_path / "none.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "none.csv", tmp_path / "n", "--invalid-rows", "skip") == 2
+    assert "no row could be audited" in capsys.readouterr().err and (tmp_path / "n" / "skipped_rows.csv").exists()
+
+
 def test_product_locale_keys_products_as_the_cache_does(audit_model, tmp_path):
     """ESCI-style: one id, two locales, two titles; the log's product_locale picks the right one."""
     from defectnas.serving.cache import build_cache

@@ -76,11 +76,14 @@ class LogLayout:
 
 
 def iter_log(path: str | os.PathLike, batch_rows: int = 200_000, by: tuple[str, ...] = (), query_col: str | None = None,
-             id_col: str | None = None, title_col: str | None = None, position_col: str | None = None
-             ) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
+             id_col: str | None = None, title_col: str | None = None, position_col: str | None = None,
+             skipped: list[tuple[int, str]] | None = None) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
     """Yield (batch, layout): batches of at most ``batch_rows`` rows with the columns of the module
     docstring plus the log's own, in source order. ``by``: grouping columns that must exist.
-    DataError (one line) for a missing file, column or bad cell."""
+    DataError (one line) for a missing file, column or bad cell — unless ``skipped`` is a list:
+    then a row with a bad cell (empty query, neither id nor title, bad position or traffic) is left
+    out of its batch and ``(row, reason)`` appended to it (``audit --invalid-rows skip``). A bad
+    UBI event is an error either way."""
     path = Path(path)
     src = Source(str(path))
     if batch_rows < 1:
@@ -100,7 +103,9 @@ def iter_log(path: str | os.PathLike, batch_rows: int = 200_000, by: tuple[str, 
         if pages is not None:
             pages.add(raw, offset)  # collapsed over the whole file before any row is yielded
         else:
-            yield _normalise(raw, layout, src, offset), layout
+            batch = _normalise(raw, layout, src, offset, skipped)
+            if len(batch) or not len(raw):  # (every row of a batch skipped: nothing to yield; a header-only file still says its layout)
+                yield batch, layout
         offset += len(raw)
     if layout is None:
         raise src.error("table has no rows")
@@ -312,16 +317,27 @@ class _UbiPages:
             yield frame
 
 
-def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -> pd.DataFrame:
-    """The batch with the internal columns (module docstring) added; errors name the source row."""
+def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
+               skipped: list[tuple[int, str]] | None = None) -> pd.DataFrame:
+    """The batch with the internal columns (module docstring) added; errors name the source row.
+    With ``skipped`` (a list), rows with a bad cell are left out and listed there instead."""
     lines = raw.attrs.get("lines")
     rows = np.asarray(lines, dtype=np.int64) if lines is not None else np.arange(offset + 1, offset + len(raw) + 1, dtype=np.int64)
     where = Source(src.name)
+    reasons = np.full(len(raw), None, dtype=object)  # skip mode: each bad row's first reason
 
-    def bad(mask: pd.Series, message: str, column: str) -> None:
-        if mask.any():
+    def bad(mask: pd.Series, message: str, column: str, cells: pd.Series | None = None) -> None:
+        """``message`` may hold ``{value}``: the bad cell of ``cells``, shown."""
+        if not mask.any():
+            return
+        if skipped is None:
             pos, count = first_bad(mask)
-            raise where.error(f"row {rows[pos]}: {message} in column {column!r}{more(count)}")
+            text = message.replace("{value}", show(cells.iloc[pos])) if cells is not None else message
+            raise where.error(f"row {rows[pos]}: {text} in column {column!r}{more(count)}")
+        for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
+            if reasons[i] is None:
+                text = message.replace("{value}", show(cells.iloc[i])) if cells is not None else message
+                reasons[i] = f"{text} in column {column!r}"
 
     out = raw.copy()
     out.attrs = {}  # the reader's line numbers are _row now (an array in attrs breaks pd.concat of two batches)
@@ -341,8 +357,10 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
     if no_id.any():
         if title is None:
             bad(no_id, "empty product id", layout.product)
-        bad(no_id & title.isna(), "no product id and no title", layout.title)
-        product[no_id] = [title_id(t) for t in title[no_id]]
+        else:
+            bad(no_id & title.isna(), "no product id and no title", layout.title)
+            titled = no_id & title.notna()  # all of no_id, unless rows are being skipped
+            product[titled] = [title_id(t) for t in title[titled]]
     if LOCALE in raw.columns and layout.product is not None:  # ESCI: ids are unique per locale only, as in the cache
         from ..serving.cache import product_key
 
@@ -355,6 +373,10 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int) -
     out["_title"] = title if title is not None else None
     out["_position"] = _positive_ints(raw[layout.position], layout.position, bad)
     out["_weight"] = _weights(raw, layout, bad)
+    dropped = reasons != None  # noqa: E711 (elementwise)
+    if dropped.any():
+        skipped.extend(zip(rows[dropped].tolist(), reasons[dropped].tolist()))
+        out = out[~dropped]
     return out.reset_index(drop=True)
 
 
@@ -392,8 +414,8 @@ def _by_value(values: pd.Series, text) -> pd.Series:
 def _positive_ints(values: pd.Series, column: str, bad) -> np.ndarray:
     number = pd.to_numeric(values, errors="coerce")
     whole = number.notna() & (number >= 1) & (number == np.floor(number.fillna(0)))
-    bad(~whole, f"position {show(values[~whole].iloc[0]) if (~whole).any() else ''} is not a whole number ≥ 1 (1-based)", column)
-    return number.to_numpy(dtype=np.int64)
+    bad(~whole, "position {value} is not a whole number ≥ 1 (1-based)", column, values)
+    return number.where(whole, 0).to_numpy(dtype=np.int64)  # 0 only where a skipped row's position was bad
 
 
 def _weights(raw: pd.DataFrame, layout: LogLayout, bad) -> np.ndarray:
@@ -402,7 +424,7 @@ def _weights(raw: pd.DataFrame, layout: LogLayout, bad) -> np.ndarray:
         return np.ones(len(raw))
     number = pd.to_numeric(raw[column], errors="coerce")
     ok = number.notna() & (number >= 0) & np.isfinite(number.fillna(0))
-    bad(~ok, f"{column} {show(raw[column][~ok].iloc[0]) if (~ok).any() else ''} is not a number ≥ 0", column)
+    bad(~ok, column + " {value} is not a number ≥ 0", column, raw[column])
     return number.to_numpy(dtype=np.float64)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, DataWarning
 from ..storage import atomic_write_json, atomic_write_text, not_a_model_directory, read_json
 from . import rates
 from .log import INTERNAL, LogLayout, iter_log, log_layout
@@ -32,6 +33,7 @@ from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
 
 SCORED, QUERIES, SUMMARY, REPORT = "scored.parquet", "queries.csv", "summary.json", "report.html"
 MISSING, CHANGES, BASELINE_DIR = "missing_products.csv", "changes.csv", "baseline"
+SKIPPED = "skipped_rows.csv"  # --invalid-rows skip: source row and reason of each row left out
 ADDED = ("defect_probability", "is_defect", "product_missing", "product_key")  # columns scored.parquet adds to the log's
 WORST = 20  # worst queries (and queries that got worse) listed in summary.json and the report
 
@@ -58,6 +60,11 @@ class AuditConfig:
     position_col: str | None = None
     seed: int = 0  # bootstrap seed
     quiet: bool = False  # no progress bar
+    invalid_rows: str = "error"  # a row with a bad cell: "error" (one line naming it) or "skip" (left out, listed in skipped_rows.csv)
+
+    def __post_init__(self) -> None:
+        if self.invalid_rows not in ("error", "skip"):
+            raise ConfigError(f"--invalid-rows must be error or skip, got {self.invalid_rows!r}")
 
 
 @dataclass
@@ -72,6 +79,7 @@ class LogAudit:
     missing: dict[str, int]  # product key → rows whose product is neither cached nor titled
     rows: int
     seconds: float
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (source row, reason) of rows left out (--invalid-rows skip)
 
 
 def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) -> dict:
@@ -161,7 +169,8 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     layout = None
     rows = 0
     writer = _ParquetAppender(out / SCORED)
-    batches = _whole_queries(iter_log(path, cfg.batch_rows, by, cfg.query_col, cfg.id_col, cfg.title_col, cfg.position_col))
+    skipped: list[tuple[int, str]] | None = [] if cfg.invalid_rows == "skip" else None
+    batches = _whole_queries(iter_log(path, cfg.batch_rows, by, cfg.query_col, cfg.id_col, cfg.title_col, cfg.position_col, skipped))
     try:
         with tqdm(total=_row_count(path), unit="pairs", desc=f"auditing {Path(path).name}", disable=cfg.quiet) as bar:
             for batch, layout in batches:
@@ -193,10 +202,17 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
         writer.abort()
         raise
     seconds = time.perf_counter() - start
+    if skipped:  # a warning, not progress: --quiet does not hide rows left out
+        warnings.warn(f"{path}: {len(skipped)} rows with a bad cell left out (--invalid-rows skip), e.g. row {skipped[0][0]}: "
+                      f"{skipped[0][1]} (all in {out / SKIPPED})", DataWarning, stacklevel=2)
+    if skipped and not rows:
+        atomic_write_text(out / SKIPPED, pd.DataFrame(skipped, columns=["row", "reason"]).to_csv(index=False))
+        raise DataError(f"{path}: no row could be audited: all {len(skipped)} rows have a bad cell (listed in {out / SKIPPED})")
     if missing:
         echo(f"{path}: {sum(missing.values())} rows name {len(missing)} products missing from the catalogue (listed in {out / MISSING})")
     echo(f"{path}: {rows} shown pairs scored in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} pairs/s)")
-    return LogAudit(str(path), layout, acc_q.result(), acc_p.result(), {c: a.result() for c, a in acc_g.items()}, missing, rows, seconds)
+    return LogAudit(str(path), layout, acc_q.result(), acc_p.result(), {c: a.result() for c, a in acc_g.items()}, missing, rows, seconds,
+                    skipped or [])
 
 
 def _whole_queries(batches: Iterator[tuple[pd.DataFrame, LogLayout]]) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
@@ -325,6 +341,10 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
         atomic_write_text(out / MISSING, listed.to_csv(index=False))
     else:
         (out / MISSING).unlink(missing_ok=True)  # an earlier run's list
+    if audit.skipped:
+        atomic_write_text(out / SKIPPED, pd.DataFrame(audit.skipped, columns=["row", "reason"]).to_csv(index=False))
+    else:
+        (out / SKIPPED).unlink(missing_ok=True)
     positions = rates.position_table(audit.positions)
     summary = {
         "log": str(audit.path),
@@ -340,6 +360,8 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
         "missing_products": {"rows": int(sum(missing.values())), "products": len(missing), "file": MISSING if missing else None,
                              "most_rows": [{"product_key": k, "rows": v} for k, v in
                                            sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))[:WORST]]},
+        "skipped_rows": {"rows": len(audit.skipped), "file": SKIPPED if audit.skipped else None,
+                         "first": [{"row": r, "reason": why} for r, why in audit.skipped[:WORST]]},
         "worst_queries": worst_queries(table, out / SCORED, audit.layout, titles),
         "methods": {
             "rates": "expected defect rates from calibrated probabilities (expected defects = sum of defect_probability); "
