@@ -157,7 +157,7 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     """Score every row of the log at ``path``; write ``out/scored.parquet``; return the sums.
     ``titles`` (product key → title, from a catalogue) titles rows the log leaves untitled, so a
     product the cache lacks is encoded on the fly rather than counted missing."""
-    from tqdm import tqdm
+    from ..progress import progress
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     skipped: list[tuple[int, str]] | None = [] if cfg.invalid_rows == "skip" else None
     batches = _whole_queries(iter_log(path, cfg.batch_rows, by, cfg.query_col, cfg.id_col, cfg.title_col, cfg.position_col, skipped))
     try:
-        with tqdm(total=_row_count(path), unit="pairs", desc=f"auditing {Path(path).name}", disable=cfg.quiet) as bar:
+        with progress(total=_row_count(path), quiet=cfg.quiet, unit="pairs", desc=f"auditing {Path(path).name}") as bar:
             for batch, layout in batches:
                 if titles:
                     untitled = batch["_title"].isna()

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from ..progress import progress
 
 from ..errors import DataError
 from ._common import one_line
@@ -111,7 +111,7 @@ def _fetch(url: str, target: Path, timeout: float, quiet: bool) -> None:
             header = response.headers.get("Content-Length")
             expected = int(header) if header is not None else None
             received = 0
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=target.name, disable=quiet, leave=False) as bar:
+            with progress(total=expected, quiet=quiet, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
                 while chunk := response.read(CHUNK):
                     sink.write(chunk)
                     received += len(chunk)

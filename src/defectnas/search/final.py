@@ -138,6 +138,8 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     """Retrain the candidates, install ``pareto/<n>/`` and ``best/``, run the paired test, write the reports."""
     from tqdm.auto import tqdm
 
+    from ..progress import progress
+
     from .runner import final_options, final_seeds
 
     if not trials.cache or (cfg.top_k == 0 and cfg.pareto_max == 0):
@@ -158,8 +160,8 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
              "tables": {"train": "train", "valid": "valid", "test": "test" if has_test else ""},
              "save_dir": str(out / "retrain" / k) if k in needs_model else "",
              "probs_path": str(out / PROBS_DIR / f"{k}.npy") if has_test else ""} for k in todo]
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc=f"retrain {len(records)} × {len(seeds)} seeds",
-               unit="model", disable=quiet)
+    bar = progress(total=len(records), initial=len(records) - len(todo), desc=f"retrain {len(records)} × {len(seeds)} seeds",
+               unit="model", quiet=quiet)
     try:
         for i, res in executor.map_unordered(jobs):
             k = todo[i]

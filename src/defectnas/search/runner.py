@@ -264,6 +264,8 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
                 floor: dict[str, Any], tables: dict[str, pd.DataFrame]) -> TrialLog:
     from tqdm.auto import tqdm
 
+    from ..progress import progress
+
     agent = make_agent(space, cfg.hidden, cfg.controller_lr, cfg.baseline_decay, cfg.entropy_weight, cfg.seed)
     strategy = make_strategy(cfg.strategy, space, agent, cfg.population, cfg.sample_size)
     trials = TrialLog(out / TRIALS)
@@ -281,8 +283,8 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    bar = tqdm(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
-               disable=quiet)
+    bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
+               quiet=quiet)
     bar.set_postfix(best=f"{best():.4f}")
     try:
         while next_trial < cfg.trials:

@@ -774,10 +774,10 @@ def _copy_kept(old: TitleArrays, new: GenerationWriter, old_rows: np.ndarray) ->
 
 
 def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int, quiet: bool) -> None:
-    from tqdm import tqdm
+    from ..progress import progress
 
     todo = np.flatnonzero(old_rows < 0)
-    with torch.inference_mode(), tqdm(total=len(todo), unit="products", desc="encoding", disable=quiet or not len(todo)) as bar:
+    with torch.inference_mode(), progress(total=len(todo), quiet=quiet or not len(todo), unit="products", desc="encoding") as bar:
         for i in range(0, len(todo), batch_size):
             rows = todo[i : i + batch_size]
             writer.write(rows, encode_titles(clf, [titles[r] for r in rows], normalized=True))
@@ -787,7 +787,7 @@ def _encode_missing(clf, titles: list[str], old_rows: np.ndarray, writer: Genera
 def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_rows: np.ndarray, writer: GenerationWriter, batch_size: int,
                    quiet: bool, dtype: str) -> None:
     """As :func:`_encode_missing`, the batches encoded by Ray actors (:mod:`.ray_build`)."""
-    from tqdm import tqdm
+    from ..progress import progress
 
     from .ray_build import CHUNK_BATCHES, RayTitleEncoder
 
@@ -798,7 +798,7 @@ def _encode_on_ray(address: str, actors: int, model_dir, titles: list[str], old_
     chunks = ((todo[i : i + step], [titles[r] for r in todo[i : i + step]]) for i in range(0, len(todo), step))
     encoder = RayTitleEncoder(address, model_dir, actors)
     try:
-        with tqdm(total=len(todo), unit="products", desc=f"encoding on Ray ({len(encoder.actors)} actors)", disable=quiet) as bar:
+        with progress(total=len(todo), quiet=quiet, unit="products", desc=f"encoding on Ray ({len(encoder.actors)} actors)") as bar:
             for rows, encoded in encoder.map(chunks, batch_size, dtype):
                 writer.write(rows, TitleArrays(*encoded))
                 bar.update(len(rows))

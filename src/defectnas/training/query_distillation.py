@@ -49,7 +49,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import progress
 
 from ..config import ModelConfig, to_dict
 from ..data.tokenizer import trim_padding
@@ -260,7 +260,7 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
         started, losses = time.time(), []
         order = rng.permutation(len(texts))
         pair_order = rng.permutation(len(train_side)) if train_side is not None else None
-        bar = tqdm(range(steps_per_epoch), desc=f"distil epoch {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
+        bar = progress(range(steps_per_epoch), quiet=quiet, desc=f"distil epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for step in bar:
             for group in optimizer.param_groups:  # cosine decay, a function of the step alone (exact on resume)
                 group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total_steps))

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress
 
 from ..config import TrainConfig, to_dict
 from ..model import DefectNet
@@ -145,7 +145,7 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
             pair_batches = batches(len(train_pairs.label), cfg.batch_size, title_lengths)
             trip = batches(len(triplets.query), triplet_batch) if cfg.variant == "dl-jl" else []
             steps = [(idx, trip[i % len(trip)] if trip else None) for i, idx in enumerate(pair_batches)]
-        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{total_epochs}" + (" (triplet pre-training)" if pretraining else ""), disable=quiet, leave=False)
+        bar = progress(steps, quiet=quiet, desc=f"epoch {epoch + 1}/{total_epochs}" + (" (triplet pre-training)" if pretraining else ""), leave=False)
         for pair_idx, trip_idx in bar:
             loss = torch.zeros((), device=device)
             if pair_idx is not None:

@@ -1,0 +1,47 @@
+"""Progress bars that stay readable in a log file.
+
+Why: tqdm redraws its bar with carriage returns, which a terminal shows as one moving line and a
+log file (``defectnas search ... 2> search.log``, a CI job, ``nohup``) keeps as one ever-growing
+line of every redraw. :func:`progress` is tqdm on a terminal; on anything else it prints the
+bar's status as whole lines, at most every :data:`LOG_EVERY_S` seconds and once at the end.
+``quiet`` turns it off (the ``--quiet`` flag of every command).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+LOG_EVERY_S = 30.0  # seconds between two status lines when stderr is not a terminal
+
+
+class LineProgress(tqdm):
+    """tqdm writing whole status lines (no carriage returns), the last one when it closes."""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        text = (self.__str__() if msg is None else msg).strip()
+        if not text:  # tqdm "clears" a bar by displaying "" (then writes a carriage return unless told False)
+            return False
+        self.fp.write(text + "\n")
+        self.fp.flush()
+        self._shown_n = self.n
+        return True
+
+    def close(self) -> None:
+        if not self.disable and getattr(self, "_shown_n", None) != self.n:
+            self.display()  # the final count, once, even when the last redraw was skipped
+        self.leave = False  # tqdm's own close would print the final line again, or a carriage return
+        super().close()
+
+
+def progress(iterable: Iterable | None = None, *, quiet: bool = False, **kwargs: Any) -> tqdm:
+    """A progress bar over ``iterable`` (or updated by hand with ``total=``): tqdm's keyword
+    arguments, plus ``quiet`` (no output at all)."""
+    if quiet:
+        return tqdm(iterable, disable=True, **kwargs)
+    stream = kwargs.get("file") or sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        return tqdm(iterable, **kwargs)
+    return LineProgress(iterable, mininterval=kwargs.pop("mininterval", LOG_EVERY_S), **kwargs)
