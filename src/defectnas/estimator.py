@@ -12,6 +12,7 @@ directory holds ``config.json``, ``model.safetensors``, ``tokenizer.json`` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -177,7 +178,7 @@ class DefectClassifier:
         chosen (AP), the probabilities calibrated and the threshold picked, as ``fit`` does.
         Raises ConfigError for a model without pre-trained query layers or ``layers`` not fewer
         than its own; DataError for an empty split."""
-        from .training.query_distillation import (QueryDistillationConfig, distill_query_tower, query_like_texts,
+        from .training.query_distillation import (QueryDistillationConfig, distill_query_tower, query_like_texts, state_digest,
                                                   student_net)
 
         self._check_fitted()
@@ -201,6 +202,7 @@ class DefectClassifier:
             log(f"distilling a {layers}-layer query tower from the {mcfg.query_backbone_layers}-layer one on {len(texts)} query-like texts "
                 f"and {len(df)} training pairs")
         valid_pairs = self._encode(valid)
+        dcfg = dataclasses.replace(dcfg, teacher_digest=state_digest(self.model_))  # which teacher, in the student's history too
         result = distill_query_tower(self.model_, student.model_, texts, self._encode(df, labels=False), valid_pairs, dcfg,
                                      checkpoint_dir, resume, quiet, log)
         logits = result.valid_logits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -223,6 +224,10 @@ def test_a_killed_distillation_resumes_after_its_last_epoch(teacher_and_split, t
     assert [r["epoch"] for r in resumed.history_[1:]] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 run now
     assert resumed.history_[0]["resumed_after_epoch"] == 1 and full.history_[0]["resumed_after_epoch"] == 0
     assert resumed.history_[0]["best_epoch"] in (1, 2)
+    from defectnas.training.query_distillation import state_digest
+
+    digest = state_digest(teacher.model_)
+    assert digest.startswith("sha256:") and resumed.history_[0]["config"]["teacher_digest"] == digest  # which teacher it learned from
     np.testing.assert_allclose(resumed.predict_proba(parts["valid"]), full.predict_proba(parts["valid"]), atol=1e-5)
 
 
@@ -236,8 +241,9 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_bad_settings(teacher_and
     other = DefectClassifier(**{**CONTEXTUAL, "seed": 5}).fit(parts["train"], parts["valid"])
     with pytest.raises(ConfigError, match="its teacher"):  # another teacher: its title tower would be silently mixed in
         other.distill_query(parts["train"], parts["valid"], layers=1, epochs=1, seed=3, checkpoint_dir=tmp_path, resume=True)
-    for bad in ({"epochs": 0}, {"lr": 0.0}, {"logit_weight": -1.0}, {"text_windows": -1}):
-        with pytest.raises(ConfigError, match="query distillation needs"):
+    for bad, named in (({"epochs": 0}, "--epochs (epochs)"), ({"lr": 0.0}, "--lr (lr)"), ({"logit_weight": -1.0}, "--logit-weight"),
+                       ({"text_windows": -1}, "--text-windows"), ({"text_batch": 0}, "text_batch must")):
+        with pytest.raises(ConfigError, match=re.escape(named)):  # the flag that sets it (a field without a flag: its name)
             QueryDistillationConfig(**bad)
     model = teacher.save(tmp_path / "teacher")
     data = tmp_path / "pairs.csv"

@@ -78,14 +78,16 @@ class QueryDistillationConfig:
     teacher_digest: str = ""  # set by distill_query_tower: a checkpoint resumes only the run of the same teacher
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.text_batch < 1 or self.pair_batch < 1:
-            raise ConfigError(f"query distillation needs epochs, text_batch and pair_batch of at least 1 "
-                              f"(got {self.epochs}, {self.text_batch}, {self.pair_batch})")
+        # each message names the flag of distill-query (and the field, for the Python API)
+        for flag, name, value, low in (("--epochs", "epochs", self.epochs, 1), ("--text-windows", "text_windows", self.text_windows, 0),
+                                       (None, "text_batch", self.text_batch, 1), (None, "pair_batch", self.pair_batch, 1)):
+            if value < low:
+                raise ConfigError(f"query distillation: {f'{flag} ({name})' if flag else name} must be at least {low}, got {value}")
         check_init(self.init)
-        if self.text_windows < 0:
-            raise ConfigError(f"query distillation needs text_windows >= 0 (got {self.text_windows})")
-        if not self.lr > 0 or self.logit_weight < 0:
-            raise ConfigError(f"query distillation needs lr > 0 and logit_weight >= 0 (got {self.lr:g}, {self.logit_weight:g})")
+        if not self.lr > 0:
+            raise ConfigError(f"query distillation: --lr (lr) must be more than 0, got {self.lr:g}")
+        if self.logit_weight < 0:
+            raise ConfigError(f"query distillation: --logit-weight (logit_weight) must be 0 or more, got {self.logit_weight:g}")
 
 
 def student_config(teacher: ModelConfig, layers: int) -> ModelConfig:
@@ -233,7 +235,7 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     result, best_state, start_epoch = TrainResult(), None, 0
     rng = np.random.default_rng(cfg.seed)
-    cfg = dataclasses.replace(cfg, teacher_digest=state_digest(teacher))
+    cfg = cfg if cfg.teacher_digest else dataclasses.replace(cfg, teacher_digest=state_digest(teacher))
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         _check_same_run(ckpt_path, cfg)
