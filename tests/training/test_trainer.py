@@ -264,3 +264,20 @@ def test_checkpoint_leaves_frozen_weights_out_and_resume_checks_them(data, tmp_p
         next(other.title_encoder.parameters()).add_(1.0)
     with pytest.raises(ConfigError, match="other frozen"):
         train(other, cfg(epochs=3), tr, va, checkpoint_dir=tmp_path / "b", resume=True, quiet=True)
+
+
+def test_the_frozen_digest_is_hashed_once_and_follows_an_in_place_change(monkeypatch):
+    import defectnas.training.trainer as trainer
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    names = trainer._frozen_names(net)
+    calls = []
+    real = trainer.tensors_digest
+    monkeypatch.setattr(trainer, "tensors_digest", lambda t: calls.append(1) or real(t))
+    first = trainer._frozen_digest(net, names)
+    assert trainer._frozen_digest(net, names) == first and len(calls) == 1  # a later epoch's checkpoint reuses it
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    assert trainer._frozen_digest(net, names) != first and len(calls) == 2  # changed weights are hashed again
