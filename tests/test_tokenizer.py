@@ -108,3 +108,17 @@ def test_a_remembering_tokenizer_gives_what_a_fresh_one_gives_and_stays_bounded(
     assert set(small._memo) == {"a b", "c d"}
     assert np.array_equal(small.encode(["e f"], 4), fresh.encode(["e f"], 4))
     assert pickle.loads(pickle.dumps(small))._memo == {}  # a Ray task gets it empty
+
+
+def test_a_text_checked_then_encoded_alone_is_tokenised_once(tok, monkeypatch):
+    """A served request checks its query (problems) and then encodes it: one pass of the tokenizer."""
+    calls = []
+    real = tok._tok.encode
+    monkeypatch.setattr(tok._tok, "encode", lambda *a, **k: calls.append(a[0]) or real(*a, **k), raising=False)
+    fresh = TextTokenizer(tok._tok)
+    assert fresh.problems(["delta brass faucet"]) == [""]
+    ids = fresh.encode(["delta brass faucet"], 8)
+    assert calls == ["delta brass faucet"]
+    assert np.array_equal(ids, tok.encode(["delta brass faucet", "white paint"], 8)[:1])  # the same ids as a batch gives
+    fresh.encode(["white paint"], 8)
+    assert calls == ["delta brass faucet", "white paint"]  # another text: tokenised

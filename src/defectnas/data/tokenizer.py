@@ -59,6 +59,7 @@ class TextTokenizer:
         self._tok = tokenizer
         self.unk_id = tokenizer.token_to_id("[UNK]") or 0
         self._memo: dict[str, np.ndarray] | None = None  # text → word-piece ids, int32 (see remember())
+        self._last_single: tuple[str, list[int]] | None = None  # the last text tokenised alone, and its ids
 
     def remember(self, limit: int = MEMO_LIMIT) -> "TextTokenizer":
         """Keep each text's word pieces (up to ``limit`` texts, then stop adding): ``problems``,
@@ -81,6 +82,13 @@ class TextTokenizer:
         """Each text's word-piece ids (no special tokens; a list, or an int32 array from the memo)."""
         texts = list(texts)
         memo = self._memo
+        if memo is None and len(texts) == 1:  # a served request checks its query, then encodes it: tokenised once
+            last = getattr(self, "_last_single", None)
+            if last is not None and last[0] == texts[0]:
+                return [last[1]]
+            ids = self._tok.encode(texts[0], add_special_tokens=False).ids
+            self._last_single = (texts[0], ids)  # one tuple assignment: safe across the server's threads
+            return [ids]
         if memo is None:
             return [enc.ids for enc in self._tok.encode_batch(texts, add_special_tokens=False)]
         out = [memo.get(t) for t in texts]
