@@ -161,7 +161,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
              "save_dir": str(out / "retrain" / k) if k in needs_model else "",
              "probs_path": str(out / PROBS_DIR / f"{k}.npy") if has_test else ""} for k in todo]
     bar = progress(total=len(records), initial=len(records) - len(todo), desc=f"retrain {len(records)} × {len(seeds)} seeds",
-               unit="model", quiet=quiet)
+                   unit="model", quiet=quiet)
     try:
         for i, res in executor.map_unordered(jobs):
             k = todo[i]

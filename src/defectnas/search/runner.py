@@ -284,7 +284,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         return elapsed_before + time.perf_counter() - started
 
     bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
-               quiet=quiet)
+                   quiet=quiet)
     bar.set_postfix(best=f"{best():.4f}")
     try:
         while next_trial < cfg.trials:
