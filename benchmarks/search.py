@@ -486,7 +486,13 @@ def versus_default(args) -> dict:
     rows, probs_of = {}, {}
     for name, d in dirs.items():
         stamp = json.loads((d / "architecture.json").read_text()) if (d / "architecture.json").exists() else {}
-        probs = probs_ref if name == default_name else DefectClassifier.load(d).predict_proba(test)[None, :]
+        saved = d.parent.parent / "test_probs" if d.parent.name == "pareto" else d.parent / "test_probs"
+        if name == default_name:
+            probs = probs_ref
+        elif stamp.get("key") and (saved / f"{stamp['key']}.npy").exists():  # the search's own: row 0 is the saved model's seed
+            probs = np.load(saved / f"{stamp['key']}.npy")[:1]
+        else:
+            probs = DefectClassifier.load(d).predict_proba(test)[None, :]
         probs_of[name] = probs
         row = {"dir": str(d), "key": stamp.get("key", ref), "distilled_from": stamp.get("distilled_from"),
                "test_ap_seeds": [round(average_precision_fast(labels, p), 5) for p in probs]}
