@@ -282,3 +282,14 @@ def test_a_command_given_an_onnx_export_says_what_it_is_and_what_takes_it(tmp_pa
     code, _, stderr = run(argv, capsys)
     assert_one_line_error(code, stderr, "an ONNX export")
     assert "serve --backend onnx" in stderr and "model directory it was exported from" in stderr
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "x.csv", "--out", "o"], ["distill-query", "--model", "m", "--data", "x.csv", "--out", "o"],
+                                     ["audit", "--model", "m", "--log", "l.csv", "--out", "o"], ["serve", "--model", "m"],
+                                     ["search", "--data", "x.csv", "--out", "o"]])
+def test_a_negative_thread_count_is_refused_by_the_flag_not_by_torch(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(command + ["--threads", "-1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --threads: must be 0 (the default) or more, got -1" in err and "Traceback" not in err

@@ -38,6 +38,17 @@ def _add_data_options(p: argparse.ArgumentParser, required: bool = True, format_
                         "left out, counted and named in one warning line; predict keeps them unscored with a reason) or error (exit 2)")
 
 
+def _threads(text: str) -> int:
+    """argparse type of every --threads flag: a whole number, 0 or more (0: the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (the default) or more, got {value}")
+    return value
+
+
 def _set_threads(threads: int) -> None:
     """Pin torch's CPU threads for a scoring command (0 or None: torch's default)."""
     if threads:
@@ -68,7 +79,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-trainable", type=int, help="top pre-trained layers fine-tuned (the rest stay frozen)")
     p.add_argument("--teacher", help="model directory of a fitted teacher (e.g. a `bert` cross-encoder from compare): distil its probabilities")
     p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1)")
-    p.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads")
+    p.add_argument("--threads", type=_threads, dest="num_threads", help="torch CPU threads")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
 
 
@@ -713,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.2; with it, the model's own test queries are used and this is ignored, with a note)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors afterwards")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's choice)")
     _add_common(p)
     p.set_defaults(func=cmd_distill_query)
 
@@ -756,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="product cache built with this model (defectnas cache): a pair whose product id it holds under the "
                                    "same title takes the cached encoding instead of encoding the title again")
     p.add_argument("--id-col", dest="pairs_id_col", help="column of product ids, for --cache (default: the format's own, a table's product_id)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
@@ -806,7 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cache's own dtype, else float16")
     p.add_argument("--ray-address", help="encode the titles on a Ray cluster: auto, local, or ray://host:port (one actor per CPU; "
                                          "needs pip install 'defectnas[ray]'; the cache is written here, as without Ray)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_cache)
 
@@ -820,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the query tower and head (needs --data)")
     _add_data_options(p, required=False, format_flag="--data-format")  # --format is the export format here
     p.add_argument("--test-frac", type=float, default=0.2, help="share of queries train held out as the test split (as train's --test-frac)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads for the parity check and the AP-loss measurement (0: torch's default)")
+    p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads for the parity check and the AP-loss measurement (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_export)
 
@@ -840,7 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-log", help="the log before a change: audited with the same model, change per query and group")
     p.add_argument("--ray-address", help="score on Ray actors: auto, local, or ray://host:port (needs pip install ray)")
     p.add_argument("--batch-rows", type=int, default=200_000, help="log rows read and held at once (bounds memory)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the local scorer (0: torch's default)")
+    p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads of the local scorer (0: torch's default)")
     p.add_argument("--query-col", help="column of the query (default: query, search_term, user_query or keywords)")
     p.add_argument("--id-col", help="column of the product id (default: product_id, product_uid, doc_id or hit_id)")
     p.add_argument("--title-col", help="column of the title (default: title, product_title or product_name)")
@@ -857,7 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="product cache built by `defectnas cache` with this model (without it: raw titles only)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: one the system chooses, said at start)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for scoring, torch or onnxruntime (per worker)")
+    p.add_argument("--threads", type=_threads, default=1, help="CPU threads for scoring, torch or onnxruntime (per worker)")
     p.add_argument("--workers", type=int, default=1, help="server processes (e.g. one per CPU core); each loads the model")
     p.add_argument("--max-products", type=int, default=1000, help="products per request (default 1000; more: 413)")
     p.add_argument("--max-query-chars", type=int, default=200, help="characters per query (more: 422)")
@@ -945,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matching", action="store_true", help="seed space: add the multi-perspective matching layer (dl-rl-ml)")
     p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss of children and final models (default dl-gs)")
     p.add_argument("--config", help="JSON file of base model/training options for children and final models (e.g. d_model)")
-    p.add_argument("--threads", type=int, help="torch CPU threads per child while training (default: the cores / --workers)")
+    p.add_argument("--threads", type=_threads, help="torch CPU threads per child while training (default: the cores / --workers)")
     p.add_argument("--split-seed", type=int, dest="split_seed", help="seed of the query split (default: --seed): searches of several "
                    "--seed values on one split, e.g. to repeat a search, are scored on the same test queries")
     _add_common(p)

@@ -10,6 +10,7 @@ bar's status as whole lines, at most every :data:`LOG_EVERY_S` seconds and once 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Iterable
 
 from tqdm.auto import tqdm
@@ -18,19 +19,31 @@ LOG_EVERY_S = 30.0  # seconds between two status lines when stderr is not a term
 
 
 class LineProgress(tqdm):
-    """tqdm writing whole status lines (no carriage returns), the last one when it closes."""
+    """tqdm writing whole status lines (no carriage returns): the first, then at most one every
+    ``mininterval`` seconds however often the bar is redrawn (``set_postfix`` redraws at every
+    call), and the last one when it closes."""
+
+    _printed_at: float | None = None
+    _closing = False
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         text = (self.__str__() if msg is None else msg).strip()
         if not text:  # tqdm "clears" a bar by displaying "" (then writes a carriage return unless told False)
             return False
+        now = time.monotonic()
+        if not self._closing and self._printed_at is not None and now - self._printed_at < self.mininterval:
+            return True  # a redraw within the interval: nothing written
         self.fp.write(text + "\n")
         self.fp.flush()
-        self._shown_n = self.n
+        self._printed_at, self._shown_n = now, self.n
         return True
+
+    def clear(self, nolock: bool = False) -> None:
+        """Nothing to erase: lines already written stay (tqdm's clear writes a carriage return)."""
 
     def close(self) -> None:
         if not self.disable and getattr(self, "_shown_n", None) != self.n:
+            self._closing = True
             self.display()  # the final count, once, even when the last redraw was skipped
         self.leave = False  # tqdm's own close would print the final line again, or a carriage return
         super().close()
