@@ -583,7 +583,8 @@ def cmd_audit(args: argparse.Namespace) -> None:
                       position_col=args.position_col, seed=args.seed, quiet=args.quiet, invalid_rows=args.invalid_rows)
     summary = run_audit(cfg, echo=lambda m: _echo(args, m))
     o = summary["overall"]
-    _echo(args, f"{args.out}: scored.parquet, queries.csv, summary.json, report.html")
+    extra = ", skipped_rows.csv" if summary.get("skipped_rows", {}).get("rows") else ""
+    _echo(args, f"{args.out}: scored.parquet, queries.csv, summary.json, report.html{extra}")
     print(json.dumps({"rows": summary["rows"], "queries": o["queries"], "missing": o["missing"],
                       **{k: o[k] for k in ("unweighted", "position_weighted", "traffic_weighted", "at_threshold")},
                       **({"baseline": summary["baseline"]["overall"]} if "baseline" in summary else {})}, indent=2))
@@ -662,6 +663,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     else:
         cfg = SearchConfig.from_dict(given)
     result = run_search(cfg, args.out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m))
+    if not result.trials:  # only a budget too small for one batch and its retrains does this (the line above said so)
+        raise ConfigError(f"--budget-minutes {cfg.budget_minutes:g} left no time to train a single child and retrain it: nothing "
+                          f"saved but the noise floor in {args.out}; give more minutes (with --resume the floor is kept) or 0 for no bound")
     report = result.final.get("report", {})
     best = next((c for c in report.get("candidates", []) if c.get("best")), None)
     floor = {k: v for k, v in result.noise_floor.items() if k in ("metric", "child_seeds", "repeats", "mean", "std_of_mean", "seed_std")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -141,6 +142,10 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be at least 1")
         if self.distill_weight < 0:
             raise ConfigError(f"distill_weight must be 0 or more, got {self.distill_weight}")
+        for name in ("lr", "backbone_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number more than 0, got {value:g}")
         if self.calibration not in ("auto", "isotonic", "sigmoid", "none"):
             raise ConfigError(f"calibration must be one of auto, isotonic, sigmoid, none; got {self.calibration!r}")
         if not 0 < self.valid_frac < 1:

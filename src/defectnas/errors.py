@@ -29,3 +29,7 @@ class DataWarning(UserWarning):
 
 class NotFittedError(DefectnasError, AttributeError):
     """A model was used before ``fit`` (scikit-learn's convention)."""
+
+
+class TrainingDivergedError(DefectnasError, RuntimeError):
+    """The training loss stopped being a finite number (the learning rate is usually too high)."""

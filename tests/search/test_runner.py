@@ -307,6 +307,21 @@ def test_split_seed_keeps_the_split_while_the_search_seed_changes(synthetic_csv,
     assert seen[0].seed == 2 and seen[0].data_seed == 0  # the flag reaches the search (stopped there)
 
 
+def test_the_cli_says_when_the_budget_left_no_child_and_exits_2(tmp_path, synthetic_csv, monkeypatch, capsys):
+    """A search whose budget trains no child saves no model: the command must not look like a success."""
+    import defectnas.search.executors as executors
+    from defectnas.cli import main
+
+    from .fakes import fake_evaluate_child
+
+    monkeypatch.setattr(executors, "evaluate_child", lambda job, *a: {**fake_evaluate_child(job, *a), "seconds": 5.0})
+    code = main(["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "s"), "--space", "seed", "--trials", "4",
+                 "--noise-repeats", "1", "--distill-query", "0", "--budget-minutes", str(10 / 60), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: --budget-minutes 0.1") and "nothing saved" in err[-1]
+    assert not (tmp_path / "s" / "best").exists()
+
+
 def test_retrain_budget_defaults_to_a_cpu_sized_one():
     cpu = SearchConfig(data="x")
     assert (cpu.final_rows, cpu.final_epochs) == (12000, 1)

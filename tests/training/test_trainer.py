@@ -281,3 +281,16 @@ def test_the_frozen_digest_is_hashed_once_and_follows_an_in_place_change(monkeyp
     with torch.no_grad():
         net[0].weight.add_(1.0)
     assert trainer._frozen_digest(net, names) != first and len(calls) == 2  # changed weights are hashed again
+
+
+def test_a_diverged_loss_is_one_line_naming_the_learning_rate():
+    from defectnas.config import TrainConfig
+    from defectnas.errors import ConfigError, TrainingDivergedError
+    from defectnas.training.trainer import check_finite_loss
+
+    check_finite_loss([0.7, 0.5], 1, "training", "--lr 0.002")  # finite: nothing to say
+    with pytest.raises(TrainingDivergedError, match=r"training diverged in epoch 3: the loss became nan .*--lr 10.*smaller"):
+        check_finite_loss([0.7, float("nan"), float("inf")], 3, "training", "--lr 10")
+    for bad in (0.0, -1e-3, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="lr must be a finite number more than 0"):
+            TrainConfig(lr=bad)

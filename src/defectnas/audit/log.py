@@ -287,8 +287,8 @@ class _UbiPages:
         rows, by = self.rows, self.by
         groups = zip(*(events[c].tolist() for c in by)) if by else iter(lambda: (), None)
         for line, query, hits, extra in zip(lines, events[UBI_QUERY].tolist(), events[UBI_HITS].tolist(), groups):
-            if is_missing(query) or not str(query).strip():
-                raise self.src.error(f"line {line}: empty {UBI_QUERY!r}")
+            if is_missing(query) or not normalize_text(str(query)):
+                raise self.src.error(f"line {line}: empty {UBI_QUERY!r} (nothing left once normalised)")
             if isinstance(hits, str):  # some exporters store the list as a JSON string
                 try:
                     hits = json.loads(hits)
@@ -332,11 +332,11 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
             return
         if skipped is None:
             pos, count = first_bad(mask)
-            text = message.replace("{value}", show(cells.iloc[pos])) if cells is not None else message
+            text = message.replace("{value}", _shown_cell(cells.iloc[pos])) if cells is not None else message
             raise where.error(f"row {rows[pos]}: {text} in column {column!r}{more(count)}")
         for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
             if reasons[i] is None:
-                text = message.replace("{value}", show(cells.iloc[i])) if cells is not None else message
+                text = message.replace("{value}", _shown_cell(cells.iloc[i])) if cells is not None else message
                 reasons[i] = f"{text} in column {column!r}"
 
     out = raw.copy()
@@ -380,12 +380,23 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
     return out.reset_index(drop=True)
 
 
+def _shown_cell(value) -> str:
+    """A bad cell as an error line shows it: "(empty)" for a missing one, not "nan"."""
+    return "(empty)" if is_missing(value) else show(value)
+
+
 def _stripped(value) -> str | None:
-    return None if is_missing(value) else str(value).strip()
+    """The query as logged, stripped; "" when nothing is left once normalised (only spaces or
+    invisible characters such as zero-width spaces: what the model would see is empty)."""
+    if is_missing(value):
+        return None
+    text = str(value).strip()
+    return text if normalize_text(text) else ""
 
 
 def _title_text(value) -> str | None:
-    return None if is_missing(value) or not str(value).strip() else str(value)
+    """The title as logged; None when nothing is left once normalised (as for a missing one)."""
+    return None if is_missing(value) or not normalize_text(str(value)) else str(value)
 
 
 def _repeats_cheaply(values: pd.Series) -> bool:

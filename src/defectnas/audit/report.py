@@ -112,7 +112,10 @@ def _headline(s: dict) -> str:
             f"(rate {_num(s, 'overall.at_threshold.rate')}): a count at an F1-tuned threshold overstates the rate, "
             f"so the headline uses calibrated probabilities.{traffic}</p>"
             + (f"<p><b>{_num(s, 'overall.missing', 0)} shown pairs name products missing from the catalogue</b> "
-               "and are not in any rate (see below).</p>" if o.get("missing") else ""))
+               "and are not in any rate (see below).</p>" if o.get("missing") else "")
+            + (f"<p><b>{_num(s, 'skipped_rows.rows', 0)} rows of the log had a bad cell and were left out</b> of every rate and of "
+               f"scored.parquet (--invalid-rows skip; each with its reason in {_e(s['skipped_rows']['file'])}).</p>"
+               if (s.get("skipped_rows") or {}).get("rows") else ""))
 
 
 def _positions(s: dict) -> str:

@@ -126,6 +126,7 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
         from .baseline import compare_logs
 
         summary["baseline"] = compare_logs(new, old, out, cfg)
+        summary["baseline"]["skipped_rows"] = {"rows": len(old.skipped), "file": f"{BASELINE_DIR}/{SKIPPED}" if old.skipped else None}
         atomic_write_json(out / SUMMARY, _clean(summary))
     if old is None:  # outputs of an earlier run in the same folder that this run does not rewrite
         import shutil
@@ -172,7 +173,7 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     skipped: list[tuple[int, str]] | None = [] if cfg.invalid_rows == "skip" else None
     batches = _whole_queries(iter_log(path, cfg.batch_rows, by, cfg.query_col, cfg.id_col, cfg.title_col, cfg.position_col, skipped))
     try:
-        with progress(total=_row_count(path), quiet=cfg.quiet, unit="pairs", desc=f"auditing {Path(path).name}") as bar:
+        with progress(total=_row_count(path), quiet=cfg.quiet, unit=" pairs", desc=f"auditing {Path(path).name}") as bar:
             for batch, layout in batches:
                 if titles:
                     untitled = batch["_title"].isna()
@@ -360,6 +361,7 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
         "missing_products": {"rows": int(sum(missing.values())), "products": len(missing), "file": MISSING if missing else None,
                              "most_rows": [{"product_key": k, "rows": v} for k, v in
                                            sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))[:WORST]]},
+        "rows_in_log": audit.rows + len(audit.skipped),  # rows: those scored; the rest were skipped (--invalid-rows skip)
         "skipped_rows": {"rows": len(audit.skipped), "file": SKIPPED if audit.skipped else None,
                          "first": [{"row": r, "reason": why} for r, why in audit.skipped[:WORST]]},
         "worst_queries": worst_queries(table, out / SCORED, audit.layout, titles),

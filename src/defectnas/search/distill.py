@@ -111,12 +111,17 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     try:
         student_config(teacher.model_config_, layers)
     except ConfigError as e:
-        say(f"no distilled model: {e}")
-        return {"key": key, "skipped": str(e)}
+        have = teacher.model_config_.query_backbone_layers
+        why = (f"best/'s query tower already has only {have} pre-trained layer{'s' if have != 1 else ''}, not more than "
+               f"--distill-query {layers}: nothing to distil" if 0 < have <= layers else str(e))
+        say(f"no distilled model: {why}")
+        return {"key": key, "skipped": why}
     started = time.perf_counter()
     ckpt = out / CHECKPOINT_DIR
-    say(f"distilling best/'s {teacher.model_config_.query_backbone_layers}-layer query tower into {layers} layers "
-        f"({cfg.distill_epochs} epochs; ≈ {distill_estimate_s(cfg, tables, space) / 60:.1f} min on 2 CPU cores)")
+    estimate = distill_estimate_s(cfg, tables, space)
+    say(f"distilling best/'s {teacher.model_config_.query_backbone_layers}-layer query tower into {layers} layer{'s' if layers != 1 else ''} "
+        f"({cfg.distill_epochs} epoch{'s' if cfg.distill_epochs != 1 else ''}; ≈ "
+        + (f"{estimate / 60:.1f} min" if estimate >= 60 else f"{estimate:.0f} s") + " on 2 CPU cores)")
     kwargs = dict(layers=layers, epochs=cfg.distill_epochs, seed=cfg.seed, checkpoint_dir=ckpt, quiet=quiet, log=say)
     try:
         student = teacher.distill_query(tables["distill"], tables["valid"], resume=(ckpt / CHECKPOINT).exists(), **kwargs)

@@ -58,7 +58,7 @@ from ..model import DefectNet
 from ..model.pairs import distinct_rows, encode_rows, pair_logits, take_rows
 from .metrics import average_precision
 from ..storage import load_metadata, tensors_digest
-from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint
+from .trainer import CHECKPOINT, Pairs, TrainResult, _load_checkpoint, _save_checkpoint, check_finite_loss
 
 
 @dataclass
@@ -84,8 +84,8 @@ class QueryDistillationConfig:
             if value < low:
                 raise ConfigError(f"query distillation: {f'{flag} ({name})' if flag else name} must be at least {low}, got {value}")
         check_init(self.init)
-        if not self.lr > 0:
-            raise ConfigError(f"query distillation: --lr (lr) must be more than 0, got {self.lr:g}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"query distillation: --lr (lr) must be a finite number more than 0, got {self.lr:g}")
         if self.logit_weight < 0:
             raise ConfigError(f"query distillation: --logit-weight (logit_weight) must be 0 or more, got {self.logit_weight:g}")
 
@@ -101,9 +101,11 @@ def student_config(teacher: ModelConfig, layers: int) -> ModelConfig:
     if teacher.backbone_trainable:
         raise ConfigError("query distillation needs a model whose towers do not share fine-tuned pre-trained layers "
                           f"(this one has backbone_trainable={teacher.backbone_trainable})")
+    if teacher.query_backbone_layers == 1:
+        raise ConfigError("the model's query tower has a single pre-trained layer: there is no shallower tower to distil it into")
     if not 1 <= layers < teacher.query_backbone_layers:
-        raise ConfigError(f"the student's query tower needs 1 to {teacher.query_backbone_layers - 1} pre-trained layers "
-                          f"(fewer than the model's {teacher.query_backbone_layers}), got {layers}")
+        raise ConfigError(f"--layers {layers}: the student's query tower needs 1 to {teacher.query_backbone_layers - 1} pre-trained "
+                          f"layers (fewer than the model's {teacher.query_backbone_layers})")
     cfg = copy.deepcopy(teacher)
     cfg.query_backbone_layers = cfg.query_backbone_trainable = layers
     return cfg
@@ -283,6 +285,7 @@ def distill_query_tower(teacher: DefectNet, student: DefectNet, texts: np.ndarra
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        check_finite_loss(losses, epoch + 1, "query distillation", f"--lr {cfg.lr:g}")
         student.eval()
         valid_logits = valid_side.logits(student)
         ap = average_precision(valid_pairs.label, 1 / (1 + np.exp(-valid_logits)))

@@ -29,7 +29,7 @@ from ..config import TrainConfig, to_dict
 from ..model import DefectNet
 from ..model.pairs import pair_logits
 from ..data.tokenizer import trim_padding
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDivergedError
 from ..storage import load_tensors, save_tensors, tensors_digest
 from .losses import distillation_loss, triplet_loss, weighted_bce
 from .metrics import average_precision, best_threshold
@@ -167,6 +167,7 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
 
+        check_finite_loss(losses, epoch + 1, "training", f"--lr {cfg.lr:g}")
         record = {"epoch": epoch + 1, "phase": "pretrain" if pretraining else "classify", "loss": float(np.mean(losses)), "seconds": round(time.time() - started, 2)}
         if not pretraining:
             valid_logits = predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)
@@ -205,6 +206,15 @@ def _param_groups(model: DefectNet, cfg: TrainConfig) -> list[dict]:
     if tuned:
         groups.append({"params": [p for p in model.parameters() if id(p) in tuned], "lr": cfg.backbone_lr})
     return groups
+
+
+def check_finite_loss(losses: list[float], epoch: int, what: str, learning_rate: str) -> None:
+    """TrainingDivergedError (one line) when an epoch's loss is NaN or infinite: every later step
+    would train on it and the validation scores become NaN (a traceback from scikit-learn)."""
+    if losses and not np.isfinite(losses).all():
+        bad = next(v for v in losses if not np.isfinite(v))
+        raise TrainingDivergedError(f"{what} diverged in epoch {epoch}: the loss became {bad} (the learning rate, {learning_rate}, "
+                                    "is likely too high): try a smaller one")
 
 
 def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early) -> None:
