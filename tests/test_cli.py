@@ -293,3 +293,10 @@ def test_a_negative_thread_count_is_refused_by_the_flag_not_by_torch(command, ca
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "argument --threads: must be 0 (the default) or more, got -1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "x.csv", "--out", "o"], ["distill-query", "--model", "m", "--data", "x.csv", "--out", "o"]])
+def test_a_test_fraction_out_of_range_is_refused_by_the_flag(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(command + ["--test-frac", "1.5"])
+    assert stop.value.code == 2 and "argument --test-frac: must be a share of queries from 0 to less than 1, got 1.5" in capsys.readouterr().err

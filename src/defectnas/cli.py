@@ -49,6 +49,17 @@ def _threads(text: str) -> int:
     return value
 
 
+def _test_fraction(text: str) -> float:
+    """argparse type of --test-frac: a share of queries in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share of queries from 0 to less than 1, got {value:g}")
+    return value
+
+
 def _set_threads(threads: int) -> None:
     """Pin torch's CPU threads for a scoring command (0 or None: torch's default)."""
     if threads:
@@ -696,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss: dl-gs (CE, default), dl-jl (CE + triplet), transfer (triplet pre-training, then CE)")
-    p.add_argument("--test-frac", type=float, default=0.2, help="share of queries held out for metrics.json (0: none, report validation)")
+    p.add_argument("--test-frac", type=_test_fraction, default=0.2, help="share of queries held out for metrics.json (0: none, report validation)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors after training")
     _add_model_options(p)
@@ -724,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate, cosine decay (default 5e-4)")
     p.add_argument("--logit-weight", type=float, default=0.0, help="weight of also matching the model's scores on training pairs "
                                                                     "(default 0: encodings only; > 0 triples an epoch's time)")
-    p.add_argument("--test-frac", type=float, help="without the model's splits.json: share of queries held out for metrics.json "
+    p.add_argument("--test-frac", type=_test_fraction, help="without the model's splits.json: share of queries held out for metrics.json "
                    "(default 0.2; with it, the model's own test queries are used and this is ignored, with a note)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors afterwards")
@@ -834,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory to write")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the query tower and head (needs --data)")
     _add_data_options(p, required=False, format_flag="--data-format")  # --format is the export format here
-    p.add_argument("--test-frac", type=float, default=0.2, help="share of queries train held out as the test split (as train's --test-frac)")
+    p.add_argument("--test-frac", type=_test_fraction, default=0.2, help="share of queries train held out as the test split (as train's --test-frac)")
     p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads for the parity check and the AP-loss measurement (0: torch's default)")
     _add_common(p)
     p.set_defaults(func=cmd_export)

@@ -270,6 +270,9 @@ def test_invalid_rows_skip_leaves_out_and_lists_each_bad_row(audit_model, audit_
     assert "empty product id" in reasons[32]  # this log has no titles to stand in for an id
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["skipped_rows"]["rows"] == 5 and summary["skipped_rows"]["file"] == "skipped_rows.csv"
+    assert summary["rows_in_log"] == len(log) and summary["rows"] == len(log) - 5
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert '<span data-key="skipped_rows.rows">5</span> rows of the log had a bad cell and were left out' in html
     assert _audit(audit_model, audit_cache, clean, tmp_path / "c") == 0
     reference = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["rows"] == reference["rows"] == len(log) - 5 and reference["skipped_rows"]["rows"] == 0
@@ -279,6 +282,26 @@ def test_invalid_rows_skip_leaves_out_and_lists_each_bad_row(audit_model, audit_
     dirty.assign(query="").to_csv(tmp_path / "none.csv", index=False)
     assert _audit(audit_model, audit_cache, tmp_path / "none.csv", tmp_path / "n", "--invalid-rows", "skip") == 2
     assert "no row could be audited" in capsys.readouterr().err and (tmp_path / "n" / "skipped_rows.csv").exists()
+
+
+def test_a_query_or_title_of_invisible_characters_is_empty(audit_model, audit_cache, audit_pairs, tmp_path, capsys):
+    """What the model would see decides: zero-width spaces and soft hyphens alone are an empty
+    query (or a missing title), as predict and train judge them, not a text to score."""
+    log = result_log(audit_pairs).head(16)
+    log.loc[5, "query"] = "\u200b"
+    log.to_csv(tmp_path / "zw.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "zw.csv", tmp_path / "e") == 2
+    assert "row 6: empty query" in capsys.readouterr().err
+    assert _audit(audit_model, audit_cache, tmp_path / "zw.csv", tmp_path / "s", "--invalid-rows", "skip") == 0
+    assert pd.read_csv(tmp_path / "s" / "skipped_rows.csv")["row"].tolist() == [6]
+    titled = log.drop(columns=["product_id"]).assign(title="Drill")
+    titled.loc[5, "query"] = "drill"
+    titled.loc[7, "title"] = "\u200b\u00ad"
+    titled.to_csv(tmp_path / "zwt.csv", index=False)
+    assert main(["audit", "--model", str(audit_model), "--log", str(tmp_path / "zwt.csv"), "--out", str(tmp_path / "t"), "--quiet",
+                 "--invalid-rows", "skip"]) == 0
+    listed = pd.read_csv(tmp_path / "t" / "skipped_rows.csv")
+    assert listed["row"].tolist() == [8] and "no product id and no title" in listed["reason"][0]
 
 
 def test_product_locale_keys_products_as_the_cache_does(audit_model, tmp_path):

@@ -74,7 +74,7 @@ def test_plots_are_png(tmp_path):
     rows = [{"key": "d", "roles": ["default"], "latency_ms": 10.0, "valid_metric": 0.18, "test_ap": 0.24, "pareto_dir": "p/1"},
             {"key": "b", "roles": ["top_k"], "latency_ms": 12.0, "valid_metric": 0.19, "test_ap": 0.25, "best": True, "pareto_dir": "p/2"},
             {"key": "s", "roles": ["distilled"], "distilled_from": "b", "latency_ms": 4.0, "valid_metric": 0.18, "test_ap": 0.245,
-             "pareto_dir": "p/0"}]
+             "pareto_dir": "p/0", "teacher_latency_ms": 11.5, "teacher_test_ap_seed": 0.251, "teacher_valid_ap_seed": 0.19}]
     plot_final(rows, tmp_path / "final.png")
     plot_final([{**r, "test_ap": None} for r in rows], tmp_path / "final_valid.png")  # no test split: validation
     for name in ("rewards.png", "pareto.png", "noise.png", "final.png", "final_valid.png"):

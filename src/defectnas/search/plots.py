@@ -129,7 +129,7 @@ def plot_final(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
     ax.scatter([r["latency_ms"] for r in plain], [value(r) for r in plain], s=18, color="tab:gray", label="retrained candidate")
     front = sorted((r for r in rows if r.get("pareto_dir")), key=lambda r: r["latency_ms"])
     if front:
-        ax.plot([r["latency_ms"] for r in front], [value(r) for r in front], "-o", color="tab:red", ms=5, lw=1.5, label="pareto/<n>/")
+        ax.plot([r["latency_ms"] for r in front], [value(r) for r in front], "-o", color="tab:red", ms=5, lw=1.5, label="pareto/<n>/ (picked on validation, at the child budget)")
     for r in rows:
         if "default" in r.get("roles", ()):
             ax.scatter([r["latency_ms"]], [value(r)], marker="*", s=160, color="black", zorder=5, label="train's default (retrained)")
@@ -138,11 +138,13 @@ def plot_final(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
     for r in rows:
         if "distilled" not in r.get("roles", ()):
             continue
-        teacher = next((t for t in rows if t["key"] == r.get("distilled_from")), None)
-        ax.scatter([r["latency_ms"]], [value(r)], marker="D", s=60, color="tab:green", zorder=7, label="distilled/ (query tower)")
-        if teacher is not None:
-            ax.annotate("", xy=(r["latency_ms"], value(r)), xytext=(teacher["latency_ms"], value(teacher)),
-                        arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1})
+        ax.scatter([r["latency_ms"]], [value(r)], marker="D", s=60, color="tab:green", zorder=7, label="distilled/ (query tower; one seed)")
+        seed_value = r.get("teacher_test_ap_seed" if has_test else "teacher_valid_ap_seed")
+        if seed_value is not None and r.get("teacher_latency_ms"):  # the teacher as distilled: best/'s saved seed, timed beside it
+            teacher = (float(r["teacher_latency_ms"]), float(seed_value))
+            ax.scatter([teacher[0]], [teacher[1]], marker="D", s=60, facecolors="none", edgecolors="tab:green", zorder=7,
+                       label="its teacher (best/'s saved seed)")
+            ax.annotate("", xy=(r["latency_ms"], value(r)), xytext=teacher, arrowprops={"arrowstyle": "->", "color": "tab:green", "lw": 1})
     ax.set_xlabel("served latency: 1 query × 100 cached products, ms (1 CPU thread)")
     ax.set_ylabel("test AP (mean over retrain seeds)" if has_test else "validation metric (mean over retrain seeds)")
     ax.set_title(title or "Retrained models: accuracy against served latency")
