@@ -263,8 +263,10 @@ def test_invalid_rows_skip_leaves_out_and_lists_each_bad_row(audit_model, audit_
     assert "row 4:" in capsys.readouterr().err
     assert _audit(audit_model, audit_cache, tmp_path / "dirty.csv", tmp_path / "s", "--invalid-rows", "skip") == 0
     assert "5 rows with a bad cell left out" in capsys.readouterr().err
-    listed = pd.read_csv(tmp_path / "s" / "skipped_rows.csv")
+    listed = pd.read_csv(tmp_path / "s" / "skipped_rows.csv", keep_default_na=False)
     assert listed["row"].tolist() == [i + 1 for i in sorted(bad_rows)]  # 1-based data rows, in order
+    assert list(listed.columns) == ["row", "reason", "query", "product_id", "position", "impressions"]  # the cells, to fix them
+    assert listed.loc[0, "query"] == "" and listed.loc[1, "query"] == log.loc[10, "query"] and str(listed.loc[2, "position"]) == "2.5"
     reasons = dict(zip(listed["row"], listed["reason"]))
     assert "empty query" in reasons[4] and "position '0'" in reasons[11] and "2.5" in reasons[18] and "impressions '-1'" in reasons[25]
     assert "empty product id" in reasons[32]  # this log has no titles to stand in for an id

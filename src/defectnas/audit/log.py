@@ -77,12 +77,12 @@ class LogLayout:
 
 def iter_log(path: str | os.PathLike, batch_rows: int = 200_000, by: tuple[str, ...] = (), query_col: str | None = None,
              id_col: str | None = None, title_col: str | None = None, position_col: str | None = None,
-             skipped: list[tuple[int, str]] | None = None) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
+             skipped: list[tuple[int, str, dict]] | None = None) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
     """Yield (batch, layout): batches of at most ``batch_rows`` rows with the columns of the module
     docstring plus the log's own, in source order. ``by``: grouping columns that must exist.
     DataError (one line) for a missing file, column or bad cell — unless ``skipped`` is a list:
     then a row with a bad cell (empty query, neither id nor title, bad position or traffic) is left
-    out of its batch and ``(row, reason)`` appended to it (``audit --invalid-rows skip``). A bad
+    out of its batch and ``(row, reason, its cells of the layout's columns)`` appended to it (``audit --invalid-rows skip``). A bad
     UBI event is an error either way."""
     path = Path(path)
     src = Source(str(path))
@@ -318,7 +318,7 @@ class _UbiPages:
 
 
 def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
-               skipped: list[tuple[int, str]] | None = None) -> pd.DataFrame:
+               skipped: list[tuple[int, str, dict]] | None = None) -> pd.DataFrame:
     """The batch with the internal columns (module docstring) added; errors name the source row.
     With ``skipped`` (a list), rows with a bad cell are left out and listed there instead."""
     lines = raw.attrs.get("lines")
@@ -375,7 +375,10 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
     out["_weight"] = _weights(raw, layout, bad)
     dropped = reasons != None  # noqa: E711 (elementwise)
     if dropped.any():
-        skipped.extend(zip(rows[dropped].tolist(), reasons[dropped].tolist()))
+        columns = [c for c in dict.fromkeys((layout.query, layout.product, layout.title, layout.position, layout.traffic)) if c]
+        part = raw[columns].iloc[np.flatnonzero(dropped)]
+        cells = part.astype(object).where(part.notna(), None).itertuples(index=False, name=None)  # the log's own cells, as read
+        skipped.extend((r, why, dict(zip(columns, values))) for r, why, values in zip(rows[dropped].tolist(), reasons[dropped].tolist(), cells))
         out = out[~dropped]
     return out.reset_index(drop=True)
 

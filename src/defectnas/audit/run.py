@@ -33,7 +33,7 @@ from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
 
 SCORED, QUERIES, SUMMARY, REPORT = "scored.parquet", "queries.csv", "summary.json", "report.html"
 MISSING, CHANGES, BASELINE_DIR = "missing_products.csv", "changes.csv", "baseline"
-SKIPPED = "skipped_rows.csv"  # --invalid-rows skip: source row and reason of each row left out
+SKIPPED = "skipped_rows.csv"  # --invalid-rows skip: source row, reason and the log's cells of each row left out
 ADDED = ("defect_probability", "is_defect", "product_missing", "product_key")  # columns scored.parquet adds to the log's
 WORST = 20  # worst queries (and queries that got worse) listed in summary.json and the report
 
@@ -79,7 +79,7 @@ class LogAudit:
     missing: dict[str, int]  # product key → rows whose product is neither cached nor titled
     rows: int
     seconds: float
-    skipped: list[tuple[int, str]] = field(default_factory=list)  # (source row, reason) of rows left out (--invalid-rows skip)
+    skipped: list[tuple[int, str, dict]] = field(default_factory=list)  # (source row, reason, cells) of rows left out (--invalid-rows skip)
 
 
 def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) -> dict:
@@ -170,7 +170,7 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     layout = None
     rows = 0
     writer = _ParquetAppender(out / SCORED)
-    skipped: list[tuple[int, str]] | None = [] if cfg.invalid_rows == "skip" else None
+    skipped: list[tuple[int, str, dict]] | None = [] if cfg.invalid_rows == "skip" else None
     batches = _whole_queries(iter_log(path, cfg.batch_rows, by, cfg.query_col, cfg.id_col, cfg.title_col, cfg.position_col, skipped))
     try:
         with progress(total=_row_count(path), quiet=cfg.quiet, unit=" pairs", desc=f"auditing {Path(path).name}") as bar:
@@ -207,7 +207,7 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
         warnings.warn(f"{path}: {len(skipped)} rows with a bad cell left out (--invalid-rows skip), e.g. row {skipped[0][0]}: "
                       f"{skipped[0][1]} (all in {out / SKIPPED})", DataWarning, stacklevel=2)
     if skipped and not rows:
-        atomic_write_text(out / SKIPPED, pd.DataFrame(skipped, columns=["row", "reason"]).to_csv(index=False))
+        atomic_write_text(out / SKIPPED, skipped_frame(skipped).to_csv(index=False))
         raise DataError(f"{path}: no row could be audited: all {len(skipped)} rows have a bad cell (listed in {out / SKIPPED})")
     if missing:
         echo(f"{path}: {sum(missing.values())} rows name {len(missing)} products missing from the catalogue (listed in {out / MISSING})")
@@ -315,6 +315,12 @@ def _decision(model_dir: str) -> dict:
     return {"threshold": float(config["threshold"]), "groups": config.get("group_thresholds")}
 
 
+def skipped_frame(skipped: list[tuple[int, str, dict]]) -> pd.DataFrame:
+    """skipped_rows.csv: the data row (1-based, header excluded), why, and the row's own cells of
+    the log's query, product, title, position and traffic columns, so it can be fixed from the list."""
+    return pd.DataFrame([{"row": r, "reason": why, **cells} for r, why, cells in skipped])
+
+
 def _thresholds(batch: pd.DataFrame, decision: dict):
     groups = decision["groups"]
     if groups and groups.get("column") in batch.columns:
@@ -343,7 +349,7 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
     else:
         (out / MISSING).unlink(missing_ok=True)  # an earlier run's list
     if audit.skipped:
-        atomic_write_text(out / SKIPPED, pd.DataFrame(audit.skipped, columns=["row", "reason"]).to_csv(index=False))
+        atomic_write_text(out / SKIPPED, skipped_frame(audit.skipped).to_csv(index=False))
     else:
         (out / SKIPPED).unlink(missing_ok=True)
     positions = rates.position_table(audit.positions)
@@ -363,7 +369,7 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
                                            sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))[:WORST]]},
         "rows_in_log": audit.rows + len(audit.skipped),  # rows: those scored; the rest were skipped (--invalid-rows skip)
         "skipped_rows": {"rows": len(audit.skipped), "file": SKIPPED if audit.skipped else None,
-                         "first": [{"row": r, "reason": why} for r, why in audit.skipped[:WORST]]},
+                         "first": [{"row": r, "reason": why} for r, why, _ in audit.skipped[:WORST]]},
         "worst_queries": worst_queries(table, out / SCORED, audit.layout, titles),
         "methods": {
             "rates": "expected defect rates from calibrated probabilities (expected defects = sum of defect_probability); "
