@@ -322,6 +322,13 @@ def test_the_cli_says_when_the_budget_left_no_child_and_exits_2(tmp_path, synthe
     assert not (tmp_path / "s" / "best").exists()
 
 
+def test_a_search_on_few_queries_says_its_differences_are_mostly_noise(tmp_path, synthetic_csv, fake_children):
+    said: list[str] = []
+    run_search(config(synthetic_csv, trials=1), tmp_path / "s", log=said.append)
+    notes = [m for m in said if m.startswith("note: the validation split has")]
+    assert len(notes) == 1 and "mostly noise" in notes[0] and "test split has" in notes[0]
+
+
 def test_retrain_budget_defaults_to_a_cpu_sized_one():
     cpu = SearchConfig(data="x")
     assert (cpu.final_rows, cpu.final_epochs) == (12000, 1)

@@ -82,6 +82,9 @@ def build_space(cfg: SearchConfig) -> Space:
     return make_space(cfg.space, **settings)
 
 
+FEW_QUERIES = 50  # a validation or test split of fewer queries gets a note: differences there are mostly noise
+
+
 def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool = True,
                log: Callable[[str], None] | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) the search described by ``cfg`` in folder ``out``."""
@@ -107,6 +110,11 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     tables = prepare_tables(cfg)
     say(f"search data: {len(tables['child_train'])} training pairs per child, {len(tables['child_valid'])} validation pairs; "
         f"final models: {len(tables['train'])} train, {len(tables['valid'])} valid, {len(tables.get('test', []))} test")
+    few = {name: tables[name]["query"].nunique() for name in ("valid", "test") if name in tables}
+    few = {name: n for name, n in few.items() if n < FEW_QUERIES}
+    if few:  # (the ESCI sample: 10 validation and 20 test queries, where no two models could be told apart)
+        say("note: " + " and ".join(f"the {'validation' if name == 'valid' else name} split has {n} queries" for name, n in few.items())
+            + ": rewards, the noise floor and the paired test on so few queries are mostly noise")
     executor = make_executor({k: v for k, v in tables.items() if k != "distill"}, cfg.workers, cfg.ray_address, cfg.threads)
     try:
         if not cfg.batch_size:
