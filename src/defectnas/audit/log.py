@@ -328,16 +328,18 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
 
     def bad(mask: pd.Series, message: str, column: str, cells: pd.Series | None = None) -> None:
         """``message`` may hold ``{value}``: the bad cell of ``cells``, shown."""
+        def reason(i: int) -> str:
+            text = message.replace("{value}", _shown_cell(cells.iloc[i])) if cells is not None else message
+            return f"{text} in column {column!r}"
+
         if not mask.any():
             return
         if skipped is None:
             pos, count = first_bad(mask)
-            text = message.replace("{value}", _shown_cell(cells.iloc[pos])) if cells is not None else message
-            raise where.error(f"row {rows[pos]}: {text} in column {column!r}{more(count)}")
+            raise where.error(f"row {rows[pos]}: {reason(pos)}{more(count)}")
         for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
             if reasons[i] is None:
-                text = message.replace("{value}", _shown_cell(cells.iloc[i])) if cells is not None else message
-                reasons[i] = f"{text} in column {column!r}"
+                reasons[i] = reason(i)
 
     out = raw.copy()
     out.attrs = {}  # the reader's line numbers are _row now (an array in attrs breaks pd.concat of two batches)
