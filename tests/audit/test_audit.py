@@ -246,6 +246,12 @@ def test_bad_input_is_one_line_exit_2(audit_model, audit_cache, audit_pairs, tmp
     (tmp_path / "bad.jsonl").write_text('{"query": "a", "product_id": "p1", "position": 1}\n{oops\n')
     assert _audit(audit_model, audit_cache, tmp_path / "bad.jsonl", tmp_path / "o") == 2
     assert "line 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # a run that stopped on an error leaves no empty --out folder behind
+    (tmp_path / "mine").mkdir()  # ... but never removes a folder the user had
+    assert _audit(audit_model, audit_cache, tmp_path / "badpos.csv", tmp_path / "mine" / "o") == 2
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "o").exists()
+    assert _audit(audit_model, audit_cache, tmp_path / "badpos.csv", tmp_path / "mine") == 2
+    assert (tmp_path / "mine").is_dir()
 
 
 def test_invalid_rows_skip_leaves_out_and_lists_each_bad_row(audit_model, audit_cache, audit_pairs, tmp_path, capsys):

@@ -14,6 +14,7 @@ comparison is :mod:`.baseline`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -84,8 +85,6 @@ class LogAudit:
 
 def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) -> dict:
     """Audit ``cfg.log`` (and ``cfg.baseline_log``) into ``cfg.out``; returns summary.json's dict."""
-    from ..serving.catalog import read_catalog
-
     if cfg.cache is None and cfg.catalog is None and log_layout(cfg.log, cfg.query_col, cfg.id_col, cfg.title_col,
                                                                 cfg.position_col).title is None:  # a titled log needs neither
         raise ConfigError(f"{cfg.log} has product ids but no titles: give --cache DIR (a product cache of this model) or "
@@ -96,7 +95,26 @@ def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) ->
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_audit(cfg, out, echo)
+    except BaseException:
+        if created:  # a run that stopped on an error leaves no empty --out folder behind (what it wrote, e.g. skipped_rows.csv, stays)
+            _remove_empty_folders(out)
+        raise
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and the folders under it that hold no file."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [folder]:
+        with contextlib.suppress(OSError):
+            sub.rmdir()  # only succeeds when empty
+
+
+def _run_audit(cfg: AuditConfig, out: Path, echo: Callable[[str], None]) -> dict:
+    from ..serving.catalog import read_catalog
+
     decision = _decision(cfg.model)
     titles: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="defectnas-audit-") as tmp:
