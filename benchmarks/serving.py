@@ -341,7 +341,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     levels = [int(c) for c in args.clients.split(",")]
     modes = set(args.modes.split(","))
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+    result: dict = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_description(), "platform": platform.platform(), "python": platform.python_version(),
                                 "torch": torch.__version__, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
               "settings": {k: v for k, v in vars(args).items() if k not in ("serve_cross_encoder", "port")}}
 
@@ -455,6 +455,23 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["goals"] = goals(rows, result["floor"]["floor_ms"])
     return result
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the vector extensions that decide matmul speed (/proc/cpuinfo; {} elsewhere).
+    Why: the float32 matmul rate that sets the floor was 86.5 GFLOP/s per core on an AVX2-only
+    machine against ~158 on earlier ones, so timings and floors compare only between like CPUs."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():  # the first core's block
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+    return {"model": fields.get("model name", ""), "vector_flags": [f for f in wanted if f in flags]}
 
 
 def compute_floor(clf, cache, picks: list, threads: int, requests: int = 50) -> dict:
