@@ -47,3 +47,14 @@ def test_a_restarted_worker_takes_its_own_slot_or_a_dead_workers(tmp_path):
     taken = [ConnectionBalancer(table, workers=2, pid=10_000_000 + i).slot for i in range(SLOTS - 1)]  # no such processes
     assert first.slot not in taken and len(set(taken)) == SLOTS - 1
     assert ConnectionBalancer(table, workers=2, pid=123).slot in taken  # the table is full: a dead worker's slot is reused
+
+
+def test_while_another_worker_is_not_up_nobody_sheds(tmp_path):
+    """A worker that has not claimed its slot yet (still loading its model) takes no connections,
+    so the one that is up keeps them all: closing them would only send every client back to it."""
+    table = create_table(str(tmp_path))
+    a = ConnectionBalancer(table, workers=2, pid=301)
+    assert not any(a.should_close(("h", p), 5.0) for p in range(8))
+    assert (a.connections(), a.closed) == (8, 0)
+    ConnectionBalancer(table, workers=2, pid=302)  # the second worker is up, with no connection yet
+    assert a.should_close(("h", 8), 5.1)  # 9 here, none there: over ⌈9 / 2⌉

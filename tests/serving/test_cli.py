@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -18,11 +17,9 @@ from defectnas import DefectClassifier
 from defectnas.cli import main
 from defectnas.serving.cache import ProductCache
 
+from .live import free_port, serve_process
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
 
 
 def test_cache_command_builds_updates_and_refuses_another_model(model_dir, other_model_dir, catalog_csv, tmp_path, capsys):
@@ -59,7 +56,13 @@ def _keep_alive_clients_end_up_even(base_url: str) -> None:
     closes connections after answering until each worker holds 4 (by luck alone: 27% of the time)."""
     if not sys.platform.startswith("linux"):
         return
-    time.sleep(1.2)  # the earlier requests' connection leaves the workers' one-second count
+    deadline = time.monotonic() + 120  # both workers up: a worker still loading its model is not balanced against
+    pids = set()
+    while len(pids) < 2:
+        assert time.monotonic() < deadline, f"only worker(s) {pids} answered"
+        with httpx.Client(base_url=base_url, trust_env=False, timeout=60) as fresh:  # a new connection: hashed anew
+            pids.add(fresh.get("/healthz").json()["worker"]["pid"])
+    time.sleep(1.2)  # the earlier requests' connections leave the workers' one-second count
     clients = [httpx.Client(base_url=base_url, trust_env=False, timeout=10) for _ in range(8)]
     try:
         for _ in range(15):  # in turn, as a client pool sends
@@ -78,24 +81,8 @@ def _keep_alive_clients_end_up_even(base_url: str) -> None:
 def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str], also=None) -> None:
     cache = tmp_path / "cache"
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
-    port = _free_port()
     env = {**os.environ, "DEFECTNAS_API_KEY": "k1"}
-    log = open(tmp_path / "server.log", "w+b")  # a file, not a pipe nobody reads while the server runs
-    proc = subprocess.Popen([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(model_dir), "--cache", str(cache),
-                             "--port", str(port), "--quiet", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10)  # no proxy for loopback
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http.get("/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"server did not come up: {log.read().decode(errors='replace')[-2000:]}")
-            time.sleep(0.2)
+    with serve_process(["--model", str(model_dir), "--cache", str(cache), *extra], tmp_path / "server.log", env) as (http, port):
         body = {"query": "garden hose", "product_ids": ["p0", "p1", "p2"]}
         assert http.post("/score", json=body).status_code == 401
         r = http.post("/score", json=body, headers={"X-API-Key": "k1"})
@@ -108,15 +95,6 @@ def _serve_and_check(model_dir, catalog_csv, tmp_path, extra: list[str], also=No
         assert r.status_code == 404 and r.json() == {"detail": 'unknown product id(s): "missing"'}
         if also is not None:
             also(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        http.close()
-        log.close()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux only (serve uses it only there)")
@@ -126,7 +104,7 @@ def test_worker_listeners_share_the_port_and_the_kernel_spreads_connections_over
 
     from defectnas.serving.app import ReusePortListener
 
-    port = _free_port()
+    port = free_port()
     listener = ReusePortListener("127.0.0.1", port, 64)
     a, b = pickle.loads(pickle.dumps(listener)), pickle.loads(pickle.dumps(listener))  # as two spawned workers get it
     clients = []
@@ -153,7 +131,7 @@ def test_worker_listeners_share_the_port_and_the_kernel_spreads_connections_over
 def test_serve_on_a_port_in_use_says_so_in_one_line_and_never_joins_another_server(model_dir, capsys, workers, holder):
     from defectnas.serving.app import listen_reuseport
 
-    port = _free_port()
+    port = free_port()
     if holder != "plain socket" and not sys.platform.startswith("linux"):
         pytest.skip("reuse-port groups are what serve --workers makes on Linux only")
     if holder == "plain socket":

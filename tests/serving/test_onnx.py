@@ -22,6 +22,7 @@ from defectnas.serving.scorer import load_scorer  # noqa: E402
 
 from conftest import TINY  # noqa: E402  (tests/conftest.py: tests/ is on sys.path)
 from .conftest import catalog_frame  # noqa: E402
+from .live import serve_process  # noqa: E402
 
 QUERIES = ["cordless drill", "white paint", "garden hose with a very long query text", "x"]
 TITLES = ["acme drill", "bolt paint set 2", "crest ladder large steel", "lamp", "forge cordless drill with bits and case"] * 7  # 35
@@ -204,13 +205,6 @@ def test_backends_refuse_the_wrong_directory(exported, other_model_dir, tmp_path
 
 def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
     """`defectnas export` then `defectnas serve --backend onnx --query-cache 8` as a real uvicorn process."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    import httpx
     import pandas as pd
 
     from defectnas.cli import main
@@ -231,25 +225,8 @@ def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
     assert main(["serve", "--model", str(model_dir), "--backend", "onnx", "--quiet"]) == 2
     assert "needs an ONNX export" in capsys.readouterr().err
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "server.log", "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "defectnas.cli", "serve", "--model", str(out), "--cache", str(cache), "--backend", "onnx",
-                             "--query-cache", "8", "--port", str(port), "--quiet"], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http.get("/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"server did not come up: {log.read().decode(errors='replace')[-2000:]}")
-            time.sleep(0.2)
+    served = ["--model", str(out), "--cache", str(cache), "--backend", "onnx", "--query-cache", "8"]
+    with serve_process(served, tmp_path / "server.log") as (http, _):
         body = {"query": "garden hose", "product_ids": ["p0", "p1", "p2"]}
         for _ in range(3):
             r = http.post("/score", json=body)
@@ -260,15 +237,6 @@ def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
         health = http.get("/healthz").json()
         assert health["backend"] == "onnx"
         assert health["query_cache"] == {"capacity": 8, "size": 1, "hits": 2, "misses": 1, "hit_rate": pytest.approx(2 / 3)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        http.close()
-        log.close()
 
 
 def test_pretrained_layers_export_within_1e4(contextual_model_dir, tmp_path):

@@ -77,8 +77,8 @@ class ConnectionBalancer:
 
     def should_close(self, client: tuple | None, now: float | None = None) -> bool:
         """Record a request of ``client``; True when this worker holds more than its share of the
-        workers' connections (and more than one), so this connection should be closed after its
-        answer. It is then forgotten: its client's next connection is counted where it lands."""
+        connections of the workers that are up (and more than one), so this connection should be
+        closed after its answer. It is then forgotten: its client's next connection is counted where it lands."""
         if client is None:
             return False
         now = time.monotonic() if now is None else now
@@ -90,9 +90,13 @@ class ConnectionBalancer:
         mine, now_ms = len(self.seen), int(now * 1000)
         self.table[self.slot, 1] = mine
         self.table[self.slot, 2] = now_ms
-        fresh = (self.table[:, 0] != 0) & (now_ms - self.table[:, 2] <= STALE_WINDOWS * self.window_s * 1000)
+        claimed = self.table[:, 0] != 0
+        fresh = claimed & (now_ms - self.table[:, 2] <= STALE_WINDOWS * self.window_s * 1000)
         total = int(self.table[fresh, 1].sum())
-        if mine > 1 and mine > math.ceil(total / self.workers):
+        # shares among the workers that are up (have claimed a slot): while another is still loading
+        # its model, or was never restarted, the connections it would take have nowhere else to go
+        up = max(1, min(self.workers, int(np.count_nonzero(claimed))))
+        if mine > 1 and mine > math.ceil(total / up):
             del self.seen[client]
             self.table[self.slot, 1] = mine - 1
             self.closed += 1
