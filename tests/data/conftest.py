@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -146,3 +148,17 @@ def shared_data() -> Path:
     if found is None:
         pytest.skip("shared data samples not found (set DEFECTNAS_SHARED)")
     return found
+
+
+def write_file(tmp_path: Path, name: str, raw: bytes) -> Path:
+    """``raw`` written to ``tmp_path / name``, gzip- or zip-compressed when the name ends in .gz or .zip
+    (the zip holds one member, the name without .zip)."""
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(raw))
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(name[: -len(".zip")], raw)
+    else:
+        path.write_bytes(raw)
+    return path

@@ -3,12 +3,8 @@ duplicate, conflicting), splits that never cut a pair, and marks that change a w
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import warnings
-import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,6 +14,8 @@ from defectnas.data.decoding import decode_bytes
 from defectnas.data.integrity import duplicate_report, script_of
 from defectnas.data.tokenizer import TextTokenizer
 from defectnas.errors import DataError, DataWarning
+
+from .conftest import write_file
 
 HEADER = "query,product_title,median_relevance\n"
 GOOD = ["café table,Café table – oak,4", "niño,Muñeca “Lola”,1"]
@@ -38,22 +36,10 @@ def _catch(func, *args, **kwargs):
     return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
-def _write(tmp_path: Path, name: str, raw: bytes) -> Path:
-    path = tmp_path / name
-    if name.endswith(".gz"):
-        path.write_bytes(gzip.compress(raw))
-    elif name.endswith(".zip"):
-        with zipfile.ZipFile(path, "w") as archive:
-            archive.writestr(name[: -len(".zip")], raw)
-    else:
-        path.write_bytes(raw)
-    return path
-
-
 # ------------------------------------------------------------------ case 1: mixed encodings
 @pytest.mark.parametrize("name", ["t.csv", "t.tsv", "t.csv.gz", "t.tsv.zip"])
 def test_one_windows_1252_byte_leaves_every_other_row_intact(tmp_path, name):
-    path = _write(tmp_path, name, _mixed_utf8("\t" if ".tsv" in name else ","))
+    path = write_file(tmp_path, name, _mixed_utf8("\t" if ".tsv" in name else ","))
     frame, messages = _catch(read_table, path)
     assert frame["query"].tolist() == ["café table", "don’t drill", "niño"]
     assert frame["product_title"].tolist() == ["Café table – oak", "acme drill", "Muñeca “Lola”"]
@@ -65,7 +51,7 @@ def test_jsonl_with_a_stray_byte_is_read_too_and_names_the_record(tmp_path):
     lines = [json.dumps({"query": "café", "product_title": "x – y", "median_relevance": 4}, ensure_ascii=False).encode(),
              b"",  # a blank line is no record
              json.dumps({"query": "dont", "product_title": "b", "median_relevance": 1}).encode().replace(b"dont", b"don\x92t")]
-    path = _write(tmp_path, "t.jsonl.gz", b"\n".join(lines) + b"\n")
+    path = write_file(tmp_path, "t.jsonl.gz", b"\n".join(lines) + b"\n")
     frame, messages = _catch(read_table, path)
     assert frame["query"].tolist() == ["café", "don’t"] and frame["product_title"].tolist() == ["x – y", "b"]
     assert messages and messages[0].endswith(": row 2")
@@ -73,7 +59,7 @@ def test_jsonl_with_a_stray_byte_is_read_too_and_names_the_record(tmp_path):
 
 def test_rows_are_named_by_record_even_after_a_multi_line_cell(tmp_path):
     raw = (HEADER + '"two\nlines",café,4\nok,b,4\n').encode() + b"bad\x96row,c,1\n"
-    frame, messages = _catch(read_table, _write(tmp_path, "t.csv", raw))
+    frame, messages = _catch(read_table, write_file(tmp_path, "t.csv", raw))
     assert frame["query"].tolist() == ["two\nlines", "ok", "bad–row"] and frame["product_title"][0] == "café"
     assert messages[0].endswith("row 3")  # the file's 5th line is the 3rd data row
 
@@ -82,7 +68,7 @@ def test_rows_are_named_by_record_even_after_a_multi_line_cell(tmp_path):
 def test_spreadsheet_unicode_exports_with_a_byte_order_mark(tmp_path, encoding, name):
     sep = "\t" if name.endswith(".tsv") else ","
     text = "".join(line.replace(",", sep) + "\n" for line in [HEADER.strip(), *GOOD])
-    frame, messages = _catch(read_table, _write(tmp_path, name, text.encode(encoding)))
+    frame, messages = _catch(read_table, write_file(tmp_path, name, text.encode(encoding)))
     assert frame["product_title"].tolist() == ["Café table – oak", "Muñeca “Lola”"] and messages == []
 
 
@@ -93,7 +79,7 @@ def test_spreadsheet_unicode_exports_with_a_byte_order_mark(tmp_path, encoding, 
 ])
 def test_a_legacy_file_is_read_in_its_own_encoding_and_said_so(tmp_path, encoding, rows):
     text = HEADER + "".join(f"q{i},{title},{1 + 3 * i}\n" for i, title in enumerate(rows))
-    path = _write(tmp_path, "t.csv", text.encode(encoding))
+    path = write_file(tmp_path, "t.csv", text.encode(encoding))
     frame, messages = _catch(read_table, path)
     assert frame["product_title"].tolist() == rows
     assert messages == [f"{path}: not UTF-8: the whole file was decoded as {encoding} "
@@ -109,7 +95,7 @@ def test_decoding_keeps_valid_utf8_around_a_bad_byte_in_the_same_row():
 def test_load_pairs_reports_the_fallback_and_data_prints_it(tmp_path, capsys):
     from defectnas.cli import main
 
-    path = _write(tmp_path, "t.csv", _mixed_utf8())
+    path = write_file(tmp_path, "t.csv", _mixed_utf8())
     read, _ = _catch(read_pairs, path)
     assert read.integrity()["encoding_fallback_rows"] == [2] and read.integrity()["encoding"] == "utf-8"
     assert main(["data", str(path), "--quiet"]) == 0
@@ -219,7 +205,7 @@ def test_scripts_of_texts():
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
 def test_utf16_without_a_byte_order_mark_is_recognised(tmp_path, encoding):
     text = "query\tproduct_title\tmedian_relevance\ncafé\tMuñeca “Lola”\t1\nパンダ\tハンダごて\t4\n"
-    path = _write(tmp_path, "t.tsv", text.encode(encoding))
+    path = write_file(tmp_path, "t.tsv", text.encode(encoding))
     frame, messages = _catch(read_table, path)
     assert frame["product_title"].tolist() == ["Muñeca “Lola”", "ハンダごて"]
     assert messages == [f"{path}: not UTF-8: the whole file was decoded as {encoding.replace('-', '_')} (detected by charset-normalizer); "

@@ -1,4 +1,3 @@
-import gzip
 import io
 import json
 import zipfile
@@ -8,6 +7,8 @@ import pandas as pd
 import pytest
 
 from defectnas.data import read_table
+
+from .conftest import write_file
 
 TABLE = pd.DataFrame({"query": ["drill bits", "NA", "café"], "title": ["bit set", "null", "x, y"], "label": ["E", "I", "S"]})
 
@@ -32,15 +33,7 @@ def _text(kind: str) -> bytes:
 def test_reads_every_type_plain_gz_and_zip(tmp_path: Path, name: str):
     parts = name.split(".")
     raw = _text(parts[1])
-    path = tmp_path / name
-    if name.endswith(".gz"):
-        path.write_bytes(gzip.compress(raw))
-    elif name.endswith(".zip"):
-        with zipfile.ZipFile(path, "w") as archive:
-            archive.writestr(name[: -len(".zip")], raw)
-    else:
-        path.write_bytes(raw)
-    frame = read_table(path)
+    frame = read_table(write_file(tmp_path, name, raw))
     assert list(frame.columns) == ["query", "title", "label"]
     assert frame.astype(str).values.tolist() == TABLE.values.tolist()  # "NA"/"null" stay text
 
