@@ -159,6 +159,35 @@ def test_user_defect_labels_ignore_case_and_spaces_and_typos_are_named(tmp_path)
     assert len(lines) == 1 and "'defct' (1)" in lines[0] and "rated.csv" in lines[0]
 
 
+def test_user_defect_labels_name_every_other_value_read_as_relevant_and_a_list_that_matches_nothing(tmp_path):
+    """Every value not in --defect-labels is relevant: when that is more than one value ("yes",
+    "maybe", "y") or the list matches no cell, one warning line lists them with their counts."""
+    import warnings
+
+    from defectnas.data import load_pairs
+    from defectnas.errors import DataWarning
+
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"q": list("abcdefgh"), "t": list("stuvwxyz"),
+                  "r": ["yes", "no", "maybe", "Y", "yes", "No ", "noo", "yes"]}).to_csv(path, index=False)
+
+    def lines(**options):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            df = load_pairs(path, query_col="q", title_col="t", label_col="r", require_both_classes=False, **options)
+        return df, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+    df, said = lines(defect_labels="no")
+    assert df["label"].tolist() == [0, 1, 0, 0, 0, 1, 0, 0]
+    assert len(said) == 2 and "1 row with a label close to a defect label read as relevant: 'noo' (1)" in said[0]
+    assert "3 different values read as relevant" in said[1] and "'yes' (3), 'maybe' (1), 'y' (1)" in said[1] and "noo" not in said[1]
+    df, said = lines(defect_labels="irrelevant")
+    assert df["label"].sum() == 0 and len(said) == 1
+    assert "no cell matches --defect-labels ('irrelevant')" in said[0] and "'yes' (3), 'no' (2)" in said[0]
+    _, said = lines(defect_labels="no,maybe,noo,y")  # one value left for relevant: nothing to say
+    assert said == []
+
+
 @pytest.mark.parametrize("value, text", [(100001, "100001"), (100001.0, "100001"), ("100001.0", "100001"), (" 100001.00 ", "100001"),
                                          ("-7.0", "-7"), ("1.5", "1.5"), ("SKU-7.0a", "SKU-7.0a"), ("v2.0", "v2.0"),
                                          (None, None), (float("nan"), None)])

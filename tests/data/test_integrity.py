@@ -100,7 +100,7 @@ def test_load_pairs_reports_the_fallback_and_data_prints_it(tmp_path, capsys):
     assert read.integrity()["encoding_fallback_rows"] == [2] and read.integrity()["encoding"] == "utf-8"
     assert main(["data", str(path), "--quiet"]) == 0
     out, err = capsys.readouterr()
-    assert "encoding         utf-8; 1 rows with bytes decoded as Windows-1252: 2" in out
+    assert "encoding         utf-8; 1 row with bytes decoded as Windows-1252: 2" in out
     assert err.count("warning:") == 1 and "1 row not valid UTF-8" in err
 
 
@@ -152,7 +152,7 @@ def test_duplicate_and_conflicting_pairs_are_counted():
                                     "conflicting_rows": 3, "conflict_share": 0.5}
     text = format_description(describe(df))
     assert "duplicates       3 rows repeat a pair (50.0% of rows; 2 pairs seen more than once)" in text
-    assert "conflicts        1 pairs labelled both relevant and defect (3 rows, 50.0% of rows)" in text
+    assert "conflicts        1 pair labelled both relevant and defect (3 rows, 50.0% of rows)" in text
 
 
 def test_a_shipped_split_never_puts_one_pair_on_two_sides():

@@ -25,6 +25,11 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the right number: "1 row", "2 rows", "1,204 pairs"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def show(value: Any, limit: int = 60) -> str:
     """A short ``repr`` of a cell value for a message (numpy scalars shown as plain Python)."""
     if isinstance(value, np.generic):

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ._common import Source, as_strings, cell_text, first_bad, more, show
+from ._common import Source, as_strings, cell_text, counted, first_bad, more, show
 
 FORMATS = ("auto", "esci", "wands", "homedepot", "crowdflower", "pairs", "table")  # every --format value
 
@@ -35,8 +35,10 @@ class CategoricalLabels:
         if self.spellings is None:  # the user's --defect-labels: any label, compared without case or surrounding spaces
             canonical = text.str.strip().str.casefold()
             defect = {(cell_text(d) or '').casefold() for d in self.defect}  # spelled as the cells are: '1.0' is '1'
-            _warn_near_misses(canonical[~canonical.isin(defect)], defect, src, column)
-            return canonical.isin(defect).astype("int64")
+            is_defect = canonical.isin(defect)
+            near = _warn_near_misses(canonical[~is_defect], defect, src, column)
+            _warn_unchecked_labels(canonical[~canonical.isin(near)], is_defect, defect, src, column)
+            return is_defect.astype("int64")
         canonical = text.map(lambda v: self.spellings.get(v.casefold()))
         bad = canonical.isna()
         if bad.any():
@@ -49,10 +51,10 @@ class CategoricalLabels:
         return " or ".join(sorted(self.defect))
 
 
-def _warn_near_misses(relevant: pd.Series, defect: set[str], src: Source, column: str) -> None:
+def _warn_near_misses(relevant: pd.Series, defect: set[str], src: Source, column: str) -> set[str]:
     """One DataWarning line naming label values read as relevant that look like a misspelt defect
     label ("defct" for "defect"; difflib's ratio ≥ 0.8): a rater's typo must not silently become a
-    relevant pair."""
+    relevant pair. Returns the values it named."""
     import difflib
     import warnings
 
@@ -62,8 +64,34 @@ def _warn_near_misses(relevant: pd.Series, defect: set[str], src: Source, column
     near = {v: int(n) for v, n in counts.items() if v and difflib.get_close_matches(v, defect, n=1, cutoff=0.8)}
     if near:
         shown = ", ".join(f"{v!r} ({n})" for v, n in list(near.items())[:5])
-        warnings.warn(src.error(f"column {column!r}: {sum(near.values())} rows with labels close to a defect label were read as "
+        warnings.warn(src.error(f"column {column!r}: {counted(sum(near.values()), 'row')} with a label close to a defect label read as "
                                 f"relevant: {shown}; correct them or add them to --defect-labels").args[0], DataWarning, stacklevel=3)
+    return set(near)
+
+
+def _warn_unchecked_labels(canonical: pd.Series, is_defect: pd.Series, defect: set[str], src: Source, column: str) -> None:
+    """One DataWarning line when --defect-labels matches no cell, or when more than one distinct
+    value is read as relevant ("yes", "maybe", "y"): everything not declared a defect counts as
+    relevant, so an "unsure" bucket would silently become relevant training pairs. ``canonical``:
+    the casefolded labels, less those already named as near misses of a defect label."""
+    import warnings
+
+    from ..errors import DataWarning
+
+    def listed(counts: pd.Series) -> str:
+        shown = ", ".join(f"{v!r} ({int(n):,})" for v, n in counts.head(6).items())
+        return shown + (f" and {len(counts) - 6} more" if len(counts) > 6 else "")
+
+    relevant = canonical[~is_defect.loc[canonical.index]].value_counts()
+    if not is_defect.any() and len(canonical):
+        message = (f"column {column!r}: no cell matches --defect-labels ({', '.join(sorted(repr(d) for d in defect))}), so every pair "
+                   f"is read as relevant; its values are {listed(relevant)}")
+    elif len(relevant) > 1:
+        message = (f"column {column!r}: {len(relevant)} different values read as relevant (every value not in --defect-labels is): "
+                   f"{listed(relevant)}; check that each means relevant, or add it to --defect-labels")
+    else:
+        return
+    warnings.warn(src.error(message).args[0], DataWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)

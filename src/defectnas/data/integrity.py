@@ -23,6 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ._common import counted
+
 WARN_UNKNOWN_SHARE = 0.05  # a script with this share of unknown pieces is covered poorly
 WARN_UNKNOWN_OVERALL = 0.02  # ... or the whole table
 MIN_SCRIPT_SHARE = 0.005  # scripts with fewer texts are not warned about
@@ -118,7 +120,7 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
             lines.append(f"encoding         whole file decoded as {read['encoding']} (not UTF-8)")
         elif read.get("encoding_fallback_rows"):
             rows = read["encoding_fallback_rows"]
-            lines.append(f"encoding         {read['encoding']}; {len(rows)} rows with bytes decoded as Windows-1252: "
+            lines.append(f"encoding         {read['encoding']}; {counted(len(rows), 'row')} with bytes decoded as Windows-1252: "
                          + ", ".join(map(str, rows[:10])) + (" …" if len(rows) > 10 else ""))
         else:
             lines.append(f"encoding         {read['encoding'] or 'Parquet (UTF-8 by its format)'}, no fallback")
@@ -133,8 +135,8 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
         lines.append(f"duplicates       {dup['duplicate_rows']:,} rows repeat a pair ({dup['duplicate_share']:.1%} of rows; "
                      f"{dup['repeated_pairs']:,} pairs seen more than once)")
         if dup["conflicting_pairs"] is not None:
-            lines.append(f"conflicts        {dup['conflicting_pairs']:,} pairs labelled both relevant and defect "
-                         f"({dup['conflicting_rows']:,} rows, {dup['conflict_share']:.1%} of rows)")
+            lines.append(f"conflicts        {counted(dup['conflicting_pairs'], 'pair')} labelled both relevant and defect "
+                         f"({counted(dup['conflicting_rows'], 'row')}, {dup['conflict_share']:.1%} of rows)")
     cov = d.get("coverage")
     if cov:
         scripts = "; ".join(f"{s} {v['text_share']:.1%} of texts, {v['unknown_share']:.1%} unknown"
