@@ -300,3 +300,32 @@ def test_a_test_fraction_out_of_range_is_refused_by_the_flag(command, capsys):
     with pytest.raises(SystemExit) as stop:
         main(command + ["--test-frac", "1.5"])
     assert stop.value.code == 2 and "argument --test-frac: must be a share of queries from 0 to less than 1, got 1.5" in capsys.readouterr().err
+
+
+def test_train_says_each_splits_defects_and_refuses_a_validation_split_without_any(tmp_path, tiny_config_file, capsys):
+    """A small file of one's own can put only defect-free queries in validation: the best epoch,
+    the calibration and the threshold would then be made up, so train refuses in one line (and
+    --valid-frac or --seed is the way out); the split line gives each split's defects."""
+    from conftest import make_pairs
+
+    pairs = make_pairs(n_queries=40, titles_per_query=4, seed=0)
+    defect_queries = sorted(pairs["query"].unique())[:6]
+    pairs.loc[~pairs["query"].isin(defect_queries), "label"] = 0  # 6 of 40 queries hold defects
+    pairs.to_csv(tmp_path / "few.csv", index=False)
+    seen = {}
+    for seed in range(12):
+        code, _, stderr = run(["train", "--data", str(tmp_path / "few.csv"), "--out", str(tmp_path / f"m{seed}"), "--config",
+                               str(tiny_config_file), "--epochs", "1", "--seed", str(seed)], capsys)
+        split_line = next(line for line in stderr.splitlines() if "(split by query)" in line)
+        seen[code] = (split_line, stderr)
+        if len(seen) == 2:
+            break
+    assert set(seen) == {0, 2}, seen  # some seeds leave validation without a defect, some do not
+    line, stderr = seen[2]
+    assert "valid " in line and "(0 defects)" in line.split("valid ")[1].split(",")[0]
+    assert "the validation split (" in stderr and "has no defect pair" in stderr and "--valid-frac" in stderr
+    line, _ = seen[0]
+    assert " defect" in line.split("valid ")[1].split(",")[0] and "(0 defects)" not in line.split("valid ")[1].split(",")[0]
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--data", "x.csv", "--out", str(tmp_path / "v"), "--valid-frac", "0"])
+    assert stop.value.code == 2 and "argument --valid-frac: must be above 0" in capsys.readouterr().err

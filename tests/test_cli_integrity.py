@@ -99,7 +99,7 @@ def test_predict_keeps_invalid_rows_with_an_empty_score_and_a_reason(tmp_path, m
     assert out["defect_probability"].tolist()[1:4] == ["", "", ""] and all(out["defect_probability"][i] for i in (0, 4, 5))
     assert out["is_defect"].tolist()[1:4] == ["", "", ""]
     warning = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert warning == [f"warning: {data}: 3 invalid rows left out (empty query 1, empty title 2): row 2, row 3, row 4"]
+    assert warning == [f"warning: {data}: 3 invalid rows kept unscored (empty query 1, empty title 2): row 2, row 3, row 4"]  # not "left out"
 
 
 @pytest.mark.parametrize("command", ["data", "evaluate", "predict", "threshold"])

@@ -49,6 +49,14 @@ def _threads(text: str) -> int:
     return value
 
 
+def _valid_fraction(text: str) -> float:
+    """argparse type of --valid-frac: a share of queries in (0, 1)."""
+    value = _test_fraction(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be above 0: training needs a validation split")
+    return value
+
+
 def _test_fraction(text: str) -> float:
     """argparse type of --test-frac: a share of queries in [0, 1)."""
     try:
@@ -119,22 +127,28 @@ def _echo(args: argparse.Namespace, message: str) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .data import load_pairs, split_by_query
+    from .data._common import counted
     from .storage import atomic_write_json
 
+    options = _options(args)
+    if args.valid_frac is not None:
+        options["valid_frac"] = args.valid_frac
+    valid_frac = options.setdefault("valid_frac", 0.1)
     df = load_pairs(args.data, **_load_kwargs(args))
-    parts = split_by_query(df, valid_frac=0.1, test_frac=args.test_frac, seed=args.seed)
+    parts = split_by_query(df, valid_frac=valid_frac, test_frac=args.test_frac, seed=args.seed)
     held_out = parts["test"] if len(parts["test"]) else parts["valid"]
-    _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs (split by query)")
+    sizes = ", ".join(f"{name} {len(part):,} ({counted(int(part['label'].sum()), 'defect')})" for name, part in parts.items())
+    _echo(args, f"{args.data}: {sizes} pairs (split by query)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _note_earlier_checkpoint(args, out)
-    clf = DefectClassifier(**_options(args))
+    clf = DefectClassifier(**options)
     clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
             invalid_rows=args.invalid_rows)
     clf.save(out)
     from .data import write_splits
 
-    write_splits(out, parts, data=str(args.data), seed=args.seed, test_frac=args.test_frac, valid_frac=0.1)
+    write_splits(out, parts, data=str(args.data), seed=args.seed, test_frac=args.test_frac, valid_frac=valid_frac)
     metrics = clf.evaluate(held_out)
     atomic_write_json(out / "metrics.json", metrics)
     if not args.keep_checkpoint:
@@ -263,14 +277,14 @@ def _model_splits(args: argparse.Namespace, df) -> dict:
             "test": df[q.isin(test)].reset_index(drop=True), "from_model": True}
 
 
-def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool):
+def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool, skipped_as: str = "left out"):
     """The table read (PairsRead) with the model's per-group column kept and the pairs the model
     cannot score set aside (--invalid-rows); says once when the group column is missing."""
     from .data import read_pairs
 
     column = (clf.group_thresholds_ or {}).get("column")
     read = read_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args),
-                      id_col=getattr(args, "pairs_id_col", None))
+                      id_col=getattr(args, "pairs_id_col", None), skipped_as=skipped_as)
     if column and column not in read.pairs.columns:
         _echo(args, f"note: the model has per-{column} thresholds but {args.data} has no {column!r} column; "
                     f"the global threshold {clf.threshold_:.4g} is used")
@@ -377,7 +391,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         cache = ProductCache(args.cache)
         cache.check_model(model_hash(args.model), args.model)  # another model's cache: one line, exit 2
-    read = _load_for_thresholds(args, clf, labels=False)
+    read = _load_for_thresholds(args, clf, labels=False, skipped_as="kept unscored")
     df = read.pairs
     probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
     id_col = (read.notes.get("columns") or {}).get("product_id")
@@ -708,6 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--variant", choices=["dl-gs", "dl-jl", "transfer"], help="loss: dl-gs (CE, default), dl-jl (CE + triplet), transfer (triplet pre-training, then CE)")
     p.add_argument("--test-frac", type=_test_fraction, default=0.2, help="share of queries held out for metrics.json (0: none, report validation)")
+    p.add_argument("--valid-frac", type=_valid_fraction, help="share of queries held out for early stopping, calibration and the threshold "
+                   "(default 0.1, or valid_frac of --config)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors after training")
     _add_model_options(p)

@@ -79,6 +79,8 @@ class DefectClassifier:
         them): a pair judged twice counts twice, and a pair judged both ways teaches its share
         of defect judgements. The vocabulary's unknown-piece share on the training text is
         logged, and a poorly covered script is one DataWarning line.
+        A validation split without a defect (or without a relevant pair) is refused
+        (DataError): early stopping, calibration and the threshold would have nothing to go on.
         """
         if invalid_rows not in INVALID_ROWS:
             raise DataError(f"invalid_rows must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
@@ -109,6 +111,7 @@ class DefectClassifier:
         self.tokenizer_ = tokenizer
         df = self._drop_unscorable(df, invalid_rows, "training data")
         valid = self._drop_unscorable(valid, invalid_rows, "validation data")
+        _require_both_classes(valid)
         self.data_report_ = {"duplicates": duplicate_report(df),
                              "coverage": coverage_report(tokenizer, pd.unique(pd.concat([df["query"], df["title"]])).tolist(),
                                                          "pre-trained vocabulary" if mcfg.embedding_init != "trained" else "trained vocabulary")}
@@ -316,11 +319,15 @@ class DefectClassifier:
     def evaluate(self, data: pd.DataFrame | str | Path, return_probabilities: bool = False):
         """The contract's metrics on labelled data at the saved operating point (per-group
         thresholds when the table has their column; then also ``threshold_by``). With
-        ``return_probabilities``: ``(metrics, labels, probabilities)``."""
+        ``return_probabilities``: ``(metrics, labels, probabilities)``. Pairs without a defect
+        give 0 for the undefined precision, recall, F1 and AP, with a DataWarning saying so."""
         column = (getattr(self, "group_thresholds_", None) or {}).get("column")
         df = _as_pairs(data, keep=[column] if column else ())
         rows = self.row_thresholds(df)
         labels, probs = df["label"].to_numpy(), self.predict_proba(df)
+        if len(labels) and not labels.any():
+            warnings.warn(f"the evaluated pairs ({len(labels):,}) hold no defect: precision, recall, F1 and AP are undefined "
+                          "(reported as 0); evaluate on pairs with defects", DataWarning, stacklevel=2)
         metrics = defect_metrics(labels, probs, self.threshold_, rows)
         if rows is not None:
             metrics["threshold_by"] = column
@@ -432,3 +439,16 @@ def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.D
         out["label"] = out["label"].astype(np.int64)
         return out.reset_index(drop=True)
     return load_pairs(data, keep=keep)
+
+
+def _require_both_classes(valid: pd.DataFrame) -> None:
+    """DataError when the validation pairs hold one class only: the best epoch is chosen by their
+    AP, the calibration and the F1-best threshold are fitted on them, and with one class all three
+    would be made up (AP 0 every epoch, threshold 0.5 on uncalibrated probabilities)."""
+    defects = int(valid["label"].sum())
+    if 0 < defects < len(valid):
+        return
+    missing = "no defect pair" if defects == 0 else "no relevant pair"
+    raise DataError(f"the validation split ({valid['query'].nunique():,} queries, {len(valid):,} pairs) has {missing}: early stopping, "
+                    "calibration and the threshold need both classes; split again (train: another --seed or a larger --valid-frac) "
+                    "or give validation data with both")

@@ -254,6 +254,19 @@ def test_bad_input_is_one_line_exit_2(audit_model, audit_cache, audit_pairs, tmp
     assert (tmp_path / "mine").is_dir()
 
 
+def test_the_error_names_the_first_bad_row_whatever_its_kind_and_counts_all(audit_model, audit_cache, audit_pairs, tmp_path, capsys):
+    """Checks run column by column, but the error is the log's first bad row (a position on row 3
+    before an empty query on row 8), and "more rows" counts the bad rows of every kind."""
+    log = result_log(audit_pairs).astype({"position": object, "impressions": object})
+    log.loc[7, "query"] = ""
+    log.loc[2, "position"] = 0
+    log.loc[12, "impressions"] = -3
+    log.to_csv(tmp_path / "messy.csv", index=False)
+    assert _audit(audit_model, audit_cache, tmp_path / "messy.csv", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "messy.csv: row 3: position '0'" in err and "(and 2 more rows)" in err
+
+
 def test_invalid_rows_skip_leaves_out_and_lists_each_bad_row(audit_model, audit_cache, audit_pairs, tmp_path, capsys):
     """--invalid-rows skip: a row with a bad cell of each kind is left out of every rate, named with
     its reason in skipped_rows.csv and summary.json; the other rows score as in a clean log."""

@@ -43,3 +43,17 @@ def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
     assert better["diff"] > 0 and better["ci_low"] > 0 and better["p_value"] < 0.01 and better["queries"] == 60
     same = paired_bootstrap(labels, groups, good, good + 1e-9 * rng.random(good.shape), resamples=300, seed=0)
     assert same["ci_low"] <= 0 <= same["ci_high"]
+
+
+def test_the_closing_line_says_when_best_scores_below_the_default_on_test():
+    """search ends with best/'s line: a best that scored below train's default on the test split
+    (search-time luck) says so there, with the paired verdict, not only in final.json."""
+    from defectnas.search.final import _against_default_on_test
+
+    best, default = {"key": "b", "test_ap": 0.272}, {"key": "d", "test_ap": 0.383}
+    paired = {"verdict": "not distinguishable from noise", "same_architecture": False}
+    line = _against_default_on_test(best, [best, default], "d", paired)
+    assert line == "; test AP 0.2720 against train's default's 0.3830 (lower on the mean): not distinguishable from noise"
+    assert "lower" not in _against_default_on_test({**best, "test_ap": 0.4}, [best, default], "d", paired)
+    assert _against_default_on_test(best, [best, default], "d", None) == ""  # no test split
+    assert _against_default_on_test(default, [default], "d", {**paired, "same_architecture": True}) == ""  # best is the default

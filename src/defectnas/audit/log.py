@@ -319,12 +319,13 @@ class _UbiPages:
 
 def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
                skipped: list[tuple[int, str, dict]] | None = None) -> pd.DataFrame:
-    """The batch with the internal columns (module docstring) added; errors name the source row.
-    With ``skipped`` (a list), rows with a bad cell are left out and listed there instead."""
+    """The batch with the internal columns (module docstring) added; an error names the first
+    source row with a bad cell (of any kind) and counts the others. With ``skipped`` (a list),
+    rows with a bad cell are left out and listed there instead."""
     lines = raw.attrs.get("lines")
     rows = np.asarray(lines, dtype=np.int64) if lines is not None else np.arange(offset + 1, offset + len(raw) + 1, dtype=np.int64)
     where = Source(src.name)
-    reasons = np.full(len(raw), None, dtype=object)  # skip mode: each bad row's first reason
+    reasons = np.full(len(raw), None, dtype=object)  # each bad row's first reason
 
     def bad(mask: pd.Series, message: str, column: str, cells: pd.Series | None = None) -> None:
         """``message`` may hold ``{value}``: the bad cell of ``cells``, shown."""
@@ -334,9 +335,6 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
 
         if not mask.any():
             return
-        if skipped is None:
-            pos, count = first_bad(mask)
-            raise where.error(f"row {rows[pos]}: {reason(pos)}{more(count)}")
         for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
             if reasons[i] is None:
                 reasons[i] = reason(i)
@@ -376,6 +374,9 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
     out["_position"] = _positive_ints(raw[layout.position], layout.position, bad)
     out["_weight"] = _weights(raw, layout, bad)
     dropped = reasons != None  # noqa: E711 (elementwise)
+    if dropped.any() and skipped is None:  # every check has run: the first bad row of the batch, whatever its kind
+        pos, count = first_bad(pd.Series(dropped))
+        raise where.error(f"row {rows[pos]}: {reasons[pos]}{more(count)}")
     if dropped.any():
         columns = [c for c in dict.fromkeys((layout.query, layout.product, layout.title, layout.position, layout.traffic)) if c]
         part = raw[columns].iloc[np.flatnonzero(dropped)]

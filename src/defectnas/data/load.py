@@ -126,11 +126,13 @@ def read_pairs(
     keep: Sequence[str] = (),
     invalid_rows: str = "error",
     id_col: str | None = None,
+    skipped_as: str = "left out",
 ) -> PairsRead:
     """:func:`load_pairs`, keeping the table as read and why each left-out row was left out.
 
     ``id_col``: the column of product ids when it is not the format's own (a table's
-    ``product_id``); DataError naming the file when the column is absent."""
+    ``product_id``); DataError naming the file when the column is absent. ``skipped_as``: how
+    the warning line about invalid rows describes them (predict keeps them, unscored)."""
     if invalid_rows not in INVALID_ROWS:
         raise Source(_name(data)).error(f"invalid_rows (--invalid-rows) must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
     if format not in FORMATS:
@@ -162,7 +164,7 @@ def read_pairs(
         has_label = False  # unlabelled use (predict): a partly empty label column is not needed, so not read
     for column, reason, mask in checks:
         reasons[mask & (reasons == "")] = reason
-    _apply_policy(reasons, checks, invalid_rows, src)
+    _apply_policy(reasons, checks, invalid_rows, src, skipped_as)
     valid = (reasons == "").to_numpy()
     if has_label:
         out["label"] = pd.Series(0, index=frame.index, dtype="int64")
@@ -192,8 +194,9 @@ def _missing_cells(values: pd.Series) -> pd.Series:
     return values.isna() | (as_strings(values).fillna("") == "")
 
 
-def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source) -> None:
-    """Raise for the first invalid row ("error"), or say in one warning line what is left out."""
+def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source, skipped_as: str = "left out") -> None:
+    """Raise for the first invalid row ("error"), or say in one warning line what is left out
+    (``skipped_as``: how the caller treats them, e.g. kept unscored in predict's output)."""
     bad = reasons != ""
     if not bad.any():
         return
@@ -202,7 +205,7 @@ def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source) ->
         column = next(c for c, reason, _ in checks if reason == reasons.iloc[pos])
         raise src.error(f"{src.row(pos)}: {reasons.iloc[pos]} in column {column!r}{more(count)} "
                         "(--invalid-rows skip leaves such rows out)")
-    warnings.warn(src.error(skipped_line(reasons, src)).args[0], DataWarning, stacklevel=4)
+    warnings.warn(src.error(skipped_line(reasons, src, skipped_as)).args[0], DataWarning, stacklevel=4)
 
 
 def skipped_line(reasons: pd.Series, src: Source, what: str = "left out") -> str:

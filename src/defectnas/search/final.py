@@ -271,8 +271,19 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     overtaken = sum(bool(e["dominated_by"]) for e in report["pareto"])
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
         f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
-        f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else ""))
+        f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else "")
+        + _against_default_on_test(best, rows, default_key, paired))
     return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
+
+
+def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], default_key: str, paired: dict[str, Any] | None) -> str:
+    """The closing line's last clause: best's test AP beside train's default's and the paired
+    verdict, so a best/ that scores below the default on test says so where the search ends."""
+    default = next((r for r in rows if r["key"] == default_key), None)
+    if paired is None or paired.get("same_architecture") or default is None or best.get("test_ap") is None:
+        return ""
+    lower = " (lower on the mean)" if best["test_ap"] < default.get("test_ap", float("-inf")) else ""
+    return (f"; test AP {best['test_ap']:.4f} against train's default's {default['test_ap']:.4f}{lower}: {paired['verdict']}")
 
 
 def _verdict(paired: dict[str, Any]) -> str:

@@ -49,8 +49,8 @@ def paired_bootstrap(labels: np.ndarray, groups: np.ndarray, probs_a: np.ndarray
 
     ``probs_a`` / ``probs_b``: (seeds, rows) probabilities (or (rows,)); the metric is computed
     per seed and averaged, on each resample of whole queries (``groups``: one query id per row).
-    Returns ``diff``, ``ci_low``, ``ci_high``, ``p_value`` (share of resamples where a is not
-    better), ``resamples`` and ``queries``.
+    Returns ``diff``, ``ci_low``, ``ci_high``, ``p_value`` (one-sided: share of resamples where a
+    is not better), ``p_value_meaning`` (that sentence, for readers of the JSON), ``resamples`` and ``queries``.
     """
     labels = np.asarray(labels).astype(int)
     a, b = np.atleast_2d(probs_a), np.atleast_2d(probs_b)
@@ -69,7 +69,8 @@ def paired_bootstrap(labels: np.ndarray, groups: np.ndarray, probs_a: np.ndarray
         draws.append(diff(np.concatenate([rows_of[g] for g in picked])))
     draws = np.asarray(draws)
     return {"diff": observed, "ci_low": float(np.quantile(draws, 0.025)), "ci_high": float(np.quantile(draws, 0.975)),
-            "p_value": float((draws <= 0).mean()), "resamples": int(resamples), "queries": int(len(codes))}
+            "p_value": float((draws <= 0).mean()), "p_value_meaning": "one-sided: the share of query resamples where a is not better than b",
+            "resamples": int(resamples), "queries": int(len(codes))}
 
 
 def icc(scores: np.ndarray) -> float:
