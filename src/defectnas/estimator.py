@@ -26,7 +26,7 @@ from . import __version__
 from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calibrator
 from .config import ModelConfig, TrainConfig, split_options, to_dict
 from .data import build_triplets, load_pairs, normalize_text, split_by_query, text_pairs
-from .data.integrity import coverage_report, coverage_warning, duplicate_report
+from .data.integrity import coverage_report, coverage_warning, duplicate_report, html_entity_report
 from .data.load import INVALID_ROWS, PairsRead, skipped_line
 from .data.tokenizer import TextTokenizer
 from .errors import DataError, DataWarning, NotFittedError
@@ -112,13 +112,16 @@ class DefectClassifier:
         df = self._drop_unscorable(df, invalid_rows, "training data")
         valid = self._drop_unscorable(valid, invalid_rows, "validation data")
         _require_both_classes(valid)
-        self.data_report_ = {"duplicates": duplicate_report(df),
+        self.data_report_ = {"duplicates": duplicate_report(df), "html_entities": html_entity_report(df),
                              "coverage": coverage_report(tokenizer, pd.unique(pd.concat([df["query"], df["title"]])).tolist(),
                                                          "pre-trained vocabulary" if mcfg.embedding_init != "trained" else "trained vocabulary")}
         if log:
             dup, cov = self.data_report_["duplicates"], self.data_report_["coverage"]
+            html = self.data_report_["html_entities"]
             log(f"training data: {dup['duplicate_rows']} rows repeat a pair, {dup['conflicting_pairs']} pairs labelled both ways "
-                f"(all kept); {cov['unknown_share']:.2%} of word pieces unknown to the {cov['vocabulary']}")
+                f"(all kept); {cov['unknown_share']:.2%} of word pieces unknown to the {cov['vocabulary']}"
+                + (f"; {html['texts']} distinct texts hold HTML character references such as {html['examples'][0]} (kept as written)"
+                   if html["texts"] else ""))
         warning = coverage_warning(self.data_report_["coverage"])
         if warning:
             warnings.warn(f"training data: {warning}", DataWarning, stacklevel=2)

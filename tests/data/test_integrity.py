@@ -155,6 +155,22 @@ def test_duplicate_and_conflicting_pairs_are_counted():
     assert "conflicts        1 pair labelled both relevant and defect (3 rows, 50.0% of rows)" in text
 
 
+def test_html_character_references_are_counted_and_named_not_changed():
+    """Scraped titles keep "&amp;" (1.8% of the Home Depot sample's texts): the report counts the
+    distinct texts that hold one, per column, with examples; the text itself is left as given."""
+    from defectnas.data.integrity import html_entity_report
+
+    df = pd.DataFrame({"query": ["tom & jerry", "r&b cd", "a&amp;b"],
+                       "title": ["ben &amp; jerry&#39;s", "ben &amp; jerry&#39;s", "50&#x25; off &trade;"], "label": [0, 1, 0]})
+    report = html_entity_report(df)
+    assert report["texts"] == 3 and report["by_column"] == {"query": 1, "title": 2}  # a bare "&" is not an entity
+    assert report["examples"] == ["&amp;", "&#39;", "&#x25;"] and report["share"] == pytest.approx(3 / 5)
+    text = format_description(describe(df))
+    assert "html entities    3 distinct texts (60.0%; 1 query, 2 titles) hold HTML character references such as &amp;, &#39;, &#x25;" in text
+    assert html_entity_report(df.assign(query="x", title="plain"))["texts"] == 0
+    assert "html entities" not in format_description(describe(df.assign(query="x", title="plain")))
+
+
 def test_a_shipped_split_never_puts_one_pair_on_two_sides():
     df = pd.DataFrame({"query": ["a", "a", "b", "c", "d", "e", "f"], "title": ["x", "x", "y", "z", "w", "v", "u"],
                        "label": [0, 1, 0, 0, 1, 0, 0], "split": ["train", "test", "train", "train", "test", "train", "train"]})

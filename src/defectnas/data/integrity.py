@@ -16,6 +16,7 @@ what the numbers mean, so it is counted here once and printed in a few lines.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 from typing import Any, Sequence
@@ -58,6 +59,29 @@ def duplicate_report(df: pd.DataFrame) -> dict[str, Any]:
         out.update(conflicting_pairs=len(conflicting), conflicting_rows=conflicting_rows,
                    conflict_share=float(conflicting_rows / rows) if rows else 0.0)
     return out
+
+
+HTML_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")  # &amp; &#39; &#x2122;
+
+
+def html_entity_report(df: pd.DataFrame) -> dict[str, Any]:
+    """Distinct queries and titles that hold HTML character references (``&amp;``, ``&#39;``):
+    text scraped from web pages often keeps them, and the tokenizer reads ``&amp;`` as three
+    pieces (``&``, ``amp``, ``;``) where the shopper saw one ``&``. Counted, not changed: the
+    texts are the model's inputs as given (decode them before training and serving alike).
+
+    Keys: ``texts`` (distinct texts with one), ``share`` (of distinct texts), ``examples`` (up to
+    3 entities as found), ``by_column`` (distinct texts with one per column)."""
+    by_column, examples, total, found = {}, {}, 0, 0
+    for column in ("query", "title"):
+        texts = pd.unique(df[column].dropna().astype(str)) if column in df.columns else []
+        hits = [t for t in texts if "&" in t and HTML_ENTITY.search(t)]
+        by_column[column] = len(hits)
+        total, found = total + len(texts), found + len(hits)
+        for t in hits[:50]:
+            for m in HTML_ENTITY.findall(t):
+                examples.setdefault(m, None)
+    return {"texts": found, "share": found / total if total else 0.0, "examples": list(examples)[:3], "by_column": by_column}
 
 
 def script_of(text: str) -> str:
@@ -137,6 +161,11 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
         if dup["conflicting_pairs"] is not None:
             lines.append(f"conflicts        {counted(dup['conflicting_pairs'], 'pair')} labelled both relevant and defect "
                          f"({counted(dup['conflicting_rows'], 'row')}, {dup['conflict_share']:.1%} of rows)")
+    html = d.get("html_entities")
+    if html and html["texts"]:
+        lines.append(f"html entities    {counted(html['texts'], 'distinct text')} ({html['share']:.1%}; "
+                     f"{counted(html['by_column']['query'], 'query', 'queries')}, {counted(html['by_column']['title'], 'title')}) hold HTML character references "
+                     f"such as {', '.join(html['examples'])}: kept as written (the tokenizer reads '&amp;' as '&', 'amp', ';')")
     cov = d.get("coverage")
     if cov:
         scripts = "; ".join(f"{s} {v['text_share']:.1%} of texts, {v['unknown_share']:.1%} unknown"

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .integrity import duplicate_report, format_integrity
+from .integrity import duplicate_report, format_integrity, html_entity_report
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -26,7 +26,8 @@ def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage
     Keys: ``rows``, ``queries`` (distinct), ``products`` (distinct ``product_id``, else titles),
     ``defects`` and ``defect_rate`` (None without a ``label`` column), ``query_tokens`` and
     ``title_tokens`` (dicts with p50, p90, p95, p99, max), and ``splits`` (rows per split)
-    when there is a ``split`` column; ``duplicates`` (repeated and conflicting pairs), and
+    when there is a ``split`` column; ``duplicates`` (repeated and conflicting pairs),
+    ``html_entities`` (:func:`~defectnas.data.integrity.html_entity_report`), and
     ``integrity`` (:meth:`PairsRead.integrity`) and ``coverage``
     (:func:`~defectnas.data.integrity.coverage_report`) when given.
     """
@@ -48,6 +49,7 @@ def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage
     if "split" in df.columns:
         out["splits"] = {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()}
     out["duplicates"] = duplicate_report(df)
+    out["html_entities"] = html_entity_report(df)
     if integrity is not None:
         out["integrity"] = integrity
     if coverage is not None:
