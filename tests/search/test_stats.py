@@ -57,3 +57,18 @@ def test_the_closing_line_says_when_best_scores_below_the_default_on_test():
     assert "lower" not in _against_default_on_test({**best, "test_ap": 0.4}, [best, default], "d", paired)
     assert _against_default_on_test(best, [best, default], "d", None) == ""  # no test split
     assert _against_default_on_test(default, [default], "d", {**paired, "same_architecture": True}) == ""  # best is the default
+
+
+def test_a_search_past_its_budget_says_by_how_much_and_where():
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import _say_budget_overrun
+
+    said = []
+    report = {"retrain": {"seconds": 200.0, "estimate_s": 147.6}, "distilled": {"seconds": 77.0}}
+    _say_budget_overrun(SearchConfig(data="x", budget_minutes=4), 331.9, report, said.append)
+    assert said == ["note: this run took 5.5 min against --budget-minutes 4 (+38%): retraining and distillation took 277 s where 148 s "
+                    "were reserved; the budget stops sampling on estimates made from the children's own seconds, so other load on the "
+                    "machine, or a budget too small for the noise floor and one batch, overruns it"]
+    _say_budget_overrun(SearchConfig(data="x", budget_minutes=4), 250.0, report, said.append)  # within 10%: nothing
+    _say_budget_overrun(SearchConfig(data="x", budget_minutes=0), 9999.0, report, said.append)  # no budget
+    assert len(said) == 1

@@ -128,10 +128,28 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
         trials = _run_trials(cfg, space, executor, out, quiet, say, started, floor, tables)
         final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
+        _say_budget_overrun(cfg, time.perf_counter() - started, final.get("report") or {}, say)
     finally:
         executor.shutdown()
     return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), time.perf_counter() - started,
                         floor, final)
+
+
+def _say_budget_overrun(cfg: SearchConfig, seconds: float, report: dict[str, Any], say) -> None:
+    """A closing note when this run passed --budget-minutes by more than 10%, saying where the
+    estimate went wrong: sampling stops on an estimate of the retrains (and distillation) made
+    from the children's own seconds, so a machine that slows down later overruns it."""
+    budget = 60 * cfg.budget_minutes
+    if not budget or seconds <= 1.1 * budget:
+        return
+    retrain = report.get("retrain") or {}
+    distilled = report.get("distilled") if isinstance(report.get("distilled"), dict) else {}
+    spent = (retrain.get("seconds") or 0.0) + (distilled.get("seconds") or 0.0)
+    where = (f": retraining and distillation took {spent:.0f} s where {retrain['estimate_s']:.0f} s were reserved"
+             if retrain.get("estimate_s") else "")
+    say(f"note: this run took {seconds / 60:.1f} min against --budget-minutes {cfg.budget_minutes:g} ({seconds / budget - 1:+.0%})"
+        + where + "; the budget stops sampling on estimates made from the children's own seconds, so other load on the "
+        "machine, or a budget too small for the noise floor and one batch, overruns it")
 
 
 # ------------------------------------------------------------------------ data
