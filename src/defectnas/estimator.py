@@ -111,7 +111,6 @@ class DefectClassifier:
         self.tokenizer_ = tokenizer
         df = self._drop_unscorable(df, invalid_rows, "training data")
         valid = self._drop_unscorable(valid, invalid_rows, "validation data")
-        _require_both_classes(valid)
         self.data_report_ = {"duplicates": duplicate_report(df), "html_entities": html_entity_report(df),
                              "coverage": coverage_report(tokenizer, pd.unique(pd.concat([df["query"], df["title"]])).tolist(),
                                                          "pre-trained vocabulary" if mcfg.embedding_init != "trained" else "trained vocabulary")}
@@ -141,6 +140,7 @@ class DefectClassifier:
                 tokenizer.encode(trip_df["positive"].tolist(), mcfg.title_max_len),
                 tokenizer.encode(trip_df["negative"].tolist(), mcfg.title_max_len),
             )
+        _require_both_classes(valid)
         self.tokenizer_, self.model_config_, self.train_config_ = tokenizer, mcfg, tcfg
         train_pairs = self._encode(df)
         if teacher is None and tcfg.teacher:
@@ -451,7 +451,7 @@ def _require_both_classes(valid: pd.DataFrame) -> None:
     defects = int(valid["label"].sum())
     if 0 < defects < len(valid):
         return
-    missing = "no defect pair" if defects == 0 else "no relevant pair"
+    missing = "no pairs" if not len(valid) else "no defect pair" if defects == 0 else "no relevant pair"
     raise DataError(f"the validation split ({valid['query'].nunique():,} queries, {len(valid):,} pairs) has {missing}: early stopping, "
                     "calibration and the threshold need both classes; split again (train: another --seed or a larger --valid-frac) "
                     "or give validation data with both")
