@@ -106,3 +106,21 @@ def test_missing_file_directory_and_multi_member_zip(tmp_path: Path, raises_data
         archive.writestr("a.csv", "x\n1\n")
         archive.writestr("b.csv", "x\n2\n")
     raises_data_error(read_table, path, contains=("two.zip", "exactly one", "a.csv"))
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.tsv"])
+def test_a_header_naming_a_column_twice_is_said_in_one_warning(tmp_path, name):
+    """pandas reads the second "lab" as "lab.1"; --label-col lab would silently take the first."""
+    import warnings
+
+    from defectnas.errors import DataWarning
+
+    sep = "\t" if name.endswith(".tsv") else ","
+    path = write_file(tmp_path, name, sep.join(["q", "t", "lab", "lab"]).encode() + b"\na" + sep.encode() + sep.join(["x", "yes", "no"]).encode() + b"\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = read_table(path)
+    lines = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert list(frame.columns) == ["q", "t", "lab", "lab.1"]
+    assert lines == [f"{path}: the header names a column twice: 'lab' (columns 3 and 4; the second read as 'lab.1'); a column option "
+                     "naming it takes the first: rename one"]

@@ -203,11 +203,34 @@ def _read_delimited(text: str, sep: str | None, src: Source) -> tuple[pd.DataFra
         header = text if end < 0 else text[:end]
         sep = "\t" if "\t" in header and "," not in header else ","
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""]), sep
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+        _warn_repeated_header_names(text, sep, list(frame.columns), src)
+        return frame, sep
     except pd.errors.EmptyDataError:
         raise src.error("file is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise src.error(_parser_message(str(exc))) from None
+
+
+def _warn_repeated_header_names(text: str, sep: str, columns: list[str], src: Source) -> None:
+    """One DataWarning line when the header names a column twice: pandas keeps both and reads the
+    second as "name.1", so a mapping to "name" silently takes the first."""
+    end = text.find("\n")
+    try:
+        names = next(csv.reader([text if end < 0 else text[:end]], delimiter=sep))
+    except (csv.Error, StopIteration):
+        return
+    seen: dict[str, int] = {}
+    repeated = []
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            repeated.append(f"{name!r} (columns {seen[name]} and {position}; the second read as {columns[position - 1]!r})"
+                            if position <= len(columns) else f"{name!r} (columns {seen[name]} and {position})")
+        else:
+            seen[name] = position
+    if repeated:
+        warnings.warn(src.error(f"the header names a column twice: {'; '.join(repeated[:3])}; a column option naming it takes the "
+                                "first: rename one").args[0], DataWarning, stacklevel=4)
 
 
 def _parser_message(message: str) -> str:
