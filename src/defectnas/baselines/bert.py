@@ -17,6 +17,7 @@ CPU fine-tuning is slow: ``max_train_rows`` caps the training rows (a seeded sam
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -85,6 +86,8 @@ class CrossEncoderClassifier(ThresholdedClassifier):
         if self.num_threads > 0:
             torch.set_num_threads(self.num_threads)
         if self.max_train_rows and len(train) > self.max_train_rows:
+            if log:
+                log(f"fine-tuning on a seeded sample of {self.max_train_rows:,} of the {len(train):,} training pairs (max_train_rows)")
             train = train.sample(n=self.max_train_rows, random_state=self.seed)
         source = resolve_model_path(self.model_name)
         torch.manual_seed(self.seed)  # the new classification head's initialisation
@@ -121,7 +124,7 @@ class CrossEncoderClassifier(ThresholdedClassifier):
             record = {"epoch": epoch + 1, "steps": step, "loss": float(np.mean(losses)) if losses else None, "seconds": round(time.time() - started, 1)}
             self.history_.append(record)
             if log:
-                log(str(record))
+                log(json.dumps({**record, "phase": "fine-tune"}))
         self.model_.eval()
         self.__dict__.pop("calibrator_", None)  # a refit: the raw scores of the new weights
         self.calibrate(valid, self.predict_proba(valid))
