@@ -100,7 +100,7 @@ def test_bare_quickstart_runs_on_the_embedded_sample(tmp_path, tiny_config_path,
     # the saved model knows its split: evaluate --split test scores quickstart's own test queries
     from defectnas.datasets import esci_sample_path
 
-    best = max((r for r in rows if r["model"] in {"dl-gs", "dl-jl", "transfer"}), key=lambda r: r["f1"])
+    best = max((r for r in rows if r["model"] in {"dl-gs", "dl-jl", "transfer"}), key=lambda r: r["valid_ap"])  # chosen on validation
     assert main(["evaluate", "--model", str(out / "model"), "--data", str(esci_sample_path()), "--split", "test",
                  "--json", str(tmp_path / "eval.json"), "--quiet"]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["average_precision"] == pytest.approx(best["average_precision"], abs=1e-6)
@@ -137,9 +137,9 @@ def test_quickstart_end_to_end(tmp_path, homedepot_sample, tiny_config_path, cap
     assert {"model", "precision", "recall", "f1", "average_precision", "params"} <= set(table.columns)
     md = (out / "results.md").read_text()
     assert md.startswith("| model") and all(m in md for m in models)
-    assert all(m in stdout for m in models) and "best:" in stdout
+    assert all(m in stdout for m in models) and "best by validation AP:" in stdout
 
     clf = DefectClassifier.load(out / "model")
     assert clf.model_config_.d_model == 16
-    best = max((r for r in rows if r["model"] in ("dl-gs", "dl-jl", "transfer")), key=lambda r: r["f1"])
+    best = max((r for r in rows if r["model"] in ("dl-gs", "dl-jl", "transfer")), key=lambda r: r["valid_ap"])
     assert clf.train_config_.variant == best["model"]
