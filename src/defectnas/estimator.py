@@ -27,7 +27,7 @@ from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calib
 from .config import ModelConfig, TrainConfig, split_options, to_dict
 from .data import build_triplets, load_pairs, normalize_text, split_by_query, text_pairs
 from .data.integrity import coverage_report, coverage_warning, duplicate_report, html_entity_report
-from .data.load import INVALID_ROWS, PairsRead, skipped_line
+from .data.load import INVALID_ROWS, PairsRead, missing_class, skipped_line
 from .data.tokenizer import TextTokenizer
 from .errors import DataError, DataWarning, NotFittedError
 from .model import DefectNet
@@ -448,10 +448,10 @@ def _require_both_classes(valid: pd.DataFrame) -> None:
     """DataError when the validation pairs hold one class only: the best epoch is chosen by their
     AP, the calibration and the F1-best threshold are fitted on them, and with one class all three
     would be made up (AP 0 every epoch, threshold 0.5 on uncalibrated probabilities)."""
-    defects = int(valid["label"].sum())
-    if 0 < defects < len(valid):
+    missing = missing_class(valid["label"])
+    if missing is None:
         return
-    missing = "no pairs" if not len(valid) else "no defect pair" if defects == 0 else "no relevant pair"
+    missing = f"no {missing} pair" if len(valid) else "no pairs"
     raise DataError(f"the validation split ({valid['query'].nunique():,} queries, {len(valid):,} pairs) has {missing}: early stopping, "
                     "calibration and the threshold need both classes; split again (train: another --seed or a larger --valid-frac) "
                     "or give validation data with both")

@@ -251,12 +251,16 @@ def _check_columns(frame: pd.DataFrame, spec: FormatSpec, src: Source, labels: b
     )
 
 
-def _check_classes(label: pd.Series, src: Source) -> None:
+def missing_class(label: pd.Series) -> str | None:
+    """"defect" when no label is 1, "relevant" when none is 0 (an empty table: "defect"), else None."""
     defects = int(label.sum())
-    if defects == 0:
-        raise src.error("no defect pairs (label 1) in the table; training and evaluation need both classes")
-    if defects == len(label):
-        raise src.error("no relevant pairs (label 0) in the table; training and evaluation need both classes")
+    return "defect" if defects == 0 else "relevant" if defects == len(label) else None
+
+
+def _check_classes(label: pd.Series, src: Source) -> None:
+    missing = missing_class(label)
+    if missing:
+        raise src.error(f"no {missing} pairs (label {int(missing == 'defect')}) in the table; training and evaluation need both classes")
 
 
 def title_id(title: str) -> str:

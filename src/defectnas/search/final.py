@@ -279,10 +279,10 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], default_key: str, paired: dict[str, Any] | None) -> str:
     """The closing line's last clause: best's test AP beside train's default's and the paired
     verdict, so a best/ that scores below the default on test says so where the search ends."""
-    default = next((r for r in rows if r["key"] == default_key), None)
-    if paired is None or paired.get("same_architecture") or default is None or best.get("test_ap") is None:
+    default = next((r for r in rows if r["key"] == default_key), {})
+    if paired is None or paired.get("same_architecture") or best.get("test_ap") is None or default.get("test_ap") is None:
         return ""
-    lower = " (lower on the mean)" if best["test_ap"] < default.get("test_ap", float("-inf")) else ""
+    lower = " (lower on the mean)" if best["test_ap"] < default["test_ap"] else ""
     return (f"; test AP {best['test_ap']:.4f} against train's default's {default['test_ap']:.4f}{lower}: {paired['verdict']}")
 
 
