@@ -41,13 +41,20 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
         assert (out / name).stat().st_size > 0
     final = json.loads((out / "final.json").read_text())
     assert 1 <= len(final["pareto"]) <= 2 + 1  # --pareto-max 2, and the distilled student when no candidate beats it
+    compared = 0
     for entry in final["pareto"]:  # each front model: an ordinary model directory with the searched architecture
         d = out / "pareto" / str(entry["n"])
         clf = DefectClassifier.load(d)
         assert space.to_options(entry["architecture"])["query_backbone_layers"] == clf.model_config_.query_backbone_layers
         assert set(json.loads((d / "metrics.json").read_text())) >= CONTRACT_KEYS
-        assert main(["evaluate", "--model", str(d), "--data", str(search_sample), "--quiet"]) == 0
-        assert set(json.loads(capsys.readouterr().out)) == CONTRACT_KEYS
+        assert main(["evaluate", "--model", str(d), "--data", str(search_sample), "--split", "test", "--quiet"]) == 0
+        scored = json.loads(capsys.readouterr().out)  # on the search's own test queries (splits.json beside the model)
+        assert set(scored) == CONTRACT_KEYS
+        retrained = [c for c in final["candidates"] if c["key"] == entry["key"]]  # saved: the first retrain seed's model
+        if retrained:
+            assert scored["average_precision"] == pytest.approx(retrained[0]["test"][0]["average_precision"], abs=1e-4)
+            compared += 1
+    assert compared >= 1
     best = next(c for c in final["candidates"] if c["best"])
     stamp = json.loads((out / "best" / "architecture.json").read_text())
     assert arch_key(stamp["architecture"]) == arch_key(best["architecture"])

@@ -89,6 +89,19 @@ def test_noise_floor_is_measured_first_and_saved(tmp_path, synthetic_csv, fake_c
     assert floor["std_of_mean"] == pytest.approx(np.std(means, ddof=1), abs=1e-5)
 
 
+def test_plots_are_redrawn_while_sampling_only_when_the_interval_passed(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    import defectnas.search.runner as runner
+
+    drawn: list[int] = []
+    monkeypatch.setattr(runner, "write_plots", lambda out, trials, cfg, floor: drawn.append(len(trials.records())))
+    run_search(config(synthetic_csv, trials=4), tmp_path / "a")  # fast: no batch waits two minutes
+    assert drawn == [4]  # once, at the end
+    drawn.clear()
+    monkeypatch.setattr(runner, "PLOT_EVERY_S", 0.0)
+    run_search(config(synthetic_csv, trials=4), tmp_path / "b")
+    assert drawn == [1, 2, 3, 4, 4]  # after each batch (batch_size 1), then at the end
+
+
 def test_same_seed_same_trials_under_every_strategy(tmp_path, synthetic_csv, fake_children):
     for strategy in STRATEGIES:
         kw = {"strategy": strategy, "population": 4, "sample_size": 2, "trials": 10}
@@ -349,47 +362,60 @@ def test_random_strategy_leaves_the_controller_alone(tmp_path, synthetic_csv, fa
     assert meta["step"] == 12 and not any(k.startswith("optimizer.") for k in tensors)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_sigkill_and_resume(tmp_path, synthetic_csv, strategy):
-    """A search process is SIGKILLed mid-way; --resume finishes it exactly as if it had not been."""
+def test_sigkill_and_resume(tmp_path, synthetic_csv):
+    """A search process is SIGKILLed mid-way; --resume finishes it exactly as if it had not been, under
+    every strategy (the three strategies' processes run side by side)."""
     import defectnas.search.executors as executors
     from .fakes import fake_evaluate_child
 
     script = Path(__file__).with_name("fakes.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])}
     trials = 10
+
+    def launch(strategy: str, *extra: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(synthetic_csv), str(tmp_path / strategy), str(trials), strategy, *extra],
+                                env=env, **kw)
+
+    running = {strategy: launch(strategy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for strategy in STRATEGIES}
+    deadline = time.time() + 120
+    try:
+        while running and time.time() < deadline:  # kill each once it logged 3 trials, none finished
+            for strategy, proc in list(running.items()):
+                assert proc.poll() is None, f"{strategy}: the search finished before it could be killed"
+                log = tmp_path / strategy / "trials.jsonl"
+                if log.exists() and len(log.read_text().splitlines()) >= 3:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    del running[strategy]
+            time.sleep(0.02)
+    finally:  # no process outlives a failed check
+        for proc in running.values():
+            proc.kill()
+    assert not running, "no search logged 3 trials in time"
+    for strategy in STRATEGIES:
+        assert 3 <= len(read_trials(tmp_path / strategy)) < trials, strategy
+
+    logs = {strategy: (tmp_path / f"{strategy}.log").open("w") for strategy in STRATEGIES}  # files: a full pipe would block them
+    resumed = {strategy: launch(strategy, "--resume", stdout=logs[strategy], stderr=subprocess.STDOUT) for strategy in STRATEGIES}
     real = executors.evaluate_child
     executors.evaluate_child = fake_evaluate_child
-    try:
-        run_search(kill_test_config(synthetic_csv, trials, strategy), tmp_path / "ref")  # uninterrupted, in this process
+    try:  # the uninterrupted references, in this process, while the resumed ones run
+        for strategy in STRATEGIES:
+            run_search(kill_test_config(synthetic_csv, trials, strategy), tmp_path / f"ref-{strategy}")
     finally:
         executors.evaluate_child = real
-
-    out = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, str(script), str(synthetic_csv), str(out), str(trials), strategy], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "trials.jsonl"
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the search finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = len(read_trials(out))
-    assert 3 <= killed_at < trials
-
-    resumed = subprocess.run([sys.executable, str(script), str(synthetic_csv), str(out), str(trials), strategy, "--resume"],
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
-    got, want = read_trials(out), read_trials(tmp_path / "ref")
-    assert [r["trial"] for r in got] == list(range(trials))  # no gap, no duplicate, in order
-    assert keys(got) == keys(want)
-    assert [r["reward"] for r in got] == [r["reward"] for r in want]
-    floor = lambda d: [json.loads(l)["metric"] for l in (d / "noise.jsonl").read_text().splitlines()]  # noqa: E731
-    assert floor(out) == floor(tmp_path / "ref")  # the noise floor: measured once, not repeated
-    assert (out / "best" / "config.json").exists() and (out / "final.json").exists()
+    for strategy, proc in resumed.items():
+        proc.wait(timeout=180)
+        logs[strategy].close()
+        assert proc.returncode == 0, f"{strategy}: {(tmp_path / f'{strategy}.log').read_text()}"
+        out, ref = tmp_path / strategy, tmp_path / f"ref-{strategy}"
+        got, want = read_trials(out), read_trials(ref)
+        assert [r["trial"] for r in got] == list(range(trials)), strategy  # no gap, no duplicate, in order
+        assert keys(got) == keys(want), strategy
+        assert [r["reward"] for r in got] == [r["reward"] for r in want], strategy
+        floor = lambda d: [json.loads(l)["metric"] for l in (d / "noise.jsonl").read_text().splitlines()]  # noqa: E731
+        assert floor(out) == floor(ref), strategy  # the noise floor: measured once, not repeated
+        assert (out / "best" / "config.json").exists() and (out / "final.json").exists(), strategy
 
 
 def test_cli_resume_rules(tmp_path, synthetic_csv, fake_children, capsys):

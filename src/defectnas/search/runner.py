@@ -50,7 +50,8 @@ from .trials import TrialLog, read_jsonl
 CHECKPOINT = "controller.safetensors"
 TRIALS = "trials.jsonl"
 NOISE = "noise.jsonl"
-PLOT_EVERY = 5  # strategy steps between plot refreshes
+PLOT_EVERY_S = 120.0  # while sampling, the plots are redrawn after a batch once this many seconds passed since the last
+# drawing (~1 s of matplotlib each time), so a watcher sees them move without a fast search paying for it; always at the end
 
 
 @dataclass
@@ -312,6 +313,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
                    quiet=quiet)
     bar.set_postfix(best=f"{best():.4f}")
+    last_plot = time.monotonic()
     try:
         while next_trial < cfg.trials:
             n = min(cfg.batch_size, cfg.trials - next_trial)
@@ -362,8 +364,9 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             strategy.learn([trials.by_trial[t]["actions"] for t, _, _ in batch], [trials.by_trial[t]["reward"] for t, _, _ in batch])
             next_trial += n
             agent.save(out / CHECKPOINT, {"next_trial": next_trial, "strategy": cfg.strategy, "elapsed_s": round(elapsed(), 3)})
-            if agent.step % PLOT_EVERY == 0:
+            if time.monotonic() - last_plot >= PLOT_EVERY_S:
                 write_plots(out, trials, cfg, floor)
+                last_plot = time.monotonic()
     finally:
         bar.close()
     write_plots(out, trials, cfg, floor)
