@@ -166,6 +166,7 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     from .serving.cache import title_tower_hash
     from .serving.encoding import request_latency_ms
     from .storage import atomic_write_json
+    from .timing import interleaved_ms
     from .training.query_distillation import QueryDistillationConfig, student_config
 
     if Path(args.out).resolve() == Path(args.model).resolve():
@@ -199,10 +200,7 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     atomic_write_json(out / "metrics.json", metrics)
     before = teacher.evaluate(held_out)
     queries, titles = latency_inputs(parts["valid"])
-    served: dict[str, list[float]] = {"model": [], "distilled": []}
-    for _ in range(3):  # interleaved, so that machine drift hits both alike
-        for name, clf in (("model", teacher), ("distilled", student)):
-            served[name].append(round(request_latency_ms(clf, queries, titles, 30, threads=1), 3))
+    served = interleaved_ms({"model": teacher, "distilled": student}, lambda clf: request_latency_ms(clf, queries, titles, 30, threads=1))
     speedup = float(np.median(served["model"]) / np.median(served["distilled"]))
     report = {"model": str(Path(args.model).resolve()), "layers": {"model": teacher.model_config_.query_backbone_layers, "distilled": args.layers},
               "held_out": held_name, "pairs": len(held_out),

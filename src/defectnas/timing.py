@@ -1,4 +1,5 @@
-"""``median_ms``: the one way every latency here is timed.
+"""``median_ms``: the one way every latency here is timed; ``interleaved_ms``: the one way models are
+timed against each other.
 
 Why one helper: compare's table, the search's latency reward and the benchmarks report
 milliseconds that users set side by side, so they must all be taken the same way — warm-up
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
+
+M = TypeVar("M")
 
 
 def median_ms(call: Callable[[], Any], repeats: int, threads: int | None = None, warmup: int = 2) -> float:
@@ -33,3 +36,17 @@ def median_ms(call: Callable[[], Any], repeats: int, threads: int | None = None,
         if before is not None:
             torch.set_num_threads(before)
     return 1000.0 * statistics.median(times)
+
+
+def interleaved_ms(models: Mapping[str, M], time_one: Callable[[M], float], rounds: int = 3) -> dict[str, list[float]]:
+    """``{name: [ms of round 1, …]}``: ``time_one(model)`` for every model in turn, ``rounds`` times.
+
+    Why rounds that take the models in turn: a machine that gets busier or quieter during the
+    timing then moves every model alike, so their ratio holds where timing one model after the
+    other would not. Compare models by the median of their rounds; the rounds' range is the
+    timing's own noise."""
+    served: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            served[name].append(round(float(time_one(model)), 4))
+    return served

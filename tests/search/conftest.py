@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .fakes import fake_evaluate_child
+from .fakes import fake_evaluate_child, fake_time_models
 
 # A child that trains in about a second: MiniLM's fixed vocabulary (deterministic, unlike a
 # freshly trained WordPiece), 16 wide, short sequences, one query layer.
@@ -59,7 +59,15 @@ def synthetic_csv(tmp_path_factory, synthetic_pairs) -> Path:
 
 
 @pytest.fixture
-def fake_children(monkeypatch):
+def fake_timing(monkeypatch):
+    """The end of a search times its saved models side by side; fake children's models cannot be served."""
+    import defectnas.search.final as final
+
+    monkeypatch.setattr(final, "time_models", fake_time_models)
+
+
+@pytest.fixture
+def fake_children(monkeypatch, fake_timing):
     """Serial searches in this process use the fake child; returns the list of jobs it ran."""
     import defectnas.search.executors as executors
 

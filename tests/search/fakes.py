@@ -66,13 +66,22 @@ def fake_evaluate_child(job, train=None, valid=None, test=None) -> dict:
         out = Path(job["save_dir"])
         out.mkdir(parents=True, exist_ok=True)
         cells = arch["title_cells"] if isinstance(arch, dict) else arch
-        (out / "config.json").write_text(json.dumps({"model": {"title_layers": cells}}), encoding="utf-8")
+        (out / "config.json").write_text(json.dumps({"model": {"title_layers": cells}, "fake_latency_ms": result["latency_ms"]}),
+                                         encoding="utf-8")
     return result
+
+
+def fake_time_models(dirs, valid, repeats) -> dict:
+    """Stands in for :func:`defectnas.search.final.time_models`: each saved fake model's latency (its
+    config's ``fake_latency_ms``) in three rounds that differ a little, as real rounds do."""
+    ms = {k: json.loads((Path(d) / "config.json").read_text(encoding="utf-8"))["fake_latency_ms"] for k, d in dirs.items()}
+    return {k: [round(v * f, 4) for f in (1.0, 1.03, 0.98)] for k, v in ms.items()}
 
 
 def main(argv: list[str]) -> None:
     """``python fakes.py DATA OUT TRIALS STRATEGY [--resume]``: a search whose children are fake and slow-ish."""
     import defectnas.search.executors as executors
+    import defectnas.search.final as final
     from defectnas.search.runner import run_search
 
     def slow_fake(job, train=None, valid=None, test=None):
@@ -80,6 +89,7 @@ def main(argv: list[str]) -> None:
         return fake_evaluate_child(job, train, valid, test)
 
     executors.evaluate_child = slow_fake
+    final.time_models = fake_time_models
     data, out, trials, strategy = argv[0], argv[1], int(argv[2]), argv[3]
     run_search(kill_test_config(data, trials, strategy), out, resume="--resume" in argv)
 

@@ -30,7 +30,8 @@ def fake_distiller(calls: list, speedup: float, metric_change: float):
         key = student_key(best["key"], cfg.distill_query)
         d = out / "retrain" / key
         d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps({"model": {"query_backbone_layers": cfg.distill_query}}), encoding="utf-8")
+        (d / "config.json").write_text(json.dumps({"model": {"query_backbone_layers": cfg.distill_query},
+                                                   "fake_latency_ms": best["latency_ms"] / speedup}), encoding="utf-8")
         entry = {"key": key, "architecture": student_architecture(best["architecture"], cfg.distill_query), "distilled_from": best["key"],
                  "query_layers": cfg.distill_query, "epochs": cfg.distill_epochs, "seeds": best["seeds"][:1],
                  "valid_metric": best["valid_metric"] + metric_change, "valid_metric_std": 0.0, "valid_ap": best["valid_ap"] + metric_change,

@@ -55,6 +55,9 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
             assert scored["average_precision"] == pytest.approx(retrained[0]["test"][0]["average_precision"], abs=1e-4)
             compared += 1
     assert compared >= 1
+    timed = json.loads((out / "latency.json").read_text())["ms"]  # every saved model, served side by side
+    assert set(timed) == {c["key"] for c in final["candidates"]} and all(len(v) == 3 and min(v) > 0 for v in timed.values())
+    assert DefectClassifier.load(out / "default").model_config_.query_backbone_layers == 6  # train's default, retrained
     best = next(c for c in final["candidates"] if c["best"])
     stamp = json.loads((out / "best" / "architecture.json").read_text())
     assert arch_key(stamp["architecture"]) == arch_key(best["architecture"])

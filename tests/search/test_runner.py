@@ -262,6 +262,55 @@ def test_pareto_front_is_exported_as_model_directories(tmp_path, synthetic_csv, 
     assert sorted(p.name for p in (tmp_path / "s" / "pareto").iterdir()) == [str(n) for n in range(len(front))]
 
 
+def test_saved_models_are_timed_side_by_side_and_the_front_uses_those_times(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    """A candidate's retrain-time latency depends on what the machine did then: every saved model
+    is timed again together (latency.json), and the front's order, dominance and speed-ups use that."""
+    import defectnas.search.final as final_module
+
+    from .fakes import fake_time_models
+
+    timed: list[list[str]] = []
+
+    def busy_then(dirs, valid, repeats):  # as if the default had been retrained on a busy machine: it is 2x faster now
+        timed.append(sorted(dirs))
+        ms = fake_time_models(dirs, valid, repeats)
+        default_key = next(k for k, d in dirs.items()
+                           if json.loads((Path(d) / "architecture.json").read_text())["architecture"] == ServingSpace().default_architecture())
+        ms[default_key] = [v / 2 for v in ms[default_key]]
+        return ms
+
+    monkeypatch.setattr(final_module, "time_models", busy_then)
+    out = tmp_path / "s"
+    run_search(config(synthetic_csv, space="serving", trials=12, top_k=2, pareto_max=3, final_seeds=1, strategy="random"), out)
+    final = json.loads((out / "final.json").read_text())
+    rows = final["candidates"]
+    assert len(timed) == 1 and timed[0] == sorted(r["key"] for r in rows)  # every candidate, once
+    default = next(r for r in rows if "default" in r["roles"])
+    assert default["latency_ms"] == pytest.approx(default["retrain_latency_ms"] / 2)
+    assert final["latency"]["default_ms"] == default["latency_ms"]
+    saved = json.loads((out / "latency.json").read_text())
+    assert saved["rounds"] == 3 and set(saved["ms"]) == {r["key"] for r in rows}
+    for r in rows:
+        assert r["latency_ms"] == pytest.approx(float(np.median(r["latency_rounds_ms"])))
+        assert r["speedup_over_default"] == pytest.approx(default["latency_ms"] / r["latency_ms"], rel=1e-3)
+        assert r["latency_rounds_ms"] == saved["ms"][r["key"]]
+    front = final["pareto"]
+    assert [e["latency_ms"] for e in front] == sorted(e["latency_ms"] for e in front)
+    by_key = {r["key"]: r for r in rows}
+    for e in front:  # dominance judged on the times taken together
+        assert e["dominated_by"] == [o["key"] for o in rows if o["valid_metric"] >= by_key[e["key"]]["valid_metric"]
+                                     and o["latency_ms"] <= e["latency_ms"] and o["key"] != e["key"]
+                                     and (o["valid_metric"] > by_key[e["key"]]["valid_metric"] or o["latency_ms"] < e["latency_ms"])]
+    # train's default, retrained as the candidates were, is a model directory beside best/
+    stamp = json.loads((out / "default" / "architecture.json").read_text())
+    assert stamp["key"] == default["key"] and (out / "default" / "splits.json").exists() and final["default_dir"] == str(out / "default")
+
+    # a resumed finished search reuses the times
+    run_search(config(synthetic_csv, space="serving", trials=12, top_k=2, pareto_max=3, final_seeds=1, strategy="random"), out,
+               resume=True)
+    assert len(timed) == 1 and json.loads((out / "final.json").read_text())["latency"] == final["latency"]
+
+
 def test_budget_minutes_stops_sampling_then_retrains(tmp_path, synthetic_csv, fake_children):
     result = run_search(config(synthetic_csv, trials=50, budget_minutes=1e-9, top_k=1), tmp_path / "s")
     assert len(result.trials) == 0 or len(result.trials) < 50
@@ -269,7 +318,7 @@ def test_budget_minutes_stops_sampling_then_retrains(tmp_path, synthetic_csv, fa
     assert len(result.trials) == 6 and (tmp_path / "t" / "best").exists()
 
 
-def test_budget_reserves_the_retrains_estimate(tmp_path, synthetic_csv, monkeypatch):
+def test_budget_reserves_the_retrains_estimate(tmp_path, fake_timing, synthetic_csv, monkeypatch):
     """Sampling stops when what is left of the budget only covers the next batch and the retrains of
     today's candidates (each candidate's child seconds × the retrain's pairs × epochs × seeds ratio),
     so the budget bounds the whole search; final.json records the estimate."""
@@ -287,7 +336,7 @@ def test_budget_reserves_the_retrains_estimate(tmp_path, synthetic_csv, monkeypa
     assert len(roomy.trials) == 8  # 0 + 5 + 20 < 60 at every step
 
 
-def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors_child_seconds(tmp_path, synthetic_csv, monkeypatch):
+def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors_child_seconds(tmp_path, fake_timing, synthetic_csv, monkeypatch):
     """Nothing sampled yet, but the noise floor timed the default's child: the first batch's children
     are counted as the candidates they will become, so a budget too small for one batch and its
     retrains samples nothing (it once ran the batch, its reserve being 0, and overran)."""
@@ -320,7 +369,7 @@ def test_split_seed_keeps_the_split_while_the_search_seed_changes(synthetic_csv,
     assert seen[0].seed == 2 and seen[0].data_seed == 0  # the flag reaches the search (stopped there)
 
 
-def test_the_cli_says_when_the_budget_left_no_child_and_exits_2(tmp_path, synthetic_csv, monkeypatch, capsys):
+def test_the_cli_says_when_the_budget_left_no_child_and_exits_2(tmp_path, fake_timing, synthetic_csv, monkeypatch, capsys):
     """A search whose budget trains no child saves no model: the command must not look like a success."""
     import defectnas.search.executors as executors
     from defectnas.cli import main
@@ -366,7 +415,8 @@ def test_sigkill_and_resume(tmp_path, synthetic_csv):
     """A search process is SIGKILLed mid-way; --resume finishes it exactly as if it had not been, under
     every strategy (the three strategies' processes run side by side)."""
     import defectnas.search.executors as executors
-    from .fakes import fake_evaluate_child
+    import defectnas.search.final as final
+    from .fakes import fake_evaluate_child, fake_time_models
 
     script = Path(__file__).with_name("fakes.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])}
@@ -397,13 +447,11 @@ def test_sigkill_and_resume(tmp_path, synthetic_csv):
 
     logs = {strategy: (tmp_path / f"{strategy}.log").open("w") for strategy in STRATEGIES}  # files: a full pipe would block them
     resumed = {strategy: launch(strategy, "--resume", stdout=logs[strategy], stderr=subprocess.STDOUT) for strategy in STRATEGIES}
-    real = executors.evaluate_child
-    executors.evaluate_child = fake_evaluate_child
-    try:  # the uninterrupted references, in this process, while the resumed ones run
+    with pytest.MonkeyPatch.context() as patch:  # the uninterrupted references, in this process, while the resumed ones run
+        patch.setattr(executors, "evaluate_child", fake_evaluate_child)
+        patch.setattr(final, "time_models", fake_time_models)
         for strategy in STRATEGIES:
             run_search(kill_test_config(synthetic_csv, trials, strategy), tmp_path / f"ref-{strategy}")
-    finally:
-        executors.evaluate_child = real
     for strategy, proc in resumed.items():
         proc.wait(timeout=180)
         logs[strategy].close()
@@ -454,11 +502,11 @@ def test_crash_during_retrain_resumes_the_missing_ones(tmp_path, synthetic_csv, 
     with pytest.raises(RuntimeError, match="killed"):
         run_search(config(synthetic_csv, top_k=3, final_seeds=1), tmp_path / "s")
     logged = len((tmp_path / "s" / "retrain.jsonl").read_text().splitlines())
-    assert logged == 2  # train's default (no model kept) and the first top-k
+    assert logged == 1  # train's default (kept as default/); the first top-k died
     monkeypatch.setattr(executors, "evaluate_child", fake)
     fake_children.clear()
     result = run_search(config(synthetic_csv, top_k=3, final_seeds=1), tmp_path / "s", resume=True)
-    assert [bool(j.get("save_dir")) for j in fake_children] == [True, True]  # no child, two retrains
+    assert [bool(j.get("save_dir")) for j in fake_children] == [True, True, True]  # no child, the three top-k retrains
     assert len(result.top_k) == 3 and len((tmp_path / "s" / "retrain.jsonl").read_text().splitlines()) == 4
 
 

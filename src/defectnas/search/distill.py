@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..storage import append_line, atomic_write_json
+from ..timing import interleaved_ms
 
 DISTILLED_DIR = "distilled"
 CHECKPOINT_DIR = "distill"  # the distillation's checkpoint while it runs (a killed search resumes it)
@@ -155,10 +156,8 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
             clf.model_.to("cpu")
             clf.train_config_.device = "cpu"
     queries, titles = latency_inputs(tables["valid"])
-    served: dict[str, list[float]] = {"teacher": [], "student": []}
-    for _ in range(LATENCY_ROUNDS):
-        for name, clf in (("teacher", teacher), ("student", student)):
-            served[name].append(round(served_latency_ms(clf, queries, titles, cfg.latency_repeats, threads=1), 4))
+    served = interleaved_ms({"teacher": teacher, "student": student},
+                            lambda clf: served_latency_ms(clf, queries, titles, cfg.latency_repeats, threads=1), LATENCY_ROUNDS)
     entry["latency_ms"] = float(np.median(served["student"]))
     entry["teacher_latency_ms"] = float(np.median(served["teacher"]))
     entry["served_ms"] = served

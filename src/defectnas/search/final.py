@@ -15,7 +15,11 @@ in 30 minutes) under ``final_seeds`` *fresh* seeds, on the same splits:
 - ``train``'s default architecture, the reference.
 
 ``best/`` is the candidate with the best retrained *validation* metric within the latency budget
-(never chosen on test). Then a paired bootstrap over the test queries (:mod:`.stats`) says
+(never chosen on test); ``default/`` is ``train``'s default architecture as the search retrained it.
+Every saved model is then timed again, all in one process in interleaved rounds
+(``latency.json``), because a candidate's latency measured during its own retrain depends on what
+else the machine was doing then: the front's order and each "× faster than the default" compare
+models timed side by side. Then a paired bootstrap over the test queries (:mod:`.stats`) says
 whether it beats ``train``'s default by more than noise. ``final.json`` holds every candidate's
 search-time and retrained scores side by side — the gain over the default at search time and
 after retraining, whose difference is the selection bias — and ``top_k.json`` the top-k.
@@ -48,6 +52,9 @@ FINAL_FILE = "final.json"
 FINAL_PLOT = "final.png"  # retrained models and the distilled one: test AP against served ms
 BEST_DIR = "best"
 PARETO_DIR = "pareto"
+DEFAULT_DIR = "default"  # train's default architecture, retrained as the candidates were: the reference to compare with
+LATENCY_FILE = "latency.json"  # every saved model's served ms, timed together in interleaved rounds
+LATENCY_ROUNDS = 3
 PROBS_DIR = "test_probs"  # <key>.npy: each retrained candidate's test probabilities (seeds × rows), for the paired test
 STAMP = "architecture.json"  # written into every saved model directory: which architecture it holds
 
@@ -149,7 +156,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
     _gather_models(out)
     done = {e["key"]: e for e in read_jsonl(out / RETRAIN_LOG, require="seconds") if "key" in e}
-    needs_model = {k for k, r in roles.items() if r - {"default"}}
+    needs_model = set(records)  # every candidate is kept as a model: timed together at the end, the default installed as default/
     has_probs = lambda k: not has_test or (out / PROBS_DIR / f"{k}.npy").exists()  # noqa: E731
     todo = [k for k in records if k not in done or not has_probs(k)
             or (k in needs_model and not (out / "retrain" / k / "config.json").exists())]
@@ -211,15 +218,29 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         if "skipped" in entry:
             skipped = {"skipped": entry["skipped"]}
         else:
-            student = {**entry, "roles": ["distilled"], "trial": None, "best": False, "on_front": not dominated(entry, rows)}
+            student = {**entry, "roles": ["distilled"], "trial": None, "best": False}
             rows.append(student)
+
+    # every saved model timed again, side by side: what the front's order and the speed-ups below rest on
+    timed = _time_together(cfg, out, [r["key"] for r in rows], tables, say)
+    default_ms = float(np.median(timed[default_key]))
+    for r in rows:
+        r["retrain_latency_ms"] = r["latency_ms"]  # as timed during its own retrain (or beside its teacher)
+        r["latency_rounds_ms"] = timed[r["key"]]
+        r["latency_ms"] = float(np.median(timed[r["key"]]))
+        r["speedup_over_default"] = round(default_ms / max(r["latency_ms"], 1e-9), 3)
+    if cfg.latency_budget_ms and best["latency_ms"] > cfg.latency_budget_ms:
+        say(f"note: best/ serves in {best['latency_ms']:.2f} ms/request when timed beside the others, over the "
+            f"{cfg.latency_budget_ms:g} ms budget it met when timed during its retrain ({best['retrain_latency_ms']:.2f} ms)")
+    if student is not None:
+        student["on_front"] = not dominated(student, [r for r in rows if r is not student])
 
     # install pareto/<n>/ (fastest first), best/ and distilled/
     front_rows = [next(r for r in rows if r["key"] == short_key(rec["architecture"])) for rec in front]
     if student is not None and student["on_front"]:
         front_rows.append(student)
     front_rows.sort(key=lambda r: r["latency_ms"])
-    _install_models(out, [r["key"] for r in front_rows], best["key"], student["key"] if student else None)
+    _install_models(out, [r["key"] for r in front_rows], best["key"], student["key"] if student else None, default_key)
     _write_splits(cfg, out, tables, len(front_rows), student is not None)
     for n, r in enumerate(front_rows):
         r["pareto_dir"] = str(out / PARETO_DIR / str(n))
@@ -260,20 +281,58 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     retrain = {"candidates": len(rows), "train_rows": len(tables["train"]), "epochs": final_options(cfg, space, best["architecture"]).get("epochs"),
                "seeds": len(seeds), "estimate_s": round(estimate_s, 1), "seconds": round(sum(r["seconds"] for r in rows), 1)}
     report = {"reward_metric": cfg.reward_metric, "final_seeds": seeds, "retrain": retrain, "noise_floor": {k: v for k, v in floor.items() if k != "all_seeds"},
+              "latency": {"default_ms": default_ms, "rounds": LATENCY_ROUNDS, "file": LATENCY_FILE},
               "candidates": rows, "pareto": [{"n": n, "key": r["key"], "architecture": r["architecture"], "latency_ms": r["latency_ms"],
+                                              "latency_rounds_ms": r["latency_rounds_ms"], "speedup_over_default": r["speedup_over_default"],
                                               "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap"),
                                               "dominated_by": [o["key"] for o in rows if dominated(r, [o])]}
                                              for n, r in enumerate(front_rows)],
-              "best": best["key"], "best_dir": str(out / BEST_DIR), "paired_test": paired, "distilled": distilled}
+              "best": best["key"], "best_dir": str(out / BEST_DIR), "default_dir": str(out / DEFAULT_DIR),
+              "paired_test": paired, "distilled": distilled}
     atomic_write_json(out / FINAL_FILE, report)
     plot_final(rows, out / FINAL_PLOT)
     shutil.rmtree(out / "retrain", ignore_errors=True)
     overtaken = sum(bool(e["dominated_by"]) for e in report["pareto"])
+    say(f"served, timed side by side ({LATENCY_ROUNDS} interleaved rounds, ms/request): {DEFAULT_DIR}/ {default_ms:.2f}; "
+        + "; ".join(f"{PARETO_DIR}/{n} {r['latency_ms']:.2f} ({r['speedup_over_default']:.2f}x the default's speed)"
+                    for n, r in enumerate(front_rows)))
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
         f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
         f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else "")
         + _against_default_on_test(best, rows, default_key, paired))
     return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
+
+
+def _time_together(cfg, out: Path, keys: list[str], tables, say: Callable[[str], None]) -> dict[str, list[float]]:
+    """``{key: [ms of each round]}`` of every model under ``retrain/<key>/`` (:func:`time_models`),
+    saved to ``latency.json``; a resumed search reuses it when it holds every key."""
+    path = out / LATENCY_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["ms"]
+    except (OSError, ValueError, KeyError):
+        saved = {}
+    if set(keys) <= set(saved):
+        return {k: saved[k] for k in keys}
+    say(f"timing {len(keys)} saved models side by side ({LATENCY_ROUNDS} interleaved rounds, 1 thread)")
+    ms = time_models({k: out / "retrain" / k for k in keys}, tables["valid"], cfg.latency_repeats)
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    atomic_write_json(path, {"timing": "serve's request of 1 query x 100 cached products, 1 thread, median of "
+                                       f"{max(30, cfg.latency_repeats)} timed after warm-up in each round; the models taken in turn",
+                             "rounds": LATENCY_ROUNDS, "load_average_1_5_15m": load, "ms": ms})
+    return ms
+
+
+def time_models(dirs: dict[str, Path], valid, repeats: int) -> dict[str, list[float]]:
+    """Served ms per request of each saved model, as a child's latency is timed (1 query × 100
+    cached products of the validation split, 1 thread), in ``LATENCY_ROUNDS`` interleaved rounds
+    in this process (:func:`defectnas.timing.interleaved_ms`)."""
+    from ..estimator import DefectClassifier
+    from ..timing import interleaved_ms
+    from .child import latency_inputs, served_latency_ms
+
+    models = {k: DefectClassifier.load(d) for k, d in dirs.items()}
+    queries, titles = latency_inputs(valid)
+    return interleaved_ms(models, lambda clf: served_latency_ms(clf, queries, titles, repeats, threads=1), LATENCY_ROUNDS)
 
 
 def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], default_key: str, paired: dict[str, Any] | None) -> str:
@@ -310,7 +369,7 @@ def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[
 
 
 def _write_splits(cfg, out: Path, tables, front: int, distilled: bool) -> None:
-    """``splits.json`` in best/, pareto/<n>/ and distilled/: the search's queries of each split, so
+    """``splits.json`` in best/, default/, pareto/<n>/ and distilled/: the search's queries of each split, so
     that ``evaluate --split``, ``threshold`` and ``distill-query`` use the held-out queries, as
     for a model of ``train``."""
     import pandas as pd
@@ -319,7 +378,8 @@ def _write_splits(cfg, out: Path, tables, front: int, distilled: bool) -> None:
 
     parts = {"train": tables.get("distill", tables["train"]), "valid": tables["valid"],
              "test": tables.get("test", pd.DataFrame({"query": []}))}
-    dirs = [out / BEST_DIR] + [out / PARETO_DIR / str(n) for n in range(front)] + ([out / DISTILLED_DIR] if distilled else [])
+    dirs = ([out / BEST_DIR, out / DEFAULT_DIR] + [out / PARETO_DIR / str(n) for n in range(front)]
+            + ([out / DISTILLED_DIR] if distilled else []))
     for d in dirs:
         write_splits(d, parts, data=cfg.data, seed=cfg.data_seed, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, search=str(out))
 
@@ -339,7 +399,7 @@ def _gather_models(out: Path) -> None:
     for d in retrain.iterdir():
         if d.is_dir() and _stamp(d) != d.name:
             shutil.rmtree(d, ignore_errors=True)
-    installed = [out / BEST_DIR, out / (BEST_DIR + ".old"), out / DISTILLED_DIR]
+    installed = [out / name for base in (BEST_DIR, DISTILLED_DIR, DEFAULT_DIR) for name in (base, base + ".old")]
     if (out / PARETO_DIR).is_dir():
         installed += sorted(p for p in (out / PARETO_DIR).iterdir() if p.is_dir())
     for d in installed:
@@ -350,11 +410,12 @@ def _gather_models(out: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _install_models(out: Path, front_keys: list[str], best_key: str, distilled_key: str | None = None) -> None:
-    """pareto/<n>/ (renamed from retrain/), best/ and distilled/ (copies, as they may also be on the front)."""
+def _install_models(out: Path, front_keys: list[str], best_key: str, distilled_key: str | None = None,
+                    default_key: str | None = None) -> None:
+    """pareto/<n>/ (renamed from retrain/), best/, distilled/ and default/ (copies, as they may also be on the front)."""
     shutil.rmtree(out / PARETO_DIR, ignore_errors=True)
     (out / PARETO_DIR).mkdir()
-    for name, key in ((BEST_DIR, best_key), (DISTILLED_DIR, distilled_key)):
+    for name, key in ((BEST_DIR, best_key), (DISTILLED_DIR, distilled_key), (DEFAULT_DIR, default_key)):
         if key is None:
             shutil.rmtree(out / name, ignore_errors=True)  # a distilled/ of an earlier run with distillation on
             continue
