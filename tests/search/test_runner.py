@@ -102,6 +102,21 @@ def test_plots_are_redrawn_while_sampling_only_when_the_interval_passed(tmp_path
     assert drawn == [1, 2, 3, 4, 4]  # after each batch (batch_size 1), then at the end
 
 
+def test_a_busy_machine_is_said_once_and_each_trial_keeps_its_load(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    import defectnas.search.runner as runner
+
+    loads = iter([0.4, 9.0, 9.5, 1.0])
+    monkeypatch.setattr(runner, "load_average", lambda: next(loads))
+    monkeypatch.setattr(runner, "usable_cores", lambda: 2)
+    lines: list[str] = []
+    run_search(config(synthetic_csv, trials=4), tmp_path / "s", log=lines.append)
+    trained = [r for r in read_trials(tmp_path / "s") if not r["cached"]]  # a repeat keeps its first training's record
+    assert [r["load_1m"] for r in trained] == [0.4, 9.0, 9.5, 1.0][: len(trained)] and len(trained) >= 2
+    busy = [line for line in lines if "machine is busy" in line]
+    assert len(busy) == 1 and "load average 9.0 on 2 cores" in busy[0]
+    assert lines.index(busy[0]) < next(i for i, line in enumerate(lines) if line.startswith("trial 1:"))  # said with the trial
+
+
 def test_same_seed_same_trials_under_every_strategy(tmp_path, synthetic_csv, fake_children):
     for strategy in STRATEGIES:
         kw = {"strategy": strategy, "population": 4, "sample_size": 2, "trials": 10}

@@ -239,6 +239,23 @@ def result_fields(cfg: SearchConfig, res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), where the OS gives one: beside each trial's
+    latency, which a busy machine inflates."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (the container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 # ------------------------------------------------------------------ noise floor
 def _read_floor(out: Path) -> dict[str, Any]:
     try:
@@ -313,7 +330,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
                    quiet=quiet)
     bar.set_postfix(best=f"{best():.4f}")
-    last_plot = time.monotonic()
+    last_plot, warned_busy = time.monotonic(), False
     try:
         while next_trial < cfg.trials:
             n = min(cfg.batch_size, cfg.trials - next_trial)
@@ -351,13 +368,20 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             for i, res in executor.map_unordered([child_job(cfg, space, pending[k][0][1], seeds) for k in keys]):
                 (t, arch, actions), *repeats = pending[keys[i]]
                 record = {"trial": t, "step": step, "architecture": arch, "actions": actions, **result_fields(cfg, res),
-                          "seconds": round(res["seconds"], 3), "cached": False, "finished_at": round(time.time(), 3)}
+                          "seconds": round(res["seconds"], 3), "cached": False, "finished_at": round(time.time(), 3),
+                          "load_1m": load_average()}
                 trials.append(record)
                 for rt, rarch, ractions in repeats:
                     trials.append(trials.cached_copy(rt, step, rarch, ractions, record))
                 bar.update(1 + len(repeats))
                 bar.set_postfix(best=f"{best():.4f}")
+                busy = record["load_1m"] is not None and record["load_1m"] > usable_cores() + 0.5
                 with tqdm.external_write_mode():  # a log line above the bar, not through it
+                    if busy and not warned_busy:
+                        warned_busy = True
+                        say(f"note: the machine is busy (load average {record['load_1m']:.1f} on {usable_cores()} cores) while "
+                            "children are timed: their served latencies are inflated and move with the load (each trial line "
+                            "keeps load_1m); the saved models are timed again side by side at the end")
                     say(f"trial {t}: reward {record['reward']:.4f} ({cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f}, "
                         f"{record['latency_ms']:.2f} ms/request) in {record['seconds']:.1f}s: {space.describe(arch)}")
 
@@ -366,7 +390,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             agent.save(out / CHECKPOINT, {"next_trial": next_trial, "strategy": cfg.strategy, "elapsed_s": round(elapsed(), 3)})
             if time.monotonic() - last_plot >= PLOT_EVERY_S:
                 write_plots(out, trials, cfg, floor)
-                last_plot = time.monotonic()
+                last_plot, warned_busy = time.monotonic(), False
     finally:
         bar.close()
     write_plots(out, trials, cfg, floor)

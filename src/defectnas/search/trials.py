@@ -28,7 +28,7 @@ from ..storage import append_line, atomic_write_text
 from .space import arch_key
 
 FIELDS = ("trial", "step", "architecture", "actions", "reward", "metric", "spread", "ap", "f1", "ap_seeds", "f1_seeds",
-          "latency_ms", "over_budget", "params", "seconds", "cached", "cached_from", "finished_at")
+          "latency_ms", "over_budget", "params", "seconds", "cached", "cached_from", "finished_at", "load_1m")
 RESULT_FIELDS = ("reward", "metric", "spread", "ap", "f1", "ap_seeds", "f1_seeds", "latency_ms", "over_budget", "params")
 
 
