@@ -147,3 +147,9 @@ def test_cli_compare_fast(synthetic_pairs, tmp_path, capsys):
     assert "best F1:" in out and "gbdt" in out
     assert (tmp_path / "out" / "results.md").exists() and (tmp_path / "out" / "f1_latency.png").exists()
     assert main(["compare", "--data", str(data), "--out", str(tmp_path / "o2"), "--models", "nope"]) == 2
+
+
+def test_per_ms_columns_show_significant_digits_not_a_signed_zero():
+    rows = [{"model": "bert", "f1": 0.149, "served_ms_per_100": 700.0, "f1_per_ms": 0.000213, "gain_per_ms": -0.0000143}]
+    shown = compare.display_rows(rows, ["model", "f1_per_ms", "gain_per_ms"])[0]
+    assert shown["gain_per_ms"] == "-1.43e-05" and shown["f1_per_ms"] == "0.000213"

@@ -201,7 +201,7 @@ def display_rows(rows: list[dict], columns: list[str]) -> list[dict]:
             elif c in ("latency_ms_per_100", "served_ms_per_100", "train_seconds") and isinstance(v, float):
                 d[c] = f"{v:.1f}"
             elif c in ("f1_per_ms", "gain_per_ms") and isinstance(v, float):
-                d[c] = f"{v:.4f}"
+                d[c] = f"{v:.3g}"  # significant digits: a cross-encoder's −0.00001 F1/ms printed as "-0.0000" at 4 decimals
             else:
                 d[c] = v
         shown.append(d)
@@ -268,7 +268,7 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
           f"({best_eff['f1_per_ms']:.4f} F1/ms at {best_eff['served_ms_per_100']:.1f} ms per 100 pairs served)")
     if "best_gain_per_ms" in best:
         gain = by_name[best["best_gain_per_ms"]]
-        print(f"best F1 gained over the {FLOOR} floor per ms: {gain['model']} ({gain['gain_per_ms']:+.4f} F1/ms)")
+        print(f"best F1 gained over the {FLOOR} floor per ms: {gain['model']} ({gain['gain_per_ms']:+.3g} F1/ms)")
     print(f"F1–latency Pareto front (fastest first): {', '.join(best['pareto_front'])}; table: {out / 'results.md'}")
     return rows
 
