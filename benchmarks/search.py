@@ -438,7 +438,8 @@ def cost(args) -> dict:
            "retrain": report.get("retrain"), "load_average_at_end": load,
            "noise_floor": {k: v for k, v in result.noise_floor.items() if k != "all_seeds"},
            "candidates": [{k: c.get(k) for k in ("key", "architecture", "roles", "search_metric", "valid_metric", "valid_metric_std", "test_ap",
-                                                 "test_f1", "latency_ms", "seconds", "selection_bias", "on_front")}
+                                                 "test_f1", "latency_ms", "latency_rounds_ms", "retrain_latency_ms",
+                                                 "speedup_over_default", "seconds", "selection_bias", "on_front")}
                           for c in report.get("candidates", [])],
            "pareto": report.get("pareto"), "paired_test": report.get("paired_test"), "distilled": report.get("distilled")}
     log(f"cost: {out['wall_s'] / 60:.1f} min in all (budget {cfg.budget_minutes:g}); {len(result.trials)} children, "

@@ -329,3 +329,37 @@ def test_train_says_each_splits_defects_and_refuses_a_validation_split_without_a
     with pytest.raises(SystemExit) as stop:
         main(["train", "--data", "x.csv", "--out", str(tmp_path / "v"), "--valid-frac", "0"])
     assert stop.value.code == 2 and "argument --valid-frac: must be above 0" in capsys.readouterr().err
+
+
+def test_a_model_remembers_the_column_layout_it_was_trained_with(tmp_path, synthetic_pairs, data_csv, config_json, capsys):
+    """train --query-col/--title-col/--label-col/--defect-labels once; evaluate, predict and threshold
+    read a table of the same layout without the flags, and say so; other tables read as before."""
+    own = synthetic_pairs.rename(columns={"query": "q", "title": "t"})
+    own["verdict"] = np.where(own.pop("label") == 1, "bad", "ok")
+    own_csv = tmp_path / "own.csv"
+    own.to_csv(own_csv, index=False)
+    layout = ["--query-col", "q", "--title-col", "t", "--label-col", "verdict", "--defect-labels", "bad"]
+    model = tmp_path / "model"
+    assert main(["train", "--data", str(own_csv), "--out", str(model), "--config", str(config_json), "--epochs", "1", "--quiet", *layout]) == 0
+    capsys.readouterr()
+    assert json.loads((model / "splits.json").read_text())["layout"] == {"query_col": "q", "title_col": "t", "label_col": "verdict",
+                                                                         "defect_labels": "bad"}
+
+    code, out, err = run(["evaluate", "--model", str(model), "--data", str(own_csv), "--split", "test"], capsys)
+    assert code == 0 and "read as" in err and "--query-col q --title-col t --label-col verdict --defect-labels bad" in err
+    with_flags = run(["evaluate", "--model", str(model), "--data", str(own_csv), "--split", "test", *layout], capsys)
+    assert with_flags[0] == 0 and json.loads(with_flags[1]) == json.loads(out) and "read as" not in with_flags[2]
+    defect_rate = json.loads(out)["defect_rate"]
+    assert 0 < defect_rate < 1  # 'bad' read as the defect label, 'ok' as relevant
+
+    unlabelled = tmp_path / "next_week.csv"
+    own.drop(columns=["verdict"]).head(40).to_csv(unlabelled, index=False)
+    assert main(["predict", "--model", str(model), "--data", str(unlabelled), "--out", str(tmp_path / "scored.csv"), "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 40
+    assert main(["threshold", "--model", str(model), "--data", str(own_csv), "--split", "valid", "--target-precision", "0.5",
+                 "--quiet"]) in (0, 2)  # reads it (whether a threshold reaches the target is another matter)
+    assert "missing column" not in capsys.readouterr().err
+
+    # a table of another layout is read as before: by its own column names, and no note
+    code, _, err = run(["evaluate", "--model", str(model), "--data", str(data_csv)], capsys)
+    assert code == 0 and "read as" not in err

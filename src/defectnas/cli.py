@@ -81,6 +81,22 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "defect_labels": args.defect_labels, "defect_below": args.defect_below, "invalid_rows": args.invalid_rows}
 
 
+def _read_for_model(args: argparse.Namespace, **options: Any):
+    """``read_pairs`` of ``--data`` for a command given ``--model``: without layout flags, a table
+    with the columns the model was trained with (its splits.json) is read with them, said once."""
+    from .data import SPLITS_FILE, read_pairs
+
+    try:
+        layout = json.loads((Path(args.model) / SPLITS_FILE).read_text(encoding="utf-8")).get("layout") or None
+    except (OSError, ValueError, AttributeError):
+        layout = None
+    read = read_pairs(args.data, **options, **_load_kwargs(args), remembered_layout=layout)
+    if read.notes.get("layout") == "remembered":
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in layout.items())
+        _echo(args, f"note: {args.data} read as {args.model} was trained ({flags}); give layout flags to read it otherwise")
+    return read
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of options (seed: word embeddings only, fastest; accurate: fine-tunes the top pre-trained layers, slower); --config and flags override it")
     p.add_argument("--config", help="JSON file of options (flat, or {\"model\": {...}, \"train\": {...}}); flags override it")
@@ -128,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .data import load_pairs, split_by_query
     from .data._common import counted
+    from .data.load import layout_options
     from .storage import atomic_write_json
 
     options = _options(args)
@@ -148,7 +165,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     clf.save(out)
     from .data import write_splits
 
-    write_splits(out, parts, data=str(args.data), seed=args.seed, test_frac=args.test_frac, valid_frac=valid_frac)
+    write_splits(out, parts, data=str(args.data), seed=args.seed, test_frac=args.test_frac, valid_frac=valid_frac,
+                 layout=layout_options(**_load_kwargs(args)))  # evaluate, predict, ... read the same layout without the flags
     metrics = clf.evaluate(held_out)
     atomic_write_json(out / "metrics.json", metrics)
     if not args.keep_checkpoint:
@@ -161,7 +179,6 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     import numpy as np
 
     from . import DefectClassifier
-    from .data import load_pairs
     from .search.child import latency_inputs
     from .serving.cache import title_tower_hash
     from .serving.encoding import request_latency_ms
@@ -176,7 +193,7 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     student_config(teacher.model_config_, args.layers)  # what cannot be distilled is refused before any data is read
     QueryDistillationConfig(layers=args.layers, epochs=args.epochs, text_windows=args.text_windows, init=args.init, lr=args.lr,
                             logit_weight=args.logit_weight)
-    df = load_pairs(args.data, **_load_kwargs(args))
+    df = _read_for_model(args).pairs
     parts = _model_splits(args, df)
     _echo(args, f"{args.data}: train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(parts['test'])} pairs "
                 f"({'by the model’s own splits' if parts['from_model'] else 'split by query'})")
@@ -278,11 +295,10 @@ def _model_splits(args: argparse.Namespace, df) -> dict:
 def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool, skipped_as: str = "left out"):
     """The table read (PairsRead) with the model's per-group column kept and the pairs the model
     cannot score set aside (--invalid-rows); says once when the group column is missing."""
-    from .data import read_pairs
 
     column = (clf.group_thresholds_ or {}).get("column")
-    read = read_pairs(args.data, labels=labels, require_both_classes=False, keep=[column] if column else (), **_load_kwargs(args),
-                      id_col=getattr(args, "pairs_id_col", None), skipped_as=skipped_as)
+    read = _read_for_model(args, labels=labels, require_both_classes=False, keep=[column] if column else (),
+                           id_col=getattr(args, "pairs_id_col", None), skipped_as=skipped_as)
     if column and column not in read.pairs.columns:
         _echo(args, f"note: the model has per-{column} thresholds but {args.data} has no {column!r} column; "
                     f"the global threshold {clf.threshold_:.4g} is used")
@@ -346,7 +362,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_threshold(args: argparse.Namespace) -> None:
     from . import DefectClassifier
     from .baselines._common import read_config
-    from .data import read_pairs
     from .thresholds import choose_operating_point, save_operating_point
 
     kind = read_config(args.model).get("model_type")
@@ -355,7 +370,7 @@ def cmd_threshold(args: argparse.Namespace) -> None:
     if min(args.min_group, args.min_group_defects, args.min_flagged) < 1:
         raise ConfigError("--min-group, --min-group-defects and --min-flagged must be at least 1")
     clf = DefectClassifier.load(args.model)
-    df = _held_out(args, clf.screen(read_pairs(args.data, keep=[args.by] if args.by else (), **_load_kwargs(args)), args.invalid_rows).pairs)
+    df = _held_out(args, clf.screen(_read_for_model(args, keep=[args.by] if args.by else ()), args.invalid_rows).pairs)
     if args.by and args.by not in df.columns:
         raise DataError(f"{args.data}: no column {args.by!r} for --by")
     metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
@@ -427,14 +442,14 @@ def cmd_select(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .baselines import load_model
-    from .data import load_pairs, read_pairs
+    from .data import load_pairs
     from .data.writers import write_table
     from .raters.selection import TRAFFIC_COLUMNS, find_traffic_column, quepid_table, select_pairs
 
     model = load_model(args.model)
     column = (getattr(model, "group_thresholds_", None) or {}).get("column")
     keep = [c for c in (*TRAFFIC_COLUMNS, args.traffic_col, column) if c]
-    read = read_pairs(args.data, labels=False, require_both_classes=False, keep=keep, **_load_kwargs(args))
+    read = _read_for_model(args, labels=False, require_both_classes=False, keep=keep)
     if hasattr(model, "screen"):  # pairs the model cannot see (no word pieces) are not worth a rater's time
         read = model.screen(read, args.invalid_rows)
     pool = read.pairs
@@ -580,9 +595,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     pairs = None
     if args.data:
-        from .data import load_pairs, split_by_query
+        from .data import split_by_query
 
-        df = load_pairs(args.data, **_load_kwargs(args))
+        df = _read_for_model(args).pairs
         parts = split_by_query(df, valid_frac=0.1, test_frac=args.test_frac, seed=args.seed)  # the split `train` made with this seed
         pairs = parts["test"] if len(parts["test"]) else parts["valid"]
         _echo(args, f"{args.data}: the AP loss is measured on the {'test' if len(parts['test']) else 'validation'} split "

@@ -25,12 +25,12 @@ import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..errors import DataWarning
+from ..errors import DataError, DataWarning
 from ._common import FRAME_NAME, Source, as_strings, closest, first_bad, more, show
 from .formats import FORMATS, SPECS, FormatSpec, detect, table_spec, with_overrides
 from .multifile import complete, resolve_directory
@@ -127,24 +127,28 @@ def read_pairs(
     invalid_rows: str = "error",
     id_col: str | None = None,
     skipped_as: str = "left out",
+    remembered_layout: Mapping[str, Any] | None = None,
 ) -> PairsRead:
     """:func:`load_pairs`, keeping the table as read and why each left-out row was left out.
 
     ``id_col``: the column of product ids when it is not the format's own (a table's
     ``product_id``); DataError naming the file when the column is absent. ``skipped_as``: how
-    the warning line about invalid rows describes them (predict keeps them, unscored)."""
+    the warning line about invalid rows describes them (predict keeps them, unscored).
+    ``remembered_layout``: the layout options a model was trained with (:data:`LAYOUT_OPTIONS`,
+    kept in its ``splits.json``). Used only when none is given here and the table has the
+    columns it names, so the same file layout needs the flags once; ``notes["layout"]`` then
+    says ``"remembered"``."""
     if invalid_rows not in INVALID_ROWS:
         raise Source(_name(data)).error(f"invalid_rows (--invalid-rows) must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
     if format not in FORMATS:
         raise Source(_name(data)).error(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     frame, src, notes = _read(data, format)
-    if format == "auto" and query_col and title_col:
-        format = "table"
-    if format == "table":
-        spec = table_spec(src, query_col, title_col, label_col, defect_labels, defect_below, labels)
-    else:
-        spec = SPECS[format] if format != "auto" else detect(list(frame.columns), src, labels)
-        spec = with_overrides(spec, src, query_col, title_col, label_col, defect_labels, defect_below)
+    given = format != "auto" or any(v is not None for v in (query_col, title_col, label_col, defect_labels, defect_below))
+    if remembered_layout and not given and _layout_fits(remembered_layout, frame, src, labels):
+        format = remembered_layout.get("format") or "auto"
+        query_col, title_col, label_col, defect_labels, defect_below = (remembered_layout.get(k) for k in LAYOUT_OPTIONS[1:])
+        notes["layout"] = "remembered"
+    spec = _spec(frame, src, format, query_col, title_col, label_col, defect_labels, defect_below, labels)
     if id_col:
         if id_col not in frame.columns:
             raise src.error(f"no column {id_col!r} for --id-col; columns present: {', '.join(map(str, frame.columns))}")
@@ -184,6 +188,36 @@ def read_pairs(
     if "label" in pairs.columns and labels and require_both_classes:
         _check_classes(pairs["label"], src)
     return PairsRead(pairs, frame, np.flatnonzero(valid), reasons, src, notes)
+
+
+LAYOUT_OPTIONS = ("format", "query_col", "title_col", "label_col", "defect_labels", "defect_below")
+
+
+def layout_options(**options: Any) -> dict[str, Any]:
+    """The layout options of a read that were set (not auto-detected): what a model remembers of
+    its training table, empty when detection alone read it."""
+    return {k: options[k] for k in LAYOUT_OPTIONS if options.get(k) not in (None, "auto")}
+
+
+def _layout_fits(layout: Mapping[str, Any], frame: pd.DataFrame, src: Source, labels: bool) -> bool:
+    """Whether ``frame`` has every column the remembered layout reads (its label column only when labels are needed)."""
+    try:
+        spec = _spec(frame, src, layout.get("format") or "auto", *(layout.get(k) for k in LAYOUT_OPTIONS[1:]), labels)
+    except DataError:
+        return False
+    return all(c in frame.columns for c in spec.required(labels))
+
+
+def _spec(frame: pd.DataFrame, src: Source, format: str, query_col, title_col, label_col, defect_labels, defect_below,
+          labels: bool) -> FormatSpec:
+    """The layout a read uses: with ``auto``, both a query and a title column mean ``table``; a
+    named format's own columns and labels give way to the options given."""
+    if format == "auto" and query_col and title_col:
+        format = "table"
+    if format == "table":
+        return table_spec(src, query_col, title_col, label_col, defect_labels, defect_below, labels)
+    spec = SPECS[format] if format != "auto" else detect(list(frame.columns), src, labels)
+    return with_overrides(spec, src, query_col, title_col, label_col, defect_labels, defect_below)
 
 
 def _empty(text: pd.Series) -> pd.Series:

@@ -375,13 +375,15 @@ def _write_splits(cfg, out: Path, tables, front: int, distilled: bool) -> None:
     import pandas as pd
 
     from ..data import write_splits
+    from ..data.load import layout_options
 
     parts = {"train": tables.get("distill", tables["train"]), "valid": tables["valid"],
              "test": tables.get("test", pd.DataFrame({"query": []}))}
     dirs = ([out / BEST_DIR, out / DEFAULT_DIR] + [out / PARETO_DIR / str(n) for n in range(front)]
             + ([out / DISTILLED_DIR] if distilled else []))
     for d in dirs:
-        write_splits(d, parts, data=cfg.data, seed=cfg.data_seed, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, search=str(out))
+        write_splits(d, parts, data=cfg.data, seed=cfg.data_seed, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, search=str(out),
+                     layout=layout_options(**cfg.load_kwargs))
 
 
 def _stamp(model_dir: Path) -> str | None:
