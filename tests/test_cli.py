@@ -259,6 +259,25 @@ def test_train_records_its_splits_and_evaluate_threshold_use_or_warn(model_dir, 
     assert code == 0 and json.loads(stdout)["operating_point"]["n"] == 80
 
 
+def test_threshold_refuses_data_that_was_mostly_training_pairs(tmp_path, model_dir, data_csv, synthetic_pairs, capsys):
+    import shutil
+
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    before = (model / "config.json").read_text()
+    code, _, err = run(["threshold", "--model", str(model), "--data", str(data_csv), "--target-recall", "0.5"], capsys)
+    assert_one_line_error(code, err, "560 of its 800 pairs (70%) were in the model's training split", "--split valid", "--allow-training-pairs")
+    assert (model / "config.json").read_text() == before  # nothing saved
+    code, out, _ = run(["threshold", "--model", str(model), "--data", str(data_csv), "--target-recall", "0.5", "--allow-training-pairs"], capsys)
+    assert code == 0 and json.loads(out)["operating_point"]["n"] == 800
+    # held-out queries and training queries half and half: not mostly training pairs, so chosen (with the usual warning)
+    splits = json.loads((model / "splits.json").read_text())
+    half = synthetic_pairs[synthetic_pairs["query"].isin(set(splits["test"]) | set(sorted(splits["train"])[:20]))]
+    half_csv = tmp_path / "half.csv"
+    half.to_csv(half_csv, index=False)
+    code, _, err = run(["threshold", "--model", str(model), "--data", str(half_csv), "--target-recall", "0.5"], capsys)
+    assert code == 0 and "were in the model's training split, so these numbers are optimistic" in err
+
+
 def test_an_interrupted_train_says_how_to_resume_and_a_new_run_says_it_replaces_a_checkpoint(tmp_path, data_csv, config_json, monkeypatch,
                                                                                               capsys):
     def interrupted(self, *args, **kwargs):

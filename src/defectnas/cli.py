@@ -370,7 +370,10 @@ def cmd_threshold(args: argparse.Namespace) -> None:
     if min(args.min_group, args.min_group_defects, args.min_flagged) < 1:
         raise ConfigError("--min-group, --min-group-defects and --min-flagged must be at least 1")
     clf = DefectClassifier.load(args.model)
-    df = _held_out(args, clf.screen(_read_for_model(args, keep=[args.by] if args.by else ()), args.invalid_rows).pairs)
+    df = clf.screen(_read_for_model(args, keep=[args.by] if args.by else ()), args.invalid_rows).pairs
+    if not args.split and not args.allow_training_pairs:
+        _refuse_mostly_training_pairs(args, df)
+    df = _held_out(args, df)
     if args.by and args.by not in df.columns:
         raise DataError(f"{args.data}: no column {args.by!r} for --by")
     metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
@@ -386,6 +389,22 @@ def cmd_threshold(args: argparse.Namespace) -> None:
                 f"(95% interval {record['precision_low']:.3f}–{record['precision_high']:.3f}, {record['flagged']} flagged), "
                 f"recall {record['recall']:.3f} on {record['n']} pairs")
     print(json.dumps({"operating_point": record, **({"group_thresholds": groups} if groups else {})}, indent=2))
+
+
+def _refuse_mostly_training_pairs(args: argparse.Namespace, df) -> None:
+    """threshold's refusal: a threshold chosen where most pairs were training pairs promises a
+    precision (or recall) the model does not reach on new queries, and it would be saved."""
+    from .data import SPLITS_FILE
+
+    try:
+        train = set(json.loads((Path(args.model) / SPLITS_FILE).read_text(encoding="utf-8")).get("train", []))
+    except (OSError, ValueError, AttributeError):
+        return  # no record of the training queries (a model not saved by train): nothing to check against
+    seen = int(df["query"].isin(train).sum())
+    if seen > len(df) / 2:
+        raise ConfigError(f"{args.data}: {seen} of its {len(df)} pairs ({seen / len(df):.0%}) were in the model's training split, where "
+                          f"it scores better than on new queries, so a threshold chosen there would not keep its target; give "
+                          f"--split valid (the model's validation queries), other labelled data, or --allow-training-pairs")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -801,6 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-group-defects", type=int, default=20, help="with --by: defects a group needs for its own threshold (default 20)")
     p.add_argument("--min-flagged", type=int, default=20, help="a target precision counts only where at least this many pairs are "
                    "flagged (default 20; precision 1.0 on one pair says nothing)")
+    p.add_argument("--allow-training-pairs", action="store_true", help="save a threshold chosen on data whose pairs were mostly in "
+                   "the model's training split (refused by default: it would not keep its target on new queries)")
     _add_common(p)
     p.set_defaults(func=cmd_threshold)
 
