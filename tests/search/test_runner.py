@@ -326,6 +326,16 @@ def test_saved_models_are_timed_side_by_side_and_the_front_uses_those_times(tmp_
     assert len(timed) == 1 and json.loads((out / "final.json").read_text())["latency"] == final["latency"]
 
 
+def test_without_a_test_split_the_saved_models_are_timed_without_a_default(tmp_path, synthetic_csv, fake_children):
+    """train's default is retrained only as the paired test's reference: no test split, no default/ and no speed-ups."""
+    out = tmp_path / "s"
+    run_search(config(synthetic_csv, space="serving", trials=6, top_k=1, pareto_max=2, final_seeds=1, test_frac=0.0), out)
+    final = json.loads((out / "final.json").read_text())
+    assert final["latency"]["default_ms"] is None and final["default_dir"] is None and not (out / "default").exists()
+    assert all(r["speedup_over_default"] is None and len(r["latency_rounds_ms"]) == 3 for r in final["candidates"])
+    assert (out / "best" / "splits.json").exists()
+
+
 def test_budget_minutes_stops_sampling_then_retrains(tmp_path, synthetic_csv, fake_children):
     result = run_search(config(synthetic_csv, trials=50, budget_minutes=1e-9, top_k=1), tmp_path / "s")
     assert len(result.trials) == 0 or len(result.trials) < 50

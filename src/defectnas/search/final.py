@@ -223,12 +223,12 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
     # every saved model timed again, side by side: what the front's order and the speed-ups below rest on
     timed = _time_together(cfg, out, [r["key"] for r in rows], tables, say)
-    default_ms = float(np.median(timed[default_key]))
+    default_ms = float(np.median(timed[default_key])) if default_key in timed else None  # retrained only with a test split
     for r in rows:
         r["retrain_latency_ms"] = r["latency_ms"]  # as timed during its own retrain (or beside its teacher)
         r["latency_rounds_ms"] = timed[r["key"]]
         r["latency_ms"] = float(np.median(timed[r["key"]]))
-        r["speedup_over_default"] = round(default_ms / max(r["latency_ms"], 1e-9), 3)
+        r["speedup_over_default"] = round(default_ms / max(r["latency_ms"], 1e-9), 3) if default_ms else None
     if cfg.latency_budget_ms and best["latency_ms"] > cfg.latency_budget_ms:
         say(f"note: best/ serves in {best['latency_ms']:.2f} ms/request when timed beside the others, over the "
             f"{cfg.latency_budget_ms:g} ms budget it met when timed during its retrain ({best['retrain_latency_ms']:.2f} ms)")
@@ -240,8 +240,9 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     if student is not None and student["on_front"]:
         front_rows.append(student)
     front_rows.sort(key=lambda r: r["latency_ms"])
-    _install_models(out, [r["key"] for r in front_rows], best["key"], student["key"] if student else None, default_key)
-    _write_splits(cfg, out, tables, len(front_rows), student is not None)
+    _install_models(out, [r["key"] for r in front_rows], best["key"], student["key"] if student else None,
+                    default_key if default_ms is not None else None)
+    _write_splits(cfg, out, tables, len(front_rows), student is not None, default_ms is not None)
     for n, r in enumerate(front_rows):
         r["pareto_dir"] = str(out / PARETO_DIR / str(n))
 
@@ -287,14 +288,16 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
                                               "valid_metric": r["valid_metric"], "test_ap": r.get("test_ap"),
                                               "dominated_by": [o["key"] for o in rows if dominated(r, [o])]}
                                              for n, r in enumerate(front_rows)],
-              "best": best["key"], "best_dir": str(out / BEST_DIR), "default_dir": str(out / DEFAULT_DIR),
+              "best": best["key"], "best_dir": str(out / BEST_DIR), "default_dir": str(out / DEFAULT_DIR) if default_ms is not None else None,
               "paired_test": paired, "distilled": distilled}
     atomic_write_json(out / FINAL_FILE, report)
     plot_final(rows, out / FINAL_PLOT)
     shutil.rmtree(out / "retrain", ignore_errors=True)
     overtaken = sum(bool(e["dominated_by"]) for e in report["pareto"])
-    say(f"served, timed side by side ({LATENCY_ROUNDS} interleaved rounds, ms/request): {DEFAULT_DIR}/ {default_ms:.2f}; "
-        + "; ".join(f"{PARETO_DIR}/{n} {r['latency_ms']:.2f} ({r['speedup_over_default']:.2f}x the default's speed)"
+    say(f"served, timed side by side ({LATENCY_ROUNDS} interleaved rounds, ms/request): "
+        + (f"{DEFAULT_DIR}/ {default_ms:.2f}; " if default_ms is not None else "")
+        + "; ".join(f"{PARETO_DIR}/{n} {r['latency_ms']:.2f}"
+                    + (f" ({r['speedup_over_default']:.2f}x the default's speed)" if default_ms is not None else "")
                     for n, r in enumerate(front_rows)))
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
         f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
@@ -368,7 +371,7 @@ def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[
     return entry
 
 
-def _write_splits(cfg, out: Path, tables, front: int, distilled: bool) -> None:
+def _write_splits(cfg, out: Path, tables, front: int, distilled: bool, default: bool) -> None:
     """``splits.json`` in best/, default/, pareto/<n>/ and distilled/: the search's queries of each split, so
     that ``evaluate --split``, ``threshold`` and ``distill-query`` use the held-out queries, as
     for a model of ``train``."""
@@ -379,7 +382,7 @@ def _write_splits(cfg, out: Path, tables, front: int, distilled: bool) -> None:
 
     parts = {"train": tables.get("distill", tables["train"]), "valid": tables["valid"],
              "test": tables.get("test", pd.DataFrame({"query": []}))}
-    dirs = ([out / BEST_DIR, out / DEFAULT_DIR] + [out / PARETO_DIR / str(n) for n in range(front)]
+    dirs = ([out / BEST_DIR] + ([out / DEFAULT_DIR] if default else []) + [out / PARETO_DIR / str(n) for n in range(front)]
             + ([out / DISTILLED_DIR] if distilled else []))
     for d in dirs:
         write_splits(d, parts, data=cfg.data, seed=cfg.data_seed, valid_frac=cfg.valid_frac, test_frac=cfg.test_frac, search=str(out),
