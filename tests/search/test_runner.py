@@ -108,6 +108,7 @@ def test_a_busy_machine_is_said_once_and_each_trial_keeps_its_load(tmp_path, syn
     loads = iter([0.4, 9.0, 9.5, 1.0])
     monkeypatch.setattr(runner, "load_average", lambda: next(loads))
     monkeypatch.setattr(runner, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runner, "PLOT_EVERY_S", 0.0)  # plots after every batch: still said once
     lines: list[str] = []
     run_search(config(synthetic_csv, trials=4), tmp_path / "s", log=lines.append)
     trained = [r for r in read_trials(tmp_path / "s") if not r["cached"]]  # a repeat keeps its first training's record

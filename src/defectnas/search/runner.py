@@ -390,7 +390,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             agent.save(out / CHECKPOINT, {"next_trial": next_trial, "strategy": cfg.strategy, "elapsed_s": round(elapsed(), 3)})
             if time.monotonic() - last_plot >= PLOT_EVERY_S:
                 write_plots(out, trials, cfg, floor)
-                last_plot, warned_busy = time.monotonic(), False
+                last_plot = time.monotonic()
     finally:
         bar.close()
     write_plots(out, trials, cfg, floor)
