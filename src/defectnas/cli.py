@@ -28,6 +28,7 @@ def _add_data_options(p: argparse.ArgumentParser, required: bool = True, format_
     p.add_argument("--data", required=required, help="table of query–product pairs (CSV/TSV/JSONL/Parquet, .gz/.zip), or an ESCI/WANDS folder")
     g = p.add_argument_group("data layout (for tables that are not a known dataset)")
     g.add_argument(format_flag, dest="format", default="auto", help="auto, esci, wands, homedepot, crowdflower, pairs or table")
+    p.set_defaults(format_flag=format_flag)
     g.add_argument("--query-col", help="column holding the query")
     g.add_argument("--title-col", help="column holding the product title")
     g.add_argument("--label-col", help="column holding the label")
@@ -84,15 +85,13 @@ def _load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _read_for_model(args: argparse.Namespace, **options: Any):
     """``read_pairs`` of ``--data`` for a command given ``--model``: without layout flags, a table
     with the columns the model was trained with (its splits.json) is read with them, said once."""
-    from .data import SPLITS_FILE, read_pairs
+    from .data import read_pairs, read_splits
 
-    try:
-        layout = json.loads((Path(args.model) / SPLITS_FILE).read_text(encoding="utf-8")).get("layout") or None
-    except (OSError, ValueError, AttributeError):
-        layout = None
+    layout = (read_splits(args.model) or {}).get("layout") or None
     read = read_pairs(args.data, **options, **_load_kwargs(args), remembered_layout=layout)
     if read.notes.get("layout") == "remembered":
-        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in layout.items())
+        flag = lambda k: args.format_flag if k == "format" else f"--{k.replace('_', '-')}"  # noqa: E731 (export, select: --data-format)
+        flags = " ".join(f"{flag(k)} {v}" for k, v in layout.items())
         _echo(args, f"note: {args.data} read as {args.model} was trained ({flags}); give layout flags to read it otherwise")
     return read
 
@@ -272,18 +271,18 @@ def _model_splits(args: argparse.Namespace, df) -> dict:
     """train / valid / test parts of ``df``: by the model's own splits.json when it has one (the
     queries it validated and was tested on stay held out; queries it never saw go to train), else
     split by query as train does (--seed, --test-frac)."""
-    from .data import SPLITS_FILE, split_by_query
+    from .data import SPLITS_FILE, read_splits, split_by_query
 
     path = Path(args.model) / SPLITS_FILE
     test_frac = args.test_frac  # None: not given
-    if not path.exists():
+    splits = read_splits(args.model)
+    if splits is None:
         _echo(args, f"note: {args.model} has no {SPLITS_FILE} (not saved by train): {args.data} is split by query with --seed {args.seed}; "
                     f"queries the model was trained on may land in the held-out splits")
         return {**split_by_query(df, valid_frac=0.1, test_frac=0.2 if test_frac is None else test_frac, seed=args.seed), "from_model": False}
     if test_frac is not None:
         _echo(args, f"note: --test-frac {test_frac:g} is ignored: {path} names the queries the model was validated and tested on, "
                     "and those are held out")
-    splits = json.loads(path.read_text(encoding="utf-8"))
     valid, test = set(splits.get("valid", [])), set(splits.get("test", []))
     if not df["query"].isin(valid).any():
         raise DataError(f"{args.data}: none of its queries are in the model's validation split ({path}); is it the data the model was trained on?")
@@ -305,20 +304,23 @@ def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool, skipped_as
     return clf.screen(read, args.invalid_rows)
 
 
-def _held_out(args: argparse.Namespace, df):
+def _held_out(args: argparse.Namespace, df, refuse_mostly_training: bool = False):
     """``df`` restricted to the model's own ``--split`` (valid or test) when asked; otherwise
     unchanged, with one line when some of its queries were in the model's training split
-    (metrics and operating points on them are optimistic). Needs the model's splits.json."""
-    from .data import SPLITS_FILE
+    (metrics and operating points on them are optimistic). Needs the model's splits.json.
+
+    ``refuse_mostly_training`` (threshold): ConfigError instead when most pairs were training
+    pairs — an operating point chosen there is saved and would not keep its target."""
+    from .data import SPLITS_FILE, read_splits
 
     path = Path(args.model) / SPLITS_FILE
     split = getattr(args, "split", None)
-    if not path.exists():
+    splits = read_splits(args.model)
+    if splits is None:
         if split:
             raise ConfigError(f"{args.model}: no {SPLITS_FILE} (a model saved before train wrote it, or not by train): "
                               f"--split needs it; give held-out data instead")
         return df
-    splits = json.loads(path.read_text(encoding="utf-8"))
     if split:
         keep = df["query"].isin(set(splits.get(split, [])))
         if not keep.any():
@@ -326,6 +328,10 @@ def _held_out(args: argparse.Namespace, df):
         _echo(args, f"{args.data}: {int(keep.sum())} of {len(df)} pairs are in the model's {split} split ({df['query'][keep].nunique()} queries)")
         return df[keep].reset_index(drop=True)
     seen = df["query"].isin(set(splits.get("train", [])))
+    if refuse_mostly_training and seen.sum() > len(df) / 2:
+        raise ConfigError(f"{args.data}: {int(seen.sum())} of its {len(df)} pairs ({seen.mean():.0%}) were in the model's training split, "
+                          f"where it scores better than on new queries, so a threshold chosen there would not keep its target; give "
+                          f"--split valid (the model's validation queries), other labelled data, or --allow-training-pairs")
     if seen.any():
         _echo(args, f"warning: {args.data}: {df['query'][seen].nunique()} of its {df['query'].nunique()} queries ({int(seen.sum())} pairs) "
                     f"were in the model's training split, so these numbers are optimistic; --split valid or --split test "
@@ -371,9 +377,7 @@ def cmd_threshold(args: argparse.Namespace) -> None:
         raise ConfigError("--min-group, --min-group-defects and --min-flagged must be at least 1")
     clf = DefectClassifier.load(args.model)
     df = clf.screen(_read_for_model(args, keep=[args.by] if args.by else ()), args.invalid_rows).pairs
-    if not args.split and not args.allow_training_pairs:
-        _refuse_mostly_training_pairs(args, df)
-    df = _held_out(args, df)
+    df = _held_out(args, df, refuse_mostly_training=not args.allow_training_pairs)
     if args.by and args.by not in df.columns:
         raise DataError(f"{args.data}: no column {args.by!r} for --by")
     metric, target = ("precision", args.target_precision) if args.target_precision is not None else ("recall", args.target_recall)
@@ -389,22 +393,6 @@ def cmd_threshold(args: argparse.Namespace) -> None:
                 f"(95% interval {record['precision_low']:.3f}–{record['precision_high']:.3f}, {record['flagged']} flagged), "
                 f"recall {record['recall']:.3f} on {record['n']} pairs")
     print(json.dumps({"operating_point": record, **({"group_thresholds": groups} if groups else {})}, indent=2))
-
-
-def _refuse_mostly_training_pairs(args: argparse.Namespace, df) -> None:
-    """threshold's refusal: a threshold chosen where most pairs were training pairs promises a
-    precision (or recall) the model does not reach on new queries, and it would be saved."""
-    from .data import SPLITS_FILE
-
-    try:
-        train = set(json.loads((Path(args.model) / SPLITS_FILE).read_text(encoding="utf-8")).get("train", []))
-    except (OSError, ValueError, AttributeError):
-        return  # no record of the training queries (a model not saved by train): nothing to check against
-    seen = int(df["query"].isin(train).sum())
-    if seen > len(df) / 2:
-        raise ConfigError(f"{args.data}: {seen} of its {len(df)} pairs ({seen / len(df):.0%}) were in the model's training split, where "
-                          f"it scores better than on new queries, so a threshold chosen there would not keep its target; give "
-                          f"--split valid (the model's validation queries), other labelled data, or --allow-training-pairs")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -48,3 +48,17 @@ def test_empty_split_is_an_error(raises_data_error):
     raises_data_error(split_by_query, _table(2), contains=("split would be empty", "2 distinct queries"))
     raises_data_error(split_by_query, _table(5), valid_frac=0.0, contains=("valid split would be empty",))
     raises_data_error(split_by_query, _table(5), valid_frac=0.6, test_frac=0.5, contains=("below 1",))
+
+
+def test_read_splits_is_none_without_the_file_and_names_a_file_that_is_not_json(tmp_path):
+    from defectnas.data import read_splits, write_splits
+    from defectnas.errors import DataError
+
+    assert read_splits(tmp_path) is None
+    parts = {name: pd.DataFrame({"query": [f"{name} q"]}) for name in ("train", "valid", "test")}
+    write_splits(tmp_path, parts, data="d.csv", layout={"query_col": "q"})
+    assert read_splits(tmp_path) == {"data": "d.csv", "layout": {"query_col": "q"}, "train": ["train q"], "valid": ["valid q"],
+                                     "test": ["test q"]}
+    (tmp_path / "splits.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match="splits.json: not readable as JSON"):
+        read_splits(tmp_path)

@@ -10,7 +10,7 @@ from .formats import FORMATS, SPECS, FormatSpec
 from .integrity import coverage_report, coverage_warning, duplicate_report
 from .load import DEFAULT_INVALID_ROWS, INVALID_ROWS, PairsRead, load_pairs, read_pairs, title_id
 from .readers import read_table
-from .splits import SPLITS_FILE, split_by_query, write_splits
+from .splits import SPLITS_FILE, read_splits, split_by_query, write_splits
 from .stats import describe, format_description
 from .text import normalize_series, normalize_text, text_pairs
 from .triplets import build_triplets

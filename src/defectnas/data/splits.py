@@ -35,6 +35,24 @@ def write_splits(directory, parts: dict[str, pd.DataFrame], **source) -> None:
     atomic_write_json(Path(directory) / SPLITS_FILE, {**source, **{name: sorted(set(parts[name]["query"])) for name in SPLITS}})
 
 
+def read_splits(directory) -> dict | None:
+    """The ``splits.json`` :func:`write_splits` left in ``directory``, or None when it has none;
+    DataError naming the file when it is not JSON."""
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / SPLITS_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: not a JSON object")
+    return record
+
+
 def split_by_query(df: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0) -> dict[str, pd.DataFrame]:
     """``{"train": ..., "valid": ..., "test": ...}``, each with a fresh index and a ``split`` column.
 

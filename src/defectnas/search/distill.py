@@ -35,7 +35,7 @@ from ..timing import interleaved_ms
 DISTILLED_DIR = "distilled"
 CHECKPOINT_DIR = "distill"  # the distillation's checkpoint while it runs (a killed search resumes it)
 S_PER_TEXT_EPOCH = 2.5e-3  # measured: 2 CPU cores, MiniLM, 2-layer student (Home Depot: ~34k texts × 4 epochs in 4.5–5.7 min)
-LATENCY_ROUNDS = 3  # teacher and student timed alternately, so machine drift hits both alike
+LATENCY_ROUNDS = 3  # models timed in turn this many times (teacher and student here; every saved model in final.py)
 
 
 def student_key(teacher_key: str, layers: int) -> str:

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..storage import append_line, atomic_write_json
-from .distill import DISTILLED_DIR, distill_best, distill_estimate_s, dominated
+from .distill import DISTILLED_DIR, LATENCY_ROUNDS, distill_best, distill_estimate_s, dominated
 from .plots import pareto_front, plot_final
 from .space import Architecture, Space, arch_key
 from .stats import paired_bootstrap
@@ -53,8 +53,7 @@ FINAL_PLOT = "final.png"  # retrained models and the distilled one: test AP agai
 BEST_DIR = "best"
 PARETO_DIR = "pareto"
 DEFAULT_DIR = "default"  # train's default architecture, retrained as the candidates were: the reference to compare with
-LATENCY_FILE = "latency.json"  # every saved model's served ms, timed together in interleaved rounds
-LATENCY_ROUNDS = 3
+LATENCY_FILE = "latency.json"  # every saved model's served ms, timed together in LATENCY_ROUNDS interleaved rounds
 PROBS_DIR = "test_probs"  # <key>.npy: each retrained candidate's test probabilities (seeds × rows), for the paired test
 STAMP = "architecture.json"  # written into every saved model directory: which architecture it holds
 
@@ -156,16 +155,16 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
     _gather_models(out)
     done = {e["key"]: e for e in read_jsonl(out / RETRAIN_LOG, require="seconds") if "key" in e}
-    needs_model = set(records)  # every candidate is kept as a model: timed together at the end, the default installed as default/
+    # every candidate is kept as a model under retrain/<key>/: timed together at the end, the default installed as default/
     has_probs = lambda k: not has_test or (out / PROBS_DIR / f"{k}.npy").exists()  # noqa: E731
     todo = [k for k in records if k not in done or not has_probs(k)
-            or (k in needs_model and not (out / "retrain" / k / "config.json").exists())]
+            or not (out / "retrain" / k / "config.json").exists()]
     seeds = final_seeds(cfg)
     estimate_s = retrain_estimate_s(cfg, space, trials, tables, floor)
     jobs = [{"architecture": records[k]["architecture"], "options": final_options(cfg, space, records[k]["architecture"]),
              "seeds": seeds, "latency_repeats": cfg.latency_repeats, "threads": cfg.threads,
              "tables": {"train": "train", "valid": "valid", "test": "test" if has_test else ""},
-             "save_dir": str(out / "retrain" / k) if k in needs_model else "",
+             "save_dir": str(out / "retrain" / k),
              "probs_path": str(out / PROBS_DIR / f"{k}.npy") if has_test else ""} for k in todo]
     bar = progress(total=len(records), initial=len(records) - len(todo), desc=f"retrain {len(records)} × {len(seeds)} seeds",
                    unit="model", quiet=quiet)
@@ -174,8 +173,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
             k = todo[i]
             entry = _entry(cfg, k, records[k], res, seeds)
             append_line(out / RETRAIN_LOG, json.dumps(entry))
-            if k in needs_model:
-                atomic_write_json(out / "retrain" / k / STAMP, {"key": k, "space": cfg.space, "architecture": records[k]["architecture"]})
+            atomic_write_json(out / "retrain" / k / STAMP, {"key": k, "space": cfg.space, "architecture": records[k]["architecture"]})
             done[k] = entry
             bar.update(1)
             with tqdm.external_write_mode():
