@@ -64,6 +64,7 @@ def fake_timing(monkeypatch):
     import defectnas.search.final as final
 
     monkeypatch.setattr(final, "time_models", fake_time_models)
+    monkeypatch.setattr(final, "timing_estimate_s", lambda cfg, latencies_ms: 0.0)  # and faked timing takes no time
 
 
 @pytest.fixture

@@ -379,6 +379,32 @@ def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors
     assert len(enough.trials) >= 1
 
 
+def test_the_budget_reserves_timing_the_saved_models_side_by_side(tmp_path, synthetic_csv, monkeypatch):
+    """The end of a search times every saved model in interleaved rounds: per model a fixed load-and-cache
+    cost plus its requests at its child latency; the retrains' reserve includes it (the student too)."""
+    import defectnas.search.executors as executors
+    import defectnas.search.final as final
+    from defectnas.search.runner import build_space, prepare_tables
+    from defectnas.search.trials import TrialLog
+
+    from .fakes import fake_evaluate_child
+
+    cfg = config(synthetic_csv, latency_repeats=10)
+    requests = final.LATENCY_ROUNDS * (3 + 30)  # at least 30 timed after 3 warm-up, in each round
+    assert final.timing_estimate_s(cfg, [10.0, 20.0]) == pytest.approx(2 * final.TIMING_S_PER_MODEL + requests * 0.030)
+    assert final.timing_estimate_s(cfg, []) == 0.0
+    # before sampling: the floor's child seconds and latency stand for every candidate to be
+    monkeypatch.setattr(executors, "evaluate_child", lambda job, *a: {**fake_evaluate_child(job, *a), "seconds": 5.0})
+    on = config(synthetic_csv, top_k=1, final_epochs=2, distill_query=0)
+    tables, space = prepare_tables(on), build_space(on)
+    floor = {"child_seconds": 5.0, "latency_ms": 12.0}
+    empty = TrialLog(tmp_path / "none.jsonl")
+    with_timing = final.retrain_estimate_s(on, space, empty, tables, floor, upcoming=1)
+    monkeypatch.setattr(final, "timing_estimate_s", lambda cfg, latencies_ms: 0.0)
+    without = final.retrain_estimate_s(on, space, empty, tables, floor, upcoming=1)
+    assert with_timing - without == pytest.approx(2 * (final.TIMING_S_PER_MODEL + requests * 0.012))  # the default and the batch's one
+
+
 def test_split_seed_keeps_the_split_while_the_search_seed_changes(synthetic_csv, tmp_path, monkeypatch):
     from defectnas.cli import main
     from defectnas.search.runner import prepare_tables

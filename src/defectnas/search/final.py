@@ -117,7 +117,8 @@ def retrain_scale(cfg, tables) -> float:
 
 def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any], upcoming: int = 0) -> float:
     """Estimated wall seconds of retraining today's candidates: each candidate's own measured child
-    seconds × :func:`retrain_scale`, plus distilling the best (:func:`.distill.distill_estimate_s`). The search stops sampling when what is left of
+    seconds × :func:`retrain_scale`, plus distilling the best (:func:`.distill.distill_estimate_s`)
+    and timing every saved model side by side (:func:`timing_estimate_s`). The search stops sampling when what is left of
     ``--budget-minutes`` only covers this (so the budget bounds the whole search, retrains
     included); ``final.json`` records the estimate beside what the retrains really took.
 
@@ -131,12 +132,29 @@ def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[
     if trials.cache:
         child = float(np.median([r["seconds"] for r in trials.cache.values()]))
         children = sum(float(r.get("seconds") or child) for r in records.values())
+        latencies = [float(r.get("latency_ms") or 0.0) for r in records.values()]
     else:
         child = float((floor or {}).get("child_seconds") or 0.0)
         if not child:
             return 0.0
-        children = child * (len(records) + min(cfg.top_k + cfg.pareto_max, upcoming))
-    return retrain_scale(cfg, tables) * children + distill_estimate_s(cfg, tables, space)
+        n = len(records) + min(cfg.top_k + cfg.pareto_max, upcoming)
+        children = child * n
+        latencies = [float((floor or {}).get("latency_ms") or 0.0)] * n
+    distill = distill_estimate_s(cfg, tables, space)
+    if distill:  # the student is timed with the others; count it at the slowest candidate's latency
+        latencies.append(max(latencies, default=0.0))
+    return retrain_scale(cfg, tables) * children + distill + timing_estimate_s(cfg, latencies)
+
+
+TIMING_S_PER_MODEL = 3.0  # loading a saved model and caching its 100 titles in each round: ~3 s on 2 CPU cores (measured)
+
+
+def timing_estimate_s(cfg, latencies_ms: list[float]) -> float:
+    """Seconds :func:`time_models` is expected to take for models whose child latencies are
+    ``latencies_ms``: per model a fixed :data:`TIMING_S_PER_MODEL` plus ``LATENCY_ROUNDS`` × (3
+    warm-up + ``max(30, latency_repeats)`` timed requests) at its latency."""
+    requests = LATENCY_ROUNDS * (3 + max(30, cfg.latency_repeats))
+    return sum(TIMING_S_PER_MODEL + requests * ms / 1000 for ms in latencies_ms)
 
 
 def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,
