@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .baselines.bert import quiet_transformers
 from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS, Budget, Context, parse_models  # noqa: F401
 from .errors import ConfigError
 from .timing import median_ms
@@ -102,16 +103,6 @@ def num_parameters(model, trainable_only: bool = False) -> int:
     if hasattr(model, "num_parameters"):
         return int(model.num_parameters())
     return int(model.model_.coef_.size)  # the TF-IDF floor: one weight per feature
-
-
-def _quiet_libraries() -> None:
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def run_once(names: list[str], parts: dict[str, pd.DataFrame], ctx: Context) -> tuple[list[dict], dict[str, np.ndarray], dict[str, Any]]:
@@ -208,6 +199,7 @@ def display_rows(rows: list[dict], columns: list[str]) -> list[dict]:
     return shown
 
 
+@quiet_transformers()  # for the run only: the cross-encoder's load report lists its new head's weights as MISSING
 def run_compare(data, out: str | Path, models: str | list[str] | None = None, *, fast: bool = False, repeats: int = 1, seed: int = 0,
                 options: dict[str, Any] | None = None, load_kwargs: dict | None = None, threads: int = 2, save_models: bool = False,
                 budget: Budget | None = None, quiet: bool = False, echo: Callable[[str], None] = print) -> list[dict]:
@@ -221,7 +213,6 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
     budget = budget or (FAST if fast else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _quiet_libraries()
     parts = prepare_split(data, seed, budget, load_kwargs)
     test = parts["test"]
     echo(f"split by query (seed {seed}): train {len(parts['train'])}, valid {len(parts['valid'])}, test {len(test)} pairs; "

@@ -1,5 +1,5 @@
 """``median_ms``: the one way every latency here is timed; ``interleaved_ms``: the one way models are
-timed against each other.
+timed against each other; ``load_averages``: how busy the machine was, recorded beside timings.
 
 Why one helper: compare's table, the search's latency reward and the benchmarks report
 milliseconds that users set side by side, so they must all be taken the same way — warm-up
@@ -50,3 +50,14 @@ def interleaved_ms(models: Mapping[str, M], time_one: Callable[[M], float], roun
         for name, model in models.items():
             served[name].append(round(float(time_one(model)), 4))
     return served
+
+
+def load_averages() -> list[float] | None:
+    """The machine's 1-, 5- and 15-minute load averages (runnable processes), rounded to 0.01; None
+    where the OS gives none. Recorded beside latencies, which a busy machine inflates."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None

@@ -334,7 +334,9 @@ def _time_together(cfg, out: Path, keys: list[str], tables, say: Callable[[str],
         return {k: saved[k] for k in keys}
     say(f"timing {len(keys)} saved models side by side ({LATENCY_ROUNDS} interleaved rounds, 1 thread)")
     ms = time_models({k: out / "retrain" / k for k in keys}, tables["valid"], cfg.latency_repeats)
-    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None  # 1, 5 and 15 minutes
+    from ..timing import load_averages
+
+    load = load_averages()  # 1, 5 and 15 minutes
     atomic_write_json(path, {"timing": "serve's request of 1 query x 100 cached products, 1 thread, median of "
                                        f"{max(30, cfg.latency_repeats)} timed after warm-up in each round; the models taken in turn",
                              "rounds": LATENCY_ROUNDS, "load_average_1_5_15m": load, "ms": ms})

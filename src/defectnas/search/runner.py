@@ -240,12 +240,12 @@ def result_fields(cfg: SearchConfig, res: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_average() -> float | None:
-    """The 1-minute load average (runnable processes), where the OS gives one: beside each trial's
-    latency, which a busy machine inflates."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
+    """The 1-minute load average, where the OS gives one: beside each trial's latency, which a busy
+    machine inflates."""
+    from ..timing import load_averages
+
+    loads = load_averages()
+    return loads[0] if loads else None
 
 
 def usable_cores() -> int:
