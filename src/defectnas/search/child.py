@@ -111,7 +111,7 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
                 probs = _predict_memoised(clf, test)
                 metrics = defect_metrics(test["label"].to_numpy(), probs, clf.threshold_)
                 tests.append({**metrics, "average_precision": average_precision(test["label"].to_numpy(), probs)})
-                test_probs.append(probs.astype(np.float32))
+                test_probs.append(np.asarray(probs, dtype=np.float64))  # float32 would merge close probabilities into ties and move AP
             first = first or clf
         if first.train_config_.device != "cpu":  # trained on an accelerator: served latency is still timed on the CPU
             first.model_.to("cpu")

@@ -144,7 +144,7 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
         from ..training.metrics import average_precision, defect_metrics
 
         test = tables["test"]
-        probs = _predict_memoised(student, test).astype(np.float32)
+        probs = np.asarray(_predict_memoised(student, test), dtype=np.float64)  # as the candidates' (child.py): float32 ties move AP
         metrics = {**defect_metrics(test["label"].to_numpy(), probs, student.threshold_),
                    "average_precision": average_precision(test["label"].to_numpy(), probs)}
         entry.update(test=[metrics], test_ap=round(float(metrics["average_precision"]), 6), test_ap_std=0.0,
