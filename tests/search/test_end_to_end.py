@@ -71,6 +71,10 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     assert student.model_config_.query_backbone_layers == 2 and title_tower_hash(out / "distilled") == title_tower_hash(out / "best")
     assert distilled["vs_teacher"]["queries"] == distilled["vs_default"]["queries"] == summary["paired_test"]["queries"]
     assert distilled["latency_ms"] > 0 and distilled["speedup_over_teacher"] > 0
+    # the paired tests read the probabilities the reported APs were computed on (float32 copies once made ties)
+    default_row = next(c for c in final["candidates"] if "default" in c["roles"])
+    assert final["paired_test"]["diff"] == pytest.approx(best["test_ap"] - default_row["test_ap"], abs=2e-6)
+    assert distilled["vs_teacher"]["diff"] == pytest.approx(distilled["test_ap"] - distilled["teacher_test_ap_seed"], abs=2e-6)
     assert main(["evaluate", "--model", str(out / "distilled"), "--data", str(search_sample), "--split", "test", "--quiet"]) == 0
     held_out = json.loads(capsys.readouterr().out)  # the search's own test queries (splits.json)
     assert set(held_out) == CONTRACT_KEYS and held_out["average_precision"] == pytest.approx(distilled["test_ap"], abs=1e-4)
