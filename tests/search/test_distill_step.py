@@ -127,14 +127,14 @@ def test_the_text_estimate_is_close_to_the_texts_made(homedepot_sample):
 
 
 def test_the_budget_reserves_the_distillation(synthetic_csv):
-    from defectnas.search.distill import S_PER_TEXT_EPOCH, distill_estimate_s
+    from defectnas.search.distill import S_PER_TEXT_EPOCH, S_PER_TEXT_ONCE, distill_estimate_s
     from defectnas.search.runner import build_space, prepare_tables
     from defectnas.search.trials import TrialLog
 
     on = config(synthetic_csv, space="serving", distill_query=2, distill_epochs=3)
     tables = prepare_tables(on)
     assert "distill" in tables and len(tables["distill"]) >= len(tables["train"])
-    assert distill_estimate_s(on, tables, build_space(on)) == pytest.approx(estimate_texts(tables["distill"]) * 3 * S_PER_TEXT_EPOCH)
+    assert distill_estimate_s(on, tables, build_space(on)) == pytest.approx(estimate_texts(tables["distill"]) * (3 * S_PER_TEXT_EPOCH + S_PER_TEXT_ONCE))
     words = config(synthetic_csv, space="seed", distill_query=2, options={"d_model": 16, "query_backbone_layers": 0})
     assert distill_estimate_s(words, tables, build_space(words)) == 0.0  # no pre-trained query layers: nothing to distil, nothing reserved
     off = config(synthetic_csv, space="serving", distill_query=0)

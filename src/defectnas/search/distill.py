@@ -34,7 +34,10 @@ from ..timing import interleaved_ms
 
 DISTILLED_DIR = "distilled"
 CHECKPOINT_DIR = "distill"  # the distillation's checkpoint while it runs (a killed search resumes it)
-S_PER_TEXT_EPOCH = 2.5e-3  # measured: 2 CPU cores, MiniLM, 2-layer student (Home Depot: ~34k texts × 4 epochs in 4.5–5.7 min)
+# measured on 2 CPU cores, MiniLM, 2-layer student, Home Depot's ~34k texts: 4 epochs took 333 s on one machine; on one
+# half as fast (and shared) 1 epoch took 126 s after ~190 s of the teacher encoding the texts and validation once
+S_PER_TEXT_EPOCH = 2.0e-3  # each epoch, per text
+S_PER_TEXT_ONCE = 2.5e-3  # once per distillation, per text: the teacher's encodings, validation, timing
 LATENCY_ROUNDS = 3  # models timed in turn this many times (teacher and student here; every saved model in final.py)
 
 
@@ -80,11 +83,11 @@ def check_layers(cfg, space) -> None:
 
 def distill_estimate_s(cfg, tables, space) -> float:
     """Seconds the distillation step is expected to take (0 when it is off or no model can be
-    distilled): texts × epochs × :data:`S_PER_TEXT_EPOCH`, a rate measured on 2 CPU cores
-    (conservative on a GPU)."""
+    distilled): texts × (epochs × :data:`S_PER_TEXT_EPOCH` + :data:`S_PER_TEXT_ONCE`), rates
+    measured on 2 CPU cores (conservative on a GPU)."""
     if not cfg.distill_query or "distill" not in tables or not deepest_query_layers(cfg, space):
         return 0.0
-    return estimate_texts(tables["distill"]) * cfg.distill_epochs * S_PER_TEXT_EPOCH
+    return estimate_texts(tables["distill"]) * (cfg.distill_epochs * S_PER_TEXT_EPOCH + S_PER_TEXT_ONCE)
 
 
 def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, dict[str, Any]], tables,
