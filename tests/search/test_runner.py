@@ -575,3 +575,20 @@ def test_the_default_stays_the_reference_when_the_space_leaves_it_out(tmp_path, 
     assert fake_children[0]["architecture"]["query_layers"] == 6  # the noise floor: train's default
     final = json.loads((tmp_path / "s" / "final.json").read_text())
     assert any("default" in c["roles"] and c["architecture"]["query_layers"] == 6 for c in final["candidates"])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("trials", 0, "--trials (trials) must be at least 1, got 0"),
+    ("child_seeds", 0, "--child-seeds (child_seeds) must be at least 1, got 0"),
+    ("workers", 0, "--workers (workers) must be at least 1, got 0"),
+    ("budget_minutes", -1.0, "--budget-minutes (budget_minutes) must not be negative, got -1"),
+    ("top_k", -2, "--top-k (top_k) must not be negative, got -2"),
+])
+def test_a_bad_setting_is_named_by_its_flag(field, value, message):
+    """One line naming the flag that was wrong (it once listed five fields by their dataclass names)."""
+    from defectnas.errors import ConfigError
+    from defectnas.search.config import SearchConfig
+
+    with pytest.raises(ConfigError) as e:
+        SearchConfig(data="x", **{field: value})
+    assert str(e.value) == message

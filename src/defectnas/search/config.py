@@ -82,10 +82,12 @@ class SearchConfig:
             raise ConfigError(f"space must be one of {', '.join(SPACE_NAMES)}, got {self.space!r}")
         if self.reward_metric not in REWARD_METRICS:
             raise ConfigError(f"reward_metric must be one of {', '.join(REWARD_METRICS)}, got {self.reward_metric!r}")
-        if min(self.trials, self.child_epochs, self.workers, self.child_seeds, self.final_seeds) < 1 or self.threads < 0:
-            raise ConfigError("trials, child_epochs, child_seeds, final_seeds and workers must be at least 1, threads at least 0")
-        if min(self.top_k, self.pareto_max, self.noise_repeats) < 0 or self.budget_minutes < 0:
-            raise ConfigError("top_k, pareto_max, noise_repeats and budget_minutes must not be negative")
+        for name in ("trials", "child_epochs", "workers", "child_seeds", "final_seeds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("threads", "top_k", "pareto_max", "noise_repeats", "budget_minutes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must not be negative, got {getattr(self, name):g}")
         if self.distill_query < 0:
             raise ConfigError(f"--distill-query (distill_query) must be 0 (off) or a number of query layers, got {self.distill_query}")
         if self.distill_epochs < 1:
@@ -148,3 +150,8 @@ def merge_for_resume(saved: SearchConfig, given: dict[str, Any]) -> SearchConfig
         raise ConfigError("--resume continues the search as it was started; these settings differ: " + "; ".join(clashes)
                           + f" (only {', '.join(RESUMABLE)} may change; use a new --out for a new search)")
     return SearchConfig.from_dict(current)
+
+
+def _flag(field: str) -> str:
+    """How an error names a setting: the command-line flag and the field of --config JSON, e.g. "--top-k (top_k)"."""
+    return f"--{field.replace('_', '-')} ({field})"
