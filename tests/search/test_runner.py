@@ -592,3 +592,16 @@ def test_a_bad_setting_is_named_by_its_flag(field, value, message):
     with pytest.raises(ConfigError) as e:
         SearchConfig(data="x", **{field: value})
     assert str(e.value) == message
+
+
+def test_the_floors_child_seconds_leave_out_the_first_repeats_frozen_pass(synthetic_csv):
+    """The first noise-floor repeat passes every text through the frozen layers once (82 s against 11 s a
+    child on Home Depot): counted as a child's cost, it made the budget refuse small searches."""
+    from defectnas.search.runner import summarize_floor
+
+    cfg = config(synthetic_csv, child_seeds=2)
+    repeat = lambda n, s: {"repeat": n, "seeds": [n, n + 1], "metric": 0.1, "reward": 0.1, "spread": 0.0, "ap": 0.1,  # noqa: E731
+                           "ap_seeds": [0.1, 0.1], "f1_seeds": [0.2, 0.2], "latency_ms": 5.0, "seconds": s}
+    assert summarize_floor(cfg, [], [repeat(0, 82.0), repeat(1, 11.0), repeat(2, 13.0)])["child_seconds"] == 12.0
+    assert summarize_floor(cfg, [], [repeat(0, 82.0)])["child_seconds"] == 82.0  # alone, it is all there is
+
