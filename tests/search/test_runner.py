@@ -605,3 +605,17 @@ def test_the_floors_child_seconds_leave_out_the_first_repeats_frozen_pass(synthe
     assert summarize_floor(cfg, [], [repeat(0, 82.0), repeat(1, 11.0), repeat(2, 13.0)])["child_seconds"] == 12.0
     assert summarize_floor(cfg, [], [repeat(0, 82.0)])["child_seconds"] == 82.0  # alone, it is all there is
 
+
+
+def test_a_resume_says_what_it_reuses(tmp_path, synthetic_csv, fake_children):
+    """--resume on a folder without a search says it starts one; a resumed search says the noise floor
+    and the logged trials are reused, not rerun."""
+    said: list[str] = []
+    run_search(config(synthetic_csv, trials=2, top_k=0, pareto_max=0, noise_repeats=2), tmp_path / "s", resume=True, log=said.append)
+    assert any("holds no search yet" in m and "starting a new one" in m for m in said)
+    said.clear()
+    ran = len(fake_children)
+    run_search(config(synthetic_csv, trials=4, top_k=0, pareto_max=0, noise_repeats=2), tmp_path / "s", resume=True, log=said.append)
+    assert "noise floor: 2 of 2 repeats already in noise.jsonl, not rerun" in said
+    assert any(m.startswith("resuming: 2 trials logged") for m in said)
+    assert len(fake_children) - ran == 2  # only the two new trials trained

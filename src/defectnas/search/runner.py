@@ -99,6 +99,8 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         raise ConfigError(f"{out} has {TRIALS} but no {SEARCH_FILE}; choose a new --out")
     if saved is not None:
         cfg = merge_for_resume(saved, cfg.to_dict())
+    elif resume:
+        say(f"--resume: {out} holds no search yet ({SEARCH_FILE} missing): starting a new one")
     out.mkdir(parents=True, exist_ok=True)
 
     space = build_space(cfg)
@@ -271,6 +273,8 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say) -> di
     done = {int(r["repeat"]): r for r in read_jsonl(out / NOISE, require="repeat")}
     repeats = max(cfg.noise_repeats, int(cfg.latency_weight > 0 and not cfg.latency_target_ms))  # the target needs one
     todo = [r for r in range(repeats) if r not in done]
+    if done:  # a resumed search
+        say(f"noise floor: {len(done)} of {repeats} repeats already in {NOISE}, not rerun")
     if todo:
         say(f"noise floor: the default architecture under {cfg.noise_repeats} sets of {cfg.child_seeds} seeds")
     jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
@@ -320,7 +324,8 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         extra = agent.load(out / CHECKPOINT)
         next_trial, elapsed_before = int(extra["next_trial"]), float(extra.get("elapsed_s", 0.0))
     if len(trials):
-        say(f"resuming: {len(trials)} trials logged, strategy at step {agent.step}, next trial {next_trial}")
+        say(f"resuming: {len(trials)} trials logged (any of the unfinished batch are reused, not rerun), "
+            f"strategy at step {agent.step}, next trial {next_trial}")
     seeds = child_seeds(cfg)
 
     def best() -> float:
