@@ -103,7 +103,7 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     from ..estimator import DefectClassifier
     from ..training.query_distillation import student_config
     from ..training.trainer import CHECKPOINT
-    from .child import _predict_memoised, latency_inputs, served_latency_ms
+    from .child import _predict_memoised
 
     layers, teacher_dir = int(cfg.distill_query), out / "retrain" / best["key"]
     key = student_key(best["key"], layers)
@@ -158,9 +158,7 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
         if clf.train_config_.device != "cpu":
             clf.model_.to("cpu")
             clf.train_config_.device = "cpu"
-    queries, titles = latency_inputs(tables["valid"])
-    served = interleaved_ms({"teacher": teacher, "student": student},
-                            lambda clf: served_latency_ms(clf, queries, titles, cfg.latency_repeats, threads=1), LATENCY_ROUNDS)
+    served = served_side_by_side({"teacher": teacher, "student": student}, tables["valid"], cfg.latency_repeats)
     entry["latency_ms"] = float(np.median(served["student"]))
     entry["teacher_latency_ms"] = float(np.median(served["teacher"]))
     entry["served_ms"] = served
@@ -182,6 +180,17 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
         f"(the teacher is best/ as saved: its first retrain seed), {entry['latency_ms']:.2f} against {entry['teacher_latency_ms']:.2f} "
         f"ms/request timed alternately ({entry['speedup_over_teacher']:.2f}x faster), {entry['seconds']:.0f}s")
     return entry
+
+
+def served_side_by_side(models: dict[str, Any], valid, repeats: int) -> dict[str, list[float]]:
+    """``{name: [served ms of each round]}``: each model timed as a child is (1 query × 100 cached
+    products of ``valid``, 1 thread, :func:`.child.served_latency_ms`), the models taken in turn
+    in ``LATENCY_ROUNDS`` rounds (:func:`defectnas.timing.interleaved_ms`). The teacher beside its
+    student here; every saved model at the end of a search (:func:`.final.time_models`)."""
+    from .child import latency_inputs, served_latency_ms
+
+    queries, titles = latency_inputs(valid)
+    return interleaved_ms(models, lambda clf: served_latency_ms(clf, queries, titles, repeats, threads=1), LATENCY_ROUNDS)
 
 
 def restored_seconds(history: list[dict[str, Any]]) -> float:

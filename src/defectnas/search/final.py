@@ -352,14 +352,11 @@ def _time_together(cfg, out: Path, keys: list[str], tables, say: Callable[[str],
 def time_models(dirs: dict[str, Path], valid, repeats: int) -> dict[str, list[float]]:
     """Served ms per request of each saved model, as a child's latency is timed (1 query × 100
     cached products of the validation split, 1 thread), in ``LATENCY_ROUNDS`` interleaved rounds
-    in this process (:func:`defectnas.timing.interleaved_ms`)."""
+    in this process (:func:`.distill.served_side_by_side`)."""
     from ..estimator import DefectClassifier
-    from ..timing import interleaved_ms
-    from .child import latency_inputs, served_latency_ms
+    from .distill import served_side_by_side
 
-    models = {k: DefectClassifier.load(d) for k, d in dirs.items()}
-    queries, titles = latency_inputs(valid)
-    return interleaved_ms(models, lambda clf: served_latency_ms(clf, queries, titles, repeats, threads=1), LATENCY_ROUNDS)
+    return served_side_by_side({k: DefectClassifier.load(d) for k, d in dirs.items()}, valid, repeats)
 
 
 def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], default_key: str, paired: dict[str, Any] | None) -> str:

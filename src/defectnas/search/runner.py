@@ -337,7 +337,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
                    quiet=quiet)
     bar.set_postfix(best=f"{best():.4f}")
-    last_plot, warned_busy = time.monotonic(), False
+    last_plot, warned_busy, cores = time.monotonic(), False, usable_cores()
     try:
         while next_trial < cfg.trials:
             n = min(cfg.batch_size, cfg.trials - next_trial)
@@ -382,11 +382,11 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
                     trials.append(trials.cached_copy(rt, step, rarch, ractions, record))
                 bar.update(1 + len(repeats))
                 bar.set_postfix(best=f"{best():.4f}")
-                busy = record["load_1m"] is not None and record["load_1m"] > usable_cores() + 0.5
+                busy = record["load_1m"] is not None and record["load_1m"] > cores + 0.5
                 with tqdm.external_write_mode():  # a log line above the bar, not through it
                     if busy and not warned_busy:
                         warned_busy = True
-                        say(f"note: the machine is busy (load average {record['load_1m']:.1f} on {usable_cores()} cores) while "
+                        say(f"note: the machine is busy (load average {record['load_1m']:.1f} on {cores} cores) while "
                             "children are timed: their served latencies are inflated and move with the load (each trial line "
                             "keeps load_1m); the saved models are timed again side by side at the end")
                     say(f"trial {t}: reward {record['reward']:.4f} ({cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f}, "
