@@ -303,6 +303,22 @@ def test_a_command_given_an_onnx_export_says_what_it_is_and_what_takes_it(tmp_pa
     assert "serve --backend onnx" in stderr and "model directory it was exported from" in stderr
 
 
+@pytest.mark.parametrize("argv, prog, fragment", [
+    (["search", "--data", "x.csv", "--out", "o", "--space", "huge"], "defectnas search", "argument --space: invalid choice: 'huge'"),
+    (["search", "--data", "x.csv", "--out", "o", "--strategy", "annealing"], "defectnas search", "argument --strategy: invalid choice"),
+    (["trian", "--data", "x.csv"], "defectnas", "argument COMMAND: invalid choice: 'trian'"),
+    (["train", "--data", "x.csv"], "defectnas train", "the following arguments are required: --out"),
+    (["evaluate", "--model", "m", "--data", "x.csv", "--no-such-flag"], "defectnas", "unrecognized arguments: --no-such-flag"),
+])
+def test_a_mistyped_command_flag_or_choice_is_refused_in_one_line(argv, prog, fragment, capsys):
+    """argparse printed its whole usage block first (for search, 40 flags) and buried the one line that said what was wrong."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"{prog}: error: ") and fragment in err and f"`{prog} --help`" in err
+
+
 @pytest.mark.parametrize("command", [["train", "--data", "x.csv", "--out", "o"], ["distill-query", "--model", "m", "--data", "x.csv", "--out", "o"],
                                      ["audit", "--model", "m", "--log", "l.csv", "--out", "o"], ["serve", "--model", "m"],
                                      ["search", "--data", "x.csv", "--out", "o"]])

@@ -732,8 +732,16 @@ _SEARCH_FLAGS = ("space", "space_options", "trials", "top_k", "latency_weight", 
 
 
 # --------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistyped flag or value refused in one line (argparse prints the whole usage
+    block first, which for ``search``'s 40 flags buries the one line that says what was wrong)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="defectnas", description="Find search defects: products shown for a query that are not relevant to it.")
+    parser = _Parser(prog="defectnas", description="Find search defects: products shown for a query that are not relevant to it.")
     parser.add_argument("--version", action="version", version=f"defectnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -94,7 +94,7 @@ def test_resume_may_change_only_how_much_and_where():
 def test_config_validation():
     with pytest.raises(ConfigError, match="strategy"):
         SearchConfig(strategy="annealing")
-    with pytest.raises(ConfigError, match="space must be one of serving, seed"):
+    with pytest.raises(ConfigError, match="--space \\(space\\) must be one of serving, seed"):
         SearchConfig(space="huge")
     with pytest.raises(ConfigError, match="reward_metric"):
         SearchConfig(reward_metric="auc")

@@ -583,6 +583,9 @@ def test_the_default_stays_the_reference_when_the_space_leaves_it_out(tmp_path, 
     ("workers", 0, "--workers (workers) must be at least 1, got 0"),
     ("budget_minutes", -1.0, "--budget-minutes (budget_minutes) must not be negative, got -1"),
     ("top_k", -2, "--top-k (top_k) must not be negative, got -2"),
+    ("space", "huge", "--space (space) must be one of serving, seed, got 'huge'"),  # from --config JSON (the flag checks its own)
+    ("strategy", "annealing", "--strategy (strategy) must be one of rl, random, evolution, got 'annealing'"),
+    ("reward_metric", "auc", "--reward-metric (reward_metric) must be one of ap, f1, got 'auc'"),
 ])
 def test_a_bad_setting_is_named_by_its_flag(field, value, message):
     """One line naming the flag that was wrong (it once listed five fields by their dataclass names)."""
@@ -592,6 +595,14 @@ def test_a_bad_setting_is_named_by_its_flag(field, value, message):
     with pytest.raises(ConfigError) as e:
         SearchConfig(data="x", **{field: value})
     assert str(e.value) == message
+
+
+def test_the_space_names_a_config_accepts_are_the_registrys():
+    """search/config.py names the spaces without importing torch; the registry is what builds them."""
+    from defectnas.search.config import SPACE_NAMES
+    from defectnas.search.space import SPACES
+
+    assert sorted(SPACE_NAMES) == SPACES.names()
 
 
 def test_the_floors_child_seconds_leave_out_the_first_repeats_frozen_pass(synthetic_csv):

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 
 SEARCH_FILE = "search.json"
 STRATEGIES = ("rl", "random", "evolution")
-SPACE_NAMES = ("serving", "seed")
+SPACE_NAMES = ("serving", "seed")  # space.SPACES's names (a test keeps them equal); here without importing torch
 REWARD_METRICS = ("ap", "f1")
 RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max", "distill_query", "distill_epochs")  # may differ on --resume
 MEASURED = ("space_settings", "noise_floor")  # written into search.json beside the settings; not settings
@@ -74,14 +74,9 @@ class SearchConfig:
     options: dict[str, Any] = field(default_factory=dict)  # base DefectClassifier options (d_model, embedding_init, ...)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.space not in SPACE_NAMES:
-            raise ConfigError(f"space must be one of {', '.join(SPACE_NAMES)}, got {self.space!r}")
-        if self.reward_metric not in REWARD_METRICS:
-            raise ConfigError(f"reward_metric must be one of {', '.join(REWARD_METRICS)}, got {self.reward_metric!r}")
+        for name, valid in (("strategy", STRATEGIES), ("variant", VARIANTS), ("space", SPACE_NAMES), ("reward_metric", REWARD_METRICS)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{_flag(name)} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         for name in ("trials", "child_epochs", "workers", "child_seeds", "final_seeds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
