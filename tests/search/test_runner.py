@@ -630,3 +630,26 @@ def test_a_resume_says_what_it_reuses(tmp_path, synthetic_csv, fake_children):
     assert "noise floor: 2 of 2 repeats already in noise.jsonl, not rerun" in said
     assert any(m.startswith("resuming: 2 trials logged") for m in said)
     assert len(fake_children) - ran == 2  # only the two new trials trained
+
+
+@pytest.mark.parametrize("case", ["missing data", "unreachable ray", "layers", "bad config space"])
+def test_a_refused_start_leaves_no_empty_out_folder(tmp_path, synthetic_csv, case, capsys):
+    """A fresh user's mistyped start left an empty --out behind (which the next try then had to pick
+    around); every refusal before the first file is written now leaves nothing, in one line."""
+    from defectnas.cli import main
+
+    argv = ["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "s"), "--quiet"]
+    if case == "missing data":
+        argv[2] = str(tmp_path / "nope.csv")
+    elif case == "unreachable ray":
+        pytest.importorskip("ray")
+        argv += ["--ray-address", "127.0.0.1:1"]  # refused at once, not after ray.init's minutes of retries
+    elif case == "layers":
+        argv += ["--distill-query", "9"]
+    else:
+        (tmp_path / "c.json").write_text('{"d_model": 16}')
+        argv += ["--config", str(tmp_path / "c.json"), "--reward-metric", "f1", "--space-options", '{"no_such_option": [1]}']
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert not (tmp_path / "s").exists()

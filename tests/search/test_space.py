@@ -74,6 +74,24 @@ def test_spaces_are_registered_and_serving_is_the_default():
         make_space("nas-bench")
 
 
+@pytest.mark.parametrize("space, options, message", [
+    ("serving", {"no_such_option": [1]}, "--space-options: the serving space has no option 'no_such_option'; its options: query_layers, "),
+    ("seed", {"query_layers": [2]}, "--space-options: the seed space has no option 'query_layers'; its options: "),
+    ("serving", {"query_layers": 3}, "--space-options: query_layers takes a list of the values to search, e.g. [3]; got 3"),
+    ("serving", {"matching": True}, "--space-options: matching takes a list of the values to search, e.g. [true]; got true"),
+    ("serving", {"query_layers": ["a"]}, "not usable by the serving space"),
+    ("serving", {"d_model": []}, "the serving space needs at least one option for d_model"),
+])
+def test_space_options_a_space_cannot_use_are_refused_in_one_line(space, options, message):
+    """--space-options with an unknown key or a single value reached the space's constructor and
+    ended in a TypeError traceback."""
+    from defectnas.search.space import make_space
+
+    with pytest.raises(ConfigError) as e:
+        make_space(space, **options)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
 def test_serving_space_decisions_round_trip_and_build_train_models():
     from defectnas.config import ModelConfig, split_options
     from defectnas.search.space import ServingSpace

@@ -88,8 +88,11 @@ class RayExecutor:
             import ray
         except ImportError:
             raise ConfigError("--ray-address needs Ray: pip install 'defectnas[ray]'") from None
+        from ..serving.ray_build import check_reachable
+
         self.ray = ray
         if not ray.is_initialized():  # reuse a Ray the caller started (ray.init(num_cpus=2) in tests)
+            check_reachable(address)  # one line at once, where ray.init retries an address that refuses for minutes
             ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
                      log_to_driver=False, include_dashboard=False)
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -101,7 +101,6 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         cfg = merge_for_resume(saved, cfg.to_dict())
     elif resume:
         say(f"--resume: {out} holds no search yet ({SEARCH_FILE} missing): starting a new one")
-    out.mkdir(parents=True, exist_ok=True)
 
     space = build_space(cfg)
     check_layers(cfg, space)  # --distill-query K: refused now if no model of the space can be distilled to K
@@ -120,6 +119,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
             + ": rewards, the noise floor and the paired test on so few queries are mostly noise")
     executor = make_executor({k: v for k, v in tables.items() if k != "distill"}, cfg.workers, cfg.ray_address, cfg.threads)
     try:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a start refused above (settings, data, Ray) leaves no empty --out
         if not cfg.batch_size:
             cfg.batch_size = max(4 if cfg.strategy == "rl" else 1, cfg.workers, executor.parallelism)
         meta = {**cfg.to_dict(), "space_settings": space.to_dict()}

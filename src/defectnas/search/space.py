@@ -31,6 +31,7 @@ class.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -389,8 +390,21 @@ class ServingSpace(Space):
 
 
 def make_space(name: str, **settings: Any) -> Space:
-    """The registered space ``name`` (``--space``), with its settings; ConfigError on a typo."""
-    return SPACES.get(name)(**settings)
+    """The registered space ``name`` (``--space``), with its settings (``--space-options``).
+
+    Raises ConfigError in one line on an unknown space or option, an option given as one value
+    where the space takes a list of choices, or values the space cannot use."""
+    cls = SPACES.get(name)
+    options = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key, value in settings.items():
+        if key not in options:
+            raise ConfigError(f"--space-options: the {name} space has no option {key!r}; its options: {', '.join(options)}")
+        if str(options[key].type).startswith("tuple") and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"--space-options: {key} takes a list of the values to search, e.g. [{json.dumps(value)}]; got {json.dumps(value)}")
+    try:
+        return cls(**settings)
+    except (TypeError, ValueError) as e:  # e.g. a string among numbers: compared or counted in __post_init__
+        raise ConfigError(f"--space-options {json.dumps(settings)}: not usable by the {name} space ({e})") from None
 
 
 def space_from_dict(d: dict[str, Any]) -> Space:
