@@ -226,6 +226,19 @@ def test_resume_extends_a_finished_search(tmp_path, synthetic_csv, fake_children
     assert arch_key(saved) == arch_key(best["architecture"])
 
 
+def test_a_resumed_searchs_seconds_count_its_earlier_runs(tmp_path, synthetic_csv, fake_children):
+    """A fresh user's resumed search reported only the resumed part's seconds as the search's."""
+    from defectnas.search.runner import CHECKPOINT
+    from defectnas.storage import load_metadata
+
+    first = run_search(config(synthetic_csv, trials=4), tmp_path / "s")
+    assert first.seconds == first.run_seconds
+    earlier = load_metadata(tmp_path / "s" / CHECKPOINT)["extra"]["elapsed_s"]
+    assert 0 < earlier <= first.seconds
+    resumed = run_search(config(synthetic_csv, trials=6), tmp_path / "s", resume=True)
+    assert resumed.seconds == pytest.approx(earlier + resumed.run_seconds) and resumed.run_seconds < resumed.seconds
+
+
 def test_refuses_to_mix_searches(tmp_path, synthetic_csv, fake_children):
     run_search(config(synthetic_csv, trials=2), tmp_path / "s")
     with pytest.raises(ConfigError, match="--resume"):

@@ -60,9 +60,10 @@ class SearchResult:
     trials: list[dict[str, Any]] = field(default_factory=list)  # trials.jsonl, in trial order
     top_k: list[dict[str, Any]] = field(default_factory=list)  # top_k.json
     best_dir: Path | None = None  # the best retrained model directory
-    seconds: float = 0.0  # wall time of this run (not of earlier runs of a resumed search)
+    seconds: float = 0.0  # wall time of the whole search: earlier runs of a resumed one up to their last checkpoint, plus this run
     noise_floor: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)  # final.json: retrains, Pareto front, paired test
+    run_seconds: float = 0.0  # wall time of this run alone
 
 
 CPU_SERVING_DEFAULTS = {"title_trainable": [0]}  # on a CPU a fine-tuned title child costs ~15× a frozen one (README)
@@ -129,13 +130,25 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
             cfg.latency_target_ms = float(floor.get("latency_ms") or 0.0)
             say(f"latency target: {cfg.latency_target_ms:.2f} ms per request (the default architecture, measured)")
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
-        trials = _run_trials(cfg, space, executor, out, quiet, say, started, floor, tables)
+        elapsed_before = _elapsed_before(out)
+        trials = _run_trials(cfg, space, executor, out, quiet, say, started, elapsed_before, floor, tables)
         final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
-        _say_budget_overrun(cfg, time.perf_counter() - started, final.get("report") or {}, say)
+        _say_budget_overrun(cfg, elapsed_before + time.perf_counter() - started, final.get("report") or {}, say)
     finally:
         executor.shutdown()
-    return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), time.perf_counter() - started,
-                        floor, final)
+    run_seconds = time.perf_counter() - started
+    return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), elapsed_before + run_seconds,
+                        floor, final, run_seconds)
+
+
+def _elapsed_before(out: Path) -> float:
+    """Wall seconds earlier runs of this search spent, as its controller checkpoint last recorded
+    them (0 for a new search): what a killed run did after that checkpoint is redone, not counted."""
+    from ..storage import load_metadata
+
+    if not (out / CHECKPOINT).exists():
+        return 0.0
+    return float(load_metadata(out / CHECKPOINT).get("extra", {}).get("elapsed_s", 0.0))
 
 
 def _say_budget_overrun(cfg: SearchConfig, seconds: float, report: dict[str, Any], say) -> None:
@@ -310,7 +323,7 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
 
 
 # ---------------------------------------------------------------------- trials
-def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: bool, say, started: float,
+def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: bool, say, started: float, elapsed_before: float,
                 floor: dict[str, Any], tables: dict[str, pd.DataFrame]) -> TrialLog:
     from tqdm.auto import tqdm
 
@@ -319,10 +332,9 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     agent = make_agent(space, cfg.hidden, cfg.controller_lr, cfg.baseline_decay, cfg.entropy_weight, cfg.seed)
     strategy = make_strategy(cfg.strategy, space, agent, cfg.population, cfg.sample_size)
     trials = TrialLog(out / TRIALS)
-    next_trial, elapsed_before = 0, 0.0
+    next_trial = 0
     if (out / CHECKPOINT).exists():
-        extra = agent.load(out / CHECKPOINT)
-        next_trial, elapsed_before = int(extra["next_trial"]), float(extra.get("elapsed_s", 0.0))
+        next_trial = int(agent.load(out / CHECKPOINT)["next_trial"])
     if len(trials):
         say(f"resuming: {len(trials)} trials logged (any of the unfinished batch are reused, not rerun), "
             f"strategy at step {agent.step}, next trial {next_trial}")
