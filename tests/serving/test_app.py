@@ -141,3 +141,17 @@ def test_worker_factory_reads_its_spec_from_the_environment(model_dir, monkeypat
     monkeypatch.setenv(SERVE_ENV, json.dumps({"model": str(model_dir), "cache": None, "settings": {"max_products": 2, "threads": 1}}))
     client = TestClient(app_from_env())
     assert client.post("/score", json={"query": "q", "titles": ["a", "b", "c"]}).status_code == 413
+
+
+def test_a_model_in_a_numbered_folder_is_named_with_its_parent(model_dir, tmp_path):
+    """A search's front models live in pareto/0, pareto/1…: responses named them "0@<hash>"."""
+    import shutil
+
+    from defectnas.serving.cache import served_name
+    from defectnas.serving.scorer import Scorer
+
+    assert served_name(tmp_path / "pareto" / "0") == "pareto/0" and served_name(tmp_path / "best") == "best"
+    assert served_name(tmp_path / "model-2") == "model-2"
+    front = tmp_path / "pareto" / "3"
+    shutil.copytree(model_dir, front)
+    assert Scorer.load(front).name == f"pareto/3@{model_hash(front).split(':')[1][:12]}"

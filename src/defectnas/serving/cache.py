@@ -120,6 +120,13 @@ def model_hash(model_dir: str | Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def served_name(model_dir: str | Path) -> str:
+    """How responses name a model: its directory's name, with the parent's when the name alone is a
+    bare number (a search's ``pareto/0`` is "pareto/0", not "0"); ``serve`` adds ``@`` and the hash."""
+    d = Path(model_dir).resolve()
+    return f"{d.parent.name}/{d.name}" if d.name.isdigit() and d.parent.name else d.name
+
+
 # config.json keys that decide is_defect, not the encodings: changing them (`defectnas threshold`)
 # keeps a cache valid.
 DECISION_KEYS = ("threshold", "threshold_rule", "operating_point", "group_thresholds", "valid_f1")

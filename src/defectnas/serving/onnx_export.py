@@ -82,7 +82,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, e
     the test split of a labelled table) on which the AP loss is measured and saved.
     """
     from ..estimator import DefectClassifier
-    from .cache import encoder_hash, model_hash, title_tower_hash
+    from .cache import encoder_hash, model_hash, served_name, title_tower_hash
 
     if int8 and (eval_pairs is None or not len(eval_pairs)):
         raise DataError("--int8 needs labelled data (--data) to measure the quantized model's AP loss on its test split")
@@ -123,7 +123,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, e
         "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
         "torch_version": torch.__version__, "onnx_version": _version("onnx"), "onnxruntime_version": _version("onnxruntime"),
         "opset": opset, "precision": "fp32",
-        "source_model": {"directory": str(model_dir.resolve()), "name": model_dir.resolve().name, "model_hash": digest,
+        "source_model": {"directory": str(model_dir.resolve()), "name": served_name(model_dir), "model_hash": digest,
                          "encoder_hash": encoder_hash(model_dir), "title_tower_hash": title_tower_hash(model_dir)},
         "files": {"query": QUERY_FILE, "score": SCORE_FILE, "title": TITLE_FILE, "tokenizer": "tokenizer.json", "calibration": "calibration.json"},
         "score_inputs": head_inputs,

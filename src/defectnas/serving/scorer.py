@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import normalize_text
-from .cache import AmbiguousProducts, ProductCache, UnknownProducts, cache_rows_of, model_hash  # noqa: F401 (re-exported)
+from .cache import AmbiguousProducts, ProductCache, UnknownProducts, cache_rows_of, model_hash, served_name  # noqa: F401 (re-exported)
 from .encoding import encode_queries, encode_query, encode_titles, score
 from .query_cache import QueryCache
 
@@ -52,7 +52,7 @@ class Scorer:
         if cache_dir is not None:
             cache = ProductCache(cache_dir)
             cache.check_model(digest, model_dir)
-        return cls(clf, cache, f"{Path(model_dir).resolve().name}@{digest.split(':')[-1][:12]}", digest, query_cache, model_dir)
+        return cls(clf, cache, f"{served_name(model_dir)}@{digest.split(':')[-1][:12]}", digest, query_cache, model_dir)
 
     def open_cache(self, directory: str | Path) -> ProductCache:
         """The cache in ``directory``, opened; CacheError when it is unreadable or another model built it."""
