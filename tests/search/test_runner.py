@@ -289,6 +289,11 @@ def test_pareto_front_is_exported_as_model_directories(tmp_path, synthetic_csv, 
         assert not any(t["latency_ms"] < r["latency_ms"] and t["metric"] > r["metric"] for t in trained)  # non-dominated
         assert r["latency_ms"] == fake_latency(r["architecture"])
     assert sorted(p.name for p in (tmp_path / "s" / "pareto").iterdir()) == [str(n) for n in range(len(front))]
+    # best/ is the front's most accurate model: the same files, stored once (hard links), not a second copy
+    best_key = arch_key(json.loads((tmp_path / "s" / "best" / "architecture.json").read_text())["architecture"])
+    twin = next(tmp_path / "s" / "pareto" / str(e["n"]) for e in front if arch_key(e["architecture"]) == best_key)
+    assert (twin / "config.json").samefile(tmp_path / "s" / "best" / "config.json")
+    assert (tmp_path / "s" / "best" / "config.json").stat().st_nlink == 2
 
 
 def test_saved_models_are_timed_side_by_side_and_the_front_uses_those_times(tmp_path, synthetic_csv, fake_children, monkeypatch):

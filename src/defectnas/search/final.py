@@ -436,9 +436,20 @@ def _gather_models(out: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link to ``src`` at ``dst``, or a copy where links are refused (another device, some file systems)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _install_models(out: Path, front_keys: list[str], best_key: str, distilled_key: str | None = None,
                     default_key: str | None = None) -> None:
-    """pareto/<n>/ (renamed from retrain/), best/, distilled/ and default/ (copies, as they may also be on the front)."""
+    """pareto/<n>/ (renamed from retrain/), best/, distilled/ and default/ (copies, as they may also be on the
+    front: each an ordinary model directory, its files hard links where the file system allows, so a
+    model in two places is stored once; files are only ever replaced, never written in place, so
+    changing one directory later — ``threshold`` — does not change the other)."""
     shutil.rmtree(out / PARETO_DIR, ignore_errors=True)
     (out / PARETO_DIR).mkdir()
     for name, key in ((BEST_DIR, best_key), (DISTILLED_DIR, distilled_key), (DEFAULT_DIR, default_key)):
@@ -447,7 +458,7 @@ def _install_models(out: Path, front_keys: list[str], best_key: str, distilled_k
             continue
         tmp = out / (name + ".new")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(out / "retrain" / key, tmp)
+        shutil.copytree(out / "retrain" / key, tmp, copy_function=_link_or_copy)
         old = out / (name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if (out / name).exists():
