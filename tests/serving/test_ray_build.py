@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +29,8 @@ def test_a_cache_built_on_ray_equals_the_local_build(matching_model_dir, tmp_pat
     finally:
         torch.set_num_threads(threads)
     catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    leftovers = lambda: set(Path(tempfile.gettempdir()).glob("defectnas-model-*"))  # noqa: E731
+    before = leftovers()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:  # 60 titles in batches of 4, chunks of 16: four chunks over two actors
         assert main(["cache", "--model", str(matching_model_dir), "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "ray"),
@@ -37,6 +41,7 @@ def test_a_cache_built_on_ray_equals_the_local_build(matching_model_dir, tmp_pat
     finally:
         ray.shutdown()
     assert "60 products (60 added" in capsys.readouterr().err
+    assert leftovers() <= before  # each actor's copy of the model files is removed once loaded (Ray kills actors: no cleanup)
     local, remote = ProductCache(tmp_path / "local"), ProductCache(tmp_path / "ray")
     assert remote.ids == local.ids and remote.title_hashes == local.title_hashes
     for a, b in zip(local.arrays, remote.arrays):

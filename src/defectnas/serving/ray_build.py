@@ -40,10 +40,12 @@ class TitleEncoder:
 
         if threads:
             torch.set_num_threads(threads)
-        self._dir = tempfile.TemporaryDirectory(prefix="defectnas-model-")
-        for name, data in files.items():
-            (Path(self._dir.name) / name).write_bytes(data)
-        self.clf = DefectClassifier.load(self._dir.name)
+        # removed as soon as the model is loaded (it is then in memory): Ray ends its actors with a
+        # kill, so a folder kept for the actor's life was never cleaned up and piled up in /tmp
+        with tempfile.TemporaryDirectory(prefix="defectnas-model-") as folder:
+            for name, data in files.items():
+                (Path(folder) / name).write_bytes(data)
+            self.clf = DefectClassifier.load(folder)
         self.clf.model_.eval()
 
     def encode(self, titles: list[str], batch_size: int, dtype: str) -> tuple:
