@@ -31,6 +31,8 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["trials"] == 3 and summary["best_dir"] == str(out / "best")
     assert summary["noise_floor"]["repeats"] == 2 and summary["noise_floor"]["metric"] == "ap"
+    floor = [json.loads(line) for line in (out / "noise.jsonl").read_text().splitlines()]
+    assert 0 < floor[0]["frozen_s"] < floor[0]["seconds"] and floor[1]["frozen_s"] < floor[0]["frozen_s"]  # the first pays the pass
     assert summary["paired_test"]["queries"] > 0
 
     space = ServingSpace()

@@ -632,7 +632,10 @@ def test_the_floors_child_seconds_leave_out_the_first_repeats_frozen_pass(synthe
     repeat = lambda n, s: {"repeat": n, "seeds": [n, n + 1], "metric": 0.1, "reward": 0.1, "spread": 0.0, "ap": 0.1,  # noqa: E731
                            "ap_seeds": [0.1, 0.1], "f1_seeds": [0.2, 0.2], "latency_ms": 5.0, "seconds": s}
     assert summarize_floor(cfg, [], [repeat(0, 82.0), repeat(1, 11.0), repeat(2, 13.0)])["child_seconds"] == 12.0
-    assert summarize_floor(cfg, [], [repeat(0, 82.0)])["child_seconds"] == 82.0  # alone, it is all there is
+    assert summarize_floor(cfg, [], [repeat(0, 82.0)])["child_seconds"] == 82.0  # alone, and a log without frozen_s
+    alone = {**repeat(0, 82.0), "frozen_s": 70.5}  # --noise-repeats 1: the repeat, less its frozen pass
+    assert summarize_floor(cfg, [], [alone])["child_seconds"] == 11.5
+    assert summarize_floor(cfg, [], [alone, {**repeat(1, 11.0), "frozen_s": 0.5}])["child_seconds"] == 10.5
 
 
 

@@ -15,6 +15,7 @@ A test checks the outputs against ``transformers`` on the bundled MiniLM.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ class FrozenStatesMemo:
 
     def __init__(self, limit: int = 200_000, shared: bool = False) -> None:
         self.limit, self.store, self.enabled, self.shared = limit, {}, False, shared
+        self.fill_seconds = 0.0  # wall seconds spent running the frozen layers on texts not yet remembered
 
     def clear(self) -> None:
         self.store = {}
@@ -172,6 +174,13 @@ def shared_memos():
 
 
 _MEMO_AT_INFERENCE = False
+
+
+def frozen_fill_seconds() -> float:
+    """Seconds the shared memos have spent filling (running frozen layers on new texts) in this
+    process: a search's first child pays the pass over every text, later ones almost nothing, and
+    its budget estimates a child's cost without that one-off part."""
+    return sum(m.fill_seconds for m in (_SHARED_MEMOS or {}).values())
 
 
 def _memo_for(key: str) -> FrozenStatesMemo:
@@ -256,12 +265,14 @@ class PretrainedBackbone(nn.Module):
         fresh: dict[int, torch.Tensor] = {}
         missing = [i for i, k in enumerate(keys) if k not in memo]
         if missing:  # run the frozen layers on the new texts only
+            started = time.perf_counter()
             idx = torch.tensor(missing, device=ids.device)
             sub_len = lengths[idx]
             states = self._run_frozen(ids[idx][:, : int(sub_len.max())], sub_len, depth)
             fresh = {i: states[j, : int(sub_len[j]) + 2] for j, i in enumerate(missing)}
             if len(memo) < self.memo.limit:
                 memo.update((keys[i], s.clone()) for i, s in fresh.items())
+            self.memo.fill_seconds += time.perf_counter() - started
         out = torch.zeros(ids.shape[0], ids.shape[1] + 2, self.hidden_size, device=ids.device)
         for i, k in enumerate(keys):
             s = fresh[i] if i in fresh else memo[k]

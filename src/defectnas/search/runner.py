@@ -292,7 +292,8 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say) -> di
         say(f"noise floor: the default architecture under {cfg.noise_repeats} sets of {cfg.child_seeds} seeds")
     jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
     for i, res in executor.map_unordered(jobs):
-        record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3)}
+        record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3),
+                  "frozen_s": round(res.get("frozen_s", 0.0), 3)}
         append_line(out / NOISE, json.dumps(record))
         done[todo[i]] = record
         say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f} over seeds, "
@@ -315,8 +316,9 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
         "reward_search_seeds": repeats[0]["reward"], "metric_search_seeds": repeats[0]["metric"],
         "latency_ms": float(np.median([r["latency_ms"] for r in repeats])),
         # what a child costs, for the budget's first estimates: the first repeat also pays the one-off frozen pass over
-        # every text (82 s against 11 s on Home Depot), so it counts only when it is the only one
-        "child_seconds": float(np.median([r.get("seconds", 0.0) for r in (repeats[1:] or repeats)])),
+        # every text (82 s against 11 s on Home Depot), so it counts only when it is the only one, and then less
+        # that pass (frozen_s; logs of earlier versions lack it)
+        "child_seconds": float(np.median([r.get("seconds", 0.0) - r.get("frozen_s", 0.0) for r in (repeats[1:] or repeats)])),
         "per_repeat": [{k: r[k] for k in ("repeat", "seeds", "metric", "spread", "latency_ms")} for r in repeats],
         "all_seeds": [round(v, 6) for v in per_seed],
     }
@@ -387,7 +389,8 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             for i, res in executor.map_unordered([child_job(cfg, space, pending[k][0][1], seeds) for k in keys]):
                 (t, arch, actions), *repeats = pending[keys[i]]
                 record = {"trial": t, "step": step, "architecture": arch, "actions": actions, **result_fields(cfg, res),
-                          "seconds": round(res["seconds"], 3), "cached": False, "finished_at": round(time.time(), 3),
+                          "seconds": round(res["seconds"], 3), "frozen_s": round(res.get("frozen_s", 0.0), 3), "cached": False,
+                          "finished_at": round(time.time(), 3),
                           "load_1m": load_average()}
                 trials.append(record)
                 for rt, rarch, ractions in repeats:
