@@ -78,7 +78,6 @@ def test_search_writes_its_files(tmp_path, synthetic_csv, fake_children):
 def test_noise_floor_is_measured_first_and_saved(tmp_path, synthetic_csv, fake_children):
     run_search(config(synthetic_csv, trials=3, noise_repeats=3, child_seeds=2), tmp_path / "s")
     floor_jobs = fake_children[:3]
-    default = ServingSpace  # noqa: F841  (the seed space's default: attention ×4, ffn ×4 everywhere)
     assert all(arch_key(j["architecture"]) == arch_key(floor_jobs[0]["architecture"]) for j in floor_jobs)
     cfg = SearchConfig(seed=1, child_seeds=2)
     assert [j["seeds"] for j in floor_jobs] == [child_seeds(cfg, 0), child_seeds(cfg, 1), child_seeds(cfg, 2)]
