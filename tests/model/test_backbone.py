@@ -114,17 +114,17 @@ def test_models_share_memos_inside_the_block_and_not_after(minilm):
 
 def test_shared_memos_count_the_seconds_spent_filling_them_only(minilm):
     """A search's budget tells a child's own cost from the one-off frozen pass over new texts by this count."""
-    from defectnas.model.bert import frozen_fill_seconds, shared_memos
+    from defectnas.model.bert import frozen_fill, shared_memos
 
     ids = torch.from_numpy(minilm[1].encode(TEXTS, 16))
-    assert frozen_fill_seconds() == 0.0  # no shared memos: nothing counted
+    assert frozen_fill() == (0.0, 0)  # no shared memos: nothing counted
     with shared_memos():
         bb = PretrainedBackbone(read_bert_config(minilm[0]), 2).eval()
         bb(ids, 2)
-        filled = frozen_fill_seconds()
-        assert filled > 0 and filled == bb.memo.fill_seconds
+        filled = frozen_fill()
+        assert filled[0] > 0 and filled == (bb.memo.fill_seconds, len(TEXTS))
         bb(ids[[1, 0]], 2)  # every text remembered: no frozen layer runs, nothing added
-        assert frozen_fill_seconds() == filled
+        assert frozen_fill() == filled
 
 
 def test_a_search_in_this_process_shares_memos_only_while_it_runs(minilm):

@@ -142,6 +142,22 @@ def test_the_budget_reserves_the_distillation(synthetic_csv):
     assert retrain_estimate_s(on, build_space(on), TrialLog(synthetic_csv.parent / "none.jsonl"), tables, {}) == 0.0  # nothing sampled yet
 
 
+def test_the_distillations_estimate_scales_with_the_machines_speed_at_minilm(synthetic_csv):
+    """A machine 1.7x slower at MiniLM's layers overran a 30-minute budget by 10%: the distillation took
+    575 s where 354 were reserved. The noise floor's frozen pass measures that speed; the estimate scales by it."""
+    from defectnas.search.distill import REF_FROZEN_S_PER_TEXT, distill_estimate_s, machine_factor
+    from defectnas.search.runner import build_space, prepare_tables
+
+    on = config(synthetic_csv, space="serving", distill_query=2, distill_epochs=4)
+    tables, space = prepare_tables(on), build_space(on)
+    base = distill_estimate_s(on, tables, space)
+    assert distill_estimate_s(on, tables, space, {"frozen_s_per_text": None}) == base  # a floor of an earlier version: as before
+    slower = {"frozen_s_per_text": 1.73 * REF_FROZEN_S_PER_TEXT}
+    assert machine_factor(slower) == pytest.approx(1.73) and distill_estimate_s(on, tables, space, slower) == pytest.approx(1.73 * base)
+    assert machine_factor({"frozen_s_per_text": 100 * REF_FROZEN_S_PER_TEXT}) == 4.0  # a pass slowed by something else: bounded
+    assert machine_factor({"frozen_s_per_text": REF_FROZEN_S_PER_TEXT / 100}) == 0.5  # a GPU
+
+
 def test_a_model_without_enough_query_layers_is_not_distilled_and_the_report_says_why(tmp_path, synthetic_pairs):
     from defectnas import DefectClassifier
     from defectnas.search.config import SearchConfig

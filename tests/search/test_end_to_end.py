@@ -33,6 +33,9 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     assert summary["noise_floor"]["repeats"] == 2 and summary["noise_floor"]["metric"] == "ap"
     floor = [json.loads(line) for line in (out / "noise.jsonl").read_text().splitlines()]
     assert 0 < floor[0]["frozen_s"] < floor[0]["seconds"] and floor[1]["frozen_s"] < floor[0]["frozen_s"]  # the first pays the pass
+    assert floor[0]["frozen_texts"] > floor[1]["frozen_texts"] >= 0
+    saved_floor = json.loads((out / "search.json").read_text())["noise_floor"]
+    assert saved_floor["frozen_s_per_text"] == pytest.approx(floor[0]["frozen_s"] / floor[0]["frozen_texts"])
     assert summary["paired_test"]["queries"] > 0
 
     space = ServingSpace()

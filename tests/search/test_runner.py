@@ -635,6 +635,8 @@ def test_the_floors_child_seconds_leave_out_the_first_repeats_frozen_pass(synthe
     alone = {**repeat(0, 82.0), "frozen_s": 70.5}  # --noise-repeats 1: the repeat, less its frozen pass
     assert summarize_floor(cfg, [], [alone])["child_seconds"] == 11.5
     assert summarize_floor(cfg, [], [alone, {**repeat(1, 11.0), "frozen_s": 0.5}])["child_seconds"] == 10.5
+    assert summarize_floor(cfg, [], [{**alone, "frozen_texts": 14100}])["frozen_s_per_text"] == pytest.approx(0.005)
+    assert summarize_floor(cfg, [], [alone])["frozen_s_per_text"] is None  # not measured (an earlier version's log)
 
 
 

@@ -119,7 +119,7 @@ class FrozenStatesMemo:
 
     def __init__(self, limit: int = 200_000, shared: bool = False) -> None:
         self.limit, self.store, self.enabled, self.shared = limit, {}, False, shared
-        self.fill_seconds = 0.0  # wall seconds spent running the frozen layers on texts not yet remembered
+        self.fill_seconds, self.fill_rows = 0.0, 0  # wall seconds spent running the frozen layers on texts not yet remembered, and how many
 
     def clear(self) -> None:
         self.store = {}
@@ -176,11 +176,13 @@ def shared_memos():
 _MEMO_AT_INFERENCE = False
 
 
-def frozen_fill_seconds() -> float:
-    """Seconds the shared memos have spent filling (running frozen layers on new texts) in this
-    process: a search's first child pays the pass over every text, later ones almost nothing, and
-    its budget estimates a child's cost without that one-off part."""
-    return sum(m.fill_seconds for m in (_SHARED_MEMOS or {}).values())
+def frozen_fill() -> tuple[float, int]:
+    """(seconds, texts) the shared memos have spent filling in this process: running frozen layers
+    on texts not seen before. A search's first child pays the pass over every text and later ones
+    almost nothing, so its budget estimates a child's cost without that one-off part; and seconds
+    per text is this machine's speed at MiniLM's layers, by which the distillation is estimated."""
+    memos = (_SHARED_MEMOS or {}).values()
+    return sum(m.fill_seconds for m in memos), sum(m.fill_rows for m in memos)
 
 
 def _memo_for(key: str) -> FrozenStatesMemo:
@@ -273,6 +275,7 @@ class PretrainedBackbone(nn.Module):
             if len(memo) < self.memo.limit:
                 memo.update((keys[i], s.clone()) for i, s in fresh.items())
             self.memo.fill_seconds += time.perf_counter() - started
+            self.memo.fill_rows += len(missing)
         out = torch.zeros(ids.shape[0], ids.shape[1] + 2, self.hidden_size, device=ids.device)
         for i, k in enumerate(keys):
             s = fresh[i] if i in fresh else memo[k]

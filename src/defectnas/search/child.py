@@ -84,13 +84,13 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
     the test probabilities, seeds × rows, as ``.npy``, for the paired test).
     """
     from ..estimator import DefectClassifier  # torch-heavy: imported in the worker, on first use
-    from ..model.bert import frozen_fill_seconds, share_memos_between_models
+    from ..model.bert import frozen_fill, share_memos_between_models
     from ..training.metrics import average_precision, defect_metrics
 
     share_memos_between_models()  # children share the frozen pre-trained layers' outputs per text (a worker's
     # process lives for the search; in the caller's process SerialExecutor scopes it to the search)
 
-    started, frozen_before = time.perf_counter(), frozen_fill_seconds()
+    started, (frozen_s, frozen_texts) = time.perf_counter(), frozen_fill()
     names = job.get("tables", {})
     train = train if train is not None else _TABLES[names["train"]]
     valid = valid if valid is not None else _TABLES[names["valid"]]
@@ -139,7 +139,8 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
         if tests:
             atomic_write_json(out / "metrics.json", tests[0])
     result["seconds"] = time.perf_counter() - started
-    result["frozen_s"] = frozen_fill_seconds() - frozen_before  # of those, the one-off pass over texts no child had seen
+    seconds, texts = frozen_fill()  # of those, the one-off pass over texts no child of this process had seen
+    result["frozen_s"], result["frozen_texts"] = seconds - frozen_s, texts - frozen_texts
     return result
 
 

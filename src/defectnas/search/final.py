@@ -141,7 +141,7 @@ def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[
         n = len(records) + min(cfg.top_k + cfg.pareto_max, upcoming)
         children = child * n
         latencies = [float((floor or {}).get("latency_ms") or 0.0)] * n
-    distill = distill_estimate_s(cfg, tables, space)
+    distill = distill_estimate_s(cfg, tables, space, floor)
     if distill:  # the student is timed with the others; count it at the slowest candidate's latency
         latencies.append(max(latencies, default=0.0))
     return retrain_scale(cfg, tables) * children + distill + timing_estimate_s(cfg, latencies)
@@ -235,7 +235,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     # a faster copy of best/: its query tower distilled, on the front unless a retrained candidate dominates it
     student, skipped = None, ({"skipped": "off (--distill-query 0)"} if not cfg.distill_query else None)
     if cfg.distill_query:
-        entry = distill_best(cfg, space, out, best, done, tables, out / RETRAIN_LOG, out / PROBS_DIR, STAMP, quiet, say)
+        entry = distill_best(cfg, space, out, best, done, tables, out / RETRAIN_LOG, out / PROBS_DIR, STAMP, quiet, say, floor)
         if "skipped" in entry:
             skipped = {"skipped": entry["skipped"]}
         else:

@@ -293,7 +293,7 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say) -> di
     jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
     for i, res in executor.map_unordered(jobs):
         record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3),
-                  "frozen_s": round(res.get("frozen_s", 0.0), 3)}
+                  "frozen_s": round(res.get("frozen_s", 0.0), 3), "frozen_texts": int(res.get("frozen_texts", 0))}
         append_line(out / NOISE, json.dumps(record))
         done[todo[i]] = record
         say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f} over seeds, "
@@ -319,6 +319,8 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
         # every text (82 s against 11 s on Home Depot), so it counts only when it is the only one, and then less
         # that pass (frozen_s; logs of earlier versions lack it)
         "child_seconds": float(np.median([r.get("seconds", 0.0) - r.get("frozen_s", 0.0) for r in (repeats[1:] or repeats)])),
+        # this machine's speed at MiniLM's layers, from the first repeat's pass (the distillation's estimate scales with it)
+        "frozen_s_per_text": (repeats[0]["frozen_s"] / repeats[0]["frozen_texts"]) if repeats[0].get("frozen_texts") else None,
         "per_repeat": [{k: r[k] for k in ("repeat", "seeds", "metric", "spread", "latency_ms")} for r in repeats],
         "all_seeds": [round(v, 6) for v in per_seed],
     }
