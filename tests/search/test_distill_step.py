@@ -25,7 +25,7 @@ from .test_runner import config
 def fake_distiller(calls: list, speedup: float, metric_change: float):
     """Stands in for distill_best: a student ``speedup``× faster than best, its metric moved by ``metric_change``."""
 
-    def fake(cfg, space, out, best, done, tables, log_path, probs_dir, stamp, quiet, say):
+    def fake(cfg, space, out, best, done, tables, log_path, probs_dir, stamp, quiet, say, floor=None):
         calls.append(best["key"])
         key = student_key(best["key"], cfg.distill_query)
         d = out / "retrain" / key
