@@ -77,16 +77,14 @@ class SearchConfig:
         for name, valid in (("strategy", STRATEGIES), ("variant", VARIANTS), ("space", SPACE_NAMES), ("reward_metric", REWARD_METRICS)):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{_flag(name)} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
-        for name in ("trials", "child_epochs", "workers", "child_seeds", "final_seeds"):
+        for name in ("trials", "child_epochs", "workers", "child_seeds", "final_seeds", "distill_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
         for name in ("threads", "top_k", "pareto_max", "noise_repeats", "budget_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must not be negative, got {getattr(self, name):g}")
         if self.distill_query < 0:
-            raise ConfigError(f"--distill-query (distill_query) must be 0 (off) or a number of query layers, got {self.distill_query}")
-        if self.distill_epochs < 1:
-            raise ConfigError(f"--distill-epochs (distill_epochs) must be at least 1, got {self.distill_epochs}")
+            raise ConfigError(f"{_flag('distill_query')} must be 0 (off) or a number of query layers, got {self.distill_query}")
         if self.latency_weight < 0 or self.latency_target_ms < 0 or self.latency_budget_ms < 0:
             raise ConfigError("latency_weight, latency_target_ms and latency_budget_ms must not be negative")
         if "title_layers" in self.options:

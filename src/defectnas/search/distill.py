@@ -103,7 +103,7 @@ def machine_factor(floor: dict[str, Any] | None) -> float:
     search itself, the distillation's only estimated, and a slower machine overran the budget by
     10% on it (575 s against 354 estimated)."""
     per_text = float((floor or {}).get("frozen_s_per_text") or 0.0)
-    if not per_text or not REF_FROZEN_S_PER_TEXT:
+    if not per_text:
         return 1.0
     return float(min(4.0, max(0.5, per_text / REF_FROZEN_S_PER_TEXT)))
 

@@ -31,10 +31,9 @@ class.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -395,7 +394,7 @@ def make_space(name: str, **settings: Any) -> Space:
     Raises ConfigError in one line on an unknown space or option, an option given as one value
     where the space takes a list of choices, or values the space cannot use."""
     cls = SPACES.get(name)
-    options = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    options = {f.name: f for f in fields(cls) if f.init}
     for key, value in settings.items():
         if key not in options:
             raise ConfigError(f"--space-options: the {name} space has no option {key!r}; its options: {', '.join(options)}")
