@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import defaultdict
 
@@ -23,6 +22,7 @@ import torch  # noqa: E402
 import defectnas.audit.report as report  # noqa: E402
 import defectnas.audit.run as run  # noqa: E402
 import defectnas.audit.score as score  # noqa: E402
+from defectnas.timing import load_averages  # noqa: E402
 
 clock = time.process_time
 T: dict[str, float] = defaultdict(float)
@@ -74,7 +74,7 @@ if __name__ == "__main__":
     wrap(run, "audit_log", "_audit_log")
     imports = clock() - t_start
     t, wall = clock(), time.perf_counter()
-    load = os.getloadavg()[0]
+    load = load_averages()
     run.run_audit(run.AuditConfig(model=args.model, log=args.log, out=args.out, cache=args.cache, quiet=True, threads=1))
     total = clock() - t + imports
     parts = {k: v for k, v in T.items() if not k.startswith("_")}
@@ -83,7 +83,7 @@ if __name__ == "__main__":
     parts["rest of the pass (query text, product lookups, sums, scored.parquet)"] = inside
     parts["rest"] = total - sum(parts.values())
     result = {"log": args.log, "cpu_seconds": round(total, 2), "wall_seconds": round(time.perf_counter() - wall, 2),
-              "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)], "threads": 1,
+              "load_average_1min": [load and load[0], (load_averages() or [None])[0]], "threads": 1,
               "parts": {k: round(v, 2) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
     print(json.dumps(result, indent=1))
     if args.json:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from defectnas.timing import load_averages
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     for name, r in rows.items():
         print(f"| {name} | {r['median_ms']:.2f} | {r['q25_ms']:.2f}–{r['q75_ms']:.2f} | {r['ratio_to_6_distinct']:.2f} |")
     return {"tokens": args.tokens, "calls": args.calls, "threads": args.threads, "seed": args.seed, "torch": torch.__version__,
-            "load_average": [round(v, 2) for v in os.getloadavg()], "rows": rows}
+            "load_average": load_averages(), "rows": rows}
 
 
 if __name__ == "__main__":

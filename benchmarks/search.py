@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from defectnas.timing import load_averages
+
 SHARED = Path(os.environ.get("DEFECTNAS_SHARED", Path(__file__).resolve().parents[2] / "shared" / "data"))
 OUT = Path(__file__).resolve().parent / "results" / "search.json"
 DATASETS = {"homedepot": "homedepot_sample.parquet", "crowdflower": "crowdflower_sample.parquet", "esci": "esci_sample.parquet"}
@@ -408,7 +410,7 @@ def product(args) -> dict:
             log(f"  {m['describe']}: test AP {m['test_ap']:.4f}, {m['latency_ms']:.2f} ms ({m['speedup_vs_default']:.2f}× the default's speed)"
                 + (f", paired ΔAP {m['paired_vs_default']['diff']:+.4f} [{m['paired_vs_default']['ci_low']:+.4f}, "
                    f"{m['paired_vs_default']['ci_high']:+.4f}]" if k != ref else " (default)"))
-        out[dataset] = {"models": done, "seeds": seeds, "default": ref, "load_average_at_end": os.getloadavg()}
+        out[dataset] = {"models": done, "seeds": seeds, "default": ref, "load_average_at_end": load_averages()}
         save(args, "product", out)
     return out
 
@@ -429,7 +431,7 @@ def cost(args) -> dict:
     trained = [r for r in result.trials if not r["cached"]]
     report = result.final.get("report", {})
     noise_s = [r["seconds"] for r in read_jsonl(folder / "noise.jsonl", require="repeat")]
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = load_averages()
     out = {"dataset": dataset, "settings": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "load_kwargs")},
            "wall_s": round(wall, 1), "budget_s": cfg.budget_minutes * 60, "trials": len(result.trials), "trained": len(trained),
            "noise_floor_s": round(sum(noise_s), 1), "sampling_s": round(sum(r["seconds"] for r in trained), 1),
@@ -531,7 +533,7 @@ def versus_default(args) -> dict:
     out = {"dataset": dataset, "search_dirs": [str(d) for d in search_dirs], "default_seeds": product["seeds"], "models": rows,
            "pooled": pooled,
            "timing": "served_latency_ms: 1 query x 100 cached products, 1 thread, median of 30 after warm-up; 7 interleaved rounds",
-           "load_average_at_end": os.getloadavg()}
+           "load_average_at_end": load_averages()}
     save(args, "versus_default", out)
     return out
 

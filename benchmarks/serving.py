@@ -51,6 +51,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from defectnas.timing import load_averages
+
 DEFAULT_DATA = os.environ.get("DEFECTNAS_DATA", "/work/shared/data/homedepot_sample.parquet")
 HERE = Path(__file__).resolve().parent
 
@@ -342,7 +344,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     modes = set(args.modes.split(","))
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     result: dict = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_description(), "platform": platform.platform(), "python": platform.python_version(),
-                                "torch": torch.__version__, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+                                "torch": torch.__version__, "load_average_at_start": load_averages()},
               "settings": {k: v for k, v in vars(args).items() if k not in ("serve_cross_encoder", "port")}}
 
     model_dir = Path(args.model) if args.model else None
@@ -452,7 +454,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         result["cross_encoder"] = {"model": args.cross_encoder or f"bert baseline: all-MiniLM-L6-v2 (local package) fine-tuned for {args.cross_steps} "
                                    f"steps of 16 pairs (enough for timing, not for accuracy); max_length 64"}
     result["load"] = rows
-    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"]["load_average_at_end"] = load_averages()
     result["goals"] = goals(rows, result["floor"]["floor_ms"])
     return result
 
@@ -513,7 +515,7 @@ def compute_floor(clf, cache, picks: list, threads: int, requests: int = 50) -> 
     flops = float(np.mean(query_flops) + np.mean(head_flops))
     return {"query_mflop": round(float(np.mean(query_flops)) / 1e6, 1), "head_mflop": round(float(np.mean(head_flops)) / 1e6, 1),
             "request_mflop": round(flops / 1e6, 1), "matmul_gflops": round(rate / 1e9, 1), "threads": threads,
-            "floor_ms": round(flops / rate * 1000, 3), "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "floor_ms": round(flops / rate * 1000, 3), "load_average": load_averages()}
 
 
 def make_exports(model_dir: Path, work: Path, args: argparse.Namespace, log) -> dict:
@@ -582,7 +584,7 @@ def compare_backends(clf, model_dir: Path, work: Path, exports: dict, picks: lis
 
     return {"products": args.products, "threads": args.threads, "onnxruntime": onnxruntime.__version__, "rows": rows, "exports": exports,
             "query_batching": batching,
-            "ap_pairs": exports["onnx-int8"]["quantization"]["pairs"], "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "ap_pairs": exports["onnx-int8"]["quantization"]["pairs"], "load_average": load_averages()}
 
 
 def query_batching(clf, scorers: dict, queries: list[str], seed: int, batch: int = 8, rounds: int = 20) -> dict:
