@@ -246,3 +246,25 @@ def test_search_latency_is_one_served_request(synthetic_split):
     threads = torch.get_num_threads()
     assert child.served_latency_ms(clf, queries, titles, repeats=30) > 0
     assert torch.get_num_threads() == threads and clf.model_.backbone.memo is memo and not memo.enabled
+
+
+def test_latency_timing_reuses_the_titles_frozen_states_but_never_a_requests(synthetic_split, monkeypatch):
+    """In a search (shared memos), the 100 titles a latency timer caches were seen in training: their
+    frozen states are reused (the product side is cached, not timed), while every timed request
+    runs its query through the frozen layers."""
+    from defectnas.model.bert import memos_shared_between_models
+    from defectnas.search import child
+
+    train, valid = synthetic_split["train"].head(64), synthetic_split["valid"].head(16)
+    with memos_shared_between_models():
+        clf = DefectClassifier(d_model=16, query_layers=[], title_layers=[{}], backbone_layers=2, query_backbone_layers=1,
+                               dense_hidden=16, query_max_len=6, title_max_len=8, epochs=1, batch_size=32, seed=0).fit(train, valid, quiet=True)
+        memo = clf.model_.backbone.memo
+        filled = memo.fill_rows
+        runs = []
+        real = PretrainedBackbone._run_frozen
+        monkeypatch.setattr(PretrainedBackbone, "_run_frozen", lambda self, ids, lengths, depth: runs.append(len(ids)) or real(self, ids, lengths, depth))
+        queries, titles = child.latency_inputs(valid)  # the validation split's titles: in the memo since training
+        assert child.served_latency_ms(clf, queries, titles, repeats=30) > 0
+        assert memo.fill_rows == filled and not memo.enabled  # no title ran again; the memo is off again
+        assert runs.count(1) >= 30 + 3 and max(runs) == 1  # each timed (and warm-up) request ran its query's frozen layers

@@ -112,9 +112,10 @@ class _Encoder(nn.Module):
 class FrozenStatesMemo:
     """Outputs of the frozen bottom layers, remembered per (text ids, depth).
 
-    Exact: frozen layers in eval mode are a pure function of the ids. Off unless enabled (the
-    training loop enables it for its epochs, then clears it), so timings and serving measure
-    the real cost; bounded by ``limit`` entries (then it stops remembering).
+    Exact: frozen layers in eval mode are a pure function of the ids. Off unless enabled
+    (:func:`frozen_states_memoised`: training, scoring a split, the titles a latency timer caches),
+    so timed requests and serving measure the real cost; bounded by ``limit`` entries (then it
+    stops remembering).
     """
 
     def __init__(self, limit: int = 200_000, shared: bool = False) -> None:
@@ -133,7 +134,8 @@ def share_memos_between_models(on: bool = True) -> None:
 
     Why: an architecture search trains hundreds of children over the same texts with the same
     frozen layers; sharing makes each text pass those layers once per process, not once per child.
-    The memo is still used only while a model trains, so measured latencies stay honest.
+    The memo is still used only around untimed work (:func:`frozen_states_memoised`), never in a
+    timed request, so measured latencies stay honest.
     """
     global _SHARED_MEMOS
     _SHARED_MEMOS = (_SHARED_MEMOS if _SHARED_MEMOS is not None else {}) if on else None
@@ -174,6 +176,30 @@ def shared_memos():
 
 
 _MEMO_AT_INFERENCE = False
+
+
+@contextmanager
+def frozen_states_memoised(model: nn.Module):
+    """Within the block, ``model``'s frozen pre-trained layers remember their outputs per text
+    (:class:`FrozenStatesMemo`); afterwards the memo is as it was, and emptied unless it is shared.
+
+    For work whose time is not what is measured — training, scoring a split, encoding the titles a
+    latency timer caches before it times requests — never around a timed request. Exact: frozen
+    layers in eval mode are a pure function of the ids. A model without a pre-trained backbone is
+    left as it is.
+    """
+    backbone = getattr(model, "backbone", None)
+    memo = backbone.memo if backbone is not None else None
+    was_enabled = memo is not None and memo.enabled
+    if memo is not None:
+        memo.enabled = True
+    try:
+        yield
+    finally:
+        if memo is not None:
+            memo.enabled = was_enabled
+            if not memo.shared:
+                memo.clear()
 
 
 def frozen_fill() -> tuple[float, int]:

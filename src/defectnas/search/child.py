@@ -147,15 +147,10 @@ def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid
 def _predict_memoised(clf, table: pd.DataFrame) -> np.ndarray:
     """Test probabilities with the frozen pre-trained layers memoised (exact: they are a pure function
     of the ids), so the top-k retrains and the default's seeds pass the test texts through them once."""
-    backbone = getattr(clf.model_, "backbone", None)
-    if backbone is None:
+    from ..model.bert import frozen_states_memoised
+
+    with frozen_states_memoised(clf.model_):
         return clf.predict_proba(table)
-    enabled = backbone.memo.enabled
-    backbone.memo.enabled = True
-    try:
-        return clf.predict_proba(table)
-    finally:
-        backbone.memo.enabled = enabled
 
 
 def init_worker(paths: dict[str, str], threads: int = 1) -> None:

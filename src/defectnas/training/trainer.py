@@ -27,6 +27,7 @@ from ..progress import progress
 
 from ..config import TrainConfig, to_dict
 from ..model import DefectNet
+from ..model.bert import frozen_states_memoised
 from ..model.pairs import pair_logits
 from ..data.tokenizer import trim_padding
 from ..errors import ConfigError, TrainingDivergedError
@@ -86,17 +87,8 @@ def train(
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place (ending with its best weights) and return the result."""
-    memo = model.backbone.memo if getattr(model, "backbone", None) is not None else None
-    was_enabled = memo is not None and memo.enabled
-    if memo is not None:  # each text passes the frozen pre-trained layers once, not once per epoch (model/bert.py)
-        memo.enabled = True
-    try:
+    with frozen_states_memoised(model):  # each text passes the frozen pre-trained layers once, not once per epoch
         return _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resume, quiet, log)
-    finally:
-        if memo is not None:
-            memo.enabled = was_enabled
-            if not memo.shared:
-                memo.clear()
 
 
 def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resume, quiet, log) -> TrainResult:
