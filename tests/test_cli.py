@@ -307,6 +307,10 @@ def test_a_command_given_an_onnx_export_says_what_it_is_and_what_takes_it(tmp_pa
     (["search", "--data", "x.csv", "--out", "o", "--space", "huge"], "defectnas search", "argument --space: invalid choice: 'huge'"),
     (["search", "--data", "x.csv", "--out", "o", "--strategy", "annealing"], "defectnas search", "argument --strategy: invalid choice"),
     (["trian", "--data", "x.csv"], "defectnas", "argument COMMAND: invalid choice: 'trian'"),
+    (["search", "--data", "x.csv", "--out", "o", "--space-options", '{"title_trainable": [0, 1'], "defectnas search",
+     "argument --space-options: not valid JSON: Expecting ',' delimiter at column 26 of '{\"title_trainable\": [0, 1'"),
+    (["search", "--data", "x.csv", "--out", "o", "--space-options", '[3, 6]'], "defectnas search",
+     "argument --space-options: must be a JSON object"),
     (["train", "--data", "x.csv"], "defectnas train", "the following arguments are required: --out"),
     (["evaluate", "--model", "m", "--data", "x.csv", "--no-such-flag"], "defectnas", "unrecognized arguments: --no-such-flag"),
 ])

@@ -58,6 +58,20 @@ def _valid_fraction(text: str) -> float:
     return value
 
 
+def _json_object(text: str) -> dict:
+    """argparse type of a JSON-object flag (--space-options): the decoder's reason and column when
+    it does not parse (argparse's own message would be "invalid loads value")."""
+    from .data.readers import json_problem
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {json_problem(exc)} of {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object ({{\"name\": [values]}}), got {text!r}")
+    return value
+
+
 def _test_fraction(text: str) -> float:
     """argparse type of --test-frac: a share of queries in [0, 1)."""
     try:
@@ -984,7 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = SearchConfig()
     p.add_argument("--space", choices=["serving", "seed"], help="serving (default): query depth, fine-tuning, token cap, cells, width, "
                    "matching, sentence vector; seed: the paper's per-layer ops of 5 title cells")
-    p.add_argument("--space-options", type=json.loads, dest="space_options",
+    p.add_argument("--space-options", type=_json_object, dest="space_options",
                    help='JSON of the space\'s option lists, e.g. \'{"title_trainable": [0, 1, 2]}\' (on a CPU the serving space '
                         'leaves title fine-tuning out unless asked)')
     p.add_argument("--strategy", choices=["rl", "random", "evolution"], help="rl: LSTM controller + REINFORCE (default); random: uniform; "

@@ -35,9 +35,10 @@ def fake_distiller(calls: list, speedup: float, metric_change: float):
         entry = {"key": key, "architecture": student_architecture(best["architecture"], cfg.distill_query), "distilled_from": best["key"],
                  "query_layers": cfg.distill_query, "epochs": cfg.distill_epochs, "seeds": best["seeds"][:1],
                  "valid_metric": best["valid_metric"] + metric_change, "valid_metric_std": 0.0, "valid_ap": best["valid_ap"] + metric_change,
-                 "teacher_valid_ap_seed": best["valid_ap_seeds"][0], "latency_ms": best["latency_ms"] / speedup,
-                 "served_ms": {"teacher": [best["latency_ms"]], "student": [best["latency_ms"] / speedup]},
-                 "speedup_over_teacher": speedup, "test_ap": best["test_ap"], "seconds": 1.0}
+                 "teacher_valid_ap_seed": best["valid_ap_seeds"][0], "latency_ms": best["latency_ms"] / (1.5 * speedup),
+                 "teacher_latency_ms": best["latency_ms"],  # timed beside its teacher alone: a luckier round than the final timing's
+                 "served_ms": {"teacher": [best["latency_ms"]], "student": [best["latency_ms"] / (1.5 * speedup)]},
+                 "speedup_over_teacher": 1.5 * speedup, "test_ap": best["test_ap"], "seconds": 1.0}
         probs_dir.mkdir(parents=True, exist_ok=True)
         np.save(probs_dir / f"{key}.npy", np.load(probs_dir / f"{best['key']}.npy")[:1])  # the teacher's first seed, unchanged
         atomic_write_json(d / stamp, {"key": key, "space": cfg.space, "architecture": entry["architecture"], "distilled_from": best["key"]})
@@ -64,7 +65,11 @@ def test_a_student_that_no_candidate_dominates_joins_the_front_and_is_saved(tmp_
     for d in (out / "pareto" / str(n), out / "distilled"):
         assert json.loads((d / "architecture.json").read_text())["key"] == student["key"]
     report = final["distilled"]
-    assert report["key"] == student["key"] and report["dir"] == str(out / "distilled") and report["speedup_over_teacher"] == 3.0
+    assert report["key"] == student["key"] and report["dir"] == str(out / "distilled")
+    # latency, the teacher's and the speed-up all from the final timing of every saved model (not the earlier pair's 4.5x)
+    assert report["latency_ms"] == student["latency_ms"] and report["teacher_latency_ms"] == best["latency_ms"]
+    assert report["speedup_over_teacher"] == round(best["latency_ms"] / student["latency_ms"], 3) == pytest.approx(3.0, rel=0.05)
+    assert report["served_ms"]["student"] == [best["retrain_latency_ms"] / 4.5]
     # the student's probabilities are its teacher's first seed here: against it, a difference of exactly 0
     assert report["vs_teacher"]["diff"] == 0.0 and report["vs_teacher"]["verdict"] == "not distinguishable from noise"
     assert report["vs_default"]["queries"] == final["paired_test"]["queries"]

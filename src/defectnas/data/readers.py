@@ -252,7 +252,7 @@ def _read_json(text: str, kind: str, src: Source) -> pd.DataFrame:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise src.error(f"malformed JSON at line {exc.lineno}: {exc.msg}") from None
+            raise src.error(f"malformed JSON at line {exc.lineno}: {json_problem(exc)}") from None
         if not all(isinstance(r, dict) for r in records):
             raise src.error("a JSON array must hold one object per row")
         return pd.DataFrame.from_records(records)
@@ -261,12 +261,18 @@ def _read_json(text: str, kind: str, src: Source) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """The decoder's reason with its column, as a whole phrase: "Unterminated string starting at
+    column 12", "Expecting ',' delimiter at column 30" (``exc.msg`` alone stops at "starting at")."""
+    return f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else f"{exc.msg} at column {exc.colno}"
+
+
 def json_line_record(line: str, number: int, src: Source) -> dict:
     """One JSON-lines row as a dict; a one-line error naming line ``number`` when it is not a JSON object."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise src.error(f"malformed JSON at line {number}: {exc.msg}") from None
+        raise src.error(f"malformed JSON at line {number}: {json_problem(exc)}") from None
     if not isinstance(record, dict):
         raise src.error(f"line {number} is not a JSON object")
     return record

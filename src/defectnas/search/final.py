@@ -255,6 +255,10 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
             f"{cfg.latency_budget_ms:g} ms budget it met when timed during its retrain ({best['retrain_latency_ms']:.2f} ms)")
     if student is not None:
         student["on_front"] = not dominated(student, [r for r in rows if r is not student])
+        # its teacher's latency and the speed-up from this same timing, as its own latency_ms now is
+        # (the timing beside its teacher alone, right after the distillation, stays in served_ms)
+        student["teacher_latency_ms"] = best["latency_ms"]
+        student["speedup_over_teacher"] = round(best["latency_ms"] / max(student["latency_ms"], 1e-9), 3)
 
     # install pareto/<n>/ (fastest first), best/ and distilled/
     front_rows = [next(r for r in rows if r["key"] == short_key(rec["architecture"])) for rec in front]
