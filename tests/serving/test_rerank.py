@@ -35,6 +35,9 @@ def test_titles_and_ids_ordered_by_one_minus_defect_probability(client):
     positions = [0, 1, 4, 2, 5, 3, 6]  # where each expected score sits in docs
     r = client.post("/v1/rerank", json={"model": "rerank-english-v3.0", "query": "garden hose", "documents": docs})
     assert r.status_code == 200, r.text
+    for hint in ({"max_tokens_per_doc": 4096}, {"max_chunks_per_doc": 10}):  # Cohere v2's and v1's truncation hints: ignored
+        same = client.post("/v1/rerank", json={"model": "rerank-v3.5", "query": "garden hose", "documents": docs, **hint})
+        assert same.status_code == 200 and same.json() == r.json(), same.text
     body = r.json()
     assert body["model"] == client.get("/healthz").json()["model"] and set(body) == {"model", "results"}
     results = body["results"]
@@ -71,6 +74,8 @@ def test_top_n_ties_and_return_documents(client):
     ({"query": "hose", "documents": [{"id": "nope"}, "ok"]}, 404, 'unknown product id(s): "nope"'),
     ({"query": "hose", "documents": ["ok"], "locale": "us"}, 422, "locale applies only"),
     ({"query": "hose", "documents": ["ok"], "rank_fields": ["x"]}, 422, "invalid request: rank_fields"),
+    ({"query": "hose", "documents": ["ok"], "max_tokens_per_doc": "512"}, 422, "invalid request: max_tokens_per_doc"),
+    ({"query": "hose", "texts": ["ok"]}, 422, "invalid request: documents"),  # TEI's shape: another route's
 ])
 def test_bad_requests_get_a_one_line_reason(client, body, status, reason):
     r = client.post("/v1/rerank", json=body)

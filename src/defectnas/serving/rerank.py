@@ -1,4 +1,4 @@
-"""``POST /v1/rerank``: the service in the shape rerank clients already send (Cohere, Jina, TEI-style).
+"""``POST /v1/rerank``: the service in the shape rerank clients already send (Cohere v1/v2, Jina).
 
 Why a second route: search stacks call rerankers with ``{"query", "documents", "top_n"}`` and
 read ``results: [{index, relevance_score}]`` sorted by relevance; answering in that shape lets
@@ -8,7 +8,12 @@ in one request. ``relevance_score`` is the model's calibrated probability that t
 *not* a defect for the query (1 − ``defect_probability`` of ``/score``), so the order is the
 model's and the numbers mean the same as ``/score``'s. Bounds and error lines are ``/score``'s:
 413 too many documents, 422 an invalid body or text, 404 unknown ids (named). A client's
-``model`` field is accepted and ignored (the served model answers and is named in the response).
+``model`` field is accepted and ignored (the served model answers and is named in the response),
+as are Cohere's truncation and chunking hints (``max_tokens_per_doc``, ``max_chunks_per_doc``: a
+title is one chunk, cut at the model's title length). Other fields are refused by name, since
+ignoring them could change what the client meant (``rank_fields`` selects parts of structured
+documents, which this route does not take). Text Embeddings Inference's ``/rerank`` is another
+shape (``texts``, a bare list back) and is not served.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class RerankRequest(BaseModel):
     return_documents: StrictBool = Field(False, description="echo each document ({\"text\"} or {\"id\"}) in its result")
     locale: StrictStr | None = Field(None, description="the products' locale, for ids of a cache keyed by locale (as in /score)")
     model: StrictStr | None = Field(None, description="accepted for rerank-client compatibility and ignored: the served model answers")
+    max_tokens_per_doc: JsonInt | None = Field(None, description="Cohere v2's truncation hint, accepted and ignored: a title is always "
+                                               "cut at the model's own title length in word pieces")
+    max_chunks_per_doc: JsonInt | None = Field(None, description="Cohere v1's chunking hint, accepted and ignored: a title is one chunk")
 
 
 class RerankResult(BaseModel):
