@@ -715,6 +715,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     if args.config:
         given["options"] = load_options_file(args.config)
     saved = load_saved(args.out) if args.resume else None
+    if args.resume and saved is None and args.quiet:  # a mistyped --out must not pass unnoticed: --quiet keeps this line
+        print(f"warning: --resume: {args.out} holds no search yet (search.json missing): starting a new one", file=sys.stderr)
     if saved is not None:
         if args.seed == 0:  # --seed left at its default: continue with the search's own seed
             given.pop("seed")

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
     executors.evaluate_child = slow_fake
     final.time_models = fake_time_models
     data, out, trials, strategy = argv[0], argv[1], int(argv[2]), argv[3]
-    run_search(kill_test_config(data, trials, strategy), out, resume="--resume" in argv)
+    run_search(kill_test_config(data, trials, strategy), out, resume="--resume" in argv, log=lambda m: print(m, flush=True))
 
 
 def kill_test_config(data: str, trials: int, strategy: str = "rl"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -511,8 +512,10 @@ def test_sigkill_and_resume(tmp_path, synthetic_csv):
         for proc in running.values():
             proc.kill()
     assert not running, "no search logged 3 trials in time"
+    logged = {}
     for strategy in STRATEGIES:
-        assert 3 <= len(read_trials(tmp_path / strategy)) < trials, strategy
+        logged[strategy] = {r["trial"] for r in read_trials(tmp_path / strategy)}
+        assert 3 <= len(logged[strategy]) < trials, strategy
 
     logs = {strategy: (tmp_path / f"{strategy}.log").open("w") for strategy in STRATEGIES}  # files: a full pipe would block them
     resumed = {strategy: launch(strategy, "--resume", stdout=logs[strategy], stderr=subprocess.STDOUT) for strategy in STRATEGIES}
@@ -533,6 +536,15 @@ def test_sigkill_and_resume(tmp_path, synthetic_csv):
         floor = lambda d: [json.loads(l)["metric"] for l in (d / "noise.jsonl").read_text().splitlines()]  # noqa: E731
         assert floor(out) == floor(ref), strategy  # the noise floor: measured once, not repeated
         assert (out / "best" / "config.json").exists() and (out / "final.json").exists(), strategy
+        # the resume's line says where the next batch starts and which of its trials the log already holds
+        said = (tmp_path / f"{strategy}.log").read_text()
+        line = re.search(r"resuming: (\d+) trials logged, strategy at step \d+; its next batch starts at trial (\d+)"
+                         r"(?: \(trials? ([\d, ]+) of it logged: reused, not rerun\))?", said)
+        assert line and int(line[1]) == len(logged[strategy]), said
+        start, reused = int(line[2]), {int(x) for x in (line[3] or "").split(", ") if x}
+        assert reused == {t for t in logged[strategy] if t >= start}, said
+        trained = {int(x) for x in re.findall(r"^trial (\d+): reward", said, flags=re.M)}
+        assert trained and min(trained) >= start and not trained & reused, said  # none of those reused trained again
 
 
 def test_cli_resume_rules(tmp_path, synthetic_csv, fake_children, capsys):

@@ -340,8 +340,9 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     if (out / CHECKPOINT).exists():
         next_trial = int(agent.load(out / CHECKPOINT)["next_trial"])
     if len(trials):
-        say(f"resuming: {len(trials)} trials logged (any of the unfinished batch are reused, not rerun), "
-            f"strategy at step {agent.step}, next trial {next_trial}")
+        reused = sorted(t for t in trials.by_trial if t >= next_trial)  # of the batch a kill interrupted: proposed again, taken from the log
+        say(f"resuming: {len(trials)} trials logged, strategy at step {agent.step}; its next batch starts at trial {next_trial}"
+            + (f" (trial{'s' if len(reused) > 1 else ''} {', '.join(map(str, reused))} of it logged: reused, not rerun)" if reused else ""))
     seeds = child_seeds(cfg)
 
     def best() -> float:
