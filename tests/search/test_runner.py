@@ -687,3 +687,14 @@ def test_a_refused_start_leaves_no_empty_out_folder(tmp_path, synthetic_csv, cas
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
     assert not (tmp_path / "s").exists()
+
+
+def test_quiet_resume_of_a_folder_without_a_search_still_warns(tmp_path, synthetic_csv, fake_children, capsys):
+    """A mistyped --out with --resume --quiet started a new search without a word."""
+    from defectnas.cli import main
+
+    argv = ["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "typo"), "--trials", "2", "--top-k", "0", "--pareto-max", "0",
+            "--noise-repeats", "0", "--space", "seed", "--resume", "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: --resume: {tmp_path / 'typo'} holds no search yet (search.json missing): starting a new one"]
