@@ -698,3 +698,15 @@ def test_quiet_resume_of_a_folder_without_a_search_still_warns(tmp_path, synthet
     assert main(argv) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"warning: --resume: {tmp_path / 'typo'} holds no search yet (search.json missing): starting a new one"]
+
+
+def test_a_budget_too_small_for_one_child_says_how_to_fit(tmp_path, synthetic_csv, fake_children, capsys):
+    from defectnas.cli import main
+
+    argv = ["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "s"), "--trials", "4", "--noise-repeats", "1",
+            "--space", "seed", "--budget-minutes", "0.000001", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --budget-minutes 1e-06 left no time to train a single child")
+    assert "with --resume the floor is kept" in err and "--top-k 1 --pareto-max 1 --distill-query 0" in err
+    assert (tmp_path / "s" / "noise.jsonl").exists()  # what it measured is kept for the --resume
