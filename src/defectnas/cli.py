@@ -704,7 +704,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     yield_idle_cpu_threads()  # before torch loads: worker processes inherit it (see quickstart)
     from .config import load_options_file
     from .search.config import SearchConfig, load_saved, merge_for_resume
-    from .search.runner import run_search
+    from .search.runner import no_search_to_resume, run_search
 
     given = {k: getattr(args, k) for k in _SEARCH_FLAGS if getattr(args, k, None) is not None}
     given["data"] = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
@@ -716,7 +716,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         given["options"] = load_options_file(args.config)
     saved = load_saved(args.out) if args.resume else None
     if args.resume and saved is None and args.quiet:  # a mistyped --out must not pass unnoticed: --quiet keeps this line
-        print(f"warning: --resume: {args.out} holds no search yet (search.json missing): starting a new one", file=sys.stderr)
+        print(f"warning: {no_search_to_resume(args.out)}", file=sys.stderr)
     if saved is not None:
         if args.seed == 0:  # --seed left at its default: continue with the search's own seed
             given.pop("seed")

@@ -101,7 +101,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     if saved is not None:
         cfg = merge_for_resume(saved, cfg.to_dict())
     elif resume:
-        say(f"--resume: {out} holds no search yet ({SEARCH_FILE} missing): starting a new one")
+        say(no_search_to_resume(out))
 
     space = build_space(cfg)
     check_layers(cfg, space)  # --distill-query K: refused now if no model of the space can be distilled to K
@@ -139,6 +139,11 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     run_seconds = time.perf_counter() - started
     return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), elapsed_before + run_seconds,
                         floor, final, run_seconds)
+
+
+def no_search_to_resume(out: str | Path) -> str:
+    """What ``--resume`` of a folder without a search says (the CLI prints it even with --quiet)."""
+    return f"--resume: {out} holds no search yet ({SEARCH_FILE} missing): starting a new one"
 
 
 def _elapsed_before(out: Path) -> float:
