@@ -726,8 +726,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     result = run_search(cfg, args.out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m))
     if not result.trials:  # only a budget too small for one batch and its retrains does this (the line above said so)
         raise ConfigError(f"--budget-minutes {cfg.budget_minutes:g} left no time to train a single child and retrain it: nothing "
-                          f"saved but the noise floor in {args.out}; give more minutes than the line above adds up to (with --resume "
-                          f"the floor is kept), retrain less (--top-k 1 --pareto-max 1 --distill-query 0), or 0 for no bound")
+                          f"saved but the noise floor in {args.out}; give more minutes (the floor, one batch of children and the retrains' "
+                          f"estimate must fit: without --quiet the line above adds them up; with --resume the floor is kept), retrain "
+                          f"less (--top-k 1 --pareto-max 1 --distill-query 0), or 0 for no bound")
     report = result.final.get("report", {})
     best = next((c for c in report.get("candidates", []) if c.get("best")), None)
     floor = {k: v for k, v in result.noise_floor.items() if k in ("metric", "child_seeds", "repeats", "mean", "std_of_mean", "seed_std")}
