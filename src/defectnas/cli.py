@@ -671,6 +671,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
                              query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms,
                              cache_reload_s=args.cache_reload_s, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
+    if not args.worker_healthcheck_s > 0:
+        raise ConfigError(f"--worker-healthcheck-s must be > 0, got {args.worker_healthcheck_s:g}")
     sockets, port = open_listeners(args.host, args.port, args.workers)  # a port in use or out of range: one line, before loading
     app = create_app(args.model, args.cache, settings)  # also checks model and cache before any worker starts
     try:
@@ -695,7 +697,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.balance_connections and not isinstance(sockets[0], ReusePortListener):
         _echo(args, "note: --balance-connections needs a fixed --port on Linux (the workers then listen on sockets of their own); "
                     "ignored here")
-    run_workers(args.model, args.cache, settings, args.workers, sockets, balance_connections=args.balance_connections, **options)
+    run_workers(args.model, args.cache, settings, args.workers, sockets, balance_connections=args.balance_connections,
+                timeout_worker_healthcheck=int(-(-args.worker_healthcheck_s // 1)), **options)  # whole seconds, rounded up
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -975,6 +978,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32, help="with --batch-wait-ms: requests per query-tower pass at most (default 32)")
     p.add_argument("--shutdown-timeout-s", type=float, default=30,
                    help="on SIGTERM/Ctrl-C, wait this long for requests in flight to finish (0: as long as they take; default 30)")
+    p.add_argument("--worker-healthcheck-s", type=float, default=60,
+                   help="with --workers N: seconds a worker may leave uvicorn's health ping unanswered — while it starts (imports "
+                        "torch, loads the model) or when hung — before it is killed and restarted (default 60; uvicorn's own 5 "
+                        "killed workers still starting on a busy 2-core machine, over and over)")
     p.add_argument("--balance-connections", action=argparse.BooleanOptionalAction, default=False,
                    help="with --workers N on Linux: a worker holding more than its share of the keep-alive connections closes one "
                         "after its answer, so that clients reconnect to the others (default off: no p99 gain measured, README)")

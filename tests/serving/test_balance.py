@@ -57,4 +57,5 @@ def test_while_another_worker_is_not_up_nobody_sheds(tmp_path):
     assert not any(a.should_close(("h", p), 5.0) for p in range(8))
     assert (a.connections(), a.closed) == (8, 0)
     ConnectionBalancer(table, workers=2, pid=302)  # the second worker is up, with no connection yet
+    assert a.shares(5.05) == (2, 8)  # what /healthz reports: workers up, connections of all of them
     assert a.should_close(("h", 8), 5.1)  # 9 here, none there: over ⌈9 / 2⌉

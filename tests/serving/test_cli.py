@@ -70,6 +70,7 @@ def _keep_alive_clients_end_up_even(base_url: str) -> None:
         by_worker = {}
         for w in answered:
             by_worker[w["pid"]] = by_worker.get(w["pid"], 0) + 1
+        assert answered[0]["workers_up"] == 2, answered  # both claimed their slot of the shared table
         assert sorted(by_worker.values()) == [4, 4], answered
         again = [c.get("/healthz").json()["worker"]["pid"] for c in clients]
         assert again == [w["pid"] for w in answered]  # settled: nobody is closed any more
@@ -179,3 +180,19 @@ def test_serve_says_when_connection_balancing_cannot_apply(model_dir, monkeypatc
     assert "needs a fixed --port" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2"]) == 0
     assert "balance" not in capsys.readouterr().err and started == ["one", "workers", "workers"]
+
+
+def test_worker_processes_get_a_health_check_long_enough_to_start(model_dir, monkeypatch, capsys):
+    """uvicorn's supervisor kills a worker whose health ping goes unanswered for 5 s; a worker still
+    importing torch on a busy 2-core machine took longer, and was killed and restarted over and over
+    (CI, stop 35: one worker answered for two minutes). serve gives them 60 s unless told otherwise."""
+    import defectnas.serving.app as app_module
+
+    given: list[dict] = []
+    monkeypatch.setattr(app_module, "run_workers", lambda *a, **k: given.append(k))
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2", "--quiet"]) == 0
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2", "--worker-healthcheck-s", "2.5", "--quiet"]) == 0
+    assert [k["timeout_worker_healthcheck"] for k in given] == [60, 3]  # whole seconds (uvicorn's type), rounded up
+    capsys.readouterr()
+    assert main(["serve", "--model", str(model_dir), "--workers", "2", "--worker-healthcheck-s", "0"]) != 0
+    assert "--worker-healthcheck-s must be > 0, got 0" in capsys.readouterr().err

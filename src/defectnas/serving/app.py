@@ -145,8 +145,9 @@ class Health(BaseModel):
     query_cache: dict = Field(default_factory=dict, description="the query-encoding LRU: capacity, size, hits, misses, hit_rate")
     cache_generation: int | None = Field(None, description="the served cache generation (null without a cache)")
     worker: dict | None = Field(None, description="with several worker processes: the answering one's pid, its connections in "
-                                                  "the last second, and how many it closed to even the split (null with one "
-                                                  "process; the last two null without --balance-connections)")
+                                                  "the last second, how many it closed to even the split, and the workers up "
+                                                  "and all their connections as the shared table says (null with one process; "
+                                                  "the last four null without --balance-connections)")
     cache_update_refused: str | None = Field(None, description="why the newest cache generation on disk is not served (one line; "
                                                               "null when the served one is the newest)")
 
@@ -258,7 +259,8 @@ def create_app(model_dir: str | Path, cache_dir: str | Path | None = None, setti
                       cache_generation=getattr(cache, "generation", None) if cache else None,
                       worker=None if settings.workers < 2 else {"pid": os.getpid(),
                                                                 "connections": balancer.connections() if balancer else None,
-                                                                "closed_for_balance": balancer.closed if balancer else None},
+                                                                "closed_for_balance": balancer.closed if balancer else None,
+                                                                **_shares(balancer)},
                       cache_update_refused=watcher.refused if watcher is not None else None)
 
     @app.post("/score", response_model=ScoreResponse, responses=errors, summary="defect probability of each product for the query",
@@ -390,6 +392,11 @@ def _bind(host: str, port: int, reuse_port: bool):
         sock.close()
         raise
     return sock
+
+
+def _shares(balancer) -> dict:
+    up, total = balancer.shares() if balancer else (None, None)
+    return {"workers_up": up, "connections_all_workers": total}
 
 
 def app_from_env() -> FastAPI:

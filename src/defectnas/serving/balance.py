@@ -75,6 +75,17 @@ class ConnectionBalancer:
         """Connections that sent this worker a request in the last window."""
         return len(self.seen)
 
+    def shares(self, now: float | None = None) -> tuple[int, int]:
+        """(workers up, connections of all workers) as the table says at ``now`` (time.monotonic, s).
+
+        Workers up are those that have claimed a slot (at most ``workers``): while another is still
+        loading its model, or was never restarted, the connections it would take have nowhere else
+        to go. A slot not written for STALE_WINDOWS windows adds no connections."""
+        now_ms = int((time.monotonic() if now is None else now) * 1000)
+        claimed = self.table[:, 0] != 0
+        fresh = claimed & (now_ms - self.table[:, 2] <= STALE_WINDOWS * self.window_s * 1000)
+        return max(1, min(self.workers, int(np.count_nonzero(claimed)))), int(self.table[fresh, 1].sum())
+
     def should_close(self, client: tuple | None, now: float | None = None) -> bool:
         """Record a request of ``client``; True when this worker holds more than its share of the
         connections of the workers that are up (and more than one), so this connection should be
@@ -90,12 +101,7 @@ class ConnectionBalancer:
         mine, now_ms = len(self.seen), int(now * 1000)
         self.table[self.slot, 1] = mine
         self.table[self.slot, 2] = now_ms
-        claimed = self.table[:, 0] != 0
-        fresh = claimed & (now_ms - self.table[:, 2] <= STALE_WINDOWS * self.window_s * 1000)
-        total = int(self.table[fresh, 1].sum())
-        # shares among the workers that are up (have claimed a slot): while another is still loading
-        # its model, or was never restarted, the connections it would take have nowhere else to go
-        up = max(1, min(self.workers, int(np.count_nonzero(claimed))))
+        up, total = self.shares(now)
         if mine > 1 and mine > math.ceil(total / up):
             del self.seen[client]
             self.table[self.slot, 1] = mine - 1
