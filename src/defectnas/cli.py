@@ -749,7 +749,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 _SEARCH_FLAGS = ("space", "space_options", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
-                 "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "final_seeds", "final_epochs",
+                 "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "pareto_min_ratio", "final_seeds", "final_epochs",
                  "final_rows", "distill_query", "distill_epochs", "split_seed", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
                  "variant", "threads")
 
@@ -1026,6 +1026,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-repeats", type=int, help=f"the noise floor: the default architecture under this many K-seed sets (default {d.noise_repeats}; 0: skip)")
     p.add_argument("--top-k", type=int, help=f"best architectures retrained with fresh seeds (default {d.top_k})")
     p.add_argument("--pareto-max", type=int, help=f"Pareto-front architectures retrained and saved under pareto/<n>/ (default {d.pareto_max})")
+    p.add_argument("--pareto-min-ratio", type=float, metavar="R",
+                   help="retrain a faster front architecture only if its search metric is at least R × train's default's under "
+                        f"the same seeds (default {d.pareto_min_ratio:g}: on a slow machine the minutes go to sampling, not to "
+                        "front models at half the default's AP; the most accurate is always retrained; 0: the whole front)")
     p.add_argument("--final-seeds", type=int, help=f"fresh seeds per retrain, for the paired test against train's default (default {d.final_seeds})")
     p.add_argument("--final-epochs", type=int, help="epochs of the retrains (0: the model's; default: 1 when children train on a CPU, else 0)")
     p.add_argument("--final-rows", type=int, help="training pairs of the retrains (0: all; default: 12000 when children train on a CPU, else all)")

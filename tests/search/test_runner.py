@@ -296,6 +296,39 @@ def test_pareto_front_is_exported_as_model_directories(tmp_path, synthetic_csv, 
     assert (tmp_path / "s" / "best" / "config.json").stat().st_nlink == 2
 
 
+def test_select_front_skips_fast_children_far_below_the_default_but_keeps_the_most_accurate():
+    from defectnas.search.final import select_front
+
+    trained = [{"latency_ms": ms, "metric": m, "name": n} for n, (ms, m) in
+               enumerate([(2.0, 0.10), (5.0, 0.30), (8.0, 0.45), (10.0, 0.50), (9.0, 0.20)])]  # the last is dominated
+    names = lambda front: [r["name"] for r in front]  # noqa: E731
+    assert names(select_front(trained, 3)) == [0, 2, 3]  # no floor: the fastest, the most accurate, one between
+    assert names(select_front(trained, 4)) == [0, 1, 2, 3]
+    assert names(select_front(trained, 4, min_metric=0.4)) == [2, 3]
+    assert names(select_front(trained, 3, min_metric=0.6)) == [3]  # nothing qualifies: the most accurate still does
+    assert select_front(trained, 0, min_metric=0.4) == []
+
+
+def test_front_children_below_the_ratio_of_the_defaults_metric_are_not_retrained(tmp_path, synthetic_csv, fake_children):
+    """--pareto-min-ratio R: a front child is retrained only if its search metric is ≥ R × train's default's
+    under the same seeds (the noise floor's first repeat); the most accurate always is."""
+
+    def front(ratio: float, out: Path) -> tuple[list[float], float]:
+        cfg = config(synthetic_csv, space="serving", trials=24, top_k=1, pareto_max=4, noise_repeats=1, final_seeds=1,
+                     strategy="random", pareto_min_ratio=ratio)
+        result = run_search(cfg, out)
+        floor = json.loads((out / "search.json").read_text())["noise_floor"]["metric_search_seeds"]
+        search_metric = {arch_key(r["architecture"]): r["metric"] for r in result.trials}
+        return [search_metric[arch_key(e["architecture"])] for e in json.loads((out / "final.json").read_text())["pareto"]], floor
+
+    whole, floor = front(0.0, tmp_path / "whole")
+    assert len(whole) >= 3
+    ratio = (whole[0] + whole[-1]) / 2 / floor  # between the fastest front child's metric and the most accurate's
+    kept, _ = front(ratio, tmp_path / "kept")
+    assert kept[-1] == whole[-1] and whole[0] not in kept
+    assert all(m >= ratio * floor for m in kept) and kept == [m for m in whole if m >= ratio * floor][-len(kept):]
+
+
 def test_saved_models_are_timed_side_by_side_and_the_front_uses_those_times(tmp_path, synthetic_csv, fake_children, monkeypatch):
     """A candidate's retrain-time latency depends on what the machine did then: every saved model
     is timed again together (latency.json), and the front's order, dominance and speed-ups use that."""

@@ -20,7 +20,7 @@ SEARCH_FILE = "search.json"
 STRATEGIES = ("rl", "random", "evolution")
 SPACE_NAMES = ("serving", "seed")  # space.SPACES's names (a test keeps them equal); here without importing torch
 REWARD_METRICS = ("ap", "f1")
-RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max", "distill_query", "distill_epochs")  # may differ on --resume
+RESUMABLE = ("trials", "top_k", "workers", "ray_address", "threads", "budget_minutes", "pareto_max", "pareto_min_ratio", "distill_query", "distill_epochs")  # may differ on --resume
 MEASURED = ("space_settings", "noise_floor")  # written into search.json beside the settings; not settings
 CPU_RETRAIN = {"final_rows": 12000, "final_epochs": 1}  # retrain budget when children train on a CPU (README: search cost)
 DERIVED = ("batch_size", "latency_target_ms")  # 0 means "decide at the start"; the saved value wins
@@ -48,6 +48,7 @@ class SearchConfig:
     noise_repeats: int = 3  # the noise floor: the default architecture under this many K-seed sets (0: skip)
     top_k: int = 2  # best distinct architectures (by reward) retrained with the full budget
     pareto_max: int = 3  # at most this many Pareto-front architectures retrained and saved under pareto/<n>/
+    pareto_min_ratio: float = 0.8  # ...and only those whose search metric is at least this share of train's default's (the floor's, same seeds); 0: any
     final_seeds: int = 2  # fresh seeds per retrain (top-k, front, and train's default for the paired test)
     final_epochs: int = -1  # epochs of a retrain (0: the model options' epochs; -1: auto, 1 on a CPU, else 0)
     final_rows: int = -1  # training pairs of a retrain, a fixed subset (0: all; -1: auto, 12,000 on a CPU, else all)
@@ -80,7 +81,7 @@ class SearchConfig:
         for name in ("trials", "child_epochs", "workers", "child_seeds", "final_seeds", "distill_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("threads", "top_k", "pareto_max", "noise_repeats", "budget_minutes"):
+        for name in ("threads", "top_k", "pareto_max", "pareto_min_ratio", "noise_repeats", "budget_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must not be negative, got {getattr(self, name):g}")
         if self.distill_query < 0:

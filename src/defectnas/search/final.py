@@ -63,13 +63,16 @@ def short_key(architecture: Architecture) -> str:
     return hashlib.sha1(arch_key(architecture).encode()).hexdigest()[:12]
 
 
-def select_front(trained: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+def select_front(trained: list[dict[str, Any]], limit: int, min_metric: float = float("-inf")) -> list[dict[str, Any]]:
     """The accuracy–latency Pareto front of trained children (by ``metric``), fastest first, at most
-    ``limit``: the most accurate always, the others evenly spaced along the front."""
+    ``limit``: the most accurate always, the others evenly spaced along the front among those whose
+    metric is at least ``min_metric`` (a faster model that loses half the accuracy is a front point
+    no search team serves, and retraining it takes minutes that sampling could use)."""
     points = [(float(r["latency_ms"]), float(r["metric"])) for r in trained]
     front = sorted(pareto_front(points), key=lambda i: points[i][0])
     if limit <= 0:
         return []
+    front = [i for i in front if points[i][1] >= min_metric or i == front[-1]]
     if len(front) > limit:
         picks = {round(j * (len(front) - 1) / max(1, limit - 1)) for j in range(limit)} if limit > 1 else {len(front) - 1}
         picks.add(len(front) - 1)
@@ -88,7 +91,7 @@ def candidates(cfg, space: Space, trials: TrialLog, has_test: bool, floor: dict[
     """
     trained = sorted(trials.cache.values(), key=lambda r: r["trial"])
     top = trials.top_k(cfg.top_k)
-    front = select_front(trained, cfg.pareto_max)
+    front = select_front(trained, cfg.pareto_max, front_min_metric(cfg, floor))
     default = {"architecture": space.default_architecture(), "trial": None}  # the reference, even outside the space
     if floor and floor.get("child_seconds"):
         default["seconds"] = floor["child_seconds"]
@@ -100,6 +103,14 @@ def candidates(cfg, space: Space, trials: TrialLog, has_test: bool, floor: dict[
             roles.setdefault(key, set()).add(role)
             records.setdefault(key, rec)
     return top, front, default, records, roles
+
+
+def front_min_metric(cfg, floor: dict[str, Any] | None) -> float:
+    """The least search metric a Pareto-front child needs to be retrained: ``pareto_min_ratio`` ×
+    what ``train``'s default scored under the same child seeds (the noise floor's first repeat).
+    Without a floor (``--noise-repeats 0``) or with the ratio 0, any front child qualifies."""
+    ref = (floor or {}).get("metric_search_seeds")
+    return float("-inf") if ref is None or cfg.pareto_min_ratio <= 0 else cfg.pareto_min_ratio * float(ref)
 
 
 def retrain_scale(cfg, tables) -> float:
@@ -170,7 +181,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     if not trials.cache or (cfg.top_k == 0 and cfg.pareto_max == 0):
         return {}
     has_test = "test" in tables
-    top, front, default, records, roles = candidates(cfg, space, trials, has_test)
+    top, front, default, records, roles = candidates(cfg, space, trials, has_test, floor)
 
     _gather_models(out)
     done = {e["key"]: e for e in read_jsonl(out / RETRAIN_LOG, require="seconds") if "key" in e}
