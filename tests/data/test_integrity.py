@@ -11,7 +11,7 @@ import pytest
 
 from defectnas.data import describe, format_description, load_pairs, normalize_text, read_pairs, read_table, split_by_query
 from defectnas.data.decoding import decode_bytes
-from defectnas.data.integrity import duplicate_report, script_of
+from defectnas.data.integrity import duplicate_report, format_integrity, script_of
 from defectnas.data.tokenizer import TextTokenizer
 from defectnas.errors import DataError, DataWarning
 
@@ -83,8 +83,32 @@ def test_a_legacy_file_is_read_in_its_own_encoding_and_said_so(tmp_path, encodin
     frame, messages = _catch(read_table, path)
     assert frame["product_title"].tolist() == rows
     assert messages == [f"{path}: not UTF-8: the whole file was decoded as {encoding} "
-                        + ("(the fallback for a file that is not UTF-8)" if encoding == "cp1252" else "(detected by charset-normalizer)")
+                        + ("(the fallback for a file that is not UTF-8); its non-ASCII bytes are in 2 rows: 1, 2" if encoding == "cp1252"
+                           else "(detected by charset-normalizer)")
                         + "; save it as UTF-8 to be sure"]
+
+
+@pytest.mark.parametrize("name, stray", [("t.csv", [b"\x92", b"\xe9"]), ("t.tsv.gz", [b"\x96"]), ("t.csv", [b"\x93", b"\x94"] * 20)])
+def test_an_ascii_file_with_a_few_windows_1252_bytes_names_their_rows(tmp_path, name, stray):
+    """No UTF-8 at all, so the whole file is read as Windows-1252 — which reads its ASCII rows as they
+    are — and the rows holding the stray bytes are named, as for stray bytes in a UTF-8 file (helper, session 21)."""
+    sep = "\t" if ".tsv" in name else ","
+    rows = [f"q{i}{sep}plain title {i}{sep}{1 + 3 * (i % 2)}\n".encode() for i in range(60)]  # both classes
+    hit = sorted({7 + 11 * k % 50 for k in range(len(stray))})  # 0-based data rows given a stray byte
+    for k, byte in enumerate(stray):
+        i = 7 + 11 * k % 50
+        rows[i] = rows[i].replace(b"plain", b"plain" + byte)
+    path = write_file(tmp_path, name, HEADER.replace(",", sep).encode() + b"".join(rows))
+    frame, messages = _catch(read_table, path)
+    assert frame["product_title"][hit[0]].startswith("plain") and frame["product_title"][hit[0]][5] in "’é–“”"
+    shown = ", ".join(str(i + 1) for i in hit[:10]) + (f" … ({len(hit) - 10} more)" if len(hit) > 10 else "")
+    plural = "s" if len(hit) > 1 else ""
+    assert messages == [f"{path}: not UTF-8: the whole file was decoded as cp1252 (the fallback for a file that is not UTF-8); "
+                        f"its non-ASCII bytes are in {len(hit)} row{plural}: {shown}; save it as UTF-8 to be sure"]
+    read, _ = _catch(read_pairs, path)
+    assert read.integrity()["encoding_fallback_rows"] == [i + 1 for i in hit] and read.integrity()["encoding_whole_file"]
+    line = format_integrity({"integrity": read.integrity()})[0]
+    assert line.startswith(f"encoding         whole file decoded as cp1252 (not UTF-8); non-ASCII bytes in {len(hit)} row")
 
 
 def test_decoding_keeps_valid_utf8_around_a_bad_byte_in_the_same_row():

@@ -67,6 +67,7 @@ class Decoded:
     text: str
     encoding: str  # what decoded the file: "utf-8", "utf-8-sig", "utf-16", "cp932", "cp1252", ...
     fallback_lines: list[int] = field(default_factory=list)  # 1-based lines holding bytes read by the per-byte fallback
+    # (the whole-file Windows-1252 fallback: the lines holding its non-ASCII bytes, which it decodes the same way)
     whole_file: bool = False  # True: not UTF-8 at all, read in a legacy encoding (rule 4)
 
     @property
@@ -106,11 +107,15 @@ def decode_bytes(raw: bytes, allow_legacy: bool = True) -> Decoded:
                 return Decoded(raw.decode(guess), guess, whole_file=True)
             except UnicodeDecodeError:
                 pass
-        if valid == 0:  # nothing UTF-8 about it: a Western legacy file
-            return Decoded(_legacy(raw), FALLBACK, whole_file=True)
+        if valid == 0:  # nothing UTF-8 about it: a Western legacy file, whose non-ASCII bytes are the ones per line
+            return Decoded(_legacy(raw), FALLBACK, fallback_lines=_lines(raw, offsets), whole_file=True)
+    return Decoded(text, "utf-8", fallback_lines=_lines(raw, offsets))
+
+
+def _lines(raw: bytes, offsets: list[int]) -> list[int]:
+    """The 1-based lines of ``raw`` holding the byte ``offsets``."""
     newlines = [m.start() for m in re.finditer(b"\n", raw)]
-    lines = sorted({bisect.bisect_left(newlines, o) + 1 for o in offsets})
-    return Decoded(text, "utf-8", fallback_lines=lines)
+    return sorted({bisect.bisect_left(newlines, o) + 1 for o in offsets})
 
 
 def _legacy(raw: bytes) -> str:
@@ -135,10 +140,11 @@ def _detect(raw: bytes) -> str | None:
 
 def describe_fallback(decoded: Decoded, rows: list[int], noun: str = "row") -> str:
     """The one warning line for a file read with a fallback (``rows``: 1-based data rows)."""
-    if decoded.whole_file:
-        how = "detected by charset-normalizer" if decoded.encoding != FALLBACK else "the fallback for a file that is not UTF-8"
-        return f"not UTF-8: the whole file was decoded as {decoded.encoding} ({how}); save it as UTF-8 to be sure"
     shown = ", ".join(map(str, rows[:10])) + (f" … ({len(rows) - 10} more)" if len(rows) > 10 else "")
     plural = "s" if len(rows) != 1 else ""
+    if decoded.whole_file:
+        how = "detected by charset-normalizer" if decoded.encoding != FALLBACK else "the fallback for a file that is not UTF-8"
+        where = f"; its non-ASCII bytes are in {len(rows)} {noun}{plural}: {shown}" if rows else ""
+        return f"not UTF-8: the whole file was decoded as {decoded.encoding} ({how}){where}; save it as UTF-8 to be sure"
     return (f"{len(rows)} {noun}{plural} not valid UTF-8: their invalid bytes were decoded as Windows-1252 "
             f"(the rest of the file as UTF-8): {noun}{plural} {shown}")

@@ -141,7 +141,10 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
     read = d.get("integrity")
     if read:
         if read.get("encoding_whole_file"):
-            lines.append(f"encoding         whole file decoded as {read['encoding']} (not UTF-8)")
+            rows = read.get("encoding_fallback_rows") or []
+            where = (f"; non-ASCII bytes in {counted(len(rows), 'row')}: " + ", ".join(map(str, rows[:10]))
+                     + (" …" if len(rows) > 10 else "")) if rows else ""
+            lines.append(f"encoding         whole file decoded as {read['encoding']} (not UTF-8){where}")
         elif read.get("encoding_fallback_rows"):
             rows = read["encoding_fallback_rows"]
             lines.append(f"encoding         {read['encoding']}; {counted(len(rows), 'row')} with bytes decoded as Windows-1252: "

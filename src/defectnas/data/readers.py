@@ -59,7 +59,8 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
 
 def read_table_notes(path: str | os.PathLike, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """:func:`read_table` and how the text was decoded: ``{"encoding": str | None,
-    "fallback_rows": [1-based data rows read by the per-byte fallback], "whole_file": bool}``."""
+    "fallback_rows": [1-based data rows read by the per-byte fallback, or holding the whole-file Windows-1252
+    fallback's non-ASCII bytes], "whole_file": bool}``."""
     path = Path(path)
     src = Source(str(path))
     if not path.exists():
