@@ -96,6 +96,17 @@ def test_evaluate_writes_the_contract_json(tmp_path, model_dir, data_csv, capsys
     assert written == pytest.approx(expected)
 
 
+def test_evaluate_says_when_the_model_is_at_chance_even_with_quiet(tmp_path, model_dir, data_csv, capsys):
+    inverted = tmp_path / "inverted.csv"
+    frame = pd.read_csv(data_csv)
+    frame.assign(label=1 - frame["label"]).to_csv(inverted, index=False)
+    code, stdout, stderr = run(["evaluate", "--model", str(model_dir), "--data", str(inverted), "--quiet"], capsys)
+    assert code == 0 and json.loads(stdout)["average_precision"] <= 0.75
+    assert stderr.count("no better than a random order") == 1 and stderr.startswith("warning: AP ")
+    code, _, stderr = run(["evaluate", "--model", str(model_dir), "--data", str(data_csv), "--quiet"], capsys)
+    assert code == 0 and "random order" not in stderr
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_predict_adds_probability_and_flag(tmp_path, model_dir, synthetic_pairs, suffix, capsys):
     data = tmp_path / "in.csv"

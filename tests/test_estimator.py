@@ -97,6 +97,22 @@ def test_evaluate_returns_the_contract_metrics(fitted, synthetic_split):
     assert all(0.0 <= m[k] <= 1.0 for k in CONTRACT_KEYS - {"n"})
 
 
+def test_evaluate_warns_when_the_model_ranks_defects_no_better_than_chance(fitted, synthetic_split):
+    """AP at or below the defect rate (a random order's AP) is what inverted labels give: said, not just scored."""
+    import warnings
+
+    from defectnas.errors import DataWarning
+
+    test = synthetic_split["test"]
+    for frame, expect in ((test, False), (test.assign(label=1 - test["label"]), True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = fitted.evaluate(frame)
+        said = [str(w.message) for w in caught if issubclass(w.category, DataWarning) and "no better than a random order" in str(w.message)]
+        assert (m["average_precision"] <= m["defect_rate"]) is expect and bool(said) is expect, (m, said)
+    assert said[0].startswith(f"AP {m['average_precision']:.3f} on these {len(test):,} pairs") and "--defect-labels" in said[0]
+
+
 def test_not_fitted_error_before_fit():
     clf = DefectClassifier()
     for call in (lambda: clf.predict_proba(["q"], ["t"]), lambda: clf.predict(["q"], ["t"]), lambda: clf.save("x"), clf.num_parameters):

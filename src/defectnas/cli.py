@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from .config import PRESETS
-from .errors import ConfigError, DataError, DefectnasError
+from .errors import ConfigError, DataError, DataWarning, DefectnasError
 
 
 # ----------------------------------------------------------------- shared flags
@@ -364,6 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     df = _held_out(args, _load_for_thresholds(args, clf, labels=True).pairs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the missing group column is said above, once
+        warnings.simplefilter("always", DataWarning)  # ...but what evaluate says of the result (no defect, AP at chance) is new
         metrics, labels, probs = clf.evaluate(df, return_probabilities=True)
     if args.json:
         atomic_write_json(args.json, metrics)
@@ -555,7 +556,6 @@ def cmd_data(args: argparse.Namespace) -> None:
 
     from .data import coverage_report, coverage_warning, describe, format_description, read_pairs
     from .data.tokenizer import TextTokenizer
-    from .errors import DataWarning
     from .model.pretrained import resolve_model_path
 
     if args.path and args.data and args.path != args.data:
@@ -1091,7 +1091,6 @@ def _show_data_warnings():
     import warnings
 
     from .data._common import one_line
-    from .errors import DataWarning
 
     shown: set[str] = set()
     original = warnings.showwarning

@@ -323,7 +323,8 @@ class DefectClassifier:
         """The contract's metrics on labelled data at the saved operating point (per-group
         thresholds when the table has their column; then also ``threshold_by``). With
         ``return_probabilities``: ``(metrics, labels, probabilities)``. Pairs without a defect
-        give 0 for the undefined precision, recall, F1 and AP, with a DataWarning saying so."""
+        give 0 for the undefined precision, recall, F1 and AP, with a DataWarning saying so; so does
+        an AP no higher than the defect rate (what a random order scores)."""
         column = (getattr(self, "group_thresholds_", None) or {}).get("column")
         df = _as_pairs(data, keep=[column] if column else ())
         rows = self.row_thresholds(df)
@@ -332,6 +333,11 @@ class DefectClassifier:
             warnings.warn(f"the evaluated pairs ({len(labels):,}) hold no defect: precision, recall, F1 and AP are undefined "
                           "(reported as 0); evaluate on pairs with defects", DataWarning, stacklevel=2)
         metrics = defect_metrics(labels, probs, self.threshold_, rows)
+        if labels.any() and not labels.all() and metrics["average_precision"] <= metrics["defect_rate"]:
+            warnings.warn(f"AP {metrics['average_precision']:.3f} on these {len(labels):,} pairs is no better than a random order's "
+                          f"(the defect rate, {metrics['defect_rate']:.3f}): the model ranks their defects no better than chance — "
+                          "are the labels the other way round (--defect-labels), or is this another kind of data?",
+                          DataWarning, stacklevel=2)
         if rows is not None:
             metrics["threshold_by"] = column
         return (metrics, labels, probs) if return_probabilities else metrics
