@@ -59,6 +59,23 @@ def test_the_closing_line_says_when_best_scores_below_the_default_on_test():
     assert _against_default_on_test(default, [default], "d", {**paired, "same_architecture": True}) == ""  # best is the default
 
 
+def test_a_verdict_of_more_than_noise_on_few_test_queries_carries_the_small_split_caveat():
+    """The start-up note says a split of < 50 queries is mostly noise; the verdict at the end repeats it
+    where it claims a difference (helper, session 21: "better by more than noise" on 30 test queries)."""
+    from defectnas.search.final import _against_default_on_test, _caveat
+    from defectnas.search.stats import FEW_QUERIES
+
+    better = {"ci_low": 0.01, "ci_high": 0.05, "queries": 30}
+    assert _caveat(better) == " — but on 30 test queries only, too few for the interval to be trusted"
+    assert _caveat({**better, "ci_low": -0.05, "ci_high": -0.01}) == _caveat(better)  # worse, likewise
+    assert _caveat({**better, "ci_low": -0.01}) == ""  # "not distinguishable" needs no caveat
+    assert _caveat({**better, "queries": FEW_QUERIES}) == ""  # enough queries
+    best, default = {"key": "b", "test_ap": 0.4}, {"key": "d", "test_ap": 0.3}
+    paired = {"verdict": "better by more than noise", "same_architecture": False, "caveat": _caveat(better)}
+    assert _against_default_on_test(best, [best, default], "d", paired).endswith("better by more than noise — but on 30 test "
+                                                                                 "queries only, too few for the interval to be trusted")
+
+
 def test_a_search_past_its_budget_says_by_how_much_and_where():
     from defectnas.search.config import SearchConfig
     from defectnas.search.runner import _say_budget_overrun

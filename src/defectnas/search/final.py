@@ -44,7 +44,7 @@ from ..storage import append_line, atomic_write_json
 from .distill import DISTILLED_DIR, LATENCY_ROUNDS, distill_best, distill_estimate_s, dominated
 from .plots import pareto_front, plot_final
 from .space import Architecture, Space, arch_key
-from .stats import paired_bootstrap
+from .stats import FEW_QUERIES, paired_bootstrap
 from .trials import TrialLog, read_jsonl
 
 RETRAIN_LOG = "retrain.jsonl"
@@ -293,9 +293,10 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         paired["worse_than_default"] = bool(paired["ci_high"] < 0)
         paired["same_architecture"] = best["key"] == default_key
         paired["verdict"] = _verdict(paired)
+        paired["caveat"] = _caveat(paired)
         if not paired["same_architecture"]:
             say(f"best vs train's default on the test split: AP {paired['diff']:+.4f} (95% CI {paired['ci_low']:+.4f} … "
-                f"{paired['ci_high']:+.4f}, {paired['queries']} queries): {paired['verdict']}")
+                f"{paired['ci_high']:+.4f}, {paired['queries']} queries): {paired['verdict']}{paired['caveat']}")
     distilled = skipped
     if student is not None:
         distilled = {k: student.get(k) for k in ("key", "distilled_from", "query_layers", "epochs", "valid_metric", "valid_ap", "teacher_valid_ap_seed",
@@ -308,11 +309,12 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
             for name, other in (("vs_teacher", probs_best[:1]), ("vs_default", probs_ref)):
                 test_result = paired_bootstrap(test["label"].to_numpy(), test["query"].to_numpy(), probs_student, other, seed=cfg.seed)
                 test_result["verdict"] = _verdict(test_result)
+                test_result["caveat"] = _caveat(test_result)
                 distilled[name] = test_result
             say(f"distilled/ on the test split: AP {student['test_ap']:.4f} against its teacher's {student.get('teacher_test_ap_seed', float('nan')):.4f} "
                 f"({distilled['vs_teacher']['diff']:+.4f}, 95% CI {distilled['vs_teacher']['ci_low']:+.4f} … {distilled['vs_teacher']['ci_high']:+.4f}: "
-                f"{distilled['vs_teacher']['verdict']}) and {distilled['vs_default']['diff']:+.4f} against train's default as retrained "
-                f"(95% CI {distilled['vs_default']['ci_low']:+.4f} … {distilled['vs_default']['ci_high']:+.4f}: {distilled['vs_default']['verdict']})")
+                f"{distilled['vs_teacher']['verdict']}{distilled['vs_teacher']['caveat']}) and {distilled['vs_default']['diff']:+.4f} against train's default as retrained "
+                f"(95% CI {distilled['vs_default']['ci_low']:+.4f} … {distilled['vs_default']['ci_high']:+.4f}: {distilled['vs_default']['verdict']}{distilled['vs_default']['caveat']})")
 
     top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
     atomic_write_json(out / TOP_K_FILE, top_entries)
@@ -381,13 +383,22 @@ def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], d
     if paired is None or paired.get("same_architecture") or best.get("test_ap") is None or default.get("test_ap") is None:
         return ""
     lower = " (lower on the mean)" if best["test_ap"] < default["test_ap"] else ""
-    return (f"; test AP {best['test_ap']:.4f} against train's default's {default['test_ap']:.4f}{lower}: {paired['verdict']}")
+    return (f"; test AP {best['test_ap']:.4f} against train's default's {default['test_ap']:.4f}{lower}: {paired['verdict']}{paired.get('caveat', '')}")
 
 
 def _verdict(paired: dict[str, Any]) -> str:
     """What a paired test's 95% interval says of "a − b"."""
     return ("better by more than noise" if paired["ci_low"] > 0 else
             "worse by more than noise" if paired["ci_high"] < 0 else "not distinguishable from noise")
+
+
+def _caveat(paired: dict[str, Any]) -> str:
+    """"" or, for a verdict of "by more than noise" on fewer than FEW_QUERIES test queries, the
+    reminder that the search's start-up note gave: a bootstrap over so few queries understates the
+    noise (the ESCI sample's 20 test queries could not tell models 0.15 AP apart)."""
+    if paired["ci_low"] <= 0 <= paired["ci_high"] or paired.get("queries", FEW_QUERIES) >= FEW_QUERIES:
+        return ""
+    return f" — but on {paired['queries']} test queries only, too few for the interval to be trusted"
 
 
 def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[int]) -> dict[str, Any]:

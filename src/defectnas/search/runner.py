@@ -44,6 +44,7 @@ from .executors import make_executor
 from .final import finalize, retrain_estimate_s
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .space import Architecture, Space, SearchSpace, arch_key, make_space
+from .stats import FEW_QUERIES
 from .strategies import make_agent, make_strategy
 from .trials import TrialLog, read_jsonl
 
@@ -84,7 +85,6 @@ def build_space(cfg: SearchConfig) -> Space:
     return make_space(cfg.space, **settings)
 
 
-FEW_QUERIES = 50  # a validation or test split of fewer queries gets a note: differences there are mostly noise
 
 
 def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool = True,

@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+FEW_QUERIES = 50  # a validation or test split of fewer queries gets a note: differences there are mostly noise
+
 
 def average_precision_fast(labels: np.ndarray, scores: np.ndarray) -> float:
     """Average precision exactly as scikit-learn's ``average_precision_score`` computes it (step-wise
