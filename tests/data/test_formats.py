@@ -184,6 +184,10 @@ def test_user_defect_labels_name_every_other_value_read_as_relevant_and_a_list_t
     df, said = lines(defect_labels="irrelevant")
     assert df["label"].sum() == 0 and len(said) == 1
     assert "no cell matches --defect-labels ('irrelevant')" in said[0] and "'yes' (3), 'no' (2)" in said[0]
+    df, said = lines(defect_labels="ye")  # a near miss of 'yes': named first, and not left out of "its values" after
+    assert df["label"].sum() == 0 and len(said) == 2
+    assert said[0].endswith("3 rows with a label close to a defect label read as relevant: 'yes' (3); correct them or add them to --defect-labels")
+    assert "no cell matches --defect-labels ('ye')" in said[1] and "its values are 'yes' (3), 'no' (2), " in said[1]  # helper, session 21
     _, said = lines(defect_labels="no,maybe,noo,y")  # one value left for relevant: nothing to say
     assert said == []
 

@@ -37,7 +37,7 @@ class CategoricalLabels:
             defect = {(cell_text(d) or '').casefold() for d in self.defect}  # spelled as the cells are: '1.0' is '1'
             is_defect = canonical.isin(defect)
             near = _warn_near_misses(canonical[~is_defect], defect, src, column)
-            _warn_unchecked_labels(canonical[~canonical.isin(near)], is_defect, defect, src, column)
+            _warn_unchecked_labels(canonical, is_defect, defect, src, column, near)
             return is_defect.astype("int64")
         canonical = text.map(lambda v: self.spellings.get(v.casefold()))
         bad = canonical.isna()
@@ -69,11 +69,13 @@ def _warn_near_misses(relevant: pd.Series, defect: set[str], src: Source, column
     return set(near)
 
 
-def _warn_unchecked_labels(canonical: pd.Series, is_defect: pd.Series, defect: set[str], src: Source, column: str) -> None:
-    """One DataWarning line when --defect-labels matches no cell, or when more than one distinct
-    value is read as relevant ("yes", "maybe", "y"): everything not declared a defect counts as
-    relevant, so an "unsure" bucket would silently become relevant training pairs. ``canonical``:
-    the casefolded labels, less those already named as near misses of a defect label."""
+def _warn_unchecked_labels(canonical: pd.Series, is_defect: pd.Series, defect: set[str], src: Source, column: str,
+                           near: set[str] = frozenset()) -> None:
+    """One DataWarning line when --defect-labels matches no cell (naming every value, the column's
+    whole content), or when more than one distinct value is read as relevant ("yes", "maybe", "y"):
+    everything not declared a defect counts as relevant, so an "unsure" bucket would silently
+    become relevant training pairs. ``canonical``: the casefolded labels; ``near``: values already
+    named as near misses of a defect label, left out of the second count."""
     import warnings
 
     from ..errors import DataWarning
@@ -82,10 +84,10 @@ def _warn_unchecked_labels(canonical: pd.Series, is_defect: pd.Series, defect: s
         shown = ", ".join(f"{v!r} ({int(n):,})" for v, n in counts.head(6).items())
         return shown + (f" and {len(counts) - 6} more" if len(counts) > 6 else "")
 
-    relevant = canonical[~is_defect.loc[canonical.index]].value_counts()
+    relevant = canonical[~is_defect & ~canonical.isin(near)].value_counts()
     if not is_defect.any() and len(canonical):
         message = (f"column {column!r}: no cell matches --defect-labels ({', '.join(sorted(repr(d) for d in defect))}), so every pair "
-                   f"is read as relevant; its values are {listed(relevant)}")
+                   f"is read as relevant; its values are {listed(canonical.value_counts())}")
     elif len(relevant) > 1:
         message = (f"column {column!r}: {len(relevant)} different values read as relevant (every value not in --defect-labels is): "
                    f"{listed(relevant)}; check that each means relevant, or add it to --defect-labels")
