@@ -136,6 +136,23 @@ def test_data_prints_rows_and_defect_rate(data_csv, capsys):
     assert code == 2 and "give the table" in err
 
 
+def test_data_describes_a_table_predict_scores_as_unlabelled(tmp_path, data_csv, capsys):
+    """A table of query and title only is what predict scores; data described nothing of it (helper, session 21)."""
+    unlabelled = tmp_path / "log.csv"
+    pd.read_csv(data_csv).drop(columns="label").to_csv(unlabelled, index=False)
+    code, stdout, err = run(["data", str(unlabelled)], capsys)
+    assert code == 0, err
+    lines = {line.split("  ")[0].strip(): line.split()[-1] for line in stdout.splitlines() if line.strip()}
+    assert lines["rows"] == "800" and lines["defects"] == "n/a" and "no label column recognised" in err
+    assert run(["data", str(unlabelled), "--quiet"], capsys)[2] == ""
+    code, _, err = run(["data", str(unlabelled), "--label-col", "grade"], capsys)  # a label column asked for: still refused
+    assert code != 0 and "no label column recognised" not in err
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a,b\nx,y\n")
+    code, _, err = run(["data", str(odd)], capsys)
+    assert code != 0 and "cannot recognise the table layout" in err  # the first reason, not the unlabelled retry's
+
+
 @pytest.fixture
 def bad_inputs(tmp_path):
     (tmp_path / "wrong_cols.csv").write_text("search,product,label\na,b,1\nc,d,0\n")

@@ -563,7 +563,16 @@ def cmd_data(args: argparse.Namespace) -> None:
     args.path = args.path or args.data
     if not args.path:
         raise ConfigError("data: give the table, as PATH or --data PATH")
-    read = read_pairs(args.path, labels=not args.no_labels, require_both_classes=False, **_load_kwargs(args))
+    try:
+        read = read_pairs(args.path, labels=not args.no_labels, require_both_classes=False, **_load_kwargs(args))
+    except DataError as refused:  # a table predict scores (query and title, no label) is described too, as unlabelled
+        if args.no_labels or args.label_col:
+            raise
+        try:
+            read = read_pairs(args.path, labels=False, **_load_kwargs(args))
+        except DefectnasError:
+            raise refused from None
+        _echo(args, f"note: {args.path}: no label column recognised, described as unlabelled pairs (--label-col L to read one)")
     df = read.pairs
     coverage = None
     try:
