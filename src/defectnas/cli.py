@@ -167,8 +167,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     df = load_pairs(args.data, **_load_kwargs(args))
     parts = split_by_query(df, valid_frac=valid_frac, test_frac=args.test_frac, seed=args.seed)
     held_out = parts["test"] if len(parts["test"]) else parts["valid"]
-    sizes = ", ".join(f"{name} {len(part):,} ({counted(int(part['label'].sum()), 'defect')})" for name, part in parts.items())
-    _echo(args, f"{args.data}: {sizes} pairs (split by query)")
+    sizes = ", ".join(f"{name} {counted(len(part), 'pair')} ({counted(int(part['label'].sum()), 'defect')})" for name, part in parts.items())
+    _echo(args, f"{args.data}: {sizes} (split by query)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _note_earlier_checkpoint(args, out)
