@@ -147,6 +147,10 @@ def test_data_describes_a_table_predict_scores_as_unlabelled(tmp_path, data_csv,
     assert run(["data", str(unlabelled), "--quiet"], capsys)[2] == ""
     code, _, err = run(["data", str(unlabelled), "--label-col", "grade"], capsys)  # a label column asked for: still refused
     assert code != 0 and "no label column recognised" not in err
+    bad_label = tmp_path / "bad_label.csv"  # a labelled table with a broken label is refused for it, not described unlabelled
+    pd.read_csv(data_csv).assign(label=lambda f: f["label"].astype(str).where(f.index != 3, "maybe")).to_csv(bad_label, index=False)
+    code, _, err = run(["data", str(bad_label)], capsys)
+    assert code != 0 and "maybe" in err and "unlabelled" not in err
     odd = tmp_path / "odd.csv"
     odd.write_text("a,b\nx,y\n")
     code, _, err = run(["data", str(odd)], capsys)

@@ -556,6 +556,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
     from .data import coverage_report, coverage_warning, describe, format_description, read_pairs
     from .data.tokenizer import TextTokenizer
+    from .errors import LayoutError
     from .model.pretrained import resolve_model_path
 
     if args.path and args.data and args.path != args.data:
@@ -565,7 +566,7 @@ def cmd_data(args: argparse.Namespace) -> None:
         raise ConfigError("data: give the table, as PATH or --data PATH")
     try:
         read = read_pairs(args.path, labels=not args.no_labels, require_both_classes=False, **_load_kwargs(args))
-    except DataError as refused:  # a table predict scores (query and title, no label) is described too, as unlabelled
+    except LayoutError as refused:  # a table predict scores (query and title, no label) is described too, as unlabelled
         if args.no_labels or args.label_col:
             raise
         try:

@@ -15,6 +15,10 @@ class DataError(DefectnasError, ValueError):
     """The input table is missing, unreadable or does not fit the expected layout."""
 
 
+class LayoutError(DataError):
+    """No known table layout has the table's columns (``--format auto``), and none were named."""
+
+
 class ConfigError(DefectnasError, ValueError):
     """A configuration value or command-line flag is invalid."""
 
