@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import PRESETS
-from .errors import ConfigError, DataError, DataWarning, DefectnasError
+from .errors import ConfigError, DataError, DataWarning, DefectnasError, LayoutError
 
 
 # ----------------------------------------------------------------- shared flags
@@ -556,7 +557,6 @@ def cmd_data(args: argparse.Namespace) -> None:
 
     from .data import coverage_report, coverage_warning, describe, format_description, read_pairs
     from .data.tokenizer import TextTokenizer
-    from .errors import LayoutError
     from .model.pretrained import resolve_model_path
 
     if args.path and args.data and args.path != args.data:
@@ -708,7 +708,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         _echo(args, "note: --balance-connections needs a fixed --port on Linux (the workers then listen on sockets of their own); "
                     "ignored here")
     run_workers(args.model, args.cache, settings, args.workers, sockets, balance_connections=args.balance_connections,
-                timeout_worker_healthcheck=int(-(-args.worker_healthcheck_s // 1)), **options)  # whole seconds, rounded up
+                timeout_worker_healthcheck=math.ceil(args.worker_healthcheck_s), **options)  # uvicorn takes whole seconds
 
 
 def cmd_search(args: argparse.Namespace) -> None:

@@ -140,15 +140,13 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
     lines = []
     read = d.get("integrity")
     if read:
+        rows = read.get("encoding_fallback_rows") or []
+        listed = ", ".join(map(str, rows[:10])) + (" …" if len(rows) > 10 else "")
         if read.get("encoding_whole_file"):
-            rows = read.get("encoding_fallback_rows") or []
-            where = (f"; non-ASCII bytes in {counted(len(rows), 'row')}: " + ", ".join(map(str, rows[:10]))
-                     + (" …" if len(rows) > 10 else "")) if rows else ""
+            where = f"; non-ASCII bytes in {counted(len(rows), 'row')}: {listed}" if rows else ""
             lines.append(f"encoding         whole file decoded as {read['encoding']} (not UTF-8){where}")
-        elif read.get("encoding_fallback_rows"):
-            rows = read["encoding_fallback_rows"]
-            lines.append(f"encoding         {read['encoding']}; {counted(len(rows), 'row')} with bytes decoded as Windows-1252: "
-                         + ", ".join(map(str, rows[:10])) + (" …" if len(rows) > 10 else ""))
+        elif rows:
+            lines.append(f"encoding         {read['encoding']}; {counted(len(rows), 'row')} with bytes decoded as Windows-1252: {listed}")
         else:
             lines.append(f"encoding         {read['encoding'] or 'Parquet (UTF-8 by its format)'}, no fallback")
         if read["invalid_rows"]:
