@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict:
     from defectnas import DefectClassifier
     from defectnas.model.pairs import pair_logits
     from defectnas.search.child import latency_inputs, served_latency_ms
-    from defectnas.search.stats import average_precision_fast, paired_bootstrap
+    from defectnas.training.significance import average_precision_fast, paired_bootstrap
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)

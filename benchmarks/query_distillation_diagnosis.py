@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> dict:
     from defectnas import DefectClassifier
     from defectnas.model.classifier import Encoded
     from defectnas.model.pairs import distinct_rows, encode_rows, take_rows
-    from defectnas.search.stats import average_precision_fast
+    from defectnas.training.significance import average_precision_fast
 
     torch.set_num_threads(args.threads)
     parts = query_split(args)

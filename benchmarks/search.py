@@ -359,7 +359,7 @@ def product(args) -> dict:
     from defectnas.search.final import short_key
     from defectnas.search.runner import final_options
     from defectnas.search.space import ServingSpace
-    from defectnas.search.stats import average_precision_fast, paired_bootstrap
+    from defectnas.training.significance import average_precision_fast, paired_bootstrap
 
     space = ServingSpace()
     archs = json.loads(Path(args.product_archs).read_text()) if args.product_archs else product_candidates()
@@ -462,7 +462,7 @@ def versus_default(args) -> dict:
     from defectnas.search.child import latency_inputs
     from defectnas.search.final import short_key
     from defectnas.search.space import ServingSpace
-    from defectnas.search.stats import average_precision_fast, paired_bootstrap
+    from defectnas.training.significance import average_precision_fast, paired_bootstrap
 
     dataset = args.datasets.split(",")[0]
     search_dirs = [Path(d) for d in args.search_dir.split(",") if d]

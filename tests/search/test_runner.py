@@ -413,6 +413,65 @@ def test_budget_reserves_the_retrains_estimate(tmp_path, fake_timing, synthetic_
     assert len(roomy.trials) == 8  # 0 + 5 + 20 < 60 at every step
 
 
+def test_children_that_fit_takes_the_largest_batch_the_budget_has_room_for():
+    from defectnas.search.runner import children_that_fit
+
+    reserve = lambda m: 20.0  # noqa: E731
+    assert children_that_fit(4, 45.0, 5.0, 1, reserve) == 4  # 20 + 20 ≤ 45
+    assert children_that_fit(4, 32.0, 5.0, 1, reserve) == 2  # 10 + 20 ≤ 32 < 15 + 20
+    assert children_that_fit(4, 24.0, 5.0, 1, reserve) == 0
+    assert children_that_fit(4, 25.0, 5.0, 2, reserve) == 2 and children_that_fit(4, 30.0, 5.0, 2, reserve) == 4  # ⌈m / 2⌉ rounds
+    assert children_that_fit(4, 40.0, 5.0, 1, lambda m: 20.0 + 4 * m) == 2  # each child may add a candidate to retrain
+    assert children_that_fit(4, 0.0, 5.0, 1, reserve, logged=3) == 3  # a killed batch's logged children cost nothing: kept
+    assert children_that_fit(4, 32.0, 5.0, 1, reserve, logged=1) == 2 and children_that_fit(2, 0.0, 5.0, 1, reserve, logged=3) == 2
+
+
+class FakeClock:
+    """Stands for the runner's ``time``: fake children advance it by the seconds they report."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("budget_s, sampled", [(39.0, 4), (47.0, 5), (52.0, 6)])
+def test_a_smaller_last_batch_uses_what_is_left_of_the_budget(tmp_path, fake_timing, synthetic_csv, monkeypatch, budget_s, sampled):
+    """Batches of 4 children of 5 s; after the first, retraining the default and the top-1 is reserved
+    (20 s): the next batch has room for as many children as fit in the rest (it once stopped at 4 whenever
+    a whole batch did not fit, leaving up to 3 children's minutes of the budget unused)."""
+    import defectnas.search.executors as executors
+    import defectnas.search.runner as runner
+
+    from .fakes import fake_evaluate_child
+
+    clock = FakeClock()
+    monkeypatch.setattr(runner, "time", clock)
+
+    def child(job, *a):
+        clock.now += 5.0
+        return {**fake_evaluate_child(job, *a), "seconds": 5.0}
+
+    monkeypatch.setattr(executors, "evaluate_child", child)
+    said: list[str] = []
+    result = run_search(config(synthetic_csv, trials=12, batch_size=4, top_k=1, final_epochs=2, budget_minutes=budget_s / 60),
+                        tmp_path / "s", log=said.append)
+    assert len(result.trials) == sampled  # 20 s in, then 20 + 5m + 20 ≤ budget: m = 0, 1, 2
+    assert [r["trial"] for r in result.trials] == list(range(sampled))
+    if sampled > 4:
+        assert any(f"this batch has {sampled - 4} of 4 children" in line for line in said)
+        _, meta = load_tensors(tmp_path / "s" / "controller.safetensors")
+        assert meta["extra"]["next_trial"] == sampled and meta["step"] == 2  # the small batch was a step of its own
+    assert any(f"sampling stops after {sampled} trials" in line for line in said)
+
+
 def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors_child_seconds(tmp_path, fake_timing, synthetic_csv, monkeypatch):
     """Nothing sampled yet, but the noise floor timed the default's child: the first batch's children
     are counted as the candidates they will become, so a budget too small for one batch and its

@@ -1,23 +1,11 @@
-"""The search's noise statistics: fast AP, the paired bootstrap, the intraclass correlations."""
+"""The search's noise statistics: the intraclass correlations, the closing verdicts and their caveats."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
 
-from defectnas.search.stats import average_precision_fast, bootstrap_icc, icc, icc_consistency, icc_of_mean, paired_bootstrap
-
-
-def test_fast_average_precision_equals_scikit_learn_with_ties():
-    rng = np.random.default_rng(0)
-    for n in (5, 60, 800):
-        for ties in (False, True):
-            y = rng.integers(0, 2, n)
-            y[0] = 1
-            s = rng.integers(0, 6, n) / 6 if ties else rng.random(n)
-            assert average_precision_fast(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    assert average_precision_fast(np.zeros(4), np.arange(4)) == 0.0
+from defectnas.search.stats import bootstrap_icc, icc, icc_consistency, icc_of_mean
 
 
 def test_icc_separates_architecture_signal_from_seed_noise():
@@ -31,18 +19,6 @@ def test_icc_separates_architecture_signal_from_seed_noise():
     assert icc_of_mean(0.5, 3) == pytest.approx(0.75)  # Spearman–Brown
     out = bootstrap_icc(table, k=2, resamples=200)
     assert out["crn_low"] <= out["icc_crn"] <= out["crn_high"] and out["icc_crn_k"] >= out["icc_crn"]
-
-
-def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
-    rng = np.random.default_rng(2)
-    groups = np.repeat(np.arange(60), 20)
-    labels = rng.random(len(groups)) < 0.2
-    good = rng.random((2, len(groups))) + 0.8 * labels  # 2 seeds each
-    weak = rng.random((2, len(groups))) + 0.2 * labels
-    better = paired_bootstrap(labels, groups, good, weak, resamples=300, seed=0)
-    assert better["diff"] > 0 and better["ci_low"] > 0 and better["p_value"] < 0.01 and better["queries"] == 60
-    same = paired_bootstrap(labels, groups, good, good + 1e-9 * rng.random(good.shape), resamples=300, seed=0)
-    assert same["ci_low"] <= 0 <= same["ci_high"]
 
 
 def test_the_closing_line_says_when_best_scores_below_the_default_on_test():
@@ -63,7 +39,7 @@ def test_a_verdict_of_more_than_noise_on_few_test_queries_carries_the_small_spli
     """The start-up note says a split of < 50 queries is mostly noise; the verdict at the end repeats it
     where it claims a difference (helper, session 21: "better by more than noise" on 30 test queries)."""
     from defectnas.search.final import _against_default_on_test, _caveat
-    from defectnas.search.stats import FEW_QUERIES
+    from defectnas.training.significance import FEW_QUERIES
 
     better = {"ci_low": 0.01, "ci_high": 0.05, "queries": 30}
     assert _caveat(better) == " — but on 30 test queries only, too few for the interval to be trusted"

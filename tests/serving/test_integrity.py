@@ -3,8 +3,6 @@ the model sees — in the cache and in /score."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from defectnas.serving.cache import CacheError, build_cache  # noqa: E402
 from defectnas.serving.catalog import read_catalog  # noqa: E402
 from defectnas.serving.encoding import encode_titles  # noqa: E402
 from defectnas.serving.onnx_backend import OnnxScorer, QuantizationLossError, check_ap_loss  # noqa: E402
-from defectnas.serving.onnx_export import ap_loss, export_onnx, read_export  # noqa: E402
+from defectnas.serving.onnx_export import ap_loss, describe_ap_loss, export_onnx, read_export  # noqa: E402
 from defectnas.serving.scorer import load_scorer  # noqa: E402
 
 from conftest import TINY  # noqa: E402  (tests/conftest.py: tests/ is on sys.path)
@@ -83,6 +84,9 @@ def test_int8_runs_and_its_ap_loss_is_saved(fitted, synthetic_split, tmp_path):
     assert spec["precision"] == "int8" and read_export(tmp_path / "int8") == spec
     assert q["pairs"] == len(synthetic_split["test"]) and q["ap_loss"] == pytest.approx(q["ap_torch"] - q["ap_onnx"])
     assert abs(q["ap_loss"]) < 0.05  # dynamic int8 keeps the tiny model's ranking
+    # its noise: a paired bootstrap over the test split's queries (a loss on a few hundred pairs is not exact)
+    assert q["queries"] == synthetic_split["test"]["query"].nunique() and q["resamples"] == 1000
+    assert q["ci_low"] <= q["ap_loss"] <= q["ci_high"]
     scorer = OnnxScorer.load(tmp_path / "int8", max_ap_loss=max(q["ap_loss"], 0) + 0.01)
     probs = scorer.score_titles("cordless drill", TITLES)
     assert probs.shape == (len(TITLES),) and np.all((probs >= 0) & (probs <= 1))
@@ -90,6 +94,14 @@ def test_int8_runs_and_its_ap_loss_is_saved(fitted, synthetic_split, tmp_path):
     assert again["ap_loss"] == pytest.approx(q["ap_loss"], abs=1e-12)
     with pytest.raises(DataError, match="--data"):
         export_onnx(tmp_path / "model", tmp_path / "int8b", int8=True)
+
+
+def test_the_int8_loss_is_said_with_its_interval_and_a_caveat_on_few_queries():
+    measured = {"ap_loss": 0.004, "ap_torch": 0.351, "ap_onnx": 0.347, "ci_low": -0.002, "ci_high": 0.011, "queries": 20}
+    line = describe_ap_loss(measured)
+    assert line.startswith("int8 AP loss +0.0040 (AP 0.3510 → 0.3470); 95% interval [-0.0020, +0.0110] over 20 queries")
+    assert "fewer than 50 queries" in line
+    assert "fewer than" not in describe_ap_loss({**measured, "queries": 50})
 
 
 def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, tmp_path, capsys):
@@ -106,7 +118,8 @@ def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, 
     from defectnas.cli import main
 
     assert main(["serve", "--model", str(tmp_path / "int8"), "--backend", "onnx", "--quiet"]) == 2  # one line, exit 2, before binding
-    assert "loses 0.0500 AP" in capsys.readouterr().err
+    assert re.search(r"loses 0\.0500 AP against its PyTorch model, 95% interval \[[-+]0\.\d{4}, [-+]0\.\d{4}\] over \d+ queries",
+                     capsys.readouterr().err)
     assert OnnxScorer.load(tmp_path / "int8", max_ap_loss=0.1).precision == "int8"
     client = TestClient(create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx", allow_int8_loss=True)))
     assert client.get("/healthz").json()["model"].endswith("+onnx-int8")
@@ -221,6 +234,7 @@ def test_export_and_serve_commands(model_dir, catalog_csv, tmp_path, capsys):
                  "--test-frac", "0.3", "--quiet"]) == 0
     saved = read_export(tmp_path / "int8")["quantization"]
     assert json.loads(capsys.readouterr().out)["quantization"] == saved
+    assert {"ci_low", "ci_high", "queries"} <= set(saved)
     assert 0 < saved["pairs"] < 400 and saved["data"] == str(tmp_path / "pairs.csv")  # the test split only
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(cache), "--quiet"]) == 0
     assert main(["serve", "--model", str(model_dir), "--backend", "onnx", "--quiet"]) == 2

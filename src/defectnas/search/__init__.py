@@ -7,7 +7,8 @@ Why a package: the search has a few separate concepts, one module each —
 seeds, score AP, time it as served), ``executors`` (where children run: here, local processes,
 Ray), ``trials`` (the durable trial log and architecture cache), ``runner`` (the noise floor and
 the resumable loop), ``final`` (fresh-seed retrains, the Pareto front under ``pareto/<n>/``,
-``best/``, the paired test), ``stats`` (paired bootstrap, ICC) and ``plots``.
+``best/``, the paired test against the default, from :mod:`defectnas.training.significance`), ``stats``
+(ICC) and ``plots``.
 
 Torch is imported by the submodules, so ``import defectnas.search`` stays cheap until used.
 """

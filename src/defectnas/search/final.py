@@ -41,10 +41,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..storage import append_line, atomic_write_json
+from ..training.significance import FEW_QUERIES, paired_bootstrap
 from .distill import DISTILLED_DIR, LATENCY_ROUNDS, distill_best, distill_estimate_s, dominated
 from .plots import pareto_front, plot_final
 from .space import Architecture, Space, arch_key
-from .stats import FEW_QUERIES, paired_bootstrap
 from .trials import TrialLog, read_jsonl
 
 RETRAIN_LOG = "retrain.jsonl"

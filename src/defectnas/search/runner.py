@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..storage import append_line, atomic_write_json
+from ..training.significance import FEW_QUERIES
 from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
 from .distill import check_layers
@@ -44,7 +45,6 @@ from .executors import make_executor
 from .final import finalize, retrain_estimate_s
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .space import Architecture, Space, SearchSpace, arch_key, make_space
-from .stats import FEW_QUERIES
 from .strategies import make_agent, make_strategy
 from .trials import TrialLog, read_jsonl
 
@@ -364,13 +364,20 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         while next_trial < cfg.trials:
             n = min(cfg.batch_size, cfg.trials - next_trial)
             if cfg.budget_minutes:
-                reserve = retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=n)
                 done_s = [r["seconds"] for r in trials.cache.values()] or [floor.get("child_seconds") or 0.0]
-                batch_s = float(np.median(done_s)) * -(-n // max(1, executor.parallelism))
-                if elapsed() + batch_s + reserve > 60 * cfg.budget_minutes:
+                child_s = float(np.median(done_s))
+                ahead = max((t - next_trial + 1 for t in trials.by_trial if t >= next_trial), default=0)  # a killed batch's, logged
+                fits = children_that_fit(n, 60 * cfg.budget_minutes - elapsed(), child_s, executor.parallelism,
+                                         lambda m: retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=m), logged=ahead)
+                if not fits:
+                    reserve = retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=1)
                     say(f"--budget-minutes {cfg.budget_minutes:g}: sampling stops after {next_trial} trials ({elapsed() / 60:.1f} min "
-                        f"elapsed; the next batch ≈ {batch_s / 60:.1f} min, retraining the candidates ≈ {reserve / 60:.1f} min)")
+                        f"elapsed; one more child ≈ {child_s / 60:.1f} min, retraining the candidates ≈ {reserve / 60:.1f} min)")
                     break
+                if fits < n:
+                    say(f"--budget-minutes {cfg.budget_minutes:g}: this batch has {fits} of {n} children, what is left of the "
+                        f"budget after retraining the candidates ({elapsed() / 60:.1f} min elapsed, ≈ {child_s / 60:.1f} min a child)")
+                    n = fits
             history = [trials.by_trial[t] for t in range(next_trial) if t in trials.by_trial]
             batch = []
             for t, (arch, actions) in zip(range(next_trial, next_trial + n), strategy.propose(n, history)):
@@ -425,6 +432,24 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         bar.close()
     write_plots(out, trials, cfg, floor)
     return trials
+
+
+def children_that_fit(n: int, left_s: float, child_s: float, parallelism: int, reserve_s: Callable[[int], float],
+                      logged: int = 0) -> int:
+    """How many of the next batch's ``n`` children ``--budget-minutes`` still has room for: the largest
+    m ≤ n whose batch (``child_s`` × ⌈m / parallelism⌉ seconds) plus ``reserve_s(m)`` (retraining the
+    candidates, distillation and timing once those m are in) fits in ``left_s``; 0 when not one does.
+
+    Why not all or nothing: on 2 CPU cores a batch of 4 children takes ~3 minutes, and a search that
+    stopped whenever a whole batch did not fit left most of those minutes unused (8 children where
+    10 fit). A smaller last batch uses them; the strategies propose a batch one draw after another,
+    so its children are the first m of the full batch's. ``logged``: children of this batch already
+    in the trial log (a killed run's), which cost nothing and are always kept, so ``--resume`` never
+    leaves a logged trial out of the batch it belonged to."""
+    for m in range(n, 0, -1):
+        if child_s * -(-m // max(1, parallelism)) + reserve_s(m) <= left_s:
+            return max(m, min(logged, n))
+    return min(logged, n)
 
 
 def write_plots(out: Path, trials: TrialLog, cfg: SearchConfig, floor: dict[str, Any]) -> None:

@@ -170,7 +170,10 @@ def check_ap_loss(spec: dict, bound: float, where: Path | str = "the export") ->
         raise QuantizationLossError(f"{where}: int8 export without a measured AP loss; re-export with --int8 --data PATH, "
                                     "or serve it anyway with --allow-int8-loss")
     if measured > bound:
-        raise QuantizationLossError(f"{where}: the int8 export loses {measured:.4f} AP against its PyTorch model "
+        q = spec["quantization"]
+        interval = (f", 95% interval [{q['ci_low']:+.4f}, {q['ci_high']:+.4f}] over {q['queries']} queries"
+                    if {"ci_low", "ci_high", "queries"} <= set(q) else "")  # exports before the interval was saved lack it
+        raise QuantizationLossError(f"{where}: the int8 export loses {measured:.4f} AP against its PyTorch model{interval} "
                                     f"(over the bound {bound:g}); serve the fp32 export, raise --max-int8-ap-loss, or pass --allow-int8-loss")
 
 

@@ -149,15 +149,23 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, e
         spec["quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                                 "quantized": [QUERY_FILE, SCORE_FILE], "data": eval_source,
                                 **ap_loss(clf, OnnxScorer.load(out, allow_ap_loss=True), eval_pairs)}
+        log(describe_ap_loss(spec["quantization"]))
     atomic_write_json(out / EXPORT_FILE, spec)
     return spec
 
 
-def ap_loss(clf, scorer, pairs: pd.DataFrame) -> dict:
+def ap_loss(clf, scorer, pairs: pd.DataFrame, resamples: int = 1000) -> dict:
     """Average precision of the PyTorch model and of ``scorer`` (an ONNX scorer) on labelled
     ``pairs`` (query, title, label), title encodings from PyTorch as a product cache holds them:
-    ``{"pairs", "defects", "ap_torch", "ap_onnx", "ap_loss" (torch − onnx), "max_abs_diff"}``."""
-    from sklearn.metrics import average_precision_score
+    ``{"pairs", "defects", "queries", "ap_torch", "ap_onnx", "ap_loss" (torch − onnx), "ci_low",
+    "ci_high" (its 95% interval, a paired bootstrap over the pairs' queries:
+    :func:`~defectnas.training.significance.paired_bootstrap`), "resamples", "max_abs_diff"}``.
+
+    Why the interval: the loss is measured on one test split (a few hundred pairs of a few dozen
+    queries on the shared samples), and a user deciding whether to serve int8 needs to know
+    whether 0.004 means 0.004 or anything from −0.01 to +0.02. Raises DataError when the pairs do
+    not hold both classes."""
+    from ..training.significance import average_precision_fast, paired_bootstrap
 
     pairs = pairs.reset_index(drop=True)
     labels = pairs["label"].to_numpy(dtype=np.int64)
@@ -165,9 +173,24 @@ def ap_loss(clf, scorer, pairs: pd.DataFrame) -> dict:
         raise DataError("the AP loss needs labelled pairs of both classes (defects and relevant ones)")
     reference = clf.predict_proba(pairs["query"].tolist(), pairs["title"].tolist())
     probs = score_pairs(clf, scorer, pairs)
-    ap_torch, ap_onnx = float(average_precision_score(labels, reference)), float(average_precision_score(labels, probs))
-    return {"pairs": int(len(pairs)), "defects": int(labels.sum()), "ap_torch": ap_torch, "ap_onnx": ap_onnx,
-            "ap_loss": ap_torch - ap_onnx, "max_abs_diff": float(np.abs(probs - reference).max())}
+    loss = paired_bootstrap(labels, pairs["query"].astype(str).to_numpy(), reference, probs, resamples=resamples)
+    return {"pairs": int(len(pairs)), "defects": int(labels.sum()), "queries": loss["queries"],
+            "ap_torch": average_precision_fast(labels, reference), "ap_onnx": average_precision_fast(labels, probs),
+            "ap_loss": loss["diff"], "ci_low": loss["ci_low"], "ci_high": loss["ci_high"], "resamples": loss["resamples"],
+            "max_abs_diff": float(np.abs(probs - reference).max())}
+
+
+def describe_ap_loss(measured: dict) -> str:
+    """One line for people: the int8 AP loss, its interval, and whether its queries are enough to
+    trust it (fewer than :data:`~defectnas.training.significance.FEW_QUERIES` are not)."""
+    from ..training.significance import FEW_QUERIES
+
+    line = (f"int8 AP loss {measured['ap_loss']:+.4f} (AP {measured['ap_torch']:.4f} → {measured['ap_onnx']:.4f}); "
+            f"95% interval [{measured['ci_low']:+.4f}, {measured['ci_high']:+.4f}] over {measured['queries']} queries, "
+            "paired bootstrap")
+    if measured["queries"] < FEW_QUERIES:
+        line += f" — on fewer than {FEW_QUERIES} queries the interval itself is rough; measure on more labelled queries"
+    return line
 
 
 def score_pairs(clf, scorer, pairs: pd.DataFrame, batch_size: int = 512) -> np.ndarray:
@@ -265,4 +288,4 @@ def is_export(directory: str | Path) -> bool:
     return (Path(directory) / EXPORT_FILE).is_file()
 
 
-__all__ = ["ap_loss", "export_onnx", "is_export", "read_export", "score_pairs", "EXPORT_FILE"]
+__all__ = ["ap_loss", "describe_ap_loss", "export_onnx", "is_export", "read_export", "score_pairs", "EXPORT_FILE"]
