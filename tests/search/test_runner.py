@@ -489,6 +489,29 @@ def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors
     assert len(enough.trials) >= 1
 
 
+def test_the_retrains_estimate_counts_the_frozen_pass_over_texts_no_child_saw(synthetic_csv, tmp_path):
+    """A child's seconds leave out MiniLM's frozen pass (the noise floor paid it for the children's
+    texts); the retrains pass the final tables' other texts once, at the floor's measured rate (on Home
+    Depot `train`'s default retrained in 135 s where 3 × its 11 s child had been counted)."""
+    import defectnas.search.final as final
+    from defectnas.search.runner import build_space, prepare_tables
+    from defectnas.search.trials import TrialLog
+
+    cfg = config(synthetic_csv, child_rows=40, top_k=1, final_epochs=2)
+    tables = prepare_tables(cfg)
+    seen = {t for n in ("child_train", "child_valid") for c in ("query", "title") for t in tables[n][c]}
+    new = {t for n in ("train", "valid", "test") for c in ("query", "title") for t in tables[n][c]} - seen
+    assert new  # the children train on 40 of the training pairs
+    floor = {"child_seconds": 5.0, "latency_ms": 0.0, "frozen_s_per_text": 0.01}
+    assert final.frozen_pass_estimate_s(tables, floor) == pytest.approx(0.01 * len(new))
+    assert final.frozen_pass_estimate_s(tables, {"child_seconds": 5.0}) == 0.0  # not measured (an earlier version's floor)
+    empty = TrialLog(tmp_path / "none.jsonl")
+    space = build_space(cfg)
+    with_pass = final.retrain_estimate_s(cfg, space, empty, tables, floor, upcoming=1)
+    without = final.retrain_estimate_s(cfg, space, empty, tables, {**floor, "frozen_s_per_text": None}, upcoming=1)
+    assert with_pass - without == pytest.approx(0.01 * len(new))
+
+
 def test_the_budget_reserves_timing_the_saved_models_side_by_side(tmp_path, synthetic_csv, monkeypatch):
     """The end of a search times every saved model in interleaved rounds: per model a fixed load-and-cache
     cost plus its requests at its child latency; the retrains' reserve includes it (the student too)."""
