@@ -61,9 +61,9 @@ class Source:
             return f"row {position + 1}"
         return f"row index {show(self.index[position])}"
 
-    def error(self, message: str) -> DataError:
-        """A :class:`DataError` reading ``<name>: <message>`` on one line."""
-        return DataError(one_line(f"{self.name}: {message}"))
+    def error(self, message: str, kind: type[DataError] = DataError) -> DataError:
+        """A :class:`DataError` (or the subclass ``kind``) reading ``<name>: <message>`` on one line."""
+        return kind(one_line(f"{self.name}: {message}"))
 
 
 _WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+\.0+")

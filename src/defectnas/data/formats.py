@@ -267,8 +267,8 @@ def detect(columns: Sequence[str], src: Source, labels: bool = True) -> FormatSp
                 + " (Python: query_col=, title_col=" + (", label_col=" if labels else "") + ")")
         glued = [c for c in map(str, columns) if any(sep in c for sep in (";", "\t", "|"))]
         hint = f"; one column is named {glued[0]!r}: is the file separated by another character than commas?" if len(columns) == 1 and glued else ""
-        raise LayoutError(src.error(f"cannot recognise the table layout (columns: {', '.join(map(str, columns))}); known layouts: "
-                                    f"{known}; for another table name its columns: {name}{hint}").args[0])
+        raise src.error(f"cannot recognise the table layout (columns: {', '.join(map(str, columns))}); known layouts: {known}; "
+                        f"for another table name its columns: {name}{hint}", LayoutError)
     return min(scored, key=lambda item: item[:2])[2]
 
 
