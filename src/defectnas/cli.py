@@ -602,7 +602,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
     from .serving.catalog import read_catalog
 
     catalog, notes = read_catalog(args.catalog, id_col=args.id_col, title_col=args.title_col, invalid_rows=args.invalid_rows)
-    skipped = [f"{notes['empty_titles']} rows without a title left out"] if notes["empty_titles"] else []
+    skipped = [f"{notes['empty_titles']} row{'s' if notes['empty_titles'] != 1 else ''} without a title left out"] if notes["empty_titles"] else []
     if notes["duplicate_ids"]:
         skipped.append(f"{notes['duplicate_ids']} ids with different titles left out (ambiguous)")
     _echo(args, f"{args.catalog}: {len(catalog)} products from {notes['rows']} rows" + "".join(f"; {s}" for s in skipped))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from defectnas.data import title_id
-from defectnas.errors import DataError
+from defectnas.errors import DataError, DataWarning
 from defectnas.serving.catalog import read_catalog
 
 
@@ -44,7 +44,8 @@ def test_wands_products_and_an_esci_folder(tmp_path):
     assert cat["title"].tolist() == ["salon chair", "floral rug"]
     pd.DataFrame({"product_id": ["B1", "B2", "B1"], "product_title": ["Bits", None, "Brocas"],
                   "product_locale": ["us", "us", "es"]}).to_parquet(tmp_path / "shopping_queries_dataset_products.parquet")
-    cat, notes = read_catalog(tmp_path)  # ESCI ids repeat per locale: keyed by (locale, id), the Spanish title kept
+    with pytest.warns(DataWarning, match=r"1 row without a title left out: row 2$"):  # one row: "row", not "rows"
+        cat, notes = read_catalog(tmp_path)  # ESCI ids repeat per locale: keyed by (locale, id), the Spanish title kept
     assert cat.to_dict("list") == {"product_id": ["B1", "B1"], "title": ["bits", "brocas"], "display_title": ["Bits", "Brocas"],
                                    "product_locale": ["us", "es"]}
     assert notes == {"rows": 3, "empty_titles": 1, "duplicate_ids": 0}

@@ -75,7 +75,7 @@ def read_catalog(
         if invalid_rows == "error":
             raise src.error(f"{src.row(pos)}: empty title in column {title_col!r}{more(count)} (--invalid-rows skip leaves such rows out)")
         shown = ", ".join(src.row(int(p)) for p in np.flatnonzero(~keep.to_numpy())[:10])
-        warnings.warn(f"{src.name}: {count} rows without a title left out: {shown}{' …' if count > 10 else ''}", DataWarning, stacklevel=2)
+        warnings.warn(f"{src.name}: {count} row{'s' if count != 1 else ''} without a title left out: {shown}{' …' if count > 10 else ''}", DataWarning, stacklevel=2)
     ids = as_strings(frame[id_col]) if id_col else pd.Series([None] * len(frame), index=frame.index, dtype=object)
     no_id = keep & ids.map(lambda v: is_missing(v) or v == "")
     if no_id.any():
