@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from defectnas.data import FORMATS, load_pairs
+from defectnas.data.formats import SPECS
 from defectnas.data.load import title_id
 
 from .conftest import ESCI_EXAMPLES, ESCI_PRODUCTS
@@ -91,6 +92,8 @@ def test_crowdflower_csv_and_title_ids(crowdflower_csv: Path):
          ("row 2", "relevance 3.5",)),
         (pd.DataFrame({"query": ["a", "b", "c"], "product_title": ["x", "y", "z"], "median_relevance": [1, 7, 9]}), "auto",
          ("row 2", "median_relevance 7", "whole number from 1 to 4", "and 1 more rows")),
+        (pd.DataFrame({"search_term": ["a", "b"], "product_title": ["x", "y"], "relevance": ["3", "2,33"]}), "auto",
+         ("row 2", "relevance '2,33'", "a decimal comma? write numbers with a point")),
     ],
 )
 def test_label_outside_the_mapping(tmp_path: Path, raises_data_error, frame, fmt, fragments):
@@ -104,6 +107,24 @@ def test_auto_lists_known_layouts_when_nothing_fits(tmp_path: Path, raises_data_
     path.write_text("q,t,y\na,b,1\n")
     raises_data_error(load_pairs, path, contains=(str(path), "columns: q, t, y", "esci (query, product_title, esci_label",
                                                   "wands", "homedepot", "crowdflower", "table"))
+
+
+@pytest.mark.parametrize("columns, fragments", [
+    (["id", "product_uid", "product_title", "search_term"], ("the homedepot layout (search_term, product_title) without its label "
+                                                               "column 'relevance'", "--label-col")),
+    (["query", "product_title", "median_relevance_x"], ("the esci layout", "'esci_label'")),
+    (["query", "title"], ("the pairs layout (query, title) without its label column 'label' (defect = 1)",)),
+])
+def test_a_known_layout_without_its_label_column_names_the_missing_column(tmp_path: Path, raises_data_error, columns, fragments):
+    path = tmp_path / "t.csv"
+    path.write_text(",".join(columns) + "\n" + ",".join(["x"] * len(columns)) + "\n")
+    raises_data_error(load_pairs, path, contains=(str(path), *fragments))
+    assert load_pairs(path, labels=False)["query"].tolist() == ["x"]  # predict's unlabelled read still takes it
+
+
+def test_crowdflower_layout_says_its_defect_label_as_its_data_card_does():
+    assert SPECS["crowdflower"].summary() == "crowdflower (query, product_title, median_relevance; defect = 1)"
+    assert SPECS["homedepot"].summary().endswith("defect = < 1.5)")
 
 
 def test_table_with_defect_labels_and_defect_below(tmp_path: Path):

@@ -73,7 +73,7 @@ def test_unlabelled_input_for_predict(raises_data_error):
     frame = pd.DataFrame({"search_term": ["a"], "product_title": ["x"], "product_uid": [7]})
     out = load_pairs(frame, labels=False)
     assert list(out.columns) == ["query", "title", "product_id"] and out["product_id"].tolist() == ["7"]
-    raises_data_error(load_pairs, frame, contains=("cannot recognise",))  # labels required by default
+    raises_data_error(load_pairs, frame, contains=("the homedepot layout", "without its label column 'relevance'"))  # labels required by default
     raises_data_error(load_pairs, frame, format="homedepot", contains=("missing column 'relevance'",))
 
 
@@ -95,6 +95,9 @@ def test_an_unrecognised_layout_names_the_flags_and_a_glued_header(raises_data_e
     message = raises_data_error(load_pairs, frame, labels=False, contains=("--query-col Q --title-col T", "query_col="))
     assert "--label-col" not in message  # predict needs no labels
     raises_data_error(load_pairs, frame, contains=("--label-col L",))
-    path = tmp_path / "semicolons.csv"
+    path = tmp_path / "semicolons.csv"  # a .csv whose header has no comma but semicolons: read with them
     path.write_text("query;title;label\na;b;1\nc;d;0\n", encoding="utf-8")
-    raises_data_error(load_pairs, path, contains=("'query;title;label'", "separated by another character"))
+    assert load_pairs(path)["title"].tolist() == ["b", "d"]
+    path = tmp_path / "commas.tsv"  # a .tsv is read with tabs: a header of commas is one glued column
+    path.write_text("query,title,label\na,b,1\nc,d,0\n", encoding="utf-8")
+    raises_data_error(load_pairs, path, contains=("'query,title,label'", "separated by another character than its type"))

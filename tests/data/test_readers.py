@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from defectnas.data import read_table
+from defectnas.errors import DataWarning
 
 from .conftest import write_file
 
@@ -66,6 +67,21 @@ def test_tab_separated_csv_is_detected_and_ids_keep_zeros(tmp_path: Path):
     assert read_table(path).iloc[0].tolist() == ["0", "007"]
 
 
+@pytest.mark.parametrize("sep", [";", "|"])
+def test_a_csv_separated_by_semicolons_or_bars_is_detected(tmp_path: Path, sep):
+    path = tmp_path / "excel.csv"  # Excel's CSV in locales whose decimal mark is a comma
+    path.write_text(f"query{sep}title{sep}label\ndrill{sep}DeWalt drill, 20V{sep}0\n", encoding="utf-8")
+    assert read_table(path).to_dict("list") == {"query": ["drill"], "title": ["DeWalt drill, 20V"], "label": ["0"]}
+
+
+def test_row_names_on_every_row_are_kept_as_a_column(tmp_path: Path):
+    path = tmp_path / "r.csv"  # R's write.table: the header one name short of every row
+    path.write_text("query,title\n1,drill,DeWalt drill\n2,saw,Hand saw\n", encoding="utf-8")
+    with pytest.warns(DataWarning, match="every row has 3 fields.*'row_name'"):
+        frame = read_table(path)
+    assert frame.to_dict("list") == {"row_name": ["1", "2"], "query": ["drill", "saw"], "title": ["DeWalt drill", "Hand saw"]}
+
+
 def test_columns_selects_and_reports_missing(tmp_path: Path, raises_data_error):
     path = tmp_path / "t.parquet"
     TABLE.to_parquet(path, index=False)
@@ -82,6 +98,11 @@ def _write(path: Path, data: bytes) -> Path:
     "name, data, fragments",
     [
         ("t.csv", b"a,b\n1,2\n3,4,5\n", ("malformed row at file line 3 (the header is line 1)", "expected 2 fields, saw 3", "--invalid-rows")),
+        # an unquoted separator in the *first* row: pandas would read its first field as an index and shift every column
+        ("t.csv", b"query,title,label\ndrill,DeWalt drill, 20V,0\nsaw,Hand saw,0\n", ("malformed row at file line 2", "expected 3 fields, saw 4")),
+        ("t.csv", b"a,b\n\nr1,x,1\n3,4\n", ("malformed row at file line 3", "expected 2 fields, saw 3")),  # after a blank line
+        ("t.csv", b'a,b\n"x\ny",1,2\n3,4\n', ("malformed row at file line 2", "saw 3")),  # a quoted cell over two lines
+        ("t.tsv", b"a\tb\n1\t2\t3\n4\t5\n", ("malformed row at file line 2", "expected 2 fields, saw 3")),
         ("t.csv", b"", ("file is empty",)),
         ("t.tsv", b"a\tb\n", ("no rows",)),
         ("t.jsonl", b'{"a": 1}\n{"a": \n', ("malformed JSON at line 2: Expecting value at column 7",)),

@@ -11,6 +11,7 @@ Labels outside a dataset's documented values (an ESCI label "X", a Home Depot re
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -118,7 +119,9 @@ class NumericLabels:
             bad |= numbers > self.high
         if bad.any():
             pos, count = first_bad(bad)
-            raise src.error(f"{src.row(pos)}: {column} {show(values.iloc[pos])} is not {self._expected()}{more(count)}")
+            value = values.iloc[pos]
+            comma = "; a decimal comma? write numbers with a point (2.5)" if re.fullmatch(r"\s*-?\d+,\d+\s*", str(value)) else ""
+            raise src.error(f"{src.row(pos)}: {column} {show(value)} is not {self._expected()}{more(count)}{comma}")
         return (numbers < self.defect_below).astype("int64")
 
     def _expected(self) -> str:
@@ -128,6 +131,8 @@ class NumericLabels:
         return kind
 
     def describe(self) -> str:
+        if self.integer and self.low is not None and self.low < self.defect_below <= self.low + 1:
+            return f"{self.low:g}"  # whole scores: CrowdFlower's "< 1.5" is "= 1", as its data card says
         return f"< {self.defect_below:g}"
 
 
@@ -261,12 +266,20 @@ def detect(columns: Sequence[str], src: Source, labels: bool = True) -> FormatSp
             continue
         optional = (spec.label_col, spec.product_id_col, spec.query_id_col, spec.split_col)
         scored.append((-sum(c in present for c in optional if c), order, spec))
+    if not scored and labels:  # a known layout without its label column: say which column is missing
+        unlabelled = [spec for spec in SPECS.values() if set(spec.required(labels=False)) <= present]
+        if unlabelled:
+            spec = unlabelled[0]
+            raise src.error(f"the {spec.name} layout ({spec.query_col}, {spec.title_col}) without its label column "
+                            f"{spec.label_col!r} (defect = {spec.rule.describe()}): this needs labelled pairs; columns: "
+                            f"{', '.join(map(str, columns))}; a label under another name: --label-col L "
+                            "[--defect-labels A,B | --defect-below X]", LayoutError)
     if not scored:
         known = "; ".join(spec.summary() for spec in SPECS.values())
         name = ("--query-col Q --title-col T" + (" --label-col L [--defect-labels A,B | --defect-below X]" if labels else "")
                 + " (Python: query_col=, title_col=" + (", label_col=" if labels else "") + ")")
-        glued = [c for c in map(str, columns) if any(sep in c for sep in (";", "\t", "|"))]
-        hint = f"; one column is named {glued[0]!r}: is the file separated by another character than commas?" if len(columns) == 1 and glued else ""
+        glued = [c for c in map(str, columns) if any(sep in c for sep in (";", "\t", "|", ","))]
+        hint = f"; one column is named {glued[0]!r}: is the file separated by another character than its type's?" if len(columns) == 1 and glued else ""
         raise src.error(f"cannot recognise the table layout (columns: {', '.join(map(str, columns))}); known layouts: {known}; "
                         f"for another table name its columns: {name}{hint}", LayoutError)
     return min(scored, key=lambda item: item[:2])[2]

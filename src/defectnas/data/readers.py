@@ -199,18 +199,48 @@ def _json_rows(text: str, kind: str, lines: list[int]) -> list[int]:
 
 
 def _read_delimited(text: str, sep: str | None, src: Source) -> tuple[pd.DataFrame, str]:
-    if sep is None:  # .csv: comma, unless the header is plainly tab-separated (WANDS)
+    if sep is None:  # .csv: comma, unless the header has none and plainly uses another (WANDS: tab; Excel's in many locales: ";")
         end = text.find("\n")
         header = text if end < 0 else text[:end]
-        sep = "\t" if "\t" in header and "," not in header else ","
+        others = [c for c in ("\t", ";", "|") if c in header]
+        sep = "," if "," in header or not others else max(others, key=header.count)
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-        _warn_repeated_header_names(text, sep, list(frame.columns), src)
-        return frame, sep
     except pd.errors.EmptyDataError:
         raise src.error("file is empty") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise src.error(_parser_message(str(exc))) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # the first row had more fields than the header
+        frame = _row_names_or_error(frame, text, sep, src)
+    _warn_repeated_header_names(text, sep, list(frame.columns), src)
+    return frame, sep
+
+
+def _row_names_or_error(frame: pd.DataFrame, text: str, sep: str, src: Source) -> pd.DataFrame:
+    """What pandas read as an index when the first data row has more fields than the header: row
+    names (R's ``write.table`` writes a header one name short of every row) when *every* row has
+    exactly one field more, kept as a ``row_name`` column with a warning; otherwise the first row
+    whose field count differs from the header's is malformed (pandas would shift every value of the
+    file by a column: a title read as the query, the label as the title)."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    header, start, first_bad = None, 1, None
+    counts = set()
+    for fields in reader:
+        if fields:
+            if header is None:
+                header = len(fields)
+            else:
+                counts.add(len(fields))
+                if len(fields) != header and first_bad is None:
+                    first_bad = (start, len(fields))
+        start = reader.line_num + 1
+    if header is not None and counts == {header + 1}:
+        warnings.warn(f"{src.name}: the header names {header} columns and every row has {header + 1} fields: the first field of "
+                      "each row read as its row name, kept as column 'row_name'", DataWarning, stacklevel=5)
+        frame.index.name = "row_name"
+        return frame.reset_index()
+    line, saw = first_bad if first_bad else (2, header + 1 if header else 0)
+    raise src.error(_parser_message(f"Expected {header} fields in line {line}, saw {saw}"))
 
 
 def _warn_repeated_header_names(text: str, sep: str, columns: list[str], src: Source) -> None:
