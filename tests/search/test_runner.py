@@ -472,6 +472,29 @@ def test_a_smaller_last_batch_uses_what_is_left_of_the_budget(tmp_path, fake_tim
     assert any(f"sampling stops after {sampled} trials" in line for line in said)
 
 
+def test_a_run_refused_after_its_noise_floor_counts_the_floors_seconds_on_resume(tmp_path, fake_timing, synthetic_csv, monkeypatch):
+    """A first run whose budget only fitted the floor saved no checkpoint: its floor's seconds were not
+    counted by the resumed run, whose seconds and budget then left out minutes really spent (helper, session 24)."""
+    import defectnas.search.executors as executors
+    import defectnas.search.runner as runner
+
+    from .fakes import fake_evaluate_child
+
+    clock = FakeClock()
+    monkeypatch.setattr(runner, "time", clock)
+
+    def child(job, *a):
+        clock.now += 5.0
+        return {**fake_evaluate_child(job, *a), "seconds": 5.0}
+
+    monkeypatch.setattr(executors, "evaluate_child", child)
+    first = run_search(config(synthetic_csv, trials=2, noise_repeats=2, budget_minutes=12 / 60), tmp_path / "s")
+    assert first.trials == [] and first.seconds == pytest.approx(10.0)  # the floor's 2 repeats, then refused
+    resumed = run_search(config(synthetic_csv, trials=2, noise_repeats=2, budget_minutes=0), tmp_path / "s", resume=True)
+    assert len(resumed.trials) == 2 and resumed.run_seconds == pytest.approx(10.0)  # the 2 children: the floor is not rerun
+    assert resumed.seconds == pytest.approx(20.0)  # ...and the first run's floor is counted
+
+
 def test_before_the_first_batch_the_budget_reserves_its_candidates_at_the_floors_child_seconds(tmp_path, fake_timing, synthetic_csv, monkeypatch):
     """Nothing sampled yet, but the noise floor timed the default's child: the first batch's children
     are counted as the candidates they will become, so a budget too small for one batch and its

@@ -125,12 +125,12 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
             cfg.batch_size = max(4 if cfg.strategy == "rl" else 1, cfg.workers, executor.parallelism)
         meta = {**cfg.to_dict(), "space_settings": space.to_dict()}
         atomic_write_json(out / SEARCH_FILE, {**meta, "noise_floor": _read_floor(out)})
+        elapsed_before = _elapsed_before(out)  # read before the floor logs this run's repeats
         floor = noise_floor(cfg, space, executor, out, say)
         if cfg.latency_weight > 0 and not cfg.latency_target_ms:
             cfg.latency_target_ms = float(floor.get("latency_ms") or 0.0)
             say(f"latency target: {cfg.latency_target_ms:.2f} ms per request (the default architecture, measured)")
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
-        elapsed_before = _elapsed_before(out)
         trials = _run_trials(cfg, space, executor, out, quiet, say, started, elapsed_before, floor, tables)
         final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
         _say_budget_overrun(cfg, elapsed_before + time.perf_counter() - started, final.get("report") or {}, say)
@@ -148,11 +148,13 @@ def no_search_to_resume(out: str | Path) -> str:
 
 def _elapsed_before(out: Path) -> float:
     """Wall seconds earlier runs of this search spent, as its controller checkpoint last recorded
-    them (0 for a new search): what a killed run did after that checkpoint is redone, not counted."""
+    them; before any checkpoint (a run killed or refused after its noise floor), the seconds of the
+    floor's repeats logged in ``noise.jsonl``, which a resumed run keeps; 0 for a new search. What a
+    killed run did after its last checkpoint or logged repeat is redone, not counted."""
     from ..storage import load_metadata
 
     if not (out / CHECKPOINT).exists():
-        return 0.0
+        return float(sum(r.get("seconds", 0.0) for r in read_jsonl(out / NOISE, require="repeat")))
     return float(load_metadata(out / CHECKPOINT).get("extra", {}).get("elapsed_s", 0.0))
 
 
