@@ -131,7 +131,11 @@ def test_api_key(model_dir, tmp_path):
 def test_without_a_cache_ids_are_unknown_and_titles_work(model_dir):
     client = TestClient(create_app(model_dir))
     assert client.get("/healthz").json()["products"] == 0
-    assert client.post("/score", json={"query": "hose", "product_ids": ["p1"]}).status_code == 404
+    r = client.post("/score", json={"query": "hose", "product_ids": ["p1"]})
+    assert r.status_code == 404 and r.json()["detail"] == ('unknown product id(s): "p1"; this server has no product cache (started '
+                                                           'without --cache): send titles, or serve with --cache DIR')
+    r = client.post("/v1/rerank", json={"query": "hose", "documents": [{"id": "p1"}, "garden hose"]})
+    assert r.status_code == 404 and "this server has no product cache" in r.json()["detail"]
     assert client.post("/score", json={"query": "hose", "titles": ["garden hose"]}).status_code == 200
 
 

@@ -443,7 +443,9 @@ async def score_items(scorer: Scorer, query: str, field: str, items: list[str], 
         shown = ", ".join(json.dumps(i) for i in e.ids[:10])
         more = f" (and {len(e.ids) - 10} more)" if len(e.ids) > 10 else ""
         where = f" in locale {json.dumps(e.locale)}" if e.locale is not None else ""
-        raise HTTPException(404, one_line(f"unknown product id(s){where}: {shown}{more}")) from None
+        why = ("; this server has no product cache (started without --cache): send titles, or serve with --cache DIR"
+               if e.no_cache else "")
+        raise HTTPException(404, one_line(f"unknown product id(s){where}: {shown}{more}{why}")) from None
     except AmbiguousProducts as e:
         shown = "; ".join(f"{json.dumps(i)} ({', '.join(locs)})" for i, locs in list(e.locales.items())[:10])
         raise HTTPException(422, one_line(f"product id(s) held by several locales of the cache: {shown}; "

@@ -84,12 +84,13 @@ class CacheError(DataError):
 
 
 class UnknownProducts(LookupError):
-    """Product ids that are not in the cache (or no cache is loaded)."""
+    """Product ids that are not in the cache (``no_cache``: no cache is loaded at all)."""
 
-    def __init__(self, ids: list[str], locale: str | None = None) -> None:
+    def __init__(self, ids: list[str], locale: str | None = None, no_cache: bool = False) -> None:
         super().__init__(ids)
         self.ids = ids
         self.locale = locale
+        self.no_cache = no_cache
 
 
 class AmbiguousProducts(LookupError):
@@ -353,7 +354,7 @@ def cache_rows_of(cache: "ProductCache | None", ids: list[str], locale: str | No
     """Rows of ``ids`` in ``cache`` (:meth:`ProductCache.rows`); without a cache every id is unknown
     (UnknownProducts), as a scorer serving raw titles only answers a request for cached ids."""
     if cache is None:
-        raise UnknownProducts(list(dict.fromkeys(ids)), locale)
+        raise UnknownProducts(list(dict.fromkeys(ids)), locale, no_cache=True)
     return cache.rows(ids, locale)
 
 
