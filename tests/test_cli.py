@@ -122,6 +122,13 @@ def test_predict_adds_probability_and_flag(tmp_path, model_dir, synthetic_pairs,
     assert scored["is_defect"].astype(bool).tolist() == (expected >= clf.threshold_).tolist()
     if suffix == ".parquet":
         assert scored["is_defect"].dtype == bool
+        return
+    again = tmp_path / "rescored.csv"  # a table scored before: its columns are replaced, and that is said (helper, session 24)
+    scored.assign(defect_probability=0.5).to_csv(data, index=False)
+    code, _, stderr = run(["predict", "--model", str(model_dir), "--data", str(data), "--out", str(again)], capsys)
+    assert code == 0 and f"note: {data} already has defect_probability, is_defect: replaced by this model's" in stderr
+    rescored = pd.read_csv(again)
+    assert list(rescored.columns) == list(scored.columns) and np.allclose(rescored["defect_probability"], expected, atol=1e-6)
 
 
 def test_data_prints_rows_and_defect_rate(data_csv, capsys):

@@ -445,6 +445,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     rows = clf.row_thresholds(df, warn=False)
     flags = probs >= (clf.threshold_ if rows is None else rows)
     out = read.source.copy()  # the user's table: every column, original values, row order
+    written = ["defect_probability", "is_defect"] + (["invalid_reason"] if len(read.positions) != len(out) else [])
+    replaced = [c for c in written if c in out.columns]
+    if replaced:  # a table scored before (by another model): the contract's column names are this model's now
+        _echo(args, f"note: {args.data} already has {', '.join(replaced)}: replaced by this model's in {args.out} (rename them to keep both)")
     scored = np.full(len(out), np.nan)
     scored[read.positions] = probs
     out["defect_probability"] = scored
