@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 import defectnas
 from defectnas import DefectClassifier
-from defectnas.errors import ConfigError, DataError, NotFittedError
+from defectnas.errors import ConfigError, DataError, DataWarning, NotFittedError
 
 CONTRACT_KEYS = {"precision", "recall", "f1", "threshold", "n", "defect_rate", "average_precision", "ece", "brier",
                  "precision_low", "precision_high", "recall_low", "recall_high"}
@@ -305,3 +306,15 @@ def test_minilm_model_round_trips(synthetic_split, tmp_path):
     assert loaded.model_.query_encoder.embed.tokens is loaded.model_.title_encoder.embed.tokens
     test = synthetic_split["test"].head(24)
     assert np.allclose(loaded.predict_proba(test), clf.predict_proba(test), atol=1e-6)
+
+
+def test_a_validation_split_with_a_handful_of_defects_is_said_in_one_warning(synthetic_split, tiny_options):
+    """2 validation defects (a small table at --valid-frac 0.02) decided the threshold without a word (helper, session 24)."""
+    valid = synthetic_split["valid"]  # 10 queries, 80 pairs, 20 defects
+    few = pd.concat([valid[valid["label"] == 0], valid[valid["label"] == 1].head(2)])
+    with pytest.warns(DataWarning, match=r"the validation split has 2 defects \(of 62 pairs, 10 queries\).*--valid-frac") as said:
+        DefectClassifier(**{**tiny_options, "epochs": 1}).fit(synthetic_split["train"], few)
+    assert len([w for w in said if "validation split has" in str(w.message)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # 20 defects and 60 relevant pairs: nothing to say
+        DefectClassifier(**{**tiny_options, "epochs": 1}).fit(synthetic_split["train"], valid)

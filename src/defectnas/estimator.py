@@ -141,6 +141,7 @@ class DefectClassifier:
                 tokenizer.encode(trip_df["negative"].tolist(), mcfg.title_max_len),
             )
         _require_both_classes(valid)
+        _warn_few_validation_pairs(valid)
         self.tokenizer_, self.model_config_, self.train_config_ = tokenizer, mcfg, tcfg
         train_pairs = self._encode(df)
         if teacher is None and tcfg.teacher:
@@ -448,6 +449,22 @@ def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.D
         out["label"] = out["label"].astype(np.int64)
         return out.reset_index(drop=True)
     return load_pairs(data, keep=keep)
+
+
+MIN_VALID_CLASS = 10  # fewer validation pairs of a class than this: fit says its choices rest on a handful
+
+
+def _warn_few_validation_pairs(valid: pd.DataFrame) -> None:
+    """One DataWarning line when the validation split holds fewer than :data:`MIN_VALID_CLASS`
+    defects (or relevant pairs): the best epoch, the calibration and the F1-best threshold are all
+    fitted on them, so a handful makes the threshold a guess (a 2-defect split came from a small
+    table at ``valid_frac=0.02``)."""
+    defects = int(valid["label"].sum())
+    fewest, name = min((defects, "defects"), (len(valid) - defects, "relevant pairs"))
+    if fewest < MIN_VALID_CLASS:
+        warnings.warn(f"the validation split has {fewest} {name} (of {len(valid):,} pairs, {valid['query'].nunique():,} queries): the "
+                      f"best epoch, the calibration and the threshold rest on them and will be noisy; a larger --valid-frac (valid_frac=) "
+                      f"or validation data with at least {MIN_VALID_CLASS} steadies them", DataWarning, stacklevel=3)
 
 
 def _require_both_classes(valid: pd.DataFrame) -> None:
