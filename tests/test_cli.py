@@ -441,3 +441,14 @@ def test_a_model_remembers_the_column_layout_it_was_trained_with(tmp_path, synth
     # a table of another layout is read as before: by its own column names, and no note
     code, _, err = run(["evaluate", "--model", str(model), "--data", str(data_csv)], capsys)
     assert code == 0 and "read as" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "quickstart", "compare"])
+def test_matching_is_on_by_default_and_no_matching_turns_it_off(command):
+    """--matching alone could not change a default that is already on (helper, session 24)."""
+    from defectnas.cli import _options, build_parser
+    from defectnas.config import ModelConfig
+
+    parse = lambda *flags: _options(build_parser().parse_args([command, "--data", "x", "--out", "y", *flags]))  # noqa: E731
+    assert ModelConfig.matching is True and "matching" not in parse()
+    assert parse("--no-matching")["matching"] is False and parse("--matching")["matching"] is True

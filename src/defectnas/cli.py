@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import PRESETS
+from .config import PRESETS, ModelConfig, TrainConfig
 from .errors import ConfigError, DataError, DataWarning, DefectnasError, LayoutError
 
 
@@ -114,20 +114,21 @@ def _read_for_model(args: argparse.Namespace, **options: Any):
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of options (seed: word embeddings only, fastest; accurate: fine-tunes the top pre-trained layers, slower); --config and flags override it")
     p.add_argument("--config", help="JSON file of options (flat, or {\"model\": {...}, \"train\": {...}}); flags override it")
-    p.add_argument("--epochs", type=int, help="maximum classification epochs")
-    p.add_argument("--batch-size", type=int, help="pairs per step")
-    p.add_argument("--lr", type=float, help="Adam learning rate")
-    p.add_argument("--defect-weight", type=float, help="cross-entropy weight of defects (default 10)")
-    p.add_argument("--alpha", type=float, help="weight of cross-entropy in the joint loss")
-    p.add_argument("--beta", type=float, help="weight of the triplet loss in the joint loss")
-    p.add_argument("--embedding-init", choices=["trained", "minilm"], help="token vocabulary: trained on the data, or all-MiniLM-L6-v2's")
+    p.add_argument("--epochs", type=int, help=f"maximum classification epochs (default {TrainConfig.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"pairs per step (default {TrainConfig.batch_size})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr:g})")
+    p.add_argument("--defect-weight", type=float, help=f"cross-entropy weight of defects (default {TrainConfig.defect_weight:g})")
+    p.add_argument("--alpha", type=float, help=f"weight of cross-entropy in the joint loss (default {TrainConfig.alpha:g})")
+    p.add_argument("--beta", type=float, help=f"weight of the triplet loss in the joint loss (default {TrainConfig.beta:g})")
+    p.add_argument("--embedding-init", choices=["trained", "minilm"], help=f"token vocabulary: trained on the data, or all-MiniLM-L6-v2's (default {ModelConfig.embedding_init})")
     p.add_argument("--pretrained-model", help="with --embedding-init minilm: a local path or hub name instead of the bundled MiniLM")
-    p.add_argument("--matching", action="store_true", default=None, help="add the multi-perspective matching layer")
-    p.add_argument("--backbone-layers", type=int, help="pre-trained contextual layers under the product (title) tower (0: word embeddings only)")
-    p.add_argument("--query-backbone-layers", type=int, help="pre-trained contextual layers under the query tower (runs per request)")
-    p.add_argument("--backbone-trainable", type=int, help="top pre-trained layers fine-tuned (the rest stay frozen)")
+    p.add_argument("--matching", action=argparse.BooleanOptionalAction, default=None,
+                   help="the multi-perspective matching layer (on by default; --no-matching leaves it out)")
+    p.add_argument("--backbone-layers", type=int, help=f"pre-trained contextual layers under the product (title) tower (0: word embeddings only; default {ModelConfig.backbone_layers})")
+    p.add_argument("--query-backbone-layers", type=int, help=f"pre-trained contextual layers under the query tower (runs per request; default {ModelConfig.query_backbone_layers})")
+    p.add_argument("--backbone-trainable", type=int, help=f"top pre-trained layers fine-tuned (the rest stay frozen; default {ModelConfig.backbone_trainable})")
     p.add_argument("--teacher", help="model directory of a fitted teacher (e.g. a `bert` cross-encoder from compare): distil its probabilities")
-    p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1)")
+    p.add_argument("--distill-weight", type=float, help=f"weight of the distillation loss (default {TrainConfig.distill_weight:g})")
     p.add_argument("--threads", type=_threads, dest="num_threads", help="torch CPU threads")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
 
