@@ -166,10 +166,15 @@ def test_unreachable_target_and_bad_input_are_one_line_errors(model_dir, noisy_c
     df = pd.read_csv(noisy_csv)
     df.assign(label=1 - df["label"]).to_csv(inverted, index=False)
     for argv, fragment in [(["--data", str(inverted), "--target-precision", "0.95"], "best achievable precision with at least"),
-                           (["--data", str(noisy_csv), "--target-recall", "1.5"], "must be in (0, 1]"),
                            (["--data", str(noisy_csv), "--target-recall", "0.5", "--by", "region"], "no column 'region'")]:
         code, _, err = run(["threshold", "--model", str(model_dir), *argv], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
+    for flag, value in [("--target-recall", "1.5"), ("--target-precision", "0"), ("--target-precision", "high")]:
+        # refused as the command line is read, before any data: the table here does not even exist
+        with pytest.raises(SystemExit) as e:
+            main(["threshold", "--model", str(model_dir), "--data", str(tmp_path / "none.csv"), flag, value])
+        code, err = e.value.code, capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and f"argument {flag}: must be" in err and "none.csv" not in err, err
     assert (model_dir / "config.json").read_text() == before  # nothing saved
     with pytest.raises(SystemExit) as e:  # neither target given: argparse's usage error
         main(["threshold", "--model", str(model_dir), "--data", str(noisy_csv)])

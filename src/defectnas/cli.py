@@ -84,6 +84,17 @@ def _test_fraction(text: str) -> float:
     return value
 
 
+def _target(text: str) -> float:
+    """argparse type of --target-precision / --target-recall: a rate in (0, 1], checked before any data is read."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value:g}")
+    return value
+
+
 def _set_threads(threads: int) -> None:
     """Pin torch's CPU threads for a scoring command (0 or None: torch's default)."""
     if threads:
@@ -847,8 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(normally) or test split (train records them in splits.json)")
     _add_data_options(p)
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-precision", type=float, help="precision to reach, in (0, 1]")
-    target.add_argument("--target-recall", type=float, help="recall to reach, in (0, 1]")
+    target.add_argument("--target-precision", type=_target, help="precision to reach, in (0, 1]")
+    target.add_argument("--target-recall", type=_target, help="recall to reach, in (0, 1]")
     p.add_argument("--by", help="column of the data (e.g. product_locale): one threshold per value")
     p.add_argument("--min-group", type=int, default=200, help="with --by: pairs a group needs for its own threshold (default 200)")
     p.add_argument("--min-group-defects", type=int, default=20, help="with --by: defects a group needs for its own threshold (default 20)")
