@@ -452,3 +452,18 @@ def test_matching_is_on_by_default_and_no_matching_turns_it_off(command):
     parse = lambda *flags: _options(build_parser().parse_args([command, "--data", "x", "--out", "y", *flags]))  # noqa: E731
     assert ModelConfig.matching is True and "matching" not in parse()
     assert parse("--no-matching")["matching"] is False and parse("--matching")["matching"] is True
+
+
+def test_seed_help_says_what_each_command_seeds(capsys):
+    """Every command takes --seed; the help said "splits, initialisation, batch order" even where nothing is seeded."""
+    from defectnas.cli import main
+
+    def help_of(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "--seed SEED random seed (splits, initialisation, batch order)" in help_of("train")
+    for command in ("predict", "serve", "cache", "data", "download"):
+        assert "--seed SEED random seed: not used by this command" in help_of(command), command
+    assert "--seed SEED random seed (the bootstrap of the rates' intervals)" in help_of("audit")

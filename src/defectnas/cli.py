@@ -20,9 +20,15 @@ from .errors import ConfigError, DataError, DataWarning, DefectnasError, LayoutE
 
 
 # ----------------------------------------------------------------- shared flags
-def _add_common(p: argparse.ArgumentParser) -> None:
+TRAINING_SEED = "splits, initialisation, batch order"
+
+
+def _add_common(p: argparse.ArgumentParser, seed: str | None = None) -> None:
+    """--quiet and --seed, which every command takes (scripts pass them to all); ``seed``: what it
+    seeds in this command (None: nothing, and the help says so)."""
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
-    p.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, batch order)")
+    p.add_argument("--seed", type=int, default=0, help=f"random seed ({seed})" if seed else
+                   "random seed: not used by this command (accepted, as by every command)")
 
 
 def _add_data_options(p: argparse.ArgumentParser, required: bool = True, format_flag: str = "--format") -> None:
@@ -140,7 +146,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-trainable", type=int, help=f"top pre-trained layers fine-tuned (the rest stay frozen; default {ModelConfig.backbone_trainable})")
     p.add_argument("--teacher", help="model directory of a fitted teacher (e.g. a `bert` cross-encoder from compare): distil its probabilities")
     p.add_argument("--distill-weight", type=float, help=f"weight of the distillation loss (default {TrainConfig.distill_weight:g})")
-    p.add_argument("--threads", type=_threads, dest="num_threads", help="torch CPU threads")
+    p.add_argument("--threads", type=_threads, dest="num_threads", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
 
 
@@ -804,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors after training")
     _add_model_options(p)
-    _add_common(p)
+    _add_common(p, seed=TRAINING_SEED)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("distill-query", help="a faster copy of a model: its query tower distilled into fewer pre-trained layers "
@@ -833,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint in --out")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep checkpoint.safetensors afterwards")
     p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's choice)")
-    _add_common(p)
+    _add_common(p, seed="the split, when the model has no splits.json; the student's batch order")
     p.set_defaults(func=cmd_distill_query)
 
     p = sub.add_parser("evaluate", help="precision/recall/F1 of a saved model on labelled data")
@@ -907,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p, required=False)
     p.add_argument("--out", default="defectnas-quickstart", help="output folder (results.*, pr_curve.png, model/)")
     _add_model_options(p)
-    _add_common(p)
+    _add_common(p, seed=TRAINING_SEED)
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("cache", help="encode a product catalogue once with a saved model (for serve)")
@@ -942,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p, required=False, format_flag="--data-format")  # --format is the export format here
     p.add_argument("--test-frac", type=_test_fraction, default=0.2, help="share of queries train held out as the test split (as train's --test-frac)")
     p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads for the parity check and the AP-loss measurement (0: torch's default)")
-    _add_common(p)
+    _add_common(p, seed="the split --int8 measures its AP loss on, when the model has no splits.json (as train's --seed)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("audit", help="defect rates of a search engine's result log: per query, position and group (+ before/after)",
@@ -970,7 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a row with an empty query, neither product id nor title, or a bad position or traffic cell: error (default: "
                         "one line naming it, exit 2) or skip (left out of every rate, counted, and listed with the reason in "
                         "skipped_rows.csv)")
-    _add_common(p)
+    _add_common(p, seed="the bootstrap of the rates' intervals")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("serve", help="HTTP scoring service: POST /score, POST /v1/rerank, GET /healthz, GET /metrics, docs at /docs")
@@ -978,7 +984,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="product cache built by `defectnas cache` with this model (without it: raw titles only)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: one the system chooses, said at start)")
-    p.add_argument("--threads", type=_threads, default=1, help="CPU threads for scoring, torch or onnxruntime (per worker)")
+    p.add_argument("--threads", type=_threads, default=1, help="CPU threads for scoring, torch or onnxruntime (per worker; default 1)")
     p.add_argument("--workers", type=int, default=1, help="server processes (e.g. one per CPU core); each loads the model")
     p.add_argument("--max-products", type=int, default=1000, help="products per request (default 1000; more: 413)")
     p.add_argument("--max-query-chars", type=int, default=200, help="characters per query (more: 422)")
@@ -987,7 +993,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="torch: --model is a model directory (PyTorch); onnx: --model is an ONNX export (defectnas export), run on onnxruntime")
-    p.add_argument("--query-cache", type=int, default=4096, help="query encodings kept in an LRU (0: off); hits and misses in /healthz")
+    p.add_argument("--query-cache", type=int, default=4096, help="query encodings kept in an LRU (default 4096; 0: off); hits and misses in /healthz and /metrics")
     p.add_argument("--max-int8-ap-loss", type=float, default=0.01,
                    help="refuse an int8 export whose AP loss (measured at export, 0-1) is over this (default 0.01)")
     p.add_argument("--allow-int8-loss", action="store_true", help="serve an int8 export whatever its measured (or unmeasured) AP loss")
@@ -1077,7 +1083,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_threads, help="torch CPU threads per child while training (default: the cores / --workers)")
     p.add_argument("--split-seed", type=int, dest="split_seed", help="seed of the query split (default: --seed): searches of several "
                    "--seed values on one split, e.g. to repeat a search, are scored on the same test queries")
-    _add_common(p)
+    _add_common(p, seed="the controller or strategy, the children's seeds and, unless --split-seed, the query split")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("compare", help="the results table: train and score the chosen models on one split (+ PR and F1-latency plots)")
@@ -1092,7 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-values", help="comma-separated values for --sweep (default alpha 0.25,0.5,1,2,4; beta 0,0.1,0.25,0.5,1,2)")
     p.add_argument("--save-models", action="store_true", help="also save every trained model under OUT/models/NAME")
     _add_model_options(p)  # apply to the two-tower models; --threads (default 2) is also the latency measurement's
-    _add_common(p)
+    _add_common(p, seed=TRAINING_SEED + "; --repeats N uses seed..seed+N-1")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("data", help="rows, queries, defect rate and length percentiles of a table")
