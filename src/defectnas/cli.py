@@ -597,15 +597,16 @@ def cmd_data(args: argparse.Namespace) -> None:
             raise refused from None
         _echo(args, f"note: {args.path}: no label column recognised, described as unlabelled pairs (--label-col L to read one)")
     df = read.pairs
-    coverage = None
+    coverage = tokenizer = None
     try:
         source = resolve_model_path(args.pretrained_model or "")
         tokenizer = TextTokenizer.from_pretrained(source / "tokenizer.json")
         name = "pre-trained vocabulary (" + (args.pretrained_model or "MiniLM") + ")"
         coverage = coverage_report(tokenizer, pd.unique(pd.concat([df["query"], df["title"]])).tolist(), name)
     except ConfigError as e:
-        _echo(args, f"note: no vocabulary coverage ({e})")
-    print(format_description(describe(df, read.integrity(), coverage)))
+        _echo(args, f"note: no vocabulary coverage nor word-piece lengths ({e})")
+    caps = (ModelConfig.query_max_len, ModelConfig.title_max_len)  # train's default token caps
+    print(format_description(describe(df, read.integrity(), coverage, tokenizer, caps)))
     warning = coverage and coverage_warning(coverage)
     if warning:
         warnings.warn(f"{args.path}: {warning}", DataWarning, stacklevel=1)

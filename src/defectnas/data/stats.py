@@ -2,8 +2,9 @@
 
 Why: before training, a user needs to know whether the data is what they think (how many
 queries, how rare defects are) and how long texts run, which decides the tokenizer's maximum
-length. Lengths count whitespace tokens of the normalised text, a cheap stand-in for word
-pieces that does not need a tokenizer. The integrity lines (decoding fallbacks, invalid rows,
+length. Lengths count words (whitespace tokens of the normalised text) and, given the model's
+tokenizer, word pieces — what the token caps (``query_max_len``, ``title_max_len``) count — with
+the share of texts each cap cuts. The integrity lines (decoding fallbacks, invalid rows,
 duplicates and conflicts, vocabulary coverage) come from :mod:`~defectnas.data.integrity`.
 """
 
@@ -20,12 +21,16 @@ from .integrity import duplicate_report, format_integrity, html_entity_report
 PERCENTILES = (50, 90, 95, 99)
 
 
-def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage: dict[str, Any] | None = None) -> dict[str, Any]:
+def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage: dict[str, Any] | None = None,
+             tokenizer=None, caps: tuple[int, int] | None = None) -> dict[str, Any]:
     """Counts and length percentiles of a ``load_pairs`` table, as JSON-ready plain values.
 
     Keys: ``rows``, ``queries`` (distinct), ``products`` (distinct ``product_id``, else titles),
-    ``defects`` and ``defect_rate`` (None without a ``label`` column), ``query_tokens`` and
-    ``title_tokens`` (dicts with p50, p90, p95, p99, max), and ``splits`` (rows per split)
+    ``defects`` and ``defect_rate`` (None without a ``label`` column), ``query_words`` and
+    ``title_words`` (dicts with p50, p90, p95, p99, max, over rows); with a ``tokenizer`` (a
+    :class:`~defectnas.data.tokenizer.TextTokenizer`) ``query_pieces`` and ``title_pieces``
+    too, the same in word pieces plus, with ``caps`` (query, title), ``cap`` and ``over_cap``
+    (share of rows longer than the cap, i.e. truncated); ``splits`` (rows per split)
     when there is a ``split`` column; ``duplicates`` (repeated and conflicting pairs),
     ``html_entities`` (:func:`~defectnas.data.integrity.html_entity_report`), and
     ``integrity`` (:meth:`PairsRead.integrity`) and ``coverage``
@@ -44,8 +49,16 @@ def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage
     if "label" in df.columns:
         out["defects"] = int(df["label"].sum())
         out["defect_rate"] = float(df["label"].mean()) if len(df) else 0.0
-    out["query_tokens"] = _lengths(df["query"])
-    out["title_tokens"] = _lengths(df["title"])
+    out["query_words"] = _lengths(df["query"])
+    out["title_words"] = _lengths(df["title"])
+    if tokenizer is not None:
+        for i, column in enumerate(("query", "title")):
+            distinct = pd.unique(df[column].astype(str))
+            pieces, _ = tokenizer.unknown_counts(distinct.tolist())
+            per_row = pd.Series(pieces, index=distinct).reindex(df[column].astype(str)).to_numpy(dtype=np.float64)
+            out[f"{column}_pieces"] = _percentiles(per_row)
+            if caps is not None:
+                out[f"{column}_pieces"].update(cap=int(caps[i]), over_cap=float((per_row > caps[i]).mean()) if len(per_row) else 0.0)
     if "split" in df.columns:
         out["splits"] = {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()}
     out["duplicates"] = duplicate_report(df)
@@ -58,7 +71,10 @@ def describe(df: pd.DataFrame, integrity: dict[str, Any] | None = None, coverage
 
 
 def _lengths(texts: pd.Series) -> dict[str, float]:
-    counts = np.array([len(str(t).split()) for t in texts], dtype=np.float64)
+    return _percentiles(np.array([len(str(t).split()) for t in texts], dtype=np.float64))
+
+
+def _percentiles(counts: np.ndarray) -> dict[str, float]:
     if len(counts) == 0:
         return {**{f"p{p}": 0.0 for p in PERCENTILES}, "max": 0.0}
     values = np.percentile(counts, PERCENTILES)
@@ -85,8 +101,12 @@ def format_description(d: dict[str, Any]) -> str:
         out += [""] + integrity
 
     keys = [f"p{p}" for p in PERCENTILES] + ["max"]
-    header = f"{'tokens':<{width}}" + "".join(f"{k:>7}" for k in keys)
+    rows = [(f"{c} words", d[f"{c}_words"]) for c in ("query", "title")]
+    rows += [(f"{c} word pieces", d[f"{c}_pieces"]) for c in ("query", "title") if f"{c}_pieces" in d]
+    label_width = max(width, *(len(label) for label, _ in rows))
+    header = f"{'lengths':<{label_width}}" + "".join(f"{k:>7}" for k in keys)
     out += ["", header]
-    for label, key in (("query", "query_tokens"), ("title", "title_tokens")):
-        out.append(f"{label:<{width}}" + "".join(f"{d[key][k]:>7g}" for k in keys))
+    for label, lengths in rows:
+        cut = f"   {lengths['over_cap']:.1%} over the cap of {lengths['cap']}" if "cap" in lengths else ""
+        out.append(f"{label:<{label_width}}" + "".join(f"{lengths[k]:>7g}" for k in keys) + cut)
     return "\n".join(out)
