@@ -442,11 +442,8 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.parametrize("budget_s, sampled", [(39.0, 4), (47.0, 5), (52.0, 6)])
-def test_a_smaller_last_batch_uses_what_is_left_of_the_budget(tmp_path, fake_timing, synthetic_csv, monkeypatch, budget_s, sampled):
-    """Batches of 4 children of 5 s; after the first, retraining the default and the top-1 is reserved
-    (20 s): the next batch has room for as many children as fit in the rest (it once stopped at 4 whenever
-    a whole batch did not fit, leaving up to 3 children's minutes of the budget unused)."""
+def clock_children(monkeypatch, seconds: float = 5.0) -> FakeClock:
+    """The runner on a :class:`FakeClock`, and fake children that each advance it by ``seconds``."""
     import defectnas.search.executors as executors
     import defectnas.search.runner as runner
 
@@ -456,10 +453,19 @@ def test_a_smaller_last_batch_uses_what_is_left_of_the_budget(tmp_path, fake_tim
     monkeypatch.setattr(runner, "time", clock)
 
     def child(job, *a):
-        clock.now += 5.0
-        return {**fake_evaluate_child(job, *a), "seconds": 5.0}
+        clock.now += seconds
+        return {**fake_evaluate_child(job, *a), "seconds": seconds}
 
     monkeypatch.setattr(executors, "evaluate_child", child)
+    return clock
+
+
+@pytest.mark.parametrize("budget_s, sampled", [(39.0, 4), (47.0, 5), (52.0, 6)])
+def test_a_smaller_last_batch_uses_what_is_left_of_the_budget(tmp_path, fake_timing, synthetic_csv, monkeypatch, budget_s, sampled):
+    """Batches of 4 children of 5 s; after the first, retraining the default and the top-1 is reserved
+    (20 s): the next batch has room for as many children as fit in the rest (it once stopped at 4 whenever
+    a whole batch did not fit, leaving up to 3 children's minutes of the budget unused)."""
+    clock_children(monkeypatch)
     said: list[str] = []
     result = run_search(config(synthetic_csv, trials=12, batch_size=4, top_k=1, final_epochs=2, budget_minutes=budget_s / 60),
                         tmp_path / "s", log=said.append)
@@ -475,19 +481,7 @@ def test_a_smaller_last_batch_uses_what_is_left_of_the_budget(tmp_path, fake_tim
 def test_a_run_refused_after_its_noise_floor_counts_the_floors_seconds_on_resume(tmp_path, fake_timing, synthetic_csv, monkeypatch):
     """A first run whose budget only fitted the floor saved no checkpoint: its floor's seconds were not
     counted by the resumed run, whose seconds and budget then left out minutes really spent (helper, session 24)."""
-    import defectnas.search.executors as executors
-    import defectnas.search.runner as runner
-
-    from .fakes import fake_evaluate_child
-
-    clock = FakeClock()
-    monkeypatch.setattr(runner, "time", clock)
-
-    def child(job, *a):
-        clock.now += 5.0
-        return {**fake_evaluate_child(job, *a), "seconds": 5.0}
-
-    monkeypatch.setattr(executors, "evaluate_child", child)
+    clock_children(monkeypatch)
     first = run_search(config(synthetic_csv, trials=2, noise_repeats=2, budget_minutes=12 / 60), tmp_path / "s")
     assert first.trials == [] and first.seconds == pytest.approx(10.0)  # the floor's 2 repeats, then refused
     resumed = run_search(config(synthetic_csv, trials=2, noise_repeats=2, budget_minutes=0), tmp_path / "s", resume=True)
