@@ -112,7 +112,8 @@ def test_auto_lists_known_layouts_when_nothing_fits(tmp_path: Path, raises_data_
 @pytest.mark.parametrize("columns, fragments", [
     (["id", "product_uid", "product_title", "search_term"], ("the homedepot layout (search_term, product_title) without its label "
                                                                "column 'relevance'", "--label-col")),
-    (["query", "product_title", "median_relevance_x"], ("the esci layout", "'esci_label'")),
+    (["query", "product_title", "median_relevance_x"], ("the esci or crowdflower layout (query, product_title) without its label "
+                                                         "column 'esci_label' (defect = I) or 'median_relevance' (defect = 1)",)),
     (["query", "title"], ("the pairs layout (query, title) without its label column 'label' (defect = 1)",)),
 ])
 def test_a_known_layout_without_its_label_column_names_the_missing_column(tmp_path: Path, raises_data_error, columns, fragments):

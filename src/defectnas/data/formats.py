@@ -268,12 +268,13 @@ def detect(columns: Sequence[str], src: Source, labels: bool = True) -> FormatSp
         scored.append((-sum(c in present for c in optional if c), order, spec))
     if not scored and labels:  # a known layout without its label column: say which column is missing
         unlabelled = [spec for spec in SPECS.values() if set(spec.required(labels=False)) <= present]
-        if unlabelled:
+        if unlabelled:  # (query, product_title: ESCI's or CrowdFlower's; each layout's label named)
             spec = unlabelled[0]
-            raise src.error(f"the {spec.name} layout ({spec.query_col}, {spec.title_col}) without its label column "
-                            f"{spec.label_col!r} (defect = {spec.rule.describe()}): this needs labelled pairs; columns: "
-                            f"{', '.join(map(str, columns))}; a label under another name: --label-col L "
-                            "[--defect-labels A,B | --defect-below X]", LayoutError)
+            names = " or ".join(s.name for s in unlabelled)
+            labels_named = " or ".join(f"{s.label_col!r} (defect = {s.rule.describe()})" for s in unlabelled)
+            raise src.error(f"the {names} layout ({spec.query_col}, {spec.title_col}) without its label column {labels_named}: "
+                            f"this needs labelled pairs; columns: {', '.join(map(str, columns))}; a label under another name: "
+                            "--label-col L [--defect-labels A,B | --defect-below X]", LayoutError)
     if not scored:
         known = "; ".join(spec.summary() for spec in SPECS.values())
         name = ("--query-col Q --title-col T" + (" --label-col L [--defect-labels A,B | --defect-below X]" if labels else "")
