@@ -140,8 +140,7 @@ class DefectClassifier:
                 tokenizer.encode(trip_df["positive"].tolist(), mcfg.title_max_len),
                 tokenizer.encode(trip_df["negative"].tolist(), mcfg.title_max_len),
             )
-        _require_both_classes(valid)
-        _warn_few_validation_pairs(valid)
+        _check_validation_classes(valid)
         self.tokenizer_, self.model_config_, self.train_config_ = tokenizer, mcfg, tcfg
         train_pairs = self._encode(df)
         if teacher is None and tcfg.teacher:
@@ -454,27 +453,21 @@ def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.D
 MIN_VALID_CLASS = 10  # fewer validation pairs of a class than this: fit says its choices rest on a handful
 
 
-def _warn_few_validation_pairs(valid: pd.DataFrame) -> None:
-    """One DataWarning line when the validation split holds fewer than :data:`MIN_VALID_CLASS`
-    defects (or relevant pairs): the best epoch, the calibration and the F1-best threshold are all
-    fitted on them, so a handful makes the threshold a guess (a 2-defect split came from a small
-    table at ``valid_frac=0.02``)."""
+def _check_validation_classes(valid: pd.DataFrame) -> None:
+    """The best epoch is chosen by the validation pairs' AP, and the calibration and the F1-best
+    threshold are fitted on them. DataError when they hold one class only: all three would be made
+    up (AP 0 every epoch, threshold 0.5 on uncalibrated probabilities). One DataWarning line when
+    they hold fewer than :data:`MIN_VALID_CLASS` defects (or relevant pairs): a handful makes the
+    threshold a guess (a 2-defect split came from a small table at ``valid_frac=0.02``)."""
+    missing = missing_class(valid["label"])
+    if missing is not None:
+        missing = f"no {missing} pair" if len(valid) else "no pairs"
+        raise DataError(f"the validation split ({valid['query'].nunique():,} queries, {len(valid):,} pairs) has {missing}: early "
+                        "stopping, calibration and the threshold need both classes; split again (train: another --seed or a larger "
+                        "--valid-frac) or give validation data with both")
     defects = int(valid["label"].sum())
     fewest, name = min((defects, "defects"), (len(valid) - defects, "relevant pairs"))
     if fewest < MIN_VALID_CLASS:
         warnings.warn(f"the validation split has {fewest} {name} (of {len(valid):,} pairs, {valid['query'].nunique():,} queries): the "
                       f"best epoch, the calibration and the threshold rest on them and will be noisy; a larger --valid-frac (valid_frac=) "
                       f"or validation data with at least {MIN_VALID_CLASS} steadies them", DataWarning, stacklevel=3)
-
-
-def _require_both_classes(valid: pd.DataFrame) -> None:
-    """DataError when the validation pairs hold one class only: the best epoch is chosen by their
-    AP, the calibration and the F1-best threshold are fitted on them, and with one class all three
-    would be made up (AP 0 every epoch, threshold 0.5 on uncalibrated probabilities)."""
-    missing = missing_class(valid["label"])
-    if missing is None:
-        return
-    missing = f"no {missing} pair" if len(valid) else "no pairs"
-    raise DataError(f"the validation split ({valid['query'].nunique():,} queries, {len(valid):,} pairs) has {missing}: early stopping, "
-                    "calibration and the threshold need both classes; split again (train: another --seed or a larger --valid-frac) "
-                    "or give validation data with both")
