@@ -240,7 +240,7 @@ def _row_names_or_error(frame: pd.DataFrame, text: str, sep: str, src: Source) -
         frame.index.name = "row_name"
         return frame.reset_index()
     line, saw = first_bad if first_bad else (2, header + 1 if header else 0)
-    raise src.error(_parser_message(f"Expected {header} fields in line {line}, saw {saw}"))
+    raise src.error(_malformed_row(header, line, saw))
 
 
 def _warn_repeated_header_names(text: str, sep: str, columns: list[str], src: Source) -> None:
@@ -264,14 +264,19 @@ def _warn_repeated_header_names(text: str, sep: str, columns: list[str], src: So
                                 "first: rename one").args[0], DataWarning, stacklevel=4)
 
 
+def _malformed_row(expected: int, line: int, saw: int) -> str:
+    """The one line for a CSV row whose field count is not the header's (pandas' error, or a first row it
+    would have read as an index). ``line``: the file line (the header is line 1); a quoted cell may span
+    lines, so it is not a data row number."""
+    return (f"malformed row at file line {line} (the header is line 1): expected {expected} fields, saw {saw}; a row whose "
+            f"values cannot be matched to columns is refused under any --invalid-rows (quote fields that hold the separator)")
+
+
 def _parser_message(message: str) -> str:
     """pandas' CSV error as "malformed row at line N (...)" when it names the line."""
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if found:
-        expected, line, saw = found.groups()
-        # pandas names the file line (the header is line 1); a quoted cell may span lines, so it is not a data row number
-        return (f"malformed row at file line {line} (the header is line 1): expected {expected} fields, saw {saw}; a row whose "
-                f"values cannot be matched to columns is refused under any --invalid-rows (quote fields that hold the separator)")
+        return _malformed_row(*map(int, found.groups()))
     found = re.search(r"EOF inside string starting at row (\d+)", message)
     if found:
         return f"unterminated quote in the row starting at line {int(found.group(1)) + 1}"
