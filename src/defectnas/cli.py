@@ -775,6 +775,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                "pareto": [{k: e[k] for k in ("n", "latency_ms", "valid_metric", "test_ap")} for e in report.get("pareto", [])],
                "paired_test": report.get("paired_test"),
                "distilled": {k: v for k, v in (report.get("distilled") or {}).items() if k not in ("served_ms",)} or None,
+               "report": str(result.out / "report.html") if (result.out / "report.html").exists() else None,
                "seconds": round(result.seconds, 1)}  # the whole search's, a resumed one's earlier runs included
     if args.resume:
         summary["run_seconds"] = round(result.run_seconds, 1)

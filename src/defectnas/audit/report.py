@@ -12,89 +12,34 @@ the summary.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..html_page import DIGITS, END, escape, figure_img, fmt, head, num, pyplot
 from ..storage import atomic_write_text
-
-DIGITS = 4  # decimals of every rate on the page
 
 
 def write_report(out: Path, summary: dict, audit, titles: dict[str, str]) -> Path:
     """Write ``out/report.html`` from ``summary`` (summary.json's dict) and the log's per-query sums."""
     queries = pd.read_csv(out / "queries.csv")
     parts = [_head(summary), _headline(summary), _positions(summary), _distribution(queries), _worst(summary),
-             _groups(summary), _missing(summary), _baseline(summary), _methods(summary), "</body></html>"]
+             _groups(summary), _missing(summary), _baseline(summary), _methods(summary), END]
     path = out / "report.html"
     atomic_write_text(path, "\n".join(p for p in parts if p))
     return path
 
 
-# ------------------------------------------------------------------ helpers
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _num(summary: dict, key: str, digits: int = DIGITS) -> str:
-    """The value at dotted ``key`` of the summary, formatted, in a span tagged with the key."""
-    value = summary
-    for part in key.split("."):
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return f'<span data-key="{_e(key)}">{_fmt(value, digits)}</span>'
-
-
-def _fmt(value, digits: int = DIGITS) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value != value:  # NaN: nothing to show (e.g. a position no pair was shown at)
-            return "–"
-        if value != 0 and abs(value) < 0.5 * 10 ** -digits:  # a small change must not read as 0.0000
-            return f"{value:.2g}"
-        return f"{value:.{digits}f}"
-    return _e(value)
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}">'
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;font-size:.9em}
-th{background:#f4f4f4}td.t,th.t{text-align:left}.big{font-size:1.8em;font-weight:600}.note{color:#666;font-size:.9em}
-.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.8em 1.2em;min-width:230px}
-img{max-width:100%}"""
+# ------------------------------------------------------------------ helpers (the shared page pieces: defectnas.html_page)
+_e, _fmt, _num, _png, _plt = escape, fmt, num, figure_img, pyplot
 
 
 def _head(s: dict) -> str:
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>defectnas audit: {_e(Path(s['log']).name)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>Search defect audit: {_e(Path(s['log']).name)}</h1>"
-            f"<p class=\"note\">model {_e(s['model'])} · {_num(s, 'rows', 0)} shown pairs, "
-            f"{_num(s, 'overall.queries', 0)} queries · decision threshold {_num(s, 'threshold')}</p>")
+    name = Path(s["log"]).name
+    return head(f"defectnas audit: {name}", f"Search defect audit: {name}",
+                f"model {_e(s['model'])} · {_num(s, 'rows', 0)} shown pairs, "
+                f"{_num(s, 'overall.queries', 0)} queries · decision threshold {_num(s, 'threshold')}")
 
 
 def _headline(s: dict) -> str:

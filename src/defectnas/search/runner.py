@@ -44,6 +44,7 @@ from .distill import check_layers
 from .executors import make_executor
 from .final import finalize, retrain_estimate_s
 from .plots import plot_noise, plot_pareto, plot_rewards
+from .report import write_search_report
 from .space import Architecture, Space, SearchSpace, arch_key, make_space
 from .strategies import make_agent, make_strategy
 from .trials import TrialLog, read_jsonl
@@ -133,7 +134,11 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
         trials = _run_trials(cfg, space, executor, out, quiet, say, started, elapsed_before, floor, tables)
         final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
-        _say_budget_overrun(cfg, elapsed_before + time.perf_counter() - started, final.get("report") or {}, say)
+        seconds = elapsed_before + time.perf_counter() - started
+        _say_budget_overrun(cfg, seconds, final.get("report") or {}, say)
+        if trials.records():
+            page = write_search_report(out, {**cfg.to_dict(), "noise_floor": floor}, trials.records(), final.get("report"), space, seconds)
+            say(f"report: {page} (what the search found, how much of it is noise, and the evidence)")
     finally:
         executor.shutdown()
     run_seconds = time.perf_counter() - started
