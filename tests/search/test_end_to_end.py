@@ -29,7 +29,7 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
             "--space-options", '{"query_layers": [3, 6]}']  # a query tower best/ can be distilled from
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["trials"] == 3 and summary["best_dir"] == str(out / "best")
+    assert summary["trials"] == 3 and summary["best_dir"] == str(out / "best") and summary["report"] == str(out / "report.html")
     assert summary["noise_floor"]["repeats"] == 2 and summary["noise_floor"]["metric"] == "ap"
     floor = [json.loads(line) for line in (out / "noise.jsonl").read_text().splitlines()]
     assert 0 < floor[0]["frozen_s"] < floor[0]["seconds"] and floor[1]["frozen_s"] < floor[0]["frozen_s"]  # the first pays the pass
@@ -42,7 +42,7 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     for r in read_trials(out):
         assert 0.0 <= r["ap"] <= 1.0 and 0.0 <= r["f1"] <= 1.0 and r["latency_ms"] > 0 and r["params"] > 0
         assert len(r["ap_seeds"]) == 2 and space.canonical(r["architecture"]) == r["architecture"]
-    for name in ("rewards.png", "pareto.png", "noise.png", "final.png", "controller.safetensors", "final.json", "top_k.json"):
+    for name in ("rewards.png", "pareto.png", "noise.png", "final.png", "controller.safetensors", "final.json", "top_k.json", "report.html"):
         assert (out / name).stat().st_size > 0
     final = json.loads((out / "final.json").read_text())
     assert 1 <= len(final["pareto"]) <= 2 + 1  # --pareto-max 2, and the distilled student when no candidate beats it

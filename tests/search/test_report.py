@@ -103,3 +103,86 @@ def test_a_search_without_retrains_or_noise_floor_says_so(tmp_path, synthetic_cs
                                                    (True, 0, "yes"), (0.25, 2, "0.25")])
 def test_page_numbers_never_read_as_a_false_zero(value, digits, shown):
     assert fmt(value, digits) == shown
+
+
+# ------------------------------------------------------------ final.json: what a new user could not read off it
+def test_saved_models_carry_their_own_seeds_scores_beside_the_means(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    """A folder holds the first retrain seed's model; final.json's valid_metric/test_ap are means over the seeds."""
+    monkeypatch.setattr(final_module, "distill_best", fake_distiller([], speedup=3.0, metric_change=-0.001))
+    cfg = config(synthetic_csv, space="serving", trials=10, top_k=1, pareto_max=2, final_seeds=2, noise_repeats=2,
+                 strategy="random", distill_query=2)
+    out = tmp_path / "s"
+    logged: list[str] = []
+    run_search(cfg, out, log=logged.append)
+    final = json.loads((out / "final.json").read_text())
+    by_key = {c["key"]: c for c in final["candidates"]}
+    for c in final["candidates"]:
+        if "distilled" in c["roles"]:  # one model, one seed: its scores are the saved model's
+            assert c["saved_test_ap"] == pytest.approx(c["test_ap"], abs=1e-6) and c["saved_valid_metric"] == pytest.approx(c["valid_metric"], abs=1e-6)
+            continue
+        assert c["saved_seed"] == final["final_seeds"][0]
+        assert c["saved_valid_metric"] == pytest.approx(c["valid_ap_seeds"][0], abs=1e-6)
+        assert c["saved_test_ap"] == pytest.approx(c["test"][0]["average_precision"], abs=1e-6)
+        assert c["saved_test_ap"] != pytest.approx(c["test_ap"], abs=1e-9)  # the fake's seeds differ: the mean is not the saved model's
+    for e in final["pareto"]:
+        assert {f: e[f] for f in ("saved_seed", "saved_valid_metric", "saved_test_ap")} == \
+            {f: by_key[e["key"]][f] for f in ("saved_seed", "saved_valid_metric", "saved_test_ap")}
+    # the closing line gives every timed model's saved test AP beside its ms; the retrain lines say which is the default
+    closing = next(line for line in logged if line.startswith("served, timed side by side"))
+    assert len(re.findall(r"test AP \d", closing)) == len(final["pareto"]) + 1
+    assert sum(line.startswith("retrained train's default: ") for line in logged) == 1
+    # train's default: its search-time scores are the noise floor's first repeat (the same child seeds)
+    default = next(c for c in final["candidates"] if "default" in c["roles"])
+    floor = json.loads((out / "search.json").read_text())["noise_floor"]
+    assert default["search_metric"] == floor["metric_search_seeds"] and default["search_gain_over_default"] == 0
+    assert default["selection_bias"] == 0
+
+
+def test_when_best_is_the_default_the_most_accurate_searched_architecture_is_tested_against_it(tmp_path, synthetic_csv,
+                                                                                               fake_children, monkeypatch):
+    from defectnas.search.space import ServingSpace, arch_key
+
+    from . import fakes
+
+    default = arch_key(ServingSpace().default_architecture())
+    plain = fakes.fake_f1
+    monkeypatch.setattr(fakes, "fake_f1", lambda a: plain(a) + (0.3 if isinstance(a, dict) and arch_key(a) == default else 0.0))
+    cfg = config(synthetic_csv, space="serving", trials=8, top_k=2, pareto_max=1, final_seeds=2, noise_repeats=2, strategy="random")
+    out = tmp_path / "s"
+    logged: list[str] = []
+    run_search(cfg, out, log=logged.append)
+    final = json.loads((out / "final.json").read_text())
+    assert final["paired_test"]["same_architecture"]  # best/ is the default: that test compares it with itself
+    searched = final["searched_vs_default"]
+    others = [c for c in final["candidates"] if "default" not in c["roles"]]
+    assert searched["candidate"] == max(others, key=lambda c: c["valid_metric"])["key"]
+    assert searched["default"] == final["paired_test"]["default"] and searched["queries"] == final["paired_test"]["queries"]
+    assert searched["ci_low"] <= searched["diff"] <= searched["ci_high"]
+    assert searched["verdict"] in ("better by more than noise", "worse by more than noise", "not distinguishable from noise")
+    assert any(line.startswith("the most accurate searched architecture on validation") for line in logged)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert {"final.searched_vs_default.diff", "final.searched_vs_default.verdict"} <= check_tags(page, files_of(out))
+
+
+def test_a_best_that_is_not_the_default_needs_no_second_test(tmp_path, synthetic_csv, fake_children):
+    cfg = config(synthetic_csv, space="serving", trials=8, top_k=2, pareto_max=1, final_seeds=2, strategy="random")
+    run_search(cfg, tmp_path / "s")
+    final = json.loads((tmp_path / "s" / "final.json").read_text())
+    assert not final["paired_test"]["same_architecture"] and final["searched_vs_default"] is None
+
+
+def test_the_distillations_epoch_records_read_as_sentences():
+    from defectnas.search.distill import _epoch_sentences
+
+    said: list[str] = []
+    log = _epoch_sentences(said.append, 4)
+    log(json.dumps({"epoch": 2, "phase": "distil-query", "loss": 0.8712, "valid_ap": 0.17634, "seconds": 10.65}))
+    log("resumed from x after epoch 1")
+    assert said == ["distillation epoch 2 of 4: loss 0.8712, valid AP 0.1763, 11s", "resumed from x after epoch 1"]
+
+
+def test_under_a_budget_the_progress_bar_counts_children_without_an_eta_to_the_trial_cap(tmp_path, synthetic_csv, fake_children,
+                                                                                          capsys):
+    run_search(config(synthetic_csv, trials=4, budget_minutes=30), tmp_path / "s", quiet=False)
+    err = capsys.readouterr().err
+    assert "≤ 4 children, ≤ 30 min in all" in err and "/4 [" not in err

@@ -47,6 +47,22 @@ REF_FROZEN_S_PER_TEXT = 3.40e-3
 LATENCY_ROUNDS = 3  # models timed in turn this many times (teacher and student here; every saved model in final.py)
 
 
+def _epoch_sentences(say: Callable[[str], None], epochs: int) -> Callable[[str], None]:
+    """``say`` for the distillation's log: its per-epoch JSON records (what ``distill-query`` prints,
+    one line per epoch) become sentences like the rest of the search's log; other lines pass."""
+    def log(line: str) -> None:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            return say(line)
+        if not isinstance(r, dict) or "epoch" not in r:
+            return say(line)
+        say(f"distillation epoch {r['epoch']} of {epochs}: loss {r.get('loss', float('nan')):.4f}, "
+            f"valid AP {r.get('valid_ap', float('nan')):.4f}, {r.get('seconds', 0.0):.0f}s")
+
+    return log
+
+
 def student_key(teacher_key: str, layers: int) -> str:
     """The student's key in ``retrain.jsonl`` and ``test_probs/``: its teacher's and its depth."""
     return f"{teacher_key}-q{layers}"
@@ -147,7 +163,8 @@ def distill_best(cfg, space, out: Path, best: dict[str, Any], done: dict[str, di
     say(f"distilling best/'s {teacher.model_config_.query_backbone_layers}-layer query tower into {layers} layer{'s' if layers != 1 else ''} "
         f"({cfg.distill_epochs} epoch{'s' if cfg.distill_epochs != 1 else ''}; ≈ "
         + (f"{estimate / 60:.1f} min" if estimate >= 60 else f"{estimate:.0f} s") + " on this machine)")
-    kwargs = dict(layers=layers, epochs=cfg.distill_epochs, seed=cfg.seed, checkpoint_dir=ckpt, quiet=quiet, log=say)
+    kwargs = dict(layers=layers, epochs=cfg.distill_epochs, seed=cfg.seed, checkpoint_dir=ckpt, quiet=quiet,
+                  log=_epoch_sentences(say, cfg.distill_epochs))
     try:
         student = teacher.distill_query(tables["distill"], tables["valid"], resume=(ckpt / CHECKPOINT).exists(), **kwargs)
     except ConfigError:  # a checkpoint of another teacher or K (the search was extended or resumed with another --distill-query)

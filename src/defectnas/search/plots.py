@@ -119,7 +119,7 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, title: str 
 def plot_final(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> None:
     """What the search delivers: every retrained model (and the distilled one) by test AP — or
     validation metric when there is no test split — against served latency; the installed front
-    (``pareto/<n>/``) joined, train's default starred, ``best/`` ringed and the student linked to
+    (``pareto/<n>/``) labelled, train's default starred, ``best/`` ringed and the student linked to
     its teacher. Why a second picture: ``pareto.png`` shows children at the child budget, whose
     metric is not on the retrained models' scale (``final.png``'s ``rows``: final.json's candidates)."""
     plt, (fig, ax) = _figure()
@@ -128,8 +128,12 @@ def plot_final(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
     plain = [r for r in rows if "distilled" not in r.get("roles", ())]
     ax.scatter([r["latency_ms"] for r in plain], [value(r) for r in plain], s=18, color="tab:gray", label="retrained candidate")
     front = sorted((r for r in rows if r.get("pareto_dir")), key=lambda r: r["latency_ms"])
-    if front:
-        ax.plot([r["latency_ms"] for r in front], [value(r) for r in front], "-o", color="tab:red", ms=5, lw=1.5, label="pareto/<n>/ (picked on validation, at the child budget)")
+    if front:  # points, not a line: picked at the child budget, they need not be a front on this plot's axes once retrained
+        ax.scatter([r["latency_ms"] for r in front], [value(r) for r in front], s=36, color="tab:red", zorder=4,
+                   label="pareto/<n>/ (picked on validation, at the child budget)")
+        for r in front:
+            ax.annotate(Path(r["pareto_dir"]).name, (r["latency_ms"], value(r)), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8, color="tab:red")
     for r in rows:
         if "default" in r.get("roles", ()):
             ax.scatter([r["latency_ms"]], [value(r)], marker="*", s=160, color="black", zorder=5, label="train's default (retrained)")

@@ -83,8 +83,15 @@ def _accuracy_answer(doc: dict, space: Space) -> tuple[str, str]:
     best = rows[best_i]
     paired = final.get("paired_test")
     if "default" in best["roles"]:
-        return "no", (f"no searched architecture scored above train's default on validation when retrained "
-                      f"({num(doc, f'final.candidates.{best_i}.valid_metric')}, the mean of its retrain seeds): best/ is train's default")
+        text = (f"no searched architecture scored above train's default on validation when retrained "
+                f"({num(doc, f'final.candidates.{best_i}.valid_metric')}, the mean of its retrain seeds): best/ is train's default")
+        if final.get("searched_vs_default"):
+            text += (f". The most accurate searched architecture against it on the test split: AP "
+                     f"{num(doc, 'final.searched_vs_default.diff', signed=True)}, 95% interval "
+                     f"[{num(doc, 'final.searched_vs_default.ci_low', signed=True)}, {num(doc, 'final.searched_vs_default.ci_high', signed=True)}] "
+                     f"over {num(doc, 'final.searched_vs_default.queries', 0)} queries: {num(doc, 'final.searched_vs_default.verdict', 0)}"
+                     f"{escape(final['searched_vs_default'].get('caveat', ''))}")
+        return "no", text
     if not paired:
         return "–", (f"best/ ({escape(space.describe(best['architecture']))}) was chosen on validation "
                      f"({num(doc, f'final.candidates.{best_i}.valid_metric')}); without a test split there is no paired test")
@@ -179,13 +186,17 @@ def _front(doc: dict, space: Space) -> str:
         f"<tr><td class=\"t\">pareto/{e['n']}</td><td class=\"t\">{escape(space.describe(e['architecture']))}</td>"
         f"<td>{num(doc, f'final.pareto.{i}.latency_ms', 2)}</td><td>{_maybe(doc, e, f'final.pareto.{i}', 'speedup_over_default', 2)}</td>"
         f"<td>{num(doc, f'final.pareto.{i}.valid_metric')}</td><td>{_maybe(doc, e, f'final.pareto.{i}', 'test_ap')}</td>"
+        f"<td>{_maybe(doc, e, f'final.pareto.{i}', 'saved_seed', 0)}</td><td>{_maybe(doc, e, f'final.pareto.{i}', 'saved_test_ap')}</td>"
         f"<td class=\"t\">{escape(', '.join(names.get(k, k) for k in e.get('dominated_by') or [])) or '–'}</td></tr>"
         for i, e in enumerate(front))
     return ("<h2>Pareto front (accuracy against served latency)</h2><p>Each is an ordinary model directory that "
             "<code>evaluate</code>, <code>predict</code>, <code>cache</code> and <code>serve</code> accept; fastest first. "
+            "An architecture's scores are the means over its retrain seeds (what ranks it); its folder holds one model, "
+            "the first seed's, whose own test AP is what <code>evaluate --split test</code> on it reports. "
             "\"Overtaken by\": retrained candidates that beat it on both validation metric and served ms (a child's "
             "search-time place on the front did not survive its retrain).</p><table><tr><th class=\"t\">folder</th>"
-            "<th class=\"t\">architecture</th><th>served ms</th><th>× default speed</th><th>valid metric</th><th>test AP</th>"
+            "<th class=\"t\">architecture</th><th>served ms</th><th>× default speed</th><th>valid metric (seeds' mean)</th>"
+            "<th>test AP (seeds' mean)</th><th>seed saved</th><th>its test AP</th>"
             "<th class=\"t\">overtaken by</th></tr>" + body + "</table>")
 
 

@@ -363,8 +363,10 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space})", unit="child",
-                   quiet=quiet)
+    # under --budget-minutes the trial count is a cap the budget usually stops short of: no total, so no ETA counted to it
+    bounded = f"; ≤ {cfg.trials} children, ≤ {cfg.budget_minutes:g} min in all" if cfg.budget_minutes else ""
+    bar = progress(total=None if cfg.budget_minutes else cfg.trials, initial=min(len(trials), cfg.trials),
+                   desc=f"search ({cfg.strategy}, {cfg.space}{bounded})", unit="child", quiet=quiet)
     bar.set_postfix(best=f"{best():.4f}")
     last_plot, warned_busy, cores = time.monotonic(), False, usable_cores()
     try:
