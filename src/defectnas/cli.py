@@ -785,7 +785,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 _SEARCH_FLAGS = ("space", "space_options", "trials", "top_k", "latency_weight", "latency_target_ms", "latency_budget_ms", "reward_metric", "child_seeds",
                  "child_epochs", "child_rows", "child_valid_rows", "noise_repeats", "pareto_max", "pareto_min_ratio", "final_seeds", "final_epochs",
                  "final_rows", "distill_query", "distill_epochs", "split_seed", "budget_minutes", "batch_size", "population", "sample_size", "workers", "ray_address", "strategy",
-                 "variant", "threads")
+                 "variant", "threads", "valid_frac", "test_frac")
 
 
 # --------------------------------------------------------------------- parser
@@ -1085,6 +1085,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_threads, help="torch CPU threads per child while training (default: the cores / --workers)")
     p.add_argument("--split-seed", type=int, dest="split_seed", help="seed of the query split (default: --seed): searches of several "
                    "--seed values on one split, e.g. to repeat a search, are scored on the same test queries")
+    p.add_argument("--valid-frac", type=_valid_fraction, dest="valid_frac", help=f"share of queries held out for the children's reward "
+                   f"and the retrains' model selection (default {d.valid_frac})")
+    p.add_argument("--test-frac", type=_test_fraction, dest="test_frac", help=f"share of queries held out for the final models' test "
+                   f"metrics and the paired test against train's default (default {d.test_frac}; 0: none, then no paired test)")
     _add_common(p, seed="the controller or strategy, the children's seeds and, unless --split-seed, the query split")
     p.set_defaults(func=cmd_search)
 

@@ -186,3 +186,39 @@ def test_under_a_budget_the_progress_bar_counts_children_without_an_eta_to_the_t
     run_search(config(synthetic_csv, trials=4, budget_minutes=30), tmp_path / "s", quiet=False)
     err = capsys.readouterr().err
     assert "≤ 4 children, ≤ 30 min in all" in err and "/4 [" not in err
+
+
+def test_a_childs_data_warnings_come_back_to_the_search_process_once(monkeypatch):
+    """Worker processes and Ray tasks cannot print 'warning: ...' once: the child returns them, the executor raises them here."""
+    import warnings
+
+    import defectnas.search.child as child
+    from defectnas.errors import DataWarning
+    from defectnas.search.executors import rewarned
+
+    def warns(job, *tables):
+        for _ in job["seeds"]:  # once per seed, as a fit on a small validation split does
+            warnings.warn("the validation split has 9 defects", DataWarning)
+        return {"ap": 0.1}
+
+    monkeypatch.setattr(child, "train_child", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes the child
+        result = child.evaluate_child({"seeds": [0, 1]})
+    assert result["warnings"] == ["the validation split has 9 defects"]
+    with pytest.warns(DataWarning, match="9 defects") as caught:
+        assert list(rewarned(iter([(0, result)]))) == [(0, {"ap": 0.1})]
+    assert len(caught) == 1
+
+
+def test_search_takes_the_split_shares(tmp_path, synthetic_csv, fake_children, capsys):
+    from defectnas.cli import main
+
+    out = tmp_path / "s"
+    assert main(["search", "--data", str(synthetic_csv), "--out", str(out), "--trials", "2", "--top-k", "0", "--pareto-max", "0",
+                 "--noise-repeats", "0", "--space", "seed", "--valid-frac", "0.3", "--test-frac", "0.1", "--quiet"]) == 0
+    saved = json.loads((out / "search.json").read_text())
+    assert (saved["valid_frac"], saved["test_frac"]) == (0.3, 0.1)
+    with pytest.raises(SystemExit) as refused:  # refused as the command line is parsed
+        main(["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "t"), "--valid-frac", "1.5"])
+    assert refused.value.code == 2 and "argument --valid-frac: must be a share of queries" in capsys.readouterr().err

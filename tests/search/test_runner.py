@@ -261,14 +261,51 @@ def test_latency_weight_gives_mnasnet_reward(tmp_path, synthetic_csv, fake_child
 def test_latency_budget_gives_no_credit_over_it_and_bounds_best(tmp_path, synthetic_csv, fake_children):
     budget = 18.0
     cfg = config(synthetic_csv, space="serving", trials=16, latency_budget_ms=budget, top_k=3, pareto_max=3, final_seeds=1,
-                 strategy="random")
-    result = run_search(cfg, tmp_path / "s")
+                 strategy="random", noise_repeats=1)
+    logged: list[str] = []
+    result = run_search(cfg, tmp_path / "s", log=logged.append)
     over = [r for r in result.trials if r["latency_ms"] > budget]
     assert over and all(r["reward"] == 0.0 and r["over_budget"] for r in over)
     assert all(r["reward"] == pytest.approx(r["metric"]) and not r["over_budget"] for r in result.trials if r["latency_ms"] <= budget)
     final = json.loads((tmp_path / "s" / "final.json").read_text())
     best = next(c for c in final["candidates"] if c["best"])
     assert best["latency_ms"] <= budget
+    # no retrain, and no pareto/<n>/, for a child the budget rules out
+    assert final["pareto"] and all(c["search_latency_ms"] <= budget for c in final["candidates"] if "pareto" in c["roles"])
+    # train's default (its fake serves in 26 ms) is over the budget: said at the start and where best/ is named
+    assert any(line.startswith("note: train's default serves in 26.00 ms a request here, over --latency-budget-ms 18") for line in logged)
+    assert "the most accurate within --latency-budget-ms 18: train's default, at 26.00 ms, is over it" in \
+        next(line for line in logged if line.startswith("best: "))
+
+
+def test_an_extended_search_keeps_the_models_it_installed_as_candidates(tmp_path, synthetic_csv, fake_children, monkeypatch):
+    """--resume with more trials: a new top-k architecture that retrains worse must not make best/ worse."""
+    import defectnas.search.executors as executors
+
+    from .fakes import fake_evaluate_child
+
+    cfg = config(synthetic_csv, space="serving", trials=6, top_k=1, pareto_max=0, final_seeds=1, strategy="random")
+    out = tmp_path / "s"
+    run_search(cfg, out)
+    first = json.loads((out / "final.json").read_text())
+    best = next(c for c in first["candidates"] if c["best"])
+    assert "default" not in best["roles"]
+
+    def new_ones_retrain_badly(job, *tables):  # the new children lead at search time and fall when retrained: selection bias
+        res = fake_evaluate_child(job, *tables)
+        if arch_key(job["architecture"]) != arch_key(best["architecture"]):
+            shift = -0.5 if job.get("save_dir") else 0.5
+            res["ap_seeds"] = [a + shift for a in res["ap_seeds"]]
+            res["ap"] = res["ap"] + shift
+        return res
+
+    monkeypatch.setattr(executors, "evaluate_child", new_ones_retrain_badly)
+    run_search(config(synthetic_csv, space="serving", trials=24, top_k=1, pareto_max=0, final_seeds=1, strategy="random"), out,
+               resume=True)
+    final = json.loads((out / "final.json").read_text())
+    kept = next(c for c in final["candidates"] if c["key"] == best["key"])
+    assert kept["valid_metric"] == best["valid_metric"] and kept["best"]
+    assert any(c["roles"] == ["top_k"] and not c["best"] for c in final["candidates"])  # the new top-1, retrained worse
 
 
 def test_pareto_front_is_exported_as_model_directories(tmp_path, synthetic_csv, fake_children):

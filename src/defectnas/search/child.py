@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import DataWarning
 from ..storage import atomic_write_json
 
 LATENCY_PRODUCTS = 100  # products scored per timed request
@@ -73,6 +75,27 @@ def latency_inputs(valid: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 def evaluate_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid: pd.DataFrame | None = None,
                    test: pd.DataFrame | None = None) -> dict[str, Any]:
+    """:func:`train_child`, with the data warnings it raised returned in ``result["warnings"]``
+    (their distinct texts) instead of shown: a worker process or Ray task has no ``warning: ...``
+    formatting and no memory of what was already said, so a child's warning came out as a raw
+    Python warning, once per seed and child (18 copies in a 7-child search). The executors raise
+    them again in the search's own process (:func:`defectnas.search.executors.rewarned`), where
+    the command line shows each once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        result = train_child(job, train, valid, test)
+    said = []
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            said.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    result["warnings"] = list(dict.fromkeys(said))
+    return result
+
+
+def train_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid: pd.DataFrame | None = None,
+                test: pd.DataFrame | None = None) -> dict[str, Any]:
     """Train ``job["options"]`` under each of ``job["seeds"]``; return validation AP/F1 (mean and per
     seed), served latency, trainable parameters and seconds.
 

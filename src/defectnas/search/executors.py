@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import tempfile
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataWarning
 from .child import evaluate_child, init_worker
 
 
@@ -43,19 +44,27 @@ class SerialExecutor:
         self._memos.enter_context(memos_shared_between_models())
 
     def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        for i, job in enumerate(jobs):
-            names = job["tables"]
-            yield i, evaluate_child({**job, "threads": self.threads}, self.tables[names["train"]],
-                                    self.tables[names["valid"]], self.tables.get(names.get("test") or ""))
+        return rewarned((i, evaluate_child({**job, "threads": self.threads}, self.tables[job["tables"]["train"]],
+                                           self.tables[job["tables"]["valid"]], self.tables.get(job["tables"].get("test") or "")))
+                        for i, job in enumerate(jobs))
 
     def shutdown(self) -> None:
         self._memos.close()
 
 
+def rewarned(results: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each child's data warnings (``result["warnings"]``, see :func:`~.child.evaluate_child`)
+    raised again here, in the search's process, as :class:`DataWarning`: the command line prints
+    each distinct one once, as it does for the rest of a command's warnings."""
+    for i, result in results:
+        for text in result.pop("warnings", ()):
+            warnings.warn(text, DataWarning, stacklevel=2)
+        yield i, result
+
+
 def _as_completed(futures: list[Future]) -> Iterator[tuple[int, dict[str, Any]]]:
     index = {f: i for i, f in enumerate(futures)}
-    for f in as_completed(futures):
-        yield index[f], f.result()
+    return rewarned((index[f], f.result()) for f in as_completed(futures))
 
 
 class ProcessExecutor:

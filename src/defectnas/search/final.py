@@ -91,7 +91,9 @@ def candidates(cfg, space: Space, trials: TrialLog, has_test: bool, floor: dict[
     """
     trained = sorted(trials.cache.values(), key=lambda r: r["trial"])
     top = trials.top_k(cfg.top_k)
-    front = select_front(trained, cfg.pareto_max, front_min_metric(cfg, floor))
+    # a child over --latency-budget-ms is one the user said cannot be served: no retrain, no pareto/<n>/
+    servable = [r for r in trained if not (cfg.latency_budget_ms and r["latency_ms"] > cfg.latency_budget_ms)]
+    front = select_front(servable, cfg.pareto_max, front_min_metric(cfg, floor))
     default = {"architecture": space.default_architecture(), "trial": None}  # the reference, even outside the space
     if floor and floor.get("child_seconds"):
         default["seconds"] = floor["child_seconds"]
@@ -204,6 +206,12 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
 
     _gather_models(out)
     done = {e["key"]: e for e in read_jsonl(out / RETRAIN_LOG, require="seconds") if "key" in e}
+    for k, e in done.items():
+        # a model an earlier run of this search retrained and installed stays a candidate: it is paid for, and an extended
+        # search (--resume with more trials or minutes) whose new top-k retrains worse must not hand over a worse best/
+        if k not in records and "distilled_from" not in e and (out / "retrain" / k / "config.json").exists():
+            records[k] = trials.cache.get(arch_key(e["architecture"])) or {"architecture": e["architecture"], "trial": None}
+            roles[k] = {"kept"}
     # every candidate is kept as a model under retrain/<key>/: timed together at the end, the default installed as default/
     has_probs = lambda k: not has_test or (out / PROBS_DIR / f"{k}.npy").exists()  # noqa: E731
     todo = [k for k in records if k not in done or not has_probs(k)
@@ -379,6 +387,8 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
         f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
         f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else "")
+        + (f"; the most accurate within --latency-budget-ms {cfg.latency_budget_ms:g}: train's default, at {default_row['latency_ms']:.2f} ms, "
+           "is over it" if cfg.latency_budget_ms and default_row and default_row["latency_ms"] > cfg.latency_budget_ms else "")
         + _against_default_on_test(best, rows, default_key, paired))
     return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
 
