@@ -835,7 +835,8 @@ def test_a_resume_says_what_it_reuses(tmp_path, synthetic_csv, fake_children):
     assert len(fake_children) - ran == 2  # only the two new trials trained
 
 
-@pytest.mark.parametrize("case", ["missing data", "unreachable ray", "layers", "bad config space"])
+@pytest.mark.parametrize("case", ["missing data", "unreachable ray", "no ray cluster", "layers", "bad config space",
+                                  "serving options to the seed space"])
 def test_a_refused_start_leaves_no_empty_out_folder(tmp_path, synthetic_csv, case, capsys):
     """A fresh user's mistyped start left an empty --out behind (which the next try then had to pick
     around); every refusal before the first file is written now leaves nothing, in one line."""
@@ -847,6 +848,13 @@ def test_a_refused_start_leaves_no_empty_out_folder(tmp_path, synthetic_csv, cas
     elif case == "unreachable ray":
         pytest.importorskip("ray")
         argv += ["--ray-address", "127.0.0.1:1"]  # refused at once, not after ray.init's minutes of retries
+    elif case == "no ray cluster":  # auto with nothing running: Ray's ConnectionError came out as a traceback
+        ray = pytest.importorskip("ray")
+        if ray.is_initialized():
+            pytest.skip("a Ray of this process would be reused")
+        argv += ["--ray-address", "auto"]
+    elif case == "serving options to the seed space":  # a TypeError traceback from the seed space's constructor
+        argv += ["--space", "seed", "--space-options", '{"query_layers": [1]}']
     elif case == "layers":
         argv += ["--distill-query", "9"]
     else:
@@ -856,6 +864,16 @@ def test_a_refused_start_leaves_no_empty_out_folder(tmp_path, synthetic_csv, cas
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
     assert not (tmp_path / "s").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_data_is_read(tmp_path, synthetic_csv, capsys):
+    from defectnas.cli import main
+
+    (tmp_path / "afile").write_text("mine")
+    assert main(["search", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --out {tmp_path / 'afile'} is a file; give a folder (a new one, or a search's to --resume it)"]
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_quiet_resume_of_a_folder_without_a_search_still_warns(tmp_path, synthetic_csv, fake_children, capsys):

@@ -102,8 +102,12 @@ class RayExecutor:
         self.ray = ray
         if not ray.is_initialized():  # reuse a Ray the caller started (ray.init(num_cpus=2) in tests)
             check_reachable(address)  # one line at once, where ray.init retries an address that refuses for minutes
-            ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-                     log_to_driver=False, include_dashboard=False)
+            try:
+                ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                         log_to_driver=False, include_dashboard=False)
+            except ConnectionError as e:  # auto with no cluster running: Ray's own message, in one line
+                raise ConfigError(f"--ray-address {address}: {str(e).splitlines()[0]} (start one with `ray start --head`, "
+                                  "or leave --ray-address out to train children on this machine)") from None
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.threads = threads
         self._refs = {name: ray.put(df) for name, df in tables.items()}

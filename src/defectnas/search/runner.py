@@ -45,7 +45,7 @@ from .executors import make_executor
 from .final import finalize, retrain_estimate_s
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .report import write_search_report
-from .space import Architecture, Space, SearchSpace, arch_key, make_space
+from .space import Architecture, Space, arch_key, make_space
 from .strategies import make_agent, make_strategy
 from .trials import TrialLog, read_jsonl
 
@@ -79,7 +79,7 @@ def build_space(cfg: SearchConfig) -> Space:
     ones there, and would eat a default search's budget. The space used is saved in search.json.
     """
     if cfg.space == "seed":
-        return SearchSpace(num_layers=cfg.num_layers, **cfg.space_options)
+        return make_space("seed", **{"num_layers": cfg.num_layers, **cfg.space_options})
     settings = {"max_cells": cfg.num_layers, **cfg.space_options}
     if str(cfg.options.get("device", "cpu")).startswith("cpu"):
         settings = {**CPU_SERVING_DEFAULTS, **settings}
@@ -93,6 +93,8 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
     """Run (or, with ``resume``, continue) the search described by ``cfg`` in folder ``out``."""
     started = time.perf_counter()
     out = Path(out)
+    if out.exists() and not out.is_dir():  # refused before the data is read (it failed at the first write, with a traceback)
+        raise ConfigError(f"--out {out} is a file; give a folder (a new one, or a search's to --resume it)")
     say = log or (lambda message: None)
     saved = load_saved(out)
     if saved is not None and not resume:
