@@ -222,3 +222,15 @@ def test_search_takes_the_split_shares(tmp_path, synthetic_csv, fake_children, c
     with pytest.raises(SystemExit) as refused:  # refused as the command line is parsed
         main(["search", "--data", str(synthetic_csv), "--out", str(tmp_path / "t"), "--valid-frac", "1.5"])
     assert refused.value.code == 2 and "argument --valid-frac: must be a share of queries" in capsys.readouterr().err
+
+
+def test_a_seed_space_search_names_its_reference_not_trains_default(tmp_path, synthetic_csv, fake_children):
+    """The seed space's reference (att4/ffn×4 in every title layer) is not the model `train` makes: never call it that."""
+    logged: list[str] = []
+    out = tmp_path / "s"
+    run_search(config(synthetic_csv, trials=6, top_k=1, pareto_max=1, final_seeds=1, noise_repeats=2, latency_budget_ms=1.0),
+               out, log=logged.append)
+    assert not [line for line in logged if "train's default" in line]
+    assert any("the seed space's reference (att4/ffn×4 in every title layer)" in line for line in logged)
+    page = html.unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert "train's default" not in page and "More accurate than the seed space's reference" in page

@@ -234,7 +234,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
             done[k] = entry
             bar.update(1)
             with tqdm.external_write_mode():
-                say(f"retrained {_role_label(roles[k])}{space.describe(records[k]['architecture'])}: valid {cfg.reward_metric} "
+                say(f"retrained {_role_label(roles[k], space.reference)}{space.describe(records[k]['architecture'])}: valid {cfg.reward_metric} "
                     f"{entry['valid_metric']:.4f} ± {entry['valid_metric_std']:.4f}, {entry['latency_ms']:.2f} ms/request, "
                     f"{entry['seconds']:.0f}s")
     finally:
@@ -270,7 +270,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         say("no candidate is within the latency budget when retrained: best/ is the most accurate overall")
     best = max(eligible, key=lambda r: (r["valid_metric"], -r["latency_ms"]))
     if best["roles"] == ["default"]:
-        say(f"no searched architecture scored above train's default on validation when retrained: best/ is train's default "
+        say(f"no searched architecture scored above {space.reference} on validation when retrained: best/ is {space.reference} "
             f"(valid {cfg.reward_metric} {best['valid_metric']:.4f})")
     for r in rows:
         r["best"] = r["key"] == best["key"]
@@ -327,7 +327,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         paired["verdict"] = _verdict(paired)
         paired["caveat"] = _caveat(paired)
         if not paired["same_architecture"]:
-            say(f"best vs train's default on the test split: AP {paired['diff']:+.4f} (95% CI {paired['ci_low']:+.4f} … "
+            say(f"best vs {space.reference} on the test split: AP {paired['diff']:+.4f} (95% CI {paired['ci_low']:+.4f} … "
                 f"{paired['ci_high']:+.4f}, {paired['queries']} queries): {paired['verdict']}{paired['caveat']}")
     searched = None  # best/ is train's default: the paired test above compares it with itself, so test the runner-up
     if paired is not None and paired["same_architecture"]:
@@ -339,7 +339,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
                                            np.load(out / PROBS_DIR / f"{top_row['key']}.npy"), probs_ref, seed=cfg.seed)}
             searched["verdict"], searched["caveat"] = _verdict(searched), _caveat(searched)
             say(f"the most accurate searched architecture on validation ({space.describe(top_row['architecture'])}: valid "
-                f"{cfg.reward_metric} {top_row['valid_metric']:.4f}) against train's default on the test split: AP "
+                f"{cfg.reward_metric} {top_row['valid_metric']:.4f}) against {space.reference} on the test split: AP "
                 f"{searched['diff']:+.4f} (95% CI {searched['ci_low']:+.4f} … {searched['ci_high']:+.4f}, {searched['queries']} queries): "
                 f"{searched['verdict']}{searched['caveat']}")
     distilled = skipped
@@ -358,7 +358,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
                 distilled[name] = test_result
             say(f"distilled/ on the test split: AP {student['test_ap']:.4f} against its teacher's {student.get('teacher_test_ap_seed', float('nan')):.4f} "
                 f"({distilled['vs_teacher']['diff']:+.4f}, 95% CI {distilled['vs_teacher']['ci_low']:+.4f} … {distilled['vs_teacher']['ci_high']:+.4f}: "
-                f"{distilled['vs_teacher']['verdict']}{distilled['vs_teacher']['caveat']}) and {distilled['vs_default']['diff']:+.4f} against train's default as retrained "
+                f"{distilled['vs_teacher']['verdict']}{distilled['vs_teacher']['caveat']}) and {distilled['vs_default']['diff']:+.4f} against {space.reference} as retrained "
                 f"(95% CI {distilled['vs_default']['ci_low']:+.4f} … {distilled['vs_default']['ci_high']:+.4f}: {distilled['vs_default']['verdict']}{distilled['vs_default']['caveat']})")
 
     top_entries = [{**next(r for r in rows if r["key"] == short_key(rec["architecture"])), "rank": rank} for rank, rec in enumerate(top, 1)]
@@ -387,9 +387,9 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
         f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
         f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else "")
-        + (f"; the most accurate within --latency-budget-ms {cfg.latency_budget_ms:g}: train's default, at {default_row['latency_ms']:.2f} ms, "
+        + (f"; the most accurate within --latency-budget-ms {cfg.latency_budget_ms:g}: {space.reference}, at {default_row['latency_ms']:.2f} ms, "
            "is over it" if cfg.latency_budget_ms and default_row and default_row["latency_ms"] > cfg.latency_budget_ms else "")
-        + _against_default_on_test(best, rows, default_key, paired))
+        + _against_default_on_test(best, rows, default_key, paired, space.reference))
     return {"top_k": top_entries, "best_dir": out / BEST_DIR, "report": report}
 
 
@@ -450,21 +450,22 @@ def _timed(name: str, row: dict[str, Any] | None, ms: float, speedup: float | No
     return f"{name} {ms:.2f}" + (f" ({', '.join(said)})" if said else "")
 
 
-def _role_label(roles: set[str]) -> str:
+def _role_label(roles: set[str], reference: str = "train's default") -> str:
     """The start of a retrain line: which candidate this is ("train's default: ", "top-k, front: ")."""
     if "default" in roles:
-        return "train's default: "
+        return f"{reference}: "
     return ", ".join({"top_k": "top-k", "pareto": "front"}[r] for r in sorted(roles) if r in ("top_k", "pareto")) + ": "
 
 
-def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], default_key: str, paired: dict[str, Any] | None) -> str:
+def _against_default_on_test(best: dict[str, Any], rows: list[dict[str, Any]], default_key: str, paired: dict[str, Any] | None,
+                             reference: str = "train's default") -> str:
     """The closing line's last clause: best's test AP beside train's default's and the paired
     verdict, so a best/ that scores below the default on test says so where the search ends."""
     default = next((r for r in rows if r["key"] == default_key), {})
     if paired is None or paired.get("same_architecture") or best.get("test_ap") is None or default.get("test_ap") is None:
         return ""
     lower = " (lower on the mean)" if best["test_ap"] < default["test_ap"] else ""
-    return (f"; test AP {best['test_ap']:.4f} against train's default's {default['test_ap']:.4f}{lower}: {paired['verdict']}{paired.get('caveat', '')}")
+    return (f"; test AP {best['test_ap']:.4f} against {reference}'s {default['test_ap']:.4f}{lower}: {paired['verdict']}{paired.get('caveat', '')}")
 
 
 def _verdict(paired: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from .space import Space
 REPORT_FILE = "report.html"
 TOP_TRIALS = 10  # trials listed on the page (all are in trials.jsonl)
 PLOTS = (("final.png", "What the search delivers: retrained models and the distilled one, test AP against served ms"),
-         ("pareto.png", "Every trained child: search-time metric against served ms; the non-dominated ones joined; train's default starred"),
+         ("pareto.png", "Every trained child: search-time metric against served ms; the non-dominated ones joined; the default starred"),
          ("rewards.png", "Reward per trial and per step with its moving average (the paper's Figure 5); the band: the default ± the noise floor"),
          ("noise.png", "Each architecture's metric ± its seed spread against the default's ± the noise floor"))
 
@@ -62,9 +62,9 @@ def _head(doc: dict, seconds: float) -> str:
 def _answers(doc: dict, space: Space) -> str:
     final, floor = doc["final"], doc["search"].get("noise_floor") or {}
     metric = doc["search"].get("reward_metric", "ap")
-    cards = [_card("More accurate than train's default?", *_accuracy_answer(doc, space)),
-             _card("Faster at the same accuracy?", *_speed_answer(doc)),
-             _card("How wide is the noise?", *_noise_answer(doc, floor, metric))]
+    cards = [_card(f"More accurate than {space.reference}?", *_accuracy_answer(doc, space)),
+             _card("Faster at the same accuracy?", *_speed_answer(doc, space.reference)),
+             _card("How wide is the noise?", *_noise_answer(doc, floor, metric, space.reference))]
     return "<h2>What the search found</h2><div class=\"cards\">" + "".join(cards) + "</div>" + (
         "" if final else "<p>Nothing was retrained (--top-k 0 --pareto-max 0): the trials below carry search-time rewards only, "
                          "which the selection among them inflates.</p>")
@@ -83,8 +83,8 @@ def _accuracy_answer(doc: dict, space: Space) -> tuple[str, str]:
     best = rows[best_i]
     paired = final.get("paired_test")
     if "default" in best["roles"]:
-        text = (f"no searched architecture scored above train's default on validation when retrained "
-                f"({num(doc, f'final.candidates.{best_i}.valid_metric')}, the mean of its retrain seeds): best/ is train's default")
+        text = (f"no searched architecture scored above {escape(space.reference)} on validation when retrained "
+                f"({num(doc, f'final.candidates.{best_i}.valid_metric')}, the mean of its retrain seeds): best/ is {escape(space.reference)}")
         if final.get("searched_vs_default"):
             text += (f". The most accurate searched architecture against it on the test split: AP "
                      f"{num(doc, 'final.searched_vs_default.diff', signed=True)}, 95% interval "
@@ -96,13 +96,13 @@ def _accuracy_answer(doc: dict, space: Space) -> tuple[str, str]:
         return "–", (f"best/ ({escape(space.describe(best['architecture']))}) was chosen on validation "
                      f"({num(doc, f'final.candidates.{best_i}.valid_metric')}); without a test split there is no paired test")
     big = {"better by more than noise": "yes", "worse by more than noise": "no, worse"}.get(paired["verdict"], "no")
-    return big, (f"best/ ({escape(space.describe(best['architecture']))}) against train's default on the test split: AP "
+    return big, (f"best/ ({escape(space.describe(best['architecture']))}) against {escape(space.reference)} on the test split: AP "
                  f"{num(doc, 'final.paired_test.diff', signed=True)}, 95% interval [{num(doc, 'final.paired_test.ci_low', signed=True)}, "
                  f"{num(doc, 'final.paired_test.ci_high', signed=True)}] over {num(doc, 'final.paired_test.queries', 0)} queries "
                  f"(paired bootstrap): {num(doc, 'final.paired_test.verdict', 0)}{escape(paired.get('caveat', ''))}")
 
 
-def _speed_answer(doc: dict) -> tuple[str, str]:
+def _speed_answer(doc: dict, ref: str) -> tuple[str, str]:
     final = doc["final"]
     distilled = final.get("distilled") if final else None
     if distilled and "key" in distilled:
@@ -110,10 +110,10 @@ def _speed_answer(doc: dict) -> tuple[str, str]:
         speed = final["candidates"][i].get("speedup_over_default")
         text = (f"distilled/ (best/'s query tower distilled into {num(doc, 'final.distilled.query_layers', 0)} layers; same product cache) "
                 f"serves in {num(doc, 'final.distilled.latency_ms', 2)} ms a request"
-                + (f", {num(doc, f'final.candidates.{i}.speedup_over_default', 2)}× train's default's speed" if speed else ""))
+                + (f", {num(doc, f'final.candidates.{i}.speedup_over_default', 2)}× the speed of {escape(ref)}" if speed else ""))
         vs = distilled.get("vs_default")
         if vs:
-            text += (f"; test AP against train's default {num(doc, 'final.distilled.vs_default.diff', signed=True)}, 95% interval "
+            text += (f"; test AP against {escape(ref)} {num(doc, 'final.distilled.vs_default.diff', signed=True)}, 95% interval "
                      f"[{num(doc, 'final.distilled.vs_default.ci_low', signed=True)}, {num(doc, 'final.distilled.vs_default.ci_high', signed=True)}]: "
                      f"{num(doc, 'final.distilled.vs_default.verdict', 0)}")
         worse = (vs or {}).get("verdict") == "worse by more than noise"
@@ -121,20 +121,20 @@ def _speed_answer(doc: dict) -> tuple[str, str]:
     front = (final or {}).get("pareto") or []
     fastest = min(range(len(front)), key=lambda i: front[i]["latency_ms"], default=None)
     if fastest is None or front[fastest].get("speedup_over_default") is None:
-        return "–", (escape(distilled.get("skipped", "")) if distilled else "no front model was timed beside train's default")
+        return "–", (escape(distilled.get("skipped", "")) if distilled else f"no front model was timed beside {escape(ref)}")
     return (f"{front[fastest]['speedup_over_default']:.2f}×",
             f"the fastest front model, pareto/{front[fastest]['n']}, serves in {num(doc, f'final.pareto.{fastest}.latency_ms', 2)} ms "
             f"a request at test AP {num(doc, f'final.pareto.{fastest}.test_ap')} (see the front below for the default's)")
 
 
-def _noise_answer(doc: dict, floor: dict, metric: str) -> tuple[str, str]:
+def _noise_answer(doc: dict, floor: dict, metric: str, ref: str) -> tuple[str, str]:
     if not floor or floor.get("std_of_mean") is None:
         return "–", "not measured (--noise-repeats below 2): differences between rewards cannot be told from seed noise here"
     band = floor["mean"] + 2 * floor["std_of_mean"]
     measured = [t for t in doc["trials"] if not t.get("cached")]
     above = sum(t["metric"] > band for t in measured)
     return (f"± {floor['std_of_mean']:.4f}",
-            f"train's default under {num(doc, 'search.noise_floor.repeats', 0)} sets of {num(doc, 'search.noise_floor.child_seeds', 0)} "
+            f"{escape(ref)} under {num(doc, 'search.noise_floor.repeats', 0)} sets of {num(doc, 'search.noise_floor.child_seeds', 0)} "
             f"seeds scored {metric} {num(doc, 'search.noise_floor.mean')} with a std of {num(doc, 'search.noise_floor.std_of_mean')} "
             f"between sets (one seed: {num(doc, 'search.noise_floor.seed_std')}); {above} of {len(measured)} children scored above "
             f"its mean + 2 std ({band:.4f}). The best of many noisy rewards is inflated by the selection itself: the table below "

@@ -131,7 +131,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         elapsed_before = _elapsed_before(out)  # read before the floor logs this run's repeats
         floor = noise_floor(cfg, space, executor, out, say)
         if cfg.latency_budget_ms and (floor.get("latency_ms") or 0.0) > cfg.latency_budget_ms:
-            say(f"note: train's default serves in {floor['latency_ms']:.2f} ms a request here, over --latency-budget-ms "
+            say(f"note: {space.reference} serves in {floor['latency_ms']:.2f} ms a request here, over --latency-budget-ms "
                 f"{cfg.latency_budget_ms:g}: it gets no credit as a child and cannot be best/, which will be the most accurate model "
                 "within the budget and may score below the default (the paired test at the end says by how much)")
         if cfg.latency_weight > 0 and not cfg.latency_target_ms:

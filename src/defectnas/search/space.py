@@ -84,6 +84,10 @@ class Space:
         """The ``DefectClassifier`` options this architecture sets (merged over the base options)."""
         raise NotImplementedError
 
+    # what the default architecture is called where the search reports on it: in the serving space it is train's default;
+    # a space that cannot express that model (the seed space) says what its own reference is
+    reference = "train's default"
+
     def default_architecture(self) -> Architecture:
         """The reference the noise floor and the paired test use."""
         raise NotImplementedError
@@ -218,6 +222,8 @@ def _check_ops(mixers, ffns) -> None:
 @dataclass
 class SearchSpace(Space):
     """The paper's space: per product-encoder layer a token mixer (with heads), a feed-forward op, a ratio."""
+
+    reference = "the seed space's reference (att4/ffn×4 in every title layer)"  # not train's default: this space has no query tower decision
 
     num_layers: int = 5  # title-encoder layers
     heads: tuple[int, ...] = (1, 4, 8)  # head counts offered for attention
