@@ -234,3 +234,19 @@ def test_a_seed_space_search_names_its_reference_not_trains_default(tmp_path, sy
     assert any("the seed space's reference (att4/ffn×4 in every title layer)" in line for line in logged)
     page = html.unescape((out / "report.html").read_text(encoding="utf-8"))
     assert "train's default" not in page and "More accurate than the seed space's reference" in page
+
+
+def test_the_python_api_refuses_a_dataframe_as_data_in_one_line(tmp_path, synthetic_pairs):
+    from defectnas.errors import ConfigError
+    from defectnas.search.config import SearchConfig
+
+    with pytest.raises(ConfigError, match=r"data must be a path to a table file, not a DataFrame.*to_parquet"):
+        run_search(SearchConfig(data=synthetic_pairs), tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+
+
+def test_one_child_seed_reads_as_no_spread_not_zero(tmp_path, synthetic_csv, fake_children):
+    logged: list[str] = []
+    run_search(config(synthetic_csv, trials=2, child_seeds=1, noise_repeats=1), tmp_path / "s", log=logged.append)
+    lines = [line for line in logged if line.startswith(("trial ", "noise floor repeat"))]
+    assert len(lines) == 3 and all("(one seed: no spread)" in line and "± 0.0000" not in line for line in lines)

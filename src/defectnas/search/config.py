@@ -9,6 +9,7 @@ trials, how many to retrain, where children run) may change between runs of one 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ class SearchConfig:
     options: dict[str, Any] = field(default_factory=dict)  # base DefectClassifier options (d_model, embedding_init, ...)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.data, (str, os.PathLike)):  # a DataFrame: search.json could not hold it, nor worker processes read it
+            raise ConfigError(f"data must be a path to a table file, not a {type(self.data).__name__}: a search saves its settings "
+                              "as JSON and its workers read the file (write the frame first, e.g. df.to_parquet('pairs.parquet'))")
+        self.data = str(self.data)
         for name, valid in (("strategy", STRATEGIES), ("variant", VARIANTS), ("space", SPACE_NAMES), ("reward_metric", REWARD_METRICS)):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{_flag(name)} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")

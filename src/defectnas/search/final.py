@@ -385,7 +385,7 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
         + "; ".join(_timed(f"{PARETO_DIR}/{n}" + (" (distilled/)" if "distilled" in r["roles"] else ""), r, r["latency_ms"],
                            r["speedup_over_default"]) for n, r in enumerate(front_rows)))
     say(f"best: {space.describe(best['architecture'])} (valid {cfg.reward_metric} {best['valid_metric']:.4f}, the mean of its "
-        f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front models "
+        f"{len(seeds)} retrain seeds; {best['latency_ms']:.2f} ms/request) saved to {out / BEST_DIR}; {len(front_rows)} Pareto-front model{'s' if len(front_rows) != 1 else ''} "
         f"under {out / PARETO_DIR}" + (f" ({overtaken} of them overtaken once retrained: final.json's pareto[].dominated_by)" if overtaken else "")
         + (f"; the most accurate within --latency-budget-ms {cfg.latency_budget_ms:g}: {space.reference}, at {default_row['latency_ms']:.2f} ms, "
            "is over it" if cfg.latency_budget_ms and default_row and default_row["latency_ms"] > cfg.latency_budget_ms else "")

@@ -314,7 +314,7 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say) -> di
                   "frozen_s": round(res.get("frozen_s", 0.0), 3), "frozen_texts": int(res.get("frozen_texts", 0))}
         append_line(out / NOISE, json.dumps(record))
         done[todo[i]] = record
-        say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f} over seeds, "
+        say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f}{_spread(cfg, record)}, "
             f"{record['latency_ms']:.2f} ms/request, {record['seconds']:.0f}s")
     return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
 
@@ -434,7 +434,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
                         say(f"note: the machine is busy (load average {record['load_1m']:.1f} on {cores} cores) while "
                             "children are timed: their served latencies are inflated and move with the load (each trial line "
                             "keeps load_1m); the saved models are timed again side by side at the end")
-                    say(f"trial {t}: reward {record['reward']:.4f} ({cfg.reward_metric} {record['metric']:.4f} ± {record['spread']:.4f}, "
+                    say(f"trial {t}: reward {record['reward']:.4f} ({cfg.reward_metric} {record['metric']:.4f}{_spread(cfg, record)}, "
                         f"{record['latency_ms']:.2f} ms/request) in {record['seconds']:.1f}s: {space.describe(arch)}")
 
             strategy.learn([trials.by_trial[t]["actions"] for t, _, _ in batch], [trials.by_trial[t]["reward"] for t, _, _ in batch])
@@ -447,6 +447,11 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         bar.close()
     write_plots(out, trials, cfg, floor)
     return trials
+
+
+def _spread(cfg: SearchConfig, record: dict[str, Any]) -> str:
+    """" ± s over seeds" for a log line, or "" under one child seed, whose spread is not measured (it read "± 0.0000")."""
+    return f" ± {record['spread']:.4f} over seeds" if cfg.child_seeds > 1 else " (one seed: no spread)"
 
 
 def children_that_fit(n: int, left_s: float, child_s: float, parallelism: int, reserve_s: Callable[[int], float],
