@@ -51,7 +51,7 @@ def check_tags(page: str, files: dict) -> set[str]:
 def distilled_search(out, data, monkeypatch, **kw) -> tuple:
     """A serving-space search of fake children whose best/ is distilled (by the fake distiller); its config and log lines."""
     monkeypatch.setattr(final_module, "distill_best", fake_distiller([], speedup=3.0, metric_change=-0.001))
-    cfg = config(data, **{"space": "serving", "trials": 12, "top_k": 2, "pareto_max": 2, "final_seeds": 2, "noise_repeats": 2,
+    cfg = config(data, **{"space": "serving", "trials": 8, "top_k": 2, "pareto_max": 2, "final_seeds": 2, "noise_repeats": 2,
                           "strategy": "random", "distill_query": 2, **kw})
     logged: list[str] = []
     run_search(cfg, out, log=logged.append)
@@ -115,7 +115,7 @@ def test_page_numbers_never_read_as_a_false_zero(value, digits, shown):
 def test_saved_models_carry_their_own_seeds_scores_beside_the_means(tmp_path, synthetic_csv, fake_children, monkeypatch):
     """A folder holds the first retrain seed's model; final.json's valid_metric/test_ap are means over the seeds."""
     out = tmp_path / "s"
-    _, logged = distilled_search(out, synthetic_csv, monkeypatch, trials=10, top_k=1)
+    _, logged = distilled_search(out, synthetic_csv, monkeypatch, top_k=1)
     final = json.loads((out / "final.json").read_text())
     by_key = {c["key"]: c for c in final["candidates"]}
     for c in final["candidates"]:
