@@ -24,7 +24,7 @@ def test_serving_search_end_to_end(tmp_path, search_sample, capsys):
     pareto/<n>/ as model directories evaluate/predict accept, best/, the paired test."""
     out = tmp_path / "search"
     argv = ["search", "--data", str(search_sample), "--out", str(out), "--trials", "3", "--top-k", "1", "--pareto-max", "1",
-            "--child-rows", "300", "--final-rows", "300", "--final-epochs", "1", "--final-seeds", "2", "--child-seeds", "2",
+            "--child-rows", "300", "--final-rows", "300", "--final-epochs", "1", "--final-seeds", "1", "--child-seeds", "2",
             "--noise-repeats", "2", "--child-epochs", "1", "--distill-epochs", "1", "--quiet", "--seed", "0",
             "--space-options", '{"query_layers": [3, 6]}']  # a query tower best/ can be distilled from
     assert main(argv) == 0
