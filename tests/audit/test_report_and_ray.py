@@ -11,7 +11,7 @@ import pytest
 
 from defectnas.audit import AuditConfig, run_audit
 from defectnas.audit import rates
-from defectnas.audit.report import _fmt
+from defectnas.html_page import fmt as _fmt
 
 from .conftest import result_log
 
@@ -94,7 +94,7 @@ def test_query_interval_is_the_poisson_binomial_normal_approximation():
 
 
 def test_report_numbers_never_read_nan_or_a_false_zero():
-    from defectnas.audit.report import _fmt
+    from defectnas.html_page import fmt as _fmt
 
     assert _fmt(float("nan")) == "–" and _fmt(None) == "–"
     assert _fmt(1.7e-5) == "1.7e-05" and _fmt(-2.1e-5) == "-2.1e-05"  # a before/after change that 4 decimals would show as 0.0000

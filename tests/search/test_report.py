@@ -252,3 +252,5 @@ def test_one_child_seed_reads_as_no_spread_not_zero(tmp_path, synthetic_csv, fak
     run_search(config(synthetic_csv, trials=2, child_seeds=1, noise_repeats=1), tmp_path / "s", log=logged.append)
     lines = [line for line in logged if line.startswith(("trial ", "noise floor repeat"))]
     assert len(lines) == 3 and all("(one seed: no spread)" in line and "± 0.0000" not in line for line in lines)
+    keys = check_tags((tmp_path / "s" / "report.html").read_text(encoding="utf-8"), files_of(tmp_path / "s"))
+    assert "trials.0.metric" in keys and not any(k.endswith(".spread") for k in keys)  # the page shows no spread either

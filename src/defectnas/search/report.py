@@ -37,12 +37,12 @@ def write_search_report(out: Path, search: dict[str, Any], trials: list[dict[str
     """Write ``out/report.html``.
 
     ``search``: search.json's dict (settings and ``noise_floor``); ``trials``: trials.jsonl's
-    records in file order; ``final``: final.json's dict, or None when nothing was retrained
+    records in trial order; ``final``: final.json's dict, or None when nothing was retrained
     (``--top-k 0 --pareto-max 0``); ``seconds``: the whole search's wall time (earlier runs of a
     resumed one included). Returns the page's path."""
     doc = {"search": search, "final": final or {}, "trials": trials}
     parts = [_head(doc, seconds), _answers(doc, space), _candidates(doc, space), _front(doc, space), _top_trials(doc, space),
-             _plots(out), _cost(doc, seconds), _files(doc), END]
+             _plots(out), _cost(doc, seconds), FILES, END]
     path = out / REPORT_FILE
     atomic_write_text(path, "\n".join(p for p in parts if p))
     return path
@@ -172,9 +172,12 @@ def _candidates(doc: dict, space: Space) -> str:
             "<th>retrain s</th></tr>" + "".join(body) + "</table>")
 
 
+SIGNED = {"search_gain_over_default", "retrained_gain_over_default", "selection_bias"}  # differences: shown with their sign
+
+
 def _maybe(doc: dict, row: dict, k: str, field: str, digits: int = 4) -> str:
-    signed = field.endswith("_over_default") and field != "speedup_over_default" or field == "selection_bias"
-    return num(doc, f"{k}.{field}", digits, signed=signed) if row.get(field) is not None else "–"
+    """The row's ``field`` (tagged with ``k.field``), or "–" when the row has none."""
+    return num(doc, f"{k}.{field}", digits, signed=field in SIGNED) if row.get(field) is not None else "–"
 
 
 def _front(doc: dict, space: Space) -> str:
@@ -220,16 +223,18 @@ def _top_trials(doc: dict, space: Space) -> str:
     if not trials:
         return ""
     order = sorted(range(len(trials)), key=lambda i: (-trials[i]["reward"], trials[i]["trial"]))[:TOP_TRIALS]
+    one_seed = doc["search"].get("child_seeds", 2) < 2  # no spread measured: not "± 0.0000" (as the log lines say)
+    spread = (lambda i: "") if one_seed else (lambda i: f" ± {num(doc, f'trials.{i}.spread')}")  # noqa: E731
     body = "".join(
         f"<tr><td>{num(doc, f'trials.{i}.trial', 0)}</td><td>{num(doc, f'trials.{i}.step', 0)}</td>"
-        f"<td>{num(doc, f'trials.{i}.reward')}</td><td>{num(doc, f'trials.{i}.metric')} ± {num(doc, f'trials.{i}.spread')}</td>"
+        f"<td>{num(doc, f'trials.{i}.reward')}</td><td>{num(doc, f'trials.{i}.metric')}{spread(i)}</td>"
         f"<td>{num(doc, f'trials.{i}.latency_ms', 2)}</td><td>{num(doc, f'trials.{i}.seconds', 1)}</td>"
         f"<td>{'repeat' if trials[i].get('cached') else ''}</td><td class=\"t\">{escape(space.describe(trials[i]['architecture']))}</td></tr>"
         for i in order)
     return (f"<h2>Best trials by reward</h2><p>The top {len(order)} of {len(trials)} (all in trials.jsonl). Search-time "
             "scores: small budget, few seeds — they rank architectures, they do not finish them. \"repeat\": an architecture "
             "sampled again, its first result reused.</p><table><tr><th>trial</th><th>step</th><th>reward</th>"
-            "<th>metric ± seeds</th><th>ms/request</th><th>s</th><th></th><th class=\"t\">architecture</th></tr>" + body + "</table>")
+            "<th>metric{'' if one_seed else ' ± seeds'}</th><th>ms/request</th><th>s</th><th></th><th class=\"t\">architecture</th></tr>" + body + "</table>")
 
 
 def _plots(out: Path) -> str:
@@ -255,8 +260,7 @@ def _cost(doc: dict, seconds: float) -> str:
            f"{fmt(s.get('threads'))} thread(s) per child.</p>"
 
 
-def _files(doc: dict) -> str:
-    return ("<h2>Files</h2><ul class=\"note\"><li>search.json: the settings and the noise floor</li><li>trials.jsonl: every "
-            "trial (architecture, reward, per-seed scores, served ms, seconds)</li><li>final.json: the retrained candidates, the "
-            "front, the paired tests, the distilled model</li><li>best/, default/, distilled/, pareto/&lt;n&gt;/: model "
-            "directories</li><li>latency.json: the side-by-side timing</li></ul>")
+FILES = ("<h2>Files</h2><ul class=\"note\"><li>search.json: the settings and the noise floor</li><li>trials.jsonl: every "
+         "trial (architecture, reward, per-seed scores, served ms, seconds)</li><li>final.json: the retrained candidates, the "
+         "front, the paired tests, the distilled model</li><li>best/, default/, distilled/, pareto/&lt;n&gt;/: model "
+         "directories</li><li>latency.json: the side-by-side timing</li></ul>")

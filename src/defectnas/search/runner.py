@@ -450,7 +450,8 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
 
 
 def _spread(cfg: SearchConfig, record: dict[str, Any]) -> str:
-    """" ± s over seeds" for a log line, or "" under one child seed, whose spread is not measured (it read "± 0.0000")."""
+    """" ± s over seeds" for a log line, or " (one seed: no spread)" under one child seed, whose spread is not measured
+    (it read "± 0.0000")."""
     return f" ± {record['spread']:.4f} over seeds" if cfg.child_seeds > 1 else " (one seed: no spread)"
 
 
