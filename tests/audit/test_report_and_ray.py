@@ -51,6 +51,7 @@ def test_report_numbers_are_summary_numbers(audit_model, audit_cache, audit_pair
     assert not re.search(r'(src|href)="(https?:)?//', page) and "<script" not in page
 
 
+@pytest.mark.xdist_group("ray")  # one worker runs the Ray tests in turn (pyproject: --dist loadgroup)
 def test_ray_actors_give_the_local_results(audit_model, audit_cache, log_csv, tmp_path):
     """Ray is part of the test install: this runs, it does not skip."""
     import ray

@@ -123,6 +123,7 @@ def test_children_in_worker_processes(tmp_path, search_sample):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one worker runs the Ray tests in turn (pyproject: --dist loadgroup)
 def test_children_as_ray_tasks(tmp_path, search_sample):
     """Ray is part of the test install: this runs in CI, it does not skip."""
     import ray

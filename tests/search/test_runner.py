@@ -835,8 +835,10 @@ def test_a_resume_says_what_it_reuses(tmp_path, synthetic_csv, fake_children):
     assert len(fake_children) - ran == 2  # only the two new trials trained
 
 
-@pytest.mark.parametrize("case", ["missing data", "unreachable ray", "no ray cluster", "layers", "bad config space",
-                                  "serving options to the seed space"])
+@pytest.mark.parametrize("case", ["missing data", "unreachable ray",
+                                  # auto would find another xdist worker's local Ray: run in the Ray tests' worker, in turn
+                                  pytest.param("no ray cluster", marks=pytest.mark.xdist_group("ray")),
+                                  "layers", "bad config space", "serving options to the seed space"])
 def test_a_refused_start_leaves_no_empty_out_folder(tmp_path, synthetic_csv, case, capsys):
     """A fresh user's mistyped start left an empty --out behind (which the next try then had to pick
     around); every refusal before the first file is written now leaves nothing, in one line."""

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from defectnas.cli import main
@@ -16,6 +17,7 @@ from defectnas.serving.catalog import read_catalog
 from .conftest import catalog_frame
 
 
+@pytest.mark.xdist_group("ray")  # one worker runs the Ray tests in turn (pyproject: --dist loadgroup)
 def test_a_cache_built_on_ray_equals_the_local_build(matching_model_dir, tmp_path, capsys):
     """Ray is part of the test install: this runs, it does not skip."""
     import ray
