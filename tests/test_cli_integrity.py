@@ -112,9 +112,10 @@ def test_invalid_rows_error_exits_2_naming_the_row_and_skip_counts_them(tmp_path
             "threshold": ["threshold", "--model", str(model_dir), "--data", str(data), "--target-recall", "0.5"]}[command]
     code, _, err = run(argv + ["--invalid-rows", "error", "--quiet"], capsys)
     assert code == 2 and err.strip().splitlines() == [
-        f"error: {data}: row 2: empty query in column 'query' (and 3 more rows) (--invalid-rows skip leaves such rows out)"
-        if command != "predict" else
-        f"error: {data}: row 2: empty query in column 'query' (and 2 more rows) (--invalid-rows skip leaves such rows out)"]
+        f"error: {data}: row 2: empty query in column 'query' (and 3 more rows: empty title 2, missing label 1) "
+        "(--invalid-rows skip leaves such rows out)"
+        if command != "predict" else  # predict needs no labels
+        f"error: {data}: row 2: empty query in column 'query' (and 2 more rows: empty title 2) (--invalid-rows skip leaves such rows out)"]
     if command == "threshold":
         return  # its skip path writes the model's config: covered by evaluate
     code, out, err = run(argv + ["--quiet"], capsys)  # skip is the default

@@ -91,7 +91,7 @@ def test_crowdflower_csv_and_title_ids(crowdflower_csv: Path):
         (pd.DataFrame({"search_term": ["a", "b"], "product_title": ["x", "y"], "relevance": [1.0, 3.5]}), "homedepot",
          ("row 2", "relevance 3.5",)),
         (pd.DataFrame({"query": ["a", "b", "c"], "product_title": ["x", "y", "z"], "median_relevance": [1, 7, 9]}), "auto",
-         ("row 2", "median_relevance 7", "whole number from 1 to 4", "and 1 more rows")),
+         ("row 2", "median_relevance 7", "whole number from 1 to 4", "and 1 more row)")),
         (pd.DataFrame({"search_term": ["a", "b"], "product_title": ["x", "y"], "relevance": ["3", "2,33"]}), "auto",
          ("row 2", "relevance '2,33'", "a decimal comma? write numbers with a point")),
     ],

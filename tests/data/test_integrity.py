@@ -144,6 +144,48 @@ def test_a_query_of_zero_width_spaces_is_an_invalid_row(raises_data_error):
 
 
 # ------------------------------------------------------------------ case 5: one invalid-rows policy
+# A bad label after rows left out by --invalid-rows skip was named by its place among the rows kept:
+# "row 2" for the fifth row of the file (and for a frame, the index label of another row).
+@pytest.mark.parametrize("cells, wrong, want", [
+    ("drill,a,3\n,b,2\n,c,1\nsaw,d,\nsaw,e,high\nsaw,f,1\n", "median_relevance 'high'", "row 5"),  # a score that is not a number
+    ("drill,a,3\n,b,2\nsaw,e,7\n", "median_relevance '7'", "row 3"),  # a score out of range
+    (",b,2\nsaw,e,\nsaw,f,1.5\n", "median_relevance '1.5'", "row 3"),  # not a whole number
+])
+def test_a_bad_label_after_skipped_rows_is_named_by_its_row_of_the_file(tmp_path, cells, wrong, want):
+    path = tmp_path / "p.csv"
+    path.write_text(HEADER + cells, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with pytest.raises(DataError) as info:
+            load_pairs(path, invalid_rows="skip")
+    assert f"{path}: {want}: {wrong} is not" in str(info.value)
+
+
+def test_a_bad_categorical_label_of_a_frame_is_named_by_its_own_index_label():
+    frame = pd.DataFrame({"query": ["drill", "", "saw"], "product_title": ["a", "b", "c"],
+                          "esci_label": ["E", "I", "X"]}, index=["r1", "r2", "r3"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with pytest.raises(DataError, match=r"row index 'r3': esci_label 'X' is not one of"):
+            load_pairs(frame, invalid_rows="skip", format="esci")
+
+
+def test_invalid_rows_error_names_every_kind_the_table_has_in_one_run(tmp_path):
+    """Empty cells and unreadable labels came out one kind per run: a user fixed the missing labels,
+    ran again, and only then met the labels that were not numbers."""
+    path = tmp_path / "p.csv"
+    path.write_text(HEADER + "drill,a,3\n,b,2\nsaw,,1\nsaw,d,\nsaw,e,high\nsaw,f,1\nsaw,g,2,5\n".replace("2,5", '"2,5"'), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_pairs(path, invalid_rows="error")
+    assert str(info.value) == (f"{path}: row 2: empty query in column 'query' (and 2 more rows: empty title 1, missing label 1) "
+                               "(--invalid-rows skip leaves such rows out); and row 5: median_relevance 'high' is not a whole "
+                               "number from 1 to 4 (and 1 more row)")
+    path.write_text(HEADER + "drill,a,3\n,b,2\n,c,1\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:  # one kind only: no breakdown
+        load_pairs(path, invalid_rows="error")
+    assert str(info.value) == f"{path}: row 2: empty query in column 'query' (and 1 more row) (--invalid-rows skip leaves such rows out)"
+
+
 def test_skip_names_count_reasons_and_first_rows_and_keeps_the_source(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text(HEADER + "a,x,1\n,y,4\nb,,4\nc,z,\nd,w,4\n", encoding="utf-8")
@@ -152,7 +194,7 @@ def test_skip_names_count_reasons_and_first_rows_and_keeps_the_source(tmp_path):
     assert read.pairs["query"].tolist() == ["a", "d"] and read.positions.tolist() == [0, 4]
     assert read.reasons.tolist() == ["", "empty query", "empty title", "missing label", ""]
     assert len(read.source) == 5 and read.source["query"].isna().tolist() == [False, True, False, False, False]
-    with pytest.raises(DataError, match=r"row 2: empty query in column 'query' \(and 2 more rows\)"):
+    with pytest.raises(DataError, match=r"row 2: empty query in column 'query' \(and 2 more rows: empty title 1, missing label 1\)"):
         load_pairs(path)
     with pytest.raises(DataError, match="invalid_rows .* must be one of error, skip"):
         load_pairs(path, invalid_rows="drop")

@@ -66,7 +66,7 @@ def test_a_key_with_two_titles_is_refused_or_left_out_never_resolved_silently(tm
 
 def test_empty_titles_follow_the_invalid_rows_policy(tmp_path):
     table = pd.DataFrame({"product_id": ["a", "b", "c"], "title": ["drill", None, "\u200b"]})
-    with pytest.raises(DataError, match=r"<DataFrame>: row 2: empty title in column 'title' \(and 1 more rows\)"):
+    with pytest.raises(DataError, match=r"<DataFrame>: row 2: empty title in column 'title' \(and 1 more row\)"):
         read_catalog(table, invalid_rows="error")
     with pytest.warns(DataWarning, match="2 rows without a title left out: row 2, row 3"):
         assert read_catalog(table)[0]["product_id"].tolist() == ["a"]

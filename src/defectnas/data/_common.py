@@ -105,6 +105,14 @@ def first_bad(mask: pd.Series) -> tuple[int, int]:
     return int(flags.argmax()), int(flags.sum())
 
 
+def row_at(values: pd.Series, position: int) -> int:
+    """The table row of ``values.iloc[position]`` when ``values`` is a subset of the table's rows
+    (its index: the table's 0..n-1 positions): what :meth:`Source.row` must be given, so that a
+    message names the row of the file, not of the subset (a bad label after three rows left out
+    by ``--invalid-rows skip`` was named three rows too early)."""
+    return int(values.index[position])
+
+
 def more(count: int) -> str:
     """" (and N more rows)" when one bad row stands for several."""
-    return f" (and {count - 1} more rows)" if count > 1 else ""
+    return f" (and {count - 1} more row{'s' if count > 2 else ''})" if count > 1 else ""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayoutError
-from ._common import Source, as_strings, cell_text, counted, first_bad, more, show
+from ._common import Source, as_strings, cell_text, counted, first_bad, more, row_at, show
 
 FORMATS = ("auto", "esci", "wands", "homedepot", "crowdflower", "pairs", "table")  # every --format value
 
@@ -46,7 +46,7 @@ class CategoricalLabels:
         if bad.any():
             pos, count = first_bad(bad)
             allowed = ", ".join(dict.fromkeys(self.spellings.values()))  # documented order
-            raise src.error(f"{src.row(pos)}: {column} {show(text.iloc[pos])} is not one of {allowed}{more(count)}")
+            raise src.error(f"{src.row(row_at(text, pos))}: {column} {show(text.iloc[pos])} is not one of {allowed}{more(count)}")
         return canonical.isin(self.defect).astype("int64")
 
     def describe(self) -> str:
@@ -121,7 +121,7 @@ class NumericLabels:
             pos, count = first_bad(bad)
             value = values.iloc[pos]
             comma = "; a decimal comma? write numbers with a point (2.5)" if re.fullmatch(r"\s*-?\d+,\d+\s*", str(value)) else ""
-            raise src.error(f"{src.row(pos)}: {column} {show(value)} is not {self._expected()}{more(count)}{comma}")
+            raise src.error(f"{src.row(row_at(values, pos))}: {column} {show(value)} is not {self._expected()}{more(count)}{comma}")
         return (numbers < self.defect_below).astype("int64")
 
     def _expected(self) -> str:
@@ -290,4 +290,4 @@ def _no_missing(values: pd.Series, src: Source, column: str) -> None:
     missing = values.isna()
     if missing.any():
         pos, count = first_bad(missing)
-        raise src.error(f"{src.row(pos)}: {column} is empty{more(count)}")
+        raise src.error(f"{src.row(row_at(values, pos))}: {column} is empty{more(count)}")

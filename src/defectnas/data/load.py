@@ -168,11 +168,19 @@ def read_pairs(
         has_label = False  # unlabelled use (predict): a partly empty label column is not needed, so not read
     for column, reason, mask in checks:
         reasons[mask & (reasons == "")] = reason
-    _apply_policy(reasons, checks, invalid_rows, src, skipped_as)
     valid = (reasons == "").to_numpy()
+    defect, label_error = None, None
+    if has_label:  # read before the policy, so that one run names every kind of problem the table has
+        try:
+            defect = spec.rule.to_defect(frame.loc[valid, spec.label_col], src, spec.label_col).to_numpy()
+        except DataError as e:
+            label_error = e
+    _apply_policy(reasons, checks, invalid_rows, src, skipped_as, also=label_error)
+    if label_error is not None:  # a label that is there but unreadable is never skipped: the wrong column or rule, more often than not
+        raise label_error
     if has_label:
         out["label"] = pd.Series(0, index=frame.index, dtype="int64")
-        out.loc[valid, "label"] = spec.rule.to_defect(frame.loc[valid, spec.label_col], src, spec.label_col).to_numpy()
+        out.loc[valid, "label"] = defect
     out["product_id"] = None
     out.loc[valid, "product_id"] = _product_ids(frame.loc[valid], spec, out.loc[valid, "title"]).to_numpy()
     split_col = spec.split_col or "split"
@@ -228,17 +236,27 @@ def _missing_cells(values: pd.Series) -> pd.Series:
     return values.isna() | (as_strings(values).fillna("") == "")
 
 
-def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source, skipped_as: str = "left out") -> None:
+def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source, skipped_as: str = "left out",
+                  also: DataError | None = None) -> None:
     """Raise for the first invalid row ("error"), or say in one warning line what is left out
-    (``skipped_as``: how the caller treats them, e.g. kept unscored in predict's output)."""
+    (``skipped_as``: how the caller treats them, e.g. kept unscored in predict's output).
+
+    The error counts the other invalid rows by kind, and ends with ``also`` (the labels' own
+    problem, which no policy skips): a user who fixes what the message names does not meet the
+    next kind on the next run."""
     bad = reasons != ""
     if not bad.any():
         return
     pos, count = first_bad(bad)
     if policy == "error":
         column = next(c for c, reason, _ in checks if reason == reasons.iloc[pos])
-        raise src.error(f"{src.row(pos)}: {reasons.iloc[pos]} in column {column!r}{more(count)} "
-                        "(--invalid-rows skip leaves such rows out)")
+        rest = reasons[bad].iloc[1:].value_counts().sort_index()
+        kinds = f": {', '.join(f'{reason} {n}' for reason, n in rest.items())}" if len(rest) > 1 or (
+            len(rest) == 1 and rest.index[0] != reasons.iloc[pos]) else ""
+        others = f" (and {count - 1} more row{'s' if count > 2 else ''}{kinds})" if count > 1 else ""
+        label = f"; and {str(also).removeprefix(f'{src.name}: ')}" if also is not None else ""
+        raise src.error(f"{src.row(pos)}: {reasons.iloc[pos]} in column {column!r}{others} "
+                        f"(--invalid-rows skip leaves such rows out){label}")
     warnings.warn(src.error(skipped_line(reasons, src, skipped_as)).args[0], DataWarning, stacklevel=4)
 
 
