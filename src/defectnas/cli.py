@@ -1076,7 +1076,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controller-batch", type=int, dest="batch_size", help="architectures per strategy step (default: rl max(4, workers), others workers)")
     p.add_argument("--population", type=int, help=f"evolution: population size (default {d.population})")
     p.add_argument("--sample-size", type=int, help=f"evolution: tournament size (default {d.sample_size})")
-    p.add_argument("--workers", type=int, help="children trained at once in local processes (default 1)")
+    p.add_argument("--workers", type=int, help="children trained at once in local processes (default 1); with --ray-address, "
+                                             "children sent to Ray at once at the least (default: the cluster's CPUs)")
     p.add_argument("--ray-address", help="run children as Ray tasks: auto, local, or ray://host:port (needs pip install ray)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out (nothing finished is lost or rerun)")
     p.add_argument("--matching", action="store_true", help="seed space: add the multi-perspective matching layer (dl-rl-ml)")
