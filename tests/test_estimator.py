@@ -89,6 +89,44 @@ def test_a_raw_table_is_normalised_like_lists(fitted):
     assert np.allclose(from_lists, from_frame)
 
 
+# The Python API scored what the command line sets aside: a missing (None, NaN), empty or invisible-only
+# query or title came out with a probability (None read as the word "none"), above the threshold.
+@pytest.mark.parametrize("query, title, reason", [
+    (None, "acme drill", "query: no word pieces"),
+    ("cordless drill", float("nan"), "title: no word pieces"),
+    ("   ", "acme drill", "query: no word pieces"),
+    ("\u200b\u00ad", "acme drill", "query: no word pieces"),  # invisible characters only
+    ("cordless drill", "", "title: no word pieces"),
+])
+def test_a_pair_the_model_cannot_score_gets_nan_from_predict_proba_and_an_error_from_predict(fitted, query, title, reason):
+    queries, titles = ["cordless drill", query, "white paint"], ["acme drill", title, "bolt paint"]
+    with pytest.warns(DataWarning, match=rf"predict_proba: 1 pair the model cannot score \(pair 1: {reason}\)"):
+        p = fitted.predict_proba(queries, titles)
+    assert np.isnan(p[1]) and not np.isnan(p[[0, 2]]).any()
+    assert np.array_equal(p[[0, 2]], fitted.predict_proba([queries[0], queries[2]], [titles[0], titles[2]]))  # the others as alone
+    with pytest.raises(DataError, match=rf"predict: 1 pair the model cannot score \(pair 1: {reason}\)"):
+        fitted.predict(pd.DataFrame({"query": queries, "title": titles}))
+
+
+def test_evaluate_leaves_out_pairs_it_cannot_score_or_without_a_label_and_names_a_bad_label(fitted, synthetic_split):
+    test = synthetic_split["test"].head(40).reset_index(drop=True)
+    whole = fitted.evaluate(test)
+    blank = test.copy()
+    blank.loc[3, "query"] = "\u200b"
+    with pytest.warns(DataWarning, match="evaluate: 1 pair left out"):
+        assert fitted.evaluate(blank) == fitted.evaluate(test.drop(index=3))
+    unlabelled = test.astype({"label": "float64"})
+    unlabelled.loc[[5, 7], "label"] = np.nan
+    with pytest.warns(DataWarning, match=r"2 pairs without a label left out \(first: row index 5\)"):
+        assert fitted.evaluate(unlabelled) == fitted.evaluate(test.drop(index=[5, 7]))
+    assert whole["n"] == 40
+    for bad, shown in ((2, "2"), ("defect", "'defect'"), (0.5, "0.5")):  # pandas' cast error or sklearn's "multiclass" came out
+        wrong = test.astype({"label": object}).set_axis([f"r{i}" for i in range(len(test))])
+        wrong.iloc[6, wrong.columns.get_loc("label")] = bad
+        with pytest.raises(DataError, match=rf"row index 'r6': label {shown} is not 0 or 1"):
+            fitted.evaluate(wrong)
+
+
 def test_evaluate_returns_the_contract_metrics(fitted, synthetic_split):
     test = synthetic_split["test"]
     m = fitted.evaluate(test)

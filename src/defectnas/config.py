@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -21,6 +24,55 @@ VARIANTS = ("dl-gs", "dl-jl", "transfer")
 EMBEDDING_INITS = ("trained", "minilm")
 ENCODERS = ("transformer", "lstm")
 INTERACTIONS = ("pooled", "coattention")
+
+
+def _kind(default: Any) -> tuple[type, ...] | None:
+    """The JSON types a field whose default is ``default`` accepts (None: any)."""
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, int):
+        return (int,)
+    if isinstance(default, float):
+        return (int, float)
+    if isinstance(default, (str, list, dict)):
+        return (type(default),)
+    return None
+
+
+KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
+
+def check_types(cls, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``values`` with each field of the dataclass ``cls`` it names checked against the type of the
+    field's default (a whole float such as 2.0 for an int field becomes 2). ConfigError naming the
+    field (after ``where``, e.g. the config file) otherwise: a string where a number belongs came
+    out as a TypeError traceback from deep inside the checks or the model builder."""
+    out = dict(values)
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kinds, value = _kind(default), values[f.name]
+        if kinds is None or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+            continue
+        flag = isinstance(value, (bool, np.bool_))
+        if kinds == (bool,) and isinstance(value, np.bool_):
+            out[f.name] = bool(value)
+            continue
+        if kinds == (int,) and not flag and (isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())):
+            out[f.name] = int(value)  # numpy's integers, and a whole float such as 2.0
+            continue
+        if kinds == (int, float) and not flag and isinstance(value, numbers.Real):
+            out[f.name] = float(value)
+            continue
+        raise ConfigError(f"{where}{f.name} must be {KIND_NAMES[kinds[-1]]}, got {json.dumps(value, default=repr)}")
+    return out
+
+
+def _check_own_types(obj: Any) -> None:
+    """:func:`check_types` on a dataclass instance's own fields (the Python API's path)."""
+    for name, value in check_types(type(obj), {f.name: getattr(obj, f.name) for f in fields(obj)}).items():
+        setattr(obj, name, value)
 
 
 @dataclass
@@ -31,6 +83,9 @@ class LayerSpec:
     heads: int = 4  # attention heads (1, 4 or 8); ignored by "glu"
     ffn: str = "ffn"  # feed-forward op: "ffn", "conv1x1", "sepconv3" or "sepconv5"
     ratio: int = 4  # feed-forward inner width = ratio * d_model
+
+    def __post_init__(self) -> None:
+        _check_own_types(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerSpec":
@@ -77,6 +132,10 @@ class ModelConfig:
     interaction: str = "pooled"  # "pooled": [q, t, q⊙t, |q−t|] of pooled vectors; "coattention": word-by-word co-attention (baseline)
 
     def __post_init__(self) -> None:
+        _check_own_types(self)
+        for name in ("query_layers", "title_layers"):
+            if not all(isinstance(s, (LayerSpec, dict)) for s in getattr(self, name)):
+                raise ConfigError(f"{name} must be a list of layer objects (e.g. {{\"heads\": 4}}), got {getattr(self, name)!r}")
         self.query_layers = [s if isinstance(s, LayerSpec) else LayerSpec.from_dict(s) for s in self.query_layers]
         self.title_layers = [s if isinstance(s, LayerSpec) else LayerSpec.from_dict(s) for s in self.title_layers]
         if self.embedding_init not in EMBEDDING_INITS:
@@ -136,6 +195,7 @@ class TrainConfig:
     device: str = "cpu"  # torch device ("cpu", "cuda", ...)
 
     def __post_init__(self) -> None:
+        _check_own_types(self)
         if self.variant not in VARIANTS:
             raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -216,8 +276,8 @@ def load_options_file(path: str) -> dict[str, Any]:
             flat.update(value)
         else:
             flat[key] = value
-    split_options(flat)  # validates names
-    return flat
+    model, train = split_options(flat)  # validates names
+    return {**check_types(ModelConfig, model, f"{path}: "), **check_types(TrainConfig, train, f"{path}: ")}
 
 
 def _from_dict(cls, d: dict[str, Any], what: str):

@@ -24,9 +24,10 @@ import torch
 
 from . import __version__
 from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calibrator
-from .config import ModelConfig, TrainConfig, split_options, to_dict
-from .data import build_triplets, load_pairs, normalize_text, split_by_query, text_pairs
+from .config import ModelConfig, TrainConfig, check_types, split_options, to_dict
+from .data import build_triplets, load_pairs, split_by_query, text_pairs
 from .data.integrity import coverage_report, coverage_warning, duplicate_report, html_entity_report
+from .data._common import counted, show
 from .data.load import INVALID_ROWS, PairsRead, missing_class, skipped_line
 from .data.tokenizer import TextTokenizer
 from .errors import DataError, DataWarning, NotFittedError
@@ -50,7 +51,8 @@ class DefectClassifier:
     """
 
     def __init__(self, **options: Any) -> None:
-        split_options(options)  # fail on a typo now, not after an hour of training
+        model, train = split_options(options)  # fail on a typo or a wrong type now, not after an hour of training
+        check_types(ModelConfig, model), check_types(TrainConfig, train)
         self.options = dict(options)
 
     # ------------------------------------------------------------------ fitting
@@ -264,7 +266,7 @@ class DefectClassifier:
         shown = f"query {df['query'].iloc[first]!r}, title {df['title'].iloc[first]!r}: {problems[first]}"
         if invalid_rows == "error":
             raise DataError(f"{what}: the pair {shown} (and {int(bad.sum()) - 1} more pairs); invalid_rows='skip' leaves such pairs out")
-        warnings.warn(f"{what}: {int(bad.sum())} pairs left out that the tokenizer turns into nothing or unknown pieces only "
+        warnings.warn(f"{what}: {counted(int(bad.sum()), 'pair')} left out that the tokenizer turns into nothing or unknown pieces only "
                       f"(first: {shown})", DataWarning, stacklevel=3)
         return df.loc[~bad].reset_index(drop=True)
 
@@ -283,14 +285,32 @@ class DefectClassifier:
         cache's dimensions are not this model's or no product ids are given."""
         self._check_fitted()
         q, t = text_pairs(queries, titles)
+        unscorable = self._unscorable(q, t, "predict_proba")
         pairs = pd.DataFrame({"query": q, "title": t})
-        enc = self._encode(pairs, labels=False)
         rows = None
         if cache is not None:
             rows = self._cache_rows(cache, queries, t, product_ids)
-        logits = pair_logits(self.model_, enc.query, enc.title, batch_size, self.train_config_.device,
-                             cached=cache.arrays if cache is not None else None, cache_rows=rows)
-        return self.calibrator_.transform_logits(logits)
+        out = np.full(len(q), np.nan)
+        if unscorable.any():  # NaN for those, as the command line keeps such rows unscored
+            pairs, rows = pairs.loc[~unscorable].reset_index(drop=True), None if rows is None else rows[~unscorable]
+        if len(pairs):
+            enc = self._encode(pairs, labels=False)
+            logits = pair_logits(self.model_, enc.query, enc.title, batch_size, self.train_config_.device,
+                                 cached=cache.arrays if cache is not None else None, cache_rows=rows)
+            out[~unscorable] = self.calibrator_.transform_logits(logits)
+        return out
+
+    def _unscorable(self, queries: list[str], titles: list[str], what: str) -> np.ndarray:
+        """(N,) bool: the pairs :meth:`text_problems` finds (an empty, missing or invisible-only
+        text, or one of unknown word pieces only), said in one DataWarning line naming the first."""
+        tok = self.tokenizer_
+        problems = [f"query: {a}" if a else f"title: {b}" if b else "" for a, b in zip(tok.problems(queries), tok.problems(titles))]
+        bad = np.array([bool(p) for p in problems], dtype=bool)
+        if bad.any():
+            first = int(np.argmax(bad))
+            warnings.warn(f"{what}: {counted(int(bad.sum()), 'pair')} the model cannot score (pair {first}: {problems[first]}): "
+                          "probability NaN; text_problems() names each", DataWarning, stacklevel=3)
+        return bad
 
     def _cache_rows(self, cache, table, titles: list[str], product_ids) -> np.ndarray:
         """Each pair's cache row or -1 (see predict_proba)."""
@@ -315,7 +335,14 @@ class DefectClassifier:
     def predict(self, queries, titles=None) -> np.ndarray:
         """1 (defect) where the probability reaches the saved threshold (per group when the model
         has per-group thresholds and ``queries`` is a table with that column)."""
-        probs = self.predict_proba(queries, titles)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # said below, as an error
+            probs = self.predict_proba(queries, titles)
+        if np.isnan(probs).any():  # 0 would call a pair the model never read relevant
+            bad = np.flatnonzero(np.isnan(probs))
+            raise DataError(f"predict: {counted(len(bad), 'pair')} the model cannot score (pair {bad[0]}: "
+                            f"{self.text_problems(queries, titles)[bad[0]]}): predict_proba gives them NaN; leave them out "
+                            "(text_problems() names each) to predict the rest")
         rows = self.row_thresholds(queries) if isinstance(queries, pd.DataFrame) else None
         return (probs >= (self.threshold_ if rows is None else rows)).astype(np.int64)
 
@@ -326,7 +353,7 @@ class DefectClassifier:
         give 0 for the undefined precision, recall, F1 and AP, with a DataWarning saying so; so does
         an AP no higher than the defect rate (what a random order scores)."""
         column = (getattr(self, "group_thresholds_", None) or {}).get("column")
-        df = _as_pairs(data, keep=[column] if column else ())
+        df = self._drop_unscorable(_as_pairs(data, keep=[column] if column else ()), "skip", "evaluate")
         rows = self.row_thresholds(df)
         labels, probs = df["label"].to_numpy(), self.predict_proba(df)
         if len(labels) and not labels.any():
@@ -443,11 +470,28 @@ def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.D
     (with the source's ``keep`` columns, where it has them)."""
     if isinstance(data, pd.DataFrame) and {"query", "title", "label"} <= set(data.columns):
         out = data.copy()
-        out["query"] = out["query"].astype(str).map(normalize_text)
-        out["title"] = out["title"].astype(str).map(normalize_text)
-        out["label"] = out["label"].astype(np.int64)
-        return out.reset_index(drop=True)
+        out["query"], out["title"] = text_pairs(out)  # a missing text is "": left out where the model screens pairs
+        out["label"] = _binary_labels(out["label"], data.index)
+        return out.loc[out["label"].notna()].astype({"label": np.int64}).reset_index(drop=True)
     return load_pairs(data, keep=keep)
+
+
+def _binary_labels(label: pd.Series, index: pd.Index) -> pd.Series:
+    """A ready table's ``label`` column as 0/1 (float, NaN where missing): DataError naming the
+    first row index whose label is neither (pandas' cast error, or scikit-learn's "multiclass",
+    came out before); one DataWarning line for the missing ones, which are left out — as the
+    command line's ``--invalid-rows skip`` does."""
+    numbers = pd.to_numeric(label, errors="coerce")
+    bad = label.notna().to_numpy() & ~numbers.isin([0, 1]).to_numpy()
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(f"<DataFrame>: row index {show(index[first])}: label {show(label.iloc[first])} is not 0 or 1 (1 = defect)"
+                        + (f" (and {int(bad.sum()) - 1} more)" if bad.sum() > 1 else ""))
+    missing = label.isna().to_numpy()
+    if missing.any():
+        warnings.warn(f"<DataFrame>: {counted(int(missing.sum()), 'pair')} without a label left out "
+                      f"(first: row index {show(index[int(np.argmax(missing))])})", DataWarning, stacklevel=4)
+    return numbers.astype("float64").set_axis(label.index)
 
 
 MIN_VALID_CLASS = 10  # fewer validation pairs of a class than this: fit says its choices rest on a handful

@@ -170,6 +170,18 @@ def test_a_bad_categorical_label_of_a_frame_is_named_by_its_own_index_label():
             load_pairs(frame, invalid_rows="skip", format="esci")
 
 
+def test_unreadable_labels_do_not_stop_a_read_that_does_not_need_labels(tmp_path):
+    """predict refused a whole file over a label it never uses ("label '2' is not one of 0, 1")."""
+    path = tmp_path / "p.csv"
+    path.write_text(HEADER + "drill,a,3\nsaw,b,7\nsaw,c,1\n", encoding="utf-8")
+    read, messages = _catch(read_pairs, path, labels=False)
+    assert messages == [f"{path}: row 2: median_relevance '7' is not a whole number from 1 to 4; the 'median_relevance' column is "
+                        "not needed here and is not read"]
+    assert read.pairs["query"].tolist() == ["drill", "saw", "saw"] and "label" not in read.pairs.columns
+    with pytest.raises(DataError, match="row 2: median_relevance '7'"):  # where labels are needed, still an error
+        load_pairs(path)
+
+
 def test_invalid_rows_error_names_every_kind_the_table_has_in_one_run(tmp_path):
     """Empty cells and unreadable labels came out one kind per run: a user fixed the missing labels,
     ran again, and only then met the labels that were not numbers."""

@@ -175,6 +175,9 @@ def read_pairs(
             defect = spec.rule.to_defect(frame.loc[valid, spec.label_col], src, spec.label_col).to_numpy()
         except DataError as e:
             label_error = e
+    if label_error is not None and not labels:  # predict, select: labels are optional there, so unreadable ones are not fatal
+        warnings.warn(f"{label_error}; the {spec.label_col!r} column is not needed here and is not read", DataWarning, stacklevel=3)
+        has_label, label_error = False, None
     _apply_policy(reasons, checks, invalid_rows, src, skipped_as, also=label_error)
     if label_error is not None:  # a label that is there but unreadable is never skipped: the wrong column or rule, more often than not
         raise label_error

@@ -56,4 +56,10 @@ def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | No
         titles, queries = queries["title"].tolist(), queries["query"].tolist()
     if titles is None or len(queries) != len(titles):
         raise DataError("predict_proba needs as many titles as queries")
-    return [normalize_text(q) for q in queries], [normalize_text(t) for t in titles]
+    return [_text_or_empty(q) for q in queries], [_text_or_empty(t) for t in titles]
+
+
+def _text_or_empty(value: object) -> str:
+    """:func:`normalize_text`, with a missing value (None, NaN) as "" — which the models' screening
+    calls unscorable — where ``str()`` made it the words "none" and "nan", scored as text."""
+    return "" if is_missing(value) else normalize_text(value)
