@@ -152,7 +152,7 @@ def test_training_leaves_out_pairs_the_tokenizer_sees_as_nothing(synthetic_pairs
 
     df = synthetic_pairs.head(200).copy()
     df.loc[3, "query"] = "\u200b\u200b"  # a DataFrame passed straight to fit: normalised there, empty
-    with pytest.warns(DataWarning, match=r"1 pairs left out .* \(first: query '', title '.*': query: no word pieces\)"):
+    with pytest.warns(DataWarning, match=r"1 pair left out .* \(first: query '', title '.*': query: no word pieces\)"):
         clf = DefectClassifier(**{**tiny_options, "epochs": 1}).fit(df)
     assert clf.data_report_["duplicates"]["duplicate_rows"] > 0  # counted, and kept
     with pytest.raises(DataError, match="the pair query '', title .*: query: no word pieces"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -81,7 +82,13 @@ def test_per_group_thresholds_with_the_small_group_fallback():
     probs = np.where(groups == "de", probs ** 2, probs)  # another score scale in one locale
     record, per_group = choose_operating_point(labels, probs, "precision", 0.8, "valid.csv", groups, "locale", min_group=200, min_group_defects=20)
     assert set(per_group["thresholds"]) == {"us", "de"} and set(per_group["fallback"]) == {"fr"}  # fr: 50 pairs
-    assert "fewer than 200 pairs" in per_group["fallback"]["fr"]["reason"]
+    assert per_group["fallback"]["fr"]["reason"].startswith("50 pairs, fewer than 200")  # which limit it missed
+    # what the rows' own thresholds reach together on these pairs (the record's figures are the global threshold's)
+    flags = probs >= apply_group_thresholds(groups, per_group, record["threshold"])
+    together = per_group["together"]
+    assert together["flagged"] == flags.sum() and together["precision"] == pytest.approx(labels[flags].mean())
+    assert together["recall"] == pytest.approx(flags[labels == 1].mean()) and together["precision"] != pytest.approx(record["precision"])
+    assert together["precision_low"] < together["precision"] < together["precision_high"]
     for g in ("us", "de"):
         mask = (groups == g).to_numpy()
         assert _at(labels[mask], probs[mask], per_group["thresholds"][g]["threshold"])[0] >= 0.8
@@ -150,8 +157,11 @@ def test_per_group_thresholds_are_applied_by_predict_and_evaluate(model_dir, noi
     target = tmp_path / "scored.csv"
     assert run(["predict", "--model", str(model_dir), "--data", str(noisy_csv), "--out", str(target), "--quiet"], capsys)[0] == 0
     assert pd.read_csv(target)["is_defect"].tolist() == (probs >= rows).tolist()
-    code, out, _ = run(["evaluate", "--model", str(model_dir), "--data", str(noisy_csv), "--quiet"], capsys)
+    code, out, err = run(["evaluate", "--model", str(model_dir), "--data", str(noisy_csv)], capsys)
     assert code == 0 and json.loads(out)["threshold_by"] == "locale"
+    shown = re.search(r"there: precision ([\d.]+), recall ([\d.]+)\); here: precision ([\d.]+) \[[^]]*\], recall ([\d.]+)", err).groups()
+    there, here = shown[:2], shown[2:]
+    assert there == here, err  # the same pairs: "there" is what the per-group thresholds reached, not the global one's figures
     assert np.array_equal(clf.predict(table), (probs >= rows).astype(int))
     # without the column: the global threshold, said once
     plain = tmp_path / "plain.csv"

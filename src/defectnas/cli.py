@@ -391,6 +391,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if plot:
         plot_reliability(labels, probs, plot, title=Path(args.model).name)
     point = clf.operating_point_
+    if point and "threshold_by" in metrics and (clf.group_thresholds_ or {}).get("together"):
+        point = clf.group_thresholds_["together"]  # what the rows' own thresholds reached there, as they are applied here
     _echo(args, f"operating point: {clf.threshold_rule_}"
                 + (f" (there: precision {point['precision']:.3f}, recall {point['recall']:.3f})" if point else "")
                 + f"; here: precision {metrics['precision']:.3f} [{metrics['precision_low']:.3f}, {metrics['precision_high']:.3f}], "
@@ -425,7 +427,12 @@ def cmd_threshold(args: argparse.Namespace) -> None:
                     f"{len(groups['fallback'])} use the global one (see group_thresholds in config.json)")
     _echo(args, f"threshold {record['threshold']:.4g} saved to {Path(args.model) / 'config.json'}: precision {record['precision']:.3f} "
                 f"(95% interval {record['precision_low']:.3f}–{record['precision_high']:.3f}, {record['flagged']} flagged), "
-                f"recall {record['recall']:.3f} on {record['n']} pairs")
+                f"recall {record['recall']:.3f} on {record['n']} pairs" + (" — the global threshold alone" if groups else ""))
+    if groups:
+        both = groups["together"]
+        _echo(args, f"with the per-{args.by} thresholds, as predict and evaluate apply them: precision {both['precision']:.3f} "
+                    f"(95% interval {both['precision_low']:.3f}–{both['precision_high']:.3f}, {both['flagged']} flagged), "
+                    f"recall {both['recall']:.3f} on the same {record['n']} pairs")
     print(json.dumps({"operating_point": record, **({"group_thresholds": groups} if groups else {})}, indent=2))
 
 

@@ -108,15 +108,31 @@ def choose_operating_point(labels: np.ndarray, probs: np.ndarray, metric: str, t
         mask = keys == value
         n, d = int(mask.sum()), int(labels[mask].sum())
         if n < min_group or d < min_group_defects:
-            fallback[value] = {"n": n, "defects": d, "reason": f"fewer than {min_group} pairs or {min_group_defects} defects"}
+            short = [f"{n} pairs, fewer than {min_group}"] * (n < min_group) + [f"{d} defects, fewer than {min_group_defects}"] * (d < min_group_defects)
+            fallback[value] = {"n": n, "defects": d, "reason": " and ".join(short)}
             continue
         try:
             per_group[value] = {"n": n, "defects": d, **target_threshold(labels[mask], np.asarray(probs)[mask], metric, target, min_flagged)}
         except TargetUnreachable as e:
             fallback[value] = {"n": n, "defects": d, "reason": str(e)}
-    return record, {"column": column, "min_group": int(min_group), "min_group_defects": int(min_group_defects),
-                    "thresholds": per_group, "fallback": fallback,
-                    "note": "groups not listed under thresholds (including values never seen here) use the global threshold"}
+    by_group = {"column": column, "min_group": int(min_group), "min_group_defects": int(min_group_defects),
+                "thresholds": per_group, "fallback": fallback,
+                "note": "groups not listed under thresholds (including values never seen here) use the global threshold"}
+    by_group["together"] = flagged_metrics(labels, np.asarray(probs) >= apply_group_thresholds(groups, by_group, point["threshold"]))
+    return record, by_group
+
+
+def flagged_metrics(labels: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    """Precision (with its 95% Wilson interval), recall and the flagged count of a set of flags:
+    what per-group thresholds reach together on the data they were set on (``together`` in
+    config.json's ``group_thresholds``), where the record's own figures are the global threshold's."""
+    from .training.metrics import wilson_interval
+
+    labels, flagged = np.asarray(labels).astype(bool), np.asarray(flagged).astype(bool)
+    tp, n_flagged, defects = int((labels & flagged).sum()), int(flagged.sum()), int(labels.sum())
+    low, high = wilson_interval(tp, n_flagged)
+    return {"precision": tp / n_flagged if n_flagged else 0.0, "precision_low": float(low), "precision_high": float(high),
+            "recall": tp / defects if defects else 0.0, "flagged": n_flagged}
 
 
 def apply_group_thresholds(values: pd.Series, groups: dict[str, Any], global_threshold: float) -> np.ndarray:

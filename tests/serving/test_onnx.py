@@ -25,7 +25,7 @@ from conftest import TINY  # noqa: E402  (tests/conftest.py: tests/ is on sys.pa
 from .conftest import catalog_frame  # noqa: E402
 from .live import serve_process  # noqa: E402
 
-QUERIES = ["cordless drill", "white paint", "garden hose with a very long query text", "x"]
+QUERIES = ["cordless drill", "white paint", "garden hose with a very long query text", "drill"]  # one a single word piece
 TITLES = ["acme drill", "bolt paint set 2", "crest ladder large steel", "lamp", "forge cordless drill with bits and case"] * 7  # 35
 
 
