@@ -432,8 +432,9 @@ def test_a_model_remembers_the_column_layout_it_was_trained_with(tmp_path, synth
 
     unlabelled = tmp_path / "next_week.csv"
     own.drop(columns=["verdict"]).head(40).to_csv(unlabelled, index=False)
-    assert main(["predict", "--model", str(model), "--data", str(unlabelled), "--out", str(tmp_path / "scored.csv"), "--quiet"]) == 0
-    assert len(pd.read_csv(tmp_path / "scored.csv")) == 40
+    code, _, err = run(["predict", "--model", str(model), "--data", str(unlabelled), "--out", str(tmp_path / "scored.csv")], capsys)
+    assert code == 0 and len(pd.read_csv(tmp_path / "scored.csv")) == 40
+    assert "read as" in err and "(--query-col q --title-col t)" in err  # not the label column the unlabelled file lacks
     assert main(["threshold", "--model", str(model), "--data", str(own_csv), "--split", "valid", "--target-precision", "0.5",
                  "--quiet"]) in (0, 2)  # reads it (whether a threshold reaches the target is another matter)
     assert "missing column" not in capsys.readouterr().err

@@ -123,7 +123,9 @@ def _read_for_model(args: argparse.Namespace, **options: Any):
     read = read_pairs(args.data, **options, **_load_kwargs(args), remembered_layout=layout)
     if read.notes.get("layout") == "remembered":
         flag = lambda k: args.format_flag if k == "format" else f"--{k.replace('_', '-')}"  # noqa: E731 (export, select: --data-format)
-        flags = " ".join(f"{flag(k)} {v}" for k, v in layout.items())
+        unlabelled = "label" not in read.pairs.columns  # an unlabelled file to predict: its flags name no label column
+        flags = " ".join(f"{flag(k)} {v}" for k, v in layout.items()
+                         if not (unlabelled and k in ("label_col", "defect_labels", "defect_below")))
         _echo(args, f"note: {args.data} read as {args.model} was trained ({flags}); give layout flags to read it otherwise")
     return read
 

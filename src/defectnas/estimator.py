@@ -119,7 +119,8 @@ class DefectClassifier:
         if log:
             dup, cov = self.data_report_["duplicates"], self.data_report_["coverage"]
             html = self.data_report_["html_entities"]
-            log(f"training data: {dup['duplicate_rows']} rows repeat a pair, {dup['conflicting_pairs']} pairs labelled both ways "
+            log(f"training data: {counted(dup['duplicate_rows'], 'row')} {'repeats' if dup['duplicate_rows'] == 1 else 'repeat'} a pair, "
+                f"{counted(dup['conflicting_pairs'], 'pair')} labelled both ways "
                 f"(all kept); {cov['unknown_share']:.2%} of word pieces unknown to the {cov['vocabulary']}"
                 + (f"; {html['texts']} distinct texts hold HTML character references such as {html['examples'][0]} (kept as written)"
                    if html["texts"] else ""))

@@ -231,6 +231,8 @@ def test_duplicate_and_conflicting_pairs_are_counted():
     text = format_description(describe(df))
     assert "duplicates       3 rows repeat a pair (50.0% of rows; 2 pairs seen more than once)" in text
     assert "conflicts        1 pair labelled both relevant and defect (3 rows, 50.0% of rows)" in text
+    one = format_description(describe(df.iloc[[0, 1, 3, 5]]))  # "1 rows repeat a pair ...; 1 pairs seen" before
+    assert "duplicates       1 row repeats a pair (25.0% of rows; 1 pair seen more than once)" in one
 
 
 def test_html_character_references_are_counted_and_named_not_changed():

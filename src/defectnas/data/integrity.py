@@ -157,8 +157,8 @@ def format_integrity(d: dict[str, Any]) -> list[str]:
             lines.append(f"invalid rows     0 of {read['rows_read']:,}")
     dup = d.get("duplicates")
     if dup:
-        lines.append(f"duplicates       {dup['duplicate_rows']:,} rows repeat a pair ({dup['duplicate_share']:.1%} of rows; "
-                     f"{dup['repeated_pairs']:,} pairs seen more than once)")
+        lines.append(f"duplicates       {counted(dup['duplicate_rows'], 'row')} {'repeats' if dup['duplicate_rows'] == 1 else 'repeat'} "
+                     f"a pair ({dup['duplicate_share']:.1%} of rows; {counted(dup['repeated_pairs'], 'pair')} seen more than once)")
         if dup["conflicting_pairs"] is not None:
             lines.append(f"conflicts        {counted(dup['conflicting_pairs'], 'pair')} labelled both relevant and defect "
                          f"({counted(dup['conflicting_rows'], 'row')}, {dup['conflict_share']:.1%} of rows)")
