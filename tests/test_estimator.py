@@ -108,6 +108,15 @@ def test_a_pair_the_model_cannot_score_gets_nan_from_predict_proba_and_an_error_
         fitted.predict(pd.DataFrame({"query": queries, "title": titles}))
 
 
+def test_a_text_of_unknown_word_pieces_only_is_still_scored_and_said(fitted):
+    """Scored as before (the model reads its unknown-token embeddings), so a caller's AP never meets a NaN
+    for it; said, since the score says little. The command line's screening sets such rows aside."""
+    assert fitted.text_problems(["cordless drill"], ["パンダ"]) == ["title: only unknown word pieces"]
+    with pytest.warns(DataWarning, match=r"predict_proba: 1 pair scored from unknown word pieces only \(pair 0: title"):
+        p = fitted.predict_proba(["cordless drill", "white paint"], ["パンダ", "bolt paint"])
+    assert not np.isnan(p).any()
+
+
 def test_evaluate_leaves_out_pairs_it_cannot_score_or_without_a_label_and_names_a_bad_label(fitted, synthetic_split):
     test = synthetic_split["test"].head(40).reset_index(drop=True)
     whole = fitted.evaluate(test)

@@ -302,15 +302,25 @@ class DefectClassifier:
         return out
 
     def _unscorable(self, queries: list[str], titles: list[str], what: str) -> np.ndarray:
-        """(N,) bool: the pairs :meth:`text_problems` finds (an empty, missing or invisible-only
-        text, or one of unknown word pieces only), said in one DataWarning line naming the first."""
+        """(N,) bool: the pairs with a text the model sees nothing of (empty, missing or invisible
+        characters only: :data:`~defectnas.data.tokenizer.NO_PIECES`), said in one DataWarning line
+        naming the first. A text of unknown word pieces only is still scored, as before (the model
+        reads its unknown-token embeddings), and said in a DataWarning of its own; the command
+        line's screening (:meth:`screen`) sets both kinds aside."""
+        from .data.tokenizer import NO_PIECES
+
         tok = self.tokenizer_
         problems = [f"query: {a}" if a else f"title: {b}" if b else "" for a, b in zip(tok.problems(queries), tok.problems(titles))]
-        bad = np.array([bool(p) for p in problems], dtype=bool)
+        bad = np.array([p.endswith(NO_PIECES) for p in problems], dtype=bool)
+        unknown = np.array([bool(p) for p in problems], dtype=bool) & ~bad
         if bad.any():
             first = int(np.argmax(bad))
             warnings.warn(f"{what}: {counted(int(bad.sum()), 'pair')} the model cannot score (pair {first}: {problems[first]}): "
                           "probability NaN; text_problems() names each", DataWarning, stacklevel=3)
+        if unknown.any():
+            first = int(np.argmax(unknown))
+            warnings.warn(f"{what}: {counted(int(unknown.sum()), 'pair')} scored from unknown word pieces only (pair {first}: "
+                          f"{problems[first]}): the score says little; text_problems() names each", DataWarning, stacklevel=3)
         return bad
 
     def _cache_rows(self, cache, table, titles: list[str], product_ids) -> np.ndarray:
