@@ -69,6 +69,9 @@ def test_whole_numbers_and_numpy_scalars_are_taken_as_their_fields_types():
     assert (type(model.d_model), type(model.matching), type(model.dropout)) == (int, bool, float) and model.d_model == 32
     train = TrainConfig(epochs=2.0, lr=1)
     assert train.epochs == 2 and type(train.epochs) is int and train.lr == 1
+    from pathlib import Path
+
+    assert ModelConfig(pretrained_model=Path("models/minilm")).pretrained_model == str(Path("models/minilm"))  # a path, as a string
     with pytest.raises(ConfigError, match='heads must be a whole number, got "4"'):
         ModelConfig(query_layers=[{"heads": "4"}])
     with pytest.raises(ConfigError, match="query_layers must be a list of layer objects"):

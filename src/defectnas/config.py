@@ -56,6 +56,9 @@ def check_types(cls, values: dict[str, Any], where: str = "") -> dict[str, Any]:
         if kinds is None or (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
             continue
         flag = isinstance(value, (bool, np.bool_))
+        if kinds == (str,) and isinstance(value, os.PathLike):  # pretrained_model=Path(...), teacher=Path(...)
+            out[f.name] = os.fspath(value)
+            continue
         if kinds == (bool,) and isinstance(value, np.bool_):
             out[f.name] = bool(value)
             continue
