@@ -118,21 +118,14 @@ def choose_operating_point(labels: np.ndarray, probs: np.ndarray, metric: str, t
     by_group = {"column": column, "min_group": int(min_group), "min_group_defects": int(min_group_defects),
                 "thresholds": per_group, "fallback": fallback,
                 "note": "groups not listed under thresholds (including values never seen here) use the global threshold"}
-    by_group["together"] = flagged_metrics(labels, np.asarray(probs) >= apply_group_thresholds(groups, by_group, point["threshold"]))
+    # what the rows' own thresholds reach together on these pairs (the record's figures are the global threshold's)
+    from .training.metrics import defect_metrics
+
+    rows = apply_group_thresholds(groups, by_group, point["threshold"])
+    together = defect_metrics(labels, probs, point["threshold"], rows)
+    by_group["together"] = {**{k: together[k] for k in ("precision", "precision_low", "precision_high", "recall")},
+                            "flagged": int((np.asarray(probs) >= rows).sum())}
     return record, by_group
-
-
-def flagged_metrics(labels: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
-    """Precision (with its 95% Wilson interval), recall and the flagged count of a set of flags:
-    what per-group thresholds reach together on the data they were set on (``together`` in
-    config.json's ``group_thresholds``), where the record's own figures are the global threshold's."""
-    from .training.metrics import wilson_interval
-
-    labels, flagged = np.asarray(labels).astype(bool), np.asarray(flagged).astype(bool)
-    tp, n_flagged, defects = int((labels & flagged).sum()), int(flagged.sum()), int(labels.sum())
-    low, high = wilson_interval(tp, n_flagged)
-    return {"precision": tp / n_flagged if n_flagged else 0.0, "precision_low": float(low), "precision_high": float(high),
-            "recall": tp / defects if defects else 0.0, "flagged": n_flagged}
 
 
 def apply_group_thresholds(values: pd.Series, groups: dict[str, Any], global_threshold: float) -> np.ndarray:

@@ -113,6 +113,7 @@ def row_at(values: pd.Series, position: int) -> int:
     return int(values.index[position])
 
 
-def more(count: int) -> str:
-    """" (and N more rows)" when one bad row stands for several."""
-    return f" (and {count - 1} more row{'s' if count > 2 else ''})" if count > 1 else ""
+def more(count: int, kinds: str = "") -> str:
+    """" (and N more rows)" when one bad row stands for several; ``kinds`` (e.g. ": empty title 2")
+    goes inside the brackets."""
+    return f" (and {count - 1} more row{'s' if count > 2 else ''}{kinds})" if count > 1 else ""

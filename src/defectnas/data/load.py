@@ -256,9 +256,8 @@ def _apply_policy(reasons: pd.Series, checks: list, policy: str, src: Source, sk
         rest = reasons[bad].iloc[1:].value_counts().sort_index()
         kinds = f": {', '.join(f'{reason} {n}' for reason, n in rest.items())}" if len(rest) > 1 or (
             len(rest) == 1 and rest.index[0] != reasons.iloc[pos]) else ""
-        others = f" (and {count - 1} more row{'s' if count > 2 else ''}{kinds})" if count > 1 else ""
         label = f"; and {str(also).removeprefix(f'{src.name}: ')}" if also is not None else ""
-        raise src.error(f"{src.row(pos)}: {reasons.iloc[pos]} in column {column!r}{others} "
+        raise src.error(f"{src.row(pos)}: {reasons.iloc[pos]} in column {column!r}{more(count, kinds)} "
                         f"(--invalid-rows skip leaves such rows out){label}")
     warnings.warn(src.error(skipped_line(reasons, src, skipped_as)).args[0], DataWarning, stacklevel=4)
 
