@@ -630,29 +630,32 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
+    from .data._common import counted
     from .serving.cache import build_cache
     from .serving.catalog import read_catalog
 
     catalog, notes = read_catalog(args.catalog, id_col=args.id_col, title_col=args.title_col, invalid_rows=args.invalid_rows)
-    skipped = [f"{notes['empty_titles']} row{'s' if notes['empty_titles'] != 1 else ''} without a title left out"] if notes["empty_titles"] else []
-    if notes["duplicate_ids"]:
-        skipped.append(f"{notes['duplicate_ids']} ids with different titles left out (ambiguous)")
-    _echo(args, f"{args.catalog}: {len(catalog)} products from {notes['rows']} rows" + "".join(f"; {s}" for s in skipped))
+    skipped = [f"{counted(notes[key], noun)} {what} left out{why}" for key, noun, what, why in (
+        ("empty_titles", "row", "without a title", ""), ("empty_ids", "row", "without a product id", ""),
+        ("duplicate_ids", "id", "with different titles", " (ambiguous)")) if notes[key]]
+    _echo(args, f"{args.catalog}: {counted(len(catalog), 'product')} from {counted(notes['rows'], 'row')}" + "".join(f"; {s}" for s in skipped))
     _set_threads(args.threads)
     report = build_cache(args.model, catalog, args.out, batch_size=args.batch_size, rebuild=args.rebuild, quiet=args.quiet,
                          invalid_rows=args.invalid_rows, dtype=args.dtype, ray_address=args.ray_address)  # dtype None: the cache's own
+    products = counted(report.count, "product")
     if not report.written:
-        _echo(args, f"{args.out}: up to date ({report.count} products)")
+        _echo(args, f"{args.out}: up to date ({products})")
     elif report.encoded == 0 and report.removed == 0:  # the same products, stored anew (another --dtype, or an older cache format)
-        _echo(args, f"{args.out}: {report.count} products rewritten as a new generation ({report.dtype}), nothing re-encoded; "
+        _echo(args, f"{args.out}: {products} rewritten as a new generation ({report.dtype}), nothing re-encoded; "
                     f"{report.bytes / 2**20:.1f} MiB")
     else:
-        _echo(args, f"{args.out}: {report.count} products ({report.added} added, {report.changed} changed, {report.removed} removed, "
+        _echo(args, f"{args.out}: {products} ({report.added} added, {report.changed} changed, {report.removed} removed, "
                     f"{report.kept} kept); encoded {report.encoded} in {report.seconds:.1f} s ({report.products_per_second:.0f}/s), "
                     f"{report.bytes / 2**20:.1f} MiB as {report.dtype}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from .serving.onnx_backend import serve_advice
     from .serving.onnx_export import export_onnx
 
     _set_threads(args.threads)
@@ -669,8 +672,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise ConfigError("--int8 needs --data (a labelled table): the quantized model's AP loss is measured on its test split")
     spec = export_onnx(args.model, args.out, int8=args.int8, eval_pairs=pairs, eval_source=str(args.data or ""),
                        log=lambda m: _echo(args, m))
-    _echo(args, f"{args.out}: ONNX export ({spec['precision']}) of {spec['source_model']['name']}; "
-                f"serve it with defectnas serve --backend onnx --model {args.out}")
+    _echo(args, f"{args.out}: ONNX export ({spec['precision']}) of {spec['source_model']['name']}; {serve_advice(spec, args.out)}")
     print(json.dumps({k: spec[k] for k in ("precision", "parity", "quantization")}, indent=2))
 
 
@@ -697,6 +699,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
+    from .data._common import counted
     from .serving.app import API_KEY_ENV, SERVE_LOOP, ReusePortListener, ServeSettings, create_app, open_listeners, run_workers
 
     for name in ("max_products", "max_query_chars", "max_title_chars", "threads", "workers", "max_batch"):
@@ -707,8 +710,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for name in ("max_concurrency", "max_queue", "request_timeout_ms", "shutdown_timeout_s", "cache_reload_s", "batch_wait_ms"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more")
+    if args.max_body_bytes < 0:
+        raise ConfigError("--max-body-bytes must be 0 (derived from the other bounds) or more")
     settings = ServeSettings(max_products=args.max_products, max_query_chars=args.max_query_chars,
-                             max_title_chars=args.max_title_chars, threads=args.threads,
+                             max_title_chars=args.max_title_chars, max_body_bytes=args.max_body_bytes, threads=args.threads,
                              api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, backend=args.backend,
                              query_cache=args.query_cache, max_int8_ap_loss=args.max_int8_ap_loss, allow_int8_loss=args.allow_int8_loss,
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue, request_timeout_ms=args.request_timeout_ms,
@@ -724,7 +729,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not loopback and not settings.api_key:
         _echo(args, f"warning: serving on {args.host} without an API key (set --api-key or {API_KEY_ENV})")
     scorer = app.state.scorer
-    products = f"{len(scorer.cache)} cached products" if scorer.cache else "no cache (raw titles only)"
+    products = counted(len(scorer.cache), "cached product") if scorer.cache else "no cache (raw titles only)"
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
     host = f"[{args.host}]" if ":" in args.host else args.host
     _echo(args, f"serving {scorer.name} with {products} on http://{host}:{port}{workers} (API docs at /docs)")
@@ -931,17 +936,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--catalog", required=True, help="table with product id and title (or any pairs dataset, or an ESCI/WANDS folder)")
     p.add_argument("--out", required=True, help="cache directory to create, or to update incrementally")
-    p.add_argument("--id-col", help="column of product ids (default: product_id, product_uid or id; none: hash of the title)")
+    p.add_argument("--id-col", help="column of product ids (default: product_id, product_uid or id; a table with none of them: "
+                                    "ids are hashes of the titles; a row whose id cell is empty is invalid, see --invalid-rows)")
     p.add_argument("--title-col", help="column of product titles (default: title, product_title or product_name)")
     p.add_argument("--batch-size", type=int, default=512, help="titles encoded per batch")
     p.add_argument("--rebuild", action="store_true", help="re-encode everything, even a cache of another model")
     p.add_argument("--invalid-rows", choices=["error", "skip"], default="skip",
-                   help="products without a title, with a title the model sees as nothing, or whose (locale, id) carries two titles: "
+                   help="products without a title or without an id (an empty cell of the id column), with a title the model sees as "
+                        "nothing, or whose (locale, id) carries two titles: "
                         "skip (default: left out, named in one warning line) or error (exit 2)")
     p.add_argument("--dtype", choices=["float16", "float32", "int8"], default=None,
-                   help="how encodings are stored: float16 (half the bytes; scores still computed in float32), float32 (exact) or "
-                        "int8 (a scale per row; about half float16's bytes, for catalogues where storage limits). Default: an existing "
-                        "cache's own dtype, else float16")
+                   help="how encodings are stored: float16 (half the bytes; scores still computed in float32), float32 (exact when "
+                        "encoded so) or int8 (a scale per row; about half float16's bytes, for catalogues where storage limits). Default: "
+                        "an existing cache's own dtype, else float16. Converting a cache re-encodes nothing: to a wider dtype "
+                        "(int8 → float16/float32, float16 → float32) its values keep the narrower one's rounding (said in a warning "
+                        "line); --rebuild encodes them anew")
     p.add_argument("--ray-address", help="encode the titles on a Ray cluster: auto, local, or ray://host:port (one actor per CPU; "
                                          "needs pip install 'defectnas[ray]'; the cache is written here, as without Ray)")
     p.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (0: torch's default)")
@@ -1000,6 +1009,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-products", type=int, default=1000, help="products per request (default 1000; more: 413)")
     p.add_argument("--max-query-chars", type=int, default=200, help="characters per query (more: 422)")
     p.add_argument("--max-title-chars", type=int, default=500, help="characters per raw title (more: 422)")
+    p.add_argument("--max-body-bytes", type=int, default=0,
+                   help="request body cap in bytes (more: 413). Default 0: derived from the bounds above as the largest body a "
+                        "request within them can take as JSON, every character \\u-escaped (12 bytes for one beyond the BMP), "
+                        "so no such request is refused (about 6.1 MB with the defaults)")
     p.add_argument("--api-key", help="require this key in header X-API-Key (default: env DEFECTNAS_API_KEY, else none)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",

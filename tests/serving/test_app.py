@@ -95,6 +95,64 @@ def test_invalid_json_and_oversized_bodies(served):
     assert r.status_code == 413
 
 
+ASTRAL = "\U0001F600"  # beyond the BMP: 4 bytes in UTF-8, 12 escaped as a surrogate pair (\ud83d\ude00)
+
+
+def _escaped(body: dict, indent: int | None = None) -> bytes:
+    """A body as Python's json.dumps and requests' json= send it: non-ASCII \\u-escaped."""
+    return json.dumps(body, ensure_ascii=True, indent=indent).encode()
+
+
+@pytest.mark.parametrize("bounds", [{}, {"max_products": 50, "max_query_chars": 40, "max_title_chars": 60},
+                                    {"max_products": 3, "max_query_chars": 500, "max_title_chars": 20, "max_id_chars": 90}])
+def test_the_body_cap_holds_the_worst_case_json_of_every_request_within_the_bounds(bounds):
+    """Every text at its bound, every character beyond the BMP and escaped, every field the schema
+    allows, pretty-printed: the derived cap still takes it (a 4-bytes-a-character cap did not)."""
+    s = ServeSettings(**bounds)
+    n, query, title, pid = s.max_products, ASTRAL * s.max_query_chars, ASTRAL * s.max_title_chars, ASTRAL * s.max_id_chars
+    rerank = {"query": query, "top_n": n, "return_documents": True, "locale": pid, "model": pid, "max_tokens_per_doc": 512,
+              "max_chunks_per_doc": 1}
+    bodies = [{"query": query, "titles": [title] * n, "product_ids": None, "locale": None},
+              {"query": query, "product_ids": [pid] * n, "locale": pid, "titles": None},
+              {**rerank, "documents": [{"text": title}] * n}, {**rerank, "documents": [{"id": pid}] * n}]
+    for body in bodies:
+        for indent in (None, 8):
+            assert len(_escaped(body, indent)) <= s.body_limit(), (list(body), indent)
+    assert ServeSettings(**bounds, max_body_bytes=1234).body_limit() == 1234
+
+
+def test_requests_at_the_bounds_with_escaped_text_are_served_and_one_byte_over_the_cap_is_413(model_dir):
+    """A user's trial: 50 Japanese titles of 500 characters, sent by requests' json=, got 413."""
+    s = ServeSettings(max_products=20, max_query_chars=40, max_title_chars=300)
+    client = TestClient(create_app(model_dir, None, s))
+    headers = {"content-type": "application/json"}
+    query, title = "drill " + "電" + ASTRAL * 33, "drill " + ("電" + ASTRAL) * 147  # at the bounds: 40 and 300 characters
+    assert (len(query), len(title)) == (40, 300)
+    body = {"query": query, "titles": [title] * 20}
+    plain = client.post("/score", json=body)
+    assert plain.status_code == 200, plain.text
+    for indent in (None, 8):
+        r = client.post("/score", content=_escaped(body, indent), headers=headers)
+        assert r.status_code == 200 and r.json() == plain.json(), r.text
+    ids = {"query": query, "product_ids": [("電" + ASTRAL) * 100] * 20}  # 200 characters, the id bound: unknown, not too large
+    r = client.post("/score", content=_escaped(ids), headers=headers)
+    assert r.status_code == 404 and "unknown product id(s)" in r.json()["detail"]
+    rerank = {"query": query, "documents": [{"text": title}] * 20, "model": ("電" + ASTRAL) * 100, "top_n": 3, "return_documents": True}
+    r = client.post("/v1/rerank", content=_escaped(rerank, 8), headers=headers)
+    assert r.status_code == 200 and len(r.json()["results"]) == 3, r.text
+
+    exact = _escaped(body)
+    exact += b" " * (s.body_limit() - len(exact))  # whitespace after the JSON: exactly the cap
+    assert client.post("/score", content=exact, headers=headers).status_code == 200
+    r = client.post("/score", content=exact + b" ", headers=headers)
+    assert r.status_code == 413 and r.json() == {"detail": f"request body too large: over {s.body_limit()} bytes"}
+
+
+def test_locale_is_held_to_the_id_bound(served):
+    r = served[0].post("/score", json={"query": "hose", "product_ids": ["p1"], "locale": "x" * 201})
+    assert r.status_code == 422 and r.json()["detail"] == "locale too long: 201 > 200 characters"
+
+
 @pytest.mark.parametrize("route", ["/score", "/v1/rerank"])
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_a_json_body_without_a_json_content_type_is_told_to_send_the_header(served, route, content_type):

@@ -298,3 +298,23 @@ def test_an_int8_cache_stores_a_byte_per_value_scores_near_float32_and_updates_w
     monkeypatch.setattr(cache_mod, "FORMAT_VERSION", 2)
     with pytest.raises(CacheError, match="newer defectnas"):
         ProductCache(tmp_path / "i8")
+
+
+@pytest.mark.parametrize("start, to, warned", [("float16", "float32", True), ("int8", "float32", True), ("int8", "float16", True),
+                                               ("float32", "float16", False), ("float16", "int8", False), ("float32", "int8", False)])
+def test_a_conversion_to_a_wider_dtype_says_it_keeps_the_narrower_rounding(model_dir, tmp_path, start, to, warned):
+    """float16 → float32 kept float16's rounding without a word, though float32 is the exact dtype;
+    every widening says so in one line (pointing at --rebuild), a narrowing has nothing to say."""
+    import warnings
+
+    cat = _catalog(catalog_frame(6))
+    build_cache(model_dir, cat, tmp_path / "c", dtype=start)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert build_cache(model_dir, cat, tmp_path / "c", dtype=to).encoded == 0
+    lines = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    if warned:
+        assert lines == [f"{tmp_path / 'c'}: the values of 6 kept products, converted from {start} to {to}, keep {start}'s rounding "
+                         "(nothing is re-encoded); pass --rebuild to encode them anew"]
+    else:
+        assert lines == []

@@ -32,12 +32,43 @@ def test_cache_command_builds_updates_and_refuses_another_model(model_dir, other
     assert main(["cache", "--model", str(model_dir), "--catalog", str(catalog_csv), "--out", str(out), "--dtype", "float32"]) == 0
     err = capsys.readouterr().err
     assert "60 products rewritten as a new generation (float32), nothing re-encoded" in err and "up to date" not in err
+    assert "converted from float16 to float32, keep float16's rounding (nothing is re-encoded); pass --rebuild" in err  # not "exact"
     assert json.loads((out / "manifest.json").read_text())["generation"] == generation + 1
     assert main(["cache", "--model", str(other_model_dir), "--catalog", str(catalog_csv), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "built by another model" in err and "\n" not in err
     assert main(["serve", "--model", str(other_model_dir), "--cache", str(out), "--quiet"]) == 2
     assert "built by another model" in capsys.readouterr().err
+
+
+def test_cache_summary_counts_each_kind_of_left_out_row_in_the_right_number(model_dir, tmp_path, capsys):
+    """"1 ids with different titles left out" read wrong; an empty id cell was not counted at all."""
+    path = tmp_path / "cat.csv"
+    pd.DataFrame({"product_id": ["a", "b", "c", "c", "", "e", "f"],
+                  "title": ["drill bit", None, "garden hose", "desk lamp", "usb cable", "", "rug"]}).to_csv(path, index=False)
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(path), "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert (f"{path}: 2 products from 7 rows; 2 rows without a title left out; 1 row without a product id left out; "
+            "1 id with different titles left out (ambiguous)") in err
+    assert "warning: " + f"{path}: 1 row without a product id (column 'product_id') left out: row 5" in err
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(path), "--out", str(tmp_path / "d"), "--invalid-rows", "error"]) == 2
+    assert "row 2: empty title" in capsys.readouterr().err
+    pd.DataFrame({"product_id": ["a"], "title": ["drill bit"]}).to_csv(path, index=False)
+    assert main(["cache", "--model", str(model_dir), "--catalog", str(path), "--out", str(tmp_path / "e")]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}: 1 product from 1 row\n" in err and f"{tmp_path / 'e'}: 1 product (1 added, 0 changed, 0 removed, 0 kept)" in err
+
+
+def test_serve_takes_a_body_cap_or_derives_it(model_dir, monkeypatch, capsys):
+    import defectnas.serving.app as app_module
+
+    given: list = []
+    monkeypatch.setattr(app_module, "run_workers", lambda *a, **k: given.append(a[2]))
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2", "--max-body-bytes", "5000", "--quiet"]) == 0
+    assert main(["serve", "--model", str(model_dir), "--port", "0", "--workers", "2", "--max-products", "3", "--quiet"]) == 0
+    assert given[0].body_limit() == 5000 and given[1].body_limit() == app_module.ServeSettings(max_products=3).body_limit()
+    assert main(["serve", "--model", str(model_dir), "--max-body-bytes", "-1", "--quiet"]) == 2
+    assert "--max-body-bytes must be 0" in capsys.readouterr().err
 
 
 def test_serve_runs_a_real_uvicorn_process(model_dir, catalog_csv, tmp_path):

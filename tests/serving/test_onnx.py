@@ -102,6 +102,7 @@ def test_the_int8_loss_is_said_with_its_interval_and_a_caveat_on_few_queries():
     assert line.startswith("int8 AP loss +0.0040 (AP 0.3510 → 0.3470); 95% interval [-0.0020, +0.0110] over 20 queries")
     assert "fewer than 50 queries" in line
     assert "fewer than" not in describe_ap_loss({**measured, "queries": 50})
+    assert "over 1 query, paired bootstrap" in describe_ap_loss({**measured, "queries": 1})  # not "1 queries"
 
 
 def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, tmp_path, capsys):
@@ -130,6 +131,32 @@ def test_int8_over_the_bound_is_refused_unless_allowed(fitted, synthetic_split, 
         create_app(tmp_path / "int8", settings=ServeSettings(backend="onnx", allow_int8_loss=True, batch_wait_ms=2))
     assert main(["serve", "--model", str(tmp_path / "int8"), "--backend", "onnx", "--allow-int8-loss", "--batch-wait-ms", "2", "--quiet"]) == 2
     assert "--batch-wait-ms: an int8 export" in capsys.readouterr().err
+
+
+def test_export_says_when_serve_would_refuse_its_int8_loss(model_dir, tmp_path, monkeypatch, capsys):
+    """export --int8 ended "serve it with defectnas serve --backend onnx --model DIR" even for a loss
+    serve then refused; over serve's default bound the closing line says so and names the flags."""
+    from defectnas.cli import main
+    from defectnas.serving import onnx_export
+    from defectnas.serving.onnx_backend import MAX_INT8_AP_LOSS, serve_advice
+
+    from .conftest import synthetic_pairs
+
+    out = tmp_path / "int8"
+    spec = {"precision": "int8", "parity": {}, "source_model": {"name": "model"}, "quantization": {"ap_loss": 0.0251}}
+    advice = serve_advice(spec, out)
+    assert advice == (f"its AP loss 0.0251 is over serve's default bound {MAX_INT8_AP_LOSS:g}, so serve refuses it: serve the fp32 export, "
+                      f"or defectnas serve --backend onnx --model {out} --max-int8-ap-loss 0.026 (or --allow-int8-loss)")
+    check_ap_loss(spec, 0.026)  # the bound it names does serve it
+    within = {**spec, "quantization": {"ap_loss": MAX_INT8_AP_LOSS}}
+    assert serve_advice(within, out) == serve_advice({**spec, "precision": "fp32"}, out) == f"serve it with defectnas serve --backend onnx --model {out}"
+    assert "--allow-int8-loss" in serve_advice({**spec, "quantization": None}, out)
+
+    synthetic_pairs(200, seed=3).to_csv(tmp_path / "pairs.csv", index=False)
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: spec)  # as if quantization had cost 0.0251 AP
+    assert main(["export", "--model", str(model_dir), "--out", str(out), "--int8", "--data", str(tmp_path / "pairs.csv")]) == 0
+    closing = capsys.readouterr().err.strip().splitlines()[-1]
+    assert closing == f"{out}: ONNX export (int8) of model; {advice}"
 
 
 def test_serve_onnx_backend_gives_the_torch_probabilities(exported, tmp_path):

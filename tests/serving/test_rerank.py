@@ -69,8 +69,18 @@ def test_top_n_ties_and_return_documents(client):
     ({"query": "hose", "documents": ["ok"], "top_n": 0}, 422, "top_n must be at least 1, got 0"),
     ({"query": "hose", "documents": ["ok"], "top_n": "1"}, 422, "invalid request: top_n"),
     ({"query": "hose", "documents": [{"id": "p1", "text": "x"}]}, 422, 'documents[0] must be a title string, {"id": "..."}'),
-    ({"query": "hose", "documents": ["ok", {"title": "x"}]}, 422, "documents[1] must be a title string"),
-    ({"query": "hose", "documents": ["ok", 7]}, 422, "one key, not both"),
+    ({"query": "hose", "documents": [{"id": "p1", "text": "x"}]}, 422, 'got both "id" and "text" (one key, not both)'),
+    ({"query": "hose", "documents": ["ok", {"title": "x"}]}, 422, 'documents[1] must be a title string, {"id": "..."} (a cached product) '
+                                                                  'or {"text": "..."} (a title); got an object with "title"'),
+    ({"query": "hose", "documents": ["ok", {}]}, 422, "documents[1] must be a title string"),
+    ({"query": "hose", "documents": ["ok", {}]}, 422, "; got an empty object"),  # not "one key, not both"
+    ({"query": "hose", "documents": ["ok", 7]}, 422, "; got a number"),
+    ({"query": "hose", "documents": [None]}, 422, "; got null"),
+    ({"query": "hose", "documents": [{"id": None}]}, 422, '; got "id": null'),
+    ({"query": "hose", "documents": [{"id": 1.5}]}, 422, '; got "id": a number with a fraction'),
+    ({"query": "hose", "documents": [{"text": ["x"]}]}, 422, '; got "text": an array'),
+    ({"query": "hose", "documents": ["ok"], "locale": "x" * 201}, 422, "locale too long: 201 > 200 characters"),
+    ({"query": "hose", "documents": ["ok"], "model": "m" * 201}, 422, "model too long: 201 > 200 characters"),
     ({"query": "hose", "documents": [{"id": "nope"}, "ok"]}, 404, 'unknown product id(s): "nope"'),
     ({"query": "hose", "documents": ["ok"], "locale": "us"}, 422, "locale applies only"),
     ({"query": "hose", "documents": ["ok"], "rank_fields": ["x"]}, 422, "invalid request: rank_fields"),
@@ -82,6 +92,8 @@ def test_bad_requests_get_a_one_line_reason(client, body, status, reason):
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail and reason in detail
+    both = any(isinstance(d, dict) and {"id", "text"} <= set(d) for d in body.get("documents", []))
+    assert ("not both" in detail) == both  # said only when a document had both keys (an empty one has none)
 
 
 def test_the_key_is_checked_and_a_bearer_token_is_accepted(model_dir):

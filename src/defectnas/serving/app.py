@@ -5,7 +5,8 @@ A new cache generation written into the served cache directory is picked up with
 
 Why these limits: a request's cost grows with its products and text lengths, so each is
 bounded (:class:`ServeSettings`) and checked before any model work, and the raw body is capped
-before it is parsed; the model runs in eval + inference mode with a fixed torch thread count,
+before it is parsed — by default at the largest JSON a request within the bounds can take
+(:meth:`ServeSettings.body_limit`), so the cap refuses no request the bounds allow; the model runs in eval + inference mode with a fixed torch thread count,
 so latency does not depend on what else the process does. Errors are one line,
 ``{"detail": "..."}``: 413 too many products or too large a body, 422 an invalid body (empty or
 too long text — empty judged on what the model sees: a query of zero-width spaces is empty, and
@@ -63,6 +64,10 @@ API_KEY_HEADER = "X-API-Key"
 # guard one at a time and none is refused (tests/serving/test_overload.py fails under uvloop)
 SERVE_LOOP = "asyncio"
 API_KEY_ENV = "DEFECTNAS_API_KEY"
+# the derived body cap (ServeSettings.body_limit) is the worst-case JSON of a request within the bounds:
+JSON_CHAR_BYTES = 12  # the most one character takes in JSON: one beyond the BMP escaped as a surrogate pair, \uD83D\uDE00
+JSON_ITEM_BYTES = 128  # a listed product around its text: quotes, comma, {"text": ...} or {"id": ...} (keys escaped too), indented up to 8 spaces
+JSON_OTHER_BYTES = 4096  # field names, top_n and the other numbers, booleans, braces and the whitespace between fields
 
 
 @dataclass
@@ -72,8 +77,8 @@ class ServeSettings:
     max_products: int = 1000  # products per request (more: 413)
     max_query_chars: int = 200  # characters of the query (more: 422)
     max_title_chars: int = 500  # characters of each raw title (more: 422)
-    max_id_chars: int = 200  # characters of each product id (more: 422)
-    max_body_bytes: int = 0  # request body cap (more: 413); 0: derived from the bounds above
+    max_id_chars: int = 200  # characters of each product id, and of locale and rerank's model (more: 422)
+    max_body_bytes: int = 0  # request body cap (more: 413); 0: the worst-case JSON of a request within the bounds above (body_limit)
     threads: int = 1  # torch intra-op threads (fixed, so latency does not depend on load)
     title_workers: int = 2  # raw-title requests encoded at once (more wait), so they cannot starve cached ones
     api_key: str | None = None  # when set, /score needs header X-API-Key with this value
@@ -91,10 +96,19 @@ class ServeSettings:
     connection_balance: str = ""  # the workers' shared connection table (.balance; set by serve --workers N on Linux; "": off)
 
     def body_limit(self) -> int:
+        """The request body cap in bytes: ``max_body_bytes``, or (0) the largest body a request within
+        the other bounds can take as JSON, so that no such request is refused as too large.
+
+        Why the worst case: JSON clients escape non-ASCII text by default (Python's ``json.dumps``,
+        ``requests``' ``json=``), and an escape takes 6 bytes per character of the BMP and 12 per
+        character beyond it (a surrogate pair), against UTF-8's 3 and 4; a cap at 4 bytes a
+        character refused requests within every bound. So each character counts
+        :data:`JSON_CHAR_BYTES`, each listed product :data:`JSON_ITEM_BYTES` around its text, and
+        the query, ``locale`` and rerank ``model`` (both at most ``max_id_chars``) count too."""
         if self.max_body_bytes > 0:
             return self.max_body_bytes
-        per_item = 4 * max(self.max_title_chars, self.max_id_chars) + 16  # UTF-8 worst case + JSON quoting
-        return self.max_products * per_item + 4 * self.max_query_chars + 4096
+        chars = self.max_query_chars + 2 * self.max_id_chars + self.max_products * max(self.max_title_chars, self.max_id_chars)
+        return JSON_CHAR_BYTES * chars + JSON_ITEM_BYTES * self.max_products + JSON_OTHER_BYTES
 
 
 # ---------------------------------------------------------------- schema
@@ -415,6 +429,7 @@ def _check(request: ScoreRequest, s: ServeSettings) -> tuple[str, list[str]]:
     if not items:
         raise HTTPException(422, f"{field}s is empty")
     _check_query(request.query, s)
+    _check_short("locale", request.locale, s)
     items = [str(i) for i in items]
     limit = s.max_id_chars if field == "product_id" else s.max_title_chars
     for i, item in enumerate(items):
@@ -465,6 +480,13 @@ def _check_query(query: str, s) -> None:
         raise HTTPException(422, f"query too long: {len(query)} > {s.max_query_chars} characters")
 
 
+def _check_short(name: str, value: str | None, s) -> None:
+    """422 for a ``locale`` (or rerank's ``model``) longer than ``max_id_chars``: bounded, so that the
+    derived body cap (:meth:`ServeSettings.body_limit`) covers every request within the bounds."""
+    if value is not None and len(value) > s.max_id_chars:
+        raise HTTPException(422, f"{name} too long: {len(value)} > {s.max_id_chars} characters")
+
+
 def _check_texts(scorer: Scorer, query: str, field: str, items: list[str]) -> None:
     """422 naming the field when the model would see nothing, or only unknown pieces, in a text."""
     problem = scorer.text_problems([query])[0]
@@ -485,11 +507,39 @@ def _validation_line(exc: RequestValidationError) -> str:
         return one_line(f"invalid request: body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})")
     loc = [p for p in first.get("loc", ()) if p != "body"]
     if len(loc) >= 3 and loc[0] == "documents" and isinstance(loc[1], int):  # a rerank document that is none of its three forms
-        return (f'invalid request: documents[{loc[1]}] must be a title string, {{"id": "..."}} (a cached product) or '
-                f'{{"text": "..."}} (a title): one key, not both')
+        documents = exc.body.get("documents") if isinstance(exc.body, dict) else None
+        sent = f"; got {_document_kind(documents[loc[1]])}" if isinstance(documents, list) and loc[1] < len(documents) else ""
+        return one_line(f'invalid request: documents[{loc[1]}] must be a title string, {{"id": "..."}} (a cached product) or '
+                        f'{{"text": "..."}} (a title){sent}')
     where = ".".join(str(p) for p in loc) or "body"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return one_line(f"invalid request: {where}: {first.get('msg', 'invalid')}{more}")
+
+
+def _document_kind(document) -> str:
+    """What a rerank document that is none of the three forms was, so the 422 says what to change
+    (an empty object is not "both keys", a number not a wrong key)."""
+    if not isinstance(document, dict):
+        return _json_kind(document)
+    keys = set(document)
+    if not keys:
+        return "an empty object"
+    if {"id", "text"} <= keys:
+        return 'both "id" and "text" (one key, not both)'
+    if keys - {"id", "text"}:
+        return "an object with " + ", ".join(json.dumps(k) for k in sorted(keys - {"id", "text"}))
+    key = keys.pop()
+    value = document[key]
+    fraction = key == "id" and isinstance(value, float)  # an id may be an integer, not 1.5
+    return f'"{key}": {"a number with a fraction" if fraction else _json_kind(value)}'
+
+
+def _json_kind(value) -> str:
+    """The JSON kind of a parsed value, as a message names it ("null", "a number", ...)."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "an array"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "an object")
 
 
 class BodyLimit:

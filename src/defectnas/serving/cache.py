@@ -19,7 +19,7 @@ title's mask is its first ``length`` positions and nothing is lost. :class:`Unpa
 Format 1 caches (earlier versions: float32, padded ``tokens.npy`` (N, T, C) and ``mask.npy``) are
 still read.
 
-Encodings are stored as float16 by default (``dtype="float32"`` keeps them exact): half the
+Encodings are stored as float16 by default (``dtype="float32"`` keeps them exact when they are encoded so): half the
 bytes per product, and the score is still computed in float32 (the arrays are widened when a
 request takes its rows), so only the stored values are rounded (relative error ≤ 2⁻¹¹; what
 that does to probabilities and AP is measured in ``benchmarks/cache.py``). A cache written in
@@ -60,6 +60,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
+from ..data._common import counted
 from ..errors import DataError, DataWarning
 from ..storage import atomic_write_json, read_json
 from .catalog import CATALOG_ATTR, LOCALE_COLUMN, read_catalog, title_hash
@@ -76,6 +77,8 @@ VECTOR_SCALES, TOKEN_SCALES = "vector_scales.npy", "token_scales.npy"  # int8 ca
 UNPADDED = "unpadded"  # manifest token_layout of format 2 (format 1: padded)
 _COPY_ROWS = 8192  # rows copied from the previous generation per step (bounds memory)
 DTYPES = ("float16", "float32", "int8")  # how encodings are stored (token mask: bool; int8 with a scale per row)
+# a conversion to a wider dtype casts the stored values, so they keep the narrower one's rounding: said in a warning
+PRECISION = {"int8": 0, "float16": 1, "float32": 2}
 DEFAULT_DTYPE = "float16"
 
 
@@ -515,8 +518,9 @@ def build_cache(
     ``dtype``: how encodings are stored, ``"float16"`` (half the bytes), ``"float32"`` (exact) or
     ``"int8"`` (a byte per value and a scale per row); None (default): an existing cache's own
     dtype, else float16 (a cache of an earlier version, format 1, becomes float16). A cache of
-    another dtype is converted by the update: kept rows are cast, not re-encoded, so values read
-    from an int8 cache keep int8's rounding in a wider dtype (one warning line; ``rebuild`` re-encodes).
+    another dtype is converted by the update: kept rows are cast, not re-encoded, so a conversion to a
+    wider dtype (int8 → float16/float32, float16 → float32) keeps the narrower one's rounding (one
+    warning line; ``rebuild`` re-encodes).
     ``ray_address`` (``auto``, ``local``, ``ray://host:port``): titles are encoded by Ray actors
     (``ray_actors``, 0: one per CPU of the cluster; see :mod:`.ray_build`) in the batches a local
     build would encode; everything else, and the result, is the local build's.
@@ -549,7 +553,7 @@ def _screen_titles(clf, catalog: pd.DataFrame, invalid_rows: str) -> pd.DataFram
         return catalog
     first = int(np.argmax(bad))
     shown = ", ".join(catalog["product_id"].astype(str).to_numpy()[bad][:10])
-    message = (f"{int(bad.sum())} products whose title the model sees as nothing or only unknown word pieces "
+    message = (f"{counted(int(bad.sum()), 'product')} whose title the model sees as nothing or only unknown word pieces "
                f"(first: {catalog['product_id'].iloc[first]!r}, {problems[first]}): {shown}")
     if invalid_rows == "error":
         raise DataError(message + " (--invalid-rows skip leaves them out)")
@@ -584,9 +588,9 @@ def _build(clf, digest: str, model_dir, catalog: pd.DataFrame, out: Path, batch_
     if previous is not None and added == changed == removed == 0 and previous.keys == keys and previous.dtype == dtype:
         return BuildReport(len(ids), 0, 0, 0, 0, kept, time.perf_counter() - start, _size(out / previous.manifest["generation_dir"]), str(out),
                            written=False, dtype=dtype)
-    if previous is not None and kept and previous.dtype == "int8" and dtype != "int8":
-        warnings.warn(f"{out}: the {kept} kept products are converted from int8 to {dtype}: their values keep int8's rounding "
-                      "(nothing is re-encoded); pass --rebuild to encode them anew", DataWarning, stacklevel=3)
+    if previous is not None and kept and PRECISION[previous.dtype] < PRECISION[dtype]:
+        warnings.warn(f"{out}: the values of {counted(kept, 'kept product')}, converted from {previous.dtype} to {dtype}, keep "
+                      f"{previous.dtype}'s rounding (nothing is re-encoded); pass --rebuild to encode them anew", DataWarning, stacklevel=3)
 
     generation = previous.manifest["generation"] + 1 if previous is not None else _next_generation(out)
     name = f"gen-{generation:06d}"

@@ -7,8 +7,10 @@ have their own names (ESCI ``product_id``/``product_title``, WANDS ``product_id`
 gives, where each product appears once per query. All of them become the same two columns.
 
 Titles are normalised exactly as :func:`~defectnas.data.normalize_text` does for training, so a
-product encoded here gets the score ``predict_proba`` gives its title. A product without an id
-gets :func:`~defectnas.data.title_id` of its title, as in ``load_pairs``.
+product encoded here gets the score ``predict_proba`` gives its title. In a table without an id
+column a product's id is :func:`~defectnas.data.title_id` of its title, as in ``load_pairs``; a
+row whose cell of a present id column is empty is an invalid row (refused or left out and named,
+as a row without a title is), not given a hash no client knows to ask for.
 
 A product is keyed the way its dataset keys it: ESCI's ids repeat across locales (the same
 ``product_id`` is one product in ``us`` and another, with a Spanish title, in ``es``), so a
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import normalize_series, read_table, title_id
-from ..data._common import Source, as_strings, closest, first_bad, is_missing, more
+from ..data._common import Source, as_strings, closest, counted, first_bad, is_missing, more
 from ..data.multifile import ESCI_PRODUCTS, WANDS_PRODUCTS, complete
 from ..errors import DataWarning
 
@@ -56,8 +58,10 @@ def read_catalog(
     column) ``id`` is a pair id, so products get title ids, as ``load_pairs`` gives them. With a
     ``product_locale`` column a product is keyed by (locale, id). Rows with an empty title and
     keys seen with different titles are left out with a DataWarning line (``invalid_rows=
-    "skip"``) or refused (``"error"``). ``notes`` counts ``rows``, ``empty_titles`` and
-    ``duplicate_ids`` (keys left out because they carry different titles).
+    "skip"``) or refused (``"error"``), as are rows with an empty cell in the id column (a table
+    without an id column gets title ids). ``notes`` counts ``rows``, ``empty_titles``,
+    ``empty_ids`` (rows with a title but an empty id cell) and ``duplicate_ids`` (keys left out
+    because they carry different titles).
     """
     frame, src = _read(data)
     columns = [str(c) for c in frame.columns]
@@ -69,17 +73,16 @@ def read_catalog(
         id_col = next((c for c in ID_COLUMNS if c in columns and c != title_col and not (pairs and c == "id")), None)
 
     titles = normalize_series(frame[title_col])
-    keep = titles.notna() & (titles != "")
-    if not keep.all():
-        pos, count = first_bad(~keep)
-        if invalid_rows == "error":
-            raise src.error(f"{src.row(pos)}: empty title in column {title_col!r}{more(count)} (--invalid-rows skip leaves such rows out)")
-        shown = ", ".join(src.row(int(p)) for p in np.flatnonzero(~keep.to_numpy())[:10])
-        warnings.warn(f"{src.name}: {count} row{'s' if count != 1 else ''} without a title left out: {shown}{' …' if count > 10 else ''}", DataWarning, stacklevel=2)
-    ids = as_strings(frame[id_col]) if id_col else pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    no_id = keep & ids.map(lambda v: is_missing(v) or v == "")
-    if no_id.any():
-        ids[no_id] = [title_id(t) for t in titles[no_id]]
+    titled = titles.notna() & (titles != "")
+    _leave_out(~titled, src, invalid_rows, f"empty title in column {title_col!r}", "without a title")
+    if id_col:  # an empty cell of a present id column: no id a client knows would reach the product, so it is no product
+        ids = as_strings(frame[id_col])
+        no_id = titled & ids.map(lambda v: is_missing(v) or v == "")
+        _leave_out(no_id, src, invalid_rows, f"empty product id in column {id_col!r}", f"without a product id (column {id_col!r})")
+    else:  # no id column at all: ids are the titles' hashes, as load_pairs gives them
+        no_id = pd.Series(False, index=frame.index)
+        ids = pd.Series([title_id(t) if k else None for t, k in zip(titles, titled)], index=frame.index, dtype=object)
+    keep = titled & ~no_id
     out = pd.DataFrame({"product_id": ids[keep].astype(str), "title": titles[keep].astype(str),
                         DISPLAY_TITLE: frame.loc[keep, title_col].astype(str).str.strip()})
     key = ["product_id"]
@@ -88,10 +91,11 @@ def read_catalog(
         key.append(LOCALE_COLUMN)
     out = out.drop_duplicates(subset=[*key, "title"])  # the same product listed again (a pairs table): one row
     ambiguous = out.duplicated(subset=key, keep=False)
-    notes = {"rows": len(frame), "empty_titles": int((~keep).sum()), "duplicate_ids": int(out.loc[ambiguous, key].drop_duplicates().shape[0])}
+    notes = {"rows": len(frame), "empty_titles": int((~titled).sum()), "empty_ids": int(no_id.sum()),
+             "duplicate_ids": int(out.loc[ambiguous, key].drop_duplicates().shape[0])}
     if ambiguous.any():
         shown = ", ".join(" ".join(map(str, k)) for k in out.loc[ambiguous, key].drop_duplicates().head(5).itertuples(index=False))
-        message = (f"{notes['duplicate_ids']} product {'key' if len(key) > 1 else 'id'}(s) with different titles ({shown}"
+        message = (f"{counted(notes['duplicate_ids'], 'product key' if len(key) > 1 else 'product id')} with different titles ({shown}"
                    f"{' …' if notes['duplicate_ids'] > 5 else ''}): ambiguous, so not cached"
                    + ("" if len(key) > 1 else "; if ids repeat per locale, add a product_locale column"))
         if invalid_rows == "error":
@@ -99,9 +103,21 @@ def read_catalog(
         warnings.warn(f"{src.name}: {message}", DataWarning, stacklevel=2)
     out = out[~ambiguous].reset_index(drop=True)
     if out.empty:
-        raise src.error(f"no product with a title in column {title_col!r}")
+        raise src.error(f"no product with a title in column {title_col!r}" + (f" and an id in column {id_col!r}" if id_col else ""))
     out.attrs[CATALOG_ATTR] = True  # build_cache need not read it again
     return out, notes
+
+
+def _leave_out(bad: pd.Series, src: Source, invalid_rows: str, error: str, warning: str) -> None:
+    """Refuse the rows flagged in ``bad`` in one line naming the first (``invalid_rows="error"``), or
+    warn in one line naming them (``"skip"``; the caller leaves them out): nothing is dropped silently."""
+    if not bad.any():
+        return
+    pos, count = first_bad(bad)
+    if invalid_rows == "error":
+        raise src.error(f"{src.row(pos)}: {error}{more(count)} (--invalid-rows skip leaves such rows out)")
+    shown = ", ".join(src.row(int(p)) for p in np.flatnonzero(bad.to_numpy())[:10])
+    warnings.warn(f"{src.name}: {counted(count, 'row')} {warning} left out: {shown}{' …' if count > 10 else ''}", DataWarning, stacklevel=3)
 
 
 def title_hash(title: str) -> str:

@@ -14,12 +14,14 @@ A quantized (int8) export is refused when the AP loss saved at export exceeds ``
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..calibration import Calibrator
 from ..data import normalize_text
+from ..data._common import counted
 from ..data.tokenizer import TextTokenizer, trim_padding
 from ..errors import ConfigError
 from .cache import CacheError, ProductCache, cache_rows_of
@@ -171,10 +173,26 @@ def check_ap_loss(spec: dict, bound: float, where: Path | str = "the export") ->
                                     "or serve it anyway with --allow-int8-loss")
     if measured > bound:
         q = spec["quantization"]
-        interval = (f", 95% interval [{q['ci_low']:+.4f}, {q['ci_high']:+.4f}] over {q['queries']} queries"
+        interval = (f", 95% interval [{q['ci_low']:+.4f}, {q['ci_high']:+.4f}] over {counted(q['queries'], 'query', 'queries')}"
                     if {"ci_low", "ci_high", "queries"} <= set(q) else "")  # exports before the interval was saved lack it
         raise QuantizationLossError(f"{where}: the int8 export loses {measured:.4f} AP against its PyTorch model{interval} "
                                     f"(over the bound {bound:g}); serve the fp32 export, raise --max-int8-ap-loss, or pass --allow-int8-loss")
+
+
+def serve_advice(spec: dict, out: Path | str) -> str:
+    """How to serve the export in ``out`` (``export``'s closing words): the plain ``serve`` command,
+    or, for an int8 export whose AP loss is unmeasured or over serve's default bound
+    (:data:`MAX_INT8_AP_LOSS`), that serve refuses it and the flags that let it through — so the
+    command suggested is never one that then fails (:func:`check_ap_loss`)."""
+    command = f"defectnas serve --backend onnx --model {out}"
+    loss = (spec.get("quantization") or {}).get("ap_loss")
+    if spec.get("precision") != "int8" or (loss is not None and loss <= MAX_INT8_AP_LOSS):
+        return f"serve it with {command}"
+    if loss is None:
+        return f"its AP loss is unmeasured, so serve refuses it unless given --allow-int8-loss: {command} --allow-int8-loss"
+    enough = math.ceil(loss * 1000) / 1000  # the next 0.001 at or above the loss
+    return (f"its AP loss {loss:.4f} is over serve's default bound {MAX_INT8_AP_LOSS:g}, so serve refuses it: serve the fp32 export, "
+            f"or {command} --max-int8-ap-loss {enough:g} (or --allow-int8-loss)")
 
 
 def check_cache(cache: ProductCache, spec: dict) -> None:

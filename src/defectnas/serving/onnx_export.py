@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..data._common import counted
 from ..errors import ConfigError, DataError
 from ..storage import atomic_write_json, read_json
 
@@ -145,7 +146,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, e
             (out / f".int8-{name}").replace(out / name)
         spec["precision"] = "int8"
         atomic_write_json(out / EXPORT_FILE, spec)
-        log(f"measuring the int8 AP loss on {len(eval_pairs)} pairs{f' of {eval_source}' if eval_source else ''}")
+        log(f"measuring the int8 AP loss on {counted(len(eval_pairs), 'pair')}{f' of {eval_source}' if eval_source else ''}")
         spec["quantization"] = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                                 "quantized": [QUERY_FILE, SCORE_FILE], "data": eval_source,
                                 **ap_loss(clf, OnnxScorer.load(out, allow_ap_loss=True), eval_pairs)}
@@ -186,7 +187,7 @@ def describe_ap_loss(measured: dict) -> str:
     from ..training.significance import FEW_QUERIES
 
     line = (f"int8 AP loss {measured['ap_loss']:+.4f} (AP {measured['ap_torch']:.4f} → {measured['ap_onnx']:.4f}); "
-            f"95% interval [{measured['ci_low']:+.4f}, {measured['ci_high']:+.4f}] over {measured['queries']} queries, "
+            f"95% interval [{measured['ci_low']:+.4f}, {measured['ci_high']:+.4f}] over {counted(measured['queries'], 'query', 'queries')}, "
             "paired bootstrap")
     if measured["queries"] < FEW_QUERIES:
         line += f" — on fewer than {FEW_QUERIES} queries the interval itself is rough; measure on more labelled queries"

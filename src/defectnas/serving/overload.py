@@ -95,7 +95,7 @@ class OverloadGuard:
             async with asyncio.timeout_at(deadline):
                 await admission.acquire()
         except Overloaded:
-            return await unavailable(send, f"server overloaded: {admission.concurrency} requests in progress and "
+            return await unavailable(send, f"server overloaded: {admission.concurrency} request{'s' if admission.concurrency != 1 else ''} in progress and "
                                            f"{admission.queue} waiting; retry after {RETRY_AFTER_S} s")
         except TimeoutError:
             return await self._timed_out(send)

@@ -28,6 +28,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..data._common import counted
 from .cache import MANIFEST, CacheError, ProductCache, read_manifest
 
 log = logging.getLogger("defectnas.serve")
@@ -105,7 +106,7 @@ class CacheWatcher:
         self.scorer.cache = cache
         self.reloads += 1
         self._refused = None
-        log.warning("serving cache generation %s (%d products; was generation %s)", cache.generation, len(cache), old.generation)
+        log.warning("serving cache generation %s (%s; was generation %s)", cache.generation, counted(len(cache), "product"), old.generation)
 
     def check(self) -> bool:
         """Poll and swap in one call (tests, or a caller without an event loop); True when swapped."""

@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from .app import AnswerJSON, JsonInt, ProductId, _check_locale, _check_query, _check_texts, score_items
+from .app import AnswerJSON, JsonInt, ProductId, _check_locale, _check_query, _check_short, _check_texts, score_items
 
 
 class IdDocument(BaseModel):
@@ -108,6 +108,8 @@ def _check(request: RerankRequest, s) -> tuple[dict[int, str], dict[int, str]]:
     if request.top_n is not None and request.top_n < 1:
         raise HTTPException(422, f"top_n must be at least 1, got {request.top_n}")
     _check_query(request.query, s)
+    _check_short("locale", request.locale, s)
+    _check_short("model", request.model, s)
     titles, ids = {}, {}
     for i, doc in enumerate(docs):
         if isinstance(doc, IdDocument):

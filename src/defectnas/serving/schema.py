@@ -5,8 +5,8 @@ wrong body gets *our* one-line reason and status, e.g. 413 for too many products
 the generated schema promise more than the server accepts. Here the schema is tightened to the
 rules the server enforces: ``/score`` takes exactly one of ``product_ids`` and ``titles``
 (``oneOf`` of ``ScoreByIds`` and ``ScoreByTitles``), texts are non-blank and within the
-character bounds, lists within the product bound, ``locale`` only where the cache is keyed by
-locale; and every status the server sends is listed with its body and headers (401 only with an
+character bounds (``locale`` and rerank's ``model`` within the id bound), lists within the
+product bound, ``locale`` only where the cache is keyed by locale; and every status the server sends is listed with its body and headers (401 only with an
 API key; 503 with ``Retry-After``). What a schema cannot say is documented in words: a text
 whose words the model does not know at all is 422 (it depends on the model's vocabulary).
 """
@@ -46,7 +46,8 @@ def tighten(schema: dict, s, *, has_locales: bool, with_key: bool) -> dict:
     product_id = {"anyOf": [text(s.max_id_chars, "a cached product's id"),
                             {"type": "integer", "minimum": -(10 ** (s.max_id_chars - 1) - 1), "maximum": 10 ** s.max_id_chars - 1}]}
     title = text(s.max_title_chars, "a raw product title")
-    locale = ({"anyOf": [{"type": "string"}, {"type": "null"}], "description": components["ScoreRequest"]["properties"]["locale"]["description"]}
+    short = {"type": "string", "maxLength": s.max_id_chars}  # locale, rerank's model: bounded, so the body cap covers them
+    locale = ({"anyOf": [short, {"type": "null"}], "description": components["ScoreRequest"]["properties"]["locale"]["description"]}
               if has_locales else {"type": "null", "description": "this cache is not keyed by locale: no locale"})
     listed = lambda items, what: {"type": "array", "items": items, "minItems": 1, "maxItems": s.max_products,  # noqa: E731
                                   "description": f"{what} (1 to {s.max_products}; more: 413)"}
@@ -73,6 +74,7 @@ def tighten(schema: dict, s, *, has_locales: bool, with_key: bool) -> dict:
     rerank["documents"] = listed({"anyOf": [title, {"$ref": "#/components/schemas/IdDocument"}, {"$ref": "#/components/schemas/TextDocument"}]},
                                  rerank["documents"]["description"])
     rerank["locale"] = locale
+    rerank["model"]["anyOf"][0] = short
     rerank["top_n"]["anyOf"][0] = {"type": "integer", "minimum": 1}
     components["IdDocument"]["properties"]["id"] = product_id
     components["TextDocument"]["properties"]["text"] = title
@@ -83,7 +85,7 @@ def tighten(schema: dict, s, *, has_locales: bool, with_key: bool) -> dict:
         responses = operation["responses"]
         responses.pop("401", None) if not with_key else None
         descriptions = {"401": "missing or wrong API key", "404": "unknown product ids (named)",
-                        "413": f"too many products (over {s.max_products}) or too large a body",
+                        "413": f"too many products (over {s.max_products}) or a body over {s.body_limit()} bytes",
                         "422": "invalid body: not JSON, not this schema, or a text the model cannot read (one line)"}
         for code, what in descriptions.items():
             if code in responses:
