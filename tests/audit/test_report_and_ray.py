@@ -11,7 +11,7 @@ import pytest
 
 from defectnas.audit import AuditConfig, run_audit
 from defectnas.audit import rates
-from defectnas.html_page import fmt as _fmt
+from defectnas.audit.report import fixed as _fmt
 
 from .conftest import result_log
 

@@ -7,7 +7,9 @@ unknown truth in both: per query the change's variance loses their covariance (s
 :func:`defectnas.audit.rates.query_changes`), and the overall and per-group bootstraps draw one
 weight per query for both logs. Pairing products needs both logs' rows of a query side by
 side; they are read from the two scored.parquet files in hash partitions of queries of at most
-``PAIR_ROWS`` rows, so memory stays bounded for any log size.
+``PAIR_ROWS`` rows, so memory stays bounded for any log size. Queries are paired by their
+normalised text (``query_key``), so a query whose casing or spacing changed between the logs
+is still one query.
 """
 
 from __future__ import annotations
@@ -15,22 +17,22 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..storage import atomic_write_text
 from . import rates
-from .log import LogLayout
-from .run import BASELINE_DIR, CHANGES, SCORED, WORST, AuditConfig, LogAudit, _clean
+from .run import CHANGES, WORST, AuditConfig, LogAudit, _clean
 
 PAIR_ROWS = 2_000_000  # rows per hash partition when pairing two logs' products per query
 
 
-def compare_logs(new: LogAudit, old: LogAudit, out: Path, cfg: AuditConfig) -> dict:
-    """changes.csv and the ``baseline`` block of summary.json: the change of every rate overall
-    and per group (paired bootstrap), per query (paired normal approximation), queries that got worse."""
-    shared = shared_variance(out / SCORED, out / BASELINE_DIR / SCORED, new.layout, old.layout)
+def compare_logs(new: LogAudit, old: LogAudit, out: Path, cfg: AuditConfig, files: dict[Path, str]) -> dict:
+    """changes.csv (into ``files``: path → text, written with the run's other outputs) and the
+    ``baseline`` block of summary.json: the change of every rate overall and per group (paired
+    bootstrap), per query (paired normal approximation), queries that got worse."""
+    shared = shared_variance(new.scored_path, old.scored_path)
     changes = rates.query_changes(new.queries, old.queries, shared)
-    atomic_write_text(out / CHANGES, changes.to_csv(index=False))
+    files[out / CHANGES] = changes.to_csv(index=False)
     worse = changes[changes["worse"]].sort_values(["change", "traffic"], ascending=[False, False])
     by = {}
     for c in cfg.by:
@@ -56,7 +58,7 @@ def compare_logs(new: LogAudit, old: LogAudit, out: Path, cfg: AuditConfig) -> d
     }
 
 
-def shared_variance(new_scored: Path, old_scored: Path, new_layout: LogLayout, old_layout: LogLayout) -> pd.DataFrame:
+def shared_variance(new_scored: Path, old_scored: Path) -> pd.DataFrame:
     """Per query, Σ p(1−p) over products shown for it in both logs (columns _query, shared_variance).
 
     Read in hash partitions of queries (each pass holds at most ~``PAIR_ROWS`` rows of the two
@@ -67,21 +69,24 @@ def shared_variance(new_scored: Path, old_scored: Path, new_layout: LogLayout, o
     parts = max(1, math.ceil(total / PAIR_ROWS))
     results = []
     for k in range(parts):
-        a = _partition(new_scored, new_layout.query, k, parts)
-        b = _partition(old_scored, old_layout.query, k, parts)
+        a = _partition(new_scored, k, parts)
+        b = _partition(old_scored, k, parts)
         both = a.merge(b[["_query", "product_key"]].drop_duplicates(), on=["_query", "product_key"])
-        both["shared_variance"] = both["defect_probability"] * (1 - both["defect_probability"])
-        results.append(both.groupby("_query", sort=False)["shared_variance"].sum().reset_index())
+        p = both["defect_probability"].to_numpy()
+        both["shared_variance"] = rates.units(p * (1 - p))  # summed in the units (and from the values) the logs' own sums use,
+        part = both.groupby("_query", sort=False)["shared_variance"].sum().reset_index()  # so an unchanged page's variance cancels exactly
+        part["shared_variance"] = part["shared_variance"].to_numpy(dtype=np.int64) * rates.UNIT
+        results.append(part)
     return pd.concat(results, ignore_index=True) if results else pd.DataFrame(columns=["_query", "shared_variance"])
 
 
-def _partition(scored: Path, query_col: str, k: int, parts: int) -> pd.DataFrame:
+def _partition(scored: Path, k: int, parts: int) -> pd.DataFrame:
+    """Rows of partition ``k`` of ``parts`` (by a hash of the query key): _query, product_key, defect_probability."""
     import pyarrow.parquet as pq
 
     pieces = []
-    for batch in pq.ParquetFile(scored).iter_batches(batch_size=200_000, columns=[query_col, "product_key", "defect_probability"]):
-        frame = batch.to_pandas()
-        frame["_query"] = frame.pop(query_col).map(lambda v: str(v).strip())
+    for batch in pq.ParquetFile(scored).iter_batches(batch_size=200_000, columns=["query_key", "product_key", "defect_probability"]):
+        frame = batch.to_pandas().rename(columns={"query_key": "_query"})
         frame = frame[frame["defect_probability"].notna()]
         if parts > 1:
             frame = frame[pd.util.hash_pandas_object(frame["_query"], index=False).to_numpy() % parts == k]

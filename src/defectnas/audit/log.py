@@ -6,7 +6,11 @@ and grouping columns — and it can be far larger than memory. Every layout beco
 the same columns:
 
     _row        int64   1-based data row of the source (UBI: line of the query event)
-    _query      object  the query as logged (stripped); what queries.csv is keyed by
+    _query      object  the query normalised as ``train`` and ``predict`` normalise it
+                        (:func:`~defectnas.data.normalize_text`): what queries.csv, --by groups and
+                        the baseline pairing key queries by, so "Drill", "ＤＲＩＬＬ" and "drill" + a
+                        zero-width space are one query
+    _query_text object  the query as logged (stripped): what is scored (normalised there) and shown
     _product    object  product id as text, or, without one, ``title_id`` of the title; with a
                         ``product_locale`` column, the cache's (locale, id) key
     _title      object  the title when the log has one, else None
@@ -22,8 +26,9 @@ beside the log's own columns (kept for ``scored.parquet``). Layouts:
   zipped Parquet file or a JSON array is read whole, then cut into batches.
 - OpenSearch User Behavior Insights query events (JSON lines with ``user_query`` and
   ``query_response_hit_ids``): each event (one search) becomes one row per hit, position =
-  index in the hit list + 1, ``product_id`` = the hit id. Identical (query, hit, position)
-  rows of several events are collapsed into one row whose ``impressions`` counts the events.
+  index in the hit list + 1, ``product_id`` = the hit id. Identical (normalised query, hit,
+  position) rows of several events are collapsed into one row whose ``impressions`` counts the
+  events (the query as the first of them spelt it).
   Events are read in batches and collapsed as they come: what is held is one batch of
   events and one row per distinct shown (query, hit, position), never all the events.
 
@@ -55,7 +60,7 @@ POSITION_COLUMNS = ("position", "rank")
 IMPRESSIONS, COUNT = "impressions", "count"
 LOCALE = "product_locale"  # with a product id: products are keyed by (locale, id), as the cache keys them
 UBI_QUERY, UBI_HITS = "user_query", "query_response_hit_ids"
-INTERNAL = ("_row", "_query", "_product", "_title", "_position", "_weight")
+INTERNAL = ("_row", "_query", "_query_text", "_product", "_title", "_position", "_weight")
 
 
 @dataclass
@@ -287,7 +292,8 @@ class _UbiPages:
         rows, by = self.rows, self.by
         groups = zip(*(events[c].tolist() for c in by)) if by else iter(lambda: (), None)
         for line, query, hits, extra in zip(lines, events[UBI_QUERY].tolist(), events[UBI_HITS].tolist(), groups):
-            if is_missing(query) or not normalize_text(str(query)):
+            normalised = "" if is_missing(query) else normalize_text(str(query))
+            if not normalised:
                 raise self.src.error(f"line {line}: empty {UBI_QUERY!r} (nothing left once normalised)")
             if isinstance(hits, str):  # some exporters store the list as a JSON string
                 try:
@@ -298,12 +304,13 @@ class _UbiPages:
                 hits = hits.tolist()
             if not isinstance(hits, (list, tuple)):
                 raise self.src.error(f"line {line}: {UBI_HITS!r} is not a list of ids ({show(hits)})")
+            text = str(query).strip()
             for position, hit in enumerate(hits, start=1):
-                key = (str(query).strip(), str(hit), position, *extra)
+                key = (normalised, str(hit), position, *extra)  # one query however it is spelt, as the audit groups queries
                 if key in rows:
                     rows[key][-1] += 1
                 else:
-                    rows[key] = [int(line), *key, 1]
+                    rows[key] = [int(line), text, *key[1:], 1]
 
     def frames(self, batch_rows: int) -> Iterator[pd.DataFrame]:
         """The collapsed rows, ``batch_rows`` at a time (source line of each in ``attrs["lines"]``)."""
@@ -341,7 +348,7 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
 
     out = raw.copy()
     out.attrs = {}  # the reader's line numbers are _row now (an array in attrs breaks pd.concat of two batches)
-    query = _by_value(raw[layout.query], _stripped)
+    query = _by_value(raw[layout.query], _query_key)
     bad(query.isna() | (query == ""), "empty query", layout.query)
     title = None
     if layout.title is not None:
@@ -369,6 +376,7 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
                             index=raw.index, dtype=object)
     out["_row"] = rows
     out["_query"] = query.astype(object)
+    out["_query_text"] = _by_value(raw[layout.query], _logged)
     out["_product"] = product.astype(str)
     out["_title"] = title if title is not None else None
     out["_position"] = _positive_ints(raw[layout.position], layout.position, bad)
@@ -389,6 +397,17 @@ def _normalise(raw: pd.DataFrame, layout: LogLayout, src: Source, offset: int,
 def _shown_cell(value) -> str:
     """A bad cell as an error line shows it: "(empty)" for a missing one, not "nan"."""
     return "(empty)" if is_missing(value) else show(value)
+
+
+def _query_key(value) -> str | None:
+    """The query normalised as the model sees it (``train``/``predict``'s normalisation): the key
+    queries are grouped by; "" when nothing is left (only spaces or invisible characters)."""
+    return None if is_missing(value) else normalize_text(str(value))
+
+
+def _logged(value) -> str | None:
+    """The query as logged, stripped: what an output shows for a query (its first spelling)."""
+    return None if is_missing(value) else str(value).strip()
 
 
 def _stripped(value) -> str | None:
@@ -443,6 +462,15 @@ def _weights(raw: pd.DataFrame, layout: LogLayout, bad) -> np.ndarray:
     ok = number.notna() & (number >= 0) & np.isfinite(number.fillna(0))
     bad(~ok, column + " {value} is not a number ≥ 0", column, raw[column])
     return number.to_numpy(dtype=np.float64)
+
+
+def row_hashes(batch: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's own cells as the log has them (the columns ``_normalise`` adds
+    left out): rows with equal hashes are exact duplicates — the same showing logged twice, or
+    two showings the log has no column (a time, a session) to tell apart."""
+    own = batch[[c for c in batch.columns if c not in INTERNAL]]
+    cells = own.apply(lambda col: col.map(repr) if col.dtype == object else col)  # a JSON list or object cell is unhashable: its repr
+    return pd.util.hash_pandas_object(cells, index=False).to_numpy()
 
 
 def _first_line(e: Exception) -> str:

@@ -27,6 +27,11 @@ Intervals (95%):
   unknown truth: the covariance term Σ p(1−p)/(n₁n₀) over shared products is subtracted); per
   group and overall the same Poisson bootstrap with one weight per query shared by both logs,
   so queries present in both are paired.
+
+Queries are keyed by their normalised text (``_query``, as ``train`` and ``predict`` normalise
+it); the probability sums are added as whole units of 2^-32 (:data:`EXACT`), so they do not depend
+on how a log's rows are laid out or batched — together with each distinct pair being scored once
+per run (:mod:`.memo`), an unchanged page has a change of exactly 0.
 """
 
 from __future__ import annotations
@@ -38,12 +43,18 @@ Z95 = 1.959964
 BOOTSTRAP = 1000  # bootstrap resamples of overall and per-group intervals
 _BLOCK = 100  # resamples drawn at once (memory: _BLOCK × queries floats)
 TOP_K = (1, 3, 10)
-NOISE = 1e-6  # rate changes below this are float rounding (the same pair scored in two batches), not a change
+NOISE = 1e-6  # rate changes below this are float rounding (weighted sums added in another order), not a change
+UNIT = 2.0 ** -32  # sums of probabilities are counted in whole units of this (see EXACT)
 
 # per-(query) sums kept while reading the log; every rate is a ratio of two of them
 SUMS = ["shown", "expected", "variance", "flagged", "pos_num", "pos_den", "traffic_num", "traffic_den",
         *[f"expected_top{k}" for k in TOP_K], *[f"flagged_top{k}" for k in TOP_K], "missing"]
 MAXES = ["traffic"]
+# sums kept as int64 counts of UNIT (each row's value rounded to 2^-32, ~2e-10) while reading: integer sums are exact, so a
+# page's sums are the same however its rows are laid out or batched (float sums are not: pandas' grouped float sum of
+# the same values in the same order differs in the last bit with the rows around them), and an unchanged page has a change
+# of exactly 0. Traffic sums stay float: impressions are unbounded, and int64 units of them could overflow.
+EXACT = ["expected", "variance", "pos_num", "pos_den", *[f"expected_top{k}" for k in TOP_K]]
 RATES = {  # name: (numerator, denominator)
     "unweighted": ("expected", "shown"),
     "position_weighted": ("pos_num", "pos_den"),
@@ -72,36 +83,54 @@ def row_sums(p: np.ndarray, flagged: np.ndarray, position: np.ndarray, weight: n
         out[f"flagged_top{k}"] = f * top
     out["missing"] = missing.astype(np.float64)
     out["traffic"] = weight
+    for c in EXACT:
+        out[c] = units(out[c])
     return pd.DataFrame(out)
 
 
+def units(values: np.ndarray) -> np.ndarray:
+    """Values as int64 counts of :data:`UNIT` (rounded): what :data:`EXACT` sums add up."""
+    return np.rint(np.asarray(values, dtype=np.float64) / UNIT).astype(np.int64)
+
+
 class Accumulator:
-    """Sums of :data:`SUMS` (and maxima of :data:`MAXES`) by key columns, merged batch by batch.
+    """Sums of :data:`SUMS` (and maxima of :data:`MAXES`) by key columns, merged batch by batch;
+    ``firsts``: columns of which the first value in log order is kept (the query's first spelling:
+    queries are keyed by their normalised text, and an output shows how the log wrote one).
 
     Memory: one row per distinct key (queries, positions, group × query), not per log row."""
 
-    def __init__(self, keys: list[str]) -> None:
-        self.keys = keys
+    def __init__(self, keys: list[str], firsts: tuple[str, ...] = ()) -> None:
+        self.keys, self.firsts = keys, firsts
         self.parts: list[pd.DataFrame] = []
         self.rows = 0
 
     def add(self, frame: pd.DataFrame) -> None:
-        part = _reduce(frame, self.keys)
+        part = _reduce(frame, self.keys, self.firsts)
         self.parts.append(part)
         self.rows += len(part)
         if len(self.parts) > 8 and self.rows > 4 * len(part):
-            self.parts = [_reduce(pd.concat(self.parts, ignore_index=True), self.keys)]
+            self.parts = [_reduce(pd.concat(self.parts, ignore_index=True), self.keys, self.firsts)]
             self.rows = len(self.parts[0])
 
     def result(self) -> pd.DataFrame:
+        """The sums by key, :data:`EXACT` ones back in probability units (floats)."""
         if not self.parts:
-            return pd.DataFrame(columns=self.keys + SUMS + MAXES)
-        return _reduce(pd.concat(self.parts, ignore_index=True), self.keys)
+            return pd.DataFrame(columns=self.keys + list(self.firsts) + SUMS + MAXES)
+        out = _reduce(pd.concat(self.parts, ignore_index=True), self.keys, self.firsts)
+        out[EXACT] = out[EXACT].to_numpy(dtype=np.int64) * UNIT
+        return out
 
 
-def _reduce(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    agg = {c: "sum" for c in SUMS} | {c: "max" for c in MAXES}
+def _reduce(frame: pd.DataFrame, keys: list[str], firsts: tuple[str, ...] = ()) -> pd.DataFrame:
+    agg = {c: "first" for c in firsts} | {c: "sum" for c in SUMS} | {c: "max" for c in MAXES}
     return frame.groupby(keys, sort=False, dropna=False, observed=True).agg(agg).reset_index()
+
+
+def spelling(sums: pd.DataFrame) -> pd.Series:
+    """How an output names each query of per-query sums: its first spelling in the log (the key,
+    normalised, where the sums kept none)."""
+    return sums["_query_text"] if "_query_text" in sums.columns else sums["_query"]
 
 
 def query_table(sums: pd.DataFrame, has_traffic: bool) -> pd.DataFrame:
@@ -111,7 +140,8 @@ def query_table(sums: pd.DataFrame, has_traffic: bool) -> pd.DataFrame:
         rate = sums["expected"] / shown
         half = Z95 * np.sqrt(sums["variance"]) / shown
         out = pd.DataFrame({
-            "query": sums["_query"],
+            "query": spelling(sums),
+            "query_key": sums["_query"],
             "shown": shown.astype(np.int64),
             "expected_defects": sums["expected"],
             "defect_rate": rate,
@@ -206,7 +236,8 @@ def _label(value) -> str:
 def paired_change(new: pd.DataFrame, old: pd.DataFrame, seed: int) -> dict:
     """Change (new − old) of each overall rate with a 95% Poisson-bootstrap interval over the
     union of queries, one weight per query for both logs (paired where a query is in both)."""
-    merged = new.merge(old, on="_query", how="outer", suffixes=("_new", "_old")).fillna(0.0)
+    cols = ["_query", *SUMS]
+    merged = new[cols].merge(old[cols], on="_query", how="outer", suffixes=("_new", "_old")).fillna(0.0)
     out = {}
     for name, (a, b) in RATES.items():
         nn, nd = merged[f"{a}_new"].to_numpy(float), merged[f"{b}_new"].to_numpy(float)
@@ -235,7 +266,8 @@ def query_changes(new: pd.DataFrame, old: pd.DataFrame, shared: pd.DataFrame) ->
     :data:`NOISE`, ``better`` when it is below −NOISE.
     Sorted worst change first."""
     cols = ["_query", "shown", "expected", "variance", "traffic"]
-    m = new[cols].merge(old[cols], on="_query", how="outer", suffixes=("_new", "_old"))
+    m = new[cols].assign(name=spelling(new)).merge(old[cols].assign(name=spelling(old)), on="_query", how="outer",
+                                                   suffixes=("_new", "_old"))
     m = m.merge(shared, on="_query", how="left")
     m["shared_variance"] = m["shared_variance"].fillna(0.0)
     n1, n0 = m["shown_new"].to_numpy(float), m["shown_old"].to_numpy(float)
@@ -245,7 +277,8 @@ def query_changes(new: pd.DataFrame, old: pd.DataFrame, shared: pd.DataFrame) ->
         half = Z95 * np.sqrt(np.clip(var, 0, None))
     change = r1 - r0
     out = pd.DataFrame({
-        "query": m["_query"], "shown_old": n0, "shown_new": n1, "rate_old": r0, "rate_new": r1, "change": change,
+        "query": m["name_new"].fillna(m["name_old"]), "query_key": m["_query"],  # as the new log spells it, else the old
+        "shown_old": n0, "shown_new": n1, "rate_old": r0, "rate_new": r1, "change": change,
         "change_low": change - half, "change_high": change + half,
         "traffic": m["traffic_new"].fillna(m["traffic_old"]),
         "in": np.where(m["shown_new"].notna() & m["shown_old"].notna(), "both", np.where(m["shown_new"].notna(), "new", "old")),

@@ -5,30 +5,50 @@ headline rates with their intervals and the threshold counts beside them, the de
 position, the distribution over queries, the worst queries with their likeliest defect
 products, the groups, the missing products and (with a baseline) what changed. Plots are PNGs
 drawn with matplotlib (Agg) and embedded as base64 ``data:`` URIs; there is no script, font or
-style sheet from elsewhere. Every number taken from summary.json is printed by :func:`~defectnas.html_page.num` and
+style sheet from elsewhere. Every number taken from summary.json is printed by :func:`num` and
 carries ``data-key="<dotted path in summary.json>"``, so a test can check the page against
-the summary.
+the summary. Numbers are fixed-point (:func:`fixed`): a reader compares 0.0034 with 0.000017,
+not with 1.7e-05.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..html_page import DIGITS, END, escape, figure_img, fmt, head, num, pyplot
-from ..storage import atomic_write_text
+from ..html_page import DIGITS, END, escape, figure_img, fmt, head, lookup, pyplot
+from .rates import NOISE
 
 
-def write_report(out: Path, summary: dict, audit, titles: dict[str, str]) -> Path:
-    """Write ``out/report.html`` from ``summary`` (summary.json's dict) and the log's per-query sums."""
-    queries = pd.read_csv(out / "queries.csv")
+def write_report(out: Path, summary: dict, queries: pd.DataFrame, files: dict[Path, str]) -> Path:
+    """report.html of ``summary`` (summary.json's dict) and ``queries`` (queries.csv's rows) into
+    ``files`` (path → text: the run writes it with its other outputs, once all are ready)."""
     parts = [_head(summary), _headline(summary), _positions(summary), _distribution(queries), _worst(summary),
              _groups(summary), _missing(summary), _baseline(summary), _methods(summary), END]
     path = out / "report.html"
-    atomic_write_text(path, "\n".join(p for p in parts if p))
+    files[path] = "\n".join(p for p in parts if p)
     return path
+
+
+def fixed(value, digits: int = DIGITS) -> str:
+    """A value as the page shows it (:func:`~defectnas.html_page.fmt`), always in fixed point: a
+    float that ``digits`` decimals would show as 0 gets the decimals of two significant digits
+    (0.000017, not 1.7e-05 — nor 0.0000, which would read as no change), unless it is below
+    :data:`~.rates.NOISE`: the float rounding of the same sums added in another order (a page
+    whose products only moved), shown as 0, as ``worse``/``better`` treat it."""
+    if isinstance(value, float) and value == value and abs(value) < 0.5 * 10 ** -digits:
+        if abs(value) < NOISE:
+            return fmt(0.0, digits)
+        return f"{value:.{1 - math.floor(math.log10(abs(value)))}f}"
+    return fmt(value, digits)
+
+
+def num(data: dict, key: str, digits: int = DIGITS) -> str:
+    """The value at dotted ``key`` of ``data``, :func:`fixed`, in a span tagged with the key."""
+    return f'<span data-key="{escape(key)}">{fixed(lookup(data, key), digits)}</span>'
 
 
 # ------------------------------------------------------------------ sections (the page pieces: defectnas.html_page)

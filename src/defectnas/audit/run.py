@@ -4,12 +4,13 @@ summary.json, report.html.
 Why a module of its own: it is the one loop of the audit, read top to bottom — resolve the
 product encodings (a cache, or a catalogue encoded into a temporary cache; a catalogue beside
 a cache only titles products), stream the log in batches, encode each batch's new queries
-together, score its chunks (locally or on Ray), append the scored rows to ``scored.parquet``
-and fold them into per-query, per-position and per-group sums, then write the tables. Memory
-is bounded by the batch (``batch_rows`` log rows and their scores), the scorer's store of query
-encodings (:data:`.score.QUERY_CACHE_BYTES`), the sums (one row per query, per position and per
-group × query) and the list of missing products — not by the log's length. The baseline
-comparison is :mod:`.baseline`.
+together, score its pairs not scored before in this run (in chunks, locally or on Ray), append
+the scored rows to a temporary ``scored.parquet`` and fold them into per-query, per-position
+and per-group sums, then compute every table and write them all at once. Memory is bounded by
+the batch (``batch_rows`` log rows and their scores), the scorer's store of query encodings
+(:data:`.score.QUERY_CACHE_BYTES`), the sums (one row per query, per position and per group ×
+query), the list of missing products and :mod:`.memo`'s 16 bytes per distinct pair and per
+distinct row. The baseline comparison is :mod:`.baseline`.
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from ..data._common import counted
 from ..errors import ConfigError, DataError, DataWarning
 from ..storage import atomic_write_json, atomic_write_text, not_a_model_directory, read_json
 from . import rates
-from .log import INTERNAL, LogLayout, iter_log, log_layout
+from .log import INTERNAL, LogLayout, _title_text, iter_log, log_layout, row_hashes
+from .memo import PairScores, RowRepeats
 from .score import ChunkScorer, LocalExecutor, RayExecutor, chunks
 
 SCORED, QUERIES, SUMMARY, REPORT = "scored.parquet", "queries.csv", "summary.json", "report.html"
 MISSING, CHANGES, BASELINE_DIR = "missing_products.csv", "changes.csv", "baseline"
 SKIPPED = "skipped_rows.csv"  # --invalid-rows skip: source row, reason and the log's cells of each row left out
-ADDED = ("defect_probability", "is_defect", "product_missing", "product_key")  # columns scored.parquet adds to the log's
+# columns scored.parquet adds to the log's: the scores, and the fields as the audit read them (the query normalised as
+# queries.csv keys it, the product key, the position as a whole number), which later steps read instead of the log's own cells
+ADDED = ("defect_probability", "is_defect", "product_missing", "product_key", "query_key", "shown_at")
 WORST = 20  # worst queries (and queries that got worse) listed in summary.json and the report
 
 
@@ -81,6 +86,22 @@ class LogAudit:
     rows: int
     seconds: float
     skipped: list[tuple[int, str, dict]] = field(default_factory=list)  # (source row, reason, cells) of rows left out (--invalid-rows skip)
+    out: Path | None = None  # the folder of its outputs
+    scored: "_ParquetAppender | None" = None  # its scored rows, in a temporary file until keep()
+    table: pd.DataFrame | None = None  # queries.csv's rows (write_outputs)
+
+    @property
+    def scored_path(self) -> Path:
+        """Where the scored rows are now: the temporary file until :meth:`keep`, then scored.parquet."""
+        return self.scored.tmp if self.scored.tmp.exists() else self.scored.path
+
+    def keep(self) -> None:
+        """Put the scored rows in place as scored.parquet."""
+        self.scored.commit()
+
+    def discard(self) -> None:
+        """Remove the temporary scored rows (the run stopped before its outputs were written)."""
+        self.scored.abort()
 
 
 def run_audit(cfg: AuditConfig, echo: Callable[[str], None] = lambda m: None) -> dict:
@@ -113,58 +134,102 @@ def _remove_empty_folders(folder: Path) -> None:
 
 
 def _run_audit(cfg: AuditConfig, out: Path, echo: Callable[[str], None]) -> dict:
+    """Score, then compute every output in memory, then write them all (:func:`_commit`).
+
+    Why in that order: a run that stops after scoring — on an error in the tables or the report —
+    must not leave a new scored.parquet beside an earlier run's summary.json, or a queries.csv
+    without its summary. Until the commit the scored rows are in temporary files beside their
+    final names, and they are removed when the run stops."""
     from ..serving.catalog import read_catalog
 
     decision = _decision(cfg.model)
     titles: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="defectnas-audit-") as tmp:
-        cache_dir = cfg.cache
-        if cfg.catalog is not None:
-            from ..serving.cache import build_cache
+    memo = PairScores()  # shared by both logs: a pair shown in both scores the same in both
+    new = old = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="defectnas-audit-") as tmp:
+            cache_dir = cfg.cache
+            if cfg.catalog is not None:
+                from ..serving.cache import build_cache
 
-            catalog, notes = read_catalog(cfg.catalog)
-            titles = catalog_titles(catalog)
-            if cache_dir is None:
-                echo(f"{cfg.catalog}: {len(catalog)} products; encoding them into a temporary cache")
-                build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet, dtype="float32")  # thrown away after: kept exact
-                cache_dir = str(Path(tmp) / "cache")
-            else:
-                echo(f"{cfg.catalog}: {len(catalog)} products; titles for the report (and for products the cache lacks)")
-        executor = _executor(cfg, cache_dir)
-        try:
-            new = audit_log(cfg.log, out, executor, decision, cfg, echo, titles)
-            old = audit_log(cfg.baseline_log, out / BASELINE_DIR, executor, decision, cfg, echo, titles) if cfg.baseline_log else None
-        finally:
-            executor.shutdown()
-    summary = write_outputs(new, out, decision, cfg, titles)
-    _require_scored(new, out)
+                catalog, notes = read_catalog(cfg.catalog)
+                titles = catalog_titles(catalog)
+                if cache_dir is None:
+                    echo(f"{cfg.catalog}: {len(catalog)} products; encoding them into a temporary cache")
+                    build_cache(cfg.model, catalog, Path(tmp) / "cache", quiet=cfg.quiet, dtype="float32")  # thrown away after: kept exact
+                    cache_dir = str(Path(tmp) / "cache")
+                else:
+                    echo(f"{cfg.catalog}: {len(catalog)} products; titles for the report (and for products the cache lacks)")
+            executor = _executor(cfg, cache_dir)
+            try:
+                new = audit_log(cfg.log, out, executor, decision, cfg, echo, titles, memo)
+                if cfg.baseline_log:
+                    old = audit_log(cfg.baseline_log, out / BASELINE_DIR, executor, decision, cfg, echo, titles, memo)
+            finally:
+                executor.shutdown()
+        _require_scored(new, out)
+        if old is not None:
+            _require_scored(old, out / BASELINE_DIR)
+        files: dict[Path, str] = {}  # every output but scored.parquet and summary.json, in the order they are written
+        summary = write_outputs(new, out, decision, cfg, titles, files)
+        if old is not None:
+            files[out / BASELINE_DIR / SUMMARY] = _json_text(write_outputs(old, out / BASELINE_DIR, decision, cfg, titles, files))
+            from .baseline import compare_logs
+
+            summary["baseline"] = compare_logs(new, old, out, cfg, files)
+            summary["baseline"]["skipped_rows"] = {"rows": len(old.skipped), "file": f"{BASELINE_DIR}/{SKIPPED}" if old.skipped else None}
+        summary = _clean(summary)
+        from .report import write_report
+
+        write_report(out, summary, new.table, files)
+    except BaseException:
+        for audit in (new, old):
+            if audit is not None:
+                audit.discard()
+        if (out / BASELINE_DIR).is_dir():
+            _remove_empty_folders(out / BASELINE_DIR)  # only if nothing (of an earlier run) is in it
+        raise
+    _commit(out, new, old, files, summary)
+    return summary
+
+
+def _commit(out: Path, new: "LogAudit", old: "LogAudit | None", files: dict[Path, str], summary: dict) -> None:
+    """Put every output in place: the scored rows (renamed), the tables, report.html, then
+    summary.json last (a summary.json newer than the run's start means the run is complete);
+    outputs of an earlier run in the same folder that this run does not rewrite are removed."""
+    import shutil
+
+    new.keep()
     if old is not None:
-        write_outputs(old, out / BASELINE_DIR, decision, cfg, titles, report=False)
-        _require_scored(old, out / BASELINE_DIR)
-        from .baseline import compare_logs
-
-        summary["baseline"] = compare_logs(new, old, out, cfg)
-        summary["baseline"]["skipped_rows"] = {"rows": len(old.skipped), "file": f"{BASELINE_DIR}/{SKIPPED}" if old.skipped else None}
-        atomic_write_json(out / SUMMARY, _clean(summary))
-    if old is None:  # outputs of an earlier run in the same folder that this run does not rewrite
-        import shutil
-
+        old.keep()
+    for path, text in files.items():
+        atomic_write_text(path, text)
+    for folder in [out] + ([out / BASELINE_DIR] if old is not None else []):
+        for name in (MISSING, SKIPPED):
+            if folder / name not in files:
+                (folder / name).unlink(missing_ok=True)
+    if old is None:
         (out / CHANGES).unlink(missing_ok=True)
         shutil.rmtree(out / BASELINE_DIR, ignore_errors=True)
-    from .report import write_report
+    atomic_write_json(out / SUMMARY, summary)
 
-    write_report(out, summary, new, titles)
-    return _clean(summary)
+
+def _json_text(obj) -> str:
+    """Text of a JSON file, as ``atomic_write_json`` writes one."""
+    import json
+
+    return json.dumps(_clean(obj), indent=2) + "\n"
 
 
 def _require_scored(audit: LogAudit, out: Path) -> None:
     """A log of which nothing could be scored is an error (exit 2), not a report of NaN rates.
 
     Raises :class:`DataError` naming the log: it had no rows, or every product it shows is
-    missing from the cache/catalogue (the list is in ``out/missing_products.csv``)."""
+    missing from the cache/catalogue (the list is written to ``out/missing_products.csv``)."""
     if audit.rows == 0:
         raise DataError(f"{audit.path}: no shown results (no rows after the header)")
     if sum(audit.missing.values()) >= audit.rows:
+        atomic_write_text(out / MISSING, missing_frame(audit.missing).to_csv(index=False))
         shown = ", ".join(k.replace("\x1f", ":") for k in list(audit.missing)[:3])
         raise DataError(f"{audit.path}: none of its {audit.rows} shown results could be scored: all {len(audit.missing)} products "
                         f"are missing from the cache/catalogue (e.g. {shown}; all in {out / MISSING})")
@@ -172,19 +237,23 @@ def _require_scored(audit: LogAudit, out: Path) -> None:
 
 # ------------------------------------------------------------- one log's pass
 def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, echo: Callable[[str], None],
-              titles: dict[str, str] | None = None) -> LogAudit:
-    """Score every row of the log at ``path``; write ``out/scored.parquet``; return the sums.
-    ``titles`` (product key → title, from a catalogue) titles rows the log leaves untitled, so a
-    product the cache lacks is encoded on the fly rather than counted missing."""
+              titles: dict[str, str] | None = None, memo: PairScores | None = None) -> LogAudit:
+    """Score every row of the log at ``path`` into a temporary file beside ``out/scored.parquet``
+    (put in place by :meth:`LogAudit.keep`); return the sums. ``titles`` (product key → title,
+    from a catalogue) titles rows the log leaves untitled, so a product the cache lacks is
+    encoded on the fly rather than counted missing. ``memo``: the pairs this run scored before
+    (the other log's too), whose probabilities are reused."""
     from ..progress import progress
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    memo = PairScores() if memo is None else memo
     by = tuple(cfg.by)
-    acc_q = rates.Accumulator(["_query"])
+    acc_q = rates.Accumulator(["_query"], firsts=("_query_text",))
     acc_p = rates.Accumulator(["_position"])
     acc_g = {c: rates.Accumulator([c, "_query"]) for c in by}
     missing: dict[str, int] = {}
+    repeats = RowRepeats()
     layout = None
     rows = 0
     writer = _ParquetAppender(out / SCORED)
@@ -197,16 +266,11 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
                     untitled = batch["_title"].isna()
                     if untitled.any():
                         batch.loc[untitled, "_title"] = batch.loc[untitled, "_product"].map(titles)
-                probs = np.full(len(batch), np.nan)
-                executor.prepare(batch["_query"].unique())  # the batch's new queries through the query tower together
-                parts = chunks(batch, cfg.chunk_rows)
-                payloads = ((batch["_query"].to_numpy()[idx].tolist(), batch["_product"].to_numpy()[idx].tolist(),
-                             batch["_title"].to_numpy()[idx].tolist()) for idx in parts)
-                for idx, p in zip(parts, executor.map(payloads)):
-                    probs[idx] = p
+                repeats.add(row_hashes(batch), batch["_row"].to_numpy())
+                probs = _probabilities(batch, executor, memo, cfg.chunk_rows)
                 flagged = probs >= _thresholds(batch, decision)
                 sums = rates.row_sums(probs, flagged, batch["_position"].to_numpy(), batch["_weight"].to_numpy())
-                acc_q.add(sums.assign(_query=batch["_query"].to_numpy()))
+                acc_q.add(sums.assign(_query=batch["_query"].to_numpy(), _query_text=batch["_query_text"].to_numpy()))
                 acc_p.add(sums.assign(_position=batch["_position"].to_numpy()))
                 for c in by:
                     acc_g[c].add(sums.assign(**{c: _group_values(batch[c]), "_query": batch["_query"].to_numpy()}))
@@ -224,14 +288,45 @@ def audit_log(path: str, out: Path, executor, decision: dict, cfg: AuditConfig, 
     if skipped:  # a warning, not progress: --quiet does not hide rows left out
         warnings.warn(f"{path}: {len(skipped)} rows with a bad cell left out (--invalid-rows skip), e.g. row {skipped[0][0]}: "
                       f"{skipped[0][1]} (all in {out / SKIPPED})", DataWarning, stacklevel=2)
+    if repeats.count:  # counted as every row is (one showing each), but said: a showing logged twice would be counted twice
+        more = repeats.count - len(repeats.first)
+        warnings.warn(f"{path}: {counted(repeats.count, 'row')} {'repeats' if repeats.count == 1 else 'repeat'} an earlier row in every cell "
+                      f"(row{'s' if repeats.count > 1 else ''} {', '.join(map(str, repeats.first))}{f' and {more} more' if more else ''}); "
+                      "each counts as one more showing — drop them if a showing was logged twice", DataWarning, stacklevel=2)
     if skipped and not rows:
+        writer.abort()
         atomic_write_text(out / SKIPPED, skipped_frame(skipped).to_csv(index=False))
         raise DataError(f"{path}: no row could be audited: all {len(skipped)} rows have a bad cell (listed in {out / SKIPPED})")
     if missing:
         echo(f"{path}: {sum(missing.values())} rows name {len(missing)} products missing from the catalogue (listed in {out / MISSING})")
     echo(f"{path}: {rows} shown pairs scored in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} pairs/s)")
     return LogAudit(str(path), layout, acc_q.result(), acc_p.result(), {c: a.result() for c, a in acc_g.items()}, missing, rows, seconds,
-                    skipped or [])
+                    skipped or [], out=out, scored=writer)
+
+
+def _probabilities(batch: pd.DataFrame, executor, memo: PairScores, chunk_rows: int) -> np.ndarray:
+    """The defect probability of each row of a batch: a pair this run scored before (in this log
+    or the other) keeps its probability; each distinct new pair is scored once, in chunks of whole
+    queries, and remembered.
+
+    Why: the head's float rounding depends on which pairs share a batch, so the same pair scored
+    twice can differ by ~1e-8; scored once, an unchanged page has the same probabilities in both
+    logs (a change of exactly 0), and a page repeated on many days costs the head one pass."""
+    codes = memo.codes(batch["_query"], batch["_product"], batch["_title"])
+    found, probs = memo.get(codes)
+    todo = np.flatnonzero(~found)
+    if not len(todo):
+        return probs
+    first = todo[~pd.Series(codes[todo]).duplicated().to_numpy()]  # the first row of each new pair, in log order
+    queries, products, titles = (batch[c].to_numpy()[first] for c in ("_query_text", "_product", "_title"))
+    executor.prepare(pd.unique(queries))  # the batch's new queries through the query tower together
+    parts = chunks(pd.DataFrame({"_query": batch["_query"].to_numpy()[first]}), chunk_rows)
+    payloads = ((queries[idx].tolist(), products[idx].tolist(), titles[idx].tolist()) for idx in parts)
+    scored = np.full(len(first), np.nan)
+    for idx, p in zip(parts, executor.map(payloads)):
+        scored[idx] = p
+    memo.add(codes[first], scored)
+    return memo.get(codes)[1]
 
 
 def _whole_queries(batches: Iterator[tuple[pd.DataFrame, LogLayout]]) -> Iterator[tuple[pd.DataFrame, LogLayout]]:
@@ -261,6 +356,8 @@ def _scored_frame(batch: pd.DataFrame, probs: np.ndarray, flagged: np.ndarray, g
     frame["is_defect"] = pd.array(np.where(gone, None, flagged), dtype="boolean")
     frame["product_missing"] = gone
     frame["product_key"] = batch["_product"].to_numpy()
+    frame["query_key"] = batch["_query"].to_numpy()
+    frame["shown_at"] = batch["_position"].to_numpy(dtype=np.int64)
     return frame
 
 
@@ -269,7 +366,8 @@ def _group_values(values: pd.Series) -> np.ndarray:
 
 
 class _ParquetAppender:
-    """scored.parquet written batch by batch under a temporary name, renamed into place at the end."""
+    """scored.parquet written batch by batch under a temporary name (:meth:`close`), renamed into
+    place by :meth:`commit` when every other output is ready too, or removed by :meth:`abort`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -297,8 +395,14 @@ class _ParquetAppender:
 
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
             with open(self.tmp, "rb") as f:
                 os.fsync(f.fileno())
+
+    def commit(self) -> None:
+        import os
+
+        if self.tmp.exists():
             os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -307,6 +411,7 @@ class _ParquetAppender:
                 self.writer.close()
             except Exception:
                 pass
+            self.writer = None
         self.tmp.unlink(missing_ok=True)
 
 
@@ -355,23 +460,19 @@ def _executor(cfg: AuditConfig, cache_dir: str):
 
 
 # -------------------------------------------------------------------- outputs
-def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, titles: dict[str, str], report: bool = True) -> dict:
-    """queries.csv, missing_products.csv (when any) and summary.json of one log; summary's dict."""
+def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, titles: dict[str, str], files: dict[Path, str]) -> dict:
+    """queries.csv, missing_products.csv and skipped_rows.csv (when any) of one log into ``files``
+    (path → text, written once every output is ready); returns summary.json's dict."""
     has_traffic = audit.layout.traffic is not None
-    table = rates.query_table(audit.queries, has_traffic)
-    atomic_write_text(out / QUERIES, table.to_csv(index=False))
+    table = audit.table = rates.query_table(audit.queries, has_traffic)
+    files[out / QUERIES] = table.to_csv(index=False)
     missing = {k.replace("\x1f", ":"): v for k, v in audit.missing.items()}  # (locale, id) keys shown as locale:id
     if missing:
-        listed = pd.DataFrame(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])), columns=["product_key", "rows"])
-        atomic_write_text(out / MISSING, listed.to_csv(index=False))
-    else:
-        (out / MISSING).unlink(missing_ok=True)  # an earlier run's list
+        files[out / MISSING] = missing_frame(audit.missing).to_csv(index=False)
     if audit.skipped:
-        atomic_write_text(out / SKIPPED, skipped_frame(audit.skipped).to_csv(index=False))
-    else:
-        (out / SKIPPED).unlink(missing_ok=True)
+        files[out / SKIPPED] = skipped_frame(audit.skipped).to_csv(index=False)
     positions = rates.position_table(audit.positions)
-    summary = {
+    return {
         "log": str(audit.path),
         "model": str(cfg.model),
         "products": {"cache": cfg.cache} if cfg.cache else {"catalog": cfg.catalog},
@@ -388,10 +489,12 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
         "rows_in_log": audit.rows + len(audit.skipped),  # rows: those scored; the rest were skipped (--invalid-rows skip)
         "skipped_rows": {"rows": len(audit.skipped), "file": SKIPPED if audit.skipped else None,
                          "first": [{"row": r, "reason": why} for r, why, _ in audit.skipped[:WORST]]},
-        "worst_queries": worst_queries(table, out / SCORED, audit.layout, titles),
+        "worst_queries": worst_queries(table, audit.scored_path, audit.layout, titles),
         "methods": {
             "rates": "expected defect rates from calibrated probabilities (expected defects = sum of defect_probability); "
                      "at_threshold = share of pairs with is_defect; products missing from the catalogue are excluded and counted",
+            "queries": "grouped by their normalised text (as train and predict normalise it: case, full-width and invisible "
+                       "characters folded); each shown as the log first spelt it",
             "position_weights": "DCG: 1 / log2(1 + position)",
             "traffic_weights": f"per row: {audit.layout.traffic or '1 (the log has no impressions or count column)'}",
             "interval_overall": f"95% Poisson bootstrap over queries, {rates.BOOTSTRAP} resamples, seed {cfg.seed}, percentile",
@@ -400,8 +503,12 @@ def write_outputs(audit: LogAudit, out: Path, decision: dict, cfg: AuditConfig, 
         "seconds": round(audit.seconds, 3),
         "pairs_per_second": round(audit.rows / audit.seconds, 1) if audit.seconds > 0 else None,
     }
-    atomic_write_json(out / SUMMARY, _clean(summary))
-    return summary
+
+
+def missing_frame(missing: dict[str, int]) -> pd.DataFrame:
+    """missing_products.csv: each missing product's key ((locale, id) keys as locale:id) and rows, most rows first."""
+    shown = {k.replace("\x1f", ":"): v for k, v in missing.items()}
+    return pd.DataFrame(sorted(shown.items(), key=lambda kv: (-kv[1], kv[0])), columns=["product_key", "rows"])
 
 
 def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: dict[str, str], n: int = WORST,
@@ -409,30 +516,32 @@ def worst_queries(table: pd.DataFrame, scored: Path, layout: LogLayout, titles: 
     """The ``n`` worst queries, each with its ``products`` likeliest defects (from a filtered read of
     scored.parquet). Ranked by the lower end of the rate's 95% interval — the rate a query at
     least has — then by the rate and traffic, so pages of one or two results (interval [0, 1])
-    do not crowd out queries that are surely bad."""
+    do not crowd out queries that are surely bad.
+
+    Reads the fields as the audit read them (``query_key``, ``shown_at``), never the log's own
+    cells again: a CSV log's position "2.0" or " 3 " passed the check as 2 and 3, and converting
+    the raw text a second time is where a run that had scored everything used to crash."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    top = table[table["shown"] > 0].sort_values(["rate_low", "defect_rate", "traffic", "query"],
+    top = table[table["shown"] > 0].sort_values(["rate_low", "defect_rate", "traffic", "query_key"],
                                                 ascending=[False, False, False, True], kind="stable").head(n)
     if top.empty:
         return []
-    wanted = top["query"].tolist()
-    columns = [layout.query, "product_key", "defect_probability", "is_defect"] + [c for c in (layout.position, layout.title) if c]
+    columns = ["query_key", "product_key", "defect_probability", "is_defect", "shown_at"] + ([layout.title] if layout.title else [])
     data = pq.read_table(scored, columns=list(dict.fromkeys(columns)),
-                         filters=pc.field(layout.query).isin(wanted) if layout.query else None).to_pandas()
-    data["_q"] = data[layout.query].map(lambda v: str(v).strip())
+                         filters=pc.field("query_key").isin(top["query_key"].tolist())).to_pandas()
     out = []
     for row in top.itertuples(index=False):
-        rows = data[(data["_q"] == row.query) & data["defect_probability"].notna()].nlargest(products, "defect_probability")
+        rows = data[(data["query_key"] == row.query_key) & data["defect_probability"].notna()].nlargest(products, "defect_probability")
         out.append({
-            "query": row.query, "shown": int(row.shown), "defect_rate": float(row.defect_rate), "rate_low": float(row.rate_low),
-            "rate_high": float(row.rate_high), "expected_defects": float(row.expected_defects), "flagged": int(row.flagged),
-            "traffic": None if pd.isna(row.traffic) else float(row.traffic),
+            "query": row.query, "query_key": row.query_key, "shown": int(row.shown), "defect_rate": float(row.defect_rate),
+            "rate_low": float(row.rate_low), "rate_high": float(row.rate_high), "expected_defects": float(row.expected_defects),
+            "flagged": int(row.flagged), "traffic": None if pd.isna(row.traffic) else float(row.traffic),
             "defect_products": [{
                 "product_key": str(r["product_key"]).replace("\x1f", ":"),  # (locale, id) keys shown as locale:id, as in missing_products
-                "title": (str(r[layout.title]) if layout.title and pd.notna(r[layout.title]) else titles.get(str(r["product_key"]))),
-                "position": int(r[layout.position]),
+                "title": (_title_text(r[layout.title]) if layout.title else None) or titles.get(str(r["product_key"])),
+                "position": int(r["shown_at"]),
                 "defect_probability": float(r["defect_probability"]),
                 "is_defect": bool(r["is_defect"]),
             } for _, r in rows.iterrows()],
