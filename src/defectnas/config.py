@@ -127,7 +127,8 @@ class ModelConfig:
     sentence_vector: bool = True  # append the pre-trained model's sentence vector to each pooled vector (needs contextual layers in both towers)
     backbone: dict = field(default_factory=dict)  # architecture of the pre-trained model (set at fit time from its config.json)
     matching: bool = True  # the multi-perspective matching layer (on by default: +0.01 test F1 on Home Depot; off for the "dl-rl" search)
-    perspectives: int = 8  # number of learned matching perspectives
+    perspectives: int = 8  # number of learned matching perspectives (also the late interaction's)
+    late_interaction: bool = False  # every query token against every title token (ColBERT's MaxSim, model/late_interaction.py)
     dense_hidden: int = 64  # width of the dense layers after the interaction layer
     dropout: float = 0.1  # dropout inside encoders and dense layers
     encoder: str = "transformer"  # "transformer": cells of query_layers / title_layers; "lstm": bidirectional LSTMs (baseline)

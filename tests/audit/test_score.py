@@ -60,10 +60,11 @@ def test_text_cells_read_once_per_distinct_value_as_cell_by_cell():
             assert _by_value(values, text).tolist() == [text(v) for v in values.tolist()]
 
 
-@pytest.mark.parametrize("with_matching", [True, False])
-def test_query_head_is_the_models_score(with_matching, fitted):
+@pytest.mark.parametrize("with_matching,with_late", [(True, False), (False, False), (True, True), (False, True)])
+def test_query_head_is_the_models_score(with_matching, with_late, fitted):
     """QueryHead (the query's blocks of the head computed once per query) gives model.score's
-    logits, with and without the matching layer (random weights: the identity is algebra)."""
+    logits, with and without the matching layer and the late interaction (random weights: the
+    identity is algebra)."""
     import dataclasses
 
     import torch
@@ -73,8 +74,8 @@ def test_query_head_is_the_models_score(with_matching, fitted):
     from defectnas.model.classifier import Encoded
 
     torch.manual_seed(0)
-    model = DefectNet(dataclasses.replace(fitted.model_config_, matching=with_matching)).eval()
-    assert (model.matching is not None) == with_matching
+    model = DefectNet(dataclasses.replace(fitted.model_config_, matching=with_matching, late_interaction=with_late)).eval()
+    assert (model.matching is not None) == with_matching and (model.late is not None) == with_late
     gen = torch.Generator().manual_seed(0)
     q_ids = torch.randint(1, 200, (5, 6), generator=gen)
     q_ids[1, 3:] = 0  # shorter queries: padding the mask hides

@@ -154,11 +154,13 @@ def test_unfrozen_pretrained_tables_are_separate():
     assert net.query_encoder.embed.tokens.weight.requires_grad
 
 
-@pytest.mark.parametrize("kind", ["pooled", "matching", "coattention"])
+@pytest.mark.parametrize("kind", ["pooled", "matching", "late", "matching+late", "coattention"])
 def test_one_query_scoring_equals_the_query_repeated(kind):
     """What serve computes (1 query × N cached titles) equals score() on the query repeated N times."""
     torch.manual_seed(0)
-    extra = {"matching": {"matching": True, "perspectives": 3}, "coattention": {"interaction": "coattention"}}.get(kind, {})
+    extra = {"matching": {"matching": True, "perspectives": 3}, "late": {"late_interaction": True, "perspectives": 2},
+             "matching+late": {"matching": True, "late_interaction": True, "perspectives": 3},
+             "coattention": {"interaction": "coattention"}}.get(kind, {})
     net = DefectNet(_cfg(**extra)).eval()
     titles = net.encode_title(_ids([[1, 2, 3], [8, 8], [30], [4, 5, 6, 7, 9, 10], [2]], 8))
     with torch.no_grad():

@@ -97,12 +97,12 @@ def test_serving_space_decisions_round_trip_and_build_train_models():
     from defectnas.search.space import ServingSpace
 
     space = ServingSpace()
-    names = [d.name for d in space.decisions[:8]]
+    names = [d.name for d in space.decisions[:9]]
     assert names == ["query_layers", "query_trainable", "query_max_len", "title_trainable", "d_model", "matching",
-                     "sentence_vector", "title_cells"]
+                     "sentence_vector", "late_interaction", "title_cells"]
     assert space.query_layers == (1, 2, 3, 4, 5, 6) and space.query_trainable == space.title_trainable == (0, 1, 2)
     assert space.d_model == (64, 128) and set(space.matching) == set(space.sentence_vector) == {True, False}
-    assert space.decisions[7].options == (0, 1, 2, 3, 4, 5)
+    assert space.decisions[8].options == (0, 1, 2, 3, 4, 5)
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
         arch = space.sample_uniform(g)
@@ -111,6 +111,7 @@ def test_serving_space_decisions_round_trip_and_build_train_models():
         model, train = split_options(space.to_options(arch))  # one builder: plain DefectClassifier options
         cfg = ModelConfig(**model)
         assert cfg.query_backbone_layers == arch["query_layers"] and len(cfg.title_layers) == len(arch["title_cells"])
+        assert cfg.late_interaction == arch.get("late_interaction", False) and arch.get("late_interaction", True)  # written only when on
         mutant = space.mutate(arch, g)
         assert space.canonical(mutant) == mutant
     # train's default, written in this space
@@ -121,18 +122,39 @@ def test_serving_space_decisions_round_trip_and_build_train_models():
     assert space.size() > 10**9
 
 
+def test_a_space_saved_before_the_late_interaction_samples_keys_and_builds_as_it_did():
+    """A search started before the late-interaction decision existed resumes unchanged: its saved
+    space has no such decision, its architectures (no "late_interaction" key) keep their keys and
+    build models without it, and the controller samples the decisions it sampled."""
+    from defectnas.search.space import ServingSpace, arch_key, space_from_dict
+
+    new = ServingSpace()
+    saved = {k: v for k, v in new.to_dict().items() if k != "late_interaction"}  # what an older search.json holds
+    old = space_from_dict(saved)
+    assert old.late_interaction == (False,) and "late_interaction" not in [d.name for d in old.decisions]
+    assert len(old.decisions) == len(new.decisions) - 1
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        arch = old.sample_uniform(g)
+        assert "late_interaction" not in arch and old.decode(old.encode(arch)) == arch
+        assert new.to_options(arch)["late_interaction"] is False
+        assert arch_key(new.canonical(arch)) == arch_key(arch)  # the same architecture in the new space, the same key
+    on = {**new.default_architecture(), "late_interaction": True}
+    assert new.decode(new.encode(on)) == on and "+late" in new.describe(on) and new.to_options(on)["late_interaction"] is True
+
+
 def test_inactive_cells_are_skipped_and_mutation_changes_one_decision():
     from defectnas.search.space import ServingSpace
 
     space = ServingSpace()
     arch = {**space.default_architecture(), "title_cells": []}
     actions = space.encode(arch)
-    assert actions[7] == 0 and all(a == -1 for a in actions[8:])  # no cells: their ops are not decided
+    assert actions[8] == 0 and all(a == -1 for a in actions[9:])  # no cells: their ops are not decided
     g = torch.Generator().manual_seed(1)
     base = space.encode(space.default_architecture())
     for _ in range(30):
         child = space.mutate(space.default_architecture(), g)
-        changed = [i for i, (a, b) in enumerate(zip(base[:8], space.encode(child)[:8])) if a != b]
+        changed = [i for i, (a, b) in enumerate(zip(base[:9], space.encode(child)[:9])) if a != b]
         assert len(changed) <= 1
 
 

@@ -58,6 +58,23 @@ def test_fp32_scores_match_pytorch_within_1e4(exported):
         np.testing.assert_allclose(scorer.score_arrays("cordless drill", sub), clf.predict_proba(["cordless drill"] * n, TITLES[:n]), atol=1e-4, rtol=0)
 
 
+def test_a_late_interaction_model_exports_within_1e4(synthetic_split, tmp_path):
+    """The late interaction (every query token against every title token) exports too: the served
+    graph is score_one_query, and its scores equal PyTorch's over several query lengths and
+    product counts, from raw titles and from cached encodings."""
+    clf = DefectClassifier(**{**TINY, "variant": "dl-gs", "epochs": 1, "late_interaction": True}).fit(synthetic_split["train"], synthetic_split["valid"])
+    clf.save(tmp_path / "model")
+    spec = export_onnx(tmp_path / "model", tmp_path / "export")
+    assert spec["parity"]["max_abs_diff"] <= 1e-4 and spec["needs_title_tokens"]
+    scorer = OnnxScorer.load(tmp_path / "export")
+    for query in QUERIES:
+        np.testing.assert_allclose(scorer.score_titles(query, TITLES), clf.predict_proba([query] * len(TITLES), TITLES), atol=1e-4, rtol=0)
+    arrays = encode_titles(clf, TITLES)
+    for n in (1, 35):
+        sub = type(arrays)(*(None if a is None else a[:n] for a in arrays))
+        np.testing.assert_allclose(scorer.score_arrays("drill", sub), clf.predict_proba(["drill"] * n, TITLES[:n]), atol=1e-4, rtol=0)
+
+
 def test_export_files_are_json_and_onnx(exported):
     _, root, spec = exported
     names = {p.name for p in (root / "export").iterdir()}

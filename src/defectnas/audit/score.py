@@ -281,10 +281,12 @@ class QueryHead:
         self.w_t, self.w_qt, self.w_abs = W[:, V : 2 * V].T, W[:, 2 * V : 3 * V].T, W[:, 3 * V : 4 * V].T  # (V, H) each
         self.per_query = torch.addmm(first.bias, qenc.vector, W[:, :V].T)  # (Q, H): the q block and the bias
         self.rest = model.head[1:]
-        self.matching = model.matching
+        self.matching, self.late = model.matching, getattr(model, "late", None)
+        if self.late is not None:  # late interaction: the model's own module on the batch's token states, its columns last
+            self.w_l = W[:, W.shape[1] - self.late.out_features :].T  # (4P, H)
         if self.matching is not None:
             d = model.cfg.d_model
-            self.d, self.w_m = d, W[:, 4 * V :].T  # (4P, H)
+            self.d, self.w_m = d, W[:, 4 * V : 4 * V + self.matching.out_features].T  # (4P, H)
             self.w2 = self.matching.weight.square()  # (P, d)
             qd = qenc.vector[:, :d]
             self.q_scaled = (qd[:, None, :] * self.w2[None]).transpose(1, 2).contiguous()  # (Q, d, P): q ⊙ w_p²
@@ -294,7 +296,7 @@ class QueryHead:
     @classmethod
     def of(cls, model, qenc: Encoded) -> "QueryHead | None":
         first = model.head[0] if isinstance(model.head, torch.nn.Sequential) else None
-        P = model.matching.out_features if model.matching is not None else 0
+        P = sum(m.out_features for m in (model.matching, getattr(model, "late", None)) if m is not None)
         if (model.coattention is not None or not isinstance(first, torch.nn.Linear)
                 or first.in_features != 4 * qenc.vector.shape[1] + P):
             return None
@@ -310,6 +312,9 @@ class QueryHead:
         if self.matching is not None:
             features = torch.cat([self._title_side(qi, t), self._query_side(qi, Lq, tv[:, : self.d])], dim=-1)  # (B, 4P)
             h.addmm_(features, self.w_m)
+        if self.late is not None:
+            q = self.qenc
+            h.addmm_(self.late(q.tokens[:, :Lq].index_select(0, qi), q.mask[:, :Lq].index_select(0, qi), t.tokens, t.mask), self.w_l)
         return self.rest(h).squeeze(-1)
 
     def _title_side(self, qi: torch.Tensor, t: Encoded) -> torch.Tensor:

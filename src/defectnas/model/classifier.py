@@ -21,6 +21,7 @@ from .bert import PretrainedBackbone
 from .coattention import CoAttention
 from .encoder import ContextualEmbedding, Encoder
 from .lstm import LSTMEncoder
+from .late_interaction import LateInteraction
 from .matching import MultiPerspectiveMatching
 
 
@@ -55,9 +56,11 @@ class DefectNet(nn.Module):
             self.query_encoder = Encoder(cfg.vocab_size, emb, d, cfg.query_max_len, cfg.query_layers, cfg.dropout, contextual(cfg.query_backbone_layers, cfg.query_backbone_trainable))
             self.title_encoder = Encoder(cfg.vocab_size, emb, d, cfg.title_max_len, cfg.title_layers, cfg.dropout, contextual(cfg.backbone_layers, cfg.title_backbone_trainable))
         self.matching = MultiPerspectiveMatching(d, cfg.perspectives) if cfg.matching else None
+        self.late = LateInteraction(d, cfg.perspectives) if cfg.late_interaction else None
         # the co-attention baseline replaces the pooled interaction [q, t, q⊙t, |q−t|]
         self.coattention = CoAttention(d) if cfg.interaction == "coattention" else None
-        features = (self.coattention.out_features if self.coattention else 4 * self.vector_dim) + (self.matching.out_features if self.matching else 0)
+        features = (self.coattention.out_features if self.coattention else 4 * self.vector_dim) + (self.matching.out_features if self.matching else 0) \
+            + (self.late.out_features if self.late else 0)
         h = cfg.dense_hidden
         self.head = nn.Sequential(
             nn.Linear(features, h), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -116,6 +119,8 @@ class DefectNet(nn.Module):
         if self.matching is not None:  # matches tokens against the other side's learned pooled vector (first C dims)
             d = self.cfg.d_model
             parts.append(self.matching(q.tokens, q.mask, q.vector[:, :d], t.tokens, t.mask, t.vector[:, :d]))
+        if self.late is not None:
+            parts.append(self.late(q.tokens, q.mask, t.tokens, t.mask))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
 
     def score_one_query(self, q: Encoded, t: Encoded) -> torch.Tensor:
@@ -140,7 +145,10 @@ class DefectNet(nn.Module):
         if self.matching is not None:
             d = self.cfg.d_model
             m = self.matching.one_query(q.tokens[0], q.mask[0], qv[:d], t.tokens, t.mask, t.vector[:, :d])  # (N, 4P)
-            h = h + m @ w[:, 4 * v :].T
+            h = h + m @ w[:, 4 * v : 4 * v + m.shape[1]].T
+        if self.late is not None:
+            li = self.late.one_query(q.tokens[0], q.mask[0], t.tokens, t.mask)  # (N, 4P)
+            h = h + li @ w[:, w.shape[1] - li.shape[1] :].T
         return self.head[1:](h).squeeze(-1)
 
     def forward(self, query_ids: torch.Tensor, title_ids: torch.Tensor) -> torch.Tensor:
@@ -148,8 +156,8 @@ class DefectNet(nn.Module):
 
     @property
     def needs_title_tokens(self) -> bool:
-        """Whether ``score`` reads the title's token states (matching, co-attention), not just its vector."""
-        return self.matching is not None or self.coattention is not None
+        """Whether ``score`` reads the title's token states (matching, late interaction, co-attention), not just its vector."""
+        return self.matching is not None or self.late is not None or self.coattention is not None
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

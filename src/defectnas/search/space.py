@@ -24,9 +24,12 @@ class.
   request): pre-trained layers kept (1–6, dropped from the top), top layers fine-tuned (0–2),
   the query token cap. Title tower (cached, so depth costs training time, not serving time): top
   layers fine-tuned (0–2), searched cells on top (0–5, each with the seed's per-layer ops);
-  d_model (64/128), the matching layer, the pre-trained sentence vector. An architecture is a
+  d_model (64/128), the matching layer, the pre-trained sentence vector, the late interaction
+  (every query token against every title token, model/late_interaction.py). An architecture is a
   dict, e.g. ``{"query_layers": 6, "query_trainable": 0, "query_max_len": 12, "title_trainable":
-  0, "d_model": 64, "matching": true, "sentence_vector": true, "title_cells": [{...}]}``.
+  0, "d_model": 64, "matching": true, "sentence_vector": true, "title_cells": [{...}]}``, with
+  ``"late_interaction": true`` only where it is on (so an architecture written before that
+  decision existed is the same architecture, with the same key).
 """
 
 from __future__ import annotations
@@ -296,7 +299,7 @@ SeedSpace = SearchSpace
 @dataclass
 class ServingSpace(Space):
     """What moves accuracy or served latency: the query tower's depth, fine-tuning and token cap;
-    the title tower's fine-tuning and cells; width, matching, the sentence vector."""
+    the title tower's fine-tuning and cells; width, matching, the sentence vector, the late interaction."""
 
     query_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # pre-trained layers the query tower keeps (from the bottom)
     query_trainable: tuple[int, ...] = (0, 1, 2)  # of those, top layers fine-tuned (the tower's own copy)
@@ -305,6 +308,7 @@ class ServingSpace(Space):
     d_model: tuple[int, ...] = (64, 128)
     matching: tuple[bool, ...] = (False, True)
     sentence_vector: tuple[bool, ...] = (True, False)
+    late_interaction: tuple[bool, ...] = (False, True)
     max_cells: int = 5  # searched cells on the title tower: 0 … max_cells
     heads: tuple[int, ...] = (1, 4, 8)
     ratios: tuple[int, ...] = (4, 8, 16)
@@ -312,9 +316,10 @@ class ServingSpace(Space):
     ffns: tuple[str, ...] = field(default_factory=lambda: tuple(FFNS.names()))
 
     FIELDS = ("query_layers", "query_trainable", "query_max_len", "title_trainable", "d_model", "matching", "sentence_vector")
+    OPTIONAL = {"late_interaction": False}  # decisions an architecture may leave out (their value then), written only when not that
 
     def __post_init__(self) -> None:
-        for name in (*self.FIELDS, "heads", "ratios", "mixers", "ffns"):
+        for name in (*self.FIELDS, *self.OPTIONAL, "heads", "ratios", "mixers", "ffns"):
             setattr(self, name, tuple(getattr(self, name)))
             if not getattr(self, name):
                 raise ConfigError(f"the serving space needs at least one option for {name}")
@@ -322,6 +327,9 @@ class ServingSpace(Space):
         if min(self.query_layers) < 1 or self.max_cells < 0:
             raise ConfigError("query_layers options must be at least 1 and max_cells at least 0")
         top = [Decision(name, name, getattr(self, name)) for name in self.FIELDS]
+        # an optional decision with only its left-out value (a space saved before it existed) is no decision:
+        # the controller then samples exactly what it sampled for that space
+        top += [Decision(name, name, getattr(self, name)) for name, off in self.OPTIONAL.items() if getattr(self, name) != (off,)]
         top.append(Decision("title_cells", "title_cells", tuple(range(self.max_cells + 1))))
         self._decisions = top + _cell_decisions(self.max_cells, self.mixers, self.heads, self.ffns, self.ratios)
 
@@ -337,12 +345,13 @@ class ServingSpace(Space):
 
     def size(self) -> int:
         per_cell = len(mixer_choices(self.mixers, self.heads)) * len(self.ffns) * len(self.ratios)
-        return math.prod(len(getattr(self, n)) for n in self.FIELDS) * sum(per_cell ** n for n in range(self.max_cells + 1))
+        return math.prod(len(getattr(self, n)) for n in (*self.FIELDS, *self.OPTIONAL)) * sum(per_cell ** n for n in range(self.max_cells + 1))
 
     def build(self, values: dict[str, Any]) -> Architecture:
         arch = {name: values[name] for name in self.FIELDS}
         arch["query_trainable"] = min(int(arch["query_trainable"]), int(arch["query_layers"]))  # cannot tune more than it keeps
         arch = {k: (bool(v) if isinstance(v, bool) else int(v)) for k, v in arch.items()}
+        arch.update({name: bool(values[name]) for name, off in self.OPTIONAL.items() if values.get(name, off) != off})
         arch["title_cells"] = _cells_from(values, int(values["title_cells"]))
         return arch
 
@@ -350,11 +359,12 @@ class ServingSpace(Space):
         if not isinstance(architecture, dict):
             raise ConfigError("a serving-space architecture is a dict (query_layers, ..., title_cells)")
         missing = [k for k in (*self.FIELDS, "title_cells") if k not in architecture]
-        unknown = sorted(set(architecture) - {*self.FIELDS, "title_cells"})
+        unknown = sorted(set(architecture) - {*self.FIELDS, *self.OPTIONAL, "title_cells"})
         if missing or unknown:
             raise ConfigError(f"serving-space architecture: missing {missing}, unknown {unknown}")
         cells = list(architecture["title_cells"])
         values = {k: architecture[k] for k in self.FIELDS}
+        values.update({name: architecture.get(name, off) for name, off in self.OPTIONAL.items()})
         values["title_cells"] = len(cells)
         values.update(_cell_values(cells))
         return values
@@ -365,7 +375,8 @@ class ServingSpace(Space):
         a = {**architecture, "title_cells": [canonical_cell(c) for c in architecture["title_cells"]]}
         return {"query_backbone_layers": a["query_layers"], "query_backbone_trainable": a["query_trainable"],
                 "query_max_len": a["query_max_len"], "title_backbone_trainable": a["title_trainable"], "d_model": a["d_model"],
-                "matching": a["matching"], "sentence_vector": a["sentence_vector"], "title_layers": a["title_cells"]}
+                "matching": a["matching"], "sentence_vector": a["sentence_vector"], "title_layers": a["title_cells"],
+                "late_interaction": bool(a.get("late_interaction", False))}
 
     def default_architecture(self) -> Architecture:
         """``train``'s default model, written in this space."""
@@ -373,25 +384,28 @@ class ServingSpace(Space):
         return {"query_layers": m.query_backbone_layers, "query_trainable": m.query_backbone_trainable,
                 "query_max_len": m.query_max_len, "title_trainable": m.title_backbone_trainable, "d_model": m.d_model,
                 "matching": m.matching, "sentence_vector": m.sentence_vector,
-                "title_cells": [canonical_cell(s) for s in m.title_layers]}
+                "title_cells": [canonical_cell(s) for s in m.title_layers], **({"late_interaction": True} if m.late_interaction else {})}
 
     def describe(self, architecture: Architecture) -> str:
         a = architecture
         q = f"query {a['query_layers']}L" + (f" (top {a['query_trainable']} tuned)" if a["query_trainable"] else "") + f" ≤{a['query_max_len']}"
         t = "title 6L" + (f" (top {a['title_trainable']} tuned)" if a["title_trainable"] else "")
         cells = describe_cells(a["title_cells"]) or "no cells"
-        flags = f"d{a['d_model']}" + (" +match" if a["matching"] else "") + (" +sent" if a["sentence_vector"] else "")
+        flags = (f"d{a['d_model']}" + (" +match" if a["matching"] else "") + (" +late" if a.get("late_interaction") else "")
+                 + (" +sent" if a["sentence_vector"] else ""))
         return f"{q} | {t} + {cells} | {flags}"
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": "serving", "max_cells": self.max_cells}
-        for name in (*self.FIELDS, "heads", "ratios", "mixers", "ffns"):
+        for name in (*self.FIELDS, *self.OPTIONAL, "heads", "ratios", "mixers", "ffns"):
             d[name] = list(getattr(self, name))
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ServingSpace":
-        return cls(**{k: v for k, v in d.items() if k != "name"})
+        """A saved space; one saved before an optional decision existed gets only that decision's
+        left-out value, so it samples, keys and resumes as it did."""
+        return cls(**{**{name: [off] for name, off in cls.OPTIONAL.items()}, **{k: v for k, v in d.items() if k != "name"}})
 
 
 def make_space(name: str, **settings: Any) -> Space:
