@@ -52,11 +52,11 @@ def test_chunks_score_as_predict_proba_and_each_query_passes_the_tower_once(audi
 
 
 def test_text_cells_read_once_per_distinct_value_as_cell_by_cell():
-    from defectnas.audit.log import _by_value, _stripped, _title_text
+    from defectnas.audit.log import _by_value, _logged, _query_key, _title_text
 
     for values in (pd.Series([" a ", "b", None, " a ", ""], dtype="str"), pd.Series([3, 1, 3], dtype="int64"),
                    pd.Series([1, None, 3], dtype="Int64"), pd.Series([1, 1.0, " x", None], dtype=object)):
-        for text in (_stripped, _title_text):
+        for text in (_query_key, _logged, _title_text):
             assert _by_value(values, text).tolist() == [text(v) for v in values.tolist()]
 
 

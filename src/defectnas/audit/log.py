@@ -410,15 +410,6 @@ def _logged(value) -> str | None:
     return None if is_missing(value) else str(value).strip()
 
 
-def _stripped(value) -> str | None:
-    """The query as logged, stripped; "" when nothing is left once normalised (only spaces or
-    invisible characters such as zero-width spaces: what the model would see is empty)."""
-    if is_missing(value):
-        return None
-    text = str(value).strip()
-    return text if normalize_text(text) else ""
-
-
 def _title_text(value) -> str | None:
     """The title as logged; None when nothing is left once normalised (as for a missing one)."""
     return None if is_missing(value) or not normalize_text(str(value)) else str(value)
