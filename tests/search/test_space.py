@@ -96,7 +96,8 @@ def test_serving_space_decisions_round_trip_and_build_train_models():
     from defectnas.config import ModelConfig, split_options
     from defectnas.search.space import ServingSpace
 
-    space = ServingSpace()
+    assert "late_interaction" not in [d.name for d in ServingSpace().decisions]  # searched only when asked
+    space = ServingSpace(late_interaction=(False, True))
     names = [d.name for d in space.decisions[:9]]
     assert names == ["query_layers", "query_trainable", "query_max_len", "title_trainable", "d_model", "matching",
                      "sentence_vector", "late_interaction", "title_cells"]
@@ -123,12 +124,13 @@ def test_serving_space_decisions_round_trip_and_build_train_models():
 
 
 def test_a_space_saved_before_the_late_interaction_samples_keys_and_builds_as_it_did():
-    """A search started before the late-interaction decision existed resumes unchanged: its saved
+    """A search started before the late-interaction option existed resumes unchanged: its saved
     space has no such decision, its architectures (no "late_interaction" key) keep their keys and
-    build models without it, and the controller samples the decisions it sampled."""
+    build models without it, and the controller samples the decisions it sampled; the default
+    space samples exactly what it did before the option (the decision is only there when asked)."""
     from defectnas.search.space import ServingSpace, arch_key, space_from_dict
 
-    new = ServingSpace()
+    new = ServingSpace(late_interaction=(False, True))
     saved = {k: v for k, v in new.to_dict().items() if k != "late_interaction"}  # what an older search.json holds
     old = space_from_dict(saved)
     assert old.late_interaction == (False,) and "late_interaction" not in [d.name for d in old.decisions]
@@ -139,6 +141,7 @@ def test_a_space_saved_before_the_late_interaction_samples_keys_and_builds_as_it
         assert "late_interaction" not in arch and old.decode(old.encode(arch)) == arch
         assert new.to_options(arch)["late_interaction"] is False
         assert arch_key(new.canonical(arch)) == arch_key(arch)  # the same architecture in the new space, the same key
+    assert [d.name for d in ServingSpace().decisions] == [d.name for d in old.decisions]
     on = {**new.default_architecture(), "late_interaction": True}
     assert new.decode(new.encode(on)) == on and "+late" in new.describe(on) and new.to_options(on)["late_interaction"] is True
 
@@ -146,7 +149,7 @@ def test_a_space_saved_before_the_late_interaction_samples_keys_and_builds_as_it
 def test_inactive_cells_are_skipped_and_mutation_changes_one_decision():
     from defectnas.search.space import ServingSpace
 
-    space = ServingSpace()
+    space = ServingSpace(late_interaction=(False, True))
     arch = {**space.default_architecture(), "title_cells": []}
     actions = space.encode(arch)
     assert actions[8] == 0 and all(a == -1 for a in actions[9:])  # no cells: their ops are not decided
