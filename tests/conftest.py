@@ -113,7 +113,7 @@ def fitted(synthetic_split):
 def tiny_config_file(tmp_path) -> Path:
     """A --config JSON with the tiny model (nested {"model": ..., "train": ...} form)."""
     model_keys = {"d_model", "query_layers", "title_layers", "embedding_init", "dense_hidden", "perspectives",
-                  "query_max_len", "title_max_len"}
+                  "query_max_len", "title_max_len", "dropout"}  # each under its own section: a misplaced one is refused
     cfg = {
         "model": {k: v for k, v in TINY.items() if k in model_keys},
         "train": {k: v for k, v in TINY.items() if k not in model_keys and k != "seed"},

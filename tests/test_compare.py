@@ -65,8 +65,8 @@ def test_models_scored_on_same_rows(synthetic_pairs, tiny_options, tmp_path, mon
         assert r["average_precision"] == pytest.approx(average_precision_score(labels, p), abs=1e-9) and 0 <= r["ece"] <= 1
         assert r["f1_per_ms"] == pytest.approx(r["f1"] / r["served_ms_per_100"])  # per request as served
         assert r["gain_per_ms"] == pytest.approx((r["f1"] - rows[0]["f1"]) / r["served_ms_per_100"])  # over the tfidf floor
-        if r["model"] in ("tfidf", "gbdt", "bert"):  # nothing to cache: served on raw text
-            assert r["served_ms_per_100"] == r["latency_ms_per_100"]
+        if r["model"] in ("tfidf", "gbdt", "bert"):  # nothing to cache: a served request of one query scored on raw text
+            assert r["served_ms_per_100"] > 0 and any(len(set(c[0])) == 1 and len(c[0]) == compare.LATENCY_PAIRS for c in seen[r["model"]])
         else:  # two-tower models: timed separately, from pre-encoded titles
             assert r["served_ms_per_100"] > 0 and r["served_ms_per_100"] != r["latency_ms_per_100"]
     table = pd.read_csv(tmp_path / "results.csv")

@@ -24,6 +24,9 @@ fitted on the validation split:
   defects it made seven steps, the top one at probability 1.0 for pairs that were defects half
   the time. Isotonic outputs are bounded by Platt's smoothed targets, ``1/(N₀+2)`` and
   ``(N₁+1)/(N₁+2)``, so no pair is ever scored a certain defect or certainly relevant.
+- Whichever was chosen, a sigmoid whose fitted slope is not positive (the raw scores rank the
+  validation defects below chance: a weak model, e.g. after one epoch) would invert the order,
+  so isotonic regression is fitted instead; the report's ``selection`` says both steps.
 
 The map is plain data saved as ``calibration.json`` beside ``config.json`` — method and
 parameters, never a pickle — and every path that scores (``predict_proba``, ``predict``,
@@ -162,8 +165,11 @@ def fit_calibrator(labels: np.ndarray, logits: np.ndarray, groups: Sequence | No
             method = "sigmoid"
     cal = _fit(method, y, z)
     if cal.method == "sigmoid" and not cal.a > 0:  # a score that ranks backwards on validation: keep the order, do not invert it
-        cal = _fit("isotonic", y, z)
-        report["note"] = "sigmoid slope was not positive; isotonic used"
+        slope, cal = cal.a, _fit("isotonic", y, z)
+        chosen = report.get("selection", "sigmoid (the calibration option)")
+        report["selection"] = (f"{chosen}; then isotonic instead: the sigmoid's fitted slope was {slope:.3g}, not positive (the "
+                               "raw scores rank validation defects below chance), and it would invert their order; isotonic "
+                               "regression keeps it")
     probs = cal.transform_logits(z)
     report.update(brier_before=round(_brier(y, sigmoid(z)), 6), brier_after=round(_brier(y, probs), 6))
     cal.report = report

@@ -57,6 +57,17 @@ def _threads(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    """argparse type of --device: a torch device this machine has (:func:`~defectnas.config.check_device`),
+    refused when the flag is parsed rather than in a traceback once the data is read."""
+    from .config import check_device
+
+    try:
+        return check_device(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _valid_fraction(text: str) -> float:
     """argparse type of --valid-frac: a share of queries in (0, 1)."""
     value = _test_fraction(text)
@@ -149,7 +160,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", help="model directory of a fitted teacher (e.g. a `bert` cross-encoder from compare): distil its probabilities")
     p.add_argument("--distill-weight", type=float, help=f"weight of the distillation loss (default {TrainConfig.distill_weight:g})")
     p.add_argument("--threads", type=_threads, dest="num_threads", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", type=_device, help="torch device, e.g. cpu or cuda (checked at once)")
 
 
 _MODEL_FLAGS = ("epochs", "batch_size", "lr", "defect_weight", "alpha", "beta", "embedding_init", "pretrained_model", "matching",
@@ -185,16 +196,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.valid_frac is not None:
         options["valid_frac"] = args.valid_frac
     valid_frac = options.setdefault("valid_frac", 0.1)
+    clf = DefectClassifier(**options)
+    clf.configs()  # every option checked (--lr -1, --device cuda without a GPU, a --teacher that is a file) before the data is read
+    out = Path(args.out)
+    resume = args.resume and (out / "checkpoint.safetensors").exists()
+    if args.resume and not resume:  # even with --quiet: a mistyped --out must not pass unnoticed
+        print(f"note: --resume: no checkpoint in {out} to resume from: starting from scratch", file=sys.stderr)
     df = load_pairs(args.data, **_load_kwargs(args))
     parts = split_by_query(df, valid_frac=valid_frac, test_frac=args.test_frac, seed=args.seed)
     held_out = parts["test"] if len(parts["test"]) else parts["valid"]
     sizes = ", ".join(f"{name} {counted(len(part), 'pair')} ({counted(int(part['label'].sum()), 'defect')})" for name, part in parts.items())
     _echo(args, f"{args.data}: {sizes} (split by query)")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _note_earlier_checkpoint(args, out)
-    clf = DefectClassifier(**options)
-    clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=args.resume, quiet=args.quiet, log=lambda m: _echo(args, m),
+    clf.fit(parts["train"], parts["valid"], checkpoint_dir=out, resume=resume, quiet=args.quiet, log=lambda m: _echo(args, m),
             invalid_rows=args.invalid_rows)
     clf.save(out)
     from .data import write_splits
@@ -223,6 +238,7 @@ def cmd_distill_query(args: argparse.Namespace) -> None:
     if Path(args.out).resolve() == Path(args.model).resolve():
         raise ConfigError(f"--out {args.out} is the model's own directory; give a new one")
     _set_threads(args.threads)
+    _two_tower_only(args, "distill-query", "it has no query tower to distil (evaluate and predict take it as it is)")
     teacher = DefectClassifier.load(args.model)
     student_config(teacher.model_config_, args.layers)  # what cannot be distilled is refused before any data is read
     QueryDistillationConfig(layers=args.layers, epochs=args.epochs, text_windows=args.text_windows, init=args.init, lr=args.lr,
@@ -326,6 +342,26 @@ def _model_splits(args: argparse.Namespace, df) -> dict:
             "test": df[q.isin(test)].reset_index(drop=True), "from_model": True}
 
 
+def _load_any_model(args: argparse.Namespace):
+    """``--model`` of any kind train, search or ``compare --save-models`` wrote, through the one
+    generic loader (:func:`defectnas.baselines.load_model`; a ``dl-gs`` grid gives its winner, an
+    ordinary DefectClassifier). Every kind carries its calibration and validation-chosen threshold;
+    baselines have no per-group thresholds and no product cache."""
+    from .baselines import load_model
+
+    model = load_model(args.model)
+    return getattr(model, "best_", model)
+
+
+def _two_tower_only(args: argparse.Namespace, what: str, instead: str) -> None:
+    """One line (exit 2) when ``--model`` is not a two-tower model directory: its kind, and ``instead``."""
+    from .baselines._common import read_config
+
+    kind = read_config(args.model).get("model_type", "two-tower")
+    if kind != "two-tower":
+        raise ConfigError(f"{args.model}: a {kind!r} model; {what} works on two-tower models (train, search); {instead}")
+
+
 def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool, skipped_as: str = "left out"):
     """The table read (PairsRead) with the model's per-group column kept and the pairs the model
     cannot score set aside (--invalid-rows); says once when the group column is missing."""
@@ -336,7 +372,7 @@ def _load_for_thresholds(args: argparse.Namespace, clf, labels: bool, skipped_as
     if column and column not in read.pairs.columns:
         _echo(args, f"note: the model has per-{column} thresholds but {args.data} has no {column!r} column; "
                     f"the global threshold {clf.threshold_:.4g} is used")
-    return clf.screen(read, args.invalid_rows)
+    return clf.screen(read, args.invalid_rows) if hasattr(clf, "screen") else read  # baselines score any non-empty text
 
 
 def _held_out(args: argparse.Namespace, df, refuse_mostly_training: bool = False):
@@ -377,11 +413,10 @@ def _held_out(args: argparse.Namespace, df, refuse_mostly_training: bool = False
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import warnings
 
-    from . import DefectClassifier
     from .reporting import plot_reliability
     from .storage import atomic_write_json
 
-    clf = DefectClassifier.load(args.model)
+    clf = _load_any_model(args)
     df = _held_out(args, _load_for_thresholds(args, clf, labels=True).pairs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the missing group column is said above, once
@@ -442,12 +477,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from . import DefectClassifier
     from .data.writers import check_writable_table, write_table
 
     check_writable_table(args.out)  # before any data is read or scored
     _set_threads(args.threads)
-    clf = DefectClassifier.load(args.model)
+    if args.cache:
+        _two_tower_only(args, "--cache", "predict without --cache scores it from raw text")
+    clf = _load_any_model(args)
     cache = None
     if args.cache:
         from .serving.cache import ProductCache, model_hash
@@ -456,7 +492,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         cache.check_model(model_hash(args.model), args.model)  # another model's cache: one line, exit 2
     read = _load_for_thresholds(args, clf, labels=False, skipped_as="kept unscored")
     df = read.pairs
-    probs = clf.predict_proba(df, cache=cache) if len(df) else np.zeros(0)
+    probs = (clf.predict_proba(df) if cache is None else clf.predict_proba(df, cache=cache)) if len(df) else np.zeros(0)
     id_col = (read.notes.get("columns") or {}).get("product_id")
     if cache is not None and (not id_col or id_col not in read.source.columns):
         _echo(args, f"note: {args.data} has no product id column (product_id, its format's id column, or --id-col): each pair's product "
@@ -560,10 +596,16 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from .quickstart import yield_idle_cpu_threads
+
+    yield_idle_cpu_threads()  # before scikit-learn, LightGBM and torch load their OpenMP (see quickstart)
     from .compare import run_compare, run_sweep
 
     if args.repeats < 1:
         raise ConfigError("--repeats must be at least 1")
+    if args.sweep and (args.models or args.save_models):
+        given = " and ".join(f for f, on in (("--models", args.models), ("--save-models", args.save_models)) if on)
+        raise ConfigError(f"--sweep {args.sweep} fits dl-jl only and saves no model: drop {given}, or drop --sweep for the table of --models")
     options = _options(args)
     options.pop("seed")  # the runner seeds each repeat itself
     threads = options.pop("num_threads", None) or 2
@@ -1123,10 +1165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="small budgets for a first look in minutes: train/valid/test capped at 3000/2000/5000 pairs, "
                                                       "2 epochs, a 2-point grid, 4 search trials, BERT on 1000 pairs")
     p.add_argument("--repeats", type=int, default=1, help="train each model N times (seeds seed..seed+N-1, same split); report mean ± std")
-    p.add_argument("--sweep", choices=["alpha", "beta"], help="instead of the table: F1 of dl-jl over a sweep of the loss weight alpha or beta")
+    p.add_argument("--sweep", choices=["alpha", "beta"], help="instead of the table: F1 of dl-jl over a sweep of the loss weight alpha or beta "
+                   "(dl-jl only: not with --models or --save-models)")
     p.add_argument("--sweep-values", help="comma-separated values for --sweep (default alpha 0.25,0.5,1,2,4; beta 0,0.1,0.25,0.5,1,2)")
-    p.add_argument("--save-models", action="store_true", help="also save every trained model under OUT/models/NAME")
-    _add_model_options(p)  # apply to the two-tower models; --threads (default 2) is also the latency measurement's
+    p.add_argument("--save-models", action="store_true", help="also save every trained model (the first seed's, with --repeats) under "
+                   "OUT/models/NAME, tfidf included, without pickle: evaluate, predict and select read each")
+    _add_model_options(p)  # apply to the two-tower models; --threads (default 2) is also latency_ms_per_100's (served: serve's 1 thread)
     _add_common(p, seed=TRAINING_SEED + "; --repeats N uses seed..seed+N-1")
     p.set_defaults(func=cmd_compare)
 

@@ -3,18 +3,24 @@
 Why one runner: users pick a model from this table, so it must be fair and reproducible. Every
 model here gets the same query-grouped split (``--seed``), the same training rows, the same
 threshold rule (F1-best on validation, applied to test), the same test rows, and is timed in
-the same process on the same 100 test pairs with the same number of torch threads — twice:
-``latency_ms_per_100`` on raw text (``predict_proba``), and ``served_ms_per_100`` the way
-``serve`` runs it with a product cache (encode one query, score 100 pre-encoded titles; models
-with no product side to cache — tfidf, gbdt, bert — cost the same as on raw text). F1 per
-millisecond uses the served latency: that is what a search team pays per request. Written to
+the same process, twice: ``latency_ms_per_100`` scores 100 raw test pairs (``predict_proba``) at
+``--threads``, as ``predict`` scores a table; ``served_ms_per_100`` is one request as ``serve``
+answers it — one query against 100 products, at serve's one thread, the median of at least 30
+requests cycling through up to 10 test queries after 3 warm-up ones, the search's and
+``distill-query``'s policy — from a product cache for two-tower models (encode the query, score
+the pre-encoded titles), from raw text for models with nothing to cache (tfidf, gbdt, bert).
+F1 per millisecond uses the served latency: that is what a search team pays per request. OpenMP
+threads wait passively (:func:`~defectnas.quickstart.yield_idle_cpu_threads`, as quickstart
+and search set it): spinning threads on a busy machine inflated a served dl-jl request 35x and a
+0.7 s GBDT fit to 23–140 s. Written to
 ``--out``: ``results.csv/json/md`` (precision, recall, F1, parameters, both latencies, F1 per
 millisecond, training seconds, AP, ECE and Brier score), ``pr_curves.png``, ``f1_latency.png``,
 ``reliability.png`` (every model's reliability curve),
 ``gbdt_importance.png`` (when gbdt ran), ``predictions.parquet`` (every model's test
 probabilities, one column per model, on the same rows) and ``run.json`` (split, budget,
 versions). ``--repeats N`` retrains with seeds seed…seed+N−1 on the same split and reports
-mean ± std (every run's own row in ``results_by_seed.csv``); ``--sweep alpha|beta`` writes the
+mean ± std (every run's own row in ``results_by_seed.csv``; a GBDT's tree count, ``params``, varies
+by seed too); ``--sweep alpha|beta`` writes the
 loss-calibration tables of ``dl-jl`` instead.
 
 Models: ``dl-gs`` (grid search), ``transfer``, ``dl-jl``, ``dl-rl`` and ``dl-rl-ml`` (the RL
@@ -25,7 +31,9 @@ budgets, live in :mod:`defectnas.baselines.models`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -35,14 +43,18 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .baselines.bert import quiet_transformers
-from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS, Budget, Context, parse_models  # noqa: F401
+from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS, Budget, Context, budget_that_ran, parse_models  # noqa: F401
 from .errors import ConfigError
-from .timing import median_ms
+from .quickstart import yield_idle_cpu_threads
+from .timing import load_averages, median_ms
 
 COLUMNS = ["model", "precision", "recall", "f1", "average_precision", "ece", "brier", "params", "trainable_params", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms",
            "gain_per_ms", "train_seconds", "threshold"]
 LATENCY_PAIRS = 100
+SERVED_THREADS = 1  # serve's torch threads (serving.app): a served request is timed as it runs there
+SERVED_REPEATS = 30  # at least this many timed requests, after SERVED_WARMUP (the search's policy, search.child)
+SERVED_WARMUP = 3
+SERVED_QUERIES = 10  # distinct test queries the timed requests cycle through
 SWEEPS = {"alpha": (0.25, 0.5, 1.0, 2.0, 4.0), "beta": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)}
 
 
@@ -82,15 +94,23 @@ def measure_latency(model, queries: list[str], titles: list[str], threads: int =
     return median_ms(lambda: model.predict_proba(queries, titles), repeats, threads)
 
 
-def measure_served_latency(model, query: str, titles: list[str], threads: int = 2, repeats: int = 9) -> float | None:
-    """Median milliseconds of one request as ``serve`` answers it from a product cache: encode
-    ``query``, score the pre-encoded ``titles``. None for models with no product side to cache."""
+def measure_served_latency(model, queries: str | list[str], titles: list[str], threads: int = SERVED_THREADS,
+                           repeats: int = SERVED_REPEATS) -> float:
+    """Median milliseconds of one request as ``serve`` answers it: one query (successive requests
+    cycle through ``queries``) against ``titles``, at ``threads`` (serve's one by default), at least
+    :data:`SERVED_REPEATS` timed requests after :data:`SERVED_WARMUP`. A two-tower model encodes the
+    query and scores the pre-encoded titles (a product cache); a model with nothing to cache
+    (tfidf, gbdt, bert) scores the request's pairs from raw text."""
     from .serving.encoding import request_latency_ms
 
+    queries = [queries] if isinstance(queries, str) else list(queries)
+    repeats = max(SERVED_REPEATS, repeats)
     clf = getattr(model, "best_", model)  # dl-gs: the grid's winner
-    if not hasattr(getattr(clf, "model_", None), "encode_title"):
-        return None
-    return request_latency_ms(clf, [query], titles, repeats, threads)
+    if hasattr(getattr(clf, "model_", None), "encode_title"):
+        return request_latency_ms(clf, queries, titles, repeats, threads, warmup=SERVED_WARMUP)
+    turn = iter(range(1 << 62))
+    return median_ms(lambda: model.predict_proba([queries[next(turn) % len(queries)]] * len(titles), titles), repeats, threads,
+                     warmup=SERVED_WARMUP)
 
 
 def num_parameters(model, trainable_only: bool = False) -> int:
@@ -133,11 +153,11 @@ def run_once(names: list[str], parts: dict[str, pd.DataFrame], ctx: Context) -> 
     sample = test.head(LATENCY_PAIRS)
     sample = pd.concat([sample] * -(-LATENCY_PAIRS // len(sample)), ignore_index=True).head(LATENCY_PAIRS)
     q, t = sample["query"].tolist(), sample["title"].tolist()
+    served_queries = list(dict.fromkeys(q))[:SERVED_QUERIES]
     for row in rows:  # all timed here, one after another, on the same pairs and threads
         model = models[row["model"]]
+        row["served_ms_per_100"] = measure_served_latency(model, served_queries, t)  # one request: one query, 100 products, 1 thread
         row["latency_ms_per_100"] = measure_latency(model, q, t, ctx.threads, ctx.budget.latency_repeats)
-        served = measure_served_latency(model, q[0], t, ctx.threads, ctx.budget.latency_repeats)  # one request: one query, 100 products
-        row["served_ms_per_100"] = row["latency_ms_per_100"] if served is None else served
         row["f1_per_ms"] = row["f1"] / max(row["served_ms_per_100"], 1e-9)
     floor = next((r["f1"] for r in rows if r["model"] == FLOOR), None)
     if floor is not None:  # what a model adds over the TF-IDF floor, per served ms: a tiny model at the floor earns ~0
@@ -147,11 +167,16 @@ def run_once(names: list[str], parts: dict[str, pd.DataFrame], ctx: Context) -> 
 
 
 def aggregate(runs: list[list[dict]]) -> list[dict]:
-    """Mean over repeats per model, with ``<metric>_std`` columns when there is more than one."""
+    """Mean over repeats per model, with ``<metric>_std`` columns when there is more than one —
+    parameters too: a GBDT's early-stopped tree count differs by seed (122 to 7,686 nodes)."""
     out = []
     for i, first in enumerate(runs[0]):
-        row = {"model": first["model"], "params": first["params"], "trainable_params": first["trainable_params"],
-               "n_test": first["n_test"], "repeats": len(runs)}
+        row = {"model": first["model"], "n_test": first["n_test"], "repeats": len(runs)}
+        for key in ("params", "trainable_params"):  # whole numbers while every seed agrees (the two-tower models)
+            values = [run[i][key] for run in runs]
+            row[key] = values[0] if len(set(values)) == 1 else float(np.mean(values))
+            if len(runs) > 1:
+                row[f"{key}_std"] = float(np.std(values, ddof=1))
         for key in ("precision", "recall", "f1", "average_precision", "ece", "brier", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms", "gain_per_ms", "train_seconds",
                     "threshold"):
             if key not in first:
@@ -188,7 +213,8 @@ def display_rows(rows: list[dict], columns: list[str]) -> list[dict]:
         for c in columns:
             v = r.get(c, "")
             if f"{c}_std" in r:
-                d[c] = f"{v:.{1 if c.endswith('seconds') else 3}f} ± {r[f'{c}_std']:.{1 if c.endswith('seconds') else 3}f}"
+                digits = 0 if c.endswith("params") else 1 if c.endswith("seconds") else 3
+                d[c] = f"{v:.{digits}f} ± {r[f'{c}_std']:.{digits}f}"
             elif c in ("latency_ms_per_100", "served_ms_per_100", "train_seconds") and isinstance(v, float):
                 d[c] = f"{v:.1f}"
             elif c in ("f1_per_ms", "gain_per_ms") and isinstance(v, float):
@@ -199,7 +225,21 @@ def display_rows(rows: list[dict], columns: list[str]) -> list[dict]:
     return shown
 
 
-@quiet_transformers()  # for the run only: the cross-encoder's load report lists its new head's weights as MISSING
+def _idle_threads_and_quiet_transformers(run: Callable) -> Callable:
+    """Around a runner: OpenMP threads that sleep while they wait (set before torch and LightGBM
+    load, so this module imports neither), and transformers quiet for the run only — the
+    cross-encoder's load report lists its new head's weights as MISSING."""
+    @functools.wraps(run)
+    def wrapped(*args, **kwargs):
+        yield_idle_cpu_threads()
+        from .baselines.bert import quiet_transformers
+
+        with quiet_transformers():
+            return run(*args, **kwargs)
+    return wrapped
+
+
+@_idle_threads_and_quiet_transformers
 def run_compare(data, out: str | Path, models: str | list[str] | None = None, *, fast: bool = False, repeats: int = 1, seed: int = 0,
                 options: dict[str, Any] | None = None, load_kwargs: dict | None = None, threads: int = 2, save_models: bool = False,
                 budget: Budget | None = None, quiet: bool = False, echo: Callable[[str], None] = print) -> list[dict]:
@@ -211,6 +251,7 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
         raise ConfigError("--repeats and --threads must be at least 1")
     names = parse_models(models if isinstance(models, str) or models is None else ",".join(models), echo)
     budget = budget or (FAST if fast else FULL)
+    ran = budget_that_ran(budget, options or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = prepare_split(data, seed, budget, load_kwargs)
@@ -245,11 +286,18 @@ def run_compare(data, out: str | Path, models: str | list[str] | None = None, *,
                             title=f"Reliability (calibrated probabilities), {len(test)} held-out pairs")
     if "gbdt" in first_models:
         first_models["gbdt"].plot_importance(out / "gbdt_importance.png")
-    if save_models:
+    if save_models:  # every kind saves without pickle; the first repeat's (seed --seed) models
         for name, model in first_models.items():
-            if hasattr(model, "save"):
-                model.save(out / "models" / name)
-    atomic_write_json(out / "run.json", {**run_info(data, parts, names, budget, fast, seed, repeats, threads), "summary": summary(rows)})
+            model.save(out / "models" / name)
+        echo(f"models of seed {seed} saved under {out / 'models'}: {', '.join(first_models)} (evaluate, predict and select read "
+             f"each; in Python defectnas.baselines.load_model)")
+    load = load_averages()
+    if load and load[0] > (os.cpu_count() or 1):
+        echo(f"note: load average {load[0]:.1f} on {os.cpu_count()} CPUs: other work shared the cores, so train_seconds and the "
+             f"latencies are inflated (run.json records the load)")
+    options_run = {k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v) for k, v in (options or {}).items()}
+    atomic_write_json(out / "run.json", {**run_info(data, parts, names, ran, fast, seed, repeats, threads), "options": options_run,
+                                         "load_average": load, "summary": summary(rows)})
 
     print("\n" + text_table(display_rows(rows, columns), columns))
     best = summary(rows)
@@ -272,6 +320,7 @@ def run_sweep(data, out: str | Path, param: str, values: list[float] | None = No
     Every fit reads the same texts through the same frozen pre-trained layers, so they share one
     memo of those states (as the grid search does): the first fit pays the pass, the rest skip it.
     """
+    yield_idle_cpu_threads()  # before torch loads (see run_compare)
     import torch
 
     from .config import TrainConfig
@@ -321,14 +370,13 @@ def run_sweep(data, out: str | Path, param: str, values: list[float] | None = No
 
 
 def run_info(data, parts, names, budget: Budget, fast: bool, seed: int, repeats: int, threads: int) -> dict[str, Any]:
-    import os
-
+    """What ran: data, models, seeds, the budget as the models got it (:func:`budget_that_ran`), threads, split, versions."""
     import torch
 
     from . import __version__
 
     return {"data": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>", "models": names, "seed": seed, "repeats": repeats,
-            "fast": fast, "budget": asdict(budget), "threads": threads, "cpu_count": os.cpu_count(),
+            "fast": fast, "budget": asdict(budget), "threads": threads, "served_threads": SERVED_THREADS, "cpu_count": os.cpu_count(),
             "split": {k: {"rows": len(v), "queries": int(v["query"].nunique()), "defect_rate": float(v["label"].mean())} for k, v in parts.items()},
             "test_fingerprint": fingerprint(parts["test"]), "defectnas": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform()}

@@ -196,7 +196,7 @@ class TrainConfig:
     vocab_size: int = 8000  # WordPiece vocabulary size when embedding_init == "trained"
     seed: int = 0  # seeds the split, initialisation and batch order
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
-    device: str = "cpu"  # torch device ("cpu", "cuda", ...)
+    device: str = "cpu"  # torch device ("cpu", "cuda", "cuda:1", ...): checked at once (check_device)
 
     def __post_init__(self) -> None:
         _check_own_types(self)
@@ -214,10 +214,39 @@ class TrainConfig:
             raise ConfigError(f"calibration must be one of auto, isotonic, sigmoid, none; got {self.calibration!r}")
         if not 0 < self.valid_frac < 1:
             raise ConfigError(f"valid_frac must be in (0, 1), got {self.valid_frac}")
+        check_device(self.device)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         return _from_dict(cls, d, "train config")
+
+
+def check_device(device: str) -> str:
+    """``device`` when torch can train on it here; ConfigError in one line otherwise.
+
+    Why: torch only parses the string when training starts, after the data is read, and then
+    fails with a traceback ("Expected one of cpu, cuda, ... at start of device string: gpu", or
+    "Torch not compiled with CUDA enabled"). Checked wherever a TrainConfig is built (and by the
+    CLI's --device and --config), so a typo or a missing GPU is said before any work is done."""
+    if device == "cpu":
+        return device  # the default: no torch import needed
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a torch device: use cpu, or cuda (cuda:N for the N-th GPU)") from None
+    kind = parsed.type
+    module = f"torch.backends.{kind}" if kind == "mps" else f"torch.{kind}"  # where torch says whether it has one
+    backend = torch.backends.mps if kind == "mps" else getattr(torch, kind, None)
+    available = getattr(backend, "is_available", None)
+    if kind != "cpu" and not (available and available()):
+        why = f"{module}.is_available() is False" if available else "it cannot train on one"
+        raise ConfigError(f"device {device!r}: this torch ({torch.__version__}) has no {kind} device available here ({why}); use cpu")
+    if kind == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 # Named option sets (``defectnas train --preset NAME``, ``DefectClassifier(**PRESETS[NAME])``).
@@ -236,14 +265,15 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route flat keyword options (``DefectClassifier(**options)``) to ModelConfig / TrainConfig."""
+def split_options(options: dict[str, Any], where: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route flat keyword options (``DefectClassifier(**options)``) to ModelConfig / TrainConfig;
+    ConfigError naming the unknown ones (after ``where``, e.g. the config file)."""
     model_names = {f.name for f in fields(ModelConfig)}
     train_names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(options) - model_names - train_names)
     if unknown:
         valid = ", ".join(sorted(model_names | train_names))
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+        raise ConfigError(f"{where}unknown option(s) {', '.join(unknown)}; valid options: {valid}")
     model = {k: v for k, v in options.items() if k in model_names}
     train = {k: v for k, v in options.items() if k in train_names}
     return model, train
@@ -258,8 +288,9 @@ def load_options_file(path: str) -> dict[str, Any]:
     A saved model directory (or its ``config.json``) works too — e.g. a search's ``pareto/<n>/``
     or ``best/``: its architecture and training options are taken, not how it was run
     (:data:`RUN_OPTIONS`: epochs, patience, seed, threads, device), so ``train --config
-    s/pareto/0`` trains that architecture with ``train``'s full budget. ConfigError when the
-    file is missing, not JSON, or names an unknown option.
+    s/pareto/0`` trains that architecture with ``train``'s full budget. ConfigError naming the
+    file when it is missing, not JSON, names an unknown option, puts an option under the other
+    section, or holds a bad value (a wrong type, a device torch cannot use here).
     """
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
@@ -276,12 +307,37 @@ def load_options_file(path: str) -> dict[str, Any]:
         data = {"model": data.get("model", {}), "train": {k: v for k, v in data.get("train", {}).items() if k not in RUN_OPTIONS}}
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("model", "train") and isinstance(value, dict):
-            flat.update(value)
+        if key in SECTIONS:
+            flat.update(_section(path, key, value))
         else:
             flat[key] = value
-    model, train = split_options(flat)  # validates names
-    return {**check_types(ModelConfig, model, f"{path}: "), **check_types(TrainConfig, train, f"{path}: ")}
+    model, train = split_options(flat, f"{path}: ")  # validates names
+    options = {**check_types(ModelConfig, model, f"{path}: "), **check_types(TrainConfig, train, f"{path}: ")}
+    if "device" in options:
+        try:
+            check_device(options["device"])
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return options
+
+
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}  # the nested form of a --config file: {"model": {...}, "train": {...}}
+
+
+def _section(path: str, key: str, value: Any) -> dict[str, Any]:
+    """The options of a config file's ``"model"`` or ``"train"`` section. ConfigError naming the
+    file when it is not an object or holds the other section's option: it was read into the same
+    flat options either way, so ``{"model": {"epochs": 1}}`` passed silently, and a reader of the
+    file would take it for an architecture setting."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: \"{key}\" must be an object of {key} options, got {json.dumps(value, default=repr)}")
+    other = next(k for k in SECTIONS if k != key)
+    misplaced = sorted(set(value) & {f.name for f in fields(SECTIONS[other])} - {f.name for f in fields(SECTIONS[key])})
+    if misplaced:
+        raise ConfigError(f"{path}: {', '.join(misplaced)} under \"{key}\" {'is a' if len(misplaced) == 1 else 'are'} "
+                          f"{'training' if other == 'train' else 'model'} option{'' if len(misplaced) == 1 else 's'}: "
+                          f"put {'it' if len(misplaced) == 1 else 'them'} under \"{other}\" (or at the top level)")
+    return value
 
 
 def _from_dict(cls, d: dict[str, Any], what: str):

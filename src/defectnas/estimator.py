@@ -34,7 +34,7 @@ from .errors import DataError, DataWarning, NotFittedError
 from .model import DefectNet
 from .model.bert import read_bert_config
 from .model.pretrained import load_word_embeddings, resolve_model_path
-from .storage import atomic_write_json, load_tensors, not_a_model_directory, save_tensors
+from .storage import atomic_write_json, check_model_directory, load_tensors, not_a_model_directory, save_tensors
 from .batch import pair_logits
 from .training import Pairs, Triplets, best_threshold, defect_metrics, predict_logits, train
 
@@ -54,6 +54,34 @@ class DefectClassifier:
         model, train = split_options(options)  # fail on a typo or a wrong type now, not after an hour of training
         check_types(ModelConfig, model), check_types(TrainConfig, train)
         self.options = dict(options)
+
+    # scikit-learn's estimator protocol (clone, GridSearchCV, pipelines). BaseEstimator is not
+    # inherited: it reads the parameter names off __init__'s signature, which here is **options.
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The options given to the constructor or ``set_params`` (the others keep their defaults);
+        ``deep`` is accepted for scikit-learn, with no nested estimators to descend into. The values
+        are the objects given, as ``sklearn.base.clone`` requires."""
+        return dict(self.options)
+
+    def set_params(self, **params: Any) -> "DefectClassifier":
+        """Change options (checked as the constructor checks them); a fitted model stays as it
+        was fitted until ``fit`` runs again. Returns ``self``."""
+        options = {**self.options, **params}
+        model, train = split_options(options)
+        check_types(ModelConfig, model), check_types(TrainConfig, train)
+        self.options = options
+        return self
+
+    def configs(self, *, check_teacher: bool = True) -> tuple[ModelConfig, TrainConfig]:
+        """The options as the configurations ``fit`` starts from, every value checked: ConfigError
+        (or DataError for a ``teacher`` that is no model directory) in one line, before any data is
+        read — ``train`` calls it first. Fit-time fields (vocabulary size, pre-trained shapes) are
+        still at their defaults."""
+        model_opts, train_opts = split_options(self.options)
+        mcfg, tcfg = ModelConfig(**model_opts), TrainConfig(**train_opts)
+        if check_teacher and tcfg.teacher:
+            check_model_directory(tcfg.teacher)
+        return mcfg, tcfg
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -86,8 +114,7 @@ class DefectClassifier:
         """
         if invalid_rows not in INVALID_ROWS:
             raise DataError(f"invalid_rows must be one of {', '.join(INVALID_ROWS)}, got {invalid_rows!r}")
-        model_opts, train_opts = split_options(self.options)
-        tcfg = TrainConfig(**train_opts)
+        mcfg, tcfg = self.configs(check_teacher=teacher is None)  # (a teacher given here is used, not the option's directory)
         df = _as_pairs(data)
         if valid is None:
             parts = split_by_query(df, valid_frac=tcfg.valid_frac, test_frac=0.0, seed=tcfg.seed)
@@ -98,7 +125,6 @@ class DefectClassifier:
             torch.set_num_threads(tcfg.num_threads)
         torch.manual_seed(tcfg.seed)
 
-        mcfg = ModelConfig(**model_opts)
         if mcfg.embedding_init == "trained":
             tokenizer = TextTokenizer.train(pd.concat([df["query"], df["title"]]).unique().tolist(), vocab_size=tcfg.vocab_size)
             embeddings = None
@@ -235,6 +261,7 @@ class DefectClassifier:
         tok = self.tokenizer_ if hasattr(self, "tokenizer_") else None
         if tok is None:
             raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
+        _check_pair_arguments(queries, titles, "text_problems")
         return self._problems(*text_pairs(queries, titles))
 
     def _problems(self, queries: list[str], titles: list[str]) -> list[str]:
@@ -291,6 +318,7 @@ class DefectClassifier:
         cache moves probabilities by ~1e-3 at most), the others are encoded. DataError when the
         cache's dimensions are not this model's or no product ids are given."""
         self._check_fitted()
+        _check_pair_arguments(queries, titles, "predict_proba")
         q, t = text_pairs(queries, titles)
         unscorable = self._unscorable(q, t, "predict_proba")
         pairs = pd.DataFrame({"query": q, "title": t})
@@ -351,6 +379,7 @@ class DefectClassifier:
     def predict(self, queries, titles=None) -> np.ndarray:
         """1 (defect) where the probability reaches the saved threshold (per group when the model
         has per-group thresholds and ``queries`` is a table with that column)."""
+        _check_pair_arguments(queries, titles, "predict")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)  # said below, as an error
             probs = self.predict_proba(queries, titles)
@@ -437,12 +466,15 @@ class DefectClassifier:
         d = Path(directory)
         try:
             config = json.loads((d / CONFIG_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the second: a file given as the directory
             raise DataError(not_a_model_directory(d)) from None
         except json.JSONDecodeError as e:
             raise DataError(f"{d / CONFIG_FILE}: not valid JSON ({e.msg})") from None
         if config.get("format_version", 0) > FORMAT_VERSION:
             raise DataError(f"{d}: saved by a newer defectnas (format {config['format_version']}); upgrade defectnas")
+        kind = config.get("defectnas", config).get("model_type", "two-tower")  # a cross-encoder keeps ours under "defectnas"
+        if kind != "two-tower":  # a baseline compare saved: named here, loaded by the layer above (baselines imports this one)
+            raise DataError(f"{d}: a {kind!r} model, not a two-tower one; load it with defectnas.baselines.load_model(dir)")
         mcfg = ModelConfig.from_dict(config["model"])
         tcfg = TrainConfig.from_dict({**config["train"], "device": device})
         clf = cls(**{**to_dict(mcfg), **to_dict(tcfg)})
@@ -479,6 +511,25 @@ class DefectClassifier:
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
+
+
+def _check_pair_arguments(queries: Any, titles: Any, what: str) -> None:
+    """DataError in one line when ``what(queries, titles)`` was not given a table or two sequences
+    of texts, one title per query. A bare string is a sequence of characters: ``predict_proba("drill",
+    "bits!")`` scored five one-letter pairs, while strings of unequal length gave an unrelated count
+    error; titles left out were reported as a count mismatch rather than as missing."""
+    if isinstance(queries, pd.DataFrame):
+        return
+    for name, value in (("queries", queries), ("titles", titles)):
+        if isinstance(value, (str, bytes)):
+            raise DataError(f"{what}: {name} is a single string ({show(value, 40)}), not a list; pass lists of queries and titles "
+                            f"(one pair: {what}([query], [title])) or a DataFrame with query and title columns")
+    if titles is None:
+        raise DataError(f"{what}: titles missing: pass one title per query, {what}(queries, titles), or a DataFrame with query "
+                        "and title columns")
+    if len(queries) != len(titles):
+        raise DataError(f"{what}: {counted(len(queries), 'query', 'queries')} but {counted(len(titles), 'title')}: pass one title "
+                        "per query")
 
 
 def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.DataFrame:

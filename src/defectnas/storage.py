@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from .errors import DataError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -71,7 +73,7 @@ def read_json(path: str | Path, error: type[Exception], missing: str) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the second: a file given where its folder belongs (model.csv/config.json)
         raise error(missing) from None
     except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise error(f"{path}: unreadable ({e})") from None
@@ -79,12 +81,25 @@ def read_json(path: str | Path, error: type[Exception], missing: str) -> Any:
 
 def not_a_model_directory(directory: str | Path) -> str:
     """The one-line reason ``directory`` cannot be loaded as a model: an ONNX export (it holds
-    ``export.json``, written by ``defectnas export``) is named as one, with what takes it."""
+    ``export.json``, written by ``defectnas export``) is named as one, with what takes it; so is
+    a file (a table given as --teacher or --model: reading its config.json was a NotADirectoryError)."""
     d = Path(directory)
     if (d / "export.json").is_file():
         return (f"{d}: an ONNX export (defectnas export), not a model directory: serve it with `defectnas serve --backend onnx "
                 f"--model {d}`; this command takes the model directory it was exported from")
+    if d.is_file():
+        return f"{d}: not a model directory (a file; give the folder a model was saved in)"
     return f"{d}: not a model directory (no config.json)"
+
+
+def check_model_directory(directory: str | Path) -> Path:
+    """``directory`` as a Path when it holds a model's ``config.json``; DataError
+    (:func:`not_a_model_directory`) otherwise. For checking a model directory before the data is
+    read (``train --teacher``) rather than after."""
+    d = Path(directory)
+    if not (d / "config.json").is_file():
+        raise DataError(not_a_model_directory(d))
+    return d
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:

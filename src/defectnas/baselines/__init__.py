@@ -1,6 +1,7 @@
 """Baselines that every defectnas model is compared against.
 
-Each has ``fit`` / ``predict_proba`` / ``save`` / ``load`` (the TF-IDF floor: fit / predict_proba):
+Each has ``fit`` / ``predict_proba`` / ``save`` / ``load``, a validation-chosen ``threshold_`` and
+calibrated probabilities:
 
 - ``TfidfLogReg``: logistic regression on TF-IDF features (the floor).
 - ``lstm_classifier`` / ``coattention_classifier``: the two-tower DefectClassifier with BiLSTM
@@ -9,8 +10,9 @@ Each has ``fit`` / ``predict_proba`` / ``save`` / ``load`` (the TF-IDF floor: fi
 - ``CrossEncoderClassifier``: a fine-tuned BERT-family cross-encoder (all-MiniLM-L6-v2 by default).
 - ``GridSearchClassifier``: ``dl-gs``, a grid over encoder depths, widths and heads.
 
-``load_model(dir)`` reads any of their saved directories. Heavy modules (torch, LightGBM,
-transformers) are imported on first use.
+``load_model(dir)`` reads any of their saved directories: the one loader of every command that
+takes any saved model (``evaluate``, ``predict``, ``select``, ``train --teacher``). Heavy modules
+(torch, LightGBM, transformers) are imported on first use.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def __getattr__(name: str) -> Any:
 
 
 def load_model(directory: str | Path, device: str = "cpu") -> Any:
-    """Load any saved model directory: a cross-encoder, a GBDT, a grid search or a DefectClassifier."""
+    """Load any saved model directory: a cross-encoder, a GBDT, the TF-IDF floor, a grid search or a DefectClassifier."""
     from ._common import read_config
 
     d = Path(directory)
@@ -50,6 +52,8 @@ def load_model(directory: str | Path, device: str = "cpu") -> Any:
         from .gbdt import GBDTClassifier
 
         return GBDTClassifier.load(d)
+    if kind == "tfidf":
+        return TfidfLogReg.load(d)
     if (d / "grid.json").exists():
         from .grid import GridSearchClassifier
 

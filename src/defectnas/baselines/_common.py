@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..calibration import THRESHOLD_RULE
 from ..errors import DataError, NotFittedError
 
 FORMAT_VERSION = 1
@@ -33,7 +34,7 @@ def read_config(directory: str | Path, model_type: str | None = None) -> dict[st
     path = Path(directory) / CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no folder, or a file given as one
         from ..storage import not_a_model_directory  # (storage imports torch; a TF-IDF model needs none)
 
         raise DataError(not_a_model_directory(directory)) from None
@@ -49,7 +50,20 @@ def read_config(directory: str | Path, model_type: str | None = None) -> dict[st
 
 class ThresholdedClassifier:
     """``predict`` and ``evaluate`` for any baseline with ``predict_proba`` and a ``threshold_``,
-    and the calibration they share with DefectClassifier (see :mod:`defectnas.calibration`)."""
+    and the calibration they share with DefectClassifier (see :mod:`defectnas.calibration`).
+
+    The class attributes are the operating point DefectClassifier carries, as a baseline has it:
+    one global threshold chosen by :data:`~defectnas.calibration.THRESHOLD_RULE` (``threshold``
+    and its per-group thresholds are for two-tower models), so ``evaluate`` and ``predict`` read
+    every saved model alike."""
+
+    threshold_rule_ = THRESHOLD_RULE
+    operating_point_ = None
+    group_thresholds_ = None
+
+    def row_thresholds(self, table: pd.DataFrame, warn: bool = True) -> None:
+        """None: no per-group thresholds, the global ``threshold_`` applies to every row."""
+        return None
 
     def calibrate(self, valid: pd.DataFrame, raw: np.ndarray, seed: int = 0) -> None:
         """Fit the calibrator on the validation split's raw probabilities, then pick the
@@ -71,18 +85,22 @@ class ThresholdedClassifier:
         """1 (defect) where the probability reaches the validation-chosen threshold."""
         return (self.predict_proba(queries, titles) >= self.threshold_).astype(np.int64)
 
-    def evaluate(self, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
-        """Precision, recall, F1 (defect class), threshold, n, defect rate on labelled data."""
-        return evaluate(self, data)
+    def evaluate(self, data: pd.DataFrame | str | Path, return_probabilities: bool = False):
+        """Precision, recall, F1 (defect class), AP, ECE, Brier, threshold, n, defect rate on labelled
+        data; with ``return_probabilities``: ``(metrics, labels, probabilities)``, as DefectClassifier's."""
+        return evaluate(self, data, return_probabilities)
 
 
-def evaluate(model: Any, data: pd.DataFrame | str | Path) -> dict[str, float | int]:
+def evaluate(model: Any, data: pd.DataFrame | str | Path, return_probabilities: bool = False):
     """The contract's metrics dict of a fitted baseline on labelled data, at its saved threshold."""
     from ..estimator import _as_pairs
     from ..training.metrics import defect_metrics
 
     df = _as_pairs(data)
-    return defect_metrics(df["label"].to_numpy(), model.predict_proba(df["query"].tolist(), df["title"].tolist()), model.threshold_)
+    labels = df["label"].to_numpy()
+    probs = np.asarray(model.predict_proba(df["query"].tolist(), df["title"].tolist()), dtype=np.float64)
+    metrics = defect_metrics(labels, probs, model.threshold_)
+    return (metrics, labels, probs) if return_probabilities else metrics
 
 
 def check_fitted(model: Any, attribute: str) -> None:

@@ -10,7 +10,7 @@ and a seed — and get back something with ``predict_proba(queries, titles)``, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +52,18 @@ FAST = Budget(max_train_rows=3000, max_valid_rows=2000, max_test_rows=5000, epoc
               grid={"title_depth": [2, 5], "d_model": [64], "heads": [4]}, grid_epochs=1, gbdt_rounds=300,
               bert_rows=1000, bert_epochs=1, bert_max_length=48, bert_batch=32,
               search_trials=4, search_child_rows=1000, search_child_valid_rows=1000, latency_repeats=5)
+
+
+def budget_that_ran(budget: Budget, options: dict[str, Any]) -> Budget:
+    """``budget`` as the models got it: the options' ``epochs`` (``--epochs``, ``--config``) replace
+    the two-tower and grid epochs and ``pretrain_epochs`` the transfer's, as :meth:`Context.neural`
+    and :func:`_fit_grid` apply them — what ``run.json`` must record for a run to be reproduced."""
+    changes = {}
+    if options.get("epochs") is not None:
+        changes.update(epochs=int(options["epochs"]), grid_epochs=int(options["epochs"]))
+    if options.get("pretrain_epochs") is not None:
+        changes["pretrain_epochs"] = int(options["pretrain_epochs"])
+    return replace(budget, **changes)
 
 
 @dataclass

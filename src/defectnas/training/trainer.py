@@ -10,11 +10,14 @@ adds ``distill_weight · distillation_loss`` (knowledge distillation from, e.g.,
 
 After every epoch the model is scored on the validation split, the F1-best threshold is found,
 the best weights so far are kept (early stopping on validation F1), and a checkpoint is written
-atomically, so ``resume=True`` continues a killed run from the last finished epoch.
+atomically, so ``resume=True`` continues a killed run from the last finished epoch — only the same
+run: the checkpoint records the options, model configuration and data it was made with, and a
+resume with others is refused (:func:`_check_same_run`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from ..model.bert import frozen_states_memoised
 from ..model.pairs import pair_logits
 from ..data.tokenizer import trim_padding
 from ..errors import ConfigError, TrainingDivergedError
-from ..storage import load_tensors, save_tensors, tensors_digest
+from ..storage import load_metadata, load_tensors, save_tensors, tensors_digest
 from .losses import distillation_loss, triplet_loss, weighted_bce
 from .metrics import average_precision, best_threshold
 
@@ -104,12 +107,16 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
     rng = np.random.default_rng(cfg.seed)
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    defines = run_record(model, train_pairs, valid_pairs) if ckpt_path is not None else None  # what a resume must match
     if resume and ckpt_path is not None and ckpt_path.exists():
+        _check_same_run(ckpt_path, cfg, defines, log)
         start_epoch, bad_epochs, best_state, result, rng, stopped_early = _load_checkpoint(ckpt_path, model, optimizer)
         if stopped_early:  # early stopping ended it: nothing left to do (more epochs continue otherwise)
             start_epoch = total_epochs
         if log:
             log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    elif resume and ckpt_path is not None and log:
+        log(f"note: no checkpoint in {checkpoint_dir} to resume from: starting from scratch")
 
     def batches(n: int, size: int, lengths: np.ndarray | None = None):
         """Shuffled batches; with ``lengths``, pairs of similar title length share a batch (less padding)."""
@@ -176,7 +183,8 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
         result.history.append(record)
         stop = not pretraining and bad_epochs >= cfg.patience
         if ckpt_path is not None:  # before the epoch's line: an epoch the log shows is never lost to a kill
-            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, stopped_early=stop)
+            _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, stopped_early=stop,
+                             run=defines)
         if log:
             log(json.dumps(record))
         if stop:
@@ -209,8 +217,69 @@ def check_finite_loss(losses: list[float], epoch: int, what: str, learning_rate:
                                     "is likely too high): try a smaller one")
 
 
-def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early) -> None:
-    """Model, optimizer, best weights, history and RNG in one safetensors file (atomic).
+# TrainConfig fields a resumed run may change: how long it may go on (epochs, patience), where and
+# on how many threads it runs, and the calibration, fitted afresh after training. Any other option
+# changes what the finished epochs' weights mean (the loss, the learning rate, the seed's split).
+RESUMABLE = ("epochs", "patience", "num_threads", "device", "calibration")
+RESUME_ADVICE = "rerun without --resume to start again, or into another --out"  # (resume=False, another checkpoint_dir in Python)
+DATA_NAMES = {"train": "training pairs", "valid": "validation pairs"}
+
+
+def run_record(model: DefectNet, train_pairs: Pairs, valid_pairs: Pairs) -> dict:
+    """What defines a training run besides its TrainConfig, saved in each checkpoint: the model's
+    configuration, and the row count and digest of the token ids and labels it trains and validates
+    on. A resume checks them (:func:`_check_same_run`): another --data, --seed or split fraction
+    changes the digests, another architecture the configuration. (A teacher's probabilities are
+    not digested: they may differ in the last bits between runs; its ``teacher`` option is checked.)"""
+    return {"model": to_dict(model.cfg), "data": {"train": _digest(train_pairs.query, train_pairs.title, train_pairs.label),
+                                                  "valid": _digest(valid_pairs.query, valid_pairs.title, valid_pairs.label)}}
+
+
+def _digest(*arrays: np.ndarray) -> dict:
+    """Rows and ``sha256:<hex>`` of row-aligned arrays (dtype, shape and bytes of each, in order)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"\0{a.dtype}:{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return {"rows": int(len(arrays[0])), "digest": "sha256:" + h.hexdigest()}
+
+
+def _check_same_run(path: Path, cfg: TrainConfig, record: dict, log: Callable[[str], None] | None) -> None:
+    """ConfigError, in one line naming what differs, unless the checkpoint at ``path`` was written by
+    the same run: the same training options (but :data:`RESUMABLE`), model configuration and data.
+    A resume had continued any checkpoint: weights trained on seed 0's training queries went on
+    under seed 5's split, whose test queries they had learned, and another architecture ended in
+    load_state_dict's traceback. A checkpoint of an earlier defectnas has no record of its model and
+    data: its training options are checked, and it resumes with a note saying the rest was not."""
+    meta = load_metadata(path)
+    saved, now = meta.get("train_config", {}), to_dict(cfg)
+    differ = [_then_now(k, saved[k], v) for k, v in now.items() if k in saved and k not in RESUMABLE and saved[k] != v]
+    run = meta.get("run")
+    if run is not None:
+        differ += [_then_now(k, run["model"].get(k), v) for k, v in record["model"].items() if run["model"].get(k) != v]
+        for key, name in DATA_NAMES.items():
+            then, later = run["data"].get(key), record["data"].get(key)
+            if then != later:
+                rows = [f"{d['rows']:,}" if d else "none" for d in (then, later)]
+                differ.append(f"{name} {rows[0]} (now {rows[1]})" if rows[0] != rows[1] else f"{name} (now {rows[1]} other ones)")
+    if differ:
+        raise ConfigError(f"{path}: a checkpoint of another run (other data, split or options): its {'; '.join(differ)}; {RESUME_ADVICE}")
+    if run is None and log:
+        log(f"note: {path} was written by an earlier defectnas, which did not record its data and model options: resuming "
+            "with only its training options checked")
+
+
+def _then_now(name: str, then, now) -> str:
+    """``name THEN (now NOW)``, each value as JSON (as a --config file spells it), cut to 40 characters."""
+    texts = [json.dumps(v) for v in (then, now)]
+    then, now = (t if len(t) <= 40 else t[:37] + "..." for t in texts)
+    return f"{name} {then} (now {now})"
+
+
+def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early, run=None) -> None:
+    """Model, optimizer, best weights, history and RNG in one safetensors file (atomic); with
+    ``run`` (:func:`run_record`), what defines the run, which a resume checks.
 
     Frozen parameters (``requires_grad`` off: pre-trained layers, a distilled student's title
     tower and head) are not stored, only a digest of them: they are what the model is rebuilt
@@ -232,6 +301,7 @@ def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state,
         "result": {"threshold": result.threshold, "best_f1": result.best_f1, "best_ap": result.best_ap, "best_epoch": result.best_epoch,
                    "history": result.history},
         "frozen": {"names": sorted(frozen), "digest": _frozen_digest(model, frozen)},
+        **({"run": run} if run is not None else {}),
     }
     save_tensors(path, tensors, meta)
 
@@ -260,10 +330,13 @@ def _load_checkpoint(path, model, optimizer):
     frozen = set(meta.get("frozen", {}).get("names", []))  # none in a checkpoint written before frozen tensors were left out
     if frozen:
         if frozen != _frozen_names(model) or meta["frozen"]["digest"] != _frozen_digest(model, frozen):
-            raise ConfigError(f"{path}: a checkpoint of a model with other frozen (pre-trained) weights than this one; "
-                              "drop --resume to start again")
+            raise ConfigError(f"{path}: a checkpoint of a model with other frozen (pre-trained) weights than this one; {RESUME_ADVICE}")
     state = model.state_dict()
-    model.load_state_dict({**{k: state[k] for k in frozen}, **{k[6:]: v for k, v in tensors.items() if k.startswith("model.")}})
+    try:  # a checkpoint without a run record (an earlier defectnas) may hold another architecture
+        model.load_state_dict({**{k: state[k] for k in frozen}, **{k[6:]: v for k, v in tensors.items() if k.startswith("model.")}})
+    except RuntimeError:
+        raise ConfigError(f"{path}: a checkpoint of a model of another architecture (its tensors' names or shapes differ); "
+                          f"{RESUME_ADVICE}") from None
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     if best is not None:
         best.update({k: state[k] for k in frozen})
