@@ -10,26 +10,7 @@ import torch
 
 from defectnas.cli import main
 
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
-@pytest.fixture(scope="module")
-def data_csv(tmp_path_factory, synthetic_pairs):
-    path = tmp_path_factory.mktemp("data") / "pairs.csv"
-    synthetic_pairs.to_csv(path, index=False)
-    return path
+from test_cli import assert_one_line_error, data_csv, run  # noqa: F401  (tests/ is on sys.path; data_csv: a fixture)
 
 
 def train_argv(data_csv, config, out, *extra):
