@@ -26,6 +26,7 @@ from . import __version__
 from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calibrator
 from .config import ModelConfig, TrainConfig, check_types, split_options, to_dict
 from .data import build_triplets, load_pairs, split_by_query, text_pairs
+from .data.text import check_pair_arguments
 from .data.integrity import coverage_report, coverage_warning, duplicate_report, html_entity_report
 from .data._common import counted, more, show
 from .data.load import INVALID_ROWS, PairsRead, missing_class, skipped_line
@@ -261,7 +262,7 @@ class DefectClassifier:
         tok = self.tokenizer_ if hasattr(self, "tokenizer_") else None
         if tok is None:
             raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
-        _check_pair_arguments(queries, titles, "text_problems")
+        check_pair_arguments(queries, titles, "text_problems")
         return self._problems(*text_pairs(queries, titles))
 
     def _problems(self, queries: list[str], titles: list[str]) -> list[str]:
@@ -318,7 +319,7 @@ class DefectClassifier:
         cache moves probabilities by ~1e-3 at most), the others are encoded. DataError when the
         cache's dimensions are not this model's or no product ids are given."""
         self._check_fitted()
-        _check_pair_arguments(queries, titles, "predict_proba")
+        check_pair_arguments(queries, titles, "predict_proba")
         q, t = text_pairs(queries, titles)
         unscorable = self._unscorable(q, t, "predict_proba")
         pairs = pd.DataFrame({"query": q, "title": t})
@@ -379,7 +380,7 @@ class DefectClassifier:
     def predict(self, queries, titles=None) -> np.ndarray:
         """1 (defect) where the probability reaches the saved threshold (per group when the model
         has per-group thresholds and ``queries`` is a table with that column)."""
-        _check_pair_arguments(queries, titles, "predict")
+        check_pair_arguments(queries, titles, "predict")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)  # said below, as an error
             probs = self.predict_proba(queries, titles)
@@ -511,25 +512,6 @@ class DefectClassifier:
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
-
-
-def _check_pair_arguments(queries: Any, titles: Any, what: str) -> None:
-    """DataError in one line when ``what(queries, titles)`` was not given a table or two sequences
-    of texts, one title per query. A bare string is a sequence of characters: ``predict_proba("drill",
-    "bits!")`` scored five one-letter pairs, while strings of unequal length gave an unrelated count
-    error; titles left out were reported as a count mismatch rather than as missing."""
-    if isinstance(queries, pd.DataFrame):
-        return
-    for name, value in (("queries", queries), ("titles", titles)):
-        if isinstance(value, (str, bytes)):
-            raise DataError(f"{what}: {name} is a single string ({show(value, 40)}), not a list; pass lists of queries and titles "
-                            f"(one pair: {what}([query], [title])) or a DataFrame with query and title columns")
-    if titles is None:
-        raise DataError(f"{what}: titles missing: pass one title per query, {what}(queries, titles), or a DataFrame with query "
-                        "and title columns")
-    if len(queries) != len(titles):
-        raise DataError(f"{what}: {counted(len(queries), 'query', 'queries')} but {counted(len(titles), 'title')}: pass one title "
-                        "per query")
 
 
 def _as_pairs(data: pd.DataFrame | str | Path, keep: Sequence[str] = ()) -> pd.DataFrame:

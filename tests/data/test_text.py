@@ -29,7 +29,10 @@ def test_text_pairs_takes_a_table_or_two_lists_and_normalises_both():
 def test_text_pairs_names_what_is_wrong():
     with pytest.raises(DataError, match="missing: title"):
         text_pairs(pd.DataFrame({"query": ["a"]}))
-    with pytest.raises(DataError, match="as many titles as queries"):
+    with pytest.raises(DataError, match="2 queries but 1 title"):
         text_pairs(["a", "b"], ["x"])
-    with pytest.raises(DataError, match="as many titles as queries"):
+    with pytest.raises(DataError, match="titles missing"):
         text_pairs(["a"])
+    with pytest.raises(DataError, match="titles is a single string"):  # a string is a sequence of characters: not five pairs
+        text_pairs(["d", "r", "i", "l", "l"], "bits!")
+

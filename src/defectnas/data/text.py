@@ -12,12 +12,12 @@ Accents and other combining marks are kept: "año" and "ano", パンダ and ハ�
 from __future__ import annotations
 
 import unicodedata
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
 from ..errors import DataError
-from ._common import is_missing
+from ._common import counted, is_missing, show
 
 
 def normalize_text(s: str) -> str:
@@ -54,9 +54,27 @@ def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | No
         if missing:
             raise DataError(f"predict_proba needs columns query and title; missing: {', '.join(sorted(missing))}")
         titles, queries = queries["title"].tolist(), queries["query"].tolist()
-    if titles is None or len(queries) != len(titles):
-        raise DataError("predict_proba needs as many titles as queries")
+    check_pair_arguments(queries, titles, "predict_proba")  # every model's: the baselines' too
     return [_text_or_empty(q) for q in queries], [_text_or_empty(t) for t in titles]
+
+
+def check_pair_arguments(queries: Any, titles: Any, what: str) -> None:
+    """DataError in one line when ``what(queries, titles)`` was not given a table or two sequences
+    of texts, one title per query. A bare string is a sequence of characters: ``predict_proba("drill",
+    "bits!")`` scored five one-letter pairs, while strings of unequal length gave an unrelated count
+    error; titles left out were reported as a count mismatch rather than as missing."""
+    if isinstance(queries, pd.DataFrame):
+        return
+    for name, value in (("queries", queries), ("titles", titles)):
+        if isinstance(value, (str, bytes)):
+            raise DataError(f"{what}: {name} is a single string ({show(value, 40)}), not a list; pass lists of queries and titles "
+                            f"(one pair: {what}([query], [title])) or a DataFrame with query and title columns")
+    if titles is None:
+        raise DataError(f"{what}: titles missing: pass one title per query, {what}(queries, titles), or a DataFrame with query "
+                        "and title columns")
+    if len(queries) != len(titles):
+        raise DataError(f"{what}: {counted(len(queries), 'query', 'queries')} but {counted(len(titles), 'title')}: pass one title "
+                        "per query")
 
 
 def _text_or_empty(value: object) -> str:
