@@ -62,7 +62,7 @@ def test_flag_every_pair_row():
 def test_openmp_threads_wait_passively_unless_torch_is_loaded_or_the_user_chose(monkeypatch):
     import sys
 
-    from defectnas.quickstart import yield_idle_cpu_threads
+    from defectnas.timing import yield_idle_cpu_threads
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert yield_idle_cpu_threads() is False  # torch is already loaded here: too late to matter

@@ -596,7 +596,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .quickstart import yield_idle_cpu_threads
+    from .timing import yield_idle_cpu_threads
 
     yield_idle_cpu_threads()  # before scikit-learn, LightGBM and torch load their OpenMP (see quickstart)
     from .compare import run_compare, run_sweep
@@ -791,7 +791,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from .quickstart import yield_idle_cpu_threads
+    from .timing import yield_idle_cpu_threads
 
     yield_idle_cpu_threads()  # before torch loads: worker processes inherit it (see quickstart)
     from .config import load_options_file

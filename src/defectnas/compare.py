@@ -10,7 +10,7 @@ requests cycling through up to 10 test queries after 3 warm-up ones, the search'
 ``distill-query``'s policy — from a product cache for two-tower models (encode the query, score
 the pre-encoded titles), from raw text for models with nothing to cache (tfidf, gbdt, bert).
 F1 per millisecond uses the served latency: that is what a search team pays per request. OpenMP
-threads wait passively (:func:`~defectnas.quickstart.yield_idle_cpu_threads`, as quickstart
+threads wait passively (:func:`~defectnas.timing.yield_idle_cpu_threads`, as quickstart
 and search set it): spinning threads on a busy machine inflated a served dl-jl request 35x and a
 0.7 s GBDT fit to 23–140 s. Written to
 ``--out``: ``results.csv/json/md`` (precision, recall, F1, parameters, both latencies, F1 per
@@ -45,7 +45,7 @@ import pandas as pd
 
 from .baselines.models import BUILDERS, FAST, FLOOR, FULL, MODELS, SEARCH_MODELS, Budget, Context, budget_that_ran, parse_models  # noqa: F401
 from .errors import ConfigError
-from .quickstart import yield_idle_cpu_threads
+from .timing import yield_idle_cpu_threads
 from .timing import load_averages, median_ms
 
 COLUMNS = ["model", "precision", "recall", "f1", "average_precision", "ece", "brier", "params", "trainable_params", "latency_ms_per_100", "served_ms_per_100", "f1_per_ms",

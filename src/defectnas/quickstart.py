@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import DataError
+from .timing import yield_idle_cpu_threads
 
 DATA_ENV = "DEFECTNAS_DATA"
 VARIANTS = ("dl-gs", "dl-jl", "transfer")
@@ -59,23 +60,6 @@ def _source_name(data: str) -> str:
     except (OSError, DataError):
         pass
     return str(data)
-
-
-def yield_idle_cpu_threads() -> bool:
-    """Let torch's OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``).
-
-    Why: by default each OpenMP thread spins at every barrier; when other processes hold the
-    cores (a shared laptop, a CI runner, a second job), every small op then waits for a
-    descheduled thread. Measured on the 2-core development machine with a second job running
-    (load ≈ 3.5): quickstart on the embedded sample took 7 min 37 s with torch's defaults, and
-    81–98 s with passive waits (about the same as 1 thread), with the same results; a steady dl-gs
-    epoch went from 8–29 s to 3 s. Only effective before torch is first imported in the process,
-    and a value the user set wins. Returns whether it set the variable.
-    """
-    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
-        return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
 
 
 def run_quickstart(data: str, out: str | Path, options: dict[str, Any], seed: int = 0, quiet: bool = False,

@@ -1,5 +1,6 @@
 """``median_ms``: the one way every latency here is timed; ``interleaved_ms``: the one way models are
-timed against each other; ``load_averages``: how busy the machine was, recorded beside timings.
+timed against each other; ``load_averages``: how busy the machine was, recorded beside timings;
+``yield_idle_cpu_threads``: OpenMP threads that sleep rather than spin, for every command that times or trains.
 
 Why one helper: compare's table, the search's latency reward and the benchmarks report
 milliseconds that users set side by side, so they must all be taken the same way — warm-up
@@ -9,7 +10,9 @@ optionally at a fixed number of torch threads.
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -61,3 +64,20 @@ def load_averages() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def yield_idle_cpu_threads() -> bool:
+    """Let torch's OpenMP threads sleep, not spin, while they wait (``OMP_WAIT_POLICY=PASSIVE``).
+
+    Why: by default each OpenMP thread spins at every barrier; when other processes hold the
+    cores (a shared laptop, a CI runner, a second job), every small op then waits for a
+    descheduled thread. Measured on the 2-core development machine with a second job running
+    (load ≈ 3.5): quickstart on the embedded sample took 7 min 37 s with torch's defaults, and
+    81–98 s with passive waits (about the same as 1 thread), with the same results; a steady dl-gs
+    epoch went from 8–29 s to 3 s. Only effective before torch is first imported in the process,
+    and a value the user set wins. Returns whether it set the variable.
+    """
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
