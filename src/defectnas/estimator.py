@@ -262,8 +262,7 @@ class DefectClassifier:
         tok = self.tokenizer_ if hasattr(self, "tokenizer_") else None
         if tok is None:
             raise NotFittedError("this DefectClassifier is not fitted yet: call fit() or DefectClassifier.load(dir)")
-        check_pair_arguments(queries, titles, "text_problems")
-        return self._problems(*text_pairs(queries, titles))
+        return self._problems(*text_pairs(queries, titles, "text_problems"))
 
     def _problems(self, queries: list[str], titles: list[str]) -> list[str]:
         """:meth:`text_problems` of normalised texts, each distinct text tokenised once (a table of
@@ -319,8 +318,7 @@ class DefectClassifier:
         cache moves probabilities by ~1e-3 at most), the others are encoded. DataError when the
         cache's dimensions are not this model's or no product ids are given."""
         self._check_fitted()
-        check_pair_arguments(queries, titles, "predict_proba")
-        q, t = text_pairs(queries, titles)
+        q, t = text_pairs(queries, titles, "predict_proba")
         unscorable = self._unscorable(q, t, "predict_proba")
         pairs = pd.DataFrame({"query": q, "title": t})
         rows = None

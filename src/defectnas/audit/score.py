@@ -30,7 +30,7 @@ import torch
 from ..data import normalize_text
 from ..errors import ConfigError
 from ..model.classifier import Encoded
-from ..model.matching import EPS
+from ..model.matching import _weighted_norms
 from ..serving.cache import take_encodings
 from ..serving.encoding import TitleArrays, encode_titles, needs_tokens, title_encoded
 
@@ -290,8 +290,8 @@ class QueryHead:
             self.w2 = self.matching.weight.square()  # (P, d)
             qd = qenc.vector[:, :d]
             self.q_scaled = (qd[:, None, :] * self.w2[None]).transpose(1, 2).contiguous()  # (Q, d, P): q ⊙ w_p²
-            self.q_norm = _norms(qd, self.w2)  # (Q, P): ‖q ⊙ w_p‖
-            self.q_token_norms = _norms(qenc.tokens, self.w2)  # (Q, L, P): ‖x ⊙ w_p‖ of each query token
+            self.q_norm = _weighted_norms(qd, self.w2)  # (Q, P): ‖q ⊙ w_p‖
+            self.q_token_norms = _weighted_norms(qenc.tokens, self.w2)  # (Q, L, P): ‖x ⊙ w_p‖ of each query token
 
     @classmethod
     def of(cls, model, qenc: Encoded) -> "QueryHead | None":
@@ -320,20 +320,15 @@ class QueryHead:
     def _title_side(self, qi: torch.Tensor, t: Encoded) -> torch.Tensor:
         """Title tokens against the query's pooled vector: MultiPerspectiveMatching._match(t.tokens, t.mask, q)."""
         num = torch.bmm(t.tokens, self.q_scaled.index_select(0, qi))  # (B, T, P)
-        cos = num / (_norms(t.tokens, self.w2) * self.q_norm.index_select(0, qi)[:, None, :])
+        cos = num / (_weighted_norms(t.tokens, self.w2) * self.q_norm.index_select(0, qi)[:, None, :])
         return _max_mean(cos, t.mask)
 
     def _query_side(self, qi: torch.Tensor, Lq: int, td: torch.Tensor) -> torch.Tensor:
         """Query tokens against the title's pooled vector: MultiPerspectiveMatching._match(q.tokens, q.mask, t)."""
         tokens = self.qenc.tokens[:, :Lq].index_select(0, qi)  # (B, Lq, d)
         num = torch.bmm(tokens, (td[:, None, :] * self.w2[None]).transpose(1, 2))  # (B, Lq, P)
-        cos = num / (self.q_token_norms[:, :Lq].index_select(0, qi) * _norms(td, self.w2)[:, None, :])
+        cos = num / (self.q_token_norms[:, :Lq].index_select(0, qi) * _weighted_norms(td, self.w2)[:, None, :])
         return _max_mean(cos, self.qenc.mask[:, :Lq].index_select(0, qi))
-
-
-def _norms(x: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    """‖x ⊙ w_p‖ for every perspective p (last axis), clamped as MultiPerspectiveMatching._cosines clamps."""
-    return (x.square() @ w2.T).clamp_min(EPS * EPS).sqrt()
 
 
 def _max_mean(cos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -43,18 +43,20 @@ def normalize_series(values: pd.Series) -> pd.Series:
     return pd.Series(out, index=values.index, dtype=object, name=values.name)
 
 
-def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+def text_pairs(queries: Sequence[str] | pd.DataFrame, titles: Sequence[str] | None = None,
+               what: str = "predict_proba") -> tuple[list[str], list[str]]:
     """Normalised query and title lists from a table (``query``, ``title``) or two sequences.
 
     Why here: every model's ``predict_proba`` takes either form, and all of them must see the
-    same normalised text as training did.
+    same normalised text as training did. ``what`` names the caller in errors
+    (:func:`check_pair_arguments`).
     """
     if isinstance(queries, pd.DataFrame):
         missing = {"query", "title"} - set(queries.columns)
         if missing:
-            raise DataError(f"predict_proba needs columns query and title; missing: {', '.join(sorted(missing))}")
+            raise DataError(f"{what} needs columns query and title; missing: {', '.join(sorted(missing))}")
         titles, queries = queries["title"].tolist(), queries["query"].tolist()
-    check_pair_arguments(queries, titles, "predict_proba")  # every model's: the baselines' too
+    check_pair_arguments(queries, titles, what)  # every model's: the baselines' too
     return [_text_or_empty(q) for q in queries], [_text_or_empty(t) for t in titles]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .matching import EPS
+from .matching import _weighted_norms
 
 
 class LateInteraction(nn.Module):
@@ -34,13 +34,9 @@ class LateInteraction(nn.Module):
         self.perspectives = perspectives
         self.weight = nn.Parameter(torch.rand(perspectives, d_model) * 0.5 + 0.75)  # (P, C), near 1
 
-    def _norms(self, x: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-        """‖x ⊙ w_p‖ for each row of x (…, C) and perspective p: (…, P), clamped as the matching layer clamps."""
-        return (x.square() @ w2.T).clamp_min(EPS * EPS).sqrt()
-
     def _query_side(self, q_tokens: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
         """(…, Tq, C) → (…, P·Tq, C): each query token scaled by w_p² and divided by ‖x ⊙ w_p‖."""
-        scaled = q_tokens.unsqueeze(-3) * w2[:, None, :] / self._norms(q_tokens, w2).transpose(-1, -2).unsqueeze(-1)  # (…, P, Tq, C)
+        scaled = q_tokens.unsqueeze(-3) * w2[:, None, :] / _weighted_norms(q_tokens, w2).transpose(-1, -2).unsqueeze(-1)  # (…, P, Tq, C)
         return scaled.flatten(-3, -2)
 
     def forward(self, q_tokens: torch.Tensor, q_mask: torch.Tensor, t_tokens: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
@@ -48,7 +44,7 @@ class LateInteraction(nn.Module):
         (b, tq), p = q_mask.shape, w2.shape[0]
         num = torch.bmm(self._query_side(q_tokens, w2), t_tokens.transpose(1, 2)).view(b, p, tq, -1)  # (B, P, Tq, T)
         pad = (~t_mask).to(num.dtype)[:, None, None, :] + (~q_mask).to(num.dtype)[:, None, :, None]  # (B, 1, Tq, T)
-        sim = torch.addcmul(-3 * pad, num, self._norms(t_tokens, w2).reciprocal().transpose(1, 2).unsqueeze(2))  # (B, P, Tq, T)
+        sim = torch.addcmul(-3 * pad, num, _weighted_norms(t_tokens, w2).reciprocal().transpose(1, 2).unsqueeze(2))  # (B, P, Tq, T)
         return _features(sim.amax(-1), sim.amax(-2), q_mask, t_mask)
 
     def one_query(self, q_tokens: torch.Tensor, q_mask: torch.Tensor, t_tokens: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:
@@ -61,7 +57,7 @@ class LateInteraction(nn.Module):
         (n, t), p, tq = t_mask.shape, w2.shape[0], q_mask.shape[0]
         num = (self._query_side(q_tokens, w2) @ t_tokens.reshape(n * t, -1).T).view(p, tq, n, t)  # (P, Tq, N, T)
         pad = (~t_mask).to(num.dtype)[None, None] + (~q_mask).to(num.dtype)[None, :, None, None]  # (1, Tq, N, T)
-        sim = torch.addcmul(-3 * pad, num, self._norms(t_tokens, w2).reciprocal().permute(2, 0, 1).contiguous().unsqueeze(1))  # (P, Tq, N, T)
+        sim = torch.addcmul(-3 * pad, num, _weighted_norms(t_tokens, w2).reciprocal().permute(2, 0, 1).contiguous().unsqueeze(1))  # (P, Tq, N, T)
         return _features(sim.amax(-1).permute(2, 0, 1), sim.amax(1).transpose(0, 1), q_mask.unsqueeze(0), t_mask)
 
     @property
