@@ -183,6 +183,7 @@ class TrainConfig:
     lr: float = 2e-3  # Adam learning rate
     backbone_lr: float = 5e-5  # learning rate of fine-tuned pre-trained layers (backbone_trainable > 0)
     weight_decay: float = 0.0  # Adam weight decay
+    ema_decay: float = 0.0  # 0: off; e.g. 0.99: validate and keep an exponential moving average of the trained weights (training.trainer)
     defect_weight: float = 10.0  # cross-entropy weight of the defect class (relevant = 1)
     alpha: float = 1.0  # weight of cross-entropy in the joint loss
     beta: float = 0.5  # weight of the triplet loss in the joint loss
@@ -206,6 +207,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be at least 1")
         if self.distill_weight < 0:
             raise ConfigError(f"distill_weight must be 0 or more, got {self.distill_weight}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be 0 (off) or in (0, 1), e.g. 0.99; got {self.ema_decay:g}")
         for name in ("lr", "backbone_lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

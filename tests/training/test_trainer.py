@@ -161,12 +161,14 @@ def test_checkpoint_is_written_each_epoch_with_config(data, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("variant", ["dl-gs", "dl-jl"])
-def test_resume_after_a_kill_reproduces_the_uninterrupted_run(data, tmp_path, variant):
-    """Killed after epoch 1 of 3, resumed: same weights, threshold and history as a straight run (dropout on)."""
+@pytest.mark.parametrize("variant,ema_decay", [("dl-gs", 0.0), ("dl-jl", 0.0), ("dl-gs", 0.9)])
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(data, tmp_path, variant, ema_decay):
+    """Killed after epoch 1 of 3, resumed: same weights, threshold and history as a straight run (dropout on);
+    with ``ema_decay`` the weights' moving average resumes too."""
     tok, tr, va, trip = data
+    cfg_ = lambda **kw: cfg(ema_decay=ema_decay, **kw)  # noqa: E731
     straight = make_model(tok)
-    expected = train(straight, cfg(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "a", quiet=True)
+    expected = train(straight, cfg_(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "a", quiet=True)
     expected_last = {k[6:]: v for k, v in load_tensors(tmp_path / "a" / CHECKPOINT)[0].items() if k.startswith("model.")}
 
     def die_after_epoch_1(message: str) -> None:
@@ -174,12 +176,12 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(data, tmp_path, va
             raise Killed  # epoch 1's line is logged after its checkpoint: epoch 1 is on disk
 
     with pytest.raises(Killed):
-        train(make_model(tok), cfg(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "b", quiet=True, log=die_after_epoch_1)
+        train(make_model(tok), cfg_(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "b", quiet=True, log=die_after_epoch_1)
     assert load_tensors(tmp_path / "b" / CHECKPOINT)[1]["epoch"] == 1
 
     logged = []
     resumed = make_model(tok, seed=123)  # any init: the checkpoint replaces it
-    got = train(resumed, cfg(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "b", resume=True, quiet=True, log=logged.append)
+    got = train(resumed, cfg_(variant=variant, epochs=3), tr, va, trip, checkpoint_dir=tmp_path / "b", resume=True, quiet=True, log=logged.append)
     assert "resumed" in logged[0] and "after epoch 1" in logged[0]
     assert_same_weights(weights(resumed), weights(straight))
     got_last = {k[6:]: v for k, v in load_tensors(tmp_path / "b" / CHECKPOINT)[0].items() if k.startswith("model.")}

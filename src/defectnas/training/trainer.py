@@ -12,7 +12,8 @@ After every epoch the model is scored on the validation split, the F1-best thres
 the best weights so far are kept (early stopping on validation F1), and a checkpoint is written
 atomically, so ``resume=True`` continues a killed run from the last finished epoch — only the same
 run: the checkpoint records the options, model configuration and data it was made with, and a
-resume with others is refused (:func:`_check_same_run`).
+resume with others is refused (:func:`_check_same_run`). With ``TrainConfig.ema_decay`` it is
+the moving average of the weights (:mod:`.averaging`) that is validated, kept and returned.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +37,7 @@ from ..model.pairs import pair_logits
 from ..data.tokenizer import trim_padding
 from ..errors import ConfigError, TrainingDivergedError
 from ..storage import load_metadata, load_tensors, save_tensors, tensors_digest
+from .averaging import WeightAverage
 from .losses import distillation_loss, triplet_loss, weighted_bce
 from .metrics import average_precision, best_threshold
 
@@ -105,12 +108,13 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
     optimizer = torch.optim.Adam(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     result, best_state, start_epoch, bad_epochs = TrainResult(), None, 0, 0
     rng = np.random.default_rng(cfg.seed)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     defines = run_record(model, train_pairs, valid_pairs) if ckpt_path is not None else None  # what a resume must match
     if resume and ckpt_path is not None and ckpt_path.exists():
         _check_same_run(ckpt_path, cfg, defines, log)
-        start_epoch, bad_epochs, best_state, result, rng, stopped_early = _load_checkpoint(ckpt_path, model, optimizer)
+        start_epoch, bad_epochs, best_state, result, rng, stopped_early = _load_checkpoint(ckpt_path, model, optimizer, average)
         if stopped_early:  # early stopping ended it: nothing left to do (more epochs continue otherwise)
             start_epoch = total_epochs
         if log:
@@ -163,28 +167,31 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if average is not None:
+                average.update()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
 
         check_finite_loss(losses, epoch + 1, "training", f"--lr {cfg.lr:g}")
         record = {"epoch": epoch + 1, "phase": "pretrain" if pretraining else "classify", "loss": float(np.mean(losses)), "seconds": round(time.time() - started, 2)}
         if not pretraining:
-            valid_logits = predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)
-            probs = 1 / (1 + np.exp(-valid_logits))
-            threshold, f1 = best_threshold(valid_pairs.label, probs)
-            ap = average_precision(valid_pairs.label, probs)
-            record.update(valid_f1=f1, valid_ap=ap, threshold=threshold)
-            if f1 > result.best_f1:
-                result.best_f1, result.best_ap, result.best_epoch, result.threshold, bad_epochs = f1, ap, epoch + 1, threshold, 0
-                result.valid_logits = valid_logits
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
+            with average.swapped_in() if average is not None else nullcontext():  # the average is what is validated and kept
+                valid_logits = predict_logits(model, valid_pairs.query, valid_pairs.title, device=device)
+                probs = 1 / (1 + np.exp(-valid_logits))
+                threshold, f1 = best_threshold(valid_pairs.label, probs)
+                ap = average_precision(valid_pairs.label, probs)
+                record.update(valid_f1=f1, valid_ap=ap, threshold=threshold)
+                if f1 > result.best_f1:
+                    result.best_f1, result.best_ap, result.best_epoch, result.threshold, bad_epochs = f1, ap, epoch + 1, threshold, 0
+                    result.valid_logits = valid_logits
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad_epochs += 1
         result.history.append(record)
         stop = not pretraining and bad_epochs >= cfg.patience
         if ckpt_path is not None:  # before the epoch's line: an epoch the log shows is never lost to a kill
             _save_checkpoint(ckpt_path, model, optimizer, cfg, epoch + 1, bad_epochs, best_state, result, rng, stopped_early=stop,
-                             run=defines)
+                             run=defines, average=average)
         if log:
             log(json.dumps(record))
         if stop:
@@ -277,9 +284,11 @@ def _then_now(name: str, then, now) -> str:
     return f"{name} {then} (now {now})"
 
 
-def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early, run=None) -> None:
-    """Model, optimizer, best weights, history and RNG in one safetensors file (atomic); with
-    ``run`` (:func:`run_record`), what defines the run, which a resume checks.
+def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state, result, rng, stopped_early, run=None,
+                     average: WeightAverage | None = None) -> None:
+    """Model, optimizer, best weights, history, RNG and the weights' moving average (with
+    ``ema_decay``) in one safetensors file (atomic); with ``run`` (:func:`run_record`), what
+    defines the run, which a resume checks.
 
     Frozen parameters (``requires_grad`` off: pre-trained layers, a distilled student's title
     tower and head) are not stored, only a digest of them: they are what the model is rebuilt
@@ -295,6 +304,8 @@ def _save_checkpoint(path, model, optimizer, cfg, epoch, bad_epochs, best_state,
         for name, value in state.items():
             tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     tensors["rng.torch"] = torch.get_rng_state()
+    if average is not None:
+        tensors.update(average.state())
     meta = {
         "epoch": epoch, "bad_epochs": bad_epochs, "stopped_early": stopped_early, "train_config": to_dict(cfg),
         "param_groups": opt["param_groups"], "numpy_rng": rng.bit_generator.state,
@@ -325,7 +336,7 @@ def _frozen_digest(model, names) -> str:
     return digest
 
 
-def _load_checkpoint(path, model, optimizer):
+def _load_checkpoint(path, model, optimizer, average: WeightAverage | None = None):
     tensors, meta = load_tensors(path)
     frozen = set(meta.get("frozen", {}).get("names", []))  # none in a checkpoint written before frozen tensors were left out
     if frozen:
@@ -347,6 +358,8 @@ def _load_checkpoint(path, model, optimizer):
             state.setdefault(int(idx), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
+    if average is not None and not average.load(tensors):
+        raise ConfigError(f"{path}: a checkpoint without the weights' moving average (ema_decay) this run needs; {RESUME_ADVICE}")
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["numpy_rng"]
     r = meta["result"]

@@ -1,0 +1,213 @@
+"""Does a moving average of the weights (``ema_decay``) make `train`'s default more accurate or less seed-bound?
+
+Why: one training seed moves `train`'s default model's test AP on Home Depot by up to 0.025
+(README, "Architecture search"), so 3 seeds against 3 resolve a difference of only ~±0.015 and
+no candidate has beaten the default by more than that noise. Two things may feed that spread:
+Adam's last steps (the weights at an epoch's end are one noisy point of the trajectory) and
+which epoch early stopping keeps (chosen by F1 on a small validation split). This trains the
+default under each ``--decays`` value (0 = today's default) and ``--seeds``, records every
+epoch's weights, and scores each epoch on the test split, so one run answers both questions:
+
+- per decay and selection rule (validation F1 with patience 2 = what `train` does; validation
+  AP; the last epoch): test AP per seed, its mean and spread, and a paired bootstrap over the test
+  queries against today's default (decay 0, F1 rule), the seeds' mean probabilities per arm;
+- the decay to recommend is chosen by *validation* AP, before the test numbers are read.
+
+Training runs with patience 99 so every epoch is seen; the F1 rule with patience 2 is replayed
+on the recorded history (training itself does not depend on the patience, only where it stops).
+Test AP is of the raw logits (no calibration; calibration is monotone and only adds ties).
+
+    python benchmarks/weight_averaging.py --seeds 700,701,702 --decays 0,0.99,0.995
+
+Prints a table and writes JSON (``--json``); resumable per (decay, seed) (``--work``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("DEFECTNAS_SHARED", HERE.parent.parent / "shared" / "data"))
+RULES = ("f1_patience2", "valid_ap", "last")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(SHARED / "homedepot_sample.parquet"))
+    p.add_argument("--seeds", default="700,701,702", help="training seeds (the README's default rows use 700-702)")
+    p.add_argument("--decays", default="0,0.99,0.995", help="ema_decay values; 0 (today's default) is the reference")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", default="/tmp/defectnas-weight-averaging", help="per-run results (resumable)")
+    p.add_argument("--json", default=str(HERE / "results" / "weight_averaging.json"))
+    args = p.parse_args(argv)
+    result = run(args)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    log(f"wrote {args.json}")
+    return 0
+
+
+def default_options() -> dict:
+    """`train`'s default model and training options (the serving space's default architecture, full budget)."""
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import final_options
+    from defectnas.search.space import ServingSpace
+
+    space = ServingSpace()
+    return final_options(SearchConfig(space="serving", final_rows=0, final_epochs=0), space, space.default_architecture())
+
+
+def train_one(options: dict, tables: dict, work: Path, threads: int) -> dict:
+    """Fit once with patience 99; every epoch's trainable weights scored on the test split (raw logits)."""
+    import torch
+
+    from defectnas.batch import pair_logits
+    from defectnas.estimator import DefectClassifier
+    from defectnas.model.bert import frozen_states_memoised
+    from defectnas.training import trainer
+    from defectnas.training.metrics import average_precision
+
+    torch.set_num_threads(threads)
+    states: list[dict] = []
+    original = trainer.predict_logits
+
+    def recording(model, *a, **kw):  # called once per epoch, on validation, with the weights being validated
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()
+                       if k in {n for n, p in model.named_parameters() if p.requires_grad}})
+        return original(model, *a, **kw)
+
+    trainer.predict_logits = recording
+    started = time.perf_counter()
+    try:
+        clf = DefectClassifier(**{**options, "patience": 99})
+        clf.fit(tables["train"], tables["valid"], quiet=True)
+    finally:
+        trainer.predict_logits = original
+    seconds = time.perf_counter() - started
+    test = tables["test"]
+    enc = clf._encode(test[["query", "title"]], labels=False)
+    model, kept = clf.model_, {k: v.clone() for k, v in clf.model_.state_dict().items()}
+    probs = []
+    with frozen_states_memoised(model):
+        for s in states:
+            model.load_state_dict({**kept, **s})
+            logits = pair_logits(model, enc.query, enc.title, 1024, "cpu")
+            probs.append(1 / (1 + np.exp(-logits.astype(np.float64))))
+    model.load_state_dict(kept)
+    labels = test["label"].to_numpy()
+    np.save(work.with_suffix(".npy"), np.stack(probs))
+    history = [{k: r[k] for k in ("epoch", "valid_f1", "valid_ap", "loss")} for r in clf.history_ if "valid_ap" in r]
+    for r, pr in zip(history, probs):
+        r["test_ap"] = float(average_precision(labels, pr))
+    return {"history": history, "train_s": round(seconds, 1)}
+
+
+def run_key(decay: float, seed: int) -> str:
+    """A file name stem for one run, without dots (``ema0p99_seed700``)."""
+    return f"ema{decay:g}_seed{seed}".replace(".", "p")
+
+
+def select(history: list[dict], rule: str) -> int:
+    """Index of the epoch ``rule`` keeps."""
+    if rule == "last":
+        return len(history) - 1
+    if rule == "valid_ap":
+        return int(np.argmax([r["valid_ap"] for r in history]))
+    best, bad, keep = -1.0, 0, 0  # `train`: best validation F1, stop after 2 epochs without a better one
+    for i, r in enumerate(history):
+        if r["valid_f1"] > best:
+            best, bad, keep = r["valid_f1"], 0, i
+        else:
+            bad += 1
+            if bad >= 2:
+                break
+    return keep
+
+
+def run(args) -> dict:
+    from defectnas.model.bert import share_memos_between_models
+    from defectnas.search.config import SearchConfig
+    from defectnas.search.runner import prepare_tables
+    from defectnas.training.metrics import average_precision
+    from defectnas.training.significance import average_precision_fast, paired_bootstrap
+
+    share_memos_between_models()  # every model of this process passes a text through the frozen layers once
+    tables = prepare_tables(SearchConfig(data=args.data, child_rows=0, final_rows=0, split_seed=0))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    decays = [float(d) for d in args.decays.split(",")]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    options = default_options()
+    runs: dict[str, dict] = {}
+    for decay in decays:
+        for seed in seeds:
+            key = run_key(decay, seed)
+            done = work / f"{key}.json"
+            if not (done.exists() and done.with_suffix(".npy").exists()):
+                log(f"training: ema_decay {decay:g}, seed {seed}")
+                res = train_one({**options, "seed": seed, "ema_decay": decay}, tables, work / key, args.threads)
+                tmp = done.with_suffix(".part")
+                tmp.write_text(json.dumps(res))
+                tmp.replace(done)
+            runs[key] = json.loads(done.read_text())
+            log(f"  {key}: " + ", ".join(f"e{r['epoch']} valid AP {r['valid_ap']:.4f} F1 {r['valid_f1']:.4f} test AP {r['test_ap']:.4f}"
+                                         for r in runs[key]["history"]))
+
+    test = tables["test"]
+    labels, queries = test["label"].to_numpy(), test["query"].to_numpy()
+
+    def arm_probs(decay: float, rule: str) -> tuple[np.ndarray, list[dict]]:
+        picked, rows = [], []
+        for seed in seeds:
+            key = run_key(decay, seed)
+            h = runs[key]["history"]
+            i = select(h, rule)
+            picked.append(np.load(work / f"{key}.npy")[i])
+            rows.append({"seed": seed, "epoch": h[i]["epoch"], "valid_ap": h[i]["valid_ap"], "valid_f1": h[i]["valid_f1"],
+                         "test_ap": h[i]["test_ap"]})
+        return np.stack(picked), rows
+
+    ref, _ = arm_probs(0.0, "f1_patience2") if 0.0 in decays else (None, None)
+    arms = []
+    for decay in decays:
+        for rule in RULES:
+            probs, rows = arm_probs(decay, rule)
+            aps = [r["test_ap"] for r in rows]
+            arm = {"ema_decay": decay, "rule": rule, "seeds": rows, "test_ap_mean": float(np.mean(aps)),
+                   "test_ap_std": float(np.std(aps, ddof=1)) if len(aps) > 1 else 0.0,
+                   "valid_ap_mean": float(np.mean([r["valid_ap"] for r in rows])),
+                   "test_ap_of_mean_probs": float(average_precision(labels, probs.mean(0)))}
+            if ref is not None and not (decay == 0.0 and rule == "f1_patience2"):
+                pb = paired_bootstrap(labels, queries, probs, ref, metric=average_precision_fast, seed=0)
+                arm["paired_vs_default"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in pb.items()}
+            arms.append(arm)
+    chosen = max((a for a in arms if a["ema_decay"] > 0 and a["rule"] == "f1_patience2"), key=lambda a: a["valid_ap_mean"], default=None)
+    print(f"\n{'ema_decay':>9} {'rule':>13} {'epochs kept':>12} {'valid AP':>9} {'test AP per seed':>26} {'mean':>7} {'std':>7}  paired ΔAP vs default")
+    for a in arms:
+        pv = a.get("paired_vs_default")
+        print(f"{a['ema_decay']:>9g} {a['rule']:>13} {','.join(str(r['epoch']) for r in a['seeds']):>12} {a['valid_ap_mean']:>9.4f} "
+              f"{' / '.join(format(r['test_ap'], '.4f') for r in a['seeds']):>26} {a['test_ap_mean']:>7.4f} {a['test_ap_std']:>7.4f}  "
+              + (f"{pv['diff']:+.4f} [{pv['ci_low']:+.4f}, {pv['ci_high']:+.4f}]" if pv else "(reference)"))
+    return {"what": "train's default (Home Depot seed-0 split, full budget) with and without a moving average of the weights, "
+                    "every epoch scored on test; selection rules replayed on the recorded history",
+            "reproduce": f"python benchmarks/weight_averaging.py --seeds {args.seeds} --decays {args.decays}",
+            "test_ap": "average precision of the defect class from raw logits (no calibration)",
+            "paired_test": "paired bootstrap over test queries of the seeds' mean probabilities, against ema_decay 0 with the F1 rule "
+                           "(what train does today); 1000 resamples",
+            "chosen_by_valid_ap": None if chosen is None else chosen["ema_decay"],
+            "seeds": seeds, "decays": decays, "runs": runs, "arms": arms,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""``TrainConfig.ema_decay``: the moving average of the weights is what is validated and kept."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from defectnas.config import TrainConfig
+from defectnas.errors import ConfigError
+from defectnas.storage import load_tensors
+from defectnas.training import train
+from defectnas.training.averaging import WeightAverage
+from defectnas.training.trainer import CHECKPOINT
+
+from .test_trainer import assert_same_weights, cfg, data, make_model, weights  # noqa: F401
+
+
+def test_the_average_follows_the_warmed_up_ema_formula_and_swapping_restores_the_weights():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    net[1].bias.requires_grad_(False)  # frozen: not averaged
+    avg = WeightAverage(net, decay=0.75)
+    assert len(avg.names) == 3 and "1.bias" not in avg.names
+    expected = [p.detach().clone() for p in avg.params]
+    for step in range(1, 40):  # d = min(0.75, (1 + t) / (10 + t)): 2/11, 3/12, ... then 0.75 from t = 26 on
+        with torch.no_grad():
+            for p in avg.params:
+                p.add_(1.0)
+        avg.update()
+        d = min(0.75, (1 + step) / (10 + step))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, avg.params)]
+        for a, e in zip(avg.average, expected):
+            torch.testing.assert_close(a, e)
+    # after many steps of a steady climb the average trails the weights by decay / (1 - decay) = 3 steps
+    torch.testing.assert_close(avg.params[0].detach() - avg.average[0], torch.full_like(avg.average[0], 3.0), atol=0.05, rtol=0)
+    own = [p.detach().clone() for p in avg.params]
+    with avg.swapped_in():
+        for p, a in zip(avg.params, avg.average):
+            assert torch.equal(p, a)
+    for p, o in zip(avg.params, own):
+        assert torch.equal(p, o)
+
+
+def test_training_with_an_average_keeps_the_average_and_trains_the_same_trajectory(data, tmp_path):  # noqa: F811
+    tok, tr, va, _ = data
+    train(make_model(tok), cfg(epochs=2), tr, va, checkpoint_dir=tmp_path / "plain", quiet=True)
+    averaged = make_model(tok)  # built right before training: training draws dropout masks from torch's generator
+    result = train(averaged, cfg(epochs=2, ema_decay=0.9), tr, va, checkpoint_dir=tmp_path / "ema", quiet=True)
+    raw_plain = {k[6:]: v for k, v in load_tensors(tmp_path / "plain" / CHECKPOINT)[0].items() if k.startswith("model.")}
+    tensors = load_tensors(tmp_path / "ema" / CHECKPOINT)[0]
+    raw_ema = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    assert_same_weights(raw_ema, raw_plain)  # averaging only watches: the weights train as without it
+    kept = weights(averaged)
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    assert_same_weights({k: kept[k] for k in best}, best)
+    assert result.best_epoch == 2  # (this data and seed) so the last epoch's average is what the checkpoint's ema.* holds
+    averages = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    assert averages and all(torch.equal(kept[k], v) for k, v in averages.items())
+    assert any(not torch.equal(kept[k], raw_ema[k]) for k in averages)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
+def test_ema_decay_outside_0_to_1_is_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=bad)
+
+
+def test_a_resume_with_another_ema_decay_is_refused(data, tmp_path):  # noqa: F811
+    tok, tr, va, _ = data
+    train(make_model(tok), cfg(epochs=1), tr, va, checkpoint_dir=tmp_path, quiet=True)
+    with pytest.raises(ConfigError, match="ema_decay 0.0 \\(now 0.9\\)"):
+        train(make_model(tok), cfg(epochs=2, ema_decay=0.9), tr, va, checkpoint_dir=tmp_path, resume=True, quiet=True)
