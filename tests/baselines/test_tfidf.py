@@ -21,3 +21,19 @@ def test_tfidf_floor_is_calibrated_and_keeps_its_ranking(synthetic_split):
     assert 0.0 <= floor.threshold_ <= 1.0 and floor.predict(test["query"], test["title"]).sum() > 0
     floor.calibrator_ = Calibrator()  # identity: the raw scores again
     assert np.allclose(floor.predict_proba(test["query"], test["title"]), raw)
+
+
+def test_tfidf_refuses_bare_strings_and_reads_texts_as_every_model_does(synthetic_split):
+    import pytest
+
+    from defectnas.errors import DataError
+
+    train, valid, test = synthetic_split["train"], synthetic_split["valid"], synthetic_split["test"]
+    floor = TfidfLogReg(seed=0).fit(train, valid)
+    with pytest.raises(DataError, match="predict_proba: queries is a single string"):
+        floor.predict_proba("drill", "bits!")  # five one-letter pairs before
+    with pytest.raises(DataError, match="titles missing"):
+        floor.predict_proba(list(test["query"]))
+    q, t = test["query"].head(5).tolist(), test["title"].head(5).tolist()
+    assert np.allclose(floor.predict_proba([x.upper() + "  " for x in q], t), floor.predict_proba(q, t))  # normalised text
+    assert np.allclose(floor.predict_proba(test.head(5)), floor.predict_proba(q, t))

@@ -25,6 +25,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
+from ..data.text import text_pairs
 from ._common import CONFIG_FILE, ThresholdedClassifier, check_fitted, read_config, stamp
 
 VECTORIZER = {"ngram_range": (1, 2), "min_df": 2, "sublinear_tf": True}  # words and word pairs seen twice, log term counts
@@ -56,8 +57,7 @@ class TfidfLogReg(ThresholdedClassifier):
         """The logistic regression's probability (class-balanced, so not a rate), shape (n,);
         two sequences, or one table with query and title columns (as every model here takes)."""
         check_fitted(self, "model_")
-        if isinstance(queries, pd.DataFrame):
-            queries, titles = queries["query"], queries["title"]
+        queries, titles = text_pairs(queries, titles, "predict_proba")  # a bare string refused, as every model's
         return self.model_.predict_proba(self._features(queries, titles))[:, 1]
 
     def predict_proba(self, queries, titles=None) -> np.ndarray:
