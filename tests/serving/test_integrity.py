@@ -93,3 +93,17 @@ def test_score_judges_emptiness_on_what_the_model_sees(model_dir, body, detail):
     client = TestClient(create_app(model_dir, scorer=Scorer.load(model_dir)))
     r = client.post("/score", json=body)
     assert r.status_code == 422 and r.json()["detail"].startswith(detail), r.text
+
+
+@pytest.mark.parametrize("damage", ["no config.json", "config.json not JSON", "no model.safetensors"])
+def test_the_encoder_digests_of_a_damaged_model_directory_are_one_line(tmp_path, damage):
+    from defectnas.serving.cache import CacheError, encoder_hash, title_tower_hash
+
+    d = tmp_path / "model"
+    d.mkdir()
+    if damage != "no config.json":
+        (d / "config.json").write_text("{bad" if damage == "config.json not JSON" else '{"model": {}}')
+    for digest in (encoder_hash, title_tower_hash):
+        with pytest.raises(CacheError, match=f"^{d}") as e:
+            digest(d)
+        assert "\n" not in str(e.value)

@@ -140,14 +140,16 @@ def encoder_hash(model_dir: str | Path) -> str:
     """``sha256:<hex>`` of what the cached encodings depend on: config.json without the
     decision keys (canonical JSON) and model.safetensors."""
     d = Path(model_dir)
-    try:
-        config = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CacheError(f"{d}: not a readable model directory ({e})") from None
+    config = read_json(d / "config.json", CacheError, f"{d}: not a model directory (no config.json)")
     h = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k not in DECISION_KEYS}, sort_keys=True).encode())
-    with open(d / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(d / "model.safetensors", "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise CacheError(f"{d}: not a model directory (no model.safetensors)") from None
+    except OSError as e:
+        raise CacheError(f"{d}: not a readable model directory ({e})") from None
     return "sha256:" + h.hexdigest()
 
 
@@ -165,8 +167,9 @@ def title_tower_hash(model_dir: str | Path) -> str:
     from ..storage import hash_tensors, load_tensors
 
     d = Path(model_dir)
+    config = read_json(d / "config.json", CacheError, f"{d}: not a model directory (no config.json)")
     try:
-        config = json.loads((d / "config.json").read_text(encoding="utf-8"))["model"]
+        config = config["model"]
         tensors, _ = load_tensors(d / "model.safetensors")
         tokenizer = (d / "tokenizer.json").read_bytes()
     except (OSError, ValueError, KeyError, TypeError) as e:
