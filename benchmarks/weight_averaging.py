@@ -1,25 +1,25 @@
-"""Does a moving average of the weights (``ema_decay``) make `train`'s default more accurate or less seed-bound?
+"""What makes `train`'s default less seed-bound: a moving average of the weights, the learning rate, the epoch kept?
 
 Why: one training seed moves `train`'s default model's test AP on Home Depot by up to 0.025
 (README, "Architecture search"), so 3 seeds against 3 resolve a difference of only ~±0.015 and
 no candidate has beaten the default by more than that noise. Two things may feed that spread:
 Adam's last steps (the weights at an epoch's end are one noisy point of the trajectory) and
 which epoch early stopping keeps (chosen by F1 on a small validation split). This trains the
-default under each ``--decays`` value (0 = today's default) and ``--seeds``, records every
-epoch's weights, and scores each epoch on the test split, so one run answers both questions:
-
-- per decay and selection rule (validation F1 with patience 2 = what `train` does; validation
-  AP; the last epoch): test AP per seed, its mean and spread, and a paired bootstrap over the test
-  queries against today's default (decay 0, F1 rule), the seeds' mean probabilities per arm;
-- the decay to recommend is chosen by *validation* AP, before the test numbers are read.
+default and each of ``--variants`` (training options over the default's: ``ema_decay``, ``lr``,
+...) under ``--seeds``, records every epoch's weights, and scores each epoch on the test split,
+so one run answers both questions: per variant and selection rule (validation F1 with patience
+2 = what `train` does; validation AP; the last epoch), test AP per seed, its mean and spread, and
+a paired bootstrap over the test queries against today's default (no variant, F1 rule), the
+seeds' mean probabilities per arm.
 
 Training runs with patience 99 so every epoch is seen; the F1 rule with patience 2 is replayed
 on the recorded history (training itself does not depend on the patience, only where it stops).
 Test AP is of the raw logits (no calibration; calibration is monotone and only adds ties).
 
-    python benchmarks/weight_averaging.py --seeds 700,701,702 --decays 0,0.99,0.995
+    python benchmarks/weight_averaging.py --seeds 700,701,702 \
+        --variants '{"ema0.99": {"ema_decay": 0.99}, "lr1e-3": {"lr": 0.001}, "lr5e-4": {"lr": 0.0005}}'
 
-Prints a table and writes JSON (``--json``); resumable per (decay, seed) (``--work``).
+Prints a table and writes JSON (``--json``); resumable per (variant, seed) (``--work``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(SHARED / "homedepot_sample.parquet"))
     p.add_argument("--seeds", default="700,701,702", help="training seeds (the README's default rows use 700-702)")
-    p.add_argument("--decays", default="0,0.99,0.995", help="ema_decay values; 0 (today's default) is the reference")
+    p.add_argument("--variants", default='{"ema0.99": {"ema_decay": 0.99}}',
+                   help="JSON: name -> training options over the default's; the default itself (\"default\") is the reference")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/defectnas-weight-averaging", help="per-run results (resumable)")
     p.add_argument("--json", default=str(HERE / "results" / "weight_averaging.json"))
@@ -112,9 +113,9 @@ def train_one(options: dict, tables: dict, work: Path, threads: int) -> dict:
     return {"history": history, "train_s": round(seconds, 1)}
 
 
-def run_key(decay: float, seed: int) -> str:
+def run_key(variant: str, seed: int) -> str:
     """A file name stem for one run, without dots (``ema0p99_seed700``)."""
-    return f"ema{decay:g}_seed{seed}".replace(".", "p")
+    return f"{variant}_seed{seed}".replace(".", "p")
 
 
 def select(history: list[dict], rule: str) -> int:
@@ -144,18 +145,18 @@ def run(args) -> dict:
     share_memos_between_models()  # every model of this process passes a text through the frozen layers once
     tables = prepare_tables(SearchConfig(data=args.data, child_rows=0, final_rows=0, split_seed=0))
     seeds = [int(s) for s in args.seeds.split(",")]
-    decays = [float(d) for d in args.decays.split(",")]
+    variants = {"default": {}, **json.loads(args.variants)}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     options = default_options()
     runs: dict[str, dict] = {}
-    for decay in decays:
+    for name, changes in variants.items():
         for seed in seeds:
-            key = run_key(decay, seed)
+            key = run_key(name, seed)
             done = work / f"{key}.json"
             if not (done.exists() and done.with_suffix(".npy").exists()):
-                log(f"training: ema_decay {decay:g}, seed {seed}")
-                res = train_one({**options, "seed": seed, "ema_decay": decay}, tables, work / key, args.threads)
+                log(f"training: {name} {json.dumps(changes)}, seed {seed}")
+                res = train_one({**options, **changes, "seed": seed}, tables, work / key, args.threads)
                 tmp = done.with_suffix(".part")
                 tmp.write_text(json.dumps(res))
                 tmp.replace(done)
@@ -166,10 +167,10 @@ def run(args) -> dict:
     test = tables["test"]
     labels, queries = test["label"].to_numpy(), test["query"].to_numpy()
 
-    def arm_probs(decay: float, rule: str) -> tuple[np.ndarray, list[dict]]:
+    def arm_probs(name: str, rule: str) -> tuple[np.ndarray, list[dict]]:
         picked, rows = [], []
         for seed in seeds:
-            key = run_key(decay, seed)
+            key = run_key(name, seed)
             h = runs[key]["history"]
             i = select(h, rule)
             picked.append(np.load(work / f"{key}.npy")[i])
@@ -177,35 +178,33 @@ def run(args) -> dict:
                          "test_ap": h[i]["test_ap"]})
         return np.stack(picked), rows
 
-    ref, _ = arm_probs(0.0, "f1_patience2") if 0.0 in decays else (None, None)
+    ref, _ = arm_probs("default", "f1_patience2")
     arms = []
-    for decay in decays:
+    for name in variants:
         for rule in RULES:
-            probs, rows = arm_probs(decay, rule)
+            probs, rows = arm_probs(name, rule)
             aps = [r["test_ap"] for r in rows]
-            arm = {"ema_decay": decay, "rule": rule, "seeds": rows, "test_ap_mean": float(np.mean(aps)),
+            arm = {"variant": name, "options": variants[name], "rule": rule, "seeds": rows, "test_ap_mean": float(np.mean(aps)),
                    "test_ap_std": float(np.std(aps, ddof=1)) if len(aps) > 1 else 0.0,
                    "valid_ap_mean": float(np.mean([r["valid_ap"] for r in rows])),
                    "test_ap_of_mean_probs": float(average_precision(labels, probs.mean(0)))}
-            if ref is not None and not (decay == 0.0 and rule == "f1_patience2"):
+            if not (name == "default" and rule == "f1_patience2"):
                 pb = paired_bootstrap(labels, queries, probs, ref, metric=average_precision_fast, seed=0)
                 arm["paired_vs_default"] = {k: round(v, 5) if isinstance(v, float) else v for k, v in pb.items()}
             arms.append(arm)
-    chosen = max((a for a in arms if a["ema_decay"] > 0 and a["rule"] == "f1_patience2"), key=lambda a: a["valid_ap_mean"], default=None)
-    print(f"\n{'ema_decay':>9} {'rule':>13} {'epochs kept':>12} {'valid AP':>9} {'test AP per seed':>26} {'mean':>7} {'std':>7}  paired ΔAP vs default")
+    print(f"\n{'variant':>12} {'rule':>13} {'epochs kept':>12} {'valid AP':>9} {'test AP per seed':>26} {'mean':>7} {'std':>7}  paired ΔAP vs default")
     for a in arms:
         pv = a.get("paired_vs_default")
-        print(f"{a['ema_decay']:>9g} {a['rule']:>13} {','.join(str(r['epoch']) for r in a['seeds']):>12} {a['valid_ap_mean']:>9.4f} "
+        print(f"{a['variant']:>12} {a['rule']:>13} {','.join(str(r['epoch']) for r in a['seeds']):>12} {a['valid_ap_mean']:>9.4f} "
               f"{' / '.join(format(r['test_ap'], '.4f') for r in a['seeds']):>26} {a['test_ap_mean']:>7.4f} {a['test_ap_std']:>7.4f}  "
               + (f"{pv['diff']:+.4f} [{pv['ci_low']:+.4f}, {pv['ci_high']:+.4f}]" if pv else "(reference)"))
-    return {"what": "train's default (Home Depot seed-0 split, full budget) with and without a moving average of the weights, "
+    return {"what": "train's default (Home Depot seed-0 split, full budget) and variants of its training options, "
                     "every epoch scored on test; selection rules replayed on the recorded history",
-            "reproduce": f"python benchmarks/weight_averaging.py --seeds {args.seeds} --decays {args.decays}",
+            "reproduce": f"python benchmarks/weight_averaging.py --seeds {args.seeds} --variants '{args.variants}'",
             "test_ap": "average precision of the defect class from raw logits (no calibration)",
-            "paired_test": "paired bootstrap over test queries of the seeds' mean probabilities, against ema_decay 0 with the F1 rule "
+            "paired_test": "paired bootstrap over test queries of the seeds' mean probabilities, against the default with the F1 rule "
                            "(what train does today); 1000 resamples",
-            "chosen_by_valid_ap": None if chosen is None else chosen["ema_decay"],
-            "seeds": seeds, "decays": decays, "runs": runs, "arms": arms,
+            "seeds": seeds, "variants": variants, "runs": runs, "arms": arms,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 

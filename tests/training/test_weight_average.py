@@ -15,24 +15,27 @@ from defectnas.training.trainer import CHECKPOINT
 from .test_trainer import assert_same_weights, cfg, data, make_model, weights  # noqa: F401
 
 
-def test_the_average_follows_the_warmed_up_ema_formula_and_swapping_restores_the_weights():
+def test_the_average_is_the_bias_corrected_ema_and_swapping_restores_the_weights():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
     net[1].bias.requires_grad_(False)  # frozen: not averaged
     avg = WeightAverage(net, decay=0.75)
     assert len(avg.names) == 3 and "1.bias" not in avg.names
-    expected = [p.detach().clone() for p in avg.params]
-    for step in range(1, 40):  # d = min(0.75, (1 + t) / (10 + t)): 2/11, 3/12, ... then 0.75 from t = 26 on
+    for a, p in zip(avg.average, avg.params):  # before any step: the weights themselves
+        assert torch.equal(a, p)
+    seen = []
+    for step in range(1, 30):
         with torch.no_grad():
             for p in avg.params:
                 p.add_(1.0)
         avg.update()
-        d = min(0.75, (1 + step) / (10 + step))
-        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, avg.params)]
-        for a, e in zip(avg.average, expected):
-            torch.testing.assert_close(a, e)
+        seen.append([p.detach().clone() for p in avg.params])
+        w = torch.tensor([0.75 ** (step - s) for s in range(1, step + 1)], dtype=torch.float64)
+        for i, a in enumerate(avg.average):  # step s's weights weighted by decay^(t - s), normalised
+            expected = sum(float(wi) * seen[s][i] for s, wi in enumerate(w)) / float(w.sum())
+            torch.testing.assert_close(a, expected)
     # after many steps of a steady climb the average trails the weights by decay / (1 - decay) = 3 steps
-    torch.testing.assert_close(avg.params[0].detach() - avg.average[0], torch.full_like(avg.average[0], 3.0), atol=0.05, rtol=0)
+    torch.testing.assert_close(avg.params[0].detach() - avg.average[0], torch.full_like(avg.average[0], 3.0), atol=0.01, rtol=0)
     own = [p.detach().clone() for p in avg.params]
     with avg.swapped_in():
         for p, a in zip(avg.params, avg.average):
@@ -42,21 +45,22 @@ def test_the_average_follows_the_warmed_up_ema_formula_and_swapping_restores_the
 
 
 def test_training_with_an_average_keeps_the_average_and_trains_the_same_trajectory(data, tmp_path):  # noqa: F811
+    """One epoch (so the kept epoch is the last): the weights train as without averaging, and the
+    model ends holding the checkpoint's bias-corrected running average, not its last weights."""
     tok, tr, va, _ = data
-    train(make_model(tok), cfg(epochs=2), tr, va, checkpoint_dir=tmp_path / "plain", quiet=True)
+    train(make_model(tok), cfg(epochs=1), tr, va, checkpoint_dir=tmp_path / "plain", quiet=True)
     averaged = make_model(tok)  # built right before training: training draws dropout masks from torch's generator
-    result = train(averaged, cfg(epochs=2, ema_decay=0.9), tr, va, checkpoint_dir=tmp_path / "ema", quiet=True)
+    train(averaged, cfg(epochs=1, ema_decay=0.9), tr, va, checkpoint_dir=tmp_path / "ema", quiet=True)
     raw_plain = {k[6:]: v for k, v in load_tensors(tmp_path / "plain" / CHECKPOINT)[0].items() if k.startswith("model.")}
     tensors = load_tensors(tmp_path / "ema" / CHECKPOINT)[0]
-    raw_ema = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    assert_same_weights(raw_ema, raw_plain)  # averaging only watches: the weights train as without it
+    raw = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    assert_same_weights(raw, raw_plain)  # averaging only watches
     kept = weights(averaged)
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    assert_same_weights({k: kept[k] for k in best}, best)
-    assert result.best_epoch == 2  # (this data and seed) so the last epoch's average is what the checkpoint's ema.* holds
-    averages = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-    assert averages and all(torch.equal(kept[k], v) for k, v in averages.items())
-    assert any(not torch.equal(kept[k], raw_ema[k]) for k in averages)
+    steps = int(tensors["ema_steps"])
+    assert steps == -(-len(tr.label) // 32)  # one update per optimizer step (32-pair batches)
+    averages = {k[4:]: v / (1 - 0.9 ** steps) for k, v in tensors.items() if k.startswith("ema.")}
+    assert averages and all(torch.allclose(kept[k], v) for k, v in averages.items())
+    assert any(not torch.allclose(kept[k], raw[k]) for k in averages)
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
