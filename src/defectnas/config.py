@@ -191,7 +191,8 @@ class TrainConfig:
     teacher: str = ""  # model directory of a fitted teacher (e.g. the `bert` cross-encoder): its probabilities become soft targets
     distill_weight: float = 1.0  # weight of the distillation loss when a teacher is given
     pretrain_epochs: int = 2  # "transfer": epochs of triplet-only pre-training
-    patience: int = 2  # early stopping: epochs without a better validation F1
+    patience: int = 2  # early stopping: epochs without a better validation score (selection_metric)
+    selection_metric: str = "f1"  # the validation score that picks the epoch kept and stops early: "f1" (at the F1-best threshold) or "ap" (average precision, threshold-free)
     valid_frac: float = 0.1  # share of training queries held out for early stopping, calibration and the threshold
     calibration: str = "auto"  # map fitted on validation after training: "auto" (isotonic or sigmoid, lower cross-validated Brier), "isotonic", "sigmoid", "none"
     vocab_size: int = 8000  # WordPiece vocabulary size when embedding_init == "trained"
@@ -213,6 +214,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number more than 0, got {value:g}")
+        if self.selection_metric not in ("f1", "ap"):
+            raise ConfigError(f"selection_metric must be f1 or ap, got {self.selection_metric!r}")
         if self.calibration not in ("auto", "isotonic", "sigmoid", "none"):
             raise ConfigError(f"calibration must be one of auto, isotonic, sigmoid, none; got {self.calibration!r}")
         if not 0 < self.valid_frac < 1:

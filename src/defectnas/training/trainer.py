@@ -9,7 +9,8 @@ With a teacher's probabilities on the training pairs (``Pairs.soft``), every cla
 adds ``distill_weight · distillation_loss`` (knowledge distillation from, e.g., the cross-encoder).
 
 After every epoch the model is scored on the validation split, the F1-best threshold is found,
-the best weights so far are kept (early stopping on validation F1), and a checkpoint is written
+the best weights so far are kept (early stopping on validation F1, or on average precision with
+``TrainConfig.selection_metric="ap"``), and a checkpoint is written
 atomically, so ``resume=True`` continues a killed run from the last finished epoch — only the same
 run: the checkpoint records the options, model configuration and data it was made with, and a
 resume with others is refused (:func:`_check_same_run`). With ``TrainConfig.ema_decay`` it is
@@ -66,7 +67,7 @@ class Triplets:
 @dataclass
 class TrainResult:
     threshold: float = 0.5  # F1-best threshold on validation, of the best epoch
-    best_f1: float = -1.0  # validation F1 of the best epoch
+    best_f1: float = -1.0  # validation F1 of the best epoch (the epoch kept: best by TrainConfig.selection_metric)
     best_ap: float = 0.0  # validation average precision of the defect class, at the best epoch (threshold-free)
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
@@ -181,7 +182,7 @@ def _train(model, cfg, train_pairs, valid_pairs, triplets, checkpoint_dir, resum
                 threshold, f1 = best_threshold(valid_pairs.label, probs)
                 ap = average_precision(valid_pairs.label, probs)
                 record.update(valid_f1=f1, valid_ap=ap, threshold=threshold)
-                if f1 > result.best_f1:
+                if result.best_epoch < 0 or (ap > result.best_ap if cfg.selection_metric == "ap" else f1 > result.best_f1):
                     result.best_f1, result.best_ap, result.best_epoch, result.threshold, bad_epochs = f1, ap, epoch + 1, threshold, 0
                     result.valid_logits = valid_logits
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

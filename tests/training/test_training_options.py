@@ -1,7 +1,9 @@
-"""``TrainConfig.ema_decay``: the moving average of the weights is what is validated and kept."""
+"""Training options that change which weights are kept: ``ema_decay`` (the moving average of the weights is what is
+validated and kept) and ``selection_metric`` (the validation score that picks the epoch)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +76,28 @@ def test_a_resume_with_another_ema_decay_is_refused(data, tmp_path):  # noqa: F8
     train(make_model(tok), cfg(epochs=1), tr, va, checkpoint_dir=tmp_path, quiet=True)
     with pytest.raises(ConfigError, match="ema_decay 0.0 \\(now 0.9\\)"):
         train(make_model(tok), cfg(epochs=2, ema_decay=0.9), tr, va, checkpoint_dir=tmp_path, resume=True, quiet=True)
+
+
+@pytest.mark.parametrize("metric", ["f1", "ap"])
+def test_selection_metric_picks_the_epoch_kept_and_stops_early_on_it(data, metric):  # noqa: F811
+    tok, tr, va, _ = data
+    result = train(make_model(tok), cfg(epochs=6, patience=2, selection_metric=metric), tr, va, quiet=True)
+    scores = [r[f"valid_{metric}"] for r in result.history]
+    best = int(np.argmax(scores))  # the first of equals, as the strict ">" keeps it
+    assert result.best_epoch == best + 1
+    assert (result.best_ap, result.best_f1) == (result.history[best]["valid_ap"], result.history[best]["valid_f1"])
+    assert len(scores) == 6 or len(scores) == best + 3  # ran out of epochs, or stopped 2 epochs after the best
+
+
+def test_the_two_metrics_can_keep_different_epochs(data):  # noqa: F811
+    """On this data and seed they differ, so the option changes what is kept (not a no-op)."""
+    tok, tr, va, _ = data
+    by_f1 = train(make_model(tok), cfg(epochs=6, patience=100), tr, va, quiet=True)
+    by_ap = train(make_model(tok), cfg(epochs=6, patience=100, selection_metric="ap"), tr, va, quiet=True)
+    assert [r["valid_ap"] for r in by_f1.history] == [r["valid_ap"] for r in by_ap.history]  # the same training
+    assert by_f1.best_epoch != by_ap.best_epoch
+
+
+def test_an_unknown_selection_metric_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="selection_metric must be f1 or ap, got 'auc'"):
+        TrainConfig(selection_metric="auc")
