@@ -246,7 +246,7 @@ def _one_search(params: dict) -> dict:
     folder = Path(params.pop("folder"))
     started = time.time()
     result = run_search(SearchConfig(**params), folder, resume=(folder / "search.json").exists())
-    report = result.final["report"]
+    report = result.final  # final.json's dict
     best = next(c for c in report["candidates"] if c["best"])
     return {"strategy": params["strategy"], "seed": params["seed"], "best_search_reward": max(r["reward"] for r in result.trials),
             "winner": best["architecture"], "winner_valid_ap": best["valid_metric"], "winner_test_ap": best["test_ap"],
@@ -429,7 +429,7 @@ def cost(args) -> dict:
     result = run_search(cfg, folder, resume=(folder / "search.json").exists(), quiet=args.quiet)
     wall = time.time() - started
     trained = [r for r in result.trials if not r["cached"]]
-    report = result.final.get("report", {})
+    report = result.final  # final.json's dict
     noise_s = [r["seconds"] for r in read_jsonl(folder / "noise.jsonl", require="repeat")]
     load = load_averages()
     out = {"dataset": dataset, "settings": {k: v for k, v in cfg.to_dict().items() if k not in ("data", "load_kwargs")},

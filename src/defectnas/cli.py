@@ -821,7 +821,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                           f"saved but the noise floor in {args.out}; give more minutes (the floor, one batch of children and the retrains' "
                           f"estimate must fit: without --quiet the line above adds them up; with --resume the floor is kept), retrain "
                           f"less (--top-k 1 --pareto-max 1 --distill-query 0), or 0 for no bound")
-    report = result.final.get("report", {})
+    report = result.final  # final.json's dict
     best = next((c for c in report.get("candidates", []) if c.get("best")), None)
     floor = {k: v for k, v in result.noise_floor.items() if k in ("metric", "child_seeds", "repeats", "mean", "std_of_mean", "seed_std")}
     summary = {"out": str(result.out), "trials": len(result.trials), "noise_floor": floor,
@@ -1115,7 +1115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help=f"children to sample and evaluate (default {d.trials})")
     p.add_argument("--reward-metric", choices=["ap", "f1"], help="ap (default): average precision on the whole validation split; f1: at the tuned threshold")
     p.add_argument("--child-seeds", type=int, help=f"K: every child trains under the same K seeds, reward = their mean (default {d.child_seeds})")
-    p.add_argument("--latency-budget-ms", type=float, help="hard budget per served request (1 query × 100 cached products): children over it get reward 0")
+    p.add_argument("--latency-budget-ms", type=float, help="hard budget per served request (1 query × 100 cached products): children over it get reward 0; 0: none (the default)")
     p.add_argument("--latency-weight", type=float, help="W > 0: reward metric·(latency/target)^(-W) (MnasNet; default 0)")
     p.add_argument("--latency-target", type=float, dest="latency_target_ms", help="target ms per request (default: the default architecture's, measured)")
     p.add_argument("--child-epochs", type=int, help=f"epochs per search child (default {d.child_epochs})")

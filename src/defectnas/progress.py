@@ -38,6 +38,13 @@ class LineProgress(tqdm):
         self._printed_at, self._shown_n = now, self.n
         return True
 
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs: Any) -> None:
+        """Sets the postfix without writing a line: the next update's line carries it, beside the
+        count it belongs to. (Written at once, in a loop that sets it after each step, the line
+        showed the count before that step: ``0/264 [00:31<?, ?it/s, loss=0.9560]``; and a line
+        written by an update before the postfix was set showed the previous values.)"""
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
     def clear(self, nolock: bool = False) -> None:
         """Nothing to erase: lines already written stay (tqdm's clear writes a carriage return)."""
 

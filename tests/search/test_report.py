@@ -183,11 +183,12 @@ def test_the_distillations_epoch_records_read_as_sentences():
     assert said == ["distillation epoch 2 of 4: loss 0.8712, valid AP 0.1763, 11s", "resumed from x after epoch 1"]
 
 
-def test_under_a_budget_the_progress_bar_counts_children_without_an_eta_to_the_trial_cap(tmp_path, synthetic_csv, fake_children,
-                                                                                          capsys):
+def test_under_a_budget_the_progress_bar_counts_children_to_the_cap_without_an_eta_and_says_the_minutes_left(
+        tmp_path, synthetic_csv, fake_children, capsys):
     run_search(config(synthetic_csv, trials=4, budget_minutes=30), tmp_path / "s", quiet=False)
     err = capsys.readouterr().err
-    assert "≤ 4 children, ≤ 30 min in all" in err and "/4 [" not in err
+    assert "≤ 4 children, ≤ 30 min in all" in err and "4/4 [" in err and "left=30.0min" in err
+    assert not re.search(r"/4 \[\d\d:\d\d<", err)  # the budget usually stops short of the cap: no ETA counted to it
 
 
 def test_a_childs_data_warnings_come_back_to_the_search_process_once(monkeypatch):

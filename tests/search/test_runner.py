@@ -72,8 +72,9 @@ def test_search_writes_its_files(tmp_path, synthetic_csv, fake_children):
     assert paired["verdict"] == expected and paired["beats_default"] == (paired["ci_low"] > 0)
     assert paired["worse_than_default"] == (paired["ci_high"] < 0)
     assert "retrain" in final and final["retrain"]["candidates"] == len(final["candidates"])
-    # 2 noise repeats + 8 children (distinct here) + the retrained candidates (default, top-3, front ≤ 2)
-    assert len(fake_children) == 2 + 8 + len(final["candidates"])
+    # 2 noise repeats + 8 children (distinct here) + the retrained candidates (default, top-3, front ≤ 2), one job a seed
+    assert len(fake_children) == 2 + 8 + 2 * len(final["candidates"])
+    assert not list((out / "test_probs").glob("*.seed*.npy"))  # the seeds' probabilities merged, their parts removed
 
 
 def test_noise_floor_is_measured_first_and_saved(tmp_path, synthetic_csv, fake_children):
@@ -445,7 +446,7 @@ def test_budget_reserves_the_retrains_estimate(tmp_path, fake_timing, synthetic_
     # train's default and the top-1: 20 s reserved, + 5 s for the next batch of one
     tight = run_search(config(synthetic_csv, trials=8, top_k=1, final_epochs=2, budget_minutes=20 / 60), tmp_path / "tight")
     assert len(tight.trials) == 1  # elapsed ≈ 0 s, but 0 + 5 + 20 > 20
-    assert tight.final["report"]["retrain"]["estimate_s"] == pytest.approx(20.0)
+    assert tight.final["retrain"]["estimate_s"] == pytest.approx(20.0)
     roomy = run_search(config(synthetic_csv, trials=8, top_k=1, final_epochs=2, budget_minutes=1.0), tmp_path / "roomy")
     assert len(roomy.trials) == 8  # 0 + 5 + 20 < 60 at every step
 
@@ -557,8 +558,8 @@ def test_the_retrains_estimate_counts_the_frozen_pass_over_texts_no_child_saw(sy
     new = {t for n in ("train", "valid", "test") for c in ("query", "title") for t in tables[n][c]} - seen
     assert new  # the children train on 40 of the training pairs
     floor = {"child_seconds": 5.0, "latency_ms": 0.0, "frozen_s_per_text": 0.01}
-    assert final.frozen_pass_estimate_s(tables, floor) == pytest.approx(0.01 * len(new))
-    assert final.frozen_pass_estimate_s(tables, {"child_seconds": 5.0}) == 0.0  # not measured (an earlier version's floor)
+    assert final.frozen_pass_estimate_s(tables, floor, warm=final.CHILD_TABLES) == pytest.approx(0.01 * len(new))
+    assert final.frozen_pass_estimate_s(tables, {"child_seconds": 5.0}, warm=final.CHILD_TABLES) == 0.0  # not measured (an earlier version's floor)
     empty = TrialLog(tmp_path / "none.jsonl")
     space = build_space(cfg)
     with_pass = final.retrain_estimate_s(cfg, space, empty, tables, floor, upcoming=1)

@@ -24,6 +24,7 @@ part of it: its output is cached.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import warnings
@@ -102,7 +103,8 @@ def train_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid: p
     ``job``: ``options`` (flat DefectClassifier options: the architecture's, the budget, the base
     model), ``seeds`` (training seeds: common random numbers), ``tables`` (names of the
     train/valid[/test] tables in a worker set up by :func:`init_worker`; ignored when the tables
-    are passed in), ``latency_repeats``, ``threads`` (torch threads while training), and
+    are passed in), ``latency_repeats``, ``time_latency`` (default true; false: ``latency_ms`` is
+    None, as for a retrain's later seeds), ``threads`` (torch threads while training), and
     optionally ``save_dir`` (write the first seed's fitted model there) and ``probs_path`` (save
     the test probabilities, seeds × rows, as ``.npy``, for the paired test).
     """
@@ -136,11 +138,13 @@ def train_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid: p
                 tests.append({**metrics, "average_precision": average_precision(test["label"].to_numpy(), probs)})
                 test_probs.append(np.asarray(probs, dtype=np.float64))  # float32 would merge close probabilities into ties and move AP
             first = first or clf
-        if first.train_config_.device != "cpu":  # trained on an accelerator: served latency is still timed on the CPU
-            first.model_.to("cpu")
-            first.train_config_.device = "cpu"
-        queries, titles = latency_inputs(valid)
-        latency = served_latency_ms(first, queries, titles, int(job.get("latency_repeats", 30)), threads=1)
+        latency = None  # a retrain's later seeds are not timed: its model in the folder is the first seed's
+        if job.get("time_latency", True):
+            if first.train_config_.device != "cpu":  # trained on an accelerator: served latency is still timed on the CPU
+                first.model_.to("cpu")
+                first.train_config_.device = "cpu"
+            queries, titles = latency_inputs(valid)
+            latency = served_latency_ms(first, queries, titles, int(job.get("latency_repeats", 30)), threads=1)
     finally:
         torch.set_num_threads(previous_threads)  # a serial search runs children in the caller's process
     result: dict[str, Any] = {
@@ -164,6 +168,7 @@ def train_child(job: dict[str, Any], train: pd.DataFrame | None = None, valid: p
     result["seconds"] = time.perf_counter() - started
     seconds, texts = frozen_fill()  # of those, the one-off pass over texts no child of this process had seen
     result["frozen_s"], result["frozen_texts"] = seconds - frozen_s, texts - frozen_texts
+    result["pid"] = os.getpid()  # whose memo now holds these tables' frozen states (executors.FrozenLedger)
     return result
 
 

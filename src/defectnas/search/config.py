@@ -41,7 +41,7 @@ class SearchConfig:
     child_seeds: int = 2  # K: every child trains under the same K seeds (common random numbers); reward = their mean
     latency_weight: float = 0.0  # W in metric·(latency/target)^(−W) (MnasNet); 0: no soft trade-off
     latency_target_ms: float = 0.0  # target ms per request (1 query × 100 cached products); 0: the default architecture's, measured
-    latency_budget_ms: float = 0.0  # hard budget per request: children over it get reward 0 (TuNAS); 0: none
+    latency_budget_ms: float = 0.0  # hard budget per served request: children over it get reward 0 (TuNAS); 0: none (the default); negative: refused
     latency_repeats: int = 30  # timed requests per child (the median is kept; at least 30)
     child_epochs: int = 1  # classification epochs of a search child (a second epoch never won validation F1 in our runs)
     child_rows: int = 4000  # training pairs per child, a fixed subset (0: all); 4k: architecture ICC(3,1) 0.91 on Home Depot, a third of 12k's CPU cost (README)
@@ -91,8 +91,9 @@ class SearchConfig:
                 raise ConfigError(f"{_flag(name)} must not be negative, got {getattr(self, name):g}")
         if self.distill_query < 0:
             raise ConfigError(f"{_flag('distill_query')} must be 0 (off) or a number of query layers, got {self.distill_query}")
-        if self.latency_weight < 0 or self.latency_target_ms < 0 or self.latency_budget_ms < 0:
-            raise ConfigError("latency_weight, latency_target_ms and latency_budget_ms must not be negative")
+        for name in ("latency_weight", "latency_target_ms", "latency_budget_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must not be negative, got {getattr(self, name):g} (0: none)")
         if "title_layers" in self.options:
             raise ConfigError("title_layers is what the search chooses: remove it from the search's --config")
         if self.space == "serving" and self.matching:

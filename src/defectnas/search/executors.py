@@ -12,11 +12,18 @@ finish, and should not care where they ran. Every backend has
   go into Ray's object store once and each child is a ``num_cpus=1`` task. Ray is imported only
   here, only when asked for. Final (top-k) models are written by the task to a folder under
   ``--out``, so a multi-node cluster needs ``--out`` on a shared filesystem.
+
+Every backend also keeps a ledger of which tables' texts each of its processes has passed
+through the frozen pre-trained layers (:class:`FrozenLedger`): those outputs are memoised per
+process, so the first job of a process on a table pays that pass and later ones do not, and the
+budget's estimates must know which case the next job is (a search resumed in a new process
+pays it again, though its log's children did not).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import tempfile
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -30,6 +37,37 @@ from ..errors import ConfigError, DataWarning
 from .child import evaluate_child, init_worker
 
 
+def job_tables(job: dict[str, Any]) -> set[str]:
+    """The tables a job passes through the frozen layers: its train and valid tables, and test when it scores one."""
+    return {name for name in (job.get("tables") or {}).values() if name}
+
+
+class FrozenLedger:
+    """Which tables' texts each process running jobs has memoised (their frozen pre-trained layers'
+    outputs), read off the finished jobs: a result's ``pid`` (this process's when it has none)."""
+
+    def __init__(self, parallelism: int) -> None:
+        self.parallelism = max(1, parallelism)
+        self.by_process: dict[int, set[str]] = {}
+
+    def note(self, job: dict[str, Any], result: dict[str, Any]) -> None:
+        self.by_process.setdefault(int(result.get("pid") or os.getpid()), set()).update(job_tables(job))
+
+    def warm(self) -> frozenset[str]:
+        """Tables memoised in every process the next jobs may run in: as many processes as run at
+        once must have passed them (a process not seen yet has memoised nothing)."""
+        counts: dict[str, int] = {}
+        for tables in self.by_process.values():
+            for name in tables:
+                counts[name] = counts.get(name, 0) + 1
+        return frozenset(name for name, n in counts.items() if n >= self.parallelism)
+
+    def noted(self, jobs: list[dict[str, Any]], results: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for i, result in results:
+            self.note(jobs[i], result)
+            yield i, result
+
+
 class SerialExecutor:
     """Children run one after another in this process."""
 
@@ -40,13 +78,15 @@ class SerialExecutor:
 
         self.tables = tables
         self.threads = threads
+        self.ledger = FrozenLedger(1)
         self._memos = ExitStack()  # children share frozen-layer memos until shutdown, not for the rest of the process
         self._memos.enter_context(memos_shared_between_models())
 
     def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        return rewarned((i, evaluate_child({**job, "threads": self.threads}, self.tables[job["tables"]["train"]],
-                                           self.tables[job["tables"]["valid"]], self.tables.get(job["tables"].get("test") or "")))
-                        for i, job in enumerate(jobs))
+        return self.ledger.noted(jobs, rewarned(
+            (i, evaluate_child({**job, "threads": self.threads}, self.tables[job["tables"]["train"]],
+                               self.tables[job["tables"]["valid"]], self.tables.get(job["tables"].get("test") or "")))
+            for i, job in enumerate(jobs)))
 
     def shutdown(self) -> None:
         self._memos.close()
@@ -72,6 +112,7 @@ class ProcessExecutor:
 
     def __init__(self, tables: dict[str, pd.DataFrame], workers: int, threads: int = 1) -> None:
         self.parallelism = workers
+        self.ledger = FrozenLedger(workers)
         self._tmp = tempfile.TemporaryDirectory(prefix="defectnas-search-")
         paths = {}
         for name, df in tables.items():
@@ -81,7 +122,7 @@ class ProcessExecutor:
                                          initializer=init_worker, initargs=(paths, threads))
 
     def map_unordered(self, jobs: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        return _as_completed([self._pool.submit(evaluate_child, job) for job in jobs])
+        return self.ledger.noted(jobs, _as_completed([self._pool.submit(evaluate_child, job) for job in jobs]))
 
     def shutdown(self) -> None:
         # wait=False: on an error or Ctrl-C do not sit out children still training; they exit after
@@ -109,6 +150,7 @@ class RayExecutor:
                 raise ConfigError(f"--ray-address {address}: {str(e).splitlines()[0]} (start one with `ray start --head`, "
                                   "or leave --ray-address out to train children on this machine)") from None
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.ledger = FrozenLedger(self.parallelism)
         self.threads = threads
         self._refs = {name: ray.put(df) for name, df in tables.items()}
         self._task = ray.remote(num_cpus=1, max_retries=1)(evaluate_child)
@@ -120,7 +162,7 @@ class RayExecutor:
             test = self._refs[names["test"]] if names.get("test") else None
             ref = self._task.remote({**job, "threads": self.threads}, self._refs[names["train"]], self._refs[names["valid"]], test)
             futures.append(ref.future())
-        return _as_completed(futures)
+        return self.ledger.noted(jobs, _as_completed(futures))
 
     def shutdown(self) -> None:
         self._refs.clear()  # the cluster itself belongs to whoever started it

@@ -129,42 +129,74 @@ def retrain_scale(cfg, tables) -> float:
     return rows * (epochs / cfg.child_epochs) * (cfg.final_seeds / cfg.child_seeds)
 
 
-def frozen_pass_estimate_s(tables, floor: dict[str, Any]) -> float:
-    """Seconds the retrains spend passing texts no child saw through MiniLM's frozen layers: the
-    final tables' (train, valid, test) distinct texts that are not the children's, × the noise
-    floor's measured seconds per text. Paid once (the frozen states are shared by every model of a
-    process), by the first retrain. Why: a child's seconds leave that pass out (the noise floor
-    paid it for the children's texts), so scaling them missed it: on Home Depot `train`'s default
-    retrained in 135 s where 3 × its 11 s child were counted; its 18,421 new texts × 5.9 ms are the
-    difference."""
-    per_text = float((floor or {}).get("frozen_s_per_text") or 0.0)
+CHILD_TABLES = frozenset({"child_train", "child_valid"})  # what children and the noise floor pass through the frozen layers
+FINAL_TABLES = frozenset({"train", "valid", "test"})  # ...and the retrains
+
+
+def table_texts(tables, names) -> set[str]:
+    """The distinct texts (queries and titles) of the tables ``names``."""
+    return {t for n in names if n in tables for col in ("query", "title") for t in tables[n][col].astype(str)}
+
+
+def steady_seconds(record: dict[str, Any]) -> float:
+    """A child's (or floor repeat's) seconds less its one-off frozen pass (``frozen_s``): what it
+    costs in a process that has memoised its texts. Logs of earlier versions lack ``frozen_s``."""
+    return max(0.0, float(record.get("seconds") or 0.0) - float(record.get("frozen_s") or 0.0))
+
+
+def frozen_s_per_text(floor: dict[str, Any] | None, records=()) -> float:
+    """This machine's seconds per text through MiniLM's frozen layers: the noise floor's measure,
+    else (no floor: ``--noise-repeats 0``) what logged children that paid a pass measured; 0 when
+    neither did (an earlier version's logs)."""
+    measured = float((floor or {}).get("frozen_s_per_text") or 0.0)
+    if measured:
+        return measured
+    paid = [r for r in records if (r.get("frozen_texts") or 0) > 0]
+    texts = sum(int(r["frozen_texts"]) for r in paid)
+    return sum(float(r.get("frozen_s") or 0.0) for r in paid) / texts if texts else 0.0
+
+
+def frozen_pass_estimate_s(tables, floor: dict[str, Any] | None, *, warm, names=FINAL_TABLES, records=()) -> float:
+    """Seconds to pass the distinct texts of the tables ``names`` (the retrains': train, valid,
+    test; the children's: :data:`CHILD_TABLES`) that the tables in ``warm`` do not hold through
+    MiniLM's frozen layers, at :func:`frozen_s_per_text`. ``warm``: the tables the processes that
+    will run the work have memoised (:meth:`.executors.FrozenLedger.warm`), so the pass is counted
+    where it will be paid, not where an earlier process paid it.
+
+    Why: the frozen states are memoised per process and shared by every model in it. A child's
+    steady seconds leave that pass out, so scaling them missed it: on Home Depot `train`'s
+    default retrained in 135 s where 3 × its 11 s child were counted (its 18,421 texts no child
+    saw × 5.9 ms are the difference); and a search resumed in a new process fitted a child at
+    "≈ 0.4 min" that took 224 s, its process passing the children's texts again, which the first
+    process's noise floor had paid."""
+    per_text = frozen_s_per_text(floor, records)
     if not per_text:
         return 0.0
-
-    def texts(names) -> set[str]:
-        return {t for n in names if n in tables for col in ("query", "title") for t in tables[n][col].astype(str)}
-
-    return len(texts(("train", "valid", "test")) - texts(("child_train", "child_valid"))) * per_text
+    return len(table_texts(tables, set(names) - set(warm)) - table_texts(tables, set(warm))) * per_text
 
 
-def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any], upcoming: int = 0) -> float:
-    """Estimated wall seconds of retraining today's candidates: each candidate's own measured child
-    seconds × :func:`retrain_scale` and the frozen pass over the texts no child saw
-    (:func:`frozen_pass_estimate_s`), plus distilling the best (:func:`.distill.distill_estimate_s`)
-    and timing every saved model side by side (:func:`timing_estimate_s`). The search stops sampling when what is left of
+def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[str, Any], upcoming: int = 0,
+                       warm=frozenset()) -> float:
+    """Estimated wall seconds of retraining today's candidates: each candidate's own steady child
+    seconds (:func:`steady_seconds`) × :func:`retrain_scale` and the frozen pass over the texts of
+    the final tables that the processes running the retrains have not memoised
+    (:func:`frozen_pass_estimate_s`; ``warm``: the tables they have, by the executor's ledger), plus
+    distilling the best (:func:`.distill.distill_estimate_s`) and timing every saved model side by
+    side (:func:`timing_estimate_s`). The search stops sampling when what is left of
     ``--budget-minutes`` only covers this (so the budget bounds the whole search, retrains
     included); ``final.json`` records the estimate beside what the retrains really took.
 
     Before anything is sampled the candidates are only ``train``'s default, but the first batch
     (``upcoming`` children) will add up to ``top_k + pareto_max`` of them: they are counted at the
     noise floor's child seconds, so a budget too small for one batch and its retrains samples
-    nothing. Without trials or a measured floor there is nothing to estimate from (0)."""
+    nothing. With ``upcoming`` children the children's tables count as memoised (that batch
+    passes them). Without trials or a measured floor there is nothing to estimate from (0)."""
     if cfg.top_k == 0 and cfg.pareto_max == 0:
         return 0.0
     *_, records, _ = candidates(cfg, space, trials, "test" in tables, floor)
     if trials.cache:
-        child = float(np.median([r["seconds"] for r in trials.cache.values()]))
-        children = sum(float(r.get("seconds") or child) for r in records.values())
+        child = float(np.median([steady_seconds(r) for r in trials.cache.values()]))
+        children = sum(steady_seconds(r) if r.get("seconds") else child for r in records.values())
         latencies = [float(r.get("latency_ms") or 0.0) for r in records.values()]
     else:
         child = float((floor or {}).get("child_seconds") or 0.0)
@@ -176,7 +208,9 @@ def retrain_estimate_s(cfg, space: Space, trials: TrialLog, tables, floor: dict[
     distill = distill_estimate_s(cfg, tables, space, floor)
     if distill:  # the student is timed with the others; count it at the slowest candidate's latency
         latencies.append(max(latencies, default=0.0))
-    return retrain_scale(cfg, tables) * children + frozen_pass_estimate_s(tables, floor) + distill + timing_estimate_s(cfg, latencies)
+    memoised = frozenset(warm) | (CHILD_TABLES if upcoming else frozenset())
+    frozen = frozen_pass_estimate_s(tables, floor, warm=memoised, records=list(trials.cache.values()))
+    return retrain_scale(cfg, tables) * children + frozen + distill + timing_estimate_s(cfg, latencies)
 
 
 TIMING_S_PER_MODEL = 3.0  # loading a saved model and caching its 100 titles in each round: ~3 s on 2 CPU cores (measured)
@@ -191,8 +225,12 @@ def timing_estimate_s(cfg, latencies_ms: list[float]) -> float:
 
 
 def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: dict[str, Any], tables, quiet: bool,
-             say: Callable[[str], None]) -> dict[str, Any]:
-    """Retrain the candidates, install ``pareto/<n>/`` and ``best/``, run the paired test, write the reports."""
+             say: Callable[[str], None], left_s: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Retrain the candidates, install ``pareto/<n>/`` and ``best/``, run the paired test, write the reports.
+
+    Returns ``{"top_k", "best_dir", "report"}``, ``report`` being what ``final.json`` holds ({} when
+    nothing is retrained). ``left_s``: seconds left of ``--budget-minutes``, shown on the retrains'
+    progress bar (None: no budget)."""
     from tqdm.auto import tqdm
 
     from ..progress import progress
@@ -217,28 +255,43 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
     todo = [k for k in records if k not in done or not has_probs(k)
             or not (out / "retrain" / k / "config.json").exists()]
     seeds = final_seeds(cfg)
-    estimate_s = retrain_estimate_s(cfg, space, trials, tables, floor)
-    jobs = [{"architecture": records[k]["architecture"], "options": final_options(cfg, space, records[k]["architecture"]),
-             "seeds": seeds, "latency_repeats": cfg.latency_repeats, "threads": cfg.threads,
-             "tables": {"train": "train", "valid": "valid", "test": "test" if has_test else ""},
-             "save_dir": str(out / "retrain" / k),
-             "probs_path": str(out / PROBS_DIR / f"{k}.npy") if has_test else ""} for k in todo]
-    bar = progress(total=len(records), initial=len(records) - len(todo), desc=f"retrain {len(records)} × {len(seeds)} seeds",
-                   unit="model", quiet=quiet)
+    estimate_s = retrain_estimate_s(cfg, space, trials, tables, floor, warm=memoised_tables(executor))
+    # one job per candidate and seed (candidate by candidate), so progress moves per seed and seeds can run side by side;
+    # the first seed's job saves the model and times it, as the candidate's single job did
+    jobs = [(k, j, {"architecture": records[k]["architecture"], "options": final_options(cfg, space, records[k]["architecture"]),
+                    "seeds": [seed], "latency_repeats": cfg.latency_repeats, "threads": cfg.threads, "time_latency": j == 0,
+                    "tables": {"train": "train", "valid": "valid", "test": "test" if has_test else ""},
+                    "save_dir": str(out / "retrain" / k) if j == 0 else "",
+                    "probs_path": str(out / PROBS_DIR / f"{k}.seed{j}.npy") if has_test else ""})
+            for k in todo for j, seed in enumerate(seeds)]
+    bar = progress(total=len(records) * len(seeds), initial=(len(records) - len(todo)) * len(seeds),
+                   desc=f"retrain {len(records)} × {len(seeds)} seeds", unit="seed", quiet=quiet,
+                   postfix={"left": f"{max(0.0, left_s()) / 60:.1f}min"} if left_s is not None else None)
+    parts: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in todo}
     try:
-        for i, res in executor.map_unordered(jobs):
-            k = todo[i]
+        for i, res in executor.map_unordered([job for _, _, job in jobs]):
+            k, j, _ = jobs[i]
+            parts[k][j] = res
+            if left_s is not None:
+                bar.set_postfix(left=f"{max(0.0, left_s()) / 60:.1f}min", refresh=False)
+            bar.update(1)  # after the postfix: a bar written to a file shows the values of this update
+            if len(parts[k]) < len(seeds):
+                continue
+            res = _merge_seeds([parts[k][j] for j in range(len(seeds))])
+            if has_test:
+                _merge_probs(out / PROBS_DIR, k, len(seeds))
             entry = _entry(cfg, k, records[k], res, seeds)
             append_line(out / RETRAIN_LOG, json.dumps(entry))
             atomic_write_json(out / "retrain" / k / STAMP, {"key": k, "space": cfg.space, "architecture": records[k]["architecture"]})
             done[k] = entry
-            bar.update(1)
             with tqdm.external_write_mode():
                 say(f"retrained {_role_label(roles[k], space.reference)}{space.describe(records[k]['architecture'])}: valid {cfg.reward_metric} "
                     f"{entry['valid_metric']:.4f} ± {entry['valid_metric_std']:.4f}, {entry['latency_ms']:.2f} ms/request, "
                     f"{entry['seconds']:.0f}s")
     finally:
         bar.close()
+    for stale in (out / PROBS_DIR).glob("*.seed*.npy") if has_test else ():  # seeds of a candidate a killed run left unfinished
+        stale.unlink(missing_ok=True)
 
     # the table: every candidate, search-time and retrained side by side
     default_key = short_key(default["architecture"])
@@ -499,6 +552,37 @@ def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[
         test_f1, _ = mean_and_spread([t["f1"] for t in res["test"]])
         entry.update(test=res["test"], test_ap=test_ap, test_ap_std=test_ap_std, test_f1=test_f1)
     return entry
+
+
+def memoised_tables(executor) -> frozenset[str]:
+    """The tables whose frozen states the executor's processes have memoised (none for an executor without a ledger)."""
+    ledger = getattr(executor, "ledger", None)
+    return ledger.warm() if ledger is not None else frozenset()
+
+
+def _merge_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One retrain result from its seeds' jobs, in seed order (as one job over all seeds returned
+    it): per-seed scores concatenated, means over them, the first seed's latency and parameters
+    (its model is the one saved), seconds summed."""
+    merged: dict[str, Any] = {"ap_seeds": [v for r in results for v in r["ap_seeds"]],
+                              "f1_seeds": [v for r in results for v in r["f1_seeds"]],
+                              "latency_ms": results[0]["latency_ms"], "params": results[0]["params"],
+                              "seconds": float(sum(r["seconds"] for r in results))}
+    merged["ap"], merged["f1"] = float(np.mean(merged["ap_seeds"])), float(np.mean(merged["f1_seeds"]))
+    if all(r.get("test") for r in results):
+        merged["test"] = [t for r in results for t in r["test"]]
+    return merged
+
+
+def _merge_probs(probs_dir: Path, key: str, n_seeds: int) -> None:
+    """``<key>.npy`` (seeds × rows) from the seeds' ``<key>.seed<j>.npy``, which are then removed."""
+    paths = [probs_dir / f"{key}.seed{j}.npy" for j in range(n_seeds)]
+    stacked = np.concatenate([np.load(p) for p in paths], axis=0)
+    tmp = probs_dir / f"{key}.part.npy"
+    np.save(tmp, stacked)
+    tmp.replace(probs_dir / f"{key}.npy")
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def _write_splits(cfg, out: Path, tables, front: int, distilled: bool, default: bool) -> None:

@@ -157,6 +157,15 @@ def plot_final(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
     _save(plt, fig, path)
 
 
+def noise_title(floor: dict[str, Any] | None) -> str:
+    """``noise.png``'s title: what the band means, or, when no band is drawn (no noise floor, or one
+    repeat, which has no spread between seed sets), that differences cannot be told from noise here."""
+    if floor and floor.get("std_of_mean"):
+        return "Reward against the noise floor: differences inside the band are seed noise"
+    why = "one seed set, no spread between sets" if floor and floor.get("repeats") else "--noise-repeats 0"
+    return f"Reward per architecture: no noise floor measured ({why}), so no band:\ndifferences here cannot be told from seed noise"
+
+
 def plot_noise(records: Sequence[dict[str, Any]], path: str | Path, floor: dict[str, Any] | None = None, metric: str = "ap") -> None:
     """Each trained architecture's metric ± its seed spread, sorted, against the noise floor band."""
     plt, (fig, ax) = _figure()
@@ -169,7 +178,7 @@ def plot_noise(records: Sequence[dict[str, Any]], path: str | Path, floor: dict[
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("architecture (sorted by its mean)")
     ax.set_ylabel(f"validation {metric.upper()}")
-    ax.set_title("Reward against the noise floor: differences inside the band are seed noise")
+    ax.set_title(noise_title(floor))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)

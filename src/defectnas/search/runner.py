@@ -42,7 +42,8 @@ from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
 from .distill import check_layers
 from .executors import make_executor
-from .final import finalize, retrain_estimate_s
+from .final import (CHILD_TABLES, FINAL_FILE, finalize, frozen_pass_estimate_s, memoised_tables, retrain_estimate_s,
+                    steady_seconds)
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .report import write_search_report
 from .space import Architecture, Space, arch_key, make_space
@@ -52,8 +53,19 @@ from .trials import TrialLog, read_jsonl
 CHECKPOINT = "controller.safetensors"
 TRIALS = "trials.jsonl"
 NOISE = "noise.jsonl"
+# under --budget-minutes the sampling bar counts to the trial cap, which the budget usually stops short of: no ETA to it
+# (tqdm's default format less "<{remaining}"); its postfix says how much of the budget is left instead
+NO_ETA_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
 PLOT_EVERY_S = 120.0  # while sampling, the plots are redrawn after a batch once this many seconds passed since the last
 # drawing (~1 s of matplotlib each time), so a watcher sees them move without a fast search paying for it; always at the end
+
+
+def read_final(out: Path) -> dict[str, Any]:
+    """What ``out/final.json`` holds ({} when the search retrained nothing)."""
+    try:
+        return json.loads((out / FINAL_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
 
 
 @dataclass
@@ -64,7 +76,7 @@ class SearchResult:
     best_dir: Path | None = None  # the best retrained model directory
     seconds: float = 0.0  # wall time of the whole search: earlier runs of a resumed one up to their last checkpoint, plus this run
     noise_floor: dict[str, Any] = field(default_factory=dict)
-    final: dict[str, Any] = field(default_factory=dict)  # final.json: retrains, Pareto front, paired test
+    final: dict[str, Any] = field(default_factory=dict)  # final.json's dict exactly (read back): retrains, Pareto front, paired test
     run_seconds: float = 0.0  # wall time of this run alone
 
 
@@ -129,7 +141,8 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         meta = {**cfg.to_dict(), "space_settings": space.to_dict()}
         atomic_write_json(out / SEARCH_FILE, {**meta, "noise_floor": _read_floor(out)})
         elapsed_before = _elapsed_before(out)  # read before the floor logs this run's repeats
-        floor = noise_floor(cfg, space, executor, out, say)
+        left_s = (lambda: 60 * cfg.budget_minutes - (elapsed_before + time.perf_counter() - started)) if cfg.budget_minutes else None
+        floor = noise_floor(cfg, space, executor, out, say, quiet=quiet, left_s=left_s)
         if cfg.latency_budget_ms and (floor.get("latency_ms") or 0.0) > cfg.latency_budget_ms:
             say(f"note: {space.reference} serves in {floor['latency_ms']:.2f} ms a request here, over --latency-budget-ms "
                 f"{cfg.latency_budget_ms:g}: it gets no credit as a child and cannot be best/, which will be the most accurate model "
@@ -139,7 +152,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
             say(f"latency target: {cfg.latency_target_ms:.2f} ms per request (the default architecture, measured)")
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
         trials = _run_trials(cfg, space, executor, out, quiet, say, started, elapsed_before, floor, tables)
-        final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say)
+        final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say, left_s=left_s)
         seconds = elapsed_before + time.perf_counter() - started
         _say_budget_overrun(cfg, seconds, final.get("report") or {}, say)
         if trials.records():
@@ -149,7 +162,7 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         executor.shutdown()
     run_seconds = time.perf_counter() - started
     return SearchResult(out, trials.records(), final.get("top_k", []), final.get("best_dir"), elapsed_before + run_seconds,
-                        floor, final, run_seconds)
+                        floor, read_final(out), run_seconds)
 
 
 def no_search_to_resume(out: str | Path) -> str:
@@ -297,26 +310,64 @@ def _read_floor(out: Path) -> dict[str, Any]:
         return {}
 
 
-def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say) -> dict[str, Any]:
-    """The default architecture under ``noise_repeats`` sets of K seeds: how much a reward moves
-    when nothing but the seeds changes. Repeats already in ``noise.jsonl`` are not rerun."""
+def floor_repeats(cfg: SearchConfig) -> int:
+    """Repeats the noise floor runs: ``noise_repeats``, but at least one when the start needs the
+    reference's measured latency — the latency target of ``--latency-weight`` (when not given), or
+    the check that the reference meets ``--latency-budget-ms``, said before sampling rather than
+    after the retrains (a new user's ``--noise-repeats 0`` search heard it only at the end, with an
+    over-budget ``best/``). The one repeat also gives the budget its first child seconds and the
+    machine's frozen-pass speed."""
+    return max(cfg.noise_repeats, int(cfg.latency_weight > 0 and not cfg.latency_target_ms), int(cfg.latency_budget_ms > 0))
+
+
+def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say, quiet: bool = True,
+                left_s: Callable[[], float] | None = None) -> dict[str, Any]:
+    """The default architecture under ``noise_repeats`` sets of K seeds (:func:`floor_repeats`): how
+    much a reward moves when nothing but the seeds changes. Repeats already in ``noise.jsonl`` are
+    not rerun. A progress bar counts the repeats (``left_s``: the budget's seconds left, shown)."""
+    from tqdm.auto import tqdm
+
+    from ..progress import progress
+
     arch = space.default_architecture()
     done = {int(r["repeat"]): r for r in read_jsonl(out / NOISE, require="repeat")}
-    repeats = max(cfg.noise_repeats, int(cfg.latency_weight > 0 and not cfg.latency_target_ms))  # the target needs one
+    repeats = floor_repeats(cfg)
     todo = [r for r in range(repeats) if r not in done]
     if done:  # a resumed search
         say(f"noise floor: {len(done)} of {repeats} repeats already in {NOISE}, not rerun")
-    if todo:
-        say(f"noise floor: the default architecture under {cfg.noise_repeats} sets of {cfg.child_seeds} seeds")
+    if todo and cfg.noise_repeats >= repeats:
+        say(f"noise floor: the default architecture under {repeats} sets of {cfg.child_seeds} seeds")
+    elif todo:
+        why = " and ".join(reason for reason, applies in (
+            ("to check it against --latency-budget-ms now", cfg.latency_budget_ms > 0),
+            ("to measure --latency-weight's latency target", cfg.latency_weight > 0 and not cfg.latency_target_ms)) if applies)
+        say(f"--noise-repeats {cfg.noise_repeats}: no noise floor, but {space.reference} is trained once under the "
+            f"{cfg.child_seeds} child seed{'s' if cfg.child_seeds != 1 else ''} and timed as served, {why}")
+    if not todo:
+        return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
     jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
-    for i, res in executor.map_unordered(jobs):
-        record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3),
-                  "frozen_s": round(res.get("frozen_s", 0.0), 3), "frozen_texts": int(res.get("frozen_texts", 0))}
-        append_line(out / NOISE, json.dumps(record))
-        done[todo[i]] = record
-        say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f}{_spread(cfg, record)}, "
-            f"{record['latency_ms']:.2f} ms/request, {record['seconds']:.0f}s")
+    bar = progress(total=repeats, initial=repeats - len(todo), desc="noise floor", unit="repeat", quiet=quiet,
+                   postfix={"left": _minutes(left_s())} if left_s is not None else None)
+    try:
+        for i, res in executor.map_unordered(jobs):
+            record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3),
+                      "frozen_s": round(res.get("frozen_s", 0.0), 3), "frozen_texts": int(res.get("frozen_texts", 0))}
+            append_line(out / NOISE, json.dumps(record))
+            done[todo[i]] = record
+            if left_s is not None:
+                bar.set_postfix(left=_minutes(left_s()), refresh=False)
+            bar.update(1)  # after the postfix: a bar written to a file shows this update's values
+            with tqdm.external_write_mode():
+                say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f}{_spread(cfg, record)}, "
+                    f"{record['latency_ms']:.2f} ms/request, {record['seconds']:.0f}s")
+    finally:
+        bar.close()
     return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
+
+
+def _minutes(seconds: float) -> str:
+    """A progress bar's ``left=`` value: the budget's minutes left (0 once spent)."""
+    return f"{max(0.0, seconds) / 60:.1f}min"
 
 
 def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -369,29 +420,44 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    # under --budget-minutes the trial count is a cap the budget usually stops short of: no total, so no ETA counted to it
+    def left_s() -> float:
+        return 60 * cfg.budget_minutes - elapsed()
+
+    def values() -> dict[str, str]:
+        return {"best": f"{best():.4f}", **({"left": _minutes(left_s())} if cfg.budget_minutes else {})}
+
+    def postfix() -> None:  # set before the bar advances (refresh=False): a bar written to a file shows this update's values
+        bar.set_postfix(values(), refresh=False)
+
+    # under --budget-minutes the trial count is a cap the budget usually stops short of: counted to it, but with no ETA to
+    # it; the postfix says how many of the budget's minutes are left instead
     bounded = f"; ≤ {cfg.trials} children, ≤ {cfg.budget_minutes:g} min in all" if cfg.budget_minutes else ""
-    bar = progress(total=None if cfg.budget_minutes else cfg.trials, initial=min(len(trials), cfg.trials),
-                   desc=f"search ({cfg.strategy}, {cfg.space}{bounded})", unit="child", quiet=quiet)
-    bar.set_postfix(best=f"{best():.4f}")
+    bar = progress(total=cfg.trials, initial=min(len(trials), cfg.trials), desc=f"search ({cfg.strategy}, {cfg.space}{bounded})",
+                   unit="child", quiet=quiet, postfix=values(), **({"bar_format": NO_ETA_FORMAT} if cfg.budget_minutes else {}))
     last_plot, warned_busy, cores = time.monotonic(), False, usable_cores()
     try:
         while next_trial < cfg.trials:
             n = min(cfg.batch_size, cfg.trials - next_trial)
             if cfg.budget_minutes:
-                done_s = [r["seconds"] for r in trials.cache.values()] or [floor.get("child_seconds") or 0.0]
-                child_s = float(np.median(done_s))
+                # a child's steady seconds (less its one-off frozen pass), plus that pass over the children's texts once if the
+                # processes that run them have not memoised those yet (a resumed search's new process has not)
+                child_s = next_child_estimate_s(trials, floor)
+                warm = memoised_tables(executor)
+                once_s = frozen_pass_estimate_s(tables, floor, warm=warm, names=CHILD_TABLES, records=list(trials.cache.values()))
                 ahead = max((t - next_trial + 1 for t in trials.by_trial if t >= next_trial), default=0)  # a killed batch's, logged
-                fits = children_that_fit(n, 60 * cfg.budget_minutes - elapsed(), child_s, executor.parallelism,
-                                         lambda m: retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=m), logged=ahead)
+                fits = children_that_fit(n, left_s(), child_s, executor.parallelism,
+                                         lambda m: retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=m, warm=warm),
+                                         logged=ahead, once_s=once_s)
+                frozen = (f", + {once_s / 60:.1f} min once to pass the children's texts through the frozen layers in this process"
+                          if once_s else "")
                 if not fits:
-                    reserve = retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=1)
+                    reserve = retrain_estimate_s(cfg, space, trials, tables, floor, upcoming=1, warm=warm)
                     say(f"--budget-minutes {cfg.budget_minutes:g}: sampling stops after {next_trial} trials ({elapsed() / 60:.1f} min "
-                        f"elapsed; one more child ≈ {child_s / 60:.1f} min, retraining the candidates ≈ {reserve / 60:.1f} min)")
+                        f"elapsed; one more child ≈ {child_s / 60:.1f} min{frozen}, retraining the candidates ≈ {reserve / 60:.1f} min)")
                     break
                 if fits < n:
                     say(f"--budget-minutes {cfg.budget_minutes:g}: this batch has {fits} of {n} children, what is left of the "
-                        f"budget after retraining the candidates ({elapsed() / 60:.1f} min elapsed, ≈ {child_s / 60:.1f} min a child)")
+                        f"budget after retraining the candidates ({elapsed() / 60:.1f} min elapsed, ≈ {child_s / 60:.1f} min a child{frozen})")
                     n = fits
             history = [trials.by_trial[t] for t in range(next_trial) if t in trials.by_trial]
             batch = []
@@ -410,6 +476,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
                     continue
                 if key in trials.cache:
                     trials.append(trials.cached_copy(t, step, arch, actions, trials.cache[key]))
+                    postfix()
                     bar.update(1)
                 elif key in pending:
                     pending[key].append((t, arch, actions))
@@ -419,14 +486,15 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             for i, res in executor.map_unordered([child_job(cfg, space, pending[k][0][1], seeds) for k in keys]):
                 (t, arch, actions), *repeats = pending[keys[i]]
                 record = {"trial": t, "step": step, "architecture": arch, "actions": actions, **result_fields(cfg, res),
-                          "seconds": round(res["seconds"], 3), "frozen_s": round(res.get("frozen_s", 0.0), 3), "cached": False,
+                          "seconds": round(res["seconds"], 3), "frozen_s": round(res.get("frozen_s", 0.0), 3),
+                          "frozen_texts": int(res.get("frozen_texts", 0)), "cached": False,
                           "finished_at": round(time.time(), 3),
                           "load_1m": load_average()}
                 trials.append(record)
                 for rt, rarch, ractions in repeats:
                     trials.append(trials.cached_copy(rt, step, rarch, ractions, record))
+                postfix()
                 bar.update(1 + len(repeats))
-                bar.set_postfix(best=f"{best():.4f}")
                 busy = record["load_1m"] is not None and record["load_1m"] > cores + 0.5
                 with tqdm.external_write_mode():  # a log line above the bar, not through it
                     if busy and not warned_busy:
@@ -455,11 +523,20 @@ def _spread(cfg: SearchConfig, record: dict[str, Any]) -> str:
     return f" ± {record['spread']:.4f} over seeds" if cfg.child_seeds > 1 else " (one seed: no spread)"
 
 
+def next_child_estimate_s(trials: TrialLog, floor: dict[str, Any]) -> float:
+    """A child's steady seconds (:func:`.final.steady_seconds`: less the one-off frozen pass its
+    process paid), the median over the trained trials, or the noise floor's before any."""
+    done = [steady_seconds(r) for r in trials.cache.values()]
+    return float(np.median(done)) if done else float(floor.get("child_seconds") or 0.0)
+
+
 def children_that_fit(n: int, left_s: float, child_s: float, parallelism: int, reserve_s: Callable[[int], float],
-                      logged: int = 0) -> int:
+                      logged: int = 0, once_s: float = 0.0) -> int:
     """How many of the next batch's ``n`` children ``--budget-minutes`` still has room for: the largest
-    m ≤ n whose batch (``child_s`` × ⌈m / parallelism⌉ seconds) plus ``reserve_s(m)`` (retraining the
-    candidates, distillation and timing once those m are in) fits in ``left_s``; 0 when not one does.
+    m ≤ n whose batch (``once_s`` + ``child_s`` × ⌈m / parallelism⌉ seconds; ``once_s``: the frozen
+    pass over the children's texts that the batch's processes have not memoised) plus ``reserve_s(m)``
+    (retraining the candidates, distillation and timing once those m are in) fits in ``left_s``; 0
+    when not one does.
 
     Why not all or nothing: on 2 CPU cores a batch of 4 children takes ~3 minutes, and a search that
     stopped whenever a whole batch did not fit left most of those minutes unused (8 children where
@@ -468,7 +545,7 @@ def children_that_fit(n: int, left_s: float, child_s: float, parallelism: int, r
     in the trial log (a killed run's), which cost nothing and are always kept, so ``--resume`` never
     leaves a logged trial out of the batch it belonged to."""
     for m in range(n, 0, -1):
-        if child_s * -(-m // max(1, parallelism)) + reserve_s(m) <= left_s:
+        if once_s + child_s * -(-m // max(1, parallelism)) + reserve_s(m) <= left_s:
             return max(m, min(logged, n))
     return min(logged, n)
 

@@ -13,8 +13,11 @@ belongs to), ``architecture``, ``actions`` (the strategy's option indices, -1 wh
 ``reward``, ``metric`` (the reward metric's mean over the child seeds) and ``spread`` (its
 standard deviation over them), ``ap`` / ``f1`` (means) and ``ap_seeds`` / ``f1_seeds``,
 ``latency_ms`` (one served request: 1 query × 100 cached products), ``over_budget``, ``params``,
-``seconds`` (0 for a cached repeat), ``cached``, ``cached_from`` (the trial that was trained) and
-``finished_at`` (Unix time the line was written).
+``seconds`` (0 for a cached repeat), ``frozen_s`` and ``frozen_texts`` (of those seconds, the
+one-off pass of texts its process had not memoised through the frozen pre-trained layers, and how
+many texts: a child's steady cost is ``seconds - frozen_s``, which the budget's estimates use, a
+resumed search's too), ``cached``, ``cached_from`` (the trial that was trained), ``finished_at``
+(Unix time the line was written) and ``load_1m``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..storage import append_line, atomic_write_text
 from .space import arch_key
 
 FIELDS = ("trial", "step", "architecture", "actions", "reward", "metric", "spread", "ap", "f1", "ap_seeds", "f1_seeds",
-          "latency_ms", "over_budget", "params", "seconds", "cached", "cached_from", "finished_at", "load_1m")
+          "latency_ms", "over_budget", "params", "seconds", "frozen_s", "frozen_texts", "cached", "cached_from", "finished_at", "load_1m")
 RESULT_FIELDS = ("reward", "metric", "spread", "ap", "f1", "ap_seeds", "f1_seeds", "latency_ms", "over_budget", "params")
 
 
