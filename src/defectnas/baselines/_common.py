@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..calibration import THRESHOLD_RULE
+from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
 from ..errors import DataError, NotFittedError
 
 FORMAT_VERSION = 1
@@ -75,6 +75,18 @@ class ThresholdedClassifier:
         q = np.clip(np.asarray(raw, dtype=np.float64), 1e-15, 1 - 1e-15)
         self.calibrator_ = fit_calibrator(labels, np.log(q) - np.log1p(-q), valid["query"].to_numpy(), seed=seed)
         self.threshold_, self.valid_f1_ = best_threshold(labels, self.calibrator_.transform(raw))
+
+    def decision_fields(self) -> dict[str, Any]:
+        """What config.json records of the decision (every saved baseline alike): the threshold, its
+        validation F1 and rule, and the calibration file beside it."""
+        return {"threshold": self.threshold_, "valid_f1": self.valid_f1_, "threshold_rule": THRESHOLD_RULE,
+                "calibration": {"file": CALIBRATION_FILE, "method": self.calibrator_.method}}
+
+    def load_decision(self, directory: str | Path, config: dict[str, Any]) -> None:
+        """``threshold_``, ``valid_f1_`` and ``calibrator_`` back from :meth:`decision_fields`' record
+        and the calibration file (identity for a directory saved before calibration)."""
+        self.threshold_, self.valid_f1_ = float(config["threshold"]), config.get("valid_f1")
+        self.calibrator_ = Calibrator.load(directory)
 
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
         """``raw`` through the fitted calibrator (unchanged before calibration, or for a model saved without one)."""

@@ -27,7 +27,6 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
 from ..data.text import text_pairs
 from ..errors import DataError
 from ..model.pretrained import resolve_model_path
@@ -161,8 +160,7 @@ class CrossEncoderClassifier(ThresholdedClassifier):
             "format_version": FORMAT_VERSION, "library": "defectnas", "library_version": __version__,
             "transformers_version": transformers.__version__, "torch_version": torch.__version__,
             "model_type": "cross-encoder", "base_model": self.source_, "params": self.get_params(),
-            "threshold": self.threshold_, "threshold_rule": THRESHOLD_RULE, "valid_f1": self.valid_f1_, "labels": LABELS,
-            "history": self.history_, "calibration": {"file": CALIBRATION_FILE, "method": self.calibrator_.method},
+            **self.decision_fields(), "labels": LABELS, "history": self.history_,
         }
         self.model_.save_pretrained(str(out), safe_serialization=True)
         self.tokenizer_.save_pretrained(str(out))
@@ -180,7 +178,6 @@ class CrossEncoderClassifier(ThresholdedClassifier):
         with quiet_transformers():
             clf.model_ = AutoModelForSequenceClassification.from_pretrained(str(d), use_safetensors=True).to(device).eval()
         clf.source_ = meta.get("base_model", "")
-        clf.threshold_, clf.valid_f1_ = float(meta["threshold"]), meta.get("valid_f1")
         clf.history_ = meta.get("history", [])
-        clf.calibrator_ = Calibrator.load(d)  # identity for a directory saved before calibration
+        clf.load_decision(d, meta)
         return clf

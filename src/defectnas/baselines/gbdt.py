@@ -17,7 +17,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
 from ..data.text import text_pairs
 from ..errors import DataError
 from ..storage import atomic_write_json
@@ -130,9 +129,7 @@ class GBDTClassifier(ThresholdedClassifier):
         self.features_.save(out)
         self.calibrator_.save(out)
         atomic_write_json(out / CONFIG_FILE, stamp("gbdt", lightgbm_version=lgb.__version__, params=self.get_params(),
-                                                    threshold=self.threshold_, valid_f1=self.valid_f1_,
-                                                    threshold_rule=THRESHOLD_RULE, calibration={"file": CALIBRATION_FILE, "method": self.calibrator_.method},
-                                                    best_iteration=self.best_iteration_, features=list(FEATURES),
+                                                    **self.decision_fields(), best_iteration=self.best_iteration_, features=list(FEATURES),
                                                     files={"booster": BOOSTER_FILE, "features": "features.json"}))
         return out
 
@@ -146,6 +143,5 @@ class GBDTClassifier(ThresholdedClassifier):
         clf.booster_ = lgb.Booster(model_file=str(d / BOOSTER_FILE))
         clf.features_ = PairFeatures.load(d)
         clf.best_iteration_ = int(clf.booster_.current_iteration())
-        clf.threshold_, clf.valid_f1_ = float(config["threshold"]), config.get("valid_f1")
-        clf.calibrator_ = Calibrator.load(d)  # identity for a directory saved before calibration
+        clf.load_decision(d, config)
         return clf

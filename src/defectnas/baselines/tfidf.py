@@ -24,7 +24,6 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from ..calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator
 from ..data.text import text_pairs
 from ._common import CONFIG_FILE, ThresholdedClassifier, check_fitted, read_config, stamp
 
@@ -87,9 +86,7 @@ class TfidfLogReg(ThresholdedClassifier):
         self.calibrator_.save(out)
         atomic_write_json(out / CONFIG_FILE, stamp("tfidf", scikit_learn_version=sklearn.__version__, params={"C": self.C, "seed": self.seed},
                                                     vectorizer={**VECTORIZER, "ngram_range": list(VECTORIZER["ngram_range"])},
-                                                    threshold=self.threshold_, valid_f1=self.valid_f1_, threshold_rule=THRESHOLD_RULE,
-                                                    calibration={"file": CALIBRATION_FILE, "method": self.calibrator_.method},
-                                                    files={"vocabulary": VOCABULARY_FILE, "weights": WEIGHTS_FILE}))
+                                                    **self.decision_fields(), files={"vocabulary": VOCABULARY_FILE, "weights": WEIGHTS_FILE}))
         return out
 
     @classmethod
@@ -108,6 +105,5 @@ class TfidfLogReg(ThresholdedClassifier):
         clf.model_ = LogisticRegression(C=clf.C, class_weight="balanced", random_state=clf.seed)
         clf.model_.coef_, clf.model_.intercept_ = tensors["coef"].numpy(), tensors["intercept"].numpy()
         clf.model_.classes_, clf.model_.n_features_in_ = np.array([0, 1]), clf.model_.coef_.shape[1]
-        clf.threshold_, clf.valid_f1_ = float(config["threshold"]), config.get("valid_f1")
-        clf.calibrator_ = Calibrator.load(d)
+        clf.load_decision(d, config)
         return clf
