@@ -42,8 +42,8 @@ from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
 from .distill import check_layers
 from .executors import make_executor
-from .final import (CHILD_TABLES, FINAL_FILE, finalize, frozen_pass_estimate_s, memoised_tables, retrain_estimate_s,
-                    steady_seconds)
+from .final import (CHILD_TABLES, FINAL_FILE, finalize, frozen_pass_estimate_s, memoised_tables, minutes_left,
+                    retrain_estimate_s, steady_seconds)
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .report import write_search_report
 from .space import Architecture, Space, arch_key, make_space
@@ -347,7 +347,7 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say, quiet
         return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
     jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
     bar = progress(total=repeats, initial=repeats - len(todo), desc="noise floor", unit="repeat", quiet=quiet,
-                   postfix={"left": _minutes(left_s())} if left_s is not None else None)
+                   postfix={"left": minutes_left(left_s())} if left_s is not None else None)
     try:
         for i, res in executor.map_unordered(jobs):
             record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3),
@@ -355,7 +355,7 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say, quiet
             append_line(out / NOISE, json.dumps(record))
             done[todo[i]] = record
             if left_s is not None:
-                bar.set_postfix(left=_minutes(left_s()), refresh=False)
+                bar.set_postfix(left=minutes_left(left_s()), refresh=False)
             bar.update(1)  # after the postfix: a bar written to a file shows this update's values
             with tqdm.external_write_mode():
                 say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f}{_spread(cfg, record)}, "
@@ -363,11 +363,6 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say, quiet
     finally:
         bar.close()
     return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
-
-
-def _minutes(seconds: float) -> str:
-    """A progress bar's ``left=`` value: the budget's minutes left (0 once spent)."""
-    return f"{max(0.0, seconds) / 60:.1f}min"
 
 
 def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -424,7 +419,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         return 60 * cfg.budget_minutes - elapsed()
 
     def values() -> dict[str, str]:
-        return {"best": f"{best():.4f}", **({"left": _minutes(left_s())} if cfg.budget_minutes else {})}
+        return {"best": f"{best():.4f}", **({"left": minutes_left(left_s())} if cfg.budget_minutes else {})}
 
     def postfix() -> None:  # set before the bar advances (refresh=False): a bar written to a file shows this update's values
         bar.set_postfix(values(), refresh=False)

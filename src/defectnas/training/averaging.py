@@ -74,8 +74,8 @@ class WeightAverage:
         return {**{EMA_PREFIX + n: s for n, s in zip(self.names, self.sums)}, STEPS: torch.tensor(self.steps)}
 
     def load(self, tensors: dict[str, torch.Tensor]) -> bool:
-        """Restore from checkpoint tensors; False (the average restarts at the current weights)
-        when they hold none, as a checkpoint of a run without averaging does not."""
+        """Restore from checkpoint tensors; False when they hold none (a checkpoint of a run
+        without averaging), which the trainer refuses to resume."""
         if STEPS not in tensors or not all(EMA_PREFIX + n in tensors for n in self.names):
             return False
         with torch.no_grad():
