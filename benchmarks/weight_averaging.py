@@ -9,7 +9,7 @@ default and each of ``--variants`` (training options over the default's: ``ema_d
 ...) under ``--seeds``, records every epoch's weights, and scores each epoch on the test split,
 so one run answers both questions: per variant and selection rule (validation F1 with patience
 2 = what `train` does; validation AP; the last epoch), test AP per seed, its mean and spread, and
-a paired bootstrap over the test queries against today's default (no variant, F1 rule), the
+a paired bootstrap over the test queries against the earlier default (no variant, 4 epochs, F1 rule), the
 seeds' mean probabilities per arm.
 
 Training runs with patience 99 so every epoch is seen; the F1 rule with patience 2 is replayed
@@ -34,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("DEFECTNAS_SHARED", HERE.parent.parent / "shared" / "data"))
-RULES = ("f1_patience2", "valid_ap", "last")
+RULES = ("f1_patience2", "valid_ap", "last", "first")  # "first": the first epoch's weights (= `--epochs 1`: no schedule depends on the epoch count)
 
 
 def log(msg: str) -> None:
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="700,701,702", help="training seeds (the README's default rows use 700-702)")
     p.add_argument("--variants", default='{"ema0.99": {"ema_decay": 0.99}}',
                    help="JSON: name -> training options over the default's; the default itself (\"default\") is the reference")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the query split (train/valid/test)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs recorded per run (the earlier default, 4)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="/tmp/defectnas-weight-averaging", help="per-run results (resumable)")
     p.add_argument("--json", default=str(HERE / "results" / "weight_averaging.json"))
@@ -122,6 +124,8 @@ def select(history: list[dict], rule: str) -> int:
     """Index of the epoch ``rule`` keeps."""
     if rule == "last":
         return len(history) - 1
+    if rule == "first":
+        return 0
     if rule == "valid_ap":
         return int(np.argmax([r["valid_ap"] for r in history]))
     best, bad, keep = -1.0, 0, 0  # `train`: best validation F1, stop after 2 epochs without a better one
@@ -143,12 +147,16 @@ def run(args) -> dict:
     from defectnas.training.significance import average_precision_fast, paired_bootstrap
 
     share_memos_between_models()  # every model of this process passes a text through the frozen layers once
-    tables = prepare_tables(SearchConfig(data=args.data, child_rows=0, final_rows=0, split_seed=0))
+    tables = prepare_tables(SearchConfig(data=args.data, child_rows=0, final_rows=0, split_seed=args.split_seed))
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = {"default": {}, **json.loads(args.variants)}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    options = default_options()
+    setup = {"data": str(Path(args.data).resolve()), "split_seed": args.split_seed, "epochs": args.epochs}
+    if (work / "setup.json").exists() and json.loads((work / "setup.json").read_text()) != setup:
+        raise SystemExit(f"{work} holds runs of another setup ({(work / 'setup.json').read_text().strip()}); give another --work")
+    (work / "setup.json").write_text(json.dumps(setup))
+    options = {**default_options(), "epochs": args.epochs}
     runs: dict[str, dict] = {}
     for name, changes in variants.items():
         for seed in seeds:
@@ -200,12 +208,14 @@ def run(args) -> dict:
               f"{' / '.join(format(r['test_ap'], '.4f') for r in a['seeds']):>26} {a['test_ap_mean']:>7.4f} {a['test_ap_std']:>7.4f}  "
               + (f"{pv['diff']:+.4f} [{pv['ci_low']:+.4f}, {pv['ci_high']:+.4f}]" if pv else "(reference)"))
     print(f"chosen by validation AP: {chosen['variant']}, epoch kept by {chosen['rule']} ({chosen['valid_ap_mean']:.4f})")
-    return {"what": "train's default (Home Depot seed-0 split, full budget) and variants of its training options, "
-                    "every epoch scored on test; selection rules replayed on the recorded history",
-            "reproduce": f"python benchmarks/weight_averaging.py --seeds {args.seeds} --variants '{args.variants}'",
+    return {"what": f"train's default ({Path(args.data).name}, split seed {args.split_seed}, full budget, {args.epochs} epochs recorded) "
+                    "and variants of its training options, every epoch scored on test; selection rules replayed on the recorded history",
+            "reproduce": f"python benchmarks/weight_averaging.py --data {args.data} --split-seed {args.split_seed} --epochs {args.epochs} "
+                         f"--seeds {args.seeds} --variants '{args.variants}'",
+            "data": Path(args.data).name, "split_seed": args.split_seed, "epochs_recorded": args.epochs,
             "test_ap": "average precision of the defect class from raw logits (no calibration)",
             "paired_test": "paired bootstrap over test queries of the seeds' mean probabilities, against the default with the F1 rule "
-                           "(what train does today); 1000 resamples",
+                           "(what train did before epochs became 1: 4 epochs, the best by validation F1, patience 2); 1000 resamples",
             "chosen_by_valid_ap": {"variant": chosen["variant"], "rule": chosen["rule"], "valid_ap_mean": chosen["valid_ap_mean"]},
             "seeds": seeds, "variants": variants, "runs": runs, "arms": arms,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
