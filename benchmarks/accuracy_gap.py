@@ -120,7 +120,7 @@ def main() -> None:
                                  "ms_per_100_cached": None, "params": 0, "train_seconds": 0.0, "test_rows": len(test),
                                  "test_queries": int(test["query"].nunique())})
                     continue
-                if (ds, seed, name) in earlier and name in reusable and (name != "cross-encoder" or teacher is not None):
+                if (ds, seed, name) in earlier and name in reusable and (name != "cross-encoder" or teacher is not None or "contextual+distill" not in names):
                     rows.append(earlier[(ds, seed, name)])
                     print(json.dumps(rows[-1]), "(reused)", flush=True)
                     continue

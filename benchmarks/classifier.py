@@ -58,7 +58,7 @@ def _run_model(path: str, name: str, options: dict, seed: int, queue) -> None:
     seconds = time.perf_counter() - started
     m = defect_metrics(test["label"].to_numpy(), probs, threshold)
     queue.put({
-        "model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "params": params,
+        "model": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "average_precision": m["average_precision"], "params": params,
         "train_seconds": round(seconds, 1), "epochs": epochs, "pairs_per_second": round(len(train) * epochs / seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "n_test": m["n"],
     })
@@ -99,7 +99,7 @@ def main() -> None:
     if args.models:
         models = [m for m in models if m[0] in args.models.split(",") or m[0] == "tfidf-logreg"]  # the floor always runs
     report = {"embedding_init_default": default_init, "seed": args.seed, "cpu_threads": 2, "datasets": {}}
-    columns = ["model", "precision", "recall", "f1", "params", "train_seconds", "pairs_per_second", "peak_rss_mb"]
+    columns = ["model", "precision", "recall", "f1", "average_precision", "params", "train_seconds", "pairs_per_second", "peak_rss_mb"]
     for dataset in args.datasets.split(","):
         path = DATASETS[dataset]
         rows = []

@@ -141,10 +141,11 @@ def _read_for_model(args: argparse.Namespace, **options: Any):
     return read
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser, epochs_default: str = "") -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of options (seed: word embeddings only, fastest; accurate: fine-tunes the top pre-trained layers, slower); --config and flags override it")
     p.add_argument("--config", help="JSON file of options (flat, or {\"model\": {...}, \"train\": {...}}); flags override it")
-    p.add_argument("--epochs", type=int, help=f"maximum classification epochs (default {TrainConfig.epochs})")
+    p.add_argument("--epochs", type=int, help="maximum classification epochs (default " + (epochs_default or f"{TrainConfig.epochs}: test AP peaked "
+                   "after one on every sample measured") + "; more than one turns on early stopping)")
     p.add_argument("--batch-size", type=int, help=f"pairs per step (default {TrainConfig.batch_size})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr:g})")
     p.add_argument("--defect-weight", type=float, help=f"cross-entropy weight of defects (default {TrainConfig.defect_weight:g})")
@@ -1170,7 +1171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-values", help="comma-separated values for --sweep (default alpha 0.25,0.5,1,2,4; beta 0,0.1,0.25,0.5,1,2)")
     p.add_argument("--save-models", action="store_true", help="also save every trained model (the first seed's, with --repeats) under "
                    "OUT/models/NAME, tfidf included, without pickle: evaluate, predict and select read each")
-    _add_model_options(p)  # apply to the two-tower models; --threads (default 2) is also latency_ms_per_100's (served: serve's 1 thread)
+    _add_model_options(p, epochs_default="the budget's: 4; --fast 2, its grid 1")  # apply to the two-tower models; --threads (default 2) is also latency_ms_per_100's (served: serve's 1 thread)
     _add_common(p, seed=TRAINING_SEED + "; --repeats N uses seed..seed+N-1")
     p.set_defaults(func=cmd_compare)
 

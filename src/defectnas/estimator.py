@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .calibration import CALIBRATION_FILE, THRESHOLD_RULE, Calibrator, fit_calibrator
-from .config import ModelConfig, TrainConfig, check_types, split_options, to_dict
+from .config import SCRATCH_EPOCHS, ModelConfig, TrainConfig, check_types, split_options, to_dict
 from .data import build_triplets, load_pairs, split_by_query, text_pairs
 from .data.text import check_pair_arguments
 from .data.integrity import coverage_report, coverage_warning, duplicate_report, html_entity_report
@@ -77,9 +77,13 @@ class DefectClassifier:
         """The options as the configurations ``fit`` starts from, every value checked: ConfigError
         (or DataError for a ``teacher`` that is no model directory) in one line, before any data is
         read — ``train`` calls it first. Fit-time fields (vocabulary size, pre-trained shapes) are
-        still at their defaults."""
+        still at their defaults. Without ``epochs`` given, a model with no pre-trained contextual
+        layers in either tower (``--preset seed``, ``embedding_init="trained"``) trains
+        :data:`~defectnas.config.SCRATCH_EPOCHS` epochs, not ``TrainConfig``'s one."""
         model_opts, train_opts = split_options(self.options)
         mcfg, tcfg = ModelConfig(**model_opts), TrainConfig(**train_opts)
+        if "epochs" not in train_opts and mcfg.backbone_layers == 0 and mcfg.query_backbone_layers == 0:
+            tcfg.epochs = SCRATCH_EPOCHS  # no pre-trained contextual layers: the towers' cells learn from scratch
         if check_teacher and tcfg.teacher:
             check_model_directory(tcfg.teacher)
         return mcfg, tcfg

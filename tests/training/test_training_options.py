@@ -101,3 +101,20 @@ def test_the_two_metrics_can_keep_different_epochs(data):  # noqa: F811
 def test_an_unknown_selection_metric_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="selection_metric must be f1 or ap, got 'auc'"):
         TrainConfig(selection_metric="auc")
+
+
+@pytest.mark.parametrize("options, epochs", [
+    ({}, 1),  # MiniLM's layers under both towers: one epoch (README, "A seventh")
+    ({"embedding_init": "trained"}, 4),  # a vocabulary trained on the data: nothing pre-trained
+    ({"backbone_layers": 0, "query_backbone_layers": 0}, 4),  # the seed preset's word embeddings only
+    ({"backbone_layers": 0}, 1),  # the query tower still has its pre-trained layers
+    ({"embedding_init": "trained", "epochs": 2}, 2),  # given epochs always win
+    ({"epochs": 3}, 3),
+])
+def test_epochs_default_to_one_unless_both_towers_learn_from_scratch(options, epochs):
+    from defectnas import DefectClassifier
+    from defectnas.config import PRESETS, SCRATCH_EPOCHS
+
+    assert TrainConfig().epochs == 1 and SCRATCH_EPOCHS == 4
+    assert DefectClassifier(**options).configs()[1].epochs == epochs
+    assert DefectClassifier(**PRESETS["seed"]).configs()[1].epochs == SCRATCH_EPOCHS
