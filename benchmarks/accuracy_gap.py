@@ -89,10 +89,10 @@ def main() -> None:
 
     import torch
 
-    from defectnas.compare import _quiet_libraries
+    from defectnas.baselines.bert import quiet_transformers
     from defectnas.training import defect_metrics
 
-    _quiet_libraries()
+    quiet_transformers().__enter__()  # for the whole run: the process ends with it
     torch.set_num_threads(2)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
