@@ -141,7 +141,8 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
         meta = {**cfg.to_dict(), "space_settings": space.to_dict()}
         atomic_write_json(out / SEARCH_FILE, {**meta, "noise_floor": _read_floor(out)})
         elapsed_before = _elapsed_before(out)  # read before the floor logs this run's repeats
-        left_s = (lambda: 60 * cfg.budget_minutes - (elapsed_before + time.perf_counter() - started)) if cfg.budget_minutes else None
+        elapsed = lambda: elapsed_before + time.perf_counter() - started  # noqa: E731  (seconds of this search, earlier runs of it included)
+        left_s = (lambda: 60 * cfg.budget_minutes - elapsed()) if cfg.budget_minutes else None  # noqa: E731  (of --budget-minutes)
         floor = noise_floor(cfg, space, executor, out, say, quiet=quiet, left_s=left_s)
         if cfg.latency_budget_ms and (floor.get("latency_ms") or 0.0) > cfg.latency_budget_ms:
             say(f"note: {space.reference} serves in {floor['latency_ms']:.2f} ms a request here, over --latency-budget-ms "
@@ -151,9 +152,9 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, quie
             cfg.latency_target_ms = float(floor.get("latency_ms") or 0.0)
             say(f"latency target: {cfg.latency_target_ms:.2f} ms per request (the default architecture, measured)")
         atomic_write_json(out / SEARCH_FILE, {**cfg.to_dict(), "space_settings": space.to_dict(), "noise_floor": floor})
-        trials = _run_trials(cfg, space, executor, out, quiet, say, started, elapsed_before, floor, tables)
+        trials = _run_trials(cfg, space, executor, out, quiet, say, elapsed, left_s, floor, tables)
         final = finalize(cfg, space, out, trials, executor, floor, tables, quiet, say, left_s=left_s)
-        seconds = elapsed_before + time.perf_counter() - started
+        seconds = elapsed()
         _say_budget_overrun(cfg, seconds, final.get("report") or {}, say)
         if trials.records():
             page = write_search_report(out, {**cfg.to_dict(), "noise_floor": floor}, trials.records(), final.get("report"), space, seconds)
@@ -391,8 +392,8 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
 
 
 # ---------------------------------------------------------------------- trials
-def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: bool, say, started: float, elapsed_before: float,
-                floor: dict[str, Any], tables: dict[str, pd.DataFrame]) -> TrialLog:
+def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: bool, say, elapsed: Callable[[], float],
+                left_s: Callable[[], float] | None, floor: dict[str, Any], tables: dict[str, pd.DataFrame]) -> TrialLog:
     from tqdm.auto import tqdm
 
     from ..progress import progress
@@ -411,12 +412,6 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
 
     def best() -> float:
         return max((r["reward"] for r in trials.by_trial.values()), default=float("nan"))
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - started
-
-    def left_s() -> float:
-        return 60 * cfg.budget_minutes - elapsed()
 
     def values() -> dict[str, str]:
         return {"best": f"{best():.4f}", **({"left": minutes_left(left_s())} if cfg.budget_minutes else {})}
