@@ -8,7 +8,7 @@ which epoch early stopping keeps (chosen by F1 on a small validation split). Thi
 default and each of ``--variants`` (training options over the default's: ``ema_decay``, ``lr``,
 ...) under ``--seeds``, records every epoch's weights, and scores each epoch on the test split,
 so one run answers both questions: per variant and selection rule (validation F1 with patience
-2 = what `train` does; validation AP; the last epoch), test AP per seed, its mean and spread, and
+2 = what `train` did with 4 epochs; validation AP; the last epoch; the first), test AP per seed, its mean and spread, and
 a paired bootstrap over the test queries against the earlier default (no variant, 4 epochs, F1 rule), the
 seeds' mean probabilities per arm.
 

@@ -185,7 +185,7 @@ class TrainConfig:
     """How a classifier is trained."""
 
     variant: str = "dl-gs"  # "dl-gs": cross-entropy (default: best on average over both samples, see README); "dl-jl": joint CE + triplet; "transfer": triplet pre-training, then CE
-    epochs: int = 1  # maximum epochs of classification training; 1: test AP fell after the first pass on all three samples (README, "One epoch")
+    epochs: int = 1  # maximum epochs of classification training; 1: test AP fell after the first pass on all three samples (README, "A seventh")
     batch_size: int = 256  # pairs per step (the seed used 1024 on a far larger set)
     lr: float = 2e-3  # Adam learning rate
     backbone_lr: float = 5e-5  # learning rate of fine-tuned pre-trained layers (backbone_trainable > 0)
