@@ -266,14 +266,13 @@ def finalize(cfg, space: Space, out: Path, trials: TrialLog, executor, floor: di
             for k in todo for j, seed in enumerate(seeds)]
     bar = progress(total=len(records) * len(seeds), initial=(len(records) - len(todo)) * len(seeds),
                    desc=f"retrain {len(records)} × {len(seeds)} seeds", unit="seed", quiet=quiet,
-                   postfix={"left": minutes_left(left_s())} if left_s is not None else None)
+                   postfix=budget_postfix(left_s))
     parts: dict[str, dict[int, dict[str, Any]]] = {k: {} for k in todo}
     try:
         for i, res in executor.map_unordered([job for _, _, job in jobs]):
             k, j, _ = jobs[i]
             parts[k][j] = res
-            if left_s is not None:
-                bar.set_postfix(left=minutes_left(left_s()), refresh=False)
+            bar.set_postfix(budget_postfix(left_s), refresh=False)
             bar.update(1)  # after the postfix: a bar written to a file shows the values of this update
             if len(parts[k]) < len(seeds):
                 continue
@@ -557,6 +556,12 @@ def _entry(cfg, key: str, rec: dict[str, Any], res: dict[str, Any], seeds: list[
 def minutes_left(seconds: float) -> str:
     """A progress bar's ``left=`` value: the budget's minutes left (0 once spent)."""
     return f"{max(0.0, seconds) / 60:.1f}min"
+
+
+def budget_postfix(left_s: Callable[[], float] | None) -> dict[str, str]:
+    """The progress bars' postfix under ``--budget-minutes``: ``{"left": ...}`` (``left_s``: the
+    budget's seconds left), or nothing without a budget (``left_s`` None)."""
+    return {"left": minutes_left(left_s())} if left_s is not None else {}
 
 
 def memoised_tables(executor) -> frozenset[str]:

@@ -42,7 +42,7 @@ from .child import reward
 from .config import SEARCH_FILE, SearchConfig, load_saved, merge_for_resume
 from .distill import check_layers
 from .executors import make_executor
-from .final import (CHILD_TABLES, FINAL_FILE, finalize, frozen_pass_estimate_s, memoised_tables, minutes_left,
+from .final import (CHILD_TABLES, FINAL_FILE, budget_postfix, finalize, frozen_pass_estimate_s, memoised_tables,
                     retrain_estimate_s, steady_seconds)
 from .plots import plot_noise, plot_pareto, plot_rewards
 from .report import write_search_report
@@ -348,15 +348,13 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say, quiet
         return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
     jobs = [child_job(cfg, space, arch, child_seeds(cfg, r)) for r in todo]
     bar = progress(total=repeats, initial=repeats - len(todo), desc="noise floor", unit="repeat", quiet=quiet,
-                   postfix={"left": minutes_left(left_s())} if left_s is not None else None)
+                   postfix=budget_postfix(left_s))
     try:
         for i, res in executor.map_unordered(jobs):
-            record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), "seconds": round(res["seconds"], 3),
-                      "frozen_s": round(res.get("frozen_s", 0.0), 3), "frozen_texts": int(res.get("frozen_texts", 0))}
+            record = {"repeat": todo[i], "seeds": jobs[i]["seeds"], **result_fields(cfg, res), **cost_fields(res)}
             append_line(out / NOISE, json.dumps(record))
             done[todo[i]] = record
-            if left_s is not None:
-                bar.set_postfix(left=minutes_left(left_s()), refresh=False)
+            bar.set_postfix(budget_postfix(left_s), refresh=False)
             bar.update(1)  # after the postfix: a bar written to a file shows this update's values
             with tqdm.external_write_mode():
                 say(f"noise floor repeat {todo[i]}: {cfg.reward_metric} {record['metric']:.4f}{_spread(cfg, record)}, "
@@ -364,6 +362,13 @@ def noise_floor(cfg: SearchConfig, space: Space, executor, out: Path, say, quiet
     finally:
         bar.close()
     return summarize_floor(cfg, arch, [done[r] for r in sorted(done)])
+
+
+def cost_fields(res: dict[str, Any]) -> dict[str, Any]:
+    """What a logged child or noise-floor repeat records of its cost: ``seconds``, and of those the
+    one-off frozen pass (``frozen_s``) over ``frozen_texts`` texts its process had not memoised."""
+    return {"seconds": round(res["seconds"], 3), "frozen_s": round(res.get("frozen_s", 0.0), 3),
+            "frozen_texts": int(res.get("frozen_texts", 0))}
 
 
 def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -383,7 +388,7 @@ def summarize_floor(cfg: SearchConfig, arch: Architecture, repeats: list[dict[st
         # what a child costs, for the budget's first estimates: the first repeat also pays the one-off frozen pass over
         # every text (82 s against 11 s on Home Depot), so it counts only when it is the only one, and then less
         # that pass (frozen_s; logs of earlier versions lack it)
-        "child_seconds": float(np.median([r.get("seconds", 0.0) - r.get("frozen_s", 0.0) for r in (repeats[1:] or repeats)])),
+        "child_seconds": float(np.median([steady_seconds(r) for r in (repeats[1:] or repeats)])),
         # this machine's speed at MiniLM's layers, from the first repeat's pass (the distillation's estimate scales with it)
         "frozen_s_per_text": (repeats[0]["frozen_s"] / repeats[0]["frozen_texts"]) if repeats[0].get("frozen_texts") else None,
         "per_repeat": [{k: r[k] for k in ("repeat", "seeds", "metric", "spread", "latency_ms")} for r in repeats],
@@ -414,7 +419,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
         return max((r["reward"] for r in trials.by_trial.values()), default=float("nan"))
 
     def values() -> dict[str, str]:
-        return {"best": f"{best():.4f}", **({"left": minutes_left(left_s())} if cfg.budget_minutes else {})}
+        return {"best": f"{best():.4f}", **budget_postfix(left_s)}
 
     def postfix() -> None:  # set before the bar advances (refresh=False): a bar written to a file shows this update's values
         bar.set_postfix(values(), refresh=False)
@@ -476,8 +481,7 @@ def _run_trials(cfg: SearchConfig, space: Space, executor, out: Path, quiet: boo
             for i, res in executor.map_unordered([child_job(cfg, space, pending[k][0][1], seeds) for k in keys]):
                 (t, arch, actions), *repeats = pending[keys[i]]
                 record = {"trial": t, "step": step, "architecture": arch, "actions": actions, **result_fields(cfg, res),
-                          "seconds": round(res["seconds"], 3), "frozen_s": round(res.get("frozen_s", 0.0), 3),
-                          "frozen_texts": int(res.get("frozen_texts", 0)), "cached": False,
+                          **cost_fields(res), "cached": False,
                           "finished_at": round(time.time(), 3),
                           "load_1m": load_average()}
                 trials.append(record)
